@@ -1,0 +1,299 @@
+//! Heartbeat rules (SPEC section 4): payload validation, coalescing and watchdog staleness.
+
+use serde_json::Value;
+
+use crate::error::{ErrorCode, TaskError};
+
+/// Largest payload accepted, in bytes of UTF-8 JSON.
+pub const MAX_PAYLOAD_BYTES: u64 = 1_000_000;
+/// Payloads above this size are accepted with a warning (Temporal's threshold: 256 KiB).
+pub const WARN_PAYLOAD_BYTES: u64 = 256 * 1024;
+/// Deepest nesting of arrays and objects accepted.
+pub const MAX_PAYLOAD_DEPTH: usize = 128;
+/// Longest interval between two heartbeat writes of one attempt.
+pub const MAX_THROTTLE_MS: u64 = 500;
+
+/// Why a heartbeat payload was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeartbeatPayloadError {
+    /// A value that JSON cannot carry, at `path` (like `$.items[3].ratio`).
+    #[error("heartbeat payload is not JSON-serialisable at {path}: {reason}")]
+    NotJson {
+        /// JSON path of the first bad value.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The payload is larger than [`MAX_PAYLOAD_BYTES`].
+    #[error("heartbeat payload is {size_bytes} bytes, the limit is {limit_bytes}")]
+    TooLarge {
+        /// Size of the payload as UTF-8 JSON.
+        size_bytes: u64,
+        /// The limit.
+        limit_bytes: u64,
+    },
+    /// The payload nests deeper than [`MAX_PAYLOAD_DEPTH`].
+    #[error("heartbeat payload nests deeper than {limit} levels at {path}")]
+    TooDeep {
+        /// JSON path where the limit was crossed.
+        path: String,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+impl HeartbeatPayloadError {
+    /// The stable code of this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::NotJson { .. } => ErrorCode::HeartbeatPayloadNotJsonSerializable,
+            Self::TooLarge { .. } | Self::TooDeep { .. } => ErrorCode::HeartbeatPayloadTooLarge,
+        }
+    }
+
+    /// The `{code, message, details}` form of this error.
+    pub fn to_task_error(&self) -> TaskError {
+        let details = match self {
+            Self::NotJson { path, reason } => serde_json::json!({ "path": path, "reason": reason }),
+            Self::TooLarge {
+                size_bytes,
+                limit_bytes,
+            } => serde_json::json!({ "size_bytes": size_bytes, "limit_bytes": limit_bytes }),
+            Self::TooDeep { path, limit } => serde_json::json!({ "path": path, "max_depth": limit }),
+        };
+        TaskError::new(self.code(), self.to_string()).with_details(details)
+    }
+}
+
+impl From<HeartbeatPayloadError> for TaskError {
+    fn from(error: HeartbeatPayloadError) -> Self {
+        error.to_task_error()
+    }
+}
+
+/// What validation learned about an accepted payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PayloadInfo {
+    /// Size as UTF-8 JSON.
+    pub size_bytes: u64,
+    /// Whether the size is above [`WARN_PAYLOAD_BYTES`] (accepted, but worth a warning).
+    pub over_warning_threshold: bool,
+}
+
+/// Appends one path segment for an object key: `.name`, or `["odd key"]` when not an identifier.
+pub fn push_key_segment(path: &mut String, key: &str) {
+    let plain = !key.is_empty()
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !key.starts_with(|c: char| c.is_ascii_digit());
+    if plain {
+        path.push('.');
+        path.push_str(key);
+    } else {
+        path.push('[');
+        path.push_str(&Value::String(key.to_owned()).to_string());
+        path.push(']');
+    }
+}
+
+/// Checks a payload against every rule: finite numbers, depth, size.
+pub fn validate_payload(payload: &Value) -> Result<PayloadInfo, HeartbeatPayloadError> {
+    let mut path = String::from("$");
+    check_value(payload, 0, &mut path)?;
+    let size_bytes = json_size(payload);
+    if size_bytes > MAX_PAYLOAD_BYTES {
+        return Err(HeartbeatPayloadError::TooLarge {
+            size_bytes,
+            limit_bytes: MAX_PAYLOAD_BYTES,
+        });
+    }
+    Ok(PayloadInfo {
+        size_bytes,
+        over_warning_threshold: size_bytes > WARN_PAYLOAD_BYTES,
+    })
+}
+
+fn check_value(value: &Value, depth: usize, path: &mut String) -> Result<(), HeartbeatPayloadError> {
+    let children_depth = depth + 1;
+    match value {
+        Value::Number(n) => {
+            if n.as_f64().is_some_and(|f| !f.is_finite()) {
+                return Err(HeartbeatPayloadError::NotJson {
+                    path: path.clone(),
+                    reason: "number is not finite".to_owned(),
+                });
+            }
+            Ok(())
+        }
+        Value::Array(items) => {
+            if children_depth > MAX_PAYLOAD_DEPTH {
+                return Err(too_deep(path));
+            }
+            for (index, item) in items.iter().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{index}]"));
+                check_value(item, children_depth, path)?;
+                path.truncate(len);
+            }
+            Ok(())
+        }
+        Value::Object(map) => {
+            if children_depth > MAX_PAYLOAD_DEPTH {
+                return Err(too_deep(path));
+            }
+            for (key, item) in map {
+                let len = path.len();
+                push_key_segment(path, key);
+                check_value(item, children_depth, path)?;
+                path.truncate(len);
+            }
+            Ok(())
+        }
+        Value::Null | Value::Bool(_) | Value::String(_) => Ok(()),
+    }
+}
+
+fn too_deep(path: &str) -> HeartbeatPayloadError {
+    HeartbeatPayloadError::TooDeep {
+        path: path.to_owned(),
+        limit: MAX_PAYLOAD_DEPTH,
+    }
+}
+
+/// Size of `value` as compact UTF-8 JSON, without building the string.
+pub fn json_size(value: &Value) -> u64 {
+    struct Counter(u64);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Writing a `Value` into an infallible writer cannot fail.
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0
+}
+
+/// The longest interval between two heartbeat writes: 500 ms, or 0.8 x the heartbeat timeout
+/// when that is shorter, so a persisted heartbeat is never older than the timeout.
+pub fn throttle_interval_ms(heartbeat_timeout_ms: Option<u64>) -> u64 {
+    match heartbeat_timeout_ms {
+        Some(timeout) => (timeout.saturating_mul(4) / 5).clamp(1, MAX_THROTTLE_MS),
+        None => MAX_THROTTLE_MS,
+    }
+}
+
+/// When the heartbeat writer should write next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteDecision {
+    /// Nothing is pending: nothing to write.
+    Idle,
+    /// Write the pending heartbeat now.
+    Now,
+    /// Write the pending heartbeat at this time (milliseconds).
+    At(u64),
+}
+
+/// The coalescing rule: the first heartbeat is written at once; later ones wait until one
+/// throttle interval has passed since the previous write started.
+pub fn next_write(
+    last_written_at_ms: Option<u64>,
+    pending: bool,
+    now_ms: u64,
+    heartbeat_timeout_ms: Option<u64>,
+) -> WriteDecision {
+    if !pending {
+        return WriteDecision::Idle;
+    }
+    match last_written_at_ms {
+        None => WriteDecision::Now,
+        Some(last) => {
+            let due = last.saturating_add(throttle_interval_ms(heartbeat_timeout_ms));
+            if now_ms >= due {
+                WriteDecision::Now
+            } else {
+                WriteDecision::At(due)
+            }
+        }
+    }
+}
+
+/// The watchdog's reference point: the last heartbeat received, or the start of the attempt.
+fn last_sign_of_life(started_at_ms: u64, last_heartbeat_at_ms: Option<u64>) -> u64 {
+    last_heartbeat_at_ms.map_or(started_at_ms, |hb| hb.max(started_at_ms))
+}
+
+/// Whether the task is stale: `now - max(started_at, last_heartbeat) > timeout`.
+pub fn is_stale(
+    now_ms: u64,
+    started_at_ms: u64,
+    last_heartbeat_at_ms: Option<u64>,
+    heartbeat_timeout_ms: u64,
+) -> bool {
+    stale_for_ms(now_ms, started_at_ms, last_heartbeat_at_ms) > heartbeat_timeout_ms
+}
+
+/// How long the task has been silent at `now_ms`.
+pub fn stale_for_ms(now_ms: u64, started_at_ms: u64, last_heartbeat_at_ms: Option<u64>) -> u64 {
+    now_ms.saturating_sub(last_sign_of_life(started_at_ms, last_heartbeat_at_ms))
+}
+
+/// The first millisecond at which the task is stale, unless a heartbeat arrives before it.
+pub fn stale_at_ms(
+    started_at_ms: u64,
+    last_heartbeat_at_ms: Option<u64>,
+    heartbeat_timeout_ms: u64,
+) -> u64 {
+    last_sign_of_life(started_at_ms, last_heartbeat_at_ms)
+        .saturating_add(heartbeat_timeout_ms)
+        .saturating_add(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn limits_and_paths() {
+        assert!(validate_payload(&json!({"a": [1, 2.5, "x"]})).is_ok());
+        let big = Value::String("x".repeat(1_000_000));
+        assert!(matches!(
+            validate_payload(&big),
+            Err(HeartbeatPayloadError::TooLarge { size_bytes: 1_000_002, .. })
+        ));
+        let mut deep = json!(1);
+        for _ in 0..129 {
+            deep = json!([deep]);
+        }
+        assert!(matches!(validate_payload(&deep), Err(HeartbeatPayloadError::TooDeep { .. })));
+    }
+
+    #[test]
+    fn throttle_is_the_shorter_of_500ms_and_four_fifths_of_the_timeout() {
+        assert_eq!(throttle_interval_ms(None), 500);
+        assert_eq!(throttle_interval_ms(Some(10_000)), 500);
+        assert_eq!(throttle_interval_ms(Some(100)), 80);
+        assert_eq!(throttle_interval_ms(Some(0)), 1);
+    }
+
+    #[test]
+    fn first_write_is_immediate_then_throttled() {
+        assert_eq!(next_write(None, true, 10, None), WriteDecision::Now);
+        assert_eq!(next_write(Some(10), true, 20, None), WriteDecision::At(510));
+        assert_eq!(next_write(Some(10), true, 510, None), WriteDecision::Now);
+        assert_eq!(next_write(Some(10), false, 900, None), WriteDecision::Idle);
+    }
+
+    #[test]
+    fn staleness_counts_from_the_later_of_start_and_heartbeat() {
+        assert!(!is_stale(1_100, 1_000, None, 100));
+        assert!(is_stale(1_101, 1_000, None, 100));
+        assert!(!is_stale(1_101, 1_000, Some(1_050), 100));
+        assert_eq!(stale_at_ms(1_000, Some(1_050), 100), 1_151);
+        assert!(is_stale(stale_at_ms(1_000, None, 100), 1_000, None, 100));
+    }
+}
