@@ -1,1 +1,267 @@
-//! Work in progress.
+//! In-memory storage adapter of stint.
+//!
+//! [`MemoryStore`] implements [`AttemptStore`] and [`EventLog`] with the same semantics as the
+//! SQLite and PostgreSQL adapters (it passes the same conformance suite, `stint-tests`), keeping
+//! everything in process memory. It is meant for tests, examples and short-lived embedded use:
+//! nothing survives the process.
+//!
+//! Every operation takes one mutex for its whole duration, which plays the part of a transaction:
+//! each multi-row change is all-or-nothing and concurrent handles see it whole or not at all. The
+//! mutex is never held across an `.await`.
+//!
+//! Invariants, stated as absences: nothing here performs I/O, reads a clock, or spawns a task.
+#![deny(missing_docs)]
+
+mod state;
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use async_trait::async_trait;
+use serde_json::Value;
+use stint_domain::{
+    AttemptKey, AttemptRecord, Event, EventRecord, NodeKey, NodeRecord, RunSummary,
+};
+use stint_ports::{
+    AttemptEnd, AttemptFilter, AttemptStore, BeginAttempt, BegunAttempt, EventLog, HeartbeatWrite,
+    OwnedAttempt, StoreError,
+};
+
+use crate::state::State;
+
+/// A store held in memory.
+///
+/// Cloning gives another handle on the same data, as a second connection pool on the same
+/// database would: two clones racing see each other's writes, and the store's rules (one attempt
+/// in progress per node, each abandoned attempt recovered once) hold across them.
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    state: Arc<Mutex<State>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Locks the state for one operation.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic inside a critical section cannot leave half a write: every operation validates
+        // before it mutates, and mutations themselves do not panic. So the data of a poisoned lock
+        // is still consistent and later calls may use it.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The contents could be large; a summary is what a log line needs.
+        let (runs, attempts, last_seq) = self.lock().counts();
+        f.debug_struct("MemoryStore")
+            .field("runs", &runs)
+            .field("attempts", &attempts)
+            .field("last_seq", &last_seq)
+            .finish()
+    }
+}
+
+#[async_trait]
+impl AttemptStore for MemoryStore {
+    async fn begin_attempt(&self, begin: BeginAttempt) -> Result<BegunAttempt, StoreError> {
+        self.lock().begin_attempt(begin)
+    }
+
+    async fn record_heartbeat(
+        &self,
+        attempt: &OwnedAttempt,
+        heartbeat: HeartbeatWrite,
+    ) -> Result<(), StoreError> {
+        self.lock().record_heartbeat(attempt, heartbeat)
+    }
+
+    async fn renew_lease(
+        &self,
+        attempt: &OwnedAttempt,
+        lease_expires_at_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.lock().renew_lease(attempt, lease_expires_at_ms)
+    }
+
+    async fn end_attempt(
+        &self,
+        attempt: &OwnedAttempt,
+        end: AttemptEnd,
+        finished_at_ms: u64,
+        events: Vec<Event>,
+    ) -> Result<(), StoreError> {
+        self.lock()
+            .end_attempt(attempt, end, finished_at_ms, events)
+    }
+
+    async fn recover_abandoned(&self, now_ms: u64) -> Result<Vec<AttemptKey>, StoreError> {
+        Ok(self.lock().recover_abandoned(now_ms))
+    }
+
+    async fn list_attempts(
+        &self,
+        filter: &AttemptFilter,
+    ) -> Result<Vec<AttemptRecord>, StoreError> {
+        Ok(self.lock().list_attempts(filter))
+    }
+
+    async fn get_node(&self, node: &NodeKey) -> Result<Option<NodeRecord>, StoreError> {
+        Ok(self.lock().get_node(node))
+    }
+
+    async fn list_nodes(&self, run_id: &str) -> Result<Vec<NodeRecord>, StoreError> {
+        Ok(self.lock().list_nodes(run_id))
+    }
+
+    async fn list_runs(&self) -> Result<Vec<RunSummary>, StoreError> {
+        Ok(self.lock().list_runs())
+    }
+
+    async fn read_output(&self, node: &NodeKey) -> Result<Option<Value>, StoreError> {
+        Ok(self.lock().read_output(node))
+    }
+
+    async fn previous_checkpoint(&self, node: &NodeKey) -> Result<Option<Value>, StoreError> {
+        Ok(self.lock().previous_checkpoint(node))
+    }
+}
+
+#[async_trait]
+impl EventLog for MemoryStore {
+    async fn append(&self, events: Vec<Event>) -> Result<(), StoreError> {
+        self.lock().append(events);
+        Ok(())
+    }
+
+    async fn read_events(
+        &self,
+        run_id: &str,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        Ok(self.lock().read_events(run_id, after_seq, limit))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use stint_domain::{AttemptState, EventKind, TaskError};
+
+    use super::*;
+
+    fn node(node_id: &str) -> NodeKey {
+        NodeKey::new("run", node_id, 0).expect("valid key")
+    }
+
+    fn begin(node: &NodeKey, owner: &str, at: u64) -> BeginAttempt {
+        BeginAttempt {
+            node: node.clone(),
+            owner: owner.to_owned(),
+            started_at_ms: at,
+            lease_expires_at_ms: at + 30_000,
+            metadata: json!({"prompt": "p"}),
+            working_dir: None,
+            label: Some("label".to_owned()),
+            output_table: Some("out".to_owned()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_clone_is_another_handle_on_the_same_data() {
+        let first = MemoryStore::new();
+        let second = first.clone();
+        let key = node("n");
+        first
+            .begin_attempt(begin(&key, "a", 10))
+            .await
+            .expect("begin");
+        let refused = second.begin_attempt(begin(&key, "b", 11)).await;
+        assert!(matches!(refused, Err(StoreError::Conflict { .. })));
+        let node = second
+            .get_node(&key)
+            .await
+            .expect("read")
+            .expect("node exists");
+        assert_eq!(node.state, AttemptState::InProgress);
+        assert_eq!(node.label.as_deref(), Some("label"));
+    }
+
+    #[tokio::test]
+    async fn separate_stores_share_nothing() {
+        let first = MemoryStore::new();
+        let other = MemoryStore::default();
+        first
+            .begin_attempt(begin(&node("n"), "a", 10))
+            .await
+            .expect("begin");
+        assert!(other.list_runs().await.expect("runs").is_empty());
+        assert!(
+            other
+                .read_events("run", 0, 10)
+                .await
+                .expect("events")
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn begin_appends_node_started_at_the_start_time() {
+        let store = MemoryStore::new();
+        store
+            .begin_attempt(begin(&node("n"), "a", 42))
+            .await
+            .expect("begin");
+        let events = store.read_events("run", 0, 10).await.expect("events");
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].seq, 1);
+        assert_eq!(events[0].event.kind, EventKind::NodeStarted);
+        assert_eq!(events[0].event.timestamp_ms, 42);
+        assert_eq!(events[0].event.attempt, 1);
+    }
+
+    #[tokio::test]
+    async fn cancelled_attempt_keeps_its_error_and_no_retryable_flag() {
+        let store = MemoryStore::new();
+        let key = node("n");
+        store
+            .begin_attempt(begin(&key, "a", 0))
+            .await
+            .expect("begin");
+        let owned = OwnedAttempt {
+            key: key.attempt(1),
+            owner: "a".to_owned(),
+        };
+        let end = AttemptEnd::Cancelled {
+            error: TaskError::aborted(),
+        };
+        store
+            .end_attempt(&owned, end, 5, Vec::new())
+            .await
+            .expect("cancel");
+        let filter = AttemptFilter {
+            run_id: "run".to_owned(),
+            ..AttemptFilter::default()
+        };
+        let attempts = store.list_attempts(&filter).await.expect("list");
+        assert_eq!(attempts[0].state, AttemptState::Cancelled);
+        assert_eq!(attempts[0].retryable, None);
+        assert_eq!(attempts[0].error, Some(TaskError::aborted()));
+        assert_eq!(store.read_output(&key).await.expect("read"), None);
+    }
+
+    #[tokio::test]
+    async fn debug_shows_a_summary_not_the_contents() {
+        let store = MemoryStore::new();
+        store
+            .begin_attempt(begin(&node("n"), "secret-owner", 0))
+            .await
+            .expect("begin");
+        let shown = format!("{store:?}");
+        assert_eq!(shown, "MemoryStore { runs: 1, attempts: 1, last_seq: 1 }");
+    }
+}
