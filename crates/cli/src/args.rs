@@ -1,0 +1,313 @@
+//! The command line: every command, flag and help text of `stint` (clap derive).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// The SQLite database used when neither `--db` nor `STINT_DB` is given.
+pub const DEFAULT_DB: &str = "sqlite://.stint/stint.db";
+
+const ROOT_LONG_ABOUT: &str = "\
+Run any command as a durable task, and inspect every attempt.
+
+Each `stint run` is one node of a run: its attempts, heartbeats, output and events are recorded in \
+a database (SQLite by default, PostgreSQL with a postgres:// URL), so a crash, a timeout or a \
+Ctrl-C never loses what happened, and the next attempt starts from the last checkpoint.";
+
+const ROOT_AFTER_LONG_HELP: &str = "\
+Exit codes (stable):
+  0    finished (for `run`: the node finished; for other commands: success)
+  1    failed: retries exhausted, a non-retryable failure, invalid output; `output` of a node that
+       has no stored output
+  2    bad usage or bad input to stint: unknown flag, unreadable --output-schema file, invalid id,
+       unknown schema name, `heartbeat` outside a task
+  3    store error: database unavailable or unreadable (STORE_UNAVAILABLE), newer or foreign
+       schema (STORE_INCOMPATIBLE), conflict (STORE_CONFLICT: e.g. the node already has an attempt
+       in progress in another process, or this attempt was declared abandoned meanwhile)
+  130  cancelled (Ctrl-C or SIGTERM to stint, or Ctrl-C while following events)
+
+Every error is one line on stderr: `stint: CODE: message`.
+
+Environment:
+  STINT_DB   database URL, as --db
+  RUST_LOG   turns on tracing logs on stderr (e.g. RUST_LOG=stint=debug)
+  NO_COLOR   no colour in the status line
+
+Examples:
+  stint run --node-id build -- sh -c 'echo \"{}\" >&\"$STINT_HEARTBEAT_FD\"; echo \"{\\\"ok\\\":true}\"'
+  stint attempts RUN_ID --json | jq '.[].state'
+  stint events RUN_ID --follow";
+
+/// `stint`: run any command as a durable task, and inspect every attempt.
+#[derive(Debug, Parser)]
+#[command(
+    name = "stint",
+    version,
+    about = "Run any command as a durable task, and inspect every attempt",
+    long_about = ROOT_LONG_ABOUT,
+    after_long_help = ROOT_AFTER_LONG_HELP,
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Database URL: sqlite://PATH (created on first use; `?synchronous=normal` trades the last
+    /// commits on power loss for speed) or postgres://USER@HOST/DB. A value without `://` is a
+    /// SQLite file path.
+    #[arg(long, global = true, env = "STINT_DB", default_value = DEFAULT_DB, value_name = "URL")]
+    pub db: String,
+
+    /// No live status line and no progress lines; only errors (and the command's own stderr).
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands of `stint`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a command as a durable task (one node of a run), with retries, timeouts and heartbeats.
+    #[command(
+        long_about = RUN_LONG_ABOUT,
+        after_long_help = RUN_AFTER_LONG_HELP
+    )]
+    Run(RunArgs),
+    /// List runs, most recently updated first.
+    Runs(RunsArgs),
+    /// List a run's attempts (`--json`: one JSON array of attempt records, see `stint schema attempt`).
+    Attempts(AttemptsArgs),
+    /// Print a run's events (`--json`: one JSON object per line, see `stint schema event`).
+    Events(EventsArgs),
+    /// Print the stored output of a finished node as JSON.
+    Output(OutputArgs),
+    /// Print the JSON Schema of an event, record or error; without NAME, list the names.
+    Schema(SchemaArgs),
+    /// Mark attempts whose lease expired (their process died) failed with ATTEMPT_ABANDONED.
+    #[command(
+        long_about = "Mark every in-progress attempt whose lease expired failed with \
+        ATTEMPT_ABANDONED (retryable, counted toward the node's retries) and print each one. \
+        `stint run` does the same when it opens the store. Safe to run from many processes at once: \
+        each attempt is marked exactly once."
+    )]
+    Recover,
+    /// Create or upgrade the database schema (every command does this on open; this does only that).
+    Migrate,
+    /// From inside a task: send one heartbeat (or a directive) to the stint running it.
+    #[command(long_about = HEARTBEAT_LONG_ABOUT)]
+    Heartbeat(HeartbeatArgs),
+}
+
+const RUN_LONG_ABOUT: &str = "\
+Run COMMAND as one node of a run, recording every attempt.
+
+Without --run-id a fresh run id is made and printed on stderr. If the node (run id, node id, \
+iteration) already finished, its stored output is printed and nothing runs, unless --force. \
+Otherwise attempts are numbered on from the node's earlier ones, the newest checkpoint is handed \
+over, and earlier failed attempts count toward --retries. Before running, attempts of dead \
+processes (expired lease) are marked ATTEMPT_ABANDONED, as `stint recover` does.
+
+If another process is running an attempt of the same node right now, stint refuses at once with \
+STORE_CONFLICT and exit code 3 (it does not wait): a node never has two attempts in progress.
+
+On success the stored output (the command's stdout as JSON) is printed on stdout, so \
+`stint run ... | jq` works.";
+
+const RUN_AFTER_LONG_HELP: &str = "\
+What the command sees:
+  environment   STINT_RUN_ID, STINT_NODE_ID, STINT_ITERATION, STINT_ATTEMPT (1, 2, ...),
+                STINT_CHECKPOINT (the previous attempt's last heartbeat payload as JSON; unset when
+                there is none), STINT_HEARTBEAT_FD=3
+  stdin         /dev/null
+  stdout        the task's output: exactly one JSON value (checked against --output-schema);
+                anything else fails the attempt with INVALID_OUTPUT (not retried)
+  stderr        passed through live; its last 4 KiB are kept with a failure
+  fd 3          the heartbeat pipe (no other descriptor is inherited)
+  process group its own; the whole group is signalled on cancel, and whatever is left of it is
+                killed once the command exits
+
+Heartbeat protocol (one line per message on fd 3):
+  a JSON value     a heartbeat; the payload becomes the checkpoint of the next attempt:
+                     echo '{\"done\":3}' >&\"$STINT_HEARTBEAT_FD\"   (or: stint heartbeat '{\"done\":3}')
+  an empty line    a bare liveness ping (keeps the last payload):  echo >&3
+  #no-retry        directive: the failure that follows (non-zero exit) is not retried
+  #retry-after DUR directive: retry the failure that follows after DUR (e.g. 30s), not the backoff
+  An invalid line is reported on stderr with its code (HEARTBEAT_PAYLOAD_*, or INVALID_DIRECTIVE)
+  and the task goes on.
+
+Failures:
+  non-zero exit     TASK_FAILED, retryable, details {exit_status, signal, stderr_tail}
+  --timeout         TASK_TIMEOUT, retryable
+  --heartbeat-timeout  TASK_HEARTBEAT_TIMEOUT, retryable (silent for longer than DUR)
+  bad stdout        INVALID_OUTPUT, not retried
+  Retries wait --backoff-initial, doubling (--backoff-factor) up to --backoff-max, with jitter.
+
+Cancellation: Ctrl-C or SIGTERM to stint sends SIGTERM to the command's process group, then SIGKILL
+after --grace; the attempt is recorded `cancelled` and stint exits 130 once that is written.
+
+Exit codes: 0 finished, 1 failed, 2 bad usage/input, 3 store error or conflict, 130 cancelled.
+
+Examples:
+  stint run --run-id nightly --node-id fetch --retries 3 --timeout 5m -- ./fetch.sh
+  stint run --heartbeat-timeout 30s --output-schema out.schema.json -- python train.py";
+
+const HEARTBEAT_LONG_ABOUT: &str = "\
+Send one heartbeat line to the stint running this task, on the descriptor named by \
+STINT_HEARTBEAT_FD. With JSON: a heartbeat whose payload becomes the next attempt's checkpoint. \
+Without JSON: a bare liveness ping. --no-retry and --retry-after send the matching directive \
+instead. Fails with exit code 2 outside a task (STINT_HEARTBEAT_FD unset) or on invalid JSON.";
+
+/// `stint run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The run this node belongs to; a fresh id when absent (printed on stderr).
+    #[arg(long, value_name = "ID")]
+    pub run_id: Option<String>,
+    /// The node's id within the run.
+    #[arg(long, value_name = "ID", default_value = "main")]
+    pub node_id: String,
+    /// The loop iteration of the node.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub iteration: u32,
+    /// Extra attempts after the first failure (earlier failed attempts of the node count too).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub retries: u32,
+    /// Longest run of one attempt (e.g. 500ms, 30s, 5m); none by default.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Fail an attempt that sends no heartbeat for this long; none by default.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub heartbeat_timeout: Option<Duration>,
+    /// Delay before the first retry.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "1s")]
+    pub backoff_initial: Duration,
+    /// Growth of the delay per further failure.
+    #[arg(long, value_name = "X", default_value_t = 2.0)]
+    pub backoff_factor: f64,
+    /// Longest delay between attempts.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "100s")]
+    pub backoff_max: Duration,
+    /// JSON Schema file the output must match.
+    #[arg(long, value_name = "FILE")]
+    pub output_schema: Option<PathBuf>,
+    /// A human-readable label for the node.
+    #[arg(long, value_name = "TEXT")]
+    pub label: Option<String>,
+    /// The output table name recorded with the node.
+    #[arg(long, value_name = "NAME")]
+    pub output_table: Option<String>,
+    /// How long an attempt stays owned without a lease renewal (renewed every third of it);
+    /// after that a dead stint's attempt is marked ATTEMPT_ABANDONED by recovery.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "30s")]
+    pub lease: Duration,
+    /// On cancel or timeout: time between SIGTERM and SIGKILL to the command's process group.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "10s")]
+    pub grace: Duration,
+    /// Run even if the node already finished (a new attempt; the old output is replaced).
+    #[arg(long)]
+    pub force: bool,
+    /// The command and its arguments.
+    #[arg(required = true, last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// `stint runs`.
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// One JSON array of run summaries (see `stint schema run`).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `stint attempts`.
+#[derive(Debug, Args)]
+pub struct AttemptsArgs {
+    /// The run.
+    pub run_id: String,
+    /// Only this node.
+    #[arg(long, value_name = "NODE")]
+    pub node: Option<String>,
+    /// Only this iteration.
+    #[arg(long, value_name = "N")]
+    pub iteration: Option<u32>,
+    /// One JSON array of attempt records: run_id, node_id, iteration, attempt, state
+    /// (in-progress, finished, failed, cancelled), error ({code, message, details} or null),
+    /// heartbeat (last payload or null), started_at_ms, finished_at_ms, vcs, and more.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `stint events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// The run.
+    pub run_id: String,
+    /// One JSON object per line: type, seq, run_id, node_id, iteration, attempt, timestamp_ms and
+    /// the fields of the event's type.
+    #[arg(long)]
+    pub json: bool,
+    /// Keep printing new events as they are written, until Ctrl-C.
+    #[arg(long, short)]
+    pub follow: bool,
+    /// Only events with a sequence number above SEQ.
+    #[arg(long, value_name = "SEQ", default_value_t = 0)]
+    pub after: u64,
+}
+
+/// `stint output`.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// The run.
+    pub run_id: String,
+    /// The node.
+    pub node: String,
+    /// The node's iteration.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub iteration: u32,
+}
+
+/// `stint schema`.
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// The schema to print (event, attempt, node, run, error, task-descriptor).
+    pub name: Option<String>,
+}
+
+/// `stint heartbeat`.
+#[derive(Debug, Args)]
+pub struct HeartbeatArgs {
+    /// The payload, one JSON value; none sends a bare ping.
+    #[arg(value_name = "JSON", conflicts_with_all = ["no_retry", "retry_after"])]
+    pub payload: Option<String>,
+    /// Send the `#no-retry` directive: the failure that follows is not retried.
+    #[arg(long, conflicts_with = "retry_after")]
+    pub no_retry: bool,
+    /// Send the `#retry-after DUR` directive: retry the failure that follows after DUR.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub retry_after: Option<Duration>,
+}
+
+/// Parses `500ms`, `30s`, `5m`, `1h 30m` (humantime).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("'{text}' is not a duration like 500ms, 30s or 5m ({e})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert!(parse_duration("soon").is_err());
+    }
+}

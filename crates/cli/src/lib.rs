@@ -1,0 +1,118 @@
+//! The `stint` command: a thin composition root.
+//!
+//! It parses the command line ([`args`]), opens the store named by `--db`, wires the engine to
+//! it, and runs external commands as tasks. It holds no rule of its own: attempt numbering,
+//! retries, timeouts, heartbeats and recovery are the engine's and the store's.
+//!
+//! Invariants, stated as absences: nothing here prints a backtrace or panics on bad input (every
+//! failure is one line with a stable code, see [`exit`]), and no process the CLI spawned outlives
+//! the attempt that spawned it.
+
+pub mod args;
+mod commands;
+pub mod exit;
+mod output;
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+
+pub use args::Cli;
+use exit::CliError;
+
+/// The full clap command of `stint` (the CLI reference in docs is generated from it).
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
+/// Runs `stint` with the process's arguments and returns its exit code.
+pub fn main() -> ExitCode {
+    main_with_args(std::env::args_os())
+}
+
+/// Runs `stint` with `args` (the first is the program name) and returns its exit code.
+pub fn main_with_args<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(&error),
+    };
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            return report(&CliError::new(
+                "RUNTIME",
+                format!("cannot start the async runtime: {error}"),
+                exit::FAILED,
+            ));
+        }
+    };
+    let result = runtime.block_on(commands::dispatch(cli));
+    // Nothing spawned may keep the process alive once the command is done.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => report(&error),
+    }
+}
+
+/// Prints `error` as its one line and returns its exit code.
+pub(crate) fn report(error: &CliError) -> ExitCode {
+    output::error_line(error);
+    error.exit_code()
+}
+
+/// Help and version print as clap renders them; every other parse error becomes one line with
+/// exit code 2.
+fn usage_error(error: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match error.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = error.print();
+            ExitCode::from(if error.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::SUCCESS
+            })
+        }
+        _ => {
+            let rendered = error.render().to_string();
+            let first = rendered
+                .lines()
+                .find(|line| !line.trim().is_empty())
+                .unwrap_or("invalid arguments");
+            let first = first.trim().trim_start_matches("error:").trim();
+            let message = format!("{first} (see 'stint --help')");
+            report(&CliError::usage(message))
+        }
+    }
+}
+
+/// `RUST_LOG` turns on tracing logs on stderr; without it stint logs nothing.
+fn init_tracing() {
+    let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG") else {
+        return;
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::env::var_os("NO_COLOR").is_none())
+        .try_init();
+}
+
+/// Writes `text` and a newline to stdout; a closed stdout (`| head`) is not an error worth a line.
+pub(crate) fn print_stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+    let _ = out.flush();
+}

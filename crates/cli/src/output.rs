@@ -1,0 +1,16 @@
+//! What stint writes on stderr about itself: error lines, notes, and the status of a run.
+
+use std::io::Write as _;
+
+use crate::exit::CliError;
+
+/// Writes `stint: CODE: message` on stderr.
+pub fn error_line(error: &CliError) {
+    note(&error.to_string());
+}
+
+/// Writes `stint: text` on stderr.
+pub fn note(text: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "stint: {text}");
+}
