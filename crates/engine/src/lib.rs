@@ -1,1 +1,32 @@
-//! Work in progress.
+//! The stint attempt engine (SPEC sections 3 and 4).
+//!
+//! [`Engine::run_attempt`] runs one attempt of a task: it begins the attempt in the store, runs
+//! the compute with a [`TaskContext`], races it against the timeout, the heartbeat watchdog,
+//! external cancellation and ownership loss, then writes the one terminal state the first of
+//! those signals decided. [`Engine::run_node`] loops attempts with backoff until the node
+//! finishes, is cancelled or runs out of retries.
+//!
+//! Invariants, stated as absences: the engine never polls (timers sleep to exact deadlines),
+//! a heartbeat call never waits on I/O, and no task the engine spawned outlives the call that
+//! spawned it.
+#![deny(missing_docs)]
+
+mod attempt;
+mod compute;
+mod heartbeat;
+mod metrics;
+mod node;
+mod output;
+mod ports;
+mod watchdog;
+
+pub use compute::{
+    AttemptOutcome, EngineError, EngineOptions, NodeOutcome, NoopObserver, Observer, TaskContext,
+    TaskFailure,
+};
+pub use heartbeat::Heartbeat;
+pub use node::Engine;
+pub use ports::{NoVcs, Ports, SystemClock, TokioClock};
+pub use stint_domain::HeartbeatPayloadError;
+pub use stint_domain::machine::RetryPlan;
+pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,322 @@
+//! Heartbeats (SPEC section 4): the handle a compute calls, and the one writer task per attempt
+//! that coalesces what the handle receives into throttled store writes.
+//!
+//! The handle never waits on I/O: it validates the payload, swaps it into a one-slot mailbox
+//! (last one wins) and wakes the writer. The writer writes the first heartbeat at once, then at
+//! most one per throttle interval, never two at a time, and drains the mailbox when the attempt
+//! closes it, so the next attempt sees the latest checkpoint.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+use stint_domain::heartbeat::validate_payload;
+use stint_domain::{AttemptCommand, AttemptKey, AttemptMachine, HeartbeatPayloadError};
+use stint_ports::{AttemptStore, Clock, HeartbeatWrite, OwnedAttempt, StoreError};
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
+
+use crate::compute::Observer;
+use crate::metrics::Metrics;
+
+/// The handle a compute reports progress through. Cheap to clone, `Send + Sync`, never waits.
+///
+/// Calls after the compute returned or the attempt ended are ignored and return `Ok(())`.
+#[derive(Clone)]
+pub struct Heartbeat {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Heartbeat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Heartbeat")
+            .field("attempt", &self.shared.key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A heartbeat received and not yet written.
+#[derive(Debug)]
+struct Pending {
+    received_at_ms: u64,
+    /// The payload and its size; `None` for a bare ping.
+    payload: Option<(Value, u64)>,
+}
+
+#[derive(Debug, Default)]
+struct Mailbox {
+    closed: bool,
+    pending: Option<Pending>,
+    warned_large: bool,
+}
+
+/// State shared by the handles and the writer.
+struct Shared {
+    key: AttemptKey,
+    clock: Arc<dyn Clock>,
+    mailbox: Mutex<Mailbox>,
+    wake: Notify,
+    /// Receive time of the latest heartbeat, watched by the watchdog.
+    received: watch::Sender<Option<u64>>,
+    metrics: Metrics,
+}
+
+impl Shared {
+    fn mailbox(&self) -> MutexGuard<'_, Mailbox> {
+        // The mailbox is consistent after every statement, so a panic elsewhere cannot leave
+        // it half-updated: recovering from poisoning is sound.
+        self.mailbox.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn take_pending(&self) -> Option<Pending> {
+        self.mailbox().pending.take()
+    }
+}
+
+impl Heartbeat {
+    /// Reports progress with `payload`, which the next attempt receives as its checkpoint.
+    pub fn beat(&self, payload: Value) -> Result<(), HeartbeatPayloadError> {
+        let info = validate_payload(&payload)?;
+        self.offer(
+            Some((payload, info.size_bytes)),
+            info.over_warning_threshold,
+        );
+        Ok(())
+    }
+
+    /// Serialises `payload` and reports it like [`Heartbeat::beat`].
+    pub fn beat_typed<T: Serialize + ?Sized>(
+        &self,
+        payload: &T,
+    ) -> Result<(), HeartbeatPayloadError> {
+        let value =
+            serde_json::to_value(payload).map_err(|error| HeartbeatPayloadError::NotJson {
+                path: "$".to_owned(),
+                reason: error.to_string(),
+            })?;
+        self.beat(value)
+    }
+
+    /// A bare liveness ping: the stored payload is kept.
+    pub fn ping(&self) {
+        self.offer(None, false);
+    }
+
+    fn offer(&self, payload: Option<(Value, u64)>, large: bool) {
+        let shared = &self.shared;
+        let now_ms = shared.clock.now_ms();
+        {
+            let mut mailbox = shared.mailbox();
+            if mailbox.closed {
+                shared.metrics.heartbeats_dropped.add(1, &[]);
+                return;
+            }
+            if large && !mailbox.warned_large {
+                mailbox.warned_large = true;
+                tracing::warn!(attempt = %shared.key, "heartbeat payload is over 256 KiB; the limit is 1,000,000 bytes");
+            }
+            let previous = mailbox.pending.take();
+            if previous.is_some() {
+                shared.metrics.heartbeats_coalesced.add(1, &[]);
+            }
+            // A ping that replaces an unwritten payload must not lose that payload.
+            let payload = payload.or_else(|| previous.and_then(|p| p.payload));
+            mailbox.pending = Some(Pending {
+                received_at_ms: now_ms,
+                payload,
+            });
+        }
+        shared.received.send_replace(Some(now_ms));
+        shared.wake.notify_one();
+    }
+}
+
+/// What the writer needs to write.
+pub(crate) struct WriterPorts {
+    pub(crate) store: Arc<dyn AttemptStore>,
+    pub(crate) owned: OwnedAttempt,
+    pub(crate) machine: Arc<Mutex<AttemptMachine>>,
+    pub(crate) observer: Arc<dyn Observer>,
+    pub(crate) interval: Duration,
+}
+
+/// One attempt's heartbeat machinery: the shared mailbox and its writer task.
+pub(crate) struct HeartbeatHub {
+    shared: Arc<Shared>,
+    flush: CancellationToken,
+    lost: CancellationToken,
+    conflict: Arc<OnceLock<StoreError>>,
+    writer: Option<AbortOnDropHandle<()>>,
+}
+
+impl HeartbeatHub {
+    /// Starts the writer. Dropping the hub aborts it.
+    pub(crate) fn start(
+        key: AttemptKey,
+        clock: Arc<dyn Clock>,
+        metrics: Metrics,
+        ports: WriterPorts,
+    ) -> Self {
+        let shared = Arc::new(Shared {
+            key,
+            clock,
+            mailbox: Mutex::new(Mailbox::default()),
+            wake: Notify::new(),
+            received: watch::Sender::new(None),
+            metrics,
+        });
+        let flush = CancellationToken::new();
+        let lost = CancellationToken::new();
+        let conflict = Arc::new(OnceLock::new());
+        let writer = Writer {
+            shared: shared.clone(),
+            ports,
+            flush: flush.clone(),
+            lost: lost.clone(),
+            conflict: conflict.clone(),
+        };
+        let task = tokio::spawn(writer.run());
+        Self {
+            shared,
+            flush,
+            lost,
+            conflict,
+            writer: Some(AbortOnDropHandle::new(task)),
+        }
+    }
+
+    /// A handle for the compute.
+    pub(crate) fn handle(&self) -> Heartbeat {
+        Heartbeat {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Receive times of heartbeats, for the watchdog.
+    pub(crate) fn received(&self) -> watch::Receiver<Option<u64>> {
+        self.shared.received.subscribe()
+    }
+
+    /// Resolves with the conflict when a heartbeat write found the attempt owned by another.
+    pub(crate) async fn lost(&self) -> StoreError {
+        self.lost.cancelled().await;
+        self.conflict
+            .get()
+            .cloned()
+            .unwrap_or_else(|| StoreError::conflict("attempt lost"))
+    }
+
+    /// Stops accepting heartbeats, writes the pending one and waits for the writer to end.
+    /// Returns the conflict if a write found the attempt owned by another execution.
+    pub(crate) async fn close_and_flush(mut self) -> Option<StoreError> {
+        self.shared.mailbox().closed = true;
+        self.flush.cancel();
+        if let Some(writer) = self.writer.take()
+            && let Err(error) = writer.await
+        {
+            tracing::warn!(%error, "heartbeat writer ended abnormally");
+        }
+        self.conflict.get().cloned()
+    }
+}
+
+/// The writer task's state.
+struct Writer {
+    shared: Arc<Shared>,
+    ports: WriterPorts,
+    flush: CancellationToken,
+    lost: CancellationToken,
+    conflict: Arc<OnceLock<StoreError>>,
+}
+
+impl Writer {
+    async fn run(self) {
+        let mut last_write: Option<Instant> = None;
+        loop {
+            if let Some(previous) = last_write {
+                // The throttle: at most one write per interval, except the final flush.
+                tokio::select! {
+                    () = tokio::time::sleep_until(previous + self.ports.interval) => {}
+                    () = self.flush.cancelled() => {}
+                }
+            }
+            let Some(pending) = self.next_pending().await else {
+                return;
+            };
+            last_write = Some(Instant::now());
+            if let Err(conflict) = self.write(pending).await {
+                let _ = self.conflict.set(conflict);
+                self.lost.cancel();
+                return;
+            }
+        }
+    }
+
+    /// Waits for a heartbeat to write; `None` once flushed and empty.
+    async fn next_pending(&self) -> Option<Pending> {
+        loop {
+            // A notification between the check and the wait leaves a permit, so none is lost.
+            if let Some(pending) = self.shared.take_pending() {
+                return Some(pending);
+            }
+            if self.flush.is_cancelled() {
+                return None;
+            }
+            tokio::select! {
+                () = self.shared.wake.notified() => {}
+                () = self.flush.cancelled() => {}
+            }
+        }
+    }
+
+    /// Writes one heartbeat; only a conflict is returned, other failures are logged.
+    async fn write(&self, pending: Pending) -> Result<(), StoreError> {
+        let metrics = &self.shared.metrics;
+        let command = AttemptCommand::Heartbeat {
+            received_at_ms: pending.received_at_ms,
+            data_size_bytes: pending.payload.as_ref().map(|(_, size)| *size),
+        };
+        let now_ms = self.shared.clock.now_ms();
+        let applied = lock_machine(&self.ports.machine).apply(command, now_ms);
+        let Some(event) = applied.ok().and_then(|events| events.into_iter().next()) else {
+            tracing::warn!(attempt = %self.shared.key, "heartbeat after the attempt ended; dropped");
+            metrics.heartbeats_dropped.add(1, &[]);
+            return Ok(());
+        };
+        let payload = pending.payload.map(|(value, _)| value);
+        let write = HeartbeatWrite {
+            received_at_ms: pending.received_at_ms,
+            payload: payload.clone(),
+            event,
+        };
+        match self
+            .ports
+            .store
+            .record_heartbeat(&self.ports.owned, write)
+            .await
+        {
+            Ok(()) => {
+                metrics.heartbeats_written.add(1, &[]);
+                self.ports
+                    .observer
+                    .heartbeat(&self.shared.key, payload.as_ref());
+                Ok(())
+            }
+            Err(error @ StoreError::Conflict { .. }) => Err(error),
+            Err(error) => {
+                tracing::warn!(attempt = %self.shared.key, %error, "heartbeat write failed");
+                metrics.heartbeats_dropped.add(1, &[]);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Locks the attempt's state machine; see [`Shared::mailbox`] for why poisoning is recovered.
+pub(crate) fn lock_machine(machine: &Mutex<AttemptMachine>) -> MutexGuard<'_, AttemptMachine> {
+    machine.lock().unwrap_or_else(PoisonError::into_inner)
+}

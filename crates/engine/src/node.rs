@@ -1,0 +1,171 @@
+//! The engine and the node loop: attempts until one finishes, one is cancelled, or retries run
+//! out, sleeping the backoff in between (cancellable).
+
+use std::fmt;
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+use stint_domain::{AttemptKey, AttemptState, TaskDescriptor, TaskError};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::compute::{
+    AttemptOutcome, EngineError, EngineOptions, NodeOutcome, TaskContext, TaskFailure,
+};
+use crate::metrics::Metrics;
+use crate::output::OutputValidator;
+use crate::ports::Ports;
+
+/// Runs attempts of tasks against a set of ports.
+pub struct Engine {
+    pub(crate) ports: Ports,
+    pub(crate) options: EngineOptions,
+    pub(crate) metrics: Metrics,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("ports", &self.ports)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// An engine with default options.
+    pub fn new(ports: Ports) -> Self {
+        Self::with_options(ports, EngineOptions::default())
+    }
+
+    /// An engine with `options`. Metric instruments are taken from the global meter provider
+    /// installed at this point.
+    pub fn with_options(ports: Ports, options: EngineOptions) -> Self {
+        Self {
+            ports,
+            options,
+            metrics: Metrics::from_global(),
+        }
+    }
+
+    /// The ports this engine uses.
+    pub fn ports(&self) -> &Ports {
+        &self.ports
+    }
+
+    /// Runs one attempt of `desc` (SPEC section 3, steps 1-9) and returns how it ended.
+    ///
+    /// `Err` means the end could not be recorded: a store failure, or a `STORE_CONFLICT` when
+    /// another execution owns the attempt (the compute was stopped, nothing terminal written).
+    pub async fn run_attempt<F, Fut>(
+        &self,
+        desc: &TaskDescriptor,
+        compute: F,
+        cancel: &CancellationToken,
+    ) -> Result<AttemptOutcome, EngineError>
+    where
+        F: FnOnce(TaskContext) -> Fut,
+        Fut: Future<Output = Result<Value, TaskFailure>> + Send,
+    {
+        let validator = OutputValidator::compile(desc.output_schema.as_ref())?;
+        self.attempt(desc, &validator, compute, cancel).await
+    }
+
+    /// Runs attempts of `desc` until one finishes, one is cancelled, or retries run out.
+    ///
+    /// A cancellation during the backoff between attempts ends the node `Cancelled` with
+    /// `TASK_ABORTED` without starting another attempt; the last attempt stays `failed`.
+    pub async fn run_node<F, Fut>(
+        &self,
+        desc: &TaskDescriptor,
+        compute: F,
+        cancel: &CancellationToken,
+    ) -> Result<NodeOutcome, EngineError>
+    where
+        F: Fn(TaskContext) -> Fut,
+        Fut: Future<Output = Result<Value, TaskFailure>> + Send,
+    {
+        let validator = OutputValidator::compile(desc.output_schema.as_ref())?;
+        let span = tracing::info_span!("node", node = %desc.key);
+        self.node_loop(desc, &validator, compute, cancel)
+            .instrument(span)
+            .await
+    }
+
+    async fn node_loop<F, Fut>(
+        &self,
+        desc: &TaskDescriptor,
+        validator: &OutputValidator,
+        compute: F,
+        cancel: &CancellationToken,
+    ) -> Result<NodeOutcome, EngineError>
+    where
+        F: Fn(TaskContext) -> Fut,
+        Fut: Future<Output = Result<Value, TaskFailure>> + Send,
+    {
+        let started_at_ms = self.ports.clock.now_ms();
+        let mut attempts: Vec<AttemptOutcome> = Vec::new();
+        let outcome = loop {
+            let attempt = self.attempt(desc, validator, &compute, cancel).await?;
+            let retry = attempt.retry;
+            attempts.push(attempt);
+            let Some(plan) = retry else {
+                break node_outcome_of_last(attempts);
+            };
+            let delay = Duration::from_millis(plan.delay_ms);
+            self.options
+                .observer
+                .retry_scheduled(plan.next_attempt, delay);
+            tracing::info!(
+                next_attempt = plan.next_attempt,
+                delay_ms = plan.delay_ms,
+                "retrying"
+            );
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = cancel.cancelled() => {
+                    break NodeOutcome {
+                        state: AttemptState::Cancelled,
+                        output: None,
+                        error: Some(TaskError::aborted()),
+                        attempts,
+                    };
+                }
+            }
+        };
+        let duration_ms = self.ports.clock.now_ms().saturating_sub(started_at_ms);
+        self.metrics.node_ended(outcome.state, duration_ms);
+        Ok(outcome)
+    }
+
+    /// Marks every attempt whose lease expired `failed` with `ATTEMPT_ABANDONED`.
+    pub async fn recover(&self) -> Result<Vec<AttemptKey>, EngineError> {
+        let now_ms = self.ports.clock.now_ms();
+        let recovered = self.ports.store.recover_abandoned(now_ms).await?;
+        if !recovered.is_empty() {
+            tracing::info!(count = recovered.len(), "recovered abandoned attempts");
+        }
+        Ok(recovered)
+    }
+
+    /// The directory the VCS revision is read in.
+    pub(crate) fn working_dir(&self) -> Option<PathBuf> {
+        self.options
+            .working_dir
+            .clone()
+            .or_else(|| std::env::current_dir().ok())
+    }
+}
+
+/// The node's outcome is its last attempt's.
+fn node_outcome_of_last(attempts: Vec<AttemptOutcome>) -> NodeOutcome {
+    let last = attempts.last();
+    NodeOutcome {
+        state: last.map_or(AttemptState::Failed, |a| a.state),
+        output: last.and_then(|a| a.output.clone()),
+        error: last.and_then(|a| a.error.clone()),
+        attempts,
+    }
+}

@@ -1,0 +1,79 @@
+//! The timers raced against the compute: the heartbeat watchdog, the timeout and the lease
+//! renewer. Each sleeps to an exact deadline; none polls.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use stint_domain::heartbeat::stale_at_ms;
+use stint_ports::{AttemptStore, Clock, OwnedAttempt, StoreError};
+use tokio::sync::watch;
+
+/// Resolves when the task has been silent for longer than `timeout_ms`: sleeps until the exact
+/// staleness deadline and re-arms whenever a heartbeat is received.
+pub(crate) async fn heartbeat_watchdog(
+    mut received: watch::Receiver<Option<u64>>,
+    clock: Arc<dyn Clock>,
+    started_at_ms: u64,
+    timeout_ms: u64,
+) {
+    loop {
+        let last = *received.borrow_and_update();
+        let deadline_ms = stale_at_ms(started_at_ms, last, timeout_ms);
+        let now_ms = clock.now_ms();
+        if now_ms >= deadline_ms {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(deadline_ms - now_ms)) => {}
+            changed = received.changed() => {
+                if changed.is_err() {
+                    // No more heartbeats can arrive: only the deadline is left.
+                    let now_ms = clock.now_ms();
+                    tokio::time::sleep(Duration::from_millis(deadline_ms.saturating_sub(now_ms))).await;
+                }
+            }
+        }
+    }
+}
+
+/// Resolves after `timeout`, or never when there is none.
+pub(crate) async fn timeout(timeout: Option<Duration>) {
+    match timeout {
+        Some(duration) => tokio::time::sleep(duration).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The watchdog when the task has a heartbeat timeout; otherwise never resolves.
+pub(crate) async fn maybe_watchdog(
+    received: watch::Receiver<Option<u64>>,
+    clock: Arc<dyn Clock>,
+    started_at_ms: u64,
+    timeout_ms: Option<u64>,
+) {
+    match timeout_ms {
+        Some(timeout_ms) => heartbeat_watchdog(received, clock, started_at_ms, timeout_ms).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Renews the lease every third of `lease_ms`; resolves only when a renewal finds the attempt
+/// owned by another execution. Other failures are logged: the next renewal may succeed, and
+/// the lease still has two thirds to run.
+pub(crate) async fn renew_lease(
+    store: Arc<dyn AttemptStore>,
+    owned: OwnedAttempt,
+    clock: Arc<dyn Clock>,
+    lease_ms: u64,
+) -> StoreError {
+    let period = Duration::from_millis((lease_ms / 3).max(1));
+    loop {
+        tokio::time::sleep(period).await;
+        let expires_at_ms = clock.now_ms().saturating_add(lease_ms);
+        match store.renew_lease(&owned, expires_at_ms).await {
+            Ok(()) => {}
+            Err(error @ StoreError::Conflict { .. }) => return error,
+            Err(error) => tracing::warn!(attempt = %owned.key, %error, "lease renewal failed"),
+        }
+    }
+}
