@@ -1,0 +1,105 @@
+//! Mapping of sqlx and SQLite errors, and of out-of-range numbers, onto [`StoreError`].
+
+use std::path::Path;
+
+use stint_ports::StoreError;
+
+// Primary SQLite result codes (the low byte of an extended code).
+const SQLITE_BUSY: i64 = 5;
+const SQLITE_LOCKED: i64 = 6;
+const SQLITE_CORRUPT: i64 = 11;
+const SQLITE_CANTOPEN: i64 = 14;
+const SQLITE_NOTADB: i64 = 26;
+
+/// The primary result code of a database error, if sqlx reports one.
+fn primary_code(error: &sqlx::Error) -> Option<i64> {
+    let sqlx::Error::Database(db) = error else {
+        return None;
+    };
+    let code: i64 = db.code()?.parse().ok()?;
+    Some(code & 0xff)
+}
+
+/// Maps an error met while using an open store.
+pub(crate) fn map(error: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &error
+        && db.is_unique_violation()
+    {
+        return StoreError::conflict(format!("unique key taken: {}", db.message()));
+    }
+    match primary_code(&error) {
+        Some(SQLITE_BUSY | SQLITE_LOCKED) => StoreError::unavailable(format!(
+            "database stayed locked past the busy timeout: {error}"
+        )),
+        Some(SQLITE_CORRUPT | SQLITE_NOTADB) => {
+            StoreError::incompatible(format!("database is corrupt: {error}"))
+        }
+        _ => match error {
+            sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+                StoreError::incompatible(format!("a row does not decode: {error}"))
+            }
+            other => StoreError::unavailable(other.to_string()),
+        },
+    }
+}
+
+/// Maps an error met while opening the database at `path`, naming the path.
+pub(crate) fn map_open(path: &Path, error: sqlx::Error) -> StoreError {
+    let shown = path.display();
+    match primary_code(&error) {
+        Some(SQLITE_NOTADB | SQLITE_CORRUPT) => {
+            StoreError::incompatible(format!("{shown}: file is not a database ({error})"))
+        }
+        Some(SQLITE_CANTOPEN) => StoreError::unavailable(format!(
+            "{shown}: cannot open or create the database ({error})"
+        )),
+        _ => match map(error) {
+            StoreError::Unavailable { message } => {
+                StoreError::unavailable(format!("{shown}: {message}"))
+            }
+            StoreError::Incompatible { message } => {
+                StoreError::incompatible(format!("{shown}: {message}"))
+            }
+            conflict => conflict,
+        },
+    }
+}
+
+/// A number as SQLite stores it; stint's times and counters never reach `i64::MAX`.
+pub(crate) fn to_i64(value: u64, what: &str) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| {
+        StoreError::incompatible(format!(
+            "{what} {value} does not fit in a signed 64-bit column"
+        ))
+    })
+}
+
+/// A stored number read back; a negative or oversized value means the row was not written by
+/// stint.
+pub(crate) fn to_u64(value: i64, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(value)
+        .map_err(|_| StoreError::incompatible(format!("stored {what} {value} is negative")))
+}
+
+/// A stored number read back as `u32`.
+pub(crate) fn to_u32(value: i64, what: &str) -> Result<u32, StoreError> {
+    u32::try_from(value)
+        .map_err(|_| StoreError::incompatible(format!("stored {what} {value} is out of range")))
+}
+
+/// A stored JSON text read back.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    text: &str,
+    what: &str,
+) -> Result<T, StoreError> {
+    serde_json::from_str(text)
+        .map_err(|error| StoreError::incompatible(format!("stored {what} is not valid: {error}")))
+}
+
+/// A value written as JSON text.
+pub(crate) fn to_json<T: serde::Serialize>(value: &T, what: &str) -> Result<String, StoreError> {
+    // Serialising stint's own types and `serde_json::Value` cannot fail; keep the error anyway.
+    serde_json::to_string(value).map_err(|error| {
+        StoreError::incompatible(format!("{what} cannot be written as JSON: {error}"))
+    })
+}

@@ -1,0 +1,209 @@
+//! Every read of the store: single statements in autocommit, which under WAL never block a
+//! writer and never wait for one.
+
+use serde_json::Value;
+use sqlx::Row;
+use sqlx::sqlite::{SqlitePool, SqliteRow};
+use stint_domain::{
+    AttemptRecord, AttemptState, Event, EventRecord, NodeKey, NodeRecord, RunSummary,
+};
+use stint_ports::{AttemptFilter, StoreError};
+
+use crate::error::{map, parse_json, to_i64, to_u32, to_u64};
+
+/// A state column read back.
+fn state(row: &SqliteRow) -> Result<AttemptState, StoreError> {
+    let text: String = row.try_get("state").map_err(map)?;
+    text.parse()
+        .map_err(|_| StoreError::incompatible(format!("stored state '{text}' is unknown")))
+}
+
+fn get_u32(row: &SqliteRow, column: &str) -> Result<u32, StoreError> {
+    to_u32(row.try_get(column).map_err(map)?, column)
+}
+
+fn get_u64(row: &SqliteRow, column: &str) -> Result<u64, StoreError> {
+    to_u64(row.try_get(column).map_err(map)?, column)
+}
+
+fn get_opt_u64(row: &SqliteRow, column: &str) -> Result<Option<u64>, StoreError> {
+    let value: Option<i64> = row.try_get(column).map_err(map)?;
+    value.map(|v| to_u64(v, column)).transpose()
+}
+
+fn get_opt_json<T: serde::de::DeserializeOwned>(
+    row: &SqliteRow,
+    column: &str,
+) -> Result<Option<T>, StoreError> {
+    let text: Option<String> = row.try_get(column).map_err(map)?;
+    text.map(|t| parse_json(&t, column)).transpose()
+}
+
+fn attempt_record(row: &SqliteRow) -> Result<AttemptRecord, StoreError> {
+    let metadata: String = row.try_get("metadata").map_err(map)?;
+    Ok(AttemptRecord {
+        run_id: row.try_get("run_id").map_err(map)?,
+        node_id: row.try_get("node_id").map_err(map)?,
+        iteration: get_u32(row, "iteration")?,
+        attempt: get_u32(row, "attempt")?,
+        state: state(row)?,
+        error: get_opt_json(row, "error")?,
+        retryable: row.try_get("retryable").map_err(map)?,
+        heartbeat: get_opt_json(row, "heartbeat")?,
+        last_heartbeat_at_ms: get_opt_u64(row, "last_heartbeat_at_ms")?,
+        started_at_ms: get_u64(row, "started_at_ms")?,
+        finished_at_ms: get_opt_u64(row, "finished_at_ms")?,
+        vcs: row.try_get("vcs").map_err(map)?,
+        metadata: parse_json(&metadata, "metadata")?,
+        working_dir: row.try_get("working_dir").map_err(map)?,
+        owner: row.try_get("owner").map_err(map)?,
+        lease_expires_at_ms: get_u64(row, "lease_expires_at_ms")?,
+    })
+}
+
+fn node_record(row: &SqliteRow) -> Result<NodeRecord, StoreError> {
+    Ok(NodeRecord {
+        run_id: row.try_get("run_id").map_err(map)?,
+        node_id: row.try_get("node_id").map_err(map)?,
+        iteration: get_u32(row, "iteration")?,
+        state: state(row)?,
+        last_attempt: get_u32(row, "last_attempt")?,
+        updated_at_ms: get_u64(row, "updated_at_ms")?,
+        output_table: row.try_get("output_table").map_err(map)?,
+        label: row.try_get("label").map_err(map)?,
+    })
+}
+
+/// The `list_attempts` statement. Each optional filter is `(? IS NULL OR column = ?)`, bound
+/// twice: one fixed statement (prepared once and cached by sqlx) instead of SQL assembled per call.
+const LIST_ATTEMPTS: &str = "SELECT run_id, node_id, iteration, attempt, state, owner, \
+    lease_expires_at_ms, started_at_ms, finished_at_ms, last_heartbeat_at_ms, heartbeat, error, \
+    retryable, vcs, metadata, working_dir FROM attempts WHERE run_id = ? \
+    AND (? IS NULL OR node_id = ?) AND (? IS NULL OR iteration = ?) \
+    ORDER BY node_id, iteration, attempt";
+
+pub(crate) async fn list_attempts(
+    pool: &SqlitePool,
+    filter: &AttemptFilter,
+) -> Result<Vec<AttemptRecord>, StoreError> {
+    let rows = sqlx::query(LIST_ATTEMPTS)
+        .bind(filter.run_id.as_str())
+        .bind(filter.node_id.as_deref())
+        .bind(filter.node_id.as_deref())
+        .bind(filter.iteration)
+        .bind(filter.iteration)
+        .fetch_all(pool)
+        .await
+        .map_err(map)?;
+    rows.iter().map(attempt_record).collect()
+}
+
+pub(crate) async fn get_node(
+    pool: &SqlitePool,
+    node: &NodeKey,
+) -> Result<Option<NodeRecord>, StoreError> {
+    let row = sqlx::query(
+        "SELECT run_id, node_id, iteration, state, last_attempt, updated_at_ms, output_table, label \
+         FROM nodes WHERE run_id = ? AND node_id = ? AND iteration = ?",
+    )
+    .bind(node.run_id())
+    .bind(node.node_id())
+    .bind(node.iteration())
+    .fetch_optional(pool)
+    .await
+    .map_err(map)?;
+    row.as_ref().map(node_record).transpose()
+}
+
+pub(crate) async fn list_nodes(
+    pool: &SqlitePool,
+    run_id: &str,
+) -> Result<Vec<NodeRecord>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT run_id, node_id, iteration, state, last_attempt, updated_at_ms, output_table, label \
+         FROM nodes WHERE run_id = ? ORDER BY node_id, iteration",
+    )
+    .bind(run_id)
+    .fetch_all(pool)
+    .await
+    .map_err(map)?;
+    rows.iter().map(node_record).collect()
+}
+
+pub(crate) async fn list_runs(pool: &SqlitePool) -> Result<Vec<RunSummary>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT run_id, COUNT(*) AS nodes, \
+                SUM(state = 'in-progress') AS in_progress, SUM(state = 'finished') AS finished, \
+                SUM(state = 'failed') AS failed, SUM(state = 'cancelled') AS cancelled, \
+                MAX(updated_at_ms) AS updated_at_ms \
+         FROM nodes GROUP BY run_id ORDER BY updated_at_ms DESC, run_id",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(map)?;
+    rows.iter()
+        .map(|row| {
+            Ok(RunSummary {
+                run_id: row.try_get("run_id").map_err(map)?,
+                nodes: get_u64(row, "nodes")?,
+                in_progress: get_u64(row, "in_progress")?,
+                finished: get_u64(row, "finished")?,
+                failed: get_u64(row, "failed")?,
+                cancelled: get_u64(row, "cancelled")?,
+                updated_at_ms: get_u64(row, "updated_at_ms")?,
+            })
+        })
+        .collect()
+}
+
+pub(crate) async fn read_output(
+    pool: &SqlitePool,
+    node: &NodeKey,
+) -> Result<Option<Value>, StoreError> {
+    let text: Option<String> = sqlx::query_scalar(
+        "SELECT output FROM outputs WHERE run_id = ? AND node_id = ? AND iteration = ?",
+    )
+    .bind(node.run_id())
+    .bind(node.node_id())
+    .bind(node.iteration())
+    .fetch_optional(pool)
+    .await
+    .map_err(map)?;
+    text.map(|t| parse_json(&t, "output")).transpose()
+}
+
+pub(crate) async fn previous_checkpoint(
+    pool: &SqlitePool,
+    node: &NodeKey,
+) -> Result<Option<Value>, StoreError> {
+    let mut conn = pool.acquire().await.map_err(map)?;
+    crate::write::checkpoint_in(&mut conn, node).await
+}
+
+pub(crate) async fn read_events(
+    pool: &SqlitePool,
+    run_id: &str,
+    after_seq: u64,
+    limit: u32,
+) -> Result<Vec<EventRecord>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT seq, body FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+    )
+    .bind(run_id)
+    // A cursor past every possible seq simply reads nothing.
+    .bind(to_i64(after_seq, "sequence number").unwrap_or(i64::MAX))
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+    .map_err(map)?;
+    rows.iter()
+        .map(|row| {
+            let body: String = row.try_get("body").map_err(map)?;
+            let event: Event = parse_json(&body, "event")?;
+            Ok(EventRecord {
+                seq: get_u64(row, "seq")?,
+                event,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,402 @@
+//! Every write of the store, each one `BEGIN IMMEDIATE` transaction.
+//!
+//! `BEGIN IMMEDIATE` takes the write lock before the first read, so a transaction never has to
+//! upgrade a read lock into a write lock: two writers queue on the busy timeout instead of one of
+//! them failing with `SQLITE_BUSY` halfway through. Dropping a transaction before its commit rolls
+//! it back, which is what makes every early return (and a cancelled future) leave no trace.
+
+use serde_json::Value;
+use sqlx::Row;
+use sqlx::query::Query;
+use sqlx::sqlite::{SqliteArguments, SqlitePool};
+use sqlx::{Sqlite, SqliteConnection, Transaction};
+use stint_domain::{AttemptKey, AttemptState, Event, EventKind, NodeKey, TaskError};
+use stint_ports::{
+    AttemptEnd, BeginAttempt, BegunAttempt, HeartbeatWrite, OwnedAttempt, StoreError,
+};
+
+use crate::error::{map, parse_json, to_i64, to_json, to_u32};
+
+type SqliteQuery<'a> = Query<'a, Sqlite, SqliteArguments>;
+
+/// Opens a write transaction on `pool`.
+pub(crate) async fn begin_immediate(
+    pool: &SqlitePool,
+) -> Result<Transaction<'static, Sqlite>, StoreError> {
+    pool.begin_with("BEGIN IMMEDIATE").await.map_err(map)
+}
+
+/// Binds the three columns of a node key, in key order.
+fn bind_node<'a>(query: SqliteQuery<'a>, node: &NodeKey) -> SqliteQuery<'a> {
+    query
+        .bind(node.run_id().to_owned())
+        .bind(node.node_id().to_owned())
+        .bind(node.iteration())
+}
+
+/// Binds the four columns of an attempt key, in key order.
+fn bind_attempt<'a>(query: SqliteQuery<'a>, key: &AttemptKey) -> SqliteQuery<'a> {
+    bind_node(query, &key.node).bind(key.attempt)
+}
+
+/// Appends `events` inside the caller's transaction, in order.
+pub(crate) async fn insert_events(
+    conn: &mut SqliteConnection,
+    events: &[Event],
+) -> Result<(), StoreError> {
+    for event in events {
+        let body = to_json(event, "event")?;
+        sqlx::query(
+            "INSERT INTO events (run_id, node_id, iteration, attempt, type, timestamp_ms, body) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(event.run_id.as_str())
+        .bind(event.node_id.as_str())
+        .bind(event.iteration)
+        .bind(event.attempt)
+        .bind(event.kind.type_name())
+        .bind(to_i64(event.timestamp_ms, "timestamp")?)
+        .bind(body)
+        .execute(&mut *conn)
+        .await
+        .map_err(map)?;
+    }
+    Ok(())
+}
+
+/// Appends `events` in one transaction.
+pub(crate) async fn append(pool: &SqlitePool, events: Vec<Event>) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut tx = begin_immediate(pool).await?;
+    insert_events(&mut tx, &events).await?;
+    tx.commit().await.map_err(map)
+}
+
+/// Steps 1 and 2 of SPEC section 3 in one transaction.
+pub(crate) async fn begin_attempt(
+    pool: &SqlitePool,
+    begin: BeginAttempt,
+) -> Result<BegunAttempt, StoreError> {
+    let node = &begin.node;
+    let mut tx = begin_immediate(pool).await?;
+    let summary = bind_node(
+        sqlx::query(
+            "SELECT COALESCE(MAX(attempt), 0) AS last_attempt, \
+                    COALESCE(SUM(state = 'in-progress'), 0) AS in_progress, \
+                    COALESCE(SUM(state = 'failed'), 0) AS failed \
+             FROM attempts WHERE run_id = ? AND node_id = ? AND iteration = ?",
+        ),
+        node,
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(map)?;
+    let last_attempt = to_u32(
+        summary.try_get("last_attempt").map_err(map)?,
+        "attempt number",
+    )?;
+    let in_progress: i64 = summary.try_get("in_progress").map_err(map)?;
+    if in_progress > 0 {
+        return Err(StoreError::conflict(format!(
+            "{node} already has attempt {last_attempt} in progress"
+        )));
+    }
+    let failed_before = to_u32(summary.try_get("failed").map_err(map)?, "failure count")?;
+    let attempt = last_attempt.checked_add(1).ok_or_else(|| {
+        StoreError::conflict(format!(
+            "{node} has no attempt number left after {last_attempt}"
+        ))
+    })?;
+    let checkpoint = checkpoint_in(&mut tx, node).await?;
+    let key = node.attempt(attempt);
+    let started_at_ms = to_i64(begin.started_at_ms, "start time")?;
+    bind_attempt(
+        sqlx::query(
+            "INSERT INTO attempts (run_id, node_id, iteration, attempt, state, owner, \
+                 lease_expires_at_ms, started_at_ms, metadata, working_dir) \
+             VALUES (?, ?, ?, ?, 'in-progress', ?, ?, ?, ?, ?)",
+        ),
+        &key,
+    )
+    .bind(begin.owner.as_str())
+    .bind(to_i64(begin.lease_expires_at_ms, "lease expiry")?)
+    .bind(started_at_ms)
+    .bind(to_json(&begin.metadata, "metadata")?)
+    .bind(begin.working_dir.as_deref())
+    .execute(&mut *tx)
+    .await
+    .map_err(map)?;
+    bind_node(
+        sqlx::query(
+            "INSERT INTO nodes (run_id, node_id, iteration, state, last_attempt, updated_at_ms, \
+                 output_table, label) \
+             VALUES (?, ?, ?, 'in-progress', ?, ?, ?, ?) \
+             ON CONFLICT (run_id, node_id, iteration) DO UPDATE SET \
+                 state = excluded.state, last_attempt = excluded.last_attempt, \
+                 updated_at_ms = excluded.updated_at_ms, output_table = excluded.output_table, \
+                 label = excluded.label",
+        ),
+        node,
+    )
+    .bind(attempt)
+    .bind(started_at_ms)
+    .bind(begin.output_table.as_deref())
+    .bind(begin.label.as_deref())
+    .execute(&mut *tx)
+    .await
+    .map_err(map)?;
+    let started = Event::new(&key, begin.started_at_ms, EventKind::NodeStarted);
+    insert_events(&mut tx, &[started]).await?;
+    tx.commit().await.map_err(map)?;
+    tracing::debug!(attempt = %key, failed_before, "attempt begun");
+    Ok(BegunAttempt {
+        attempt,
+        checkpoint,
+        failed_before,
+    })
+}
+
+/// The payload of the newest attempt of `node` that recorded one.
+pub(crate) async fn checkpoint_in(
+    conn: &mut SqliteConnection,
+    node: &NodeKey,
+) -> Result<Option<Value>, StoreError> {
+    let row = bind_node(
+        sqlx::query(
+            "SELECT heartbeat FROM attempts \
+             WHERE run_id = ? AND node_id = ? AND iteration = ? AND heartbeat IS NOT NULL \
+             ORDER BY attempt DESC LIMIT 1",
+        ),
+        node,
+    )
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(map)?;
+    match row {
+        Some(row) => {
+            let text: String = row.try_get(0).map_err(map)?;
+            Ok(Some(parse_json(&text, "heartbeat")?))
+        }
+        None => Ok(None),
+    }
+}
+
+/// The conflict every owner-conditional write returns when it matches no row.
+fn not_owned(attempt: &OwnedAttempt) -> StoreError {
+    StoreError::conflict(format!(
+        "{} is not in progress under this owner (it ended, or recovery declared it abandoned)",
+        attempt.key
+    ))
+}
+
+/// Runs an owner-conditional update in `tx`; zero rows is a conflict (and the caller's
+/// transaction, dropped by the `?`, rolls back).
+async fn update_owned(
+    tx: &mut SqliteConnection,
+    query: SqliteQuery<'_>,
+    attempt: &OwnedAttempt,
+) -> Result<(), StoreError> {
+    let done = bind_attempt(query, &attempt.key)
+        .bind(attempt.owner.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(map)?;
+    if done.rows_affected() == 0 {
+        return Err(not_owned(attempt));
+    }
+    Ok(())
+}
+
+/// `$head` followed by the owner-conditional `WHERE` every later write of an attempt carries.
+/// A macro rather than `format!`, so the SQL stays a `&'static str` with nothing spliced in.
+macro_rules! owned_update {
+    ($head:literal) => {
+        concat!(
+            $head,
+            " WHERE run_id = ? AND node_id = ? AND iteration = ? AND attempt = ?",
+            " AND state = 'in-progress' AND owner = ?"
+        )
+    };
+}
+
+/// Writes one coalesced heartbeat and its event.
+pub(crate) async fn record_heartbeat(
+    pool: &SqlitePool,
+    attempt: &OwnedAttempt,
+    heartbeat: HeartbeatWrite,
+) -> Result<(), StoreError> {
+    let payload = heartbeat
+        .payload
+        .as_ref()
+        .map(|p| to_json(p, "heartbeat"))
+        .transpose()?;
+    let received = to_i64(heartbeat.received_at_ms, "heartbeat time")?;
+    let mut tx = begin_immediate(pool).await?;
+    // A bare ping (NULL payload) keeps the stored checkpoint; the received time never goes back.
+    let sql = owned_update!(
+        "UPDATE attempts SET heartbeat = COALESCE(?, heartbeat), \
+             last_heartbeat_at_ms = MAX(COALESCE(last_heartbeat_at_ms, ?), ?)"
+    );
+    let query = sqlx::query(sql).bind(payload).bind(received).bind(received);
+    update_owned(&mut tx, query, attempt).await?;
+    insert_events(&mut tx, &[heartbeat.event]).await?;
+    tx.commit().await.map_err(map)
+}
+
+/// Extends the owner's lease.
+pub(crate) async fn renew_lease(
+    pool: &SqlitePool,
+    attempt: &OwnedAttempt,
+    lease_expires_at_ms: u64,
+) -> Result<(), StoreError> {
+    let mut tx = begin_immediate(pool).await?;
+    let sql = owned_update!("UPDATE attempts SET lease_expires_at_ms = ?");
+    let query = sqlx::query(sql).bind(to_i64(lease_expires_at_ms, "lease expiry")?);
+    update_owned(&mut tx, query, attempt).await?;
+    tx.commit().await.map_err(map)
+}
+
+/// Writes the terminal state of attempt and node, the output and `events`, in one transaction.
+pub(crate) async fn end_attempt(
+    pool: &SqlitePool,
+    attempt: &OwnedAttempt,
+    end: AttemptEnd,
+    finished_at_ms: u64,
+    events: Vec<Event>,
+) -> Result<(), StoreError> {
+    let finished = to_i64(finished_at_ms, "finish time")?;
+    let (state, error, retryable, vcs, output) = match &end {
+        AttemptEnd::Finished { output, vcs } => (
+            AttemptState::Finished,
+            None,
+            None,
+            vcs.clone(),
+            Some(to_json(output, "output")?),
+        ),
+        AttemptEnd::Failed { error, retryable } => (
+            AttemptState::Failed,
+            Some(to_json(error, "error")?),
+            Some(*retryable),
+            None,
+            None,
+        ),
+        AttemptEnd::Cancelled { error } => (
+            AttemptState::Cancelled,
+            Some(to_json(error, "error")?),
+            None,
+            None,
+            None,
+        ),
+    };
+    let mut tx = begin_immediate(pool).await?;
+    let sql = owned_update!(
+        "UPDATE attempts SET state = ?, finished_at_ms = ?, error = ?, retryable = ?, vcs = ?"
+    );
+    let query = sqlx::query(sql)
+        .bind(state.as_str())
+        .bind(finished)
+        .bind(error)
+        .bind(retryable)
+        .bind(vcs);
+    update_owned(&mut tx, query, attempt).await?;
+    update_node(&mut tx, &attempt.key, state, finished).await?;
+    if let Some(output) = output {
+        bind_node(
+            sqlx::query(
+                "INSERT INTO outputs (run_id, node_id, iteration, attempt, output, written_at_ms) \
+                 VALUES (?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (run_id, node_id, iteration) DO UPDATE SET \
+                     attempt = excluded.attempt, output = excluded.output, \
+                     written_at_ms = excluded.written_at_ms",
+            ),
+            &attempt.key.node,
+        )
+        .bind(attempt.key.attempt)
+        .bind(output)
+        .bind(finished)
+        .execute(&mut *tx)
+        .await
+        .map_err(map)?;
+    }
+    insert_events(&mut tx, &events).await?;
+    tx.commit().await.map_err(map)?;
+    tracing::debug!(attempt = %attempt.key, %state, "attempt ended");
+    Ok(())
+}
+
+/// Gives the node of `key` the state of that attempt, if it is still the node's last attempt.
+async fn update_node(
+    tx: &mut SqliteConnection,
+    key: &AttemptKey,
+    state: AttemptState,
+    updated_at_ms: i64,
+) -> Result<(), StoreError> {
+    bind_attempt(
+        sqlx::query("UPDATE nodes SET state = ?, updated_at_ms = ? WHERE run_id = ? AND node_id = ? AND iteration = ? AND last_attempt = ?")
+            .bind(state.as_str())
+            .bind(updated_at_ms),
+        key,
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(map)?;
+    Ok(())
+}
+
+/// Marks every in-progress attempt whose lease expired before `now_ms` as abandoned.
+///
+/// The sweep and the updates share one `BEGIN IMMEDIATE` transaction, so a second recoverer
+/// waits for the first to commit and then finds nothing left to mark: each attempt is marked once.
+pub(crate) async fn recover_abandoned(
+    pool: &SqlitePool,
+    now_ms: u64,
+) -> Result<Vec<AttemptKey>, StoreError> {
+    let now = to_i64(now_ms, "recovery time")?;
+    let mut tx = begin_immediate(pool).await?;
+    let expired = sqlx::query(
+        "SELECT run_id, node_id, iteration, attempt, lease_expires_at_ms FROM attempts \
+         WHERE state = 'in-progress' AND lease_expires_at_ms < ? \
+         ORDER BY run_id, node_id, iteration, attempt",
+    )
+    .bind(now)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(map)?;
+    let mut marked = Vec::with_capacity(expired.len());
+    for row in expired {
+        let node = NodeKey::new(
+            row.try_get::<String, _>("run_id").map_err(map)?,
+            row.try_get::<String, _>("node_id").map_err(map)?,
+            row.try_get::<u32, _>("iteration").map_err(map)?,
+        )
+        .map_err(|error| StoreError::incompatible(format!("stored key is invalid: {error}")))?;
+        let key = node.attempt(row.try_get::<u32, _>("attempt").map_err(map)?);
+        let lease: i64 = row.try_get("lease_expires_at_ms").map_err(map)?;
+        let error = TaskError::abandoned(crate::error::to_u64(lease, "lease expiry")?);
+        let done = bind_attempt(
+            sqlx::query(
+                "UPDATE attempts SET state = 'failed', error = ?, retryable = 1, finished_at_ms = ? \
+                 WHERE run_id = ? AND node_id = ? AND iteration = ? AND attempt = ? \
+                 AND state = 'in-progress'",
+            )
+            .bind(to_json(&error, "error")?)
+            .bind(now),
+            &key,
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(map)?;
+        if done.rows_affected() == 0 {
+            continue;
+        }
+        update_node(&mut tx, &key, AttemptState::Failed, now).await?;
+        let failed = Event::new(&key, now_ms, EventKind::NodeFailed { error });
+        insert_events(&mut tx, &[failed]).await?;
+        tracing::info!(attempt = %key, "abandoned attempt marked failed");
+        marked.push(key);
+    }
+    tx.commit().await.map_err(map)?;
+    Ok(marked)
+}
