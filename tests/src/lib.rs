@@ -2,6 +2,7 @@
 //!
 //! An adapter's test file declares a fixture factory and calls [`conformance_suite!`] once; the
 //! macro expands to one `#[tokio::test]` per case, each on a fresh, isolated store.
+#![deny(missing_docs)]
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use async_trait::async_trait;
 use stint_ports::Store;
 
 pub mod cases;
+mod support;
 
 /// A fresh, isolated store for one test (a temp file, a fresh schema...).
 #[async_trait]
@@ -30,7 +32,24 @@ pub trait Fixture: Send + Sync {
 macro_rules! conformance_suite {
     ($factory:path) => {
         $crate::conformance_suite!(@cases $factory;
-            numbering_starts_at_one_without_gaps
+            numbering_starts_at_one_without_gaps,
+            begin_refused_while_attempt_in_progress,
+            checkpoint_is_newest_recorded_payload,
+            failed_before_counts_earlier_failures,
+            racing_begins_get_distinct_numbers,
+            wrong_owner_writes_are_conflicts,
+            terminal_states_are_absorbing,
+            finish_writes_output_node_and_events,
+            fail_and_cancel_record_error_and_retryable,
+            heartbeat_appends_event_and_updates_times,
+            events_are_ordered_and_paged,
+            recovery_marks_each_expired_attempt_once,
+            recovered_node_resumes_from_its_checkpoint,
+            recovery_and_zombie_finish_race_one_wins,
+            runs_and_nodes_are_listed,
+            attempts_are_filtered_and_ordered,
+            keys_at_the_limits,
+            ids_are_matched_exactly,
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {

@@ -1,0 +1,150 @@
+//! Small builders the cases share, so each case reads as the behaviour it checks.
+
+use serde_json::{Value, json};
+use stint_domain::{AttemptRecord, Event, EventKind, EventRecord, NodeKey, TaskError};
+use stint_ports::{
+    AttemptEnd, AttemptFilter, BeginAttempt, BegunAttempt, HeartbeatWrite, OwnedAttempt, Store,
+    StoreError,
+};
+
+/// How long a lease lasts in the cases, from the attempt's start.
+pub const LEASE_MS: u64 = 30_000;
+
+/// A node key; panics on an invalid one, which would be a bug in the case itself.
+pub fn key(run_id: &str, node_id: &str, iteration: u32) -> NodeKey {
+    NodeKey::new(run_id, node_id, iteration).expect("the case uses a valid key")
+}
+
+/// A `BeginAttempt` for `node` by `owner` at `at`, leased for [`LEASE_MS`].
+pub fn begin_at(node: &NodeKey, owner: &str, at: u64) -> BeginAttempt {
+    BeginAttempt {
+        node: node.clone(),
+        owner: owner.to_owned(),
+        started_at_ms: at,
+        lease_expires_at_ms: at + LEASE_MS,
+        metadata: json!({"prompt": "summarise", "needs_approval": false}),
+        working_dir: Some("/srv/project".to_owned()),
+        label: Some(format!("label of {}", node.node_id())),
+        output_table: Some("outputs_v1".to_owned()),
+    }
+}
+
+/// Begins an attempt that must be accepted; returns what the store said and the handle to
+/// write with.
+pub async fn start(
+    store: &dyn Store,
+    node: &NodeKey,
+    owner: &str,
+    at: u64,
+) -> (BegunAttempt, OwnedAttempt) {
+    let begun = store
+        .begin_attempt(begin_at(node, owner, at))
+        .await
+        .unwrap_or_else(|error| panic!("begin {node} as {owner}: {error}"));
+    let owned = OwnedAttempt {
+        key: node.attempt(begun.attempt),
+        owner: owner.to_owned(),
+    };
+    (begun, owned)
+}
+
+/// A retryable `TASK_FAILED` end.
+pub fn failure(message: &str) -> AttemptEnd {
+    AttemptEnd::Failed {
+        error: TaskError::task_failed(message),
+        retryable: true,
+    }
+}
+
+/// The `NodeFailed` event matching [`failure`].
+pub fn failed_event(attempt: &OwnedAttempt, at: u64, message: &str) -> Event {
+    Event::new(
+        &attempt.key,
+        at,
+        EventKind::NodeFailed {
+            error: TaskError::task_failed(message),
+        },
+    )
+}
+
+/// Fails `attempt` at `at` (retryable), with its `NodeFailed` event; must be accepted.
+pub async fn fail(store: &dyn Store, attempt: &OwnedAttempt, at: u64) {
+    store
+        .end_attempt(
+            attempt,
+            failure("boom"),
+            at,
+            vec![failed_event(attempt, at, "boom")],
+        )
+        .await
+        .unwrap_or_else(|error| panic!("fail {}: {error}", attempt.key));
+}
+
+/// A heartbeat write received at `at`; `payload` `None` is a bare ping.
+pub fn heartbeat(
+    attempt: &OwnedAttempt,
+    at: u64,
+    payload: Option<Value>,
+    interval_ms: Option<u64>,
+) -> HeartbeatWrite {
+    let size = payload
+        .as_ref()
+        .map_or(0, |payload| payload.to_string().len() as u64);
+    HeartbeatWrite {
+        received_at_ms: at,
+        event: Event::new(
+            &attempt.key,
+            at,
+            EventKind::TaskHeartbeat {
+                has_data: payload.is_some(),
+                data_size_bytes: size,
+                interval_ms,
+            },
+        ),
+        payload,
+    }
+}
+
+/// Every attempt of `node`, in order.
+pub async fn attempts_of(store: &dyn Store, node: &NodeKey) -> Vec<AttemptRecord> {
+    let filter = AttemptFilter {
+        run_id: node.run_id().to_owned(),
+        node_id: Some(node.node_id().to_owned()),
+        iteration: Some(node.iteration()),
+    };
+    store.list_attempts(&filter).await.expect("list attempts")
+}
+
+/// The one attempt `attempt` names.
+pub async fn attempt_record(store: &dyn Store, attempt: &OwnedAttempt) -> AttemptRecord {
+    attempts_of(store, &attempt.key.node)
+        .await
+        .into_iter()
+        .find(|record| record.attempt == attempt.key.attempt)
+        .unwrap_or_else(|| panic!("{} is not listed", attempt.key))
+}
+
+/// Every event of `run_id`.
+pub async fn events_of(store: &dyn Store, run_id: &str) -> Vec<EventRecord> {
+    store
+        .read_events(run_id, 0, u32::MAX)
+        .await
+        .expect("read events")
+}
+
+/// The `type` tags of `events`, for compact assertions.
+pub fn types(events: &[EventRecord]) -> Vec<&'static str> {
+    events
+        .iter()
+        .map(|record| record.event.kind.type_name())
+        .collect()
+}
+
+/// Asserts that `result` is a [`StoreError::Conflict`]; `what` names the write for the message.
+#[track_caller]
+pub fn assert_conflict<T: std::fmt::Debug>(result: Result<T, StoreError>, what: &str) {
+    match result {
+        Err(StoreError::Conflict { .. }) => {}
+        other => panic!("{what}: expected a conflict, got {other:?}"),
+    }
+}
