@@ -120,12 +120,11 @@ impl Engine {
                 interval,
             },
         );
-        let decision = if cancel.is_cancelled() {
-            Decision::Cancelled
+        let (decision, decided_at_ms) = if cancel.is_cancelled() {
+            (Decision::Cancelled, self.ports.clock.now_ms())
         } else {
             self.race(desc, &hub, &running, compute, cancel).await
         };
-        let decided_at_ms = self.ports.clock.now_ms();
         tracing::debug!(?decision, "outcome decided");
         // Step 9 and the flush of steps 6-8: the writer is gone once this returns.
         if let Some(conflict) = hub.close_and_flush().await {
@@ -140,7 +139,7 @@ impl Engine {
 
     /// Step 4: runs the compute against the timeout, the watchdog, cancellation and ownership
     /// loss. When something other than the compute decides, the compute is cancelled and given
-    /// the grace period to clean up, then dropped.
+    /// the grace period to clean up, then dropped. Returns the decision and when it was made.
     async fn race<F, Fut>(
         &self,
         desc: &TaskDescriptor,
@@ -148,7 +147,7 @@ impl Engine {
         running: &Running,
         compute: F,
         cancel: &CancellationToken,
-    ) -> Decision
+    ) -> (Decision, u64)
     where
         F: FnOnce(TaskContext) -> Fut,
         Fut: Future<Output = Result<Value, TaskFailure>> + Send,
@@ -168,10 +167,11 @@ impl Engine {
             // Ties go to the compute's own result: it is the outcome the user asked for.
             biased;
             result = &mut compute => {
-                return match result {
+                let decision = match result {
                     Ok(value) => Decision::Output(value),
                     Err(failure) => Decision::Failed(failure),
                 };
+                return (decision, self.ports.clock.now_ms());
             }
             () = cancel.cancelled() => Decision::Cancelled,
             () = timeout(timeout_ms.map(Duration::from_millis)) => {
@@ -185,6 +185,7 @@ impl Engine {
             }
             conflict = hub.lost() => Decision::Lost(conflict),
         };
+        let decided_at_ms = self.ports.clock.now_ms();
         task_cancel.cancel();
         if tokio::time::timeout(self.options.cancel_grace, &mut compute)
             .await
@@ -192,7 +193,7 @@ impl Engine {
         {
             tracing::warn!(grace = ?self.options.cancel_grace, "compute did not stop within its grace period; dropped");
         }
-        decision
+        (decision, decided_at_ms)
     }
 
     /// Steps 5 to 8: validates the output, applies the terminal command and writes it.
