@@ -1,1 +1,116 @@
-//! Work in progress.
+//! PostgreSQL storage adapter of stint: many workers on many machines, one database.
+//!
+//! [`PostgresStore`] implements the [`AttemptStore`](stint_ports::AttemptStore) and
+//! [`EventLog`](stint_ports::EventLog) ports over a sqlx pool. Every query is a runtime query with
+//! every value bound; the only identifier ever written into SQL text is the validated schema name
+//! of `?schema=`. Migrations are embedded and run on [`PostgresStore::connect`].
+//!
+//! Concurrency, which is what this adapter exists for:
+//! - attempt numbers are allocated under the node's row lock (`INSERT ... ON CONFLICT DO UPDATE`
+//!   on `nodes` takes it), so racing executors on any machine get 1, 2, 3... without gaps;
+//! - every later write is conditional on `state = 'in-progress' AND owner = token`;
+//! - the recovery sweep locks expired attempts with `FOR UPDATE SKIP LOCKED`, so concurrent
+//!   recoverers mark each one once;
+//! - event sequence numbers of one run are allocated under a transaction-scoped advisory lock
+//!   keyed by the run, taken just before the insert and held to commit, so within a run seq order
+//!   is commit order and a reader tailing `seq > last` never skips an event committed late.
+#![deny(missing_docs)]
+
+mod attempts;
+mod config;
+mod error;
+mod events;
+mod reads;
+#[cfg(feature = "test-support")]
+pub mod test_support;
+
+use std::sync::Arc;
+
+use sqlx::Connection;
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
+use stint_ports::StoreError;
+
+pub use config::{
+    DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, validate_schema,
+};
+
+use crate::config::StoreConfig;
+use crate::error::{map_migrate, map_sqlx};
+
+/// A stint store in a PostgreSQL database (one schema of it).
+///
+/// Cloning is cheap and shares the pool.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    /// `host:port`, for error messages (never the password).
+    endpoint: Arc<str>,
+}
+
+impl PostgresStore {
+    /// Opens the store at `url`, creating the schema and running migrations as needed.
+    ///
+    /// `url` is a libpq-style URL (`postgres://user:password@host:port/database`) with optional
+    /// query parameters read by stint: `max_connections` (pool size, default 8), `connect_timeout`
+    /// (seconds to establish a connection, default 5), `acquire_timeout` (seconds a query waits for
+    /// a pooled connection, default 30) and `schema` (the schema holding the tables, created if
+    /// missing; default: the server's search path). Other parameters (`sslmode`, `options`...) go
+    /// to sqlx.
+    ///
+    /// Errors: [`StoreError::Unavailable`] when the server cannot be reached, refuses the login
+    /// or lacks the database (naming host and port, never the password);
+    /// [`StoreError::Incompatible`] when the schema was migrated by a newer stint.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let config = StoreConfig::parse(url)?;
+        let endpoint: Arc<str> = config.endpoint.clone().into();
+        // A probe first: it reports why the server cannot be reached (refused, unknown user...)
+        // at once, where the pool would retry until its timeout and report only that.
+        let probe = Self::connect_one(&config).await?;
+        if let Err(error) = probe.close().await {
+            tracing::debug!(%error, "closing the probe connection failed");
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(config.acquire_timeout)
+            .connect_lazy_with(config.options.clone());
+        if let Err(error) = Self::migrate(&pool, &config).await {
+            // Closing drops the migrator's connection, and with it any session-level advisory
+            // lock it still held after failing half way.
+            pool.close().await;
+            return Err(error);
+        }
+        tracing::debug!(endpoint = %endpoint, schema = ?config.schema, "PostgreSQL store open");
+        Ok(Self { pool, endpoint })
+    }
+
+    async fn connect_one(config: &StoreConfig) -> Result<PgConnection, StoreError> {
+        let connecting = PgConnection::connect_with(&config.options);
+        match tokio::time::timeout(config.connect_timeout, connecting).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(error)) => Err(map_sqlx(&config.endpoint, "connecting", &error)),
+            Err(_elapsed) => Err(StoreError::unavailable(format!(
+                "no answer from PostgreSQL at {} within {} s (connect_timeout)",
+                config.endpoint,
+                config.connect_timeout.as_secs_f32()
+            ))),
+        }
+    }
+
+    async fn migrate(pool: &PgPool, config: &StoreConfig) -> Result<(), StoreError> {
+        let mut migrator = sqlx::migrate!("./migrations");
+        if let Some(schema) = &config.schema {
+            // Created by the migrator under its advisory lock, so concurrent openers of a new
+            // schema do not race on CREATE SCHEMA.
+            migrator.create_schema(schema.clone());
+        }
+        migrator
+            .run(pool)
+            .await
+            .map_err(|error| map_migrate(&config.endpoint, &error))
+    }
+
+    /// Closes the pool; later calls fail with [`StoreError::Unavailable`].
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}

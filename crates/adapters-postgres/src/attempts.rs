@@ -1,0 +1,445 @@
+//! The attempt store's writes: begin, heartbeat, lease, end and the recovery sweep.
+
+use async_trait::async_trait;
+use serde_json::Value;
+use sqlx::Row;
+use sqlx::postgres::PgPool;
+use stint_domain::{
+    AttemptKey, AttemptRecord, AttemptState, Event, EventKind, NodeKey, NodeRecord, RunSummary,
+    TaskError,
+};
+use stint_ports::{
+    AttemptEnd, AttemptFilter, AttemptStore, BeginAttempt, BegunAttempt, HeartbeatWrite,
+    OwnedAttempt, StoreError,
+};
+
+use crate::PostgresStore;
+use crate::error::{OpError, retrying, to_i64, to_u32};
+use crate::events::insert_events;
+use crate::reads;
+
+/// Expired attempts marked per transaction by the recovery sweep.
+const RECOVERY_BATCH: i64 = 500;
+
+fn not_owned(attempt: &OwnedAttempt) -> OpError {
+    OpError::Store(StoreError::conflict(format!(
+        "attempt {} is no longer in progress under this owner (it ended, or was declared \
+         abandoned)",
+        attempt.key
+    )))
+}
+
+fn json(what: &str, value: &impl serde::Serialize) -> Result<Value, OpError> {
+    serde_json::to_value(value).map_err(|error| {
+        OpError::Store(StoreError::incompatible(format!(
+            "{what} does not serialise: {error}"
+        )))
+    })
+}
+
+async fn begin_once(pool: &PgPool, begin: &BeginAttempt) -> Result<BegunAttempt, OpError> {
+    let node = &begin.node;
+    let iteration = i64::from(node.iteration());
+    let mut tx = pool.begin().await?;
+    // Creates the node on its first attempt and, either way, holds its row lock to commit: every
+    // begin of this node on any machine waits here, so the numbering below cannot race.
+    sqlx::query(
+        "INSERT INTO nodes (run_id, node_id, iteration, state, last_attempt, updated_at_ms, \
+                            output_table, label) \
+         VALUES ($1, $2, $3, 'in-progress', 0, $4, $5, $6) \
+         ON CONFLICT (run_id, node_id, iteration) DO UPDATE SET last_attempt = nodes.last_attempt",
+    )
+    .bind(node.run_id())
+    .bind(node.node_id())
+    .bind(iteration)
+    .bind(to_i64(begin.started_at_ms))
+    .bind(&begin.output_table)
+    .bind(&begin.label)
+    .execute(&mut *tx)
+    .await?;
+    // A new statement, so (read committed) it sees what the previous lock holder committed.
+    let summary = sqlx::query(
+        "SELECT COALESCE(MAX(attempt), 0) AS highest, \
+                COUNT(*) FILTER (WHERE state = 'failed') AS failed, \
+                COUNT(*) FILTER (WHERE state = 'in-progress') AS running, \
+                (SELECT heartbeat FROM attempts \
+                  WHERE run_id = $1 AND node_id = $2 AND iteration = $3 \
+                    AND heartbeat IS NOT NULL \
+                  ORDER BY attempt DESC LIMIT 1) AS checkpoint \
+         FROM attempts WHERE run_id = $1 AND node_id = $2 AND iteration = $3",
+    )
+    .bind(node.run_id())
+    .bind(node.node_id())
+    .bind(iteration)
+    .fetch_one(&mut *tx)
+    .await?;
+    let highest = to_u32("attempts.attempt", summary.try_get("highest")?)?;
+    if summary.try_get::<i64, _>("running")? > 0 {
+        return Err(OpError::Store(StoreError::conflict(format!(
+            "node {node} already has attempt {highest} in progress (run recovery first if its \
+             process died)"
+        ))));
+    }
+    let attempt = highest.checked_add(1).ok_or_else(|| {
+        OpError::Store(StoreError::conflict(format!(
+            "node {node} has run out of attempt numbers"
+        )))
+    })?;
+    sqlx::query(
+        "WITH inserted AS ( \
+           INSERT INTO attempts (run_id, node_id, iteration, attempt, state, owner, \
+                                 lease_expires_at_ms, started_at_ms, metadata, working_dir) \
+           VALUES ($1, $2, $3, $4, 'in-progress', $5, $6, $7, $8, $9)) \
+         UPDATE nodes SET state = 'in-progress', last_attempt = $4, updated_at_ms = $7, \
+                          output_table = $10, label = $11 \
+         WHERE run_id = $1 AND node_id = $2 AND iteration = $3",
+    )
+    .bind(node.run_id())
+    .bind(node.node_id())
+    .bind(iteration)
+    .bind(i64::from(attempt))
+    .bind(&begin.owner)
+    .bind(to_i64(begin.lease_expires_at_ms))
+    .bind(to_i64(begin.started_at_ms))
+    .bind(&begin.metadata)
+    .bind(&begin.working_dir)
+    .bind(&begin.output_table)
+    .bind(&begin.label)
+    .execute(&mut *tx)
+    .await?;
+    let started = Event::new(
+        &node.attempt(attempt),
+        begin.started_at_ms,
+        EventKind::NodeStarted,
+    );
+    insert_events(&mut tx, &[started]).await?;
+    tx.commit().await?;
+    Ok(BegunAttempt {
+        attempt,
+        checkpoint: summary.try_get("checkpoint")?,
+        failed_before: to_u32("failed attempts", summary.try_get("failed")?)?,
+    })
+}
+
+async fn heartbeat_once(
+    pool: &PgPool,
+    attempt: &OwnedAttempt,
+    heartbeat: &HeartbeatWrite,
+) -> Result<(), OpError> {
+    let key = &attempt.key;
+    let mut tx = pool.begin().await?;
+    // A bare ping (NULL payload) keeps the stored payload; heartbeats written out of order never
+    // move the received-at time back.
+    let updated = sqlx::query(
+        "UPDATE attempts SET heartbeat = COALESCE($6, heartbeat), \
+                             last_heartbeat_at_ms = GREATEST(last_heartbeat_at_ms, $7) \
+         WHERE run_id = $1 AND node_id = $2 AND iteration = $3 AND attempt = $4 \
+           AND state = 'in-progress' AND owner = $5",
+    )
+    .bind(key.node.run_id())
+    .bind(key.node.node_id())
+    .bind(i64::from(key.node.iteration()))
+    .bind(i64::from(key.attempt))
+    .bind(&attempt.owner)
+    .bind(&heartbeat.payload)
+    .bind(to_i64(heartbeat.received_at_ms))
+    .execute(&mut *tx)
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Err(not_owned(attempt));
+    }
+    insert_events(&mut tx, std::slice::from_ref(&heartbeat.event)).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn end_once(
+    pool: &PgPool,
+    attempt: &OwnedAttempt,
+    end: &AttemptEnd,
+    finished_at_ms: u64,
+    events: &[Event],
+) -> Result<(), OpError> {
+    let key = &attempt.key;
+    let iteration = i64::from(key.node.iteration());
+    let (state, error, retryable, vcs, output) = match end {
+        AttemptEnd::Finished { output, vcs } => (
+            AttemptState::Finished,
+            None,
+            None,
+            vcs.as_deref(),
+            Some(output),
+        ),
+        AttemptEnd::Failed { error, retryable } => (
+            AttemptState::Failed,
+            Some(json("the error", error)?),
+            Some(*retryable),
+            None,
+            None,
+        ),
+        AttemptEnd::Cancelled { error } => (
+            AttemptState::Cancelled,
+            Some(json("the error", error)?),
+            None,
+            None,
+            None,
+        ),
+    };
+    let mut tx = pool.begin().await?;
+    let updated = sqlx::query(
+        "UPDATE attempts SET state = $6, finished_at_ms = $7, error = $8, retryable = $9, \
+                             vcs = $10 \
+         WHERE run_id = $1 AND node_id = $2 AND iteration = $3 AND attempt = $4 \
+           AND state = 'in-progress' AND owner = $5",
+    )
+    .bind(key.node.run_id())
+    .bind(key.node.node_id())
+    .bind(iteration)
+    .bind(i64::from(key.attempt))
+    .bind(&attempt.owner)
+    .bind(state.as_str())
+    .bind(to_i64(finished_at_ms))
+    .bind(error)
+    .bind(retryable)
+    .bind(vcs)
+    .execute(&mut *tx)
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Err(not_owned(attempt));
+    }
+    sqlx::query(
+        "UPDATE nodes SET state = $5, updated_at_ms = $6 \
+         WHERE run_id = $1 AND node_id = $2 AND iteration = $3 AND last_attempt = $4",
+    )
+    .bind(key.node.run_id())
+    .bind(key.node.node_id())
+    .bind(iteration)
+    .bind(i64::from(key.attempt))
+    .bind(state.as_str())
+    .bind(to_i64(finished_at_ms))
+    .execute(&mut *tx)
+    .await?;
+    if let Some(output) = output {
+        sqlx::query(
+            "INSERT INTO outputs (run_id, node_id, iteration, attempt, output, written_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (run_id, node_id, iteration) DO UPDATE \
+             SET attempt = EXCLUDED.attempt, output = EXCLUDED.output, \
+                 written_at_ms = EXCLUDED.written_at_ms",
+        )
+        .bind(key.node.run_id())
+        .bind(key.node.node_id())
+        .bind(iteration)
+        .bind(i64::from(key.attempt))
+        .bind(output)
+        .bind(to_i64(finished_at_ms))
+        .execute(&mut *tx)
+        .await?;
+    }
+    insert_events(&mut tx, events).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Marks one batch of expired attempts; returns them (an empty batch ends the sweep).
+async fn recover_batch(pool: &PgPool, now_ms: u64) -> Result<Vec<AttemptKey>, OpError> {
+    let now = to_i64(now_ms);
+    let mut tx = pool.begin().await?;
+    // SKIP LOCKED: an attempt another recoverer (or its owner, ending it) holds is left to them;
+    // one it already marked no longer matches once its lock is released.
+    let rows = sqlx::query(
+        "SELECT run_id, node_id, iteration, attempt, lease_expires_at_ms FROM attempts \
+         WHERE state = 'in-progress' AND lease_expires_at_ms < $1 \
+         ORDER BY lease_expires_at_ms LIMIT $2 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(now)
+    .bind(RECOVERY_BATCH)
+    .fetch_all(&mut *tx)
+    .await?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (mut run_ids, mut node_ids, mut iterations, mut numbers, mut errors) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut marked = Vec::with_capacity(rows.len());
+    let mut events = Vec::with_capacity(rows.len());
+    for row in rows {
+        let node = NodeKey::new(
+            row.try_get::<String, _>("run_id")?,
+            row.try_get::<String, _>("node_id")?,
+            to_u32("attempts.iteration", row.try_get("iteration")?)?,
+        )
+        .map_err(|error| OpError::Store(StoreError::incompatible(error.to_string())))?;
+        let key = node.attempt(to_u32("attempts.attempt", row.try_get("attempt")?)?);
+        let lease: i64 = row.try_get("lease_expires_at_ms")?;
+        let error = TaskError::abandoned(u64::try_from(lease).unwrap_or_default());
+        run_ids.push(node.run_id().to_owned());
+        node_ids.push(node.node_id().to_owned());
+        iterations.push(i64::from(node.iteration()));
+        numbers.push(i64::from(key.attempt));
+        errors.push(json("the error", &error)?);
+        events.push(Event::new(&key, now_ms, EventKind::NodeFailed { error }));
+        marked.push(key);
+    }
+    sqlx::query(
+        "UPDATE attempts a SET state = 'failed', finished_at_ms = $1, error = u.error, \
+                               retryable = TRUE \
+         FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::jsonb[]) \
+              AS u(run_id, node_id, iteration, attempt, error) \
+         WHERE a.run_id = u.run_id AND a.node_id = u.node_id AND a.iteration = u.iteration \
+           AND a.attempt = u.attempt",
+    )
+    .bind(now)
+    .bind(&run_ids)
+    .bind(&node_ids)
+    .bind(&iterations)
+    .bind(&numbers)
+    .bind(&errors)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE nodes n SET state = 'failed', updated_at_ms = $1 \
+         FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[]) \
+              AS u(run_id, node_id, iteration, attempt) \
+         WHERE n.run_id = u.run_id AND n.node_id = u.node_id AND n.iteration = u.iteration \
+           AND n.last_attempt = u.attempt",
+    )
+    .bind(now)
+    .bind(&run_ids)
+    .bind(&node_ids)
+    .bind(&iterations)
+    .bind(&numbers)
+    .execute(&mut *tx)
+    .await?;
+    insert_events(&mut tx, &events).await?;
+    tx.commit().await?;
+    Ok(marked)
+}
+
+#[async_trait]
+impl AttemptStore for PostgresStore {
+    async fn begin_attempt(&self, begin: BeginAttempt) -> Result<BegunAttempt, StoreError> {
+        let begin = &begin;
+        retrying(&self.endpoint, "beginning an attempt", || {
+            begin_once(&self.pool, begin)
+        })
+        .await
+    }
+
+    async fn record_heartbeat(
+        &self,
+        attempt: &OwnedAttempt,
+        heartbeat: HeartbeatWrite,
+    ) -> Result<(), StoreError> {
+        let heartbeat = &heartbeat;
+        retrying(&self.endpoint, "recording a heartbeat", || {
+            heartbeat_once(&self.pool, attempt, heartbeat)
+        })
+        .await
+    }
+
+    async fn renew_lease(
+        &self,
+        attempt: &OwnedAttempt,
+        lease_expires_at_ms: u64,
+    ) -> Result<(), StoreError> {
+        let key = &attempt.key;
+        retrying(&self.endpoint, "renewing a lease", || async move {
+            let updated = sqlx::query(
+                "UPDATE attempts SET lease_expires_at_ms = $6 \
+                 WHERE run_id = $1 AND node_id = $2 AND iteration = $3 AND attempt = $4 \
+                   AND state = 'in-progress' AND owner = $5",
+            )
+            .bind(key.node.run_id())
+            .bind(key.node.node_id())
+            .bind(i64::from(key.node.iteration()))
+            .bind(i64::from(key.attempt))
+            .bind(&attempt.owner)
+            .bind(to_i64(lease_expires_at_ms))
+            .execute(&self.pool)
+            .await?;
+            if updated.rows_affected() == 0 {
+                return Err(not_owned(attempt));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn end_attempt(
+        &self,
+        attempt: &OwnedAttempt,
+        end: AttemptEnd,
+        finished_at_ms: u64,
+        events: Vec<Event>,
+    ) -> Result<(), StoreError> {
+        let (end, events) = (&end, &events);
+        retrying(&self.endpoint, "ending an attempt", || {
+            end_once(&self.pool, attempt, end, finished_at_ms, events)
+        })
+        .await
+    }
+
+    async fn recover_abandoned(&self, now_ms: u64) -> Result<Vec<AttemptKey>, StoreError> {
+        let mut marked = Vec::new();
+        loop {
+            let batch = retrying(&self.endpoint, "recovering abandoned attempts", || {
+                recover_batch(&self.pool, now_ms)
+            })
+            .await?;
+            let done = (batch.len() as i64) < RECOVERY_BATCH;
+            marked.extend(batch);
+            if done {
+                if !marked.is_empty() {
+                    tracing::info!(count = marked.len(), "marked abandoned attempts failed");
+                }
+                return Ok(marked);
+            }
+        }
+    }
+
+    async fn list_attempts(
+        &self,
+        filter: &AttemptFilter,
+    ) -> Result<Vec<AttemptRecord>, StoreError> {
+        retrying(&self.endpoint, "listing attempts", || {
+            reads::list_attempts(&self.pool, filter)
+        })
+        .await
+    }
+
+    async fn get_node(&self, node: &NodeKey) -> Result<Option<NodeRecord>, StoreError> {
+        retrying(&self.endpoint, "reading a node", || {
+            reads::get_node(&self.pool, node)
+        })
+        .await
+    }
+
+    async fn list_nodes(&self, run_id: &str) -> Result<Vec<NodeRecord>, StoreError> {
+        retrying(&self.endpoint, "listing nodes", || {
+            reads::list_nodes(&self.pool, run_id)
+        })
+        .await
+    }
+
+    async fn list_runs(&self) -> Result<Vec<RunSummary>, StoreError> {
+        retrying(&self.endpoint, "listing runs", || {
+            reads::list_runs(&self.pool)
+        })
+        .await
+    }
+
+    async fn read_output(&self, node: &NodeKey) -> Result<Option<Value>, StoreError> {
+        retrying(&self.endpoint, "reading an output", || {
+            reads::read_output(&self.pool, node)
+        })
+        .await
+    }
+
+    async fn previous_checkpoint(&self, node: &NodeKey) -> Result<Option<Value>, StoreError> {
+        retrying(&self.endpoint, "reading a checkpoint", || {
+            reads::previous_checkpoint(&self.pool, node)
+        })
+        .await
+    }
+}

@@ -1,0 +1,174 @@
+//! The attempt store's reads, and the decoding of rows into domain records.
+//!
+//! Text is ordered with `COLLATE "C"` (byte order), so listings sort the same way whatever the
+//! database's locale, and the same way as the SQLite and in-memory stores.
+
+use serde_json::Value;
+use sqlx::Row;
+use sqlx::postgres::{PgPool, PgRow};
+use stint_domain::{AttemptRecord, AttemptState, NodeKey, NodeRecord, RunSummary, TaskError};
+use stint_ports::{AttemptFilter, StoreError};
+
+use crate::error::{OpError, to_u32, to_u64};
+
+const ATTEMPT_COLUMNS: &str = "run_id, node_id, iteration, attempt, state, owner, \
+     lease_expires_at_ms, started_at_ms, finished_at_ms, last_heartbeat_at_ms, heartbeat, error, \
+     retryable, vcs, metadata, working_dir";
+
+const NODE_COLUMNS: &str =
+    "run_id, node_id, iteration, state, last_attempt, updated_at_ms, output_table, label";
+
+fn state(row: &PgRow) -> Result<AttemptState, OpError> {
+    let text: String = row.try_get("state")?;
+    text.parse()
+        .map_err(|message: String| OpError::Store(StoreError::incompatible(message)))
+}
+
+fn optional_u64(row: &PgRow, column: &str) -> Result<Option<u64>, OpError> {
+    row.try_get::<Option<i64>, _>(column)?
+        .map(|value| to_u64(column, value))
+        .transpose()
+}
+
+fn decode_attempt(row: &PgRow) -> Result<AttemptRecord, OpError> {
+    let error = row
+        .try_get::<Option<Value>, _>("error")?
+        .map(serde_json::from_value::<TaskError>)
+        .transpose()
+        .map_err(|error| {
+            OpError::Store(StoreError::incompatible(format!(
+                "a stored attempt error does not decode: {error}"
+            )))
+        })?;
+    Ok(AttemptRecord {
+        run_id: row.try_get("run_id")?,
+        node_id: row.try_get("node_id")?,
+        iteration: to_u32("iteration", row.try_get("iteration")?)?,
+        attempt: to_u32("attempt", row.try_get("attempt")?)?,
+        state: state(row)?,
+        error,
+        retryable: row.try_get("retryable")?,
+        heartbeat: row.try_get("heartbeat")?,
+        last_heartbeat_at_ms: optional_u64(row, "last_heartbeat_at_ms")?,
+        started_at_ms: to_u64("started_at_ms", row.try_get("started_at_ms")?)?,
+        finished_at_ms: optional_u64(row, "finished_at_ms")?,
+        vcs: row.try_get("vcs")?,
+        metadata: row.try_get("metadata")?,
+        working_dir: row.try_get("working_dir")?,
+        owner: row.try_get("owner")?,
+        lease_expires_at_ms: to_u64("lease_expires_at_ms", row.try_get("lease_expires_at_ms")?)?,
+    })
+}
+
+fn decode_node(row: &PgRow) -> Result<NodeRecord, OpError> {
+    Ok(NodeRecord {
+        run_id: row.try_get("run_id")?,
+        node_id: row.try_get("node_id")?,
+        iteration: to_u32("iteration", row.try_get("iteration")?)?,
+        state: state(row)?,
+        last_attempt: to_u32("last_attempt", row.try_get("last_attempt")?)?,
+        updated_at_ms: to_u64("updated_at_ms", row.try_get("updated_at_ms")?)?,
+        output_table: row.try_get("output_table")?,
+        label: row.try_get("label")?,
+    })
+}
+
+pub(crate) async fn list_attempts(
+    pool: &PgPool,
+    filter: &AttemptFilter,
+) -> Result<Vec<AttemptRecord>, OpError> {
+    let sql = format!(
+        "SELECT {ATTEMPT_COLUMNS} FROM attempts \
+         WHERE run_id = $1 AND ($2::text IS NULL OR node_id = $2) \
+           AND ($3::bigint IS NULL OR iteration = $3) \
+         ORDER BY node_id COLLATE \"C\", iteration, attempt"
+    );
+    // The text is built from constants only; every value is bound.
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&filter.run_id)
+        .bind(&filter.node_id)
+        .bind(filter.iteration.map(i64::from))
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(decode_attempt).collect()
+}
+
+pub(crate) async fn get_node(pool: &PgPool, node: &NodeKey) -> Result<Option<NodeRecord>, OpError> {
+    let sql = format!(
+        "SELECT {NODE_COLUMNS} FROM nodes WHERE run_id = $1 AND node_id = $2 AND iteration = $3"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(node.run_id())
+        .bind(node.node_id())
+        .bind(i64::from(node.iteration()))
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(decode_node).transpose()
+}
+
+pub(crate) async fn list_nodes(pool: &PgPool, run_id: &str) -> Result<Vec<NodeRecord>, OpError> {
+    let sql = format!(
+        "SELECT {NODE_COLUMNS} FROM nodes WHERE run_id = $1 \
+         ORDER BY node_id COLLATE \"C\", iteration"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(run_id)
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(decode_node).collect()
+}
+
+pub(crate) async fn list_runs(pool: &PgPool) -> Result<Vec<RunSummary>, OpError> {
+    let rows = sqlx::query(
+        "SELECT run_id, COUNT(*) AS nodes, \
+                COUNT(*) FILTER (WHERE state = 'in-progress') AS in_progress, \
+                COUNT(*) FILTER (WHERE state = 'finished') AS finished, \
+                COUNT(*) FILTER (WHERE state = 'failed') AS failed, \
+                COUNT(*) FILTER (WHERE state = 'cancelled') AS cancelled, \
+                MAX(updated_at_ms) AS updated_at_ms \
+         FROM nodes GROUP BY run_id \
+         ORDER BY MAX(updated_at_ms) DESC, run_id COLLATE \"C\"",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(RunSummary {
+                run_id: row.try_get("run_id")?,
+                nodes: to_u64("nodes", row.try_get("nodes")?)?,
+                in_progress: to_u64("in_progress", row.try_get("in_progress")?)?,
+                finished: to_u64("finished", row.try_get("finished")?)?,
+                failed: to_u64("failed", row.try_get("failed")?)?,
+                cancelled: to_u64("cancelled", row.try_get("cancelled")?)?,
+                updated_at_ms: to_u64("updated_at_ms", row.try_get("updated_at_ms")?)?,
+            })
+        })
+        .collect()
+}
+
+pub(crate) async fn read_output(pool: &PgPool, node: &NodeKey) -> Result<Option<Value>, OpError> {
+    Ok(sqlx::query_scalar(
+        "SELECT output FROM outputs WHERE run_id = $1 AND node_id = $2 AND iteration = $3",
+    )
+    .bind(node.run_id())
+    .bind(node.node_id())
+    .bind(i64::from(node.iteration()))
+    .fetch_optional(pool)
+    .await?)
+}
+
+pub(crate) async fn previous_checkpoint(
+    pool: &PgPool,
+    node: &NodeKey,
+) -> Result<Option<Value>, OpError> {
+    Ok(sqlx::query_scalar(
+        "SELECT heartbeat FROM attempts \
+         WHERE run_id = $1 AND node_id = $2 AND iteration = $3 AND heartbeat IS NOT NULL \
+         ORDER BY attempt DESC LIMIT 1",
+    )
+    .bind(node.run_id())
+    .bind(node.node_id())
+    .bind(i64::from(node.iteration()))
+    .fetch_optional(pool)
+    .await?)
+}
