@@ -264,4 +264,31 @@ mod tests {
         let shown = format!("{store:?}");
         assert_eq!(shown, "MemoryStore { runs: 1, attempts: 1, last_seq: 1 }");
     }
+
+    #[tokio::test]
+    async fn sequence_numbers_are_one_two_three_across_runs() {
+        let store = MemoryStore::new();
+        let event = |run_id: &str| {
+            let key = NodeKey::new(run_id, "n", 0).expect("valid key").attempt(1);
+            Event::new(&key, 0, EventKind::NodeFinished)
+        };
+        store
+            .append(vec![event("a"), event("b"), event("a")])
+            .await
+            .expect("append");
+        store.append(vec![event("b")]).await.expect("append");
+        let seqs = |records: Vec<EventRecord>| records.iter().map(|r| r.seq).collect::<Vec<_>>();
+        assert_eq!(
+            seqs(store.read_events("a", 0, 10).await.expect("read")),
+            vec![1, 3]
+        );
+        assert_eq!(
+            seqs(store.read_events("b", 0, 10).await.expect("read")),
+            vec![2, 4]
+        );
+        assert_eq!(
+            seqs(store.read_events("b", 2, 10).await.expect("read")),
+            vec![4]
+        );
+    }
 }
