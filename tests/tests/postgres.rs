@@ -1,0 +1,41 @@
+//! The conformance suite against PostgreSQL, each case on a fresh schema of the test server.
+//!
+//! The server is `STINT_TEST_POSTGRES_URL`, else `postgres://postgres@127.0.0.1:5432/test`;
+//! without one every case skips with a loud line, unless `STINT_REQUIRE_POSTGRES=1`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use stint_adapters_postgres::PostgresStore;
+use stint_adapters_postgres::test_support::{SchemaGuard, fresh_schema};
+use stint_ports::Store;
+use stint_tests::Fixture;
+
+/// One schema; the second handle is a second pool on it, as a second process would open.
+struct PostgresFixture {
+    store: PostgresStore,
+    guard: SchemaGuard,
+}
+
+#[async_trait]
+impl Fixture for PostgresFixture {
+    fn store(&self) -> Arc<dyn Store> {
+        Arc::new(self.store.clone())
+    }
+
+    async fn second_store(&self) -> Arc<dyn Store> {
+        Arc::new(self.guard.connect().await)
+    }
+
+    async fn teardown(self: Box<Self>) {
+        self.store.close().await;
+        self.guard.drop_schema().await;
+    }
+}
+
+async fn factory() -> Option<Box<dyn Fixture>> {
+    let (store, guard) = fresh_schema().await?;
+    Some(Box::new(PostgresFixture { store, guard }))
+}
+
+stint_tests::conformance_suite!(factory);
