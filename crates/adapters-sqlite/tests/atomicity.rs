@@ -1,0 +1,137 @@
+//! A step interrupted part-way (a failing statement, or the caller dropping the future in the
+//! middle of the transaction) leaves the state before the step, never half of it.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use std::time::Duration;
+
+use common::{begin, count, node, owned, store_in};
+use serde_json::json;
+use stint_adapters_sqlite::SqliteStore;
+use stint_domain::{AttemptState, Event, EventKind};
+use stint_ports::{AttemptEnd, AttemptFilter, AttemptStore};
+
+/// Makes every insert into `events` fail, as a fault in the last statement of a step.
+async fn break_event_inserts(store: &SqliteStore) {
+    sqlx::query(
+        "CREATE TRIGGER fault BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'injected fault'); END",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+}
+
+async fn repair(store: &SqliteStore) {
+    sqlx::query("DROP TRIGGER IF EXISTS fault")
+        .execute(store.pool())
+        .await
+        .unwrap();
+}
+
+fn finished() -> AttemptEnd {
+    AttemptEnd::Finished {
+        output: json!({"answer": 42}),
+        vcs: Some("abc".to_owned()),
+    }
+}
+
+async fn assert_in_progress(store: &SqliteStore, events_before: i64) {
+    let attempts = store
+        .list_attempts(&AttemptFilter {
+            run_id: "run".to_owned(),
+            ..AttemptFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].state, AttemptState::InProgress);
+    assert_eq!(attempts[0].finished_at_ms, None);
+    assert_eq!(attempts[0].vcs, None);
+    let node = store.get_node(&node()).await.unwrap().unwrap();
+    assert_eq!(node.state, AttemptState::InProgress);
+    assert_eq!(store.read_output(&node()).await.unwrap(), None);
+    assert_eq!(count(store, "outputs").await, 0);
+    assert_eq!(count(store, "events").await, events_before);
+}
+
+#[tokio::test]
+async fn a_fault_in_begin_leaves_no_attempt_and_no_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path()).await;
+    break_event_inserts(&store).await;
+    store
+        .begin_attempt(begin(&node(), "a", 1))
+        .await
+        .expect_err("the NodeStarted insert fails");
+    assert_eq!(count(&store, "attempts").await, 0);
+    assert_eq!(count(&store, "nodes").await, 0);
+    repair(&store).await;
+    let begun = store.begin_attempt(begin(&node(), "a", 2)).await.unwrap();
+    assert_eq!(begun.attempt, 1, "the failed begin used no number");
+}
+
+#[tokio::test]
+async fn a_fault_in_end_leaves_the_attempt_in_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path()).await;
+    store.begin_attempt(begin(&node(), "a", 1)).await.unwrap();
+    let events_before = count(&store, "events").await;
+    break_event_inserts(&store).await;
+    let done = Event::new(&node().attempt(1), 5, EventKind::NodeFinished);
+    store
+        .end_attempt(&owned(&node(), 1, "a"), finished(), 5, vec![done.clone()])
+        .await
+        .expect_err("the NodeFinished insert fails");
+    assert_in_progress(&store, events_before).await;
+
+    repair(&store).await;
+    store
+        .end_attempt(&owned(&node(), 1, "a"), finished(), 6, vec![done])
+        .await
+        .expect("the same end succeeds once the fault is gone");
+    assert_eq!(count(&store, "outputs").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_end_mid_transaction_rolls_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path()).await;
+    store.begin_attempt(begin(&node(), "a", 1)).await.unwrap();
+    let events_before = count(&store, "events").await;
+    // Makes the attempt UPDATE (the first statement of end_attempt) burn a few seconds of CPU,
+    // so the future is dropped with the transaction open and its first write done.
+    sqlx::query(
+        "CREATE TRIGGER slow AFTER UPDATE ON attempts BEGIN \
+         SELECT COUNT(*) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c \
+         WHERE x < 3000000) SELECT x FROM c); END",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let done = Event::new(&node().attempt(1), 5, EventKind::NodeFinished);
+    let interrupted = tokio::time::timeout(
+        Duration::from_millis(50),
+        store.end_attempt(&owned(&node(), 1, "a"), finished(), 5, vec![done.clone()]),
+    )
+    .await;
+    assert!(
+        interrupted.is_err(),
+        "the end was still running when dropped"
+    );
+    // Taking the write lock waits for the abandoned transaction to finish its rollback.
+    let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await.unwrap();
+    sqlx::query("DROP TRIGGER slow")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_in_progress(&store, events_before).await;
+
+    store
+        .end_attempt(&owned(&node(), 1, "a"), finished(), 6, vec![done])
+        .await
+        .expect("the owner can still end the attempt");
+    let node = store.get_node(&node()).await.unwrap().unwrap();
+    assert_eq!(node.state, AttemptState::Finished);
+}

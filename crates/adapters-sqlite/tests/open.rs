@@ -1,0 +1,160 @@
+//! Opening a database: connection settings, the URL, and the files that must be refused.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use std::time::Duration;
+
+use common::store_in;
+use sqlx::sqlite::SqliteConnection;
+use sqlx::{Connection, Row};
+use stint_adapters_sqlite::{SqliteOptions, SqliteStore};
+use stint_domain::{Event, EventKind};
+use stint_ports::{EventLog, StoreError};
+
+async fn pragma(store: &SqliteStore, name: &str) -> String {
+    let sql = match name {
+        "synchronous" => "PRAGMA synchronous",
+        "journal_mode" => "PRAGMA journal_mode",
+        "foreign_keys" => "PRAGMA foreign_keys",
+        "busy_timeout" => "PRAGMA busy_timeout",
+        other => panic!("unexpected pragma {other}"),
+    };
+    let row = sqlx::query(sql).fetch_one(store.pool()).await.unwrap();
+    // journal_mode answers with text, the others with a number.
+    match row.try_get::<String, _>(0) {
+        Ok(text) => text,
+        Err(_) => row.try_get::<i64, _>(0).unwrap().to_string(),
+    }
+}
+
+#[tokio::test]
+async fn defaults_are_wal_full_foreign_keys_and_a_busy_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path()).await;
+    assert_eq!(pragma(&store, "journal_mode").await, "wal");
+    assert_eq!(pragma(&store, "synchronous").await, "2", "FULL");
+    assert_eq!(pragma(&store, "foreign_keys").await, "1");
+    assert_eq!(pragma(&store, "busy_timeout").await, "5000");
+}
+
+#[tokio::test]
+async fn url_options_are_applied_and_folders_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/deeper/stint.db");
+    let url = format!(
+        "sqlite://{}?synchronous=normal&busy_timeout_ms=1234",
+        path.display()
+    );
+    let store = SqliteStore::connect(&url).await.unwrap();
+    assert!(
+        path.exists(),
+        "file and parent folders created on first use"
+    );
+    assert_eq!(pragma(&store, "synchronous").await, "1", "NORMAL");
+    assert_eq!(pragma(&store, "busy_timeout").await, "1234");
+
+    let short = SqliteStore::connect(&format!("sqlite:{}", path.display()))
+        .await
+        .unwrap();
+    assert_eq!(pragma(&short, "synchronous").await, "2");
+}
+
+#[tokio::test]
+async fn unknown_url_options_are_refused() {
+    let error = SqliteStore::connect("sqlite:x.db?synchronus=normal")
+        .await
+        .expect_err("typo refused");
+    assert!(
+        error.to_string().contains("unknown option 'synchronus'"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_schema_from_a_newer_stint_is_refused_naming_the_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path()).await;
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (99990101000000, 'from the future', 1, x'00', 0)",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    store.close().await;
+    let error = SqliteStore::open(store.path(), SqliteOptions::default())
+        .await
+        .expect_err("newer schema refused");
+    assert!(
+        matches!(error, StoreError::Incompatible { .. }),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains("99990101000000") && message.contains("newer stint"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_a_database_is_refused_naming_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notes.db");
+    std::fs::write(&path, "these are my notes, not a database\n".repeat(200)).unwrap();
+    let error = SqliteStore::open(&path, SqliteOptions::default())
+        .await
+        .expect_err("garbage refused");
+    assert!(
+        matches!(error, StoreError::Incompatible { .. }),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains("file is not a database"), "{message}");
+}
+
+#[tokio::test]
+async fn a_path_that_cannot_be_created_is_unavailable_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("a-file");
+    std::fs::write(&blocker, "x").unwrap();
+    let path = blocker.join("stint.db");
+    let error = SqliteStore::open(&path, SqliteOptions::default())
+        .await
+        .expect_err("cannot create under a file");
+    assert!(matches!(error, StoreError::Unavailable { .. }), "{error:?}");
+    assert!(
+        error.to_string().contains(&path.display().to_string()),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_held_past_the_busy_timeout_is_unavailable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stint.db");
+    let options = SqliteOptions {
+        busy_timeout: Duration::from_millis(100),
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::open(&path, options).await.unwrap();
+    let mut other = SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let key = common::node().attempt(1);
+    let error = store
+        .append(vec![Event::new(&key, 1, EventKind::NodeFinished)])
+        .await
+        .expect_err("the write lock is held elsewhere");
+    assert!(matches!(error, StoreError::Unavailable { .. }), "{error:?}");
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    store
+        .append(vec![Event::new(&key, 1, EventKind::NodeFinished)])
+        .await
+        .expect("free again");
+}
