@@ -12,6 +12,10 @@ pub mod args;
 mod commands;
 pub mod exit;
 mod output;
+mod process;
+mod status;
+mod store;
+mod vcs;
 
 use std::io::Write as _;
 use std::process::ExitCode;

@@ -1,18 +1,26 @@
 //! One module per group of commands; [`dispatch`] picks the one the command line names.
 
+mod admin;
+mod heartbeat;
+mod inspect;
+mod run;
 mod schema;
 
 use crate::args::{Cli, Command};
-use crate::exit::{self, CliError};
+use crate::exit::CliError;
 
 /// Runs the parsed command line and returns the exit code.
 pub async fn dispatch(cli: Cli) -> Result<u8, CliError> {
+    let db = cli.db.as_str();
     match cli.command {
+        Command::Run(args) => run::run(db, cli.quiet, args).await,
+        Command::Runs(args) => inspect::runs(db, &args).await,
+        Command::Attempts(args) => inspect::attempts(db, &args).await,
+        Command::Events(args) => inspect::events(db, &args).await,
+        Command::Output(args) => inspect::output(db, &args).await,
         Command::Schema(args) => schema::schema(&args),
-        _ => Err(CliError::new(
-            "UNIMPLEMENTED",
-            "not built yet",
-            exit::FAILED,
-        )),
+        Command::Recover => admin::recover(db, cli.quiet).await,
+        Command::Migrate => admin::migrate(db, cli.quiet).await,
+        Command::Heartbeat(args) => heartbeat::heartbeat(&args),
     }
 }

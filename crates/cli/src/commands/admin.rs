@@ -1,0 +1,42 @@
+//! `stint recover` and `stint migrate`.
+
+use std::sync::Arc;
+
+use stint_engine::{Engine, NoVcs, Ports};
+
+use crate::exit::{self, CliError};
+
+/// `stint recover`: marks abandoned attempts and prints each one on stdout.
+pub async fn recover(db: &str, quiet: bool) -> Result<u8, CliError> {
+    let store = crate::store::open(db).await?;
+    let engine = Engine::new(Ports::new(store, Arc::new(NoVcs)));
+    let recovered = engine.recover().await.map_err(|error| match error {
+        stint_engine::EngineError::Store(error) => CliError::from(error),
+        other => CliError::new(other.code().as_str(), other.to_string(), exit::FAILED),
+    })?;
+    for key in &recovered {
+        crate::print_stdout(&format!(
+            "{}\t{}\t{}\t{}\tATTEMPT_ABANDONED",
+            key.node.run_id(),
+            key.node.node_id(),
+            key.node.iteration(),
+            key.attempt
+        ));
+    }
+    if !quiet {
+        crate::output::note(&format!(
+            "marked {} abandoned attempt(s) failed",
+            recovered.len()
+        ));
+    }
+    Ok(exit::SUCCESS)
+}
+
+/// `stint migrate`: opening the store applies every migration.
+pub async fn migrate(db: &str, quiet: bool) -> Result<u8, CliError> {
+    let _store = crate::store::open(db).await?;
+    if !quiet {
+        crate::output::note("database schema is up to date");
+    }
+    Ok(exit::SUCCESS)
+}

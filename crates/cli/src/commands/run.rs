@@ -1,0 +1,242 @@
+//! `stint run`: one node of a run, its command run as the engine's compute.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use stint_domain::{AttemptState, BackoffPolicy, NodeKey, RetryPolicy, TaskDescriptor};
+use stint_engine::{CancellationToken, Engine, EngineError, EngineOptions, NodeOutcome, Ports};
+use stint_ports::{AttemptFilter, Store};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::task::AbortOnDropHandle;
+
+use crate::args::RunArgs;
+use crate::exit::{self, CliError};
+use crate::process::{self, CommandSpec, Console};
+use crate::status::{Mode, Status};
+use crate::vcs::JjOrGit;
+
+/// Extra time the engine waits for the command after the grace period: the runner needs a
+/// moment after SIGKILL to reap the group before the engine writes the terminal state.
+const GRACE_MARGIN: Duration = Duration::from_secs(2);
+
+/// Runs `args` against the store at `db`.
+pub async fn run(db: &str, quiet: bool, args: RunArgs) -> Result<u8, CliError> {
+    let generated = args.run_id.is_none();
+    let run_id = args
+        .run_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let key = NodeKey::new(run_id.clone(), args.node_id.clone(), args.iteration)
+        .map_err(|error| CliError::invalid_input(error.to_string()))?;
+    let desc = descriptor(&args, key.clone())?;
+    if generated {
+        crate::output::note(&format!("run id {run_id}"));
+    }
+    let store = crate::store::open(db).await?;
+    let engine_ports = Ports::new(store.clone(), Arc::new(JjOrGit));
+    let recovered = Engine::new(engine_ports.clone())
+        .recover()
+        .await
+        .map_err(engine_error)?;
+    let mode = Mode::detect(quiet);
+    for abandoned in &recovered {
+        if mode != Mode::Quiet {
+            crate::output::note(&format!("marked {abandoned} failed (ATTEMPT_ABANDONED)"));
+        }
+    }
+    if !args.force
+        && let Some(output) = finished_output(store.as_ref(), &key).await?
+    {
+        if mode != Mode::Quiet {
+            crate::output::note(&format!(
+                "{key} already finished; printing its stored output (--force runs it again)"
+            ));
+        }
+        crate::print_stdout(&output.to_string());
+        return Ok(exit::SUCCESS);
+    }
+    let max_attempts = planned_attempts(store.as_ref(), &key, args.retries).await?;
+    let status = Status::new(mode, key.to_string(), max_attempts);
+    let options = EngineOptions {
+        working_dir: std::env::current_dir().ok(),
+        cancel_grace: args.grace + GRACE_MARGIN,
+        observer: status.clone(),
+        ..EngineOptions::default()
+    };
+    let engine = Engine::with_options(engine_ports, options);
+    let cancel = CancellationToken::new();
+    let _signals = watch_signals(cancel.clone(), status.clone(), args.grace)?;
+    let _ticker = status.start();
+    let spec = Arc::new(CommandSpec {
+        argv: args.command.clone(),
+        grace: args.grace,
+    });
+    let console: Arc<dyn Console> = status.clone();
+    let compute = move |ctx| process::run(spec.clone(), ctx, console.clone());
+    let result = engine.run_node(&desc, compute, &cancel).await;
+    status.finish();
+    conclude(result, &key, &cancel)
+}
+
+/// The task descriptor the flags describe.
+fn descriptor(args: &RunArgs, key: NodeKey) -> Result<TaskDescriptor, CliError> {
+    if !args.backoff_factor.is_finite() || args.backoff_factor < 1.0 {
+        return Err(CliError::invalid_input(
+            "--backoff-factor must be a number of at least 1",
+        ));
+    }
+    if args.lease.is_zero() {
+        return Err(CliError::invalid_input("--lease must be longer than 0"));
+    }
+    let mut desc = TaskDescriptor::new(key);
+    desc.label = args.label.clone();
+    desc.output_table = args.output_table.clone();
+    desc.output_schema = args.output_schema.as_deref().map(read_schema).transpose()?;
+    desc.retry = RetryPolicy {
+        retries: args.retries,
+        backoff: BackoffPolicy {
+            initial_ms: millis(args.backoff_initial),
+            factor: args.backoff_factor,
+            max_ms: millis(args.backoff_max),
+        },
+    };
+    desc.timeout_ms = args.timeout.map(millis);
+    desc.heartbeat_timeout_ms = args.heartbeat_timeout.map(millis);
+    desc.lease_ms = millis(args.lease);
+    Ok(desc)
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The JSON Schema in `path`; unreadable or not JSON is bad input.
+fn read_schema(path: &Path) -> Result<Value, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        CliError::invalid_input(format!(
+            "cannot read --output-schema '{}': {error}",
+            path.display()
+        ))
+    })?;
+    serde_json::from_str(&text).map_err(|error| {
+        CliError::invalid_input(format!(
+            "--output-schema '{}' is not JSON: {error}",
+            path.display()
+        ))
+    })
+}
+
+/// The stored output of `key` when the node already finished.
+async fn finished_output(store: &dyn Store, key: &NodeKey) -> Result<Option<Value>, CliError> {
+    match store.get_node(key).await? {
+        Some(node) if node.state == AttemptState::Finished => Ok(store.read_output(key).await?),
+        _ => Ok(None),
+    }
+}
+
+/// About how many attempts the node will have had when this run ends: earlier ones, plus what
+/// is left of the retry budget (earlier failures count against it).
+async fn planned_attempts(store: &dyn Store, key: &NodeKey, retries: u32) -> Result<u32, CliError> {
+    let filter = AttemptFilter {
+        run_id: key.run_id().to_owned(),
+        node_id: Some(key.node_id().to_owned()),
+        iteration: Some(key.iteration()),
+    };
+    let earlier = store.list_attempts(&filter).await?;
+    let failed = earlier
+        .iter()
+        .filter(|a| a.state == AttemptState::Failed)
+        .count();
+    let failed = u32::try_from(failed).unwrap_or(u32::MAX);
+    let left = retries.saturating_add(1).saturating_sub(failed).max(1);
+    Ok(u32::try_from(earlier.len())
+        .unwrap_or(u32::MAX)
+        .saturating_add(left))
+}
+
+/// Ctrl-C and SIGTERM cancel the engine's token; the process exits once the attempt's
+/// terminal state is written.
+fn watch_signals(
+    cancel: CancellationToken,
+    status: Arc<Status>,
+    grace: Duration,
+) -> Result<AbortOnDropHandle<()>, CliError> {
+    let install = |kind| {
+        signal(kind).map_err(|error| {
+            CliError::new(
+                "INTERNAL",
+                format!("cannot handle signals: {error}"),
+                exit::FAILED,
+            )
+        })
+    };
+    let mut interrupt = install(SignalKind::interrupt())?;
+    let mut terminate = install(SignalKind::terminate())?;
+    Ok(AbortOnDropHandle::new(tokio::spawn(async move {
+        loop {
+            let name = tokio::select! {
+                _ = interrupt.recv() => "interrupt",
+                _ = terminate.recv() => "SIGTERM",
+            };
+            if cancel.is_cancelled() {
+                status.note(&format!(
+                    "{name}: still cancelling, waiting for the attempt to be recorded"
+                ));
+            } else {
+                status.progress(&format!(
+                    "{name}: cancelling (SIGTERM to the command, SIGKILL after {})",
+                    humantime::format_duration(grace)
+                ));
+                cancel.cancel();
+            }
+        }
+    })))
+}
+
+/// The exit code (and output) of a finished `run_node`.
+fn conclude(
+    result: Result<NodeOutcome, EngineError>,
+    key: &NodeKey,
+    cancel: &CancellationToken,
+) -> Result<u8, CliError> {
+    let outcome = result.map_err(engine_error)?;
+    let attempt = outcome.attempts.last().map_or(0, |a| a.key.attempt);
+    match outcome.state {
+        AttemptState::Finished => {
+            let output = outcome.output.unwrap_or(Value::Null);
+            crate::print_stdout(&output.to_string());
+            Ok(exit::SUCCESS)
+        }
+        AttemptState::Cancelled => Err(CliError::new(
+            "TASK_ABORTED",
+            format!("{key} cancelled (attempt {attempt})"),
+            exit::CANCELLED,
+        )),
+        _ if cancel.is_cancelled() => Err(CliError::new(
+            "TASK_ABORTED",
+            format!("{key} cancelled"),
+            exit::CANCELLED,
+        )),
+        _ => {
+            let error = outcome
+                .error
+                .unwrap_or_else(|| stint_domain::TaskError::task_failed("the node failed"));
+            let mut failure = CliError::task(&error);
+            failure.message = format!("{} ({key}, attempt {attempt})", failure.message);
+            Err(failure)
+        }
+    }
+}
+
+/// An engine error as its one line: store errors exit 3, a bad schema is bad input.
+fn engine_error(error: EngineError) -> CliError {
+    match error {
+        EngineError::Store(error) => CliError::from(error),
+        EngineError::InvalidSchema(reason) => CliError::invalid_input(format!(
+            "--output-schema is not a valid JSON Schema: {reason}"
+        )),
+        other => CliError::new(other.code().as_str(), other.to_string(), exit::FAILED),
+    }
+}

@@ -1,0 +1,93 @@
+//! The command's process group: signalling it, waiting for it to empty, and killing what is left.
+
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::process::Child;
+use tokio::time::Instant;
+
+/// How often an emptying process group is checked.
+const POLL: Duration = Duration::from_millis(20);
+
+/// A process group that is SIGKILLed when dropped unless it was found empty: whatever happens
+/// to the future running the command (the engine dropping it after its grace, a panic), no
+/// process of the group outlives it.
+#[derive(Debug)]
+pub struct GroupGuard {
+    pgid: Pid,
+    done: bool,
+}
+
+impl GroupGuard {
+    /// Guards the group whose leader has pid `pid` (spawned with `process_group(0)`).
+    pub fn new(pid: u32) -> Self {
+        let raw = i32::try_from(pid).unwrap_or(i32::MAX);
+        Self {
+            pgid: Pid::from_raw(raw),
+            done: false,
+        }
+    }
+
+    /// Sends `signal` to every process of the group; false when the group no longer exists.
+    pub fn signal(&self, signal: Signal) -> bool {
+        if self.done {
+            return false;
+        }
+        match killpg(self.pgid, signal) {
+            Ok(()) => true,
+            Err(Errno::ESRCH) => false,
+            Err(error) => {
+                tracing::warn!(pgid = self.pgid.as_raw(), %error, "cannot signal process group");
+                false
+            }
+        }
+    }
+
+    /// Whether any process of the group is still alive (zombies included).
+    pub fn alive(&self) -> bool {
+        !self.done && matches!(killpg(self.pgid, None), Ok(()) | Err(Errno::EPERM))
+    }
+
+    /// Waits until the group is empty or `deadline` passes; true when it emptied.
+    pub async fn wait_empty(&self, deadline: Instant) -> bool {
+        loop {
+            if !self.alive() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(POLL.min(deadline - Instant::now())).await;
+        }
+    }
+
+    /// Cancels the command: SIGTERM to the group, up to `grace` for the leader and then the rest
+    /// of the group to exit, SIGKILL to whatever is left, and the leader reaped.
+    pub async fn terminate(&mut self, child: &mut Child, grace: Duration) {
+        let deadline = Instant::now() + grace;
+        self.signal(Signal::SIGTERM);
+        // The leader first: once it is reaped, the rest of the group is polled.
+        let _ = tokio::time::timeout_at(deadline, child.wait()).await;
+        self.wait_empty(deadline).await;
+        self.kill(child).await;
+    }
+
+    /// SIGKILLs whatever is left of the group and reaps the leader.
+    pub async fn kill(&mut self, child: &mut Child) {
+        self.signal(Signal::SIGKILL);
+        let _ = child.wait().await;
+        // A killed process leaves the group at once; its zombie is reaped by its parent (or
+        // init), so there is nothing more to wait for here.
+        self.done = true;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            self.signal(Signal::SIGKILL);
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Spawning the command: its own process group, a clean environment protocol, stdin null,
+//! stdout and stderr piped, and the heartbeat pipe's write end as descriptor 3.
+
+use std::io::PipeReader;
+use std::os::fd::AsRawFd as _;
+use std::process::Stdio;
+
+use tokio::process::{Child, Command};
+
+/// The descriptor the heartbeat pipe is moved to in the child. POSIX `sh` (dash) rejects
+/// multi-digit descriptors in `>&N`, so it must be a single digit; 3 is the first free one.
+pub const HEARTBEAT_FD: i32 = 3;
+
+/// What the command is told about its attempt.
+#[derive(Debug, Clone)]
+pub struct AttemptEnv {
+    /// `STINT_RUN_ID`.
+    pub run_id: String,
+    /// `STINT_NODE_ID`.
+    pub node_id: String,
+    /// `STINT_ITERATION`.
+    pub iteration: u32,
+    /// `STINT_ATTEMPT`.
+    pub attempt: u32,
+    /// `STINT_CHECKPOINT`, as JSON; unset when `None`.
+    pub checkpoint: Option<String>,
+}
+
+/// A spawned command with the read end of its heartbeat pipe.
+#[derive(Debug)]
+pub struct Spawned {
+    /// The command (leader of its own process group).
+    pub child: Child,
+    /// The read end of the heartbeat pipe.
+    pub heartbeats: PipeReader,
+}
+
+/// Spawns `argv` as described in the module documentation.
+pub fn spawn(argv: &[String], env: &AttemptEnv) -> std::io::Result<Spawned> {
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"))?;
+    // Both ends are close-on-exec; only the dup onto descriptor 3 survives exec.
+    let (reader, writer) = std::io::pipe()?;
+    let write_fd = writer.as_raw_fd();
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .env("STINT_RUN_ID", &env.run_id)
+        .env("STINT_NODE_ID", &env.node_id)
+        .env("STINT_ITERATION", env.iteration.to_string())
+        .env("STINT_ATTEMPT", env.attempt.to_string())
+        .env("STINT_HEARTBEAT_FD", HEARTBEAT_FD.to_string());
+    match &env.checkpoint {
+        Some(checkpoint) => command.env("STINT_CHECKPOINT", checkpoint),
+        None => command.env_remove("STINT_CHECKPOINT"),
+    };
+    // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
+    // functions (dup2, fcntl, close_range) on descriptors; it allocates nothing and takes no lock.
+    #[allow(unsafe_code)]
+    unsafe {
+        command.pre_exec(move || move_to_heartbeat_fd(write_fd));
+    }
+    let child = command.spawn()?;
+    // The parent's copy of the write end must go, or the reader never sees end-of-file.
+    drop(writer);
+    Ok(Spawned {
+        child,
+        heartbeats: reader,
+    })
+}
+
+/// In the child: puts the heartbeat pipe on descriptor 3 (inheritable) and marks every
+/// descriptor above 3 close-on-exec, so the command inherits only 0, 1, 2 and 3.
+fn move_to_heartbeat_fd(write_fd: i32) -> std::io::Result<()> {
+    if write_fd == HEARTBEAT_FD {
+        // dup2 onto itself keeps close-on-exec set; clear it by hand.
+        if unsafe_free::clear_cloexec(HEARTBEAT_FD) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    } else if unsafe_free::dup2(write_fd, HEARTBEAT_FD) < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    unsafe_free::cloexec_from(HEARTBEAT_FD + 1);
+    Ok(())
+}
+
+/// Thin wrappers over the libc calls the pre-exec hook needs (no allocation, no locks).
+#[allow(unsafe_code)]
+mod unsafe_free {
+    pub fn dup2(from: i32, to: i32) -> i32 {
+        // SAFETY: dup2 on plain integers has no memory-safety preconditions.
+        unsafe { libc::dup2(from, to) }
+    }
+
+    pub fn clear_cloexec(fd: i32) -> i32 {
+        // SAFETY: fcntl(F_SETFD) on an integer descriptor has no memory-safety preconditions.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }
+    }
+
+    /// Marks every descriptor from `first` up close-on-exec (descriptors inherited from whoever
+    /// started stint included), keeping the pipe std uses to report a failed exec working.
+    pub fn cloexec_from(first: i32) {
+        #[cfg(target_os = "linux")]
+        {
+            const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+            let first = libc::c_uint::try_from(first).unwrap_or(0);
+            // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on descriptors.
+            let done = unsafe {
+                libc::syscall(
+                    libc::SYS_close_range,
+                    first,
+                    libc::c_uint::MAX,
+                    CLOSE_RANGE_CLOEXEC,
+                )
+            };
+            if done == 0 {
+                return;
+            }
+        }
+        // Older kernels and other systems: one fcntl per possible descriptor (bounded).
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let max = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) };
+        let max = i32::try_from(max).unwrap_or(65_536).clamp(first, 65_536);
+        for fd in first..max {
+            // SAFETY: fcntl on an integer descriptor; EBADF for closed ones is harmless.
+            unsafe {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags >= 0 {
+                    libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! The status of a `stint run` on stderr: a live indicatif line on a terminal (attempt N of M,
+//! elapsed, last heartbeat age), plain lines otherwise, nothing but errors with `--quiet`.
+//!
+//! It is both the engine's [`Observer`] and the runner's [`Console`], so the command's stderr
+//! and stint's notes never tear the live line.
+
+use std::io::{IsTerminal as _, Write as _};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
+use stint_domain::{AttemptKey, AttemptState};
+use stint_engine::{AttemptOutcome, Observer};
+use tokio_util::task::AbortOnDropHandle;
+
+use crate::process::Console;
+
+/// How stint reports progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A live status line (stderr is a terminal).
+    Live,
+    /// One plain line per attempt event.
+    Plain,
+    /// Only errors.
+    Quiet,
+}
+
+impl Mode {
+    /// The mode for this process: `--quiet` wins, then whether stderr is a terminal.
+    pub fn detect(quiet: bool) -> Self {
+        if quiet {
+            Self::Quiet
+        } else if std::io::stderr().is_terminal() {
+            Self::Live
+        } else {
+            Self::Plain
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    attempt: u32,
+    attempt_started: Option<Instant>,
+    last_heartbeat: Option<Instant>,
+    /// The command's stderr after its last newline, held back while the live line is shown.
+    partial: Vec<u8>,
+}
+
+/// The status display of one `stint run`.
+#[derive(Debug)]
+pub struct Status {
+    mode: Mode,
+    bar: Option<ProgressBar>,
+    node: String,
+    max_attempts: u32,
+    inner: Mutex<Inner>,
+}
+
+impl Status {
+    /// A display for `node`, whose attempts are numbered up to about `max_attempts`.
+    pub fn new(mode: Mode, node: String, max_attempts: u32) -> Arc<Self> {
+        let bar = (mode == Mode::Live).then(|| {
+            let template = if std::env::var_os("NO_COLOR").is_some() {
+                "{spinner} {msg}"
+            } else {
+                "{spinner:.cyan} {msg}"
+            };
+            let bar = ProgressBar::new_spinner();
+            if let Ok(style) = ProgressStyle::with_template(template) {
+                bar.set_style(style);
+            }
+            bar
+        });
+        Arc::new(Self {
+            mode,
+            bar,
+            node,
+            max_attempts,
+            inner: Mutex::new(Inner::default()),
+        })
+    }
+
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        // Every update leaves `Inner` consistent, so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts redrawing the live line; the redraw stops when the handle is dropped.
+    pub fn start(self: &Arc<Self>) -> Option<AbortOnDropHandle<()>> {
+        let bar = self.bar.clone()?;
+        bar.enable_steady_tick(Duration::from_millis(120));
+        let this = Arc::clone(self);
+        Some(AbortOnDropHandle::new(tokio::spawn(async move {
+            loop {
+                this.refresh();
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })))
+    }
+
+    /// Clears the live line and flushes any held-back stderr.
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+        let partial = std::mem::take(&mut self.inner().partial);
+        if !partial.is_empty() {
+            let mut err = std::io::stderr().lock();
+            let _ = err.write_all(&partial);
+            let _ = err.flush();
+        }
+    }
+
+    /// A progress line (`stint: text`), shown unless quiet.
+    pub fn progress(&self, text: &str) {
+        if self.mode != Mode::Quiet {
+            self.note(text);
+        }
+    }
+
+    fn refresh(&self) {
+        let Some(bar) = &self.bar else { return };
+        let inner = self.inner();
+        let elapsed = inner
+            .attempt_started
+            .map(|s| s.elapsed())
+            .unwrap_or_default();
+        let heartbeat = match inner.last_heartbeat {
+            Some(at) => format!("last heartbeat {} ago", short(at.elapsed())),
+            None => "no heartbeat yet".to_owned(),
+        };
+        let max = self.max_attempts.max(inner.attempt);
+        bar.set_message(format!(
+            "{} · attempt {} of {max} · {} · {heartbeat}",
+            self.node,
+            inner.attempt,
+            short(elapsed)
+        ));
+    }
+
+    fn write_stderr(&self, bytes: &[u8]) {
+        let write = |bytes: &[u8]| {
+            let mut err = std::io::stderr().lock();
+            let _ = err.write_all(bytes);
+            let _ = err.flush();
+        };
+        match &self.bar {
+            Some(bar) => bar.suspend(|| write(bytes)),
+            None => write(bytes),
+        }
+    }
+}
+
+/// `1.2s`, `3m04s`: short enough for a status line.
+fn short(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    if secs < 60 {
+        format!("{:.1}s", duration.as_secs_f64())
+    } else {
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    }
+}
+
+impl Console for Status {
+    fn stderr(&self, bytes: &[u8]) {
+        if self.bar.is_none() {
+            self.write_stderr(bytes);
+            return;
+        }
+        // With a live line, only whole lines are written, so the line is redrawn cleanly.
+        let complete = {
+            let mut inner = self.inner();
+            inner.partial.extend_from_slice(bytes);
+            match inner.partial.iter().rposition(|b| *b == b'\n') {
+                Some(end) => {
+                    let rest = inner.partial.split_off(end + 1);
+                    std::mem::replace(&mut inner.partial, rest)
+                }
+                None => return,
+            }
+        };
+        self.write_stderr(&complete);
+    }
+
+    fn note(&self, text: &str) {
+        self.write_stderr(format!("stint: {text}\n").as_bytes());
+    }
+}
+
+impl Observer for Status {
+    fn attempt_started(&self, key: &AttemptKey, checkpoint: Option<&Value>) {
+        {
+            let mut inner = self.inner();
+            inner.attempt = key.attempt;
+            inner.attempt_started = Some(Instant::now());
+            inner.last_heartbeat = None;
+        }
+        let from = if checkpoint.is_some() {
+            ", from the last checkpoint"
+        } else {
+            ""
+        };
+        let max = self.max_attempts.max(key.attempt);
+        if self.mode == Mode::Plain {
+            self.note(&format!(
+                "{} attempt {} of {max} started{from}",
+                self.node, key.attempt
+            ));
+        }
+        self.refresh();
+    }
+
+    fn heartbeat(&self, _key: &AttemptKey, _payload: Option<&Value>) {
+        self.inner().last_heartbeat = Some(Instant::now());
+    }
+
+    fn attempt_ended(&self, outcome: &AttemptOutcome) {
+        let attempt = outcome.key.attempt;
+        let text = match (&outcome.state, &outcome.error) {
+            (AttemptState::Finished, _) => format!("attempt {attempt} finished"),
+            (state, Some(error)) => format!("attempt {attempt} {state}: {error}"),
+            (state, None) => format!("attempt {attempt} {state}"),
+        };
+        self.progress(&text);
+    }
+
+    fn retry_scheduled(&self, next_attempt: u32, delay: Duration) {
+        self.progress(&format!(
+            "retrying as attempt {next_attempt} in {}",
+            short(delay)
+        ));
+    }
+}

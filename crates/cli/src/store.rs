@@ -1,0 +1,72 @@
+//! Opening the store `--db` names: the only place that knows which adapters exist.
+
+use std::sync::Arc;
+
+use stint_adapters_postgres::PostgresStore;
+use stint_adapters_sqlite::SqliteStore;
+use stint_ports::Store;
+
+use crate::exit::CliError;
+
+/// Which adapter a URL picks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// `sqlite:` URLs, and plain paths (as `sqlite://PATH`).
+    Sqlite(String),
+    /// `postgres://` and `postgresql://` URLs.
+    Postgres(String),
+}
+
+/// Picks the adapter for `url`; an unknown scheme is bad input.
+pub fn backend(url: &str) -> Result<Backend, CliError> {
+    let url = url.trim();
+    if url.is_empty() {
+        return Err(CliError::invalid_input("--db is empty"));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Backend::Postgres(url.to_owned()));
+    }
+    if url.starts_with("sqlite:") {
+        return Ok(Backend::Sqlite(url.to_owned()));
+    }
+    if let Some((scheme, _)) = url.split_once("://") {
+        return Err(CliError::invalid_input(format!(
+            "--db scheme '{scheme}' is not supported (use sqlite://PATH or postgres://...)"
+        )));
+    }
+    Ok(Backend::Sqlite(format!("sqlite://{url}")))
+}
+
+/// Opens (creating and migrating as needed) the store `url` names.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, CliError> {
+    let store: Arc<dyn Store> = match backend(url)? {
+        Backend::Sqlite(url) => Arc::new(SqliteStore::connect(&url).await?),
+        Backend::Postgres(url) => Arc::new(PostgresStore::connect(&url).await?),
+    };
+    Ok(store)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_pick_their_adapter() {
+        assert_eq!(
+            backend("sqlite://.stint/stint.db"),
+            Ok(Backend::Sqlite("sqlite://.stint/stint.db".to_owned()))
+        );
+        assert_eq!(
+            backend("x.db"),
+            Ok(Backend::Sqlite("sqlite://x.db".to_owned()))
+        );
+        assert!(matches!(
+            backend("postgres://u@h/d"),
+            Ok(Backend::Postgres(_))
+        ));
+        assert_eq!(
+            backend("mysql://h").map_err(|e| e.exit),
+            Err(crate::exit::USAGE)
+        );
+    }
+}

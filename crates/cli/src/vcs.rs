@@ -1,0 +1,127 @@
+//! Where the code stood when an attempt finished: the jj change id of `@` in a jj repository,
+//! else the git commit (`+dirty` when tracked files changed), else nothing.
+//!
+//! A missing tool, a non-repository or a tool that hangs is never an error: the answer is `None`.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use stint_ports::VcsProbe;
+use tokio::process::Command;
+
+/// The longest a VCS tool may take to answer.
+const TOOL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The jj-then-git probe.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JjOrGit;
+
+#[async_trait]
+impl VcsProbe for JjOrGit {
+    async fn revision(&self, dir: &Path) -> Option<String> {
+        if let Some(change) = jj_change_id(dir).await {
+            return Some(change);
+        }
+        git_commit(dir).await
+    }
+}
+
+/// `jj log -r @ -T change_id`, without snapshotting the working copy (a probe must not write to
+/// the repository; the change id of `@` does not change on snapshot).
+async fn jj_change_id(dir: &Path) -> Option<String> {
+    let args = [
+        "--ignore-working-copy",
+        "--no-pager",
+        "--color=never",
+        "log",
+        "-r",
+        "@",
+        "--no-graph",
+        "-T",
+        "change_id",
+    ];
+    tool_output(dir, "jj", &args).await
+}
+
+/// The commit of `HEAD`, with `+dirty` when tracked files differ from it. Untracked files do not
+/// count (as with `git describe --dirty`), so stint's own `.stint/` folder never marks a tree dirty.
+async fn git_commit(dir: &Path) -> Option<String> {
+    let commit = tool_output(dir, "git", &["rev-parse", "HEAD"]).await?;
+    let status = tool_output(
+        dir,
+        "git",
+        &["status", "--porcelain", "--untracked-files=no"],
+    )
+    .await;
+    Some(match status {
+        Some(_) => format!("{commit}+dirty"),
+        None => commit,
+    })
+}
+
+/// The trimmed stdout of `program args` run in `dir`, when it succeeds and prints something.
+async fn tool_output(dir: &Path, program: &str, args: &[&str]) -> Option<String> {
+    let child = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(TOOL_TIMEOUT, child).await.ok()?.ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    (!text.is_empty()).then_some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_plain_directory_has_no_revision() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        assert_eq!(JjOrGit.revision(dir.path()).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_git_repository_reports_its_commit_and_dirtiness() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let git = |args: &[&str]| {
+            std::process::Command::new("git")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        };
+        if !git(&["init", "-q"]) {
+            return; // no git here: nothing to test
+        }
+        std::fs::write(dir.path().join("a"), "1").expect("write");
+        assert!(git(&["add", "a"]));
+        assert!(git(&[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-qm",
+            "x"
+        ]));
+        let clean = JjOrGit.revision(dir.path()).await.expect("a commit");
+        assert_eq!(clean.len(), 40, "{clean}");
+        std::fs::write(dir.path().join("untracked"), "").expect("write");
+        assert_eq!(JjOrGit.revision(dir.path()).await, Some(clean.clone()));
+        std::fs::write(dir.path().join("a"), "2").expect("write");
+        assert_eq!(
+            JjOrGit.revision(dir.path()).await,
+            Some(format!("{clean}+dirty"))
+        );
+    }
+}
