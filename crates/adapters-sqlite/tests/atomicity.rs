@@ -48,8 +48,8 @@ async fn assert_in_progress(store: &SqliteStore, events_before: i64) {
     assert_eq!(attempts[0].state, AttemptState::InProgress);
     assert_eq!(attempts[0].finished_at_ms, None);
     assert_eq!(attempts[0].vcs, None);
-    let node = store.get_node(&node()).await.unwrap().unwrap();
-    assert_eq!(node.state, AttemptState::InProgress);
+    let record = store.get_node(&node()).await.unwrap().unwrap();
+    assert_eq!(record.state, AttemptState::InProgress);
     assert_eq!(store.read_output(&node()).await.unwrap(), None);
     assert_eq!(count(store, "outputs").await, 0);
     assert_eq!(count(store, "events").await, events_before);
