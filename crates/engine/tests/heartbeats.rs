@@ -1,0 +1,252 @@
+//! Heartbeats: checkpoints across attempts, coalescing, the final flush, ignored late calls,
+//! and that nothing the engine spawned outlives the attempt.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{CountingStore, attempts, desc, engine_on, event_types, events, names, setup};
+use serde_json::{Value, json};
+use stint_domain::{AttemptState, EventKind};
+use stint_engine::{CancellationToken, Heartbeat, TaskContext, TaskFailure};
+
+#[tokio::test(start_paused = true)]
+async fn checkpoint_chain_sees_each_predecessors_last_payload() {
+    let (store, engine) = setup();
+    let mut d = desc();
+    d.retry.retries = 10;
+    let seen: Arc<Mutex<Vec<Option<Value>>>> = Arc::default();
+    let compute = |ctx: TaskContext| {
+        let seen = seen.clone();
+        async move {
+            seen.lock().expect("lock").push(ctx.checkpoint.clone());
+            let count = ctx
+                .checkpoint
+                .as_ref()
+                .and_then(|c| c["count"].as_u64())
+                .unwrap_or(0);
+            ctx.heartbeat
+                .beat(json!({"count": count, "phase": "started"}))?;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if count >= 3 {
+                return Ok(json!({"count": count}));
+            }
+            // Sent 3 ms before failing, inside the throttle interval: only the flush writes it.
+            ctx.heartbeat.beat(json!({"count": count + 1}))?;
+            tokio::time::sleep(Duration::from_millis(3)).await;
+            Err(TaskFailure::retryable("not yet"))
+        }
+    };
+    let outcome = engine
+        .run_node(&d, compute, &CancellationToken::new())
+        .await
+        .expect("run");
+    assert_eq!(outcome.state, AttemptState::Finished);
+    assert_eq!(outcome.output, Some(json!({"count": 3})));
+    assert_eq!(
+        *seen.lock().expect("lock"),
+        [
+            None,
+            Some(json!({"count": 1})),
+            Some(json!({"count": 2})),
+            Some(json!({"count": 3}))
+        ]
+    );
+    assert_eq!(attempts(&store).await.len(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_thousand_heartbeats_in_one_interval_make_at_most_two_writes() {
+    let (store, engine) = setup();
+    let compute = |ctx: TaskContext| async move {
+        for i in 0..1_000 {
+            ctx.heartbeat.beat(json!({ "i": i }))?;
+            if i % 100 == 0 {
+                // Lets the writer run: the first heartbeat is written at once.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        Ok(json!({}))
+    };
+    let outcome = engine
+        .run_attempt(&desc(), compute, &CancellationToken::new())
+        .await
+        .expect("run");
+    assert_eq!(outcome.state, AttemptState::Finished);
+    assert!(store.writes() <= 2, "{} writes", store.writes());
+    assert_eq!(
+        store.writes(),
+        2,
+        "the first at once, the last at the flush"
+    );
+    assert_eq!(attempts(&store).await[0].heartbeat, Some(json!({"i": 999})));
+    let beats = names(&event_types(&store).await)
+        .iter()
+        .filter(|n| **n == "TaskHeartbeat")
+        .count();
+    assert_eq!(beats, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn writes_are_throttled_to_the_interval() {
+    let (store, engine) = setup();
+    let mut d = desc();
+    d.heartbeat_timeout_ms = Some(250); // interval: 0.8 x 250 = 200 ms
+    let compute = |ctx: TaskContext| async move {
+        for i in 0..20 {
+            ctx.heartbeat.beat(json!({ "i": i }))?;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(json!({}))
+    };
+    engine
+        .run_attempt(&d, compute, &CancellationToken::new())
+        .await
+        .expect("run");
+    let intervals: Vec<Option<u64>> = events(&store)
+        .await
+        .into_iter()
+        .filter_map(|e| match e.event.kind {
+            EventKind::TaskHeartbeat { interval_ms, .. } => Some(interval_ms),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(intervals[0], None);
+    assert!(
+        intervals[1..].iter().all(|i| *i == Some(200)),
+        "{intervals:?}"
+    );
+    assert_eq!(attempts(&store).await[0].heartbeat, Some(json!({"i": 19})));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bare_ping_keeps_the_payload() {
+    let (store, engine) = setup();
+    let compute = |ctx: TaskContext| async move {
+        ctx.heartbeat.beat_typed(&[1, 2, 3])?;
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        ctx.heartbeat.ping();
+        Ok(json!({}))
+    };
+    engine
+        .run_attempt(&desc(), compute, &CancellationToken::new())
+        .await
+        .expect("run");
+    let record = &attempts(&store).await[0];
+    assert_eq!(record.heartbeat, Some(json!([1, 2, 3])));
+    let has_data: Vec<bool> = events(&store)
+        .await
+        .into_iter()
+        .filter_map(|e| match e.event.kind {
+            EventKind::TaskHeartbeat { has_data, .. } => Some(has_data),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(has_data, [true, false]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn invalid_payload_fails_the_call_and_a_propagated_error_is_permanent() {
+    let (store, engine) = setup();
+    let mut d = desc();
+    d.retry.retries = 3;
+    let compute = |ctx: TaskContext| async move {
+        let deep = (0..200).fold(json!(1), |v, _| json!([v]));
+        ctx.heartbeat.beat(deep)?;
+        Ok(json!({}))
+    };
+    let outcome = engine
+        .run_node(&d, compute, &CancellationToken::new())
+        .await
+        .expect("run");
+    assert_eq!(outcome.attempts.len(), 1);
+    assert_eq!(
+        outcome.error.map(|e| e.code.as_str()),
+        Some("HEARTBEAT_PAYLOAD_TOO_LARGE")
+    );
+    assert_eq!(attempts(&store).await[0].retryable, Some(false));
+}
+
+#[tokio::test(start_paused = true)]
+async fn heartbeats_after_the_end_are_ignored_and_nothing_keeps_running() {
+    let (store, engine) = setup();
+    let mut d = desc();
+    d.heartbeat_timeout_ms = Some(10_000);
+    d.timeout_ms = Some(60_000);
+    let kept: Arc<Mutex<Option<Heartbeat>>> = Arc::default();
+    let compute = |ctx: TaskContext| {
+        let kept = kept.clone();
+        async move {
+            ctx.heartbeat.beat(json!({"n": 1}))?;
+            *kept.lock().expect("lock") = Some(ctx.heartbeat.clone());
+            Ok(json!({}))
+        }
+    };
+    engine
+        .run_attempt(&d, compute, &CancellationToken::new())
+        .await
+        .expect("run");
+    assert_eq!(
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks(),
+        0
+    );
+    let handle = kept.lock().expect("lock").take().expect("kept");
+    assert_eq!(handle.beat(json!({"n": 2})), Ok(()));
+    handle.ping();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(store.writes(), 1);
+    assert_eq!(attempts(&store).await[0].heartbeat, Some(json!({"n": 1})));
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_task_survives_a_timed_out_attempt() {
+    let (_store, engine) = setup();
+    let mut d = desc();
+    d.timeout_ms = Some(500);
+    d.heartbeat_timeout_ms = Some(10_000);
+    let compute = |ctx: TaskContext| async move {
+        loop {
+            ctx.heartbeat.beat(json!({"busy": true}))?;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let outcome = engine
+        .run_attempt(&d, compute, &CancellationToken::new())
+        .await
+        .expect("run");
+    assert_eq!(outcome.error.map(|e| e.code.as_str()), Some("TASK_TIMEOUT"));
+    assert_eq!(
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks(),
+        0
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_store_does_not_slow_the_heartbeat_call() {
+    let store = CountingStore {
+        write_delay: Some(Duration::from_millis(10)),
+        ..CountingStore::default()
+    };
+    let engine = engine_on(store.clone());
+    let compute = |ctx: TaskContext| async move {
+        let before = tokio::time::Instant::now();
+        for i in 0..100 {
+            ctx.heartbeat.beat(json!({ "i": i }))?;
+            tokio::task::yield_now().await;
+        }
+        // No call waited for the 10 ms writes: tokio's clock did not move.
+        assert_eq!(before.elapsed(), Duration::ZERO);
+        Ok(json!({}))
+    };
+    let outcome = engine
+        .run_attempt(&desc(), compute, &CancellationToken::new())
+        .await
+        .expect("run");
+    assert_eq!(outcome.state, AttemptState::Finished);
+    assert_eq!(attempts(&store).await[0].heartbeat, Some(json!({"i": 99})));
+}

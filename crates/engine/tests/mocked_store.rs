@@ -1,0 +1,169 @@
+//! Store failures, with mockall mocks: failed heartbeat writes never change the outcome, and a
+//! conflict (another execution owns the attempt) stops the compute with nothing terminal written.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use stint_domain::{AttemptState, ErrorCode, NodeKey, TaskDescriptor};
+use stint_engine::{
+    CancellationToken, Engine, EngineError, EngineOptions, NoVcs, Ports, TaskContext, TokioClock,
+};
+use stint_ports::{AttemptEnd, BegunAttempt, MockAttemptStore, MockEventLog, StoreError};
+
+fn desc() -> TaskDescriptor {
+    TaskDescriptor::new(NodeKey::new("r", "n", 0).expect("valid key"))
+}
+
+fn engine(store: MockAttemptStore) -> Engine {
+    let ports = Ports {
+        store: Arc::new(store),
+        events: Arc::new(MockEventLog::new()),
+        vcs: Arc::new(NoVcs),
+        clock: Arc::new(TokioClock::at(1_000)),
+    };
+    let options = EngineOptions {
+        cancel_grace: Duration::from_millis(50),
+        ..EngineOptions::default()
+    };
+    Engine::with_options(ports, options)
+}
+
+fn begun(store: &mut MockAttemptStore) {
+    store.expect_begin_attempt().times(1).returning(|_| {
+        Ok(BegunAttempt {
+            attempt: 1,
+            checkpoint: None,
+            failed_before: 0,
+        })
+    });
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_heartbeat_write_does_not_change_a_success() {
+    let mut store = MockAttemptStore::new();
+    begun(&mut store);
+    store
+        .expect_record_heartbeat()
+        .times(2)
+        .returning(|_, _| Err(StoreError::unavailable("database is locked")));
+    store
+        .expect_end_attempt()
+        .times(1)
+        .withf(|_, end, _, events| {
+            matches!(end, AttemptEnd::Finished { output, .. } if *output == json!({"done": true}))
+                && events.len() == 1
+        })
+        .returning(|_, _, _, _| Ok(()));
+    let compute = |ctx: TaskContext| async move {
+        ctx.heartbeat.beat(json!({"step": 1}))?;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        ctx.heartbeat.beat(json!({"step": 2}))?;
+        Ok(json!({"done": true}))
+    };
+    let outcome = engine(store)
+        .run_attempt(&desc(), compute, &CancellationToken::new())
+        .await
+        .expect("run");
+    assert_eq!(outcome.state, AttemptState::Finished);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_conflict_on_finish_is_a_store_conflict() {
+    let mut store = MockAttemptStore::new();
+    begun(&mut store);
+    store.expect_end_attempt().times(1).returning(|_, _, _, _| {
+        Err(StoreError::conflict(
+            "attempt r/n#0 attempt 1 is not owned by this execution",
+        ))
+    });
+    let compute = |_ctx: TaskContext| async { Ok(json!({})) };
+    let error = engine(store)
+        .run_attempt(&desc(), compute, &CancellationToken::new())
+        .await
+        .expect_err("conflict");
+    assert!(matches!(
+        error,
+        EngineError::Store(StoreError::Conflict { .. })
+    ));
+    assert_eq!(error.code(), ErrorCode::StoreConflict);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_lease_stops_the_compute_and_writes_nothing_terminal() {
+    let mut store = MockAttemptStore::new();
+    begun(&mut store);
+    store
+        .expect_renew_lease()
+        .times(1)
+        .returning(|_, _| Err(StoreError::conflict("owned by another execution")));
+    store.expect_end_attempt().times(0);
+    let mut d = desc();
+    d.lease_ms = 3_000;
+    let compute = |ctx: TaskContext| async move {
+        ctx.cancel.cancelled().await;
+        Ok(json!({"zombie": true}))
+    };
+    let start = tokio::time::Instant::now();
+    let error = engine(store)
+        .run_attempt(&d, compute, &CancellationToken::new())
+        .await
+        .expect_err("conflict");
+    assert!(matches!(
+        error,
+        EngineError::Store(StoreError::Conflict { .. })
+    ));
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_millis(1_000),
+        "renewed at a third of the lease"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_conflict_on_a_heartbeat_write_stops_the_compute() {
+    let mut store = MockAttemptStore::new();
+    begun(&mut store);
+    store
+        .expect_record_heartbeat()
+        .times(1)
+        .returning(|_, _| Err(StoreError::conflict("owned by another execution")));
+    store.expect_end_attempt().times(0);
+    let compute = |ctx: TaskContext| async move {
+        ctx.heartbeat.beat(json!({"step": 1}))?;
+        ctx.cancel.cancelled().await;
+        Ok(json!({}))
+    };
+    let error = engine(store)
+        .run_attempt(&desc(), compute, &CancellationToken::new())
+        .await
+        .expect_err("conflict");
+    assert_eq!(error.code(), ErrorCode::StoreConflict);
+}
+
+#[tokio::test(start_paused = true)]
+async fn renewals_keep_the_lease_while_the_attempt_runs() {
+    let mut store = MockAttemptStore::new();
+    begun(&mut store);
+    // 10 s of work on a 3 s lease: renewed at 1, 2, ..., 10 s (the last may race the output).
+    store
+        .expect_renew_lease()
+        .times(9..=10)
+        .withf(|_, expires_at| expires_at % 1_000 == 0)
+        .returning(|_, _| Ok(()));
+    store
+        .expect_end_attempt()
+        .times(1)
+        .returning(|_, _, _, _| Ok(()));
+    let mut d = desc();
+    d.lease_ms = 3_000;
+    let compute = |_ctx: TaskContext| async {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        Ok(json!({}))
+    };
+    let outcome = engine(store)
+        .run_attempt(&d, compute, &CancellationToken::new())
+        .await
+        .expect("run");
+    assert_eq!(outcome.state, AttemptState::Finished);
+}
