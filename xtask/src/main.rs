@@ -1,1 +1,74 @@
-fn main() {}
+//! Development automation of stint, run as `cargo xtask <command>`.
+//!
+//! Modelled on rust-analyzer's xtask: plain Rust driving `cargo` and `git` through `xshell`, no
+//! shell scripts beside `.ci/run`. Each command lives in its own module; the tidy checks are
+//! ordinary `#[test]`s in `tidy.rs`, so `cargo test` runs them.
+// xtask is a command-line tool: printing progress is its job.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod ci;
+mod codegen;
+mod dist;
+mod project;
+mod release;
+#[cfg(test)]
+mod tidy;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// Development automation of stint.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", version = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run exactly what CI runs: fmt, clippy, the test suite (with the tidy checks), codegen --check.
+    Ci,
+    /// Write the JSON Schemas into schemas/ and the CLI reference into docs/cli.md.
+    Codegen {
+        /// Write nothing; fail, naming each file, if a committed copy differs from what would be written.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Version bumps and pre-release checks; nothing is published or pushed.
+    Release {
+        #[command(subcommand)]
+        command: ReleaseCommand,
+    },
+    /// Build `stint` in release mode and pack a reproducible tarball with its sha256 in dist/.
+    Dist,
+}
+
+#[derive(Debug, Subcommand)]
+enum ReleaseCommand {
+    /// Set one new version in every manifest and add its CHANGELOG.md section.
+    Bump {
+        /// `major`, `minor`, `patch`, or an explicit version such as `1.2.3`.
+        level: String,
+    },
+    /// Check versions, changelog, a clean tree and `cargo publish --dry-run`; print the tag to create.
+    Check {
+        /// Pass `--no-verify` to `cargo publish --dry-run` (package without building).
+        #[arg(long)]
+        no_verify: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = project::root();
+    match cli.command {
+        Command::Ci => ci::run(&root),
+        Command::Codegen { check } => codegen::run(&root, check),
+        Command::Release { command } => match command {
+            ReleaseCommand::Bump { level } => release::run_bump(&root, &level),
+            ReleaseCommand::Check { no_verify } => release::run_check(&root, no_verify),
+        },
+        Command::Dist => dist::run(&root),
+    }
+}

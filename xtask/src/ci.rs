@@ -1,0 +1,36 @@
+//! `cargo xtask ci`: the checks `.ci/run` runs, in the same order, stopping at the first failure.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+
+use crate::{codegen, project};
+
+/// The test command, identical to the one README.md gives. The tidy checks are `#[test]`s of
+/// xtask, a workspace member, so this command runs them too.
+pub const TEST_COMMAND: &str = "cargo test --workspace --all-features";
+
+/// The steps of CI, in order, each a command line run from the workspace root.
+pub const STEPS: &[&str] = &[
+    "cargo fmt --all -- --check",
+    "cargo clippy --workspace --all-targets --all-features -- -D warnings",
+    TEST_COMMAND,
+];
+
+/// Runs every step of CI, then `codegen --check`.
+pub fn run(root: &Path) -> Result<()> {
+    let sh = project::shell_at(root)?;
+    for step in STEPS {
+        println!("ci: {step}");
+        let mut words = step.split_whitespace();
+        let program = words.next().context("empty CI step")?;
+        let status = sh.cmd(program).args(words).quiet().run();
+        if status.is_err() {
+            bail!("ci: step failed: {step}");
+        }
+    }
+    println!("ci: cargo xtask codegen --check");
+    codegen::run(root, true).context("ci: step failed: cargo xtask codegen --check")?;
+    println!("ci: all steps passed");
+    Ok(())
+}
