@@ -1,0 +1,170 @@
+//! Shared fixtures of the end-to-end tests: a temp working directory, a database URL, and the
+//! real `stint` binary.
+#![allow(dead_code, reason = "each test binary uses a different part")]
+
+pub mod scenarios;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The `stint` binary under test.
+pub const STINT: &str = env!("CARGO_BIN_EXE_stint");
+
+/// One test's world: a working directory and a database.
+#[derive(Debug)]
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub db: String,
+}
+
+impl World {
+    /// A temp directory with a SQLite database file in it.
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = format!("sqlite://{}", dir.path().join("state/stint.db").display());
+        Self { dir, db }
+    }
+
+    /// A temp directory and the database `db`.
+    pub fn with_db(db: String) -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+            db,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `stint ARGS` in the working directory, against the database.
+    pub fn cmd(&self) -> assert_cmd::Command {
+        let mut cmd = assert_cmd::Command::from_std(self.std_cmd());
+        cmd.timeout(Duration::from_secs(60));
+        cmd
+    }
+
+    /// The same as a std command (for tests that signal the process).
+    pub fn std_cmd(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new(STINT);
+        self.configure(&mut cmd);
+        cmd
+    }
+
+    fn configure(&self, cmd: &mut std::process::Command) {
+        cmd.current_dir(self.dir.path())
+            .env("STINT_DB", &self.db)
+            .env("STINT_BIN", STINT)
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .env_remove("STINT_HEARTBEAT_FD")
+            .env_remove("STINT_CHECKPOINT");
+    }
+
+    /// `stint run --run-id RUN --node-id NODE FLAGS -- sh -c SCRIPT`.
+    pub fn run(&self, run: &str, node: &str, flags: &[&str], script: &str) -> Output {
+        let mut cmd = self.cmd();
+        cmd.args(["run", "--run-id", run, "--node-id", node])
+            .args(flags)
+            .args(["--", "sh", "-c", script]);
+        cmd.output().expect("stint runs")
+    }
+
+    /// `stint attempts RUN --json`.
+    pub fn attempts(&self, run: &str) -> Vec<Value> {
+        let output = self
+            .cmd()
+            .args(["attempts", run, "--json"])
+            .output()
+            .expect("stint runs");
+        assert!(
+            output.status.success(),
+            "attempts failed: {}",
+            text(&output.stderr)
+        );
+        match serde_json::from_slice(&output.stdout).expect("attempts --json is JSON") {
+            Value::Array(items) => items,
+            other => panic!("attempts --json is not an array: {other}"),
+        }
+    }
+
+    /// `stint events RUN --json`, one value per line.
+    pub fn events(&self, run: &str) -> Vec<Value> {
+        let output = self
+            .cmd()
+            .args(["events", run, "--json"])
+            .output()
+            .expect("stint runs");
+        assert!(
+            output.status.success(),
+            "events failed: {}",
+            text(&output.stderr)
+        );
+        text(&output.stdout)
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("each events line is JSON"))
+            .collect()
+    }
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The stderr lines stint wrote about itself (`stint: ...`).
+pub fn stint_lines(output: &Output) -> Vec<String> {
+    text(&output.stderr)
+        .lines()
+        .filter(|l| l.starts_with("stint: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Waits until `path` exists and holds a line; panics after 10 s.
+pub fn wait_for_file(path: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(content) = std::fs::read_to_string(path)
+            && content.ends_with('\n')
+        {
+            return content.trim().to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether process `pid` is alive (a zombie counts as gone).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Waits for `child` up to `limit`; kills it and panics when it does not exit.
+pub fn wait_with_limit(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("stint did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

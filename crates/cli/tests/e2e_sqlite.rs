@@ -1,0 +1,161 @@
+//! End-to-end tests of the real `stint` binary on a real SQLite file.
+
+mod common;
+
+use common::{World, scenarios, stint_lines, text};
+use nix::sys::signal::Signal;
+
+#[test]
+fn success_prints_the_output() {
+    scenarios::success_prints_the_output(&World::sqlite());
+}
+
+#[test]
+fn fails_twice_then_succeeds_with_the_checkpoint() {
+    scenarios::fails_twice_then_succeeds_with_the_checkpoint(&World::sqlite());
+}
+
+#[test]
+fn output_schema_violation_is_not_retried() {
+    scenarios::output_schema_violation_is_not_retried(&World::sqlite());
+}
+
+#[test]
+fn silent_command_hits_the_heartbeat_timeout() {
+    scenarios::silent_command_hits_the_heartbeat_timeout(&World::sqlite());
+}
+
+#[test]
+fn timeout_stops_a_long_command() {
+    scenarios::timeout_stops_a_long_command(&World::sqlite());
+}
+
+#[test]
+fn sigint_cancels_the_process_group() {
+    scenarios::signal_cancels_the_process_group(&World::sqlite(), Signal::SIGINT);
+}
+
+#[test]
+fn sigterm_cancels_the_process_group() {
+    scenarios::signal_cancels_the_process_group(&World::sqlite(), Signal::SIGTERM);
+}
+
+#[test]
+fn sigterm_ignorer_is_killed_after_the_grace() {
+    scenarios::sigterm_ignorer_is_killed_after_the_grace(&World::sqlite());
+}
+
+#[test]
+fn rerun_of_a_finished_node_runs_nothing() {
+    scenarios::rerun_of_a_finished_node_runs_nothing(&World::sqlite());
+}
+
+#[test]
+fn racing_runner_gets_a_conflict() {
+    scenarios::racing_runner_gets_a_conflict(&World::sqlite());
+}
+
+#[test]
+fn directives_and_the_heartbeat_command() {
+    scenarios::directives_and_the_heartbeat_command(&World::sqlite());
+}
+
+#[test]
+fn json_listings_have_their_fields() {
+    scenarios::json_listings_have_their_fields(&World::sqlite());
+}
+
+/// One line on stderr, `stint: CODE: ...`, and `code` as the exit code.
+fn assert_one_line(output: &std::process::Output, code: i32, prefix: &str) {
+    assert_eq!(output.status.code(), Some(code), "{}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "not one line: {stderr}");
+    assert!(stderr.starts_with(prefix), "{stderr}");
+    assert_eq!(stint_lines(output).len(), 1);
+}
+
+#[test]
+fn bad_flags_are_one_line_and_exit_2() {
+    let w = World::sqlite();
+    let output = w
+        .cmd()
+        .args(["run", "--retries", "many", "--", "true"])
+        .output()
+        .expect("run");
+    assert_one_line(&output, 2, "stint: USAGE: ");
+    let output = w
+        .cmd()
+        .args(["run", "--timeout", "soon", "--", "true"])
+        .output()
+        .expect("run");
+    assert_one_line(&output, 2, "stint: USAGE: ");
+    let output = w.cmd().args(["frobnicate"]).output().expect("run");
+    assert_one_line(&output, 2, "stint: USAGE: ");
+}
+
+#[test]
+fn a_missing_schema_file_is_one_line_and_exit_2() {
+    let w = World::sqlite();
+    let output = w.run("r", "n", &["--output-schema", "nope.json"], "echo 1");
+    assert_one_line(&output, 2, "stint: INVALID_INPUT: ");
+    assert!(text(&output.stderr).contains("nope.json"));
+}
+
+#[test]
+fn an_unreadable_db_is_one_line_and_exit_3() {
+    let w = World::sqlite();
+    std::fs::create_dir(w.path("a-directory")).expect("mkdir");
+    let output = w
+        .cmd()
+        .args(["--db", "sqlite://a-directory", "runs"])
+        .output()
+        .expect("run");
+    assert_one_line(&output, 3, "stint: STORE_");
+    std::fs::write(w.path("garbage.db"), vec![b'x'; 8192]).expect("write");
+    let output = w
+        .cmd()
+        .args(["--db", "sqlite://garbage.db", "runs"])
+        .output()
+        .expect("run");
+    assert_one_line(&output, 3, "stint: STORE_");
+}
+
+#[test]
+fn heartbeat_outside_a_task_is_exit_2() {
+    let w = World::sqlite();
+    let output = w.cmd().args(["heartbeat", "{}"]).output().expect("run");
+    assert_one_line(&output, 2, "stint: USAGE: STINT_HEARTBEAT_FD");
+}
+
+#[test]
+fn the_default_database_is_created_under_the_working_directory() {
+    let w = World::sqlite();
+    let mut cmd = w.cmd();
+    cmd.env_remove("STINT_DB")
+        .args(["run", "--", "sh", "-c", "echo 7"]);
+    let output = cmd.output().expect("run");
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout).trim(), "7");
+    assert!(w.path(".stint/stint.db").exists());
+    assert!(
+        text(&output.stderr).contains("stint: run id "),
+        "a fresh run id is printed"
+    );
+}
+
+#[test]
+fn the_command_inherits_only_descriptors_0_to_3() {
+    let w = World::sqlite();
+    let script = r#"ls /proc/self/fd | sort -n | tr '\n' ' ' >&2; echo >&2; echo null"#;
+    let output = w.run("r", "n", &[], script);
+    assert_eq!(output.status.code(), Some(0));
+    // `ls` itself opens one descriptor for the directory it lists.
+    let fds: Vec<u32> = text(&output.stderr)
+        .lines()
+        .find(|l| !l.starts_with("stint: "))
+        .unwrap_or("")
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    assert!(fds.starts_with(&[0, 1, 2, 3]) && fds.len() <= 5, "{fds:?}");
+}
