@@ -17,6 +17,9 @@ pub const STEPS: &[&str] = &[
     TEST_COMMAND,
 ];
 
+/// The last step, run in-process by `cargo xtask ci`.
+pub const CODEGEN_CHECK: &str = "cargo xtask codegen --check";
+
 /// Runs every step of CI, then `codegen --check`.
 pub fn run(root: &Path) -> Result<()> {
     let sh = project::shell_at(root)?;
@@ -29,8 +32,8 @@ pub fn run(root: &Path) -> Result<()> {
             bail!("ci: step failed: {step}");
         }
     }
-    println!("ci: cargo xtask codegen --check");
-    codegen::run(root, true).context("ci: step failed: cargo xtask codegen --check")?;
+    println!("ci: {CODEGEN_CHECK}");
+    codegen::run(root, true).with_context(|| format!("ci: step failed: {CODEGEN_CHECK}"))?;
     println!("ci: all steps passed");
     Ok(())
 }

@@ -90,7 +90,10 @@ pub fn run_check(root: &Path, no_verify: bool) -> Result<()> {
     report(dirty.is_empty(), "the working tree is clean".to_owned());
     dirty.iter().for_each(|line| println!("       {line}"));
     let (ok, detail) = publish_dry_run(root, no_verify, !dirty.is_empty())?;
-    report(ok, "cargo publish --workspace --dry-run".to_owned());
+    report(
+        ok,
+        "cargo publish --dry-run packages every publishable crate".to_owned(),
+    );
     detail.iter().for_each(|line| println!("       {line}"));
     if failures > 0 {
         bail!("{failures} release check(s) failed; the tag would be v{version}");
