@@ -31,11 +31,11 @@ Every error is one line on stderr: `stint: CODE: message`.
 
 Environment:
   STINT_DB   database URL, as --db
-  RUST_LOG   turns on tracing logs on stderr (e.g. RUST_LOG=stint=debug)
+  RUST_LOG   turns on tracing logs on stderr (e.g. RUST_LOG=stint_engine=debug,stint_cli=debug)
   NO_COLOR   no colour in the status line
 
 Examples:
-  stint run --node-id build -- sh -c 'echo \"{}\" >&\"$STINT_HEARTBEAT_FD\"; echo \"{\\\"ok\\\":true}\"'
+  stint run --run-id nightly --node-id build -- sh -c 'echo {} >&3; make >&2; echo 42'
   stint attempts RUN_ID --json | jq '.[].state'
   stint events RUN_ID --follow";
 
@@ -53,7 +53,14 @@ pub struct Cli {
     /// Database URL: sqlite://PATH (created on first use; `?synchronous=normal` trades the last
     /// commits on power loss for speed) or postgres://USER@HOST/DB. A value without `://` is a
     /// SQLite file path.
-    #[arg(long, global = true, env = "STINT_DB", default_value = DEFAULT_DB, value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        env = "STINT_DB",
+        hide_env_values = true,
+        default_value = DEFAULT_DB,
+        value_name = "URL"
+    )]
     pub db: String,
 
     /// No live status line and no progress lines; only errors (and the command's own stderr).

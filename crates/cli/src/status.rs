@@ -114,6 +114,11 @@ impl Status {
         }
     }
 
+    /// The number of the attempt started last (0 before the first).
+    pub fn current_attempt(&self) -> u32 {
+        self.inner().attempt
+    }
+
     /// A progress line (`stint: text`), shown unless quiet.
     pub fn progress(&self, text: &str) {
         if self.mode != Mode::Quiet {

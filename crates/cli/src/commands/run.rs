@@ -77,7 +77,16 @@ pub async fn run(db: &str, quiet: bool, args: RunArgs) -> Result<u8, CliError> {
     let compute = move |ctx| process::run(spec.clone(), ctx, console.clone());
     let result = engine.run_node(&desc, compute, &cancel).await;
     status.finish();
-    conclude(result, &key, &cancel)
+    conclude(result, &key, &cancel).map_err(|mut error| {
+        if error.code == "STORE_CONFLICT" && status.current_attempt() == 0 {
+            // Racing runners: refused at once rather than waiting (documented in `run --help`).
+            error.message.push_str(
+                "; another stint is running this node (stint does not wait; if that process died, \
+                 recovery marks its attempt ATTEMPT_ABANDONED once its lease expires)",
+            );
+        }
+        error
+    })
 }
 
 /// The task descriptor the flags describe.
