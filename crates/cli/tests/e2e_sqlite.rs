@@ -118,6 +118,19 @@ fn an_unreadable_db_is_one_line_and_exit_3() {
         .output()
         .expect("run");
     assert_one_line(&output, 3, "stint: STORE_");
+    let refused = "postgres://nobody@127.0.0.1:1/none";
+    let output = w
+        .cmd()
+        .args(["--db", refused, "runs"])
+        .output()
+        .expect("run");
+    assert_one_line(&output, 3, "stint: STORE_UNAVAILABLE: ");
+    let output = w
+        .cmd()
+        .args(["--db", "mysql://h/d", "runs"])
+        .output()
+        .expect("run");
+    assert_one_line(&output, 2, "stint: INVALID_INPUT: ");
 }
 
 #[test]
