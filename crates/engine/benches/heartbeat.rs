@@ -30,7 +30,11 @@ impl AttemptStore for SlowStore {
     async fn begin_attempt(&self, begin: BeginAttempt) -> Result<BegunAttempt, StoreError> {
         self.0.begin_attempt(begin).await
     }
-    async fn record_heartbeat(&self, a: &OwnedAttempt, h: HeartbeatWrite) -> Result<(), StoreError> {
+    async fn record_heartbeat(
+        &self,
+        a: &OwnedAttempt,
+        h: HeartbeatWrite,
+    ) -> Result<(), StoreError> {
         tokio::time::sleep(Duration::from_millis(10)).await;
         self.0.record_heartbeat(a, h).await
     }
@@ -74,7 +78,12 @@ impl EventLog for SlowStore {
     async fn append(&self, events: Vec<Event>) -> Result<(), StoreError> {
         self.0.append(events).await
     }
-    async fn read_events(&self, run: &str, after: u64, limit: u32) -> Result<Vec<EventRecord>, StoreError> {
+    async fn read_events(
+        &self,
+        run: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>, StoreError> {
         self.0.read_events(run, after, limit).await
     }
 }
@@ -85,7 +94,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let engine = Engine::new(Ports::new(Arc::new(SlowStore::default()), Arc::new(NoVcs)));
     let desc = TaskDescriptor::new(NodeKey::new("bench", "heartbeat", 0)?);
     // About 1 KiB as JSON.
@@ -108,7 +119,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         Ok::<_, TaskFailure>(json!({}))
     };
-    let outcome = runtime.block_on(engine.run_attempt(&desc, compute, &CancellationToken::new()))?;
+    let outcome =
+        runtime.block_on(engine.run_attempt(&desc, compute, &CancellationToken::new()))?;
     println!("attempt {}: {}", outcome.key.attempt, outcome.state);
     Ok(())
 }
