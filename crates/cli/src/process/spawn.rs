@@ -1,5 +1,13 @@
 //! Spawning the command: its own process group, a clean environment protocol, stdin null,
 //! stdout and stderr piped, and the heartbeat pipe's write end as descriptor 3.
+//!
+//! On Linux the command also gets SIGKILL when stint dies (`PR_SET_PDEATHSIG`): a stint killed
+//! with SIGKILL cannot stop its command, whose attempt recovery then marks `ATTEMPT_ABANDONED`;
+//! without this the orphan would keep working beside the next attempt. The signal reaches the
+//! command itself, not processes it started (they are orphaned and run on). It fires when the
+//! *thread* that spawned the command exits: [`spawn`] runs in the task that polls the compute,
+//! on the thread of `block_on` or a runtime worker, which live as long as the process. It must
+//! never be called from `spawn_blocking`, whose idle threads exit.
 
 use std::io::PipeReader;
 use std::os::fd::AsRawFd as _;
@@ -43,6 +51,7 @@ pub fn spawn(argv: &[String], env: &AttemptEnv) -> std::io::Result<Spawned> {
     // Both ends are close-on-exec; only the dup onto descriptor 3 survives exec.
     let (reader, writer) = std::io::pipe()?;
     let write_fd = writer.as_raw_fd();
+    let parent = i32::try_from(std::process::id()).unwrap_or(0);
     let mut command = Command::new(program);
     command
         .args(args)
@@ -61,10 +70,14 @@ pub fn spawn(argv: &[String], env: &AttemptEnv) -> std::io::Result<Spawned> {
         None => command.env_remove("STINT_CHECKPOINT"),
     };
     // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
-    // functions (dup2, fcntl, close_range) on descriptors; it allocates nothing and takes no lock.
+    // functions (dup2, fcntl, close_range, prctl, getppid) on integers; it allocates nothing and
+    // takes no lock.
     #[allow(unsafe_code)]
     unsafe {
-        command.pre_exec(move || move_to_heartbeat_fd(write_fd));
+        command.pre_exec(move || {
+            die_with_parent(parent)?;
+            move_to_heartbeat_fd(write_fd)
+        });
     }
     let child = command.spawn()?;
     // The parent's copy of the write end must go, or the reader never sees end-of-file.
@@ -73,6 +86,23 @@ pub fn spawn(argv: &[String], env: &AttemptEnv) -> std::io::Result<Spawned> {
         child,
         heartbeats: reader,
     })
+}
+
+/// In the child: asks for SIGKILL when stint dies, and gives up if stint already died between
+/// the fork and this call (the request would then never fire).
+fn die_with_parent(parent: i32) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        if unsafe_free::kill_on_parent_death() < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if unsafe_free::parent_pid() != parent {
+            // No message: allocating after fork is not async-signal-safe.
+            return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+        }
+    }
+    let _ = parent;
+    Ok(())
 }
 
 /// In the child: puts the heartbeat pipe on descriptor 3 (inheritable) and marks every
@@ -96,6 +126,21 @@ mod unsafe_free {
     pub fn dup2(from: i32, to: i32) -> i32 {
         // SAFETY: dup2 on plain integers has no memory-safety preconditions.
         unsafe { libc::dup2(from, to) }
+    }
+
+    /// `prctl(PR_SET_PDEATHSIG, SIGKILL)`.
+    #[cfg(target_os = "linux")]
+    pub fn kill_on_parent_death() -> i32 {
+        let signal = libc::c_ulong::try_from(libc::SIGKILL).unwrap_or(9);
+        // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number; no pointers are involved.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal, 0, 0, 0) }
+    }
+
+    /// `getppid()`.
+    #[cfg(target_os = "linux")]
+    pub fn parent_pid() -> i32 {
+        // SAFETY: getppid has no preconditions and cannot fail.
+        unsafe { libc::getppid() }
     }
 
     pub fn clear_cloexec(fd: i32) -> i32 {
