@@ -1,1 +1,108 @@
-fn main() {}
+//! `stint-bench`: how close stint comes to the database's own limit (issue 9).
+//!
+//! Prints one Markdown table of five benchmarks to stdout and, with `--out`, writes it with a
+//! description of the machine and the date. Figures are medians over repetitions with their
+//! spread; nothing here fails on speed.
+//!
+//! `cargo run --release -p stint-bench -- [--quick] [--out docs/benchmarks.md]`
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a benchmark prints its table, and its progress to stderr"
+)]
+#![allow(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "figures are counts and durations far below 2^52"
+)]
+
+mod backend;
+mod floor;
+mod floor_postgres;
+mod floor_sqlite;
+mod heartbeat;
+mod lifecycle;
+mod machine;
+mod memory;
+mod report;
+mod slow_store;
+mod stats;
+mod watchdog;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+/// Benchmarks of stint: engine overhead against the database's own floor.
+#[derive(Debug, Parser)]
+#[command(name = "stint-bench")]
+struct Args {
+    /// A smoke run: fewer repetitions, shorter windows, smaller counts (under a minute).
+    #[arg(long)]
+    quick: bool,
+    /// Also write the table, with the machine's description and the date, to this file.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Internal: measure memory in this child process and print `<before KiB> <after KiB>`.
+    #[arg(long, hide = true, value_enum)]
+    memory_probe: Option<memory::Probe>,
+    /// Internal: attempts for `--memory-probe`.
+    #[arg(long, hide = true, default_value_t = 10_000)]
+    probe_count: usize,
+}
+
+/// How long and how often to measure.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub quick: bool,
+    /// Repetitions of every figure.
+    pub reps: usize,
+    /// Length of one timed window.
+    pub window: Duration,
+}
+
+/// A progress line on stderr (stdout carries only the table).
+pub fn progress(what: &str) {
+    eprintln!("stint-bench: {what}");
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    if let Some(kind) = args.memory_probe {
+        println!("{}", memory::probe(kind, args.probe_count).await?);
+        return Ok(());
+    }
+    let settings = if args.quick {
+        Settings {
+            quick: true,
+            reps: 3,
+            window: Duration::from_millis(200),
+        }
+    } else {
+        Settings {
+            quick: false,
+            reps: 5,
+            window: Duration::from_secs(1),
+        }
+    };
+    let started = Instant::now();
+    let mut rows = Vec::new();
+    rows.extend(lifecycle::run(&settings).await?);
+    rows.extend(heartbeat::call_cost(&settings).await?);
+    rows.extend(watchdog::run(&settings).await?);
+    rows.extend(memory::run(&settings).await?);
+    rows.extend(heartbeat::throughput(&settings).await?);
+    let table = report::markdown(&rows);
+    progress(&format!("done in {:.0} s", started.elapsed().as_secs_f64()));
+    print!("{table}");
+    if let Some(path) = args.out {
+        let document = machine::document(&settings, &table);
+        std::fs::write(&path, document).with_context(|| format!("writing {}", path.display()))?;
+        progress(&format!("wrote {}", path.display()));
+    }
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! The PostgreSQL floor: the statements and transactions `PostgresStore` issues for begin, one
+//! heartbeat and a finished end, written out by hand on a pool of the same size on the same
+//! schema. Statement texts are copied from the adapter (`crates/adapters-postgres/src/
+//! attempts.rs` and `events.rs`), so both sides are planned and cached alike.
+
+use anyhow::Result;
+use serde_json::Value;
+use sqlx::postgres::{PgConnection, PgPool};
+
+use crate::floor::{Lifecycle, event_body};
+
+const UPSERT_NODE: &str = "INSERT INTO nodes (run_id, node_id, iteration, state, last_attempt, updated_at_ms, \
+                            output_table, label) \
+         VALUES ($1, $2, $3, 'in-progress', 0, $4, $5, $6) \
+         ON CONFLICT (run_id, node_id, iteration) DO UPDATE SET last_attempt = nodes.last_attempt";
+const SUMMARY: &str = "SELECT COALESCE(MAX(attempt), 0) AS highest, \
+                COUNT(*) FILTER (WHERE state = 'failed') AS failed, \
+                COUNT(*) FILTER (WHERE state = 'in-progress') AS running, \
+                (SELECT heartbeat FROM attempts \
+                  WHERE run_id = $1 AND node_id = $2 AND iteration = $3 \
+                    AND heartbeat IS NOT NULL \
+                  ORDER BY attempt DESC LIMIT 1) AS checkpoint \
+         FROM attempts WHERE run_id = $1 AND node_id = $2 AND iteration = $3";
+const INSERT_ATTEMPT: &str = "WITH inserted AS ( \
+           INSERT INTO attempts (run_id, node_id, iteration, attempt, state, owner, \
+                                 lease_expires_at_ms, started_at_ms, metadata, working_dir) \
+           VALUES ($1, $2, $3, $4, 'in-progress', $5, $6, $7, $8, $9)) \
+         UPDATE nodes SET state = 'in-progress', last_attempt = $4, updated_at_ms = $7, \
+                          output_table = $10, label = $11 \
+         WHERE run_id = $1 AND node_id = $2 AND iteration = $3";
+const HEARTBEAT: &str = "UPDATE attempts SET heartbeat = COALESCE($6, heartbeat), \
+                             last_heartbeat_at_ms = GREATEST(last_heartbeat_at_ms, $7) \
+         WHERE run_id = $1 AND node_id = $2 AND iteration = $3 AND attempt = $4 \
+           AND state = 'in-progress' AND owner = $5";
+const END_ATTEMPT: &str = "UPDATE attempts SET state = $6, finished_at_ms = $7, error = $8, retryable = $9, \
+                             vcs = $10 \
+         WHERE run_id = $1 AND node_id = $2 AND iteration = $3 AND attempt = $4 \
+           AND state = 'in-progress' AND owner = $5";
+const END_NODE: &str = "UPDATE nodes SET state = $5, updated_at_ms = $6 \
+         WHERE run_id = $1 AND node_id = $2 AND iteration = $3 AND last_attempt = $4";
+const UPSERT_OUTPUT: &str = "INSERT INTO outputs (run_id, node_id, iteration, attempt, output, written_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (run_id, node_id, iteration) DO UPDATE \
+             SET attempt = EXCLUDED.attempt, output = EXCLUDED.output, \
+                 written_at_ms = EXCLUDED.written_at_ms";
+const INSERT_EVENTS: &str = "WITH run_lock AS (SELECT pg_advisory_xact_lock($1)) \
+         INSERT INTO events (run_id, node_id, iteration, attempt, type, timestamp_ms, body) \
+         SELECT e.run_id, e.node_id, e.iteration, e.attempt, e.type, e.timestamp_ms, e.body \
+         FROM run_lock, unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[], \
+                               $7::bigint[], $8::jsonb[]) WITH ORDINALITY \
+              AS e(run_id, node_id, iteration, attempt, type, timestamp_ms, body, ord) \
+         ORDER BY e.ord";
+
+/// The advisory lock key of a run's event sequence, as the adapter computes it (FNV-1a).
+pub fn run_lock_key(run_id: &str) -> i64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0100_0000_01b3;
+    let hash = run_id.bytes().fold(OFFSET, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(PRIME)
+    });
+    // The adapter reinterprets the bits the same way: any 64-bit value is a valid key.
+    hash as i64
+}
+
+/// One lifecycle: three transactions, as the store issues them.
+pub async fn lifecycle(pool: &PgPool, lc: &Lifecycle<'_>, lock_key: i64) -> Result<()> {
+    let (run, node, at) = (lc.run_id, lc.node_id, lc.now_ms);
+    let (iteration, attempt) = (0_i64, 1_i64);
+    let (output_table, label) = (None::<String>, None::<String>);
+
+    let mut tx = pool.begin().await?;
+    sqlx::query(UPSERT_NODE)
+        .bind(run)
+        .bind(node)
+        .bind(iteration)
+        .bind(at)
+        .bind(&output_table)
+        .bind(&label)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(SUMMARY)
+        .bind(run)
+        .bind(node)
+        .bind(iteration)
+        .fetch_one(&mut *tx)
+        .await?;
+    sqlx::query(INSERT_ATTEMPT)
+        .bind(run)
+        .bind(node)
+        .bind(iteration)
+        .bind(attempt)
+        .bind(lc.owner)
+        .bind(at + lc.lease_ms)
+        .bind(at)
+        .bind(lc.metadata_json)
+        .bind(lc.working_dir)
+        .bind(&output_table)
+        .bind(&label)
+        .execute(&mut *tx)
+        .await?;
+    event(&mut tx, lc, lock_key, "NodeStarted", "").await?;
+    tx.commit().await?;
+
+    let mut tx = pool.begin().await?;
+    sqlx::query(HEARTBEAT)
+        .bind(run)
+        .bind(node)
+        .bind(iteration)
+        .bind(attempt)
+        .bind(lc.owner)
+        .bind(Some(lc.heartbeat_json))
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+    let extra = format!(
+        r#","has_data":true,"data_size_bytes":{}"#,
+        lc.heartbeat.len()
+    );
+    event(&mut tx, lc, lock_key, "TaskHeartbeat", &extra).await?;
+    tx.commit().await?;
+
+    let mut tx = pool.begin().await?;
+    sqlx::query(END_ATTEMPT)
+        .bind(run)
+        .bind(node)
+        .bind(iteration)
+        .bind(attempt)
+        .bind(lc.owner)
+        .bind("finished")
+        .bind(at)
+        .bind(None::<Value>)
+        .bind(None::<bool>)
+        .bind(None::<&str>)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(END_NODE)
+        .bind(run)
+        .bind(node)
+        .bind(iteration)
+        .bind(attempt)
+        .bind("finished")
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(UPSERT_OUTPUT)
+        .bind(run)
+        .bind(node)
+        .bind(iteration)
+        .bind(attempt)
+        .bind(lc.output_json)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+    event(&mut tx, lc, lock_key, "NodeFinished", "").await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn event(
+    conn: &mut PgConnection,
+    lc: &Lifecycle<'_>,
+    lock_key: i64,
+    kind: &'static str,
+    extra: &str,
+) -> Result<()> {
+    let body: Value = serde_json::from_str(&event_body(lc, kind, extra))?;
+    sqlx::query(INSERT_EVENTS)
+        .bind(lock_key)
+        .bind(vec![lc.run_id])
+        .bind(vec![lc.node_id])
+        .bind(vec![0_i64])
+        .bind(vec![1_i64])
+        .bind(vec![kind])
+        .bind(vec![lc.now_ms])
+        .bind(vec![body])
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,120 @@
+//! The document around the table: the machine (generically: CPU model, cores, memory, OS; never
+//! a host name or a path), the date and how each row is measured.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::Settings;
+
+fn first_value(text: &str, key: &str) -> Option<String> {
+    text.lines()
+        .find(|line| line.starts_with(key))
+        .and_then(|line| line.split_once([':', '=']))
+        .map(|(_, value)| value.trim().trim_matches('"').to_owned())
+}
+
+/// `CPU, N cores, M GiB, OS, Linux x.y`, from what `/proc` and `/etc/os-release` say.
+pub fn describe() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = first_value(&cpuinfo, "model name").unwrap_or_else(|| "unknown CPU".to_owned());
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory = first_value(&meminfo, "MemTotal")
+        .and_then(|v| v.trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or_else(
+            || "unknown memory".to_owned(),
+            |kib| format!("{:.0} GiB RAM", kib / 1024.0 / 1024.0),
+        );
+    let os_release = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+    let os =
+        first_value(&os_release, "PRETTY_NAME").unwrap_or_else(|| std::env::consts::OS.to_owned());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|k| format!(", Linux {}", k.trim()))
+        .unwrap_or_default();
+    format!("{cpu}, {cores} cores, {memory}, {os}{kernel}")
+}
+
+/// Today's date (UTC) as `YYYY-MM-DD`.
+pub fn today() -> String {
+    let days = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400) as i64;
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+const METHOD: &str = "\
+## How each row is measured
+
+1. **Lifecycle.** One attempt of a trivial compute through `Engine::run_attempt` (begin, one
+   `heartbeat.beat(..)`, finish with a small output, no output schema), each attempt on a fresh
+   node. The engine flushes the heartbeat before it ends the attempt, so it issues three
+   transactions: begin, heartbeat, end. The **raw floor** issues exactly those statements and
+   transactions (texts copied from the adapters) directly through sqlx, in the same process, on
+   the store's own SQLite pool or on a PostgreSQL pool of the same size on the same schema,
+   binding values prepared once. Stint and floor alternate window by window (each window 1 s;
+   a fresh SQLite file per window). The ratio is of the medians; `paired` is the range of the
+   per-repetition ratios.
+2. **Heartbeat call.** Each `beat` of a 1 KiB JSON object timed alone (the payload is cloned
+   outside the timed region), in an attempt whose store sleeps 10 ms in every
+   `record_heartbeat`; a 12 ms heartbeat timeout makes the throttle 9 ms, so a write is in
+   flight for the whole loop. A call that waited on the store would take >= 10 ms.
+3. **Watchdog.** Concurrent attempts with a 50 ms heartbeat timeout whose computes never beat
+   (they wait for cancellation). Delay = recorded `TaskHeartbeatTimeout` timestamp minus
+   (`started_at` + 50 ms), both as stored (whole ms); and, finer, the wall time (µs) at which
+   the compute saw its cancellation minus the same deadline.
+4. **Memory.** A fresh child process starts the attempts through the engine on the memory
+   store, each compute awaiting one shared token, and reads `VmRSS` before and once all are
+   running; growth / count. A second child begins as many attempts in the memory store alone:
+   the store's rows, which any backend must keep somewhere.
+5. **Heartbeat throughput.** Coalescing on: one attempt beating `{\"step\": i}` as fast as it
+   can for 1 s through the engine (default 500 ms throttle); heartbeats accepted per second and
+   store writes per second actually issued. Coalescing off: `record_heartbeat` through the
+   store port in a loop on one attempt (every heartbeat is a write, on the memory store at most
+   100,000 per window).
+";
+
+/// The whole `docs/benchmarks.md`.
+pub fn document(settings: &Settings, table: &str) -> String {
+    let mode = if settings.quick {
+        "a `--quick` smoke run (3 repetitions, 0.2 s windows, smaller counts): not figures to quote"
+    } else {
+        "a full run"
+    };
+    format!(
+        "# Benchmarks\n\n\
+         Written by `cargo xtask bench` (`cargo run --release -p stint-bench -- --out \
+         docs/benchmarks.md`), {mode}, on {date} (UTC).\n\n\
+         Machine: {machine}. A shared machine running other work at the same time: figures are \
+         medians over {reps} repetitions, with the spread (min..max) across them.\n\n\
+         {table}\n{METHOD}",
+        date = today(),
+        machine = describe(),
+        reps = settings.reps,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_gregorian() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+    }
+}

@@ -1,0 +1,108 @@
+//! The table: one row per figure, written as Markdown.
+
+use std::fmt::Write as _;
+
+/// Whether a figure reached its target.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// At or beyond the target.
+    Met,
+    /// Short of the target.
+    Below,
+    /// A figure without a target of its own.
+    Info,
+    /// Not measured, with the reason.
+    Skipped(String),
+}
+
+impl Verdict {
+    /// `Met` when `ok`, else `Below`.
+    pub fn from_check(ok: bool) -> Self {
+        if ok { Self::Met } else { Self::Below }
+    }
+
+    fn cell(&self) -> String {
+        match self {
+            Self::Met => "met".to_owned(),
+            Self::Below => "**below target**".to_owned(),
+            Self::Info => String::new(),
+            Self::Skipped(why) => format!("skipped: {why}"),
+        }
+    }
+}
+
+/// One line of the table.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// The benchmark number (1 to 5).
+    pub bench: u8,
+    /// What is measured, with its unit.
+    pub measure: String,
+    /// Backend or variant.
+    pub setting: String,
+    /// Through stint: `median (min..max)`.
+    pub stint: String,
+    /// The raw floor, when there is one.
+    pub floor: String,
+    /// stint / floor, when there is a floor.
+    pub ratio: String,
+    /// The target, when there is one.
+    pub target: String,
+    pub verdict: Verdict,
+}
+
+impl Row {
+    /// A row without floor, ratio or target.
+    pub fn info(bench: u8, measure: &str, setting: &str, stint: String) -> Self {
+        Self {
+            bench,
+            measure: measure.to_owned(),
+            setting: setting.to_owned(),
+            stint,
+            floor: String::new(),
+            ratio: String::new(),
+            target: String::new(),
+            verdict: Verdict::Info,
+        }
+    }
+
+    /// A row that could not be measured.
+    pub fn skipped(bench: u8, measure: &str, setting: &str, why: &str) -> Self {
+        Self {
+            verdict: Verdict::Skipped(why.to_owned()),
+            ..Self::info(bench, measure, setting, "n/a".to_owned())
+        }
+    }
+
+    /// The same row with a target and its verdict.
+    pub fn with_target(mut self, target: &str, met: bool) -> Self {
+        self.target = target.to_owned();
+        self.verdict = Verdict::from_check(met);
+        self
+    }
+}
+
+/// The rows as one Markdown table.
+pub fn markdown(rows: &[Row]) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "| # | measure | backend / variant | stint: median (min..max) | raw floor: median (min..max) | stint / floor | target | verdict |\n",
+    );
+    out.push_str("|---|---|---|---|---|---|---|---|\n");
+    for row in rows {
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            row.bench,
+            row.measure,
+            row.setting,
+            row.stint,
+            row.floor,
+            row.ratio,
+            row.target,
+            row.verdict.cell()
+        );
+    }
+    out
+}
