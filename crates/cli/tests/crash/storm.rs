@@ -204,7 +204,7 @@ impl<'w> Lane<'w> {
         let ending = self.run_and_maybe_kill(&node, before);
         self.reap_commands(ending);
         wait_until_leases_expire(self.w, &self.run);
-        let recovered = recover(self.w);
+        let recovered = recover_until_settled(self.w, &self.run);
         shared
             .recovered
             .lock()
@@ -409,6 +409,23 @@ pub fn recover(w: &World) -> Vec<String> {
         text(&output.stderr)
     );
     text(&output.stdout).lines().map(str::to_owned).collect()
+}
+
+/// `stint recover` until no attempt of `run` is left in progress (bounded); returns what it
+/// printed. On PostgreSQL a recoverer skips the attempts another one holds locked (`SKIP
+/// LOCKED`: another lane's `stint run` recovering on open), so it may return before that other
+/// recoverer committed; the attempts are settled once it has.
+fn recover_until_settled(w: &World, run: &str) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut printed = Vec::new();
+    loop {
+        printed.extend(recover(w));
+        let settled = !w.attempts(run).iter().any(|a| a["state"] == "in-progress");
+        if settled || Instant::now() >= deadline {
+            return printed;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// `attempts` of node `node`, in attempt order.
