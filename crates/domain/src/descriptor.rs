@@ -95,7 +95,11 @@ impl Eligibility {
     /// The predicate of SPEC section 3: no cache, not an agent, has a compute, no separate
     /// worktree, no scorers.
     pub fn is_eligible(&self) -> bool {
-        !self.cached && !self.agent && self.has_compute && !self.separate_worktree && self.scorers == 0
+        !self.cached
+            && !self.agent
+            && self.has_compute
+            && !self.separate_worktree
+            && self.scorers == 0
     }
 }
 
@@ -112,8 +116,20 @@ mod tests {
         assert!(ok.is_eligible());
         assert!(!Eligibility { cached: true, ..ok }.is_eligible());
         assert!(!Eligibility { agent: true, ..ok }.is_eligible());
-        assert!(!Eligibility { has_compute: false, ..ok }.is_eligible());
-        assert!(!Eligibility { separate_worktree: true, ..ok }.is_eligible());
+        assert!(
+            !Eligibility {
+                has_compute: false,
+                ..ok
+            }
+            .is_eligible()
+        );
+        assert!(
+            !Eligibility {
+                separate_worktree: true,
+                ..ok
+            }
+            .is_eligible()
+        );
         assert!(!Eligibility { scorers: 1, ..ok }.is_eligible());
     }
 }

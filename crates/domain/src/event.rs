@@ -117,7 +117,11 @@ mod tests {
     fn json_form_is_flat_with_a_type_tag() {
         let key = NodeKey::new("r", "n", 1).expect("valid").attempt(2);
         let event = Event::new(&key, 5, EventKind::NodeRetrying { delay_ms: 1000 });
-        let json = serde_json::to_value(EventRecord { seq: 9, event: event.clone() }).expect("json");
+        let json = serde_json::to_value(EventRecord {
+            seq: 9,
+            event: event.clone(),
+        })
+        .expect("json");
         assert_eq!(
             json,
             serde_json::json!({"seq": 9, "type": "NodeRetrying", "run_id": "r", "node_id": "n",

@@ -1,8 +1,13 @@
-//! Heartbeat rules (SPEC section 4): payload validation, coalescing and watchdog staleness.
+//! Heartbeat rules (SPEC section 4): payload validation (of JSON values, and of typed Rust values
+//! while they are serialised, see [`to_payload`]), coalescing and watchdog staleness.
 
 use serde_json::Value;
 
 use crate::error::{ErrorCode, TaskError};
+
+mod typed;
+
+pub use typed::to_payload;
 
 /// Largest payload accepted, in bytes of UTF-8 JSON.
 pub const MAX_PAYLOAD_BYTES: u64 = 1_000_000;
@@ -59,7 +64,9 @@ impl HeartbeatPayloadError {
                 size_bytes,
                 limit_bytes,
             } => serde_json::json!({ "size_bytes": size_bytes, "limit_bytes": limit_bytes }),
-            Self::TooDeep { path, limit } => serde_json::json!({ "path": path, "max_depth": limit }),
+            Self::TooDeep { path, limit } => {
+                serde_json::json!({ "path": path, "max_depth": limit })
+            }
         };
         TaskError::new(self.code(), self.to_string()).with_details(details)
     }
@@ -112,7 +119,11 @@ pub fn validate_payload(payload: &Value) -> Result<PayloadInfo, HeartbeatPayload
     })
 }
 
-fn check_value(value: &Value, depth: usize, path: &mut String) -> Result<(), HeartbeatPayloadError> {
+fn check_value(
+    value: &Value,
+    depth: usize,
+    path: &mut String,
+) -> Result<(), HeartbeatPayloadError> {
     let children_depth = depth + 1;
     match value {
         Value::Number(n) => {
@@ -242,6 +253,9 @@ pub fn stale_for_ms(now_ms: u64, started_at_ms: u64, last_heartbeat_at_ms: Optio
 }
 
 /// The first millisecond at which the task is stale, unless a heartbeat arrives before it.
+///
+/// Saturates at `u64::MAX`, where [`is_stale`] is false: a timeout reaching past the end of time
+/// never expires.
 pub fn stale_at_ms(
     started_at_ms: u64,
     last_heartbeat_at_ms: Option<u64>,
@@ -263,13 +277,19 @@ mod tests {
         let big = Value::String("x".repeat(1_000_000));
         assert!(matches!(
             validate_payload(&big),
-            Err(HeartbeatPayloadError::TooLarge { size_bytes: 1_000_002, .. })
+            Err(HeartbeatPayloadError::TooLarge {
+                size_bytes: 1_000_002,
+                ..
+            })
         ));
         let mut deep = json!(1);
         for _ in 0..129 {
             deep = json!([deep]);
         }
-        assert!(matches!(validate_payload(&deep), Err(HeartbeatPayloadError::TooDeep { .. })));
+        assert!(matches!(
+            validate_payload(&deep),
+            Err(HeartbeatPayloadError::TooDeep { .. })
+        ));
     }
 
     #[test]

@@ -11,7 +11,9 @@ pub const MAX_ID_BYTES: usize = 256;
 /// The key of a node: `(run_id, node_id, iteration)`.
 ///
 /// Both ids are non-empty and at most [`MAX_ID_BYTES`] bytes; a value of this type is always valid.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(try_from = "RawNodeKey")]
 pub struct NodeKey {
     run_id: String,

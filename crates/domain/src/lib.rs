@@ -1,8 +1,9 @@
 //! Pure rules of stint.
 //!
 //! This crate owns the vocabulary (node keys, attempt states, events, errors) and every rule that
-//! can be stated without I/O: the attempt state machine, the retry decision and backoff, the
-//! heartbeat payload rules, the heartbeat coalescing rule and the watchdog staleness rule.
+//! can be stated without I/O: the attempt state machine, a node's succession of attempts, the
+//! retry decision and backoff, the heartbeat payload rules, the heartbeat coalescing rule and the
+//! watchdog staleness rule.
 //!
 //! Invariants, stated as absences: nothing here reads a clock (time is passed in as milliseconds),
 //! nothing here performs I/O, and nothing here depends on an async runtime or a database crate.
@@ -14,6 +15,7 @@ pub mod event;
 pub mod heartbeat;
 pub mod key;
 pub mod machine;
+pub mod node;
 pub mod record;
 pub mod retry;
 
@@ -23,6 +25,7 @@ pub use event::{Event, EventKind, EventRecord};
 pub use heartbeat::{HeartbeatPayloadError, PayloadInfo};
 pub use key::{AttemptKey, NodeKey};
 pub use machine::{AttemptCommand, AttemptMachine, AttemptState};
+pub use node::NodeHistory;
 pub use record::{AttemptRecord, NodeRecord, RunSummary};
 pub use retry::{BackoffPolicy, RetryPolicy};
 

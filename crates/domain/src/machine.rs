@@ -178,6 +178,7 @@ pub struct AttemptMachine {
     last_heartbeat_at_ms: Option<u64>,
     last_heartbeat_written_at_ms: Option<u64>,
     error: Option<TaskError>,
+    retryable: Option<bool>,
     retry: Option<RetryPlan>,
 }
 
@@ -194,6 +195,7 @@ impl AttemptMachine {
             last_heartbeat_at_ms: None,
             last_heartbeat_written_at_ms: None,
             error: None,
+            retryable: None,
             retry: None,
         }
     }
@@ -223,18 +225,29 @@ impl AttemptMachine {
         self.error.as_ref()
     }
 
+    /// For a failed attempt, whether the failure was retryable (as `AttemptRecord::retryable`
+    /// stores it); `None` in every other state.
+    pub fn retryable(&self) -> Option<bool> {
+        self.retryable
+    }
+
     /// The retry that follows a failure, if the policy allows one.
     pub fn retry_plan(&self) -> Option<RetryPlan> {
         self.retry
     }
 
     /// Applies `command` at `now_ms`, returning the events it produces.
-    pub fn apply(&mut self, command: AttemptCommand, now_ms: u64) -> Result<Vec<Event>, DomainError> {
+    pub fn apply(
+        &mut self,
+        command: AttemptCommand,
+        now_ms: u64,
+    ) -> Result<Vec<Event>, DomainError> {
         let kind = command.kind();
         let state = match (self.state, &command) {
             (None, AttemptCommand::Start) => None,
             (None, _) => return Err(DomainError::NotStarted { command: kind }),
-            (Some(AttemptState::InProgress), AttemptCommand::Start) | (Some(_), AttemptCommand::Start) => {
+            (Some(AttemptState::InProgress), AttemptCommand::Start)
+            | (Some(_), AttemptCommand::Start) => {
                 return Err(self.refuse(kind));
             }
             (Some(AttemptState::InProgress), _) => Some(AttemptState::InProgress),
@@ -299,7 +312,10 @@ impl AttemptMachine {
             AttemptCommand::Abandon {
                 lease_expired_at_ms,
             } => {
+                // Retryable and counted toward `retries`, but recovery only marks the attempt: no
+                // `NodeRetrying`, since no attempt follows until the node is run again.
                 self.state = Some(AttemptState::Failed);
+                self.retryable = Some(true);
                 let error = TaskError::abandoned(lease_expired_at_ms);
                 self.error = Some(error.clone());
                 vec![event(EventKind::NodeFailed { error })]
@@ -318,13 +334,25 @@ impl AttemptMachine {
         mut events: Vec<Event>,
     ) -> Vec<Event> {
         self.state = Some(AttemptState::Failed);
+        self.retryable = Some(retryable);
         self.error = Some(error.clone());
-        events.push(Event::new(&self.key, now_ms, EventKind::NodeFailed { error }));
+        events.push(Event::new(
+            &self.key,
+            now_ms,
+            EventKind::NodeFailed { error },
+        ));
         let failed_so_far = self.failures_before.saturating_add(1);
-        if self.policy.should_retry(retryable, failed_so_far) {
+        // The last attempt number has no successor: retrying it would duplicate it.
+        let next_attempt = self.key.attempt.checked_add(1);
+        if let Some(next_attempt) =
+            next_attempt.filter(|_| self.policy.should_retry(retryable, failed_so_far))
+        {
             let plan = RetryPlan {
-                next_attempt: self.key.attempt.saturating_add(1),
-                delay_ms: self.policy.backoff.delay_ms(failed_so_far, jitter, retry_after_ms),
+                next_attempt,
+                delay_ms: self
+                    .policy
+                    .backoff
+                    .delay_ms(failed_so_far, jitter, retry_after_ms),
             };
             self.retry = Some(plan);
             let next = self.key.node.attempt(plan.next_attempt);
@@ -354,7 +382,9 @@ mod tests {
     use crate::key::NodeKey;
 
     fn machine(retries: u32, failures_before: u32) -> AttemptMachine {
-        let key = NodeKey::new("r", "n", 0).expect("valid").attempt(failures_before + 1);
+        let key = NodeKey::new("r", "n", 0)
+            .expect("valid")
+            .attempt(failures_before + 1);
         let policy = RetryPolicy {
             retries,
             ..RetryPolicy::default()
@@ -395,11 +425,46 @@ mod tests {
     }
 
     #[test]
+    fn the_last_attempt_number_is_never_retried_into_a_duplicate() {
+        let key = NodeKey::new("r", "n", 0).expect("valid").attempt(u32::MAX);
+        let policy = RetryPolicy {
+            retries: u32::MAX,
+            ..RetryPolicy::default()
+        };
+        let mut m = AttemptMachine::new(key, policy, 0);
+        m.apply(AttemptCommand::Start, 0).expect("start");
+        let events = m
+            .apply(
+                AttemptCommand::Fail {
+                    error: TaskError::task_failed("boom"),
+                    retryable: true,
+                    retry_after_ms: None,
+                    jitter: 0.0,
+                },
+                5,
+            )
+            .expect("fail");
+        assert_eq!(
+            events.len(),
+            1,
+            "no NodeRetrying for an attempt {}",
+            u32::MAX
+        );
+        assert_eq!(m.retry_plan(), None);
+    }
+
+    #[test]
     fn heartbeat_timeout_reports_staleness() {
         let mut m = machine(0, 0);
         m.apply(AttemptCommand::Start, 100).expect("start");
         let events = m
-            .apply(AttemptCommand::HeartbeatTimedOut { timeout_ms: 50, jitter: 0.0 }, 151)
+            .apply(
+                AttemptCommand::HeartbeatTimedOut {
+                    timeout_ms: 50,
+                    jitter: 0.0,
+                },
+                151,
+            )
             .expect("timeout");
         assert_eq!(events[0].kind.type_name(), "TaskHeartbeatTimeout");
         let error = m.error().expect("error");

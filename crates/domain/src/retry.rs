@@ -39,6 +39,11 @@ impl BackoffPolicy {
         if let Some(after) = retry_after_ms {
             return after;
         }
+        if self.initial_ms == 0 || self.max_ms == 0 {
+            // Said outright: with a huge exponent `0 * inf` would be NaN, and `NaN.min(max)` is
+            // `max`, turning a zero delay into the longest one.
+            return 0;
+        }
         let exponent = failures.saturating_sub(1).min(1_000) as i32;
         let factor = if self.factor.is_finite() {
             self.factor.max(1.0)
@@ -52,8 +57,10 @@ impl BackoffPolicy {
         } else {
             0.0
         };
-        // The cast saturates; `capped` is finite, non-negative and at most `max_ms`.
-        (capped * (1.0 - JITTER_SPAN * jitter)).round() as u64
+        // The cast saturates; `capped` is finite and non-negative. `max_ms as f64` may round up
+        // (above 2^53 not every integer is an f64), so the result is capped once more in integers.
+        let delay = (capped * (1.0 - JITTER_SPAN * jitter)).round() as u64;
+        delay.min(self.max_ms)
     }
 }
 
@@ -84,7 +91,9 @@ mod tests {
         let delays: Vec<u64> = (1..=9).map(|n| policy.delay_ms(n, 0.0, None)).collect();
         assert_eq!(
             delays,
-            [1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 64_000, 100_000, 100_000]
+            [
+                1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 64_000, 100_000, 100_000
+            ]
         );
     }
 
@@ -93,6 +102,28 @@ mod tests {
         let policy = BackoffPolicy::default();
         assert_eq!(policy.delay_ms(5, 0.5, Some(42)), 42);
         assert_eq!(policy.delay_ms(1, 1.0, None), 800);
+    }
+
+    #[test]
+    fn delay_never_exceeds_a_maximum_that_f64_cannot_represent() {
+        // 2^53 + 3 is not an f64: `as f64` rounds it up to 2^53 + 4.
+        let max_ms = (1_u64 << 53) + 3;
+        let policy = BackoffPolicy {
+            initial_ms: max_ms,
+            factor: 2.0,
+            max_ms,
+        };
+        assert_eq!(policy.delay_ms(3, 0.0, None), max_ms);
+    }
+
+    #[test]
+    fn zero_initial_delay_stays_zero_even_when_the_growth_overflows() {
+        let policy = BackoffPolicy {
+            initial_ms: 0,
+            factor: 1e300,
+            max_ms: 100_000,
+        };
+        assert_eq!(policy.delay_ms(1_000, 0.0, None), 0);
     }
 
     #[test]
