@@ -7,7 +7,7 @@ use crate::error::{ErrorCode, TaskError};
 
 mod typed;
 
-pub use typed::to_payload;
+pub use typed::{to_payload, to_validated_payload};
 
 /// Largest payload accepted, in bytes of UTF-8 JSON.
 pub const MAX_PAYLOAD_BYTES: u64 = 1_000_000;

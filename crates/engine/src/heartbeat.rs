@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
-use stint_domain::heartbeat::validate_payload;
+use stint_domain::heartbeat::{to_validated_payload, validate_payload};
 use stint_domain::{AttemptCommand, AttemptKey, AttemptMachine, HeartbeatPayloadError};
 use stint_ports::{AttemptStore, Clock, HeartbeatWrite, OwnedAttempt, StoreError};
 use tokio::sync::{Notify, watch};
@@ -93,12 +93,10 @@ impl Heartbeat {
         &self,
         payload: &T,
     ) -> Result<(), HeartbeatPayloadError> {
-        let value =
-            serde_json::to_value(payload).map_err(|error| HeartbeatPayloadError::NotJson {
-                path: "$".to_owned(),
-                reason: error.to_string(),
-            })?;
-        self.beat(value)
+        // Checked while serialising: serde_json alone would turn NaN into null.
+        let (value, info) = to_validated_payload(payload)?;
+        self.offer(Some((value, info.size_bytes)), info.over_warning_threshold);
+        Ok(())
     }
 
     /// A bare liveness ping: the stored payload is kept.

@@ -250,3 +250,39 @@ async fn a_slow_store_does_not_slow_the_heartbeat_call() {
     assert_eq!(outcome.state, AttemptState::Finished);
     assert_eq!(attempts(&store).await[0].heartbeat, Some(json!({"i": 99})));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_typed_payload_with_nan_is_refused_with_its_path_not_stored_as_null() {
+    #[derive(serde::Serialize)]
+    struct Progress {
+        items: Vec<Item>,
+    }
+    #[derive(serde::Serialize)]
+    struct Item {
+        ratio: f64,
+    }
+    let (store, engine) = setup();
+    let refused: Arc<Mutex<Option<String>>> = Arc::default();
+    let compute = |ctx: TaskContext| {
+        let refused = refused.clone();
+        async move {
+            ctx.heartbeat.beat_typed(&json!({"ok": 1}))?;
+            let bad = Progress {
+                items: vec![Item { ratio: 0.5 }, Item { ratio: f64::NAN }],
+            };
+            let error = ctx.heartbeat.beat_typed(&bad).expect_err("NaN refused");
+            *refused.lock().expect("lock") =
+                Some(error.to_task_error().details["path"].to_string());
+            Ok(json!({}))
+        }
+    };
+    engine
+        .run_attempt(&desc(), compute, &CancellationToken::new())
+        .await
+        .expect("run");
+    assert_eq!(
+        refused.lock().expect("lock").as_deref(),
+        Some("\"$.items[1].ratio\"")
+    );
+    assert_eq!(attempts(&store).await[0].heartbeat, Some(json!({"ok": 1})));
+}

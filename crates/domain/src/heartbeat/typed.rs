@@ -13,7 +13,9 @@ use std::cell::RefCell;
 use serde::ser::{self, Serialize, SerializeMap as _, Serializer};
 use serde_json::Value;
 
-use super::{HeartbeatPayloadError, MAX_PAYLOAD_DEPTH, push_key_segment, validate_payload};
+use super::{
+    HeartbeatPayloadError, MAX_PAYLOAD_DEPTH, PayloadInfo, push_key_segment, validate_payload,
+};
 
 /// Serialises `value` into a heartbeat payload, checking every rule of [`validate_payload`].
 ///
@@ -22,6 +24,14 @@ use super::{HeartbeatPayloadError, MAX_PAYLOAD_DEPTH, push_key_segment, validate
 /// named. Any other serialisation error (a map key that is not a string, a `Serialize` impl that
 /// fails) is reported as [`HeartbeatPayloadError::NotJson`] at the path where it happened.
 pub fn to_payload<T: Serialize + ?Sized>(value: &T) -> Result<Value, HeartbeatPayloadError> {
+    to_validated_payload(value).map(|(payload, _)| payload)
+}
+
+/// [`to_payload`], also returning what validation learned (size, warning threshold), so a
+/// caller need not validate the payload a second time.
+pub fn to_validated_payload<T: Serialize + ?Sized>(
+    value: &T,
+) -> Result<(Value, PayloadInfo), HeartbeatPayloadError> {
     let tracker = Tracker {
         state: RefCell::new(TrackerState {
             path: String::from("$"),
@@ -35,8 +45,8 @@ pub fn to_payload<T: Serialize + ?Sized>(value: &T) -> Result<Value, HeartbeatPa
     };
     match root.serialize(serde_json::value::Serializer) {
         Ok(payload) => {
-            validate_payload(&payload)?;
-            Ok(payload)
+            let info = validate_payload(&payload)?;
+            Ok((payload, info))
         }
         Err(error) => Err(tracker.state.into_inner().failure.unwrap_or_else(|| {
             HeartbeatPayloadError::NotJson {
