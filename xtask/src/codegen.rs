@@ -65,6 +65,7 @@ pub fn generate() -> Result<Vec<Generated>> {
 
 /// Writes `files` under `root`, and removes schemas that are no longer generated.
 pub fn write(root: &Path, files: &[Generated]) -> Result<()> {
+    let mut changed = 0;
     for file in files {
         let path = root.join(&file.path);
         if let Some(parent) = path.parent() {
@@ -75,11 +76,16 @@ pub fn write(root: &Path, files: &[Generated]) -> Result<()> {
             fs::write(&path, &file.contents)
                 .with_context(|| format!("cannot write {}", file.path))?;
             println!("codegen: wrote {}", file.path);
+            changed += 1;
         }
     }
     for extra in extra_schemas(root, files)? {
         fs::remove_file(root.join(&extra)).with_context(|| format!("cannot remove {extra}"))?;
         println!("codegen: removed {extra}");
+        changed += 1;
+    }
+    if changed == 0 {
+        println!("codegen: {} files already up to date", files.len());
     }
     Ok(())
 }
