@@ -132,15 +132,12 @@ pub async fn call_cost(settings: &Settings) -> Result<Vec<Row>> {
             &setting,
             p99.show(micros),
         ));
-        rows.push(
-            Row::info(
-                2,
-                "heartbeat call, slowest of the repetition",
-                &setting,
-                max.show(micros),
-            )
-            .with_target("far below the 10 ms write", max.median < 10_000.0),
-        );
+        rows.push(Row::info(
+            2,
+            "heartbeat call, slowest of the repetition (includes preemption)",
+            &setting,
+            max.show(micros),
+        ));
     }
     Ok(rows)
 }

@@ -46,6 +46,9 @@ struct Args {
     /// Also write the table, with the machine's description and the date, to this file.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+    /// Run only this benchmark (1 to 5), for profiling one of them.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=5))]
+    only: Option<u8>,
     /// Internal: measure memory in this child process and print `<before KiB> <after KiB>`.
     #[arg(long, hide = true, value_enum)]
     memory_probe: Option<memory::Probe>,
@@ -91,11 +94,22 @@ async fn main() -> Result<()> {
     };
     let started = Instant::now();
     let mut rows = Vec::new();
-    rows.extend(lifecycle::run(&settings).await?);
-    rows.extend(heartbeat::call_cost(&settings).await?);
-    rows.extend(watchdog::run(&settings).await?);
-    rows.extend(memory::run(&settings).await?);
-    rows.extend(heartbeat::throughput(&settings).await?);
+    let wanted = |bench: u8| args.only.is_none_or(|only| only == bench);
+    if wanted(1) {
+        rows.extend(lifecycle::run(&settings).await?);
+    }
+    if wanted(2) {
+        rows.extend(heartbeat::call_cost(&settings).await?);
+    }
+    if wanted(3) {
+        rows.extend(watchdog::run(&settings).await?);
+    }
+    if wanted(4) {
+        rows.extend(memory::run(&settings).await?);
+    }
+    if wanted(5) {
+        rows.extend(heartbeat::throughput(&settings).await?);
+    }
     let table = report::markdown(&rows);
     progress(&format!("done in {:.0} s", started.elapsed().as_secs_f64()));
     print!("{table}");

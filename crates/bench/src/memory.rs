@@ -47,13 +47,34 @@ pub enum Probe {
     Store,
 }
 
-/// The child's work: prints `<rss before, KiB> <rss after, KiB>`.
+/// The child's work: prints `<rss before, KiB> <rss after, KiB> <future bytes>`.
 pub async fn probe(kind: Probe, count: usize) -> Result<String> {
     let (before, after) = match kind {
         Probe::Engine => engine_probe(count).await?,
         Probe::Store => store_probe(count).await?,
     };
-    Ok(format!("{before} {after}"))
+    Ok(format!("{before} {after} {}", attempt_future_bytes()))
+}
+
+/// The size of one `run_attempt` future of the probe's compute, without running it: the part
+/// of an attempt's memory that is the engine's state machine itself.
+fn attempt_future_bytes() -> usize {
+    let engine = engine_on(Arc::new(MemoryStore::new()));
+    let Ok(node) = NodeKey::new("size", "n", 0) else {
+        return 0;
+    };
+    let desc = TaskDescriptor::new(node);
+    let cancel = CancellationToken::new();
+    let release = CancellationToken::new();
+    let future = engine.run_attempt(
+        &desc,
+        move |_ctx: TaskContext| async move {
+            release.cancelled().await;
+            Ok::<_, stint_engine::TaskFailure>(json!({"ok": true}))
+        },
+        &cancel,
+    );
+    std::mem::size_of_val(&future)
 }
 
 async fn engine_probe(count: usize) -> Result<(u64, u64)> {
@@ -140,8 +161,8 @@ async fn store_probe(count: usize) -> Result<(u64, u64)> {
     Ok((before, after))
 }
 
-/// Runs one child and returns its growth per attempt, in bytes.
-fn child(kind: Probe, count: usize) -> Result<f64> {
+/// Runs one child and returns its growth per attempt and the attempt future's size, in bytes.
+fn child(kind: Probe, count: usize) -> Result<(f64, usize)> {
     let exe = std::env::current_exe().context("locating this binary")?;
     let kind = match kind {
         Probe::Engine => "engine",
@@ -159,20 +180,27 @@ fn child(kind: Probe, count: usize) -> Result<f64> {
     }
     let text = String::from_utf8_lossy(&output.stdout);
     let mut numbers = text.split_whitespace().map(str::parse::<u64>);
-    let (Some(Ok(before)), Some(Ok(after))) = (numbers.next(), numbers.next()) else {
+    let (Some(Ok(before)), Some(Ok(after)), Some(Ok(future))) =
+        (numbers.next(), numbers.next(), numbers.next())
+    else {
         bail!("the memory probe printed {text:?}");
     };
-    Ok(after.saturating_sub(before) as f64 * 1024.0 / count as f64)
+    let per_attempt = after.saturating_sub(before) as f64 * 1024.0 / count as f64;
+    Ok((per_attempt, usize::try_from(future).unwrap_or(0)))
 }
 
 /// The rows of benchmark 4.
 pub async fn run(settings: &Settings) -> Result<Vec<Row>> {
     crate::progress("4: memory per in-flight attempt");
     let count = if settings.quick { 2_000 } else { 10_000 };
-    let (mut total, mut store) = (Vec::new(), Vec::new());
+    let (mut total, mut store, mut future) = (Vec::new(), Vec::new(), 0);
     for _ in 0..settings.reps {
-        total.push(tokio::task::spawn_blocking(move || child(Probe::Engine, count)).await??);
-        store.push(tokio::task::spawn_blocking(move || child(Probe::Store, count)).await??);
+        let (bytes, size) =
+            tokio::task::spawn_blocking(move || child(Probe::Engine, count)).await??;
+        total.push(bytes);
+        future = size;
+        let (bytes, _) = tokio::task::spawn_blocking(move || child(Probe::Store, count)).await??;
+        store.push(bytes);
     }
     let engine_only: Vec<f64> = total.iter().zip(&store).map(|(t, s)| t - s).collect();
     let kib = |bytes: f64| format!("{:.2} KiB", bytes / 1024.0);
@@ -201,7 +229,7 @@ pub async fn run(settings: &Settings) -> Result<Vec<Row>> {
         rows.push(Row::info(
             4,
             "of which: engine (task, hub, writer, timers)",
-            &setting,
+            &format!("{setting}; the run_attempt future alone is {future} bytes"),
             e.show(kib),
         ));
     }
