@@ -10,7 +10,7 @@ use sqlx::sqlite::{
 };
 use stint_ports::StoreError;
 
-use crate::error::{map, map_open};
+use crate::error::{is_busy, map, map_open};
 use crate::options::{SqliteOptions, Synchronous};
 
 /// The schema, embedded in the binary.
@@ -41,7 +41,7 @@ pub(crate) async fn open_pool(
         .synchronous(synchronous)
         .foreign_keys(true)
         .busy_timeout(options.busy_timeout);
-    let pool = SqlitePoolOptions::new()
+    let pool_options = SqlitePoolOptions::new()
         .max_connections(options.max_connections.max(1))
         // A writer waits on the busy timeout inside SQLite; waiting for a pooled connection on top
         // of that should not be what makes a call fail.
@@ -50,42 +50,97 @@ pub(crate) async fn open_pool(
                 .busy_timeout
                 .saturating_mul(4)
                 .max(std::time::Duration::from_secs(30)),
-        )
-        .connect_with(connect)
-        .await
-        .map_err(|error| map_open(path, error))?;
-    if let Err(error) = migrate(&pool, path).await {
-        pool.close().await;
-        return Err(error);
+        );
+    let mut attempt = 1;
+    loop {
+        match open_once(path, pool_options.clone(), connect.clone()).await {
+            Ok(pool) => {
+                tracing::debug!(path = %path.display(), synchronous = options.synchronous.as_str(), "sqlite store open");
+                return Ok(pool);
+            }
+            Err(OpenFailure::Raced(error)) if attempt < OPEN_ATTEMPTS => {
+                tracing::debug!(path = %path.display(), %error, attempt, "opening raced another process; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(20 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            Err(OpenFailure::Raced(error)) => return Err(map_open(path, error)),
+            Err(OpenFailure::Final(error)) => return Err(error),
+        }
     }
-    tracing::debug!(path = %path.display(), synchronous = options.synchronous.as_str(), "sqlite store open");
-    Ok(pool)
 }
 
-/// Refuses a schema written by a newer stint, then applies the migrations this one lacks.
-async fn migrate(pool: &SqlitePool, path: &Path) -> Result<(), StoreError> {
-    refuse_newer_schema(pool, path).await?;
-    MIGRATOR.run(pool).await.map_err(|error| match error {
-        MigrateError::Execute(error) => map_open(path, error),
-        MigrateError::VersionMissing(version) => newer(path, version),
-        other => StoreError::incompatible(format!(
-            "{}: cannot migrate the schema: {other}",
-            path.display()
-        )),
-    })
+/// How many times opening retries after losing a race with another process opening the same
+/// file (setting up WAL, creating the schema).
+const OPEN_ATTEMPTS: u32 = 8;
+
+/// Why one try at opening failed.
+enum OpenFailure {
+    /// Another process was setting up the same file at the same moment: worth another try.
+    Raced(sqlx::Error),
+    /// Anything else.
+    Final(StoreError),
+}
+
+impl OpenFailure {
+    fn classify(path: &Path, error: sqlx::Error) -> Self {
+        if is_busy(&error) {
+            Self::Raced(error)
+        } else {
+            Self::Final(map_open(path, error))
+        }
+    }
+}
+
+/// Connects, refuses a schema from a newer stint, and applies the migrations this one lacks.
+///
+/// SQLite has no lock the migrator can take, so two processes opening a fresh file at once both
+/// see the schema missing, and the slower one fails on `CREATE TABLE` once the faster one has
+/// committed. Each migration commits together with its row in `_sqlx_migrations`, so the next
+/// try sees the winner's work and applies only what is still missing.
+async fn open_once(
+    path: &Path,
+    pool_options: SqlitePoolOptions,
+    connect: SqliteConnectOptions,
+) -> Result<SqlitePool, OpenFailure> {
+    let pool = pool_options
+        .connect_with(connect)
+        .await
+        .map_err(|error| OpenFailure::classify(path, error))?;
+    let result = match refuse_newer_schema(&pool, path).await {
+        Err(failure) => Err(failure),
+        Ok(()) => MIGRATOR.run(&pool).await.map_err(|error| match error {
+            MigrateError::VersionMissing(version) => OpenFailure::Final(newer(path, version)),
+            // The loser of a race on a fresh file fails on `CREATE TABLE` (or finds the file
+            // locked); the next try sees the winner's committed migration.
+            MigrateError::Execute(error) | MigrateError::ExecuteMigration(error, _) => {
+                OpenFailure::Raced(error)
+            }
+            other => OpenFailure::Final(StoreError::incompatible(format!(
+                "{}: cannot migrate the schema: {other}",
+                path.display()
+            ))),
+        }),
+    };
+    match result {
+        Ok(()) => Ok(pool),
+        Err(failure) => {
+            pool.close().await;
+            Err(failure)
+        }
+    }
 }
 
 /// The migrator would also refuse an unknown version, but with a message that does not say a
 /// newer stint wrote the file; checking first gives the user the reason and the version.
-async fn refuse_newer_schema(pool: &SqlitePool, path: &Path) -> Result<(), StoreError> {
+async fn refuse_newer_schema(pool: &SqlitePool, path: &Path) -> Result<(), OpenFailure> {
     let has_table: bool = sqlx::query(
         "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
     )
     .fetch_one(pool)
     .await
-    .map_err(|error| map_open(path, error))?
+    .map_err(|error| OpenFailure::classify(path, error))?
     .try_get(0)
-    .map_err(map)?;
+    .map_err(|error| OpenFailure::Final(map(error)))?;
     if !has_table {
         return Ok(());
     }
@@ -93,11 +148,13 @@ async fn refuse_newer_schema(pool: &SqlitePool, path: &Path) -> Result<(), Store
     let applied = sqlx::query("SELECT version FROM _sqlx_migrations ORDER BY version")
         .fetch_all(pool)
         .await
-        .map_err(|error| map_open(path, error))?;
+        .map_err(|error| OpenFailure::classify(path, error))?;
     for row in applied {
-        let version: i64 = row.try_get(0).map_err(map)?;
+        let version: i64 = row
+            .try_get(0)
+            .map_err(|error| OpenFailure::Final(map(error)))?;
         if !known.contains(&version) {
-            return Err(newer(path, version));
+            return Err(OpenFailure::Final(newer(path, version)));
         }
     }
     Ok(())

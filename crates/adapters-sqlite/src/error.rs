@@ -20,6 +20,13 @@ fn primary_code(error: &sqlx::Error) -> Option<i64> {
     Some(code & 0xff)
 }
 
+/// Whether SQLite answered "busy" or "locked": another connection holds the lock. On a fresh
+/// file SQLite may answer so at once, without waiting on the busy timeout (switching to WAL,
+/// upgrading a read transaction), so opening retries it.
+pub(crate) fn is_busy(error: &sqlx::Error) -> bool {
+    matches!(primary_code(error), Some(SQLITE_BUSY | SQLITE_LOCKED))
+}
+
 /// Maps an error met while using an open store.
 pub(crate) fn map(error: sqlx::Error) -> StoreError {
     if let sqlx::Error::Database(db) = &error

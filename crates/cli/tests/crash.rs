@@ -126,10 +126,9 @@ fn a_sigkilled_stint_takes_its_command_down() {
     crash_scenarios::a_sigkilled_stint_takes_its_command_down(&sqlite());
 }
 
-/// Four `stint run`s opening a fresh SQLite file at once all get a database (a defect of the
-/// SQLite adapter's migrations today; un-ignore once it is fixed).
+/// Four `stint run`s opening a fresh SQLite file at once all get a database: the first
+/// migrations race, and the loser must retry rather than fail.
 #[test]
-#[ignore = "adapters-sqlite defect: concurrent first migrations fail with 'table attempts already exists'"]
 fn first_open_of_a_fresh_sqlite_file_by_racing_processes() {
     for _ in 0..5 {
         let w = World::sqlite();
