@@ -140,7 +140,8 @@ pub trait AttemptStore: Send + Sync + Debug {
     async fn recover_abandoned(&self, now_ms: u64) -> Result<Vec<AttemptKey>, StoreError>;
 
     /// The attempts that match `filter`, ordered by node, iteration and attempt number.
-    async fn list_attempts(&self, filter: &AttemptFilter) -> Result<Vec<AttemptRecord>, StoreError>;
+    async fn list_attempts(&self, filter: &AttemptFilter)
+    -> Result<Vec<AttemptRecord>, StoreError>;
 
     /// One node, if it has ever started.
     async fn get_node(&self, node: &NodeKey) -> Result<Option<NodeRecord>, StoreError>;
