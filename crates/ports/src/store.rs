@@ -80,7 +80,8 @@ pub enum AttemptEnd {
         /// Whether another attempt may follow.
         retryable: bool,
     },
-    /// Mark attempt and node `cancelled`.
+    /// Mark attempt and node `cancelled` (its `retryable` stays unset: a cancellation is never
+    /// retried).
     Cancelled {
         /// The cancellation error (`TASK_ABORTED`).
         error: TaskError,
@@ -126,6 +127,8 @@ pub trait AttemptStore: Send + Sync + Debug {
 
     /// Writes the attempt's terminal state, the node's state, the output (when finished) and
     /// `events`, in one transaction, conditional on the owner token and `in-progress`.
+    ///
+    /// The node's `updated_at_ms` changes here and in `begin_attempt`, never on heartbeats.
     async fn end_attempt(
         &self,
         attempt: &OwnedAttempt,
@@ -137,9 +140,14 @@ pub trait AttemptStore: Send + Sync + Debug {
     /// Marks every in-progress attempt whose lease expired before `now_ms` `failed` with
     /// `ATTEMPT_ABANDONED`, updates its node and appends `NodeFailed`; each attempt exactly once
     /// even when several recoverers run at once. Returns the attempts this call marked.
+    ///
+    /// A marked attempt gets `finished_at_ms = now_ms` and `retryable = true` (it counts toward
+    /// the node's retries, so a task that kills its process cannot loop forever). An attempt
+    /// another recoverer is marking at that moment may be skipped rather than waited for.
     async fn recover_abandoned(&self, now_ms: u64) -> Result<Vec<AttemptKey>, StoreError>;
 
-    /// The attempts that match `filter`, ordered by node, iteration and attempt number.
+    /// The attempts that match `filter`, ordered by node id (byte order), iteration and attempt
+    /// number.
     async fn list_attempts(&self, filter: &AttemptFilter)
     -> Result<Vec<AttemptRecord>, StoreError>;
 
@@ -167,6 +175,9 @@ pub trait EventLog: Send + Sync + Debug {
     async fn append(&self, events: Vec<Event>) -> Result<(), StoreError>;
 
     /// Up to `limit` events of `run_id` with a sequence number above `after_seq`, in order.
+    ///
+    /// Sequence numbers increase and are unique per database, but may have gaps. A reader that
+    /// tails the log with the last `seq` it saw never misses an event committed later.
     async fn read_events(
         &self,
         run_id: &str,
