@@ -217,9 +217,14 @@ async fn measure(target: Target, workers: usize, run_id: String, run_per_worker:
     let started = Instant::now();
     let tasks: Vec<_> = (0..workers)
         .map(|worker| {
+            let run_id = if run_per_worker {
+                format!("{run_id}w{worker}")
+            } else {
+                run_id.clone()
+            };
             let (target, node) = (
                 target.clone(),
-                NodeKey::new(&run_id, format!("n{worker}"), 0),
+                NodeKey::new(run_id, format!("n{worker}"), 0),
             );
             let node = node.expect("valid key");
             tokio::spawn(async move {
