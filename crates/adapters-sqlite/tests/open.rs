@@ -176,3 +176,22 @@ async fn racing_first_opens_of_a_fresh_file_all_succeed() {
         }
     }
 }
+
+/// The database itself refuses a second in-progress attempt of one node, even from a writer
+/// that bypasses `begin_attempt`'s check.
+#[tokio::test]
+async fn the_schema_refuses_two_in_progress_attempts_of_one_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path()).await;
+    let insert = |attempt: i64| {
+        sqlx::query(
+            "INSERT INTO attempts (run_id, node_id, iteration, attempt, state, owner, \
+             lease_expires_at_ms, started_at_ms, metadata) \
+             VALUES ('r', 'n', 0, ?, 'in-progress', 'o', 0, 0, '{}')",
+        )
+        .bind(attempt)
+    };
+    insert(1).execute(store.pool()).await.unwrap();
+    let error = insert(2).execute(store.pool()).await.expect_err("refused");
+    assert!(error.to_string().contains("UNIQUE"), "{error}");
+}
