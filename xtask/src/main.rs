@@ -6,6 +6,7 @@
 // xtask is a command-line tool: printing progress is its job.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod bench;
 mod ci;
 mod codegen;
 mod dist;
@@ -41,6 +42,12 @@ enum Command {
     Release {
         #[command(subcommand)]
         command: ReleaseCommand,
+    },
+    /// Run the benchmarks; a full run writes docs/benchmarks.md.
+    Bench {
+        /// A smoke run in under a minute (debug build, fewer repetitions); writes nothing.
+        #[arg(long)]
+        quick: bool,
     },
     /// Build `stint` in release mode and pack a reproducible tarball with its sha256 in dist/.
     Dist,
@@ -81,6 +88,7 @@ fn run(cli: Cli) -> Result<()> {
             ReleaseCommand::Bump { level } => release::run_bump(&root, &level),
             ReleaseCommand::Check { no_verify } => release::run_check(&root, no_verify),
         },
+        Command::Bench { quick } => bench::run(&root, quick),
         Command::Dist => dist::run(&root),
     }
 }
