@@ -33,6 +33,14 @@ pub fn describe() -> String {
     format!("{cpu}, {cores} cores, {memory}, {os}{kernel}")
 }
 
+/// The 5-minute load average, as `/proc/loadavg` gives it.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().nth(1).map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
 /// Today's date (UTC) as `YYYY-MM-DD`.
 pub fn today() -> String {
     let days = SystemTime::now()
@@ -98,12 +106,14 @@ pub fn document(settings: &Settings, table: &str) -> String {
         "# Benchmarks\n\n\
          Written by `cargo xtask bench` (`cargo run --release -p stint-bench -- --out \
          docs/benchmarks.md`), {mode}, on {date} (UTC).\n\n\
-         Machine: {machine}. A shared machine running other work at the same time: figures are \
-         medians over {reps} repetitions, with the spread (min..max) across them.\n\n\
+         Machine: {machine}. A shared machine running other work at the same time (5-minute \
+         load average {load} when the table was written): figures are medians over {reps} \
+         repetitions, with the spread (min..max) across them.\n\n\
          {table}\n{METHOD}",
         date = today(),
         machine = describe(),
         reps = settings.reps,
+        load = load_average(),
     )
 }
 
