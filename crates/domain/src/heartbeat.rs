@@ -103,10 +103,22 @@ pub fn push_key_segment(path: &mut String, key: &str) {
 }
 
 /// Checks a payload against every rule: finite numbers, depth, size.
+///
+/// This runs on every heartbeat call, so the common case is one walk that allocates nothing
+/// and measures the size as it goes; only a payload that breaks a rule is walked a second time
+/// to name the path of the bad value.
 pub fn validate_payload(payload: &Value) -> Result<PayloadInfo, HeartbeatPayloadError> {
-    let mut path = String::from("$");
-    check_value(payload, 0, &mut path)?;
-    let size_bytes = json_size(payload);
+    let Some(size_bytes) = measure(payload, 0) else {
+        let mut path = String::from("$");
+        check_value(payload, 0, &mut path)?;
+        // `measure` refuses exactly what `check_value` refuses, so this is not reached; should
+        // the two ever disagree, the exact size is still a correct answer.
+        return validate_size(json_size(payload));
+    };
+    validate_size(size_bytes)
+}
+
+fn validate_size(size_bytes: u64) -> Result<PayloadInfo, HeartbeatPayloadError> {
     if size_bytes > MAX_PAYLOAD_BYTES {
         return Err(HeartbeatPayloadError::TooLarge {
             size_bytes,
@@ -117,6 +129,79 @@ pub fn validate_payload(payload: &Value) -> Result<PayloadInfo, HeartbeatPayload
         size_bytes,
         over_warning_threshold: size_bytes > WARN_PAYLOAD_BYTES,
     })
+}
+
+/// Size of `value` as compact JSON (what `serde_json::to_writer` writes), or `None` when a
+/// number is not finite or containers nest deeper than [`MAX_PAYLOAD_DEPTH`].
+fn measure(value: &Value, depth: usize) -> Option<u64> {
+    match value {
+        Value::Null | Value::Bool(true) => Some(4),
+        Value::Bool(false) => Some(5),
+        Value::String(text) => Some(string_size(text)),
+        Value::Number(number) => number_size(number),
+        Value::Array(items) => {
+            if depth + 1 > MAX_PAYLOAD_DEPTH {
+                return None;
+            }
+            let mut size = 2 + separators(items.len());
+            for item in items {
+                size += measure(item, depth + 1)?;
+            }
+            Some(size)
+        }
+        Value::Object(map) => {
+            if depth + 1 > MAX_PAYLOAD_DEPTH {
+                return None;
+            }
+            // Each entry is `key:value`, entries separated by commas.
+            let mut size = 2 + separators(map.len()) + map.len() as u64;
+            for (key, item) in map {
+                size += string_size(key) + measure(item, depth + 1)?;
+            }
+            Some(size)
+        }
+    }
+}
+
+fn separators(len: usize) -> u64 {
+    len.saturating_sub(1) as u64
+}
+
+/// Size of a JSON string literal as serde_json escapes it: quotes, two bytes for `"`, `\\` and
+/// the five short control escapes, six (`\u00XX`) for any other control character.
+fn string_size(text: &str) -> u64 {
+    let escapes: u64 = text
+        .bytes()
+        .map(|byte| match byte {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 1,
+            0x00..=0x1f => 5,
+            _ => 0,
+        })
+        .sum();
+    2 + text.len() as u64 + escapes
+}
+
+fn number_size(number: &serde_json::Number) -> Option<u64> {
+    if let Some(unsigned) = number.as_u64() {
+        return Some(decimal_digits(unsigned));
+    }
+    if let Some(signed) = number.as_i64() {
+        return Some(1 + decimal_digits(signed.unsigned_abs()));
+    }
+    if number.as_f64().is_some_and(|float| !float.is_finite()) {
+        return None;
+    }
+    // Floats: exactly what serde_json writes, measured without allocating.
+    Some(json_size_of(number))
+}
+
+fn decimal_digits(mut value: u64) -> u64 {
+    let mut digits = 1;
+    while value >= 10 {
+        value /= 10;
+        digits += 1;
+    }
+    digits
 }
 
 fn check_value(
@@ -172,6 +257,10 @@ fn too_deep(path: &str) -> HeartbeatPayloadError {
 
 /// Size of `value` as compact UTF-8 JSON, without building the string.
 pub fn json_size(value: &Value) -> u64 {
+    json_size_of(value)
+}
+
+fn json_size_of<T: serde::Serialize + ?Sized>(value: &T) -> u64 {
     struct Counter(u64);
     impl std::io::Write for Counter {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

@@ -77,13 +77,14 @@ fn key() -> impl Strategy<Value = String> {
         1 => "\\PC{0,4}",
         1 => Just(String::new()),
         1 => Just("odd key".to_owned()),
+        1 => "[\\x00-\\x1f\"\\\\\x7f]{0,4}",
     ]
 }
 
 fn text() -> impl Strategy<Value = String> {
     prop_oneof![
         "\\PC{0,12}",
-        "[\\x00-\\x1f\"\\\\a\u{e9}\u{20ac}\u{1f600}]{0,8}"
+        "[\\x00-\\x1f\"\\\\\x7fa\u{e9}\u{20ac}\u{1f600}]{0,8}"
     ]
 }
 
