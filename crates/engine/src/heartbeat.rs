@@ -7,6 +7,7 @@
 //! closes it, so the next attempt sees the latest checkpoint.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use serde_json::Value;
 use stint_domain::heartbeat::{to_validated_payload, validate_payload};
 use stint_domain::{AttemptCommand, AttemptKey, AttemptMachine, HeartbeatPayloadError};
 use stint_ports::{AttemptStore, Clock, HeartbeatWrite, OwnedAttempt, StoreError};
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
@@ -36,6 +37,24 @@ impl fmt::Debug for Heartbeat {
         f.debug_struct("Heartbeat")
             .field("attempt", &self.shared.key)
             .finish_non_exhaustive()
+    }
+}
+
+/// Receive time of the latest heartbeat. A heartbeat only stores a number here: the watchdog
+/// reads it when its deadline comes, so a heartbeat call never wakes another task for it.
+///
+/// Holds `at_ms + 1`, so that 0 means "no heartbeat yet"; `fetch_max` keeps it from going back.
+#[derive(Debug, Default)]
+pub(crate) struct LastReceived(AtomicU64);
+
+impl LastReceived {
+    fn set(&self, at_ms: u64) {
+        self.0.fetch_max(at_ms.saturating_add(1), Ordering::AcqRel);
+    }
+
+    /// The latest receive time, if any heartbeat arrived.
+    pub(crate) fn get(&self) -> Option<u64> {
+        self.0.load(Ordering::Acquire).checked_sub(1)
     }
 }
 
@@ -60,8 +79,8 @@ struct Shared {
     clock: Arc<dyn Clock>,
     mailbox: Mutex<Mailbox>,
     wake: Notify,
-    /// Receive time of the latest heartbeat, watched by the watchdog.
-    received: watch::Sender<Option<u64>>,
+    /// Receive time of the latest heartbeat, read by the watchdog when its deadline comes.
+    received: Arc<LastReceived>,
     metrics: Metrics,
 }
 
@@ -135,7 +154,7 @@ impl Heartbeat {
         // Freeing a large coalesced payload is a quarter of a call's cost: do it after the
         // lock is released, so the writer never waits on it.
         drop(replaced);
-        shared.received.send_replace(Some(now_ms));
+        shared.received.set(now_ms);
         shared.wake.notify_one();
     }
 }
@@ -171,7 +190,7 @@ impl HeartbeatHub {
             clock,
             mailbox: Mutex::new(Mailbox::default()),
             wake: Notify::new(),
-            received: watch::Sender::new(None),
+            received: Arc::new(LastReceived::default()),
             metrics,
         });
         let flush = CancellationToken::new();
@@ -201,9 +220,9 @@ impl HeartbeatHub {
         }
     }
 
-    /// Receive times of heartbeats, for the watchdog.
-    pub(crate) fn received(&self) -> watch::Receiver<Option<u64>> {
-        self.shared.received.subscribe()
+    /// Receive time of the latest heartbeat, for the watchdog.
+    pub(crate) fn received(&self) -> Arc<LastReceived> {
+        self.shared.received.clone()
     }
 
     /// Resolves with the conflict when a heartbeat write found the attempt owned by another.

@@ -6,33 +6,27 @@ use std::time::Duration;
 
 use stint_domain::heartbeat::stale_at_ms;
 use stint_ports::{AttemptStore, Clock, OwnedAttempt, StoreError};
-use tokio::sync::watch;
 
-/// Resolves when the task has been silent for longer than `timeout_ms`: sleeps until the exact
-/// staleness deadline and re-arms whenever a heartbeat is received.
+use crate::heartbeat::LastReceived;
+
+/// Resolves when the task has been silent for longer than `timeout_ms`.
+///
+/// Sleeps until the exact staleness deadline of the latest heartbeat; when it wakes and a
+/// heartbeat has moved the deadline, it sleeps again until the new one. So it wakes at most once
+/// per deadline, never polls, and a heartbeat never has to wake it.
 pub(crate) async fn heartbeat_watchdog(
-    mut received: watch::Receiver<Option<u64>>,
+    received: Arc<LastReceived>,
     clock: Arc<dyn Clock>,
     started_at_ms: u64,
     timeout_ms: u64,
 ) {
     loop {
-        let last = *received.borrow_and_update();
-        let deadline_ms = stale_at_ms(started_at_ms, last, timeout_ms);
+        let deadline_ms = stale_at_ms(started_at_ms, received.get(), timeout_ms);
         let now_ms = clock.now_ms();
         if now_ms >= deadline_ms {
             return;
         }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(deadline_ms - now_ms)) => {}
-            changed = received.changed() => {
-                if changed.is_err() {
-                    // No more heartbeats can arrive: only the deadline is left.
-                    let now_ms = clock.now_ms();
-                    tokio::time::sleep(Duration::from_millis(deadline_ms.saturating_sub(now_ms))).await;
-                }
-            }
-        }
+        tokio::time::sleep(Duration::from_millis(deadline_ms - now_ms)).await;
     }
 }
 
@@ -46,7 +40,7 @@ pub(crate) async fn timeout(timeout: Option<Duration>) {
 
 /// The watchdog when the task has a heartbeat timeout; otherwise never resolves.
 pub(crate) async fn maybe_watchdog(
-    received: watch::Receiver<Option<u64>>,
+    received: Arc<LastReceived>,
     clock: Arc<dyn Clock>,
     started_at_ms: u64,
     timeout_ms: Option<u64>,
