@@ -170,15 +170,28 @@ fn separators(len: usize) -> u64 {
 /// Size of a JSON string literal as serde_json escapes it: quotes, two bytes for `"`, `\\` and
 /// the five short control escapes, six (`\u00XX`) for any other control character.
 fn string_size(text: &str) -> u64 {
-    let escapes: u64 = text
-        .bytes()
-        .map(|byte| match byte {
-            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 1,
-            0x00..=0x1f => 5,
-            _ => 0,
-        })
+    let bytes = text.as_bytes();
+    // Almost every byte of a payload needs no escape: count the ones that do in one branch-free
+    // pass, and look closer only when there are some.
+    let escaped: u64 = bytes
+        .iter()
+        .map(|&byte| u64::from(needs_escape(byte)))
         .sum();
-    2 + text.len() as u64 + escapes
+    let mut size = 2 + bytes.len() as u64 + escaped;
+    if escaped > 0 {
+        let long_escapes: u64 = bytes
+            .iter()
+            .map(|&byte| {
+                u64::from(byte < 0x20 && !matches!(byte, b'\n' | b'\r' | b'\t' | 0x08 | 0x0c))
+            })
+            .sum();
+        size += 4 * long_escapes;
+    }
+    size
+}
+
+fn needs_escape(byte: u8) -> bool {
+    byte < 0x20 || byte == b'"' || byte == b'\\'
 }
 
 fn number_size(number: &serde_json::Number) -> Option<u64> {
