@@ -6,6 +6,38 @@
 //! those signals decided. [`Engine::run_node`] loops attempts with backoff until the node
 //! finishes, is cancelled or runs out of retries.
 //!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use serde_json::json;
+//! use stint_adapters_memory::MemoryStore;
+//! use stint_domain::{AttemptState, NodeKey, TaskDescriptor};
+//! use stint_engine::{CancellationToken, Engine, NoVcs, Ports};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let engine = Engine::new(Ports::new(Arc::new(MemoryStore::new()), Arc::new(NoVcs)));
+//! let descriptor = TaskDescriptor::new(NodeKey::new("nightly", "count", 0)?);
+//! let outcome = engine
+//!     .run_node(
+//!         &descriptor,
+//!         |ctx| async move {
+//!             // Resume from the last checkpoint an earlier attempt heartbeated.
+//!             let start = ctx.checkpoint.as_ref().and_then(|c| c["done"].as_u64()).unwrap_or(0);
+//!             for done in start..10 {
+//!                 ctx.heartbeat.beat(json!({ "done": done + 1 }))?;
+//!             }
+//!             Ok(json!({ "total": 10 }))
+//!         },
+//!         &CancellationToken::new(),
+//!     )
+//!     .await?;
+//! assert_eq!(outcome.state, AttemptState::Finished);
+//! assert_eq!(outcome.output, Some(json!({ "total": 10 })));
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Invariants, stated as absences: the engine never polls (timers sleep to exact deadlines),
 //! a heartbeat call never waits on I/O, and no task the engine spawned outlives the call that
 //! spawned it.
