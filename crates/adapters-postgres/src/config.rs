@@ -67,7 +67,7 @@ impl StoreConfig {
         };
         // sqlx's own message may quote the URL, password included, so it is not passed on.
         let mut options = PgConnectOptions::from_str(&sqlx_url).map_err(|_| {
-            StoreError::unavailable(format!(
+            StoreError::invalid_config(format!(
                 "invalid PostgreSQL URL '{}'",
                 redact_password(base)
             ))
@@ -94,7 +94,7 @@ impl StoreConfig {
 
 fn parse_number(key: &str, value: &str) -> Result<u32, StoreError> {
     value.parse().map_err(|_| {
-        StoreError::unavailable(format!(
+        StoreError::invalid_config(format!(
             "invalid PostgreSQL URL: '{key}' must be a whole number, got '{value}'"
         ))
     })
@@ -111,7 +111,7 @@ pub fn validate_schema(name: &str) -> Result<&str, StoreError> {
     if valid_start && valid_rest && name.len() <= 63 && !name.starts_with("pg_") {
         Ok(name)
     } else {
-        Err(StoreError::unavailable(format!(
+        Err(StoreError::invalid_config(format!(
             "invalid PostgreSQL schema name '{name}': use lowercase letters, digits and '_' \
              (at most 63, not starting with a digit or 'pg_')"
         )))

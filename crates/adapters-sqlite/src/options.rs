@@ -58,7 +58,7 @@ pub(crate) struct ParsedUrl {
 /// `?busy_timeout_ms=N`. Unknown keys are refused, so a typo never silently weakens durability.
 pub(crate) fn parse_url(url: &str) -> Result<ParsedUrl, StoreError> {
     let invalid =
-        |why: String| StoreError::unavailable(format!("invalid sqlite url '{url}': {why}"));
+        |why: String| StoreError::invalid_config(format!("invalid sqlite url '{url}': {why}"));
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))

@@ -21,7 +21,8 @@ Exit codes (stable):
   1    failed: retries exhausted, a non-retryable failure, invalid output; `output` of a node that
        has no stored output
   2    bad usage or bad input to stint: unknown flag, unreadable --output-schema file, invalid id,
-       unknown schema name, `heartbeat` outside a task
+       unknown schema name, a wrong --db URL option (STORE_INVALID_CONFIG), `heartbeat` outside a
+       task
   3    store error: database unavailable or unreadable (STORE_UNAVAILABLE), newer or foreign
        schema (STORE_INCOMPATIBLE), conflict (STORE_CONFLICT: e.g. the node already has an attempt
        in progress in another process, or this attempt was declared abandoned meanwhile)

@@ -57,6 +57,7 @@ impl CliError {
             ErrorCode::StoreConflict
             | ErrorCode::StoreUnavailable
             | ErrorCode::StoreIncompatible => STORE,
+            ErrorCode::StoreInvalidConfig => USAGE,
             ErrorCode::TaskAborted => CANCELLED,
             _ => FAILED,
         };
@@ -71,7 +72,12 @@ impl CliError {
 
 impl From<StoreError> for CliError {
     fn from(error: StoreError) -> Self {
-        Self::new(error.code().as_str(), error.to_string(), STORE)
+        // A wrong `--db` URL is bad input to stint, not a store failure.
+        let exit = match error {
+            StoreError::InvalidConfig { .. } => USAGE,
+            _ => STORE,
+        };
+        Self::new(error.code().as_str(), error.to_string(), exit)
     }
 }
 
@@ -94,6 +100,15 @@ mod tests {
         let error = CliError::from(StoreError::conflict("taken"));
         assert_eq!((error.code.as_str(), error.exit), ("STORE_CONFLICT", STORE));
         assert_eq!(error.to_string(), "STORE_CONFLICT: taken");
+    }
+
+    #[test]
+    fn a_wrong_store_url_is_bad_input() {
+        let error = CliError::from(StoreError::invalid_config("unknown option 'x'"));
+        assert_eq!(
+            (error.code.as_str(), error.exit),
+            ("STORE_INVALID_CONFIG", USAGE)
+        );
     }
 
     #[test]

@@ -134,6 +134,22 @@ fn an_unreadable_db_is_one_line_and_exit_3() {
 }
 
 #[test]
+fn a_wrong_option_in_the_db_url_is_bad_input_exit_2() {
+    let w = World::sqlite();
+    for url in [
+        "sqlite://x.db?synchronus=normal",
+        "postgres://postgres@127.0.0.1:5432/test?max_connections=many",
+    ] {
+        let output = w.cmd().args(["--db", url, "runs"]).output().expect("run");
+        assert_one_line(&output, 2, "stint: STORE_INVALID_CONFIG: ");
+    }
+    assert!(
+        !w.path("x.db").exists(),
+        "nothing created for a refused URL"
+    );
+}
+
+#[test]
 fn heartbeat_outside_a_task_is_exit_2() {
     let w = World::sqlite();
     let output = w.cmd().args(["heartbeat", "{}"]).output().expect("run");

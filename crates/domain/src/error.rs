@@ -32,6 +32,8 @@ pub enum ErrorCode {
     StoreUnavailable,
     /// The store holds data this version cannot read (corrupt file, newer schema).
     StoreIncompatible,
+    /// The store's URL or options are wrong.
+    StoreInvalidConfig,
 }
 
 impl ErrorCode {
@@ -49,6 +51,7 @@ impl ErrorCode {
             Self::StoreConflict => "STORE_CONFLICT",
             Self::StoreUnavailable => "STORE_UNAVAILABLE",
             Self::StoreIncompatible => "STORE_INCOMPATIBLE",
+            Self::StoreInvalidConfig => "STORE_INVALID_CONFIG",
         }
     }
 

@@ -18,6 +18,13 @@ pub enum StoreError {
         /// What failed (never a password).
         message: String,
     },
+    /// The store's URL or options are wrong (an unknown option, a malformed value): the user's
+    /// input, not the store, must change.
+    #[error("invalid store configuration: {message}")]
+    InvalidConfig {
+        /// What is wrong, naming the option (never a password).
+        message: String,
+    },
     /// The store holds something this version cannot use: a corrupt or non-database file, a
     /// schema written by a newer stint, a row that does not decode.
     #[error("store incompatible: {message}")]
@@ -42,6 +49,13 @@ impl StoreError {
         }
     }
 
+    /// An invalid configuration with `message`.
+    pub fn invalid_config(message: impl Into<String>) -> Self {
+        Self::InvalidConfig {
+            message: message.into(),
+        }
+    }
+
     /// An incompatible store with `message`.
     pub fn incompatible(message: impl Into<String>) -> Self {
         Self::Incompatible {
@@ -55,6 +69,7 @@ impl StoreError {
             Self::Conflict { .. } => ErrorCode::StoreConflict,
             Self::Unavailable { .. } => ErrorCode::StoreUnavailable,
             Self::Incompatible { .. } => ErrorCode::StoreIncompatible,
+            Self::InvalidConfig { .. } => ErrorCode::StoreInvalidConfig,
         }
     }
 
