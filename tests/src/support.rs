@@ -115,6 +115,16 @@ pub async fn attempts_of(store: &dyn Store, node: &NodeKey) -> Vec<AttemptRecord
     store.list_attempts(&filter).await.expect("list attempts")
 }
 
+/// The checkpoint a next attempt of `node` would get, as the query port shows it: the payload of
+/// the newest attempt that recorded one.
+pub async fn newest_payload(store: &dyn Store, node: &NodeKey) -> Option<Value> {
+    attempts_of(store, node)
+        .await
+        .into_iter()
+        .rev()
+        .find_map(|record| record.heartbeat)
+}
+
 /// The one attempt `attempt` names.
 pub async fn attempt_record(store: &dyn Store, attempt: &OwnedAttempt) -> AttemptRecord {
     attempts_of(store, &attempt.key.node)

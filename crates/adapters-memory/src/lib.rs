@@ -1,6 +1,7 @@
 //! In-memory storage adapter of stint.
 //!
-//! [`MemoryStore`] implements [`AttemptStore`] and [`EventLog`] with the same semantics as the
+//! [`MemoryStore`] implements the write port ([`AttemptStore`](stint_ports::AttemptStore)) and
+//! the query port ([`HistoryStore`](stint_ports::HistoryStore)) with the same semantics as the
 //! SQLite and PostgreSQL adapters (it passes the same conformance suite, `stint-tests`), keeping
 //! everything in process memory. It is meant for tests, examples and short-lived embedded use:
 //! nothing survives the process.
@@ -12,19 +13,11 @@
 //! Invariants, stated as absences: nothing here performs I/O, reads a clock, or spawns a task.
 #![deny(missing_docs)]
 
+mod query;
 mod state;
+mod write;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-
-use async_trait::async_trait;
-use serde_json::Value;
-use stint_domain::{
-    AttemptKey, AttemptRecord, Event, EventRecord, NodeKey, NodeRecord, RunSummary,
-};
-use stint_ports::{
-    AttemptEnd, AttemptFilter, AttemptStore, BeginAttempt, BegunAttempt, EventLog, HeartbeatWrite,
-    OwnedAttempt, StoreError,
-};
 
 use crate::state::State;
 
@@ -45,7 +38,7 @@ impl MemoryStore {
     }
 
     /// Locks the state for one operation.
-    fn lock(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         // A panic inside a critical section cannot leave half a write: every operation validates
         // before it mutates, and mutations themselves do not panic. So the data of a poisoned lock
         // is still consistent and later calls may use it.
@@ -65,92 +58,14 @@ impl std::fmt::Debug for MemoryStore {
     }
 }
 
-#[async_trait]
-impl AttemptStore for MemoryStore {
-    async fn begin_attempt(&self, begin: BeginAttempt) -> Result<BegunAttempt, StoreError> {
-        self.lock().begin_attempt(begin)
-    }
-
-    async fn record_heartbeat(
-        &self,
-        attempt: &OwnedAttempt,
-        heartbeat: HeartbeatWrite,
-    ) -> Result<(), StoreError> {
-        self.lock().record_heartbeat(attempt, heartbeat)
-    }
-
-    async fn renew_lease(
-        &self,
-        attempt: &OwnedAttempt,
-        lease_expires_at_ms: u64,
-    ) -> Result<(), StoreError> {
-        self.lock().renew_lease(attempt, lease_expires_at_ms)
-    }
-
-    async fn end_attempt(
-        &self,
-        attempt: &OwnedAttempt,
-        end: AttemptEnd,
-        finished_at_ms: u64,
-        events: Vec<Event>,
-    ) -> Result<(), StoreError> {
-        self.lock()
-            .end_attempt(attempt, end, finished_at_ms, events)
-    }
-
-    async fn recover_abandoned(&self, now_ms: u64) -> Result<Vec<AttemptKey>, StoreError> {
-        Ok(self.lock().recover_abandoned(now_ms))
-    }
-
-    async fn list_attempts(
-        &self,
-        filter: &AttemptFilter,
-    ) -> Result<Vec<AttemptRecord>, StoreError> {
-        Ok(self.lock().list_attempts(filter))
-    }
-
-    async fn get_node(&self, node: &NodeKey) -> Result<Option<NodeRecord>, StoreError> {
-        Ok(self.lock().get_node(node))
-    }
-
-    async fn list_nodes(&self, run_id: &str) -> Result<Vec<NodeRecord>, StoreError> {
-        Ok(self.lock().list_nodes(run_id))
-    }
-
-    async fn list_runs(&self) -> Result<Vec<RunSummary>, StoreError> {
-        Ok(self.lock().list_runs())
-    }
-
-    async fn read_output(&self, node: &NodeKey) -> Result<Option<Value>, StoreError> {
-        Ok(self.lock().read_output(node))
-    }
-
-    async fn previous_checkpoint(&self, node: &NodeKey) -> Result<Option<Value>, StoreError> {
-        Ok(self.lock().previous_checkpoint(node))
-    }
-}
-
-#[async_trait]
-impl EventLog for MemoryStore {
-    async fn append(&self, events: Vec<Event>) -> Result<(), StoreError> {
-        self.lock().append(events);
-        Ok(())
-    }
-
-    async fn read_events(
-        &self,
-        run_id: &str,
-        after_seq: u64,
-        limit: u32,
-    ) -> Result<Vec<EventRecord>, StoreError> {
-        Ok(self.lock().read_events(run_id, after_seq, limit))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
-    use stint_domain::{AttemptState, EventKind, TaskError};
+    use stint_domain::{AttemptState, EventKind, EventRecord, NodeKey, TaskError};
+    use stint_ports::{
+        AttemptEnd, AttemptFilter, AttemptStore, BeginAttempt, HistoryStore, OwnedAttempt,
+        StoreError,
+    };
 
     use super::*;
 
@@ -268,15 +183,13 @@ mod tests {
     #[tokio::test]
     async fn sequence_numbers_are_one_two_three_across_runs() {
         let store = MemoryStore::new();
-        let event = |run_id: &str| {
-            let key = NodeKey::new(run_id, "n", 0).expect("valid key").attempt(1);
-            Event::new(&key, 0, EventKind::NodeFinished)
-        };
-        store
-            .append(vec![event("a"), event("b"), event("a")])
-            .await
-            .expect("append");
-        store.append(vec![event("b")]).await.expect("append");
+        for (run_id, at) in [("a", 1), ("b", 2), ("a", 3), ("b", 4)] {
+            let key = NodeKey::new(run_id, format!("n{at}"), 0).expect("valid key");
+            store
+                .begin_attempt(begin(&key, "owner", at))
+                .await
+                .expect("begin");
+        }
         let seqs = |records: Vec<EventRecord>| records.iter().map(|r| r.seq).collect::<Vec<_>>();
         assert_eq!(
             seqs(store.read_events("a", 0, 10).await.expect("read")),

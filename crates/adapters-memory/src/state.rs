@@ -97,70 +97,31 @@ impl State {
         &mut self,
         begin: BeginAttempt,
     ) -> Result<BegunAttempt, StoreError> {
-        let node = begin.node;
+        let node = begin.node.clone();
         let id = node_id(&node);
         let run = self.runs.get(node.run_id());
         let previous = run.and_then(|run| run.nodes.get(&id));
         if let Some(previous) = previous
             && previous.state == AttemptState::InProgress
         {
-            return Err(StoreError::conflict(format!(
-                "{node} already has attempt {} in progress",
-                previous.last_attempt
-            )));
+            return Err(StoreError::attempt_in_progress(
+                &node,
+                previous.last_attempt,
+            ));
         }
         let last_attempt = previous.map_or(0, |previous| previous.last_attempt);
-        let attempt = last_attempt.checked_add(1).ok_or_else(|| {
-            StoreError::conflict(format!(
-                "{node} has no attempt number left after {last_attempt}"
-            ))
-        })?;
-        let earlier: Vec<&StoredAttempt> = run
-            .map(|run| earlier_attempts(run, &id).collect())
-            .unwrap_or_default();
-        let checkpoint = earlier
-            .iter()
-            .rev()
-            .find_map(|stored| stored.record.heartbeat.clone());
-        let failed = earlier
-            .iter()
-            .filter(|stored| stored.record.state == AttemptState::Failed)
-            .count();
-        let failed_before = u32::try_from(failed).unwrap_or(u32::MAX);
+        let attempt = last_attempt
+            .checked_add(1)
+            .ok_or_else(|| StoreError::attempt_numbers_exhausted(&node))?;
+        let (checkpoint, failed_before) = run.map_or((None, 0), |run| history_of(run, &id));
 
         let key = node.attempt(attempt);
         let mut machine = AttemptMachine::new(key.clone(), RetryPolicy::default(), failed_before);
+        let started_at_ms = begin.started_at_ms;
         let events = machine
-            .apply(AttemptCommand::Start, begin.started_at_ms)
+            .apply(AttemptCommand::Start, started_at_ms)
             .map_err(|error| StoreError::conflict(error.to_string()))?;
-        let record = AttemptRecord {
-            run_id: node.run_id().to_owned(),
-            node_id: node.node_id().to_owned(),
-            iteration: node.iteration(),
-            attempt,
-            state: AttemptState::InProgress,
-            error: None,
-            retryable: None,
-            heartbeat: None,
-            last_heartbeat_at_ms: None,
-            started_at_ms: begin.started_at_ms,
-            finished_at_ms: None,
-            vcs: None,
-            metadata: begin.metadata,
-            working_dir: begin.working_dir,
-            owner: begin.owner,
-            lease_expires_at_ms: begin.lease_expires_at_ms,
-        };
-        let node_record = NodeRecord {
-            run_id: node.run_id().to_owned(),
-            node_id: node.node_id().to_owned(),
-            iteration: node.iteration(),
-            state: AttemptState::InProgress,
-            last_attempt: attempt,
-            updated_at_ms: begin.started_at_ms,
-            output_table: begin.output_table,
-            label: begin.label,
-        };
+        let (record, node_record) = new_rows(attempt, begin);
         let run = self.runs.entry(node.run_id().to_owned()).or_default();
         run.attempts
             .insert(attempt_id(&key), StoredAttempt { record, machine });
@@ -194,7 +155,9 @@ impl State {
                 heartbeat.received_at_ms,
             )
             .map_err(|error| StoreError::conflict(error.to_string()))?;
-        stored.record.last_heartbeat_at_ms = Some(heartbeat.received_at_ms);
+        // As SQLite's MAX and PostgreSQL's GREATEST: a late write never moves the time back.
+        let last = stored.record.last_heartbeat_at_ms.unwrap_or(0);
+        stored.record.last_heartbeat_at_ms = Some(last.max(heartbeat.received_at_ms));
         // A bare ping proves liveness only: the checkpoint it would otherwise erase is kept.
         if let Some(payload) = heartbeat.payload {
             stored.record.heartbeat = Some(payload);
@@ -365,13 +328,6 @@ impl State {
             .cloned()
     }
 
-    pub(crate) fn previous_checkpoint(&self, node: &NodeKey) -> Option<Value> {
-        let run = self.runs.get(node.run_id())?;
-        earlier_attempts(run, &node_id(node))
-            .rev()
-            .find_map(|stored| stored.record.heartbeat.clone())
-    }
-
     /// The attempt `attempt` names, if it is in progress and owned by its token; otherwise the
     /// conflict the caller returns.
     fn owned_in_progress(
@@ -384,16 +340,10 @@ impl State {
             .and_then(|run| run.attempts.get_mut(&attempt_id(&attempt.key)))
             .ok_or_else(|| missing(&attempt.key))?;
         if stored.record.owner != attempt.owner {
-            return Err(StoreError::conflict(format!(
-                "{} is owned by another execution",
-                attempt.key
-            )));
+            return Err(StoreError::not_owned(&attempt.key));
         }
         if stored.record.state != AttemptState::InProgress {
-            return Err(StoreError::conflict(format!(
-                "{} is already {}",
-                attempt.key, stored.record.state
-            )));
+            return Err(StoreError::not_owned(&attempt.key));
         }
         Ok(stored)
     }
@@ -411,7 +361,52 @@ fn earlier_attempts<'a>(
 }
 
 fn missing(key: &AttemptKey) -> StoreError {
-    StoreError::conflict(format!("{key} does not exist"))
+    StoreError::not_owned(key)
+}
+
+/// The checkpoint (newest recorded payload) and the number of failed attempts of node `id`.
+fn history_of(run: &Run, id: &NodeId) -> (Option<Value>, u32) {
+    let checkpoint = earlier_attempts(run, id)
+        .rev()
+        .find_map(|stored| stored.record.heartbeat.clone());
+    let failed = earlier_attempts(run, id)
+        .filter(|stored| stored.record.state == AttemptState::Failed)
+        .count();
+    (checkpoint, u32::try_from(failed).unwrap_or(u32::MAX))
+}
+
+/// The attempt row and the node row `begin_attempt` writes for attempt `attempt` of `node`.
+fn new_rows(attempt: u32, begin: BeginAttempt) -> (AttemptRecord, NodeRecord) {
+    let node = &begin.node;
+    let record = AttemptRecord {
+        run_id: node.run_id().to_owned(),
+        node_id: node.node_id().to_owned(),
+        iteration: node.iteration(),
+        attempt,
+        state: AttemptState::InProgress,
+        error: None,
+        retryable: None,
+        heartbeat: None,
+        last_heartbeat_at_ms: None,
+        started_at_ms: begin.started_at_ms,
+        finished_at_ms: None,
+        vcs: None,
+        metadata: begin.metadata,
+        working_dir: begin.working_dir,
+        owner: begin.owner,
+        lease_expires_at_ms: begin.lease_expires_at_ms,
+    };
+    let node_record = NodeRecord {
+        run_id: node.run_id().to_owned(),
+        node_id: node.node_id().to_owned(),
+        iteration: node.iteration(),
+        state: AttemptState::InProgress,
+        last_attempt: attempt,
+        updated_at_ms: begin.started_at_ms,
+        output_table: begin.output_table,
+        label: begin.label,
+    };
+    (record, node_record)
 }
 
 fn summarise(run_id: &str, run: &Run) -> RunSummary {

@@ -1,13 +1,10 @@
-//! The event log: appends under a per-run advisory lock, reads in sequence order.
+//! The event log: appends under a per-run advisory lock, and the decoding of stored events.
 
-use async_trait::async_trait;
-use sqlx::Row;
 use sqlx::postgres::PgConnection;
 use stint_domain::{Event, EventRecord};
-use stint_ports::{EventLog, StoreError};
+use stint_ports::StoreError;
 
-use crate::PostgresStore;
-use crate::error::{OpError, retrying, to_i64, to_u64};
+use crate::error::{OpError, to_i64, to_u64};
 
 /// The advisory lock key of a run's event sequence: FNV-1a of the run id, fixed so that every
 /// stint binary on every machine computes the same key. A collision only makes two runs share
@@ -104,7 +101,7 @@ impl EventColumns {
     }
 }
 
-fn decode_event(seq: i64, body: serde_json::Value) -> Result<EventRecord, OpError> {
+pub(crate) fn decode_event(seq: i64, body: serde_json::Value) -> Result<EventRecord, OpError> {
     let event: Event = serde_json::from_value(body).map_err(|error| {
         OpError::Store(StoreError::incompatible(format!(
             "event {seq} does not decode: {error}"
@@ -114,46 +111,6 @@ fn decode_event(seq: i64, body: serde_json::Value) -> Result<EventRecord, OpErro
         seq: to_u64("events.seq", seq)?,
         event,
     })
-}
-
-#[async_trait]
-impl EventLog for PostgresStore {
-    async fn append(&self, events: Vec<Event>) -> Result<(), StoreError> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let events = &events;
-        retrying(&self.endpoint, "appending events", || async move {
-            let mut tx = self.pool.begin().await?;
-            insert_events(&mut tx, events).await?;
-            tx.commit().await?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn read_events(
-        &self,
-        run_id: &str,
-        after_seq: u64,
-        limit: u32,
-    ) -> Result<Vec<EventRecord>, StoreError> {
-        retrying(&self.endpoint, "reading events", || async move {
-            let rows = sqlx::query(
-                "SELECT seq, body FROM events WHERE run_id = $1 AND seq > $2 \
-                 ORDER BY seq LIMIT $3",
-            )
-            .bind(run_id)
-            .bind(to_i64(after_seq))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-            rows.into_iter()
-                .map(|row| decode_event(row.try_get("seq")?, row.try_get("body")?))
-                .collect()
-        })
-        .await
-    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! PostgreSQL storage adapter of stint: many workers on many machines, one database.
 //!
-//! [`PostgresStore`] implements the [`AttemptStore`](stint_ports::AttemptStore) and
-//! [`EventLog`](stint_ports::EventLog) ports over a sqlx pool. Every query is a runtime query with
+//! [`PostgresStore`] implements the write port ([`AttemptStore`](stint_ports::AttemptStore)) and
+//! the query port ([`HistoryStore`](stint_ports::HistoryStore)) over a sqlx pool. Every query is a runtime query with
 //! every value bound; the only identifier ever written into SQL text is the validated schema name
 //! of `?schema=`. Migrations are embedded and run on [`PostgresStore::connect`].
 //!
@@ -16,13 +16,13 @@
 //!   is commit order and a reader tailing `seq > last` never skips an event committed late.
 #![deny(missing_docs)]
 
-mod attempts;
-mod config;
 mod error;
 mod events;
-mod reads;
+mod options;
+mod query;
 #[cfg(feature = "test-support")]
 pub mod test_support;
+mod write;
 
 use std::sync::Arc;
 
@@ -30,12 +30,12 @@ use sqlx::Connection;
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use stint_ports::StoreError;
 
-pub use config::{
+pub use options::{
     DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, validate_schema,
 };
 
-use crate::config::StoreConfig;
 use crate::error::{map_migrate, map_sqlx};
+use crate::options::StoreConfig;
 
 /// A stint store in a PostgreSQL database (one schema of it).
 ///

@@ -11,7 +11,7 @@ use stint_adapters_postgres::PostgresStore;
 use stint_adapters_postgres::test_support::{fresh_schema, server_url, with_param};
 use stint_domain::{EventKind, NodeKey};
 use stint_ports::{
-    AttemptEnd, AttemptFilter, AttemptStore, BeginAttempt, EventLog, OwnedAttempt, StoreError,
+    AttemptEnd, AttemptFilter, AttemptStore, BeginAttempt, HistoryStore, OwnedAttempt, StoreError,
 };
 
 fn begin(node: &NodeKey, owner: String, now: u64, lease: u64) -> BeginAttempt {

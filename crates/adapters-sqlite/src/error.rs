@@ -35,17 +35,17 @@ pub(crate) fn map(error: sqlx::Error) -> StoreError {
         return StoreError::conflict(format!("unique key taken: {}", db.message()));
     }
     match primary_code(&error) {
-        Some(SQLITE_BUSY | SQLITE_LOCKED) => StoreError::unavailable(format!(
-            "database stayed locked past the busy timeout: {error}"
-        )),
+        Some(SQLITE_BUSY | SQLITE_LOCKED) => {
+            StoreError::unavailable_from("the database stayed locked past the busy timeout", error)
+        }
         Some(SQLITE_CORRUPT | SQLITE_NOTADB) => {
-            StoreError::incompatible(format!("database is corrupt: {error}"))
+            StoreError::incompatible_from("the database is corrupt", error)
         }
         _ => match error {
             sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
-                StoreError::incompatible(format!("a row does not decode: {error}"))
+                StoreError::incompatible_from(format!("a row does not decode: {error}"), error)
             }
-            other => StoreError::unavailable(other.to_string()),
+            other => StoreError::unavailable_from(other.to_string(), other),
         },
     }
 }
@@ -55,19 +55,22 @@ pub(crate) fn map_open(path: &Path, error: sqlx::Error) -> StoreError {
     let shown = path.display();
     match primary_code(&error) {
         Some(SQLITE_NOTADB | SQLITE_CORRUPT) => {
-            StoreError::incompatible(format!("{shown}: file is not a database ({error})"))
+            StoreError::incompatible_from(format!("{shown} is not a SQLite database"), error)
         }
-        Some(SQLITE_CANTOPEN) => StoreError::unavailable(format!(
-            "{shown}: cannot open or create the database ({error})"
-        )),
+        Some(SQLITE_CANTOPEN) => StoreError::unavailable_from(
+            format!("{shown}: cannot open or create the database"),
+            error,
+        ),
         _ => match map(error) {
-            StoreError::Unavailable { message } => {
-                StoreError::unavailable(format!("{shown}: {message}"))
-            }
-            StoreError::Incompatible { message } => {
-                StoreError::incompatible(format!("{shown}: {message}"))
-            }
-            conflict => conflict,
+            StoreError::Unavailable { message, source } => StoreError::Unavailable {
+                message: format!("{shown}: {message}"),
+                source,
+            },
+            StoreError::Incompatible { message, source } => StoreError::Incompatible {
+                message: format!("{shown}: {message}"),
+                source,
+            },
+            other => other,
         },
     }
 }

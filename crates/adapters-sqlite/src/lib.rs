@@ -1,6 +1,7 @@
 //! SQLite storage adapter of stint: the embedded default.
 //!
-//! [`SqliteStore`] implements the ports' [`AttemptStore`] and [`EventLog`] on one SQLite file in
+//! [`SqliteStore`] implements the write port ([`AttemptStore`](stint_ports::AttemptStore)) and the query
+//! port ([`HistoryStore`](stint_ports::HistoryStore)) on one SQLite file in
 //! WAL mode, with foreign keys on, a busy timeout and `synchronous=FULL` unless the user opts for
 //! `NORMAL`. Every write is one `BEGIN IMMEDIATE` transaction, so a crash at any instant leaves
 //! a step wholly done or not at all, and two processes on one file queue instead of deadlocking.
@@ -14,22 +15,14 @@
 mod connect;
 mod error;
 mod options;
-mod read;
+mod query;
 mod write;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use serde_json::Value;
 use sqlx::sqlite::SqlitePool;
-use stint_domain::{
-    AttemptKey, AttemptRecord, Event, EventRecord, NodeKey, NodeRecord, RunSummary,
-};
-use stint_ports::{
-    AttemptEnd, AttemptFilter, AttemptStore, BeginAttempt, BegunAttempt, EventLog, HeartbeatWrite,
-    OwnedAttempt, StoreError,
-};
+use stint_ports::StoreError;
 
 pub use options::{SqliteOptions, Synchronous};
 
@@ -72,85 +65,5 @@ impl SqliteStore {
     /// Closes every connection of the pool, waiting for those in use to come back.
     pub async fn close(&self) {
         self.pool.close().await;
-    }
-}
-
-#[async_trait]
-impl AttemptStore for SqliteStore {
-    async fn begin_attempt(&self, begin: BeginAttempt) -> Result<BegunAttempt, StoreError> {
-        write::begin_attempt(&self.pool, begin).await
-    }
-
-    async fn record_heartbeat(
-        &self,
-        attempt: &OwnedAttempt,
-        heartbeat: HeartbeatWrite,
-    ) -> Result<(), StoreError> {
-        write::record_heartbeat(&self.pool, attempt, heartbeat).await
-    }
-
-    async fn renew_lease(
-        &self,
-        attempt: &OwnedAttempt,
-        lease_expires_at_ms: u64,
-    ) -> Result<(), StoreError> {
-        write::renew_lease(&self.pool, attempt, lease_expires_at_ms).await
-    }
-
-    async fn end_attempt(
-        &self,
-        attempt: &OwnedAttempt,
-        end: AttemptEnd,
-        finished_at_ms: u64,
-        events: Vec<Event>,
-    ) -> Result<(), StoreError> {
-        write::end_attempt(&self.pool, attempt, end, finished_at_ms, events).await
-    }
-
-    async fn recover_abandoned(&self, now_ms: u64) -> Result<Vec<AttemptKey>, StoreError> {
-        write::recover_abandoned(&self.pool, now_ms).await
-    }
-
-    async fn list_attempts(
-        &self,
-        filter: &AttemptFilter,
-    ) -> Result<Vec<AttemptRecord>, StoreError> {
-        read::list_attempts(&self.pool, filter).await
-    }
-
-    async fn get_node(&self, node: &NodeKey) -> Result<Option<NodeRecord>, StoreError> {
-        read::get_node(&self.pool, node).await
-    }
-
-    async fn list_nodes(&self, run_id: &str) -> Result<Vec<NodeRecord>, StoreError> {
-        read::list_nodes(&self.pool, run_id).await
-    }
-
-    async fn list_runs(&self) -> Result<Vec<RunSummary>, StoreError> {
-        read::list_runs(&self.pool).await
-    }
-
-    async fn read_output(&self, node: &NodeKey) -> Result<Option<Value>, StoreError> {
-        read::read_output(&self.pool, node).await
-    }
-
-    async fn previous_checkpoint(&self, node: &NodeKey) -> Result<Option<Value>, StoreError> {
-        read::previous_checkpoint(&self.pool, node).await
-    }
-}
-
-#[async_trait]
-impl EventLog for SqliteStore {
-    async fn append(&self, events: Vec<Event>) -> Result<(), StoreError> {
-        write::append(&self.pool, events).await
-    }
-
-    async fn read_events(
-        &self,
-        run_id: &str,
-        after_seq: u64,
-        limit: u32,
-    ) -> Result<Vec<EventRecord>, StoreError> {
-        read::read_events(&self.pool, run_id, after_seq, limit).await
     }
 }

@@ -1,10 +1,11 @@
-//! Every write of the store, each one `BEGIN IMMEDIATE` transaction.
+//! The write port on SQLite: every write of the store, each one `BEGIN IMMEDIATE` transaction.
 //!
 //! `BEGIN IMMEDIATE` takes the write lock before the first read, so a transaction never has to
 //! upgrade a read lock into a write lock: two writers queue on the busy timeout instead of one of
 //! them failing with `SQLITE_BUSY` halfway through. Dropping a transaction before its commit rolls
 //! it back, which is what makes every early return (and a cancelled future) leave no trace.
 
+use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::Row;
 use sqlx::query::Query;
@@ -12,9 +13,10 @@ use sqlx::sqlite::{SqliteArguments, SqlitePool};
 use sqlx::{Sqlite, SqliteConnection, Transaction};
 use stint_domain::{AttemptKey, AttemptState, Event, EventKind, NodeKey, TaskError};
 use stint_ports::{
-    AttemptEnd, BeginAttempt, BegunAttempt, HeartbeatWrite, OwnedAttempt, StoreError,
+    AttemptEnd, AttemptStore, BeginAttempt, BegunAttempt, HeartbeatWrite, OwnedAttempt, StoreError,
 };
 
+use crate::SqliteStore;
 use crate::error::{map, parse_json, to_i64, to_json, to_u32};
 
 type SqliteQuery<'a> = Query<'a, Sqlite, SqliteArguments>;
@@ -64,17 +66,8 @@ pub(crate) async fn insert_events(
     Ok(())
 }
 
-/// Appends `events` in one transaction.
-pub(crate) async fn append(pool: &SqlitePool, events: Vec<Event>) -> Result<(), StoreError> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    let mut tx = begin_immediate(pool).await?;
-    insert_events(&mut tx, &events).await?;
-    tx.commit().await.map_err(map)
-}
-
-/// Steps 1 and 2 of SPEC section 3 in one transaction.
+/// Allocates the next attempt number, reads the checkpoint and the earlier failures, inserts
+/// the attempt, upserts the node and appends `NodeStarted`, in one transaction.
 pub(crate) async fn begin_attempt(
     pool: &SqlitePool,
     begin: BeginAttempt,
@@ -99,18 +92,33 @@ pub(crate) async fn begin_attempt(
     )?;
     let in_progress: i64 = summary.try_get("in_progress").map_err(map)?;
     if in_progress > 0 {
-        return Err(StoreError::conflict(format!(
-            "{node} already has attempt {last_attempt} in progress"
-        )));
+        return Err(StoreError::attempt_in_progress(node, last_attempt));
     }
     let failed_before = to_u32(summary.try_get("failed").map_err(map)?, "failure count")?;
-    let attempt = last_attempt.checked_add(1).ok_or_else(|| {
-        StoreError::conflict(format!(
-            "{node} has no attempt number left after {last_attempt}"
-        ))
-    })?;
+    let attempt = last_attempt
+        .checked_add(1)
+        .ok_or_else(|| StoreError::attempt_numbers_exhausted(node))?;
     let checkpoint = checkpoint_in(&mut tx, node).await?;
     let key = node.attempt(attempt);
+    insert_rows(&mut tx, &begin, &key).await?;
+    let started = Event::new(&key, begin.started_at_ms, EventKind::NodeStarted);
+    insert_events(&mut tx, &[started]).await?;
+    tx.commit().await.map_err(map)?;
+    tracing::debug!(attempt = %key, failed_before, "attempt begun");
+    Ok(BegunAttempt {
+        attempt,
+        checkpoint,
+        failed_before,
+    })
+}
+
+/// Inserts the attempt row of `key` (`in-progress`) and upserts its node's row.
+async fn insert_rows(
+    conn: &mut SqliteConnection,
+    begin: &BeginAttempt,
+    key: &AttemptKey,
+) -> Result<(), StoreError> {
+    let node = &begin.node;
     let started_at_ms = to_i64(begin.started_at_ms, "start time")?;
     bind_attempt(
         sqlx::query(
@@ -118,14 +126,14 @@ pub(crate) async fn begin_attempt(
                  lease_expires_at_ms, started_at_ms, metadata, working_dir) \
              VALUES (?, ?, ?, ?, 'in-progress', ?, ?, ?, ?, ?)",
         ),
-        &key,
+        key,
     )
     .bind(begin.owner.as_str())
     .bind(to_i64(begin.lease_expires_at_ms, "lease expiry")?)
     .bind(started_at_ms)
     .bind(to_json(&begin.metadata, "metadata")?)
     .bind(begin.working_dir.as_deref())
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await
     .map_err(map)?;
     bind_node(
@@ -140,26 +148,18 @@ pub(crate) async fn begin_attempt(
         ),
         node,
     )
-    .bind(attempt)
+    .bind(key.attempt)
     .bind(started_at_ms)
     .bind(begin.output_table.as_deref())
     .bind(begin.label.as_deref())
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await
     .map_err(map)?;
-    let started = Event::new(&key, begin.started_at_ms, EventKind::NodeStarted);
-    insert_events(&mut tx, &[started]).await?;
-    tx.commit().await.map_err(map)?;
-    tracing::debug!(attempt = %key, failed_before, "attempt begun");
-    Ok(BegunAttempt {
-        attempt,
-        checkpoint,
-        failed_before,
-    })
+    Ok(())
 }
 
 /// The payload of the newest attempt of `node` that recorded one.
-pub(crate) async fn checkpoint_in(
+async fn checkpoint_in(
     conn: &mut SqliteConnection,
     node: &NodeKey,
 ) -> Result<Option<Value>, StoreError> {
@@ -185,10 +185,7 @@ pub(crate) async fn checkpoint_in(
 
 /// The conflict every owner-conditional write returns when it matches no row.
 fn not_owned(attempt: &OwnedAttempt) -> StoreError {
-    StoreError::conflict(format!(
-        "{} is not in progress under this owner (it ended, or recovery declared it abandoned)",
-        attempt.key
-    ))
+    StoreError::not_owned(&attempt.key)
 }
 
 /// Runs an owner-conditional update in `tx`; zero rows is a conflict (and the caller's
@@ -399,4 +396,41 @@ pub(crate) async fn recover_abandoned(
     }
     tx.commit().await.map_err(map)?;
     Ok(marked)
+}
+
+#[async_trait]
+impl AttemptStore for SqliteStore {
+    async fn begin_attempt(&self, begin: BeginAttempt) -> Result<BegunAttempt, StoreError> {
+        begin_attempt(self.pool(), begin).await
+    }
+
+    async fn record_heartbeat(
+        &self,
+        attempt: &OwnedAttempt,
+        heartbeat: HeartbeatWrite,
+    ) -> Result<(), StoreError> {
+        record_heartbeat(self.pool(), attempt, heartbeat).await
+    }
+
+    async fn renew_lease(
+        &self,
+        attempt: &OwnedAttempt,
+        lease_expires_at_ms: u64,
+    ) -> Result<(), StoreError> {
+        renew_lease(self.pool(), attempt, lease_expires_at_ms).await
+    }
+
+    async fn end_attempt(
+        &self,
+        attempt: &OwnedAttempt,
+        end: AttemptEnd,
+        finished_at_ms: u64,
+        events: Vec<Event>,
+    ) -> Result<(), StoreError> {
+        end_attempt(self.pool(), attempt, end, finished_at_ms, events).await
+    }
+
+    async fn recover_abandoned(&self, now_ms: u64) -> Result<Vec<AttemptKey>, StoreError> {
+        recover_abandoned(self.pool(), now_ms).await
+    }
 }

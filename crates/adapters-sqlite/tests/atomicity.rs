@@ -10,7 +10,7 @@ use common::{begin, count, node, owned, store_in};
 use serde_json::json;
 use stint_adapters_sqlite::SqliteStore;
 use stint_domain::{AttemptState, Event, EventKind};
-use stint_ports::{AttemptEnd, AttemptFilter, AttemptStore};
+use stint_ports::{AttemptEnd, AttemptFilter, AttemptStore, HistoryStore};
 
 /// Makes every insert into `events` fail, as a fault in the last statement of a step.
 async fn break_event_inserts(store: &SqliteStore) {

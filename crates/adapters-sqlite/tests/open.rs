@@ -9,8 +9,7 @@ use common::store_in;
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{Connection, Row};
 use stint_adapters_sqlite::{SqliteOptions, SqliteStore};
-use stint_domain::{Event, EventKind};
-use stint_ports::{EventLog, StoreError};
+use stint_ports::{AttemptStore, HistoryStore, StoreError};
 
 async fn pragma(store: &SqliteStore, name: &str) -> String {
     let sql = match name {
@@ -111,7 +110,16 @@ async fn a_file_that_is_not_a_database_is_refused_naming_the_path() {
     );
     let message = error.to_string();
     assert!(message.contains(&path.display().to_string()), "{message}");
-    assert!(message.contains("file is not a database"), "{message}");
+    // Said once, in the user's words; SQLite's own wording stays in the error's source.
+    assert_eq!(
+        message,
+        format!("store incompatible: {} is not a SQLite database", path.display())
+    );
+    let source = std::error::Error::source(&error).map(ToString::to_string);
+    assert!(
+        source.is_some_and(|source| source.contains("file is not a database")),
+        "{error:?}"
+    );
 }
 
 #[tokio::test]
@@ -146,15 +154,15 @@ async fn a_lock_held_past_the_busy_timeout_is_unavailable() {
         .execute(&mut other)
         .await
         .unwrap();
-    let key = common::node().attempt(1);
+    let node = common::node();
     let error = store
-        .append(vec![Event::new(&key, 1, EventKind::NodeFinished)])
+        .begin_attempt(common::begin(&node, "owner", 1))
         .await
         .expect_err("the write lock is held elsewhere");
     assert!(matches!(error, StoreError::Unavailable { .. }), "{error:?}");
     sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
     store
-        .append(vec![Event::new(&key, 1, EventKind::NodeFinished)])
+        .begin_attempt(common::begin(&node, "owner", 1))
         .await
         .expect("free again");
 }

@@ -10,7 +10,7 @@ use common::{begin, node, owned, store_in};
 use serde_json::json;
 use stint_adapters_sqlite::{SqliteOptions, SqliteStore};
 use stint_domain::{AttemptState, EventKind};
-use stint_ports::{AttemptEnd, AttemptFilter, AttemptStore, EventLog, StoreError};
+use stint_ports::{AttemptEnd, AttemptFilter, AttemptStore, HistoryStore, StoreError};
 
 const TOTAL: u32 = 200;
 const WORKERS: u32 = 4;

@@ -8,16 +8,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
 use serde_json::{Value, json};
+use stint_adapters_memory::MemoryStore;
 use stint_domain::{AttemptKey, Event, EventKind, NodeKey, TaskDescriptor};
 use stint_engine::{
     CancellationToken, Engine, EngineOptions, NoVcs, Observer, Ports, TaskContext, TaskFailure,
 };
-use stint_ports::{BeginAttempt, HeartbeatWrite, OwnedAttempt, Store};
+use stint_ports::{BeginAttempt, HeartbeatWrite, InstrumentedStore, OwnedAttempt, Store, WriteOp};
 
 use crate::Settings;
 use crate::backend::Backend;
 use crate::report::Row;
-use crate::slow_store::SlowStore;
 use crate::stats::{Spread, quantile, rate};
 
 /// Counts the heartbeats the engine wrote (after coalescing).
@@ -65,7 +65,10 @@ fn timer_overhead_ns() -> f64 {
 
 /// One repetition of benchmark 2: per-call times in ns, and the writes issued meanwhile.
 async fn call_cost_once(calls: usize, payload: &Value) -> Result<(Vec<f64>, u64)> {
-    let (engine, writes) = engine_counting(Arc::new(SlowStore::default()));
+    // Heartbeat writes take 10 ms, as on a slow disk or a far database.
+    let slow = InstrumentedStore::new(Arc::new(MemoryStore::new()));
+    slow.set_delay(WriteOp::Heartbeat, Duration::from_millis(10));
+    let (engine, writes) = engine_counting(Arc::new(slow));
     let mut desc = TaskDescriptor::new(NodeKey::new("hbcost", "n", 0)?);
     // A 12 ms heartbeat timeout makes the throttle interval 9 ms, shorter than one 10 ms write:
     // the writer is busy with the slow store for the whole loop.

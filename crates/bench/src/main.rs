@@ -26,7 +26,6 @@ mod lifecycle;
 mod machine;
 mod memory;
 mod report;
-mod slow_store;
 mod stats;
 mod watchdog;
 

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, ensure};
 use stint_adapters_memory::MemoryStore;
 use stint_domain::{AttemptKey, EventKind, NodeKey, TaskDescriptor};
 use stint_engine::{CancellationToken, TaskContext, TaskFailure};
-use stint_ports::EventLog;
+use stint_ports::HistoryStore;
 use tokio::task::JoinSet;
 
 use crate::Settings;

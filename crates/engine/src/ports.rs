@@ -5,15 +5,13 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use stint_ports::{AttemptStore, Clock, EventLog, Store, VcsProbe};
+use stint_ports::{AttemptStore, Clock, VcsProbe};
 
 /// Everything the engine talks to.
 #[derive(Clone, Debug)]
 pub struct Ports {
-    /// Attempts, nodes and outputs.
+    /// The write port: begin, heartbeats, lease renewals, terminal states, recovery.
     pub store: Arc<dyn AttemptStore>,
-    /// The event log.
-    pub events: Arc<dyn EventLog>,
     /// Where the code stood, read on success.
     pub vcs: Arc<dyn VcsProbe>,
     /// Wall time, in milliseconds since the epoch.
@@ -21,13 +19,10 @@ pub struct Ports {
 }
 
 impl Ports {
-    /// Ports backed by one store that is both attempt store and event log, on the system clock.
-    pub fn new(store: Arc<dyn Store>, vcs: Arc<dyn VcsProbe>) -> Self {
-        let attempts: Arc<dyn AttemptStore> = store.clone();
-        let events: Arc<dyn EventLog> = store;
+    /// Ports on `store`, on the system clock.
+    pub fn new(store: Arc<dyn AttemptStore>, vcs: Arc<dyn VcsProbe>) -> Self {
         Self {
-            store: attempts,
-            events,
+            store,
             vcs,
             clock: Arc::new(SystemClock),
         }

@@ -7,10 +7,11 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{CountingStore, Harness, attempts, desc, engine_on, event_types, events, names};
+use common::{Harness, attempts, desc, engine_on, event_types, events, heartbeat_writes, names};
 use serde_json::{Value, json};
 use stint_domain::{AttemptState, EventKind};
 use stint_engine::{CancellationToken, Heartbeat, TaskContext, TaskFailure};
+use stint_ports::WriteOp;
 
 scenarios! {
     both: [
@@ -108,23 +109,26 @@ async fn a_thousand_heartbeats_in_one_interval_coalesce_into_few_writes(h: Harne
     assert_eq!(outcome.state, AttemptState::Finished);
     if h.paused {
         assert_eq!(
-            store.writes(),
+            heartbeat_writes(&store),
             2,
             "the first at once, the last at the flush"
         );
     }
     // On the real clock a slow machine may stretch the loop past one 500 ms interval.
     assert!(
-        (1..=3).contains(&store.writes()),
+        (1..=3).contains(&heartbeat_writes(&store)),
         "{} writes",
-        store.writes()
+        heartbeat_writes(&store)
     );
     assert_eq!(attempts(store).await[0].heartbeat, Some(json!({"i": 999})));
     let beats = names(&event_types(store).await)
         .iter()
         .filter(|n| **n == "TaskHeartbeat")
         .count();
-    assert_eq!(u64::try_from(beats).expect("count"), store.writes());
+    assert_eq!(
+        u64::try_from(beats).expect("count"),
+        heartbeat_writes(&store)
+    );
 }
 
 async fn writes_are_throttled_to_the_interval(h: Harness) {
@@ -232,7 +236,7 @@ async fn heartbeats_after_the_end_are_ignored_and_nothing_keeps_running(h: Harne
     assert_eq!(handle.beat(json!({"n": 2})), Ok(()));
     handle.ping();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(store.writes(), 1);
+    assert_eq!(heartbeat_writes(&store), 1);
     assert_eq!(attempts(store).await[0].heartbeat, Some(json!({"n": 1})));
 }
 
@@ -261,10 +265,8 @@ async fn no_task_survives_a_timed_out_attempt(h: Harness) {
 }
 
 async fn a_slow_store_does_not_slow_the_heartbeat_call(h: Harness) {
-    let store = CountingStore {
-        write_delay: Some(Duration::from_millis(10)),
-        ..h.store
-    };
+    let store = h.store;
+    store.set_delay(WriteOp::Heartbeat, Duration::from_millis(10));
     let engine = engine_on(store.clone());
     let compute = |ctx: TaskContext| async move {
         let before = tokio::time::Instant::now();

@@ -12,7 +12,7 @@ use common::{EPOCH_MS, FAKE_REVISION, Harness, attempts, desc, event_types, even
 use serde_json::{Value, json};
 use stint_domain::{AttemptState, ErrorCode, EventKind, TaskDescriptor};
 use stint_engine::{CancellationToken, EngineError, TaskContext, TaskFailure};
-use stint_ports::AttemptStore;
+use stint_ports::{AttemptStore, HistoryStore};
 
 scenarios! {
     both: [

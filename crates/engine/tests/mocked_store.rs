@@ -9,7 +9,7 @@ use stint_domain::{AttemptState, ErrorCode, NodeKey, TaskDescriptor};
 use stint_engine::{
     CancellationToken, Engine, EngineError, EngineOptions, NoVcs, Ports, TaskContext, TokioClock,
 };
-use stint_ports::{AttemptEnd, BegunAttempt, MockAttemptStore, MockEventLog, StoreError};
+use stint_ports::{AttemptEnd, BegunAttempt, MockAttemptStore, StoreError};
 
 fn desc() -> TaskDescriptor {
     TaskDescriptor::new(NodeKey::new("r", "n", 0).expect("valid key"))
@@ -18,7 +18,6 @@ fn desc() -> TaskDescriptor {
 fn engine(store: MockAttemptStore) -> Engine {
     let ports = Ports {
         store: Arc::new(store),
-        events: Arc::new(MockEventLog::new()),
         vcs: Arc::new(NoVcs),
         clock: Arc::new(TokioClock::at(1_000)),
     };

@@ -1,9 +1,19 @@
-//! The one error type of every store.
+//! The one error type of every store, and the conflicts every adapter words the same way.
 
-use stint_domain::{ErrorCode, TaskError};
+use std::fmt;
+use std::sync::Arc;
+
+use stint_domain::{AttemptKey, ErrorCode, NodeKey, TaskError};
+
+/// The error a store's driver reported, kept as the source of a [`StoreError`].
+pub type StoreErrorSource = Arc<dyn std::error::Error + Send + Sync + 'static>;
 
 /// What can go wrong in a store, each a case a caller can act on.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// Two errors are equal when they are the same case with the same message; the source is not
+/// compared.
+#[derive(Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// A conditional write matched no row (another execution owns the attempt, or it already
     /// ended), or a unique key was taken by a concurrent writer.
@@ -17,6 +27,9 @@ pub enum StoreError {
     Unavailable {
         /// What failed (never a password).
         message: String,
+        /// The driver's error, when there was one.
+        #[source]
+        source: Option<StoreErrorSource>,
     },
     /// The store's URL or options are wrong (an unknown option, a malformed value): the user's
     /// input, not the store, must change.
@@ -31,6 +44,9 @@ pub enum StoreError {
     Incompatible {
         /// What is wrong, naming the path or schema version.
         message: String,
+        /// The driver's error, when there was one.
+        #[source]
+        source: Option<StoreErrorSource>,
     },
 }
 
@@ -46,6 +62,18 @@ impl StoreError {
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::Unavailable {
             message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An unavailable store with `message`, caused by the driver's `source`.
+    pub fn unavailable_from(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Unavailable {
+            message: message.into(),
+            source: Some(Arc::new(source)),
         }
     }
 
@@ -60,7 +88,41 @@ impl StoreError {
     pub fn incompatible(message: impl Into<String>) -> Self {
         Self::Incompatible {
             message: message.into(),
+            source: None,
         }
+    }
+
+    /// An incompatible store with `message`, caused by the driver's `source`.
+    pub fn incompatible_from(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Incompatible {
+            message: message.into(),
+            source: Some(Arc::new(source)),
+        }
+    }
+
+    /// `begin_attempt` refused: `node` already has attempt `attempt` in progress.
+    pub fn attempt_in_progress(node: &NodeKey, attempt: u32) -> Self {
+        Self::conflict(format!(
+            "{node} already has attempt {attempt} in progress (if its process died, run `stint \
+             recover` or wait for its lease to expire)"
+        ))
+    }
+
+    /// `begin_attempt` refused: `node` has used every attempt number.
+    pub fn attempt_numbers_exhausted(node: &NodeKey) -> Self {
+        Self::conflict(format!("{node} has run out of attempt numbers"))
+    }
+
+    /// A write for `attempt` matched no row: it ended, was declared abandoned, or is owned by
+    /// another execution.
+    pub fn not_owned(attempt: &AttemptKey) -> Self {
+        Self::conflict(format!(
+            "{attempt} is no longer in progress under this owner (it ended, or was declared \
+             abandoned)"
+        ))
     }
 
     /// The stable code of this error.
@@ -73,14 +135,81 @@ impl StoreError {
         }
     }
 
+    /// The message without the case's prefix.
+    pub fn message(&self) -> &str {
+        match self {
+            Self::Conflict { message }
+            | Self::Unavailable { message, .. }
+            | Self::InvalidConfig { message }
+            | Self::Incompatible { message, .. } => message,
+        }
+    }
+
+    /// Whether this is a conflict: another execution owns the attempt, or a key was taken.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Self::Conflict { .. })
+    }
+
     /// The `{code, message, details}` form of this error.
     pub fn to_task_error(&self) -> TaskError {
         TaskError::new(self.code(), self.to_string())
     }
 }
 
+impl fmt::Debug for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut debug = f.debug_struct("StoreError");
+        debug
+            .field("code", &self.code())
+            .field("message", &self.message());
+        if let Some(source) = std::error::Error::source(self) {
+            debug.field("source", &source.to_string());
+        }
+        debug.finish()
+    }
+}
+
+impl PartialEq for StoreError {
+    fn eq(&self, other: &Self) -> bool {
+        self.code() == other.code() && self.message() == other.message()
+    }
+}
+
+impl Eq for StoreError {}
+
 impl From<StoreError> for TaskError {
     fn from(error: StoreError) -> Self {
         error.to_task_error()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn the_source_is_kept_and_not_compared() {
+        let io = std::io::Error::other("connection reset");
+        let error = StoreError::unavailable_from("reading runs", io);
+        assert_eq!(error.to_string(), "store unavailable: reading runs");
+        assert_eq!(
+            error.source().map(ToString::to_string).as_deref(),
+            Some("connection reset")
+        );
+        assert_eq!(error, StoreError::unavailable("reading runs"));
+        assert_ne!(error, StoreError::incompatible("reading runs"));
+    }
+
+    #[test]
+    fn conflicts_name_the_attempt_and_node() {
+        let node = NodeKey::new("r", "n", 0).expect("valid key");
+        let owned = StoreError::not_owned(&node.attempt(2));
+        assert!(owned.is_conflict());
+        assert!(owned.message().contains(&node.attempt(2).to_string()));
+        let busy = StoreError::attempt_in_progress(&node, 3);
+        assert_eq!(busy.code(), ErrorCode::StoreConflict);
+        assert!(busy.message().contains("attempt 3 in progress"));
     }
 }

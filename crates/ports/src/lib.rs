@@ -1,7 +1,20 @@
-//! Ports of stint: the async traits the engine needs, and the data that crosses them.
+//! Ports of stint: the async traits the engine and the inspect commands need, and the data that
+//! crosses them.
+//!
+//! Each port is cut to its caller:
+//! - [`AttemptStore`], the **write port**: what the engine writes for one attempt (begin,
+//!   heartbeat, lease renewal, terminal state) and the recovery of abandoned attempts;
+//! - [`HistoryStore`], the **query port**: what inspection reads (runs, attempts, nodes,
+//!   outputs, event pages for tailing);
+//! - [`VcsProbe`] and [`Clock`], the engine's view of the repository and of time.
+//!
+//! Every real backend implements both stores, as [`Store`]. The `instrumented` feature adds
+//! [`InstrumentedStore`], the one wrapper that counts, slows and fails writes for tests and
+//! benchmarks; the `mocks` feature adds mockall mocks of every port.
 //!
 //! Invariants, stated as absences: nothing here knows SQL or any database, nothing here runs a
-//! task, and nothing here depends on an async runtime (`async_trait` only).
+//! task, and nothing here depends on an async runtime (`async_trait` only; the `instrumented`
+//! feature's delays are the one use of tokio's timer, off by default).
 //!
 //! Every write an attempt makes after it began is conditional on `state = in-progress AND owner =
 //! token`; a write that matches no row is [`StoreError::Conflict`], so an attempt declared dead can
@@ -10,13 +23,29 @@
 #![deny(missing_docs)]
 
 mod error;
-mod store;
+#[cfg(feature = "instrumented")]
+mod instrumented;
+mod probe;
+mod query;
+mod write;
 
-pub use error::StoreError;
-pub use store::{
-    AttemptEnd, AttemptFilter, AttemptStore, BeginAttempt, BegunAttempt, Clock, EventLog,
-    HeartbeatWrite, OwnedAttempt, Store, VcsProbe,
+pub use error::{StoreError, StoreErrorSource};
+#[cfg(feature = "instrumented")]
+pub use instrumented::{InstrumentedStore, WriteOp};
+pub use probe::{Clock, VcsProbe};
+pub use query::{AttemptFilter, HistoryStore};
+pub use write::{
+    AttemptEnd, AttemptStore, BeginAttempt, BegunAttempt, HeartbeatWrite, OwnedAttempt,
 };
 
 #[cfg(feature = "mocks")]
-pub use store::{MockAttemptStore, MockClock, MockEventLog, MockVcsProbe};
+pub use probe::{MockClock, MockVcsProbe};
+#[cfg(feature = "mocks")]
+pub use query::MockHistoryStore;
+#[cfg(feature = "mocks")]
+pub use write::MockAttemptStore;
+
+/// A backend that serves both ports, as every real adapter does.
+pub trait Store: AttemptStore + HistoryStore {}
+
+impl<T: AttemptStore + HistoryStore + ?Sized> Store for T {}

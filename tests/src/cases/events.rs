@@ -1,73 +1,139 @@
 //! The event log, and heartbeats (which write both the attempt and the log).
 
 use serde_json::json;
-use stint_domain::{AttemptState, Event, EventKind, EventRecord, TaskError};
+use stint_domain::{AttemptState, Event, EventKind, EventRecord, NodeKey, TaskError};
+use stint_ports::{AttemptEnd, OwnedAttempt, Store};
 
 use crate::Fixture;
-use crate::support::{attempt_record, events_of, heartbeat, key, start, types};
+use crate::support::{attempt_record, events_of, failure, heartbeat, key, start, types};
 
-/// One event of every kind, about `run_id`, at times from `at`.
-fn every_kind(run_id: &str, at: u64) -> Vec<Event> {
-    let attempt = key(run_id, "node", 0).attempt(1);
-    let kinds = vec![
-        EventKind::NodeStarted,
-        EventKind::TaskHeartbeat {
-            has_data: true,
-            data_size_bytes: 17,
-            interval_ms: None,
-        },
-        EventKind::TaskHeartbeat {
-            has_data: false,
-            data_size_bytes: 0,
-            interval_ms: Some(500),
-        },
-        EventKind::TaskHeartbeatTimeout {
-            last_heartbeat_at_ms: None,
-            timeout_ms: 5_000,
-        },
-        EventKind::NodeFailed {
-            error: TaskError::heartbeat_timeout(6_000, 5_000, Some(3)),
-        },
-        EventKind::NodeRetrying { delay_ms: 2_000 },
-        EventKind::NodeCancelled {
-            reason: "aborted".to_owned(),
-        },
-        EventKind::NodeFinished,
-    ];
-    kinds
-        .into_iter()
-        .enumerate()
-        .map(|(i, kind)| Event::new(&attempt, at + i as u64, kind))
-        .collect()
+/// Writes, through the write port, one event of every kind about `run_id` (three attempts of
+/// one node, at times from `at`), one call per step; returns the events each step appended.
+fn steps_of_every_kind(run_id: &str, at: u64) -> Vec<Step> {
+    let node = key(run_id, "node", 0);
+    let attempt = |n: u32| node.attempt(n);
+    let event = |n: u32, offset: u64, kind: EventKind| Event::new(&attempt(n), at + offset, kind);
+    vec![
+        Step::Begin(node.clone(), at),
+        Step::Heartbeat(1, Some(json!({"done": 1})), None),
+        Step::Heartbeat(1, None, Some(500)),
+        Step::End(
+            1,
+            failure("silent"),
+            vec![
+                event(
+                    1,
+                    3,
+                    EventKind::TaskHeartbeatTimeout {
+                        last_heartbeat_at_ms: Some(at + 2),
+                        timeout_ms: 5_000,
+                    },
+                ),
+                event(
+                    1,
+                    3,
+                    EventKind::NodeFailed {
+                        error: TaskError::heartbeat_timeout(6_000, 5_000, Some(at + 2)),
+                    },
+                ),
+                event(1, 3, EventKind::NodeRetrying { delay_ms: 2_000 }),
+            ],
+        ),
+        Step::Begin(node.clone(), at + 4),
+        Step::End(
+            2,
+            AttemptEnd::Cancelled {
+                error: TaskError::aborted(),
+            },
+            vec![event(
+                2,
+                5,
+                EventKind::NodeCancelled {
+                    reason: "aborted".to_owned(),
+                },
+            )],
+        ),
+        Step::Begin(node.clone(), at + 6),
+        Step::End(
+            3,
+            AttemptEnd::Finished {
+                output: json!({"ok": true}),
+                vcs: None,
+            },
+            vec![event(3, 7, EventKind::NodeFinished)],
+        ),
+    ]
+}
+
+/// One write of [`steps_of_every_kind`].
+enum Step {
+    Begin(NodeKey, u64),
+    Heartbeat(u32, Option<serde_json::Value>, Option<u64>),
+    End(u32, AttemptEnd, Vec<Event>),
+}
+
+/// Applies `step` (with the owner `owner`); returns the events it appended.
+async fn apply(store: &dyn Store, owner: &str, step: Step, node: &NodeKey) -> Vec<Event> {
+    let owned = |n: u32| OwnedAttempt {
+        key: node.attempt(n),
+        owner: owner.to_owned(),
+    };
+    match step {
+        Step::Begin(node, at) => {
+            let (begun, _) = start(store, &node, owner, at).await;
+            vec![Event::new(
+                &node.attempt(begun.attempt),
+                at,
+                EventKind::NodeStarted,
+            )]
+        }
+        Step::Heartbeat(n, payload, interval) => {
+            let attempt = owned(n);
+            let at = events_of(store, node.run_id())
+                .await
+                .last()
+                .map_or(0, |record| record.event.timestamp_ms + 1);
+            let write = heartbeat(&attempt, at, payload, interval);
+            let event = write.event.clone();
+            store
+                .record_heartbeat(&attempt, write)
+                .await
+                .expect("heartbeat");
+            vec![event]
+        }
+        Step::End(n, end, events) => {
+            let at = events.last().map_or(0, |event| event.timestamp_ms);
+            store
+                .end_attempt(&owned(n), end, at, events.clone())
+                .await
+                .expect("end");
+            events
+        }
+    }
 }
 
 fn without_seq(records: &[EventRecord]) -> Vec<Event> {
     records.iter().map(|record| record.event.clone()).collect()
 }
 
-/// Events come back per run, in the order appended, with increasing sequence numbers, every
+/// Events come back per run, in the order written, with increasing sequence numbers, every
 /// field intact; `after_seq` and `limit` page through them without loss or repeats.
 pub async fn events_are_ordered_and_paged(fixture: &dyn Fixture) {
     let store = fixture.store();
-    let mine = every_kind("mine", 1_000);
-    let theirs = every_kind("theirs", 2_000);
-
-    // Interleave the runs, in one append and across appends.
-    let mut mixed = Vec::new();
-    for (a, b) in mine[..4].iter().zip(&theirs[..4]) {
-        mixed.push(a.clone());
-        mixed.push(b.clone());
+    let (mine_node, theirs_node) = (key("mine", "node", 0), key("theirs", "node", 0));
+    let mut mine = Vec::new();
+    let mut theirs = Vec::new();
+    // Interleave the two runs' writes, one step each in turn.
+    let steps = steps_of_every_kind("mine", 1_000)
+        .into_iter()
+        .zip(steps_of_every_kind("theirs", 2_000));
+    for (my_step, their_step) in steps {
+        mine.extend(apply(&*store, "me", my_step, &mine_node).await);
+        theirs.extend(apply(&*store, "them", their_step, &theirs_node).await);
     }
-    store.append(mixed).await.expect("append mixed");
-    store.append(mine[4..].to_vec()).await.expect("append mine");
-    store
-        .append(theirs[4..].to_vec())
-        .await
-        .expect("append theirs");
-    store
-        .append(Vec::new())
-        .await
-        .expect("an empty append is fine");
+    let kinds: std::collections::BTreeSet<&str> =
+        mine.iter().map(|event| event.kind.type_name()).collect();
+    assert_eq!(kinds.len(), 7, "every kind of event is written: {kinds:?}");
 
     let all_mine = events_of(&*store, "mine").await;
     assert_eq!(

@@ -6,7 +6,7 @@ use stint_domain::{AttemptState, Event, EventKind, NodeKey};
 use stint_ports::{AttemptEnd, AttemptFilter, Store};
 
 use crate::Fixture;
-use crate::support::{attempts_of, events_of, heartbeat, key, start};
+use crate::support::{attempts_of, events_of, heartbeat, key, newest_payload, start};
 
 /// Runs one attempt of `node` to its end and checks every read gives the key back unchanged.
 async fn round_trip(store: &dyn Store, node: &NodeKey) {
@@ -44,10 +44,7 @@ async fn round_trip(store: &dyn Store, node: &NodeKey) {
     );
     assert_eq!(record.iteration, node.iteration());
     assert_eq!(store.read_output(node).await.expect("read"), Some(output));
-    assert_eq!(
-        store.previous_checkpoint(node).await.expect("read"),
-        Some(payload)
-    );
+    assert_eq!(newest_payload(store, node).await, Some(payload));
     let events = events_of(store, node.run_id()).await;
     let mine: Vec<_> = events
         .iter()

@@ -7,7 +7,9 @@ use stint_domain::{AttemptState, TaskError};
 use stint_ports::{AttemptEnd, Store, StoreError};
 
 use crate::Fixture;
-use crate::support::{assert_conflict, attempts_of, events_of, fail, heartbeat, key, start, types};
+use crate::support::{
+    assert_conflict, attempts_of, events_of, fail, heartbeat, key, newest_payload, start, types,
+};
 
 /// Attempt numbers of a node are 1, 2, 3... with no gaps, counted per `(run, node, iteration)`.
 pub async fn numbering_starts_at_one_without_gaps(fixture: &dyn Fixture) {
@@ -89,7 +91,7 @@ pub async fn begin_refused_while_attempt_in_progress(fixture: &dyn Fixture) {
 pub async fn checkpoint_is_newest_recorded_payload(fixture: &dyn Fixture) {
     let store = fixture.store();
     let node = key("run", "node", 0);
-    assert_eq!(store.previous_checkpoint(&node).await.expect("read"), None);
+    assert_eq!(newest_payload(&*store, &node).await, None);
 
     let (_, a1) = start(&*store, &node, "owner-1", 1_000).await;
     let step_one = json!({"step": 1});
@@ -115,7 +117,7 @@ pub async fn checkpoint_is_newest_recorded_payload(fixture: &dyn Fixture) {
     }
     // The running attempt's own payload is already the node's checkpoint.
     assert_eq!(
-        store.previous_checkpoint(&node).await.expect("read"),
+        newest_payload(&*store, &node).await,
         Some(step_two.clone()),
         "a bare ping keeps the last payload"
     );
@@ -136,17 +138,11 @@ pub async fn checkpoint_is_newest_recorded_payload(fixture: &dyn Fixture) {
         .record_heartbeat(&a3, heartbeat(&a3, 3_100, Some(step_three.clone()), None))
         .await
         .expect("heartbeat");
-    assert_eq!(
-        store.previous_checkpoint(&node).await.expect("read"),
-        Some(step_three)
-    );
+    assert_eq!(newest_payload(&*store, &node).await, Some(step_three));
 
     // Checkpoints belong to their node key only.
     let sibling = key("run", "node", 1);
-    assert_eq!(
-        store.previous_checkpoint(&sibling).await.expect("read"),
-        None
-    );
+    assert_eq!(newest_payload(&*store, &sibling).await, None);
     let (fresh, _) = start(&*store, &sibling, "owner-4", 4_000).await;
     assert_eq!(fresh.checkpoint, None);
 }

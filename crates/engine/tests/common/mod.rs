@@ -1,26 +1,20 @@
 //! Test helpers: an engine on the in-memory store and tokio's paused clock (or on a SQLite file
-//! and the real clock), a store wrapper that counts (and optionally slows) heartbeat writes, and
+//! and the real clock), behind the ports' instrumented store (which counts, slows and fails
+//! writes), and
 //! [`scenarios!`](crate::scenarios), which runs one scenario function on both stores.
 #![allow(dead_code)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde_json::Value;
 use std::path::Path;
 
 use stint_adapters_memory::MemoryStore;
 use stint_adapters_sqlite::{SqliteOptions, SqliteStore};
-use stint_domain::{
-    AttemptKey, AttemptRecord, Event, EventRecord, NodeKey, NodeRecord, RunSummary, TaskDescriptor,
-};
+use stint_domain::{AttemptRecord, EventRecord, NodeKey, TaskDescriptor};
 use stint_engine::{Engine, EngineOptions, Ports, TokioClock};
-use stint_ports::{
-    AttemptEnd, AttemptFilter, AttemptStore, BeginAttempt, BegunAttempt, EventLog, HeartbeatWrite,
-    OwnedAttempt, Store, StoreError, VcsProbe,
-};
+use stint_ports::{AttemptFilter, HistoryStore, InstrumentedStore, Store, VcsProbe, WriteOp};
 
 /// The epoch the test clock starts at.
 pub const EPOCH_MS: u64 = 1_700_000_000_000;
@@ -39,105 +33,23 @@ impl VcsProbe for FakeVcs {
     }
 }
 
-/// A store (in-memory by default) that counts heartbeat writes and can make each one take
-/// `write_delay`.
-#[derive(Debug, Clone)]
-pub struct CountingStore {
-    pub inner: Arc<dyn Store>,
-    pub heartbeat_writes: Arc<AtomicU64>,
-    pub write_delay: Option<Duration>,
+/// The store every test runs on: the in-memory store or a SQLite file, behind the ports'
+/// [`InstrumentedStore`], which counts (and can slow or fail) the engine's writes.
+pub type TestStore = Arc<InstrumentedStore<dyn Store>>;
+
+/// `inner` behind an [`InstrumentedStore`].
+pub fn instrumented(inner: Arc<dyn Store>) -> TestStore {
+    Arc::new(InstrumentedStore::new(inner))
 }
 
-impl Default for CountingStore {
-    fn default() -> Self {
-        Self::wrapping(Arc::new(MemoryStore::default()))
-    }
+/// A fresh in-memory store behind an [`InstrumentedStore`].
+pub fn memory_store() -> TestStore {
+    instrumented(Arc::new(MemoryStore::default()))
 }
 
-impl CountingStore {
-    /// Counts the heartbeat writes of `inner`.
-    pub fn wrapping(inner: Arc<dyn Store>) -> Self {
-        Self {
-            inner,
-            heartbeat_writes: Arc::default(),
-            write_delay: None,
-        }
-    }
-
-    pub fn writes(&self) -> u64 {
-        self.heartbeat_writes.load(Ordering::SeqCst)
-    }
-}
-
-#[async_trait]
-impl AttemptStore for CountingStore {
-    async fn begin_attempt(&self, begin: BeginAttempt) -> Result<BegunAttempt, StoreError> {
-        self.inner.begin_attempt(begin).await
-    }
-    async fn record_heartbeat(
-        &self,
-        attempt: &OwnedAttempt,
-        heartbeat: HeartbeatWrite,
-    ) -> Result<(), StoreError> {
-        self.heartbeat_writes.fetch_add(1, Ordering::SeqCst);
-        if let Some(delay) = self.write_delay {
-            tokio::time::sleep(delay).await;
-        }
-        self.inner.record_heartbeat(attempt, heartbeat).await
-    }
-    async fn renew_lease(&self, attempt: &OwnedAttempt, at: u64) -> Result<(), StoreError> {
-        self.inner.renew_lease(attempt, at).await
-    }
-    async fn end_attempt(
-        &self,
-        attempt: &OwnedAttempt,
-        end: AttemptEnd,
-        finished_at_ms: u64,
-        events: Vec<Event>,
-    ) -> Result<(), StoreError> {
-        self.inner
-            .end_attempt(attempt, end, finished_at_ms, events)
-            .await
-    }
-    async fn recover_abandoned(&self, now_ms: u64) -> Result<Vec<AttemptKey>, StoreError> {
-        self.inner.recover_abandoned(now_ms).await
-    }
-    async fn list_attempts(
-        &self,
-        filter: &AttemptFilter,
-    ) -> Result<Vec<AttemptRecord>, StoreError> {
-        self.inner.list_attempts(filter).await
-    }
-    async fn get_node(&self, node: &NodeKey) -> Result<Option<NodeRecord>, StoreError> {
-        self.inner.get_node(node).await
-    }
-    async fn list_nodes(&self, run_id: &str) -> Result<Vec<NodeRecord>, StoreError> {
-        self.inner.list_nodes(run_id).await
-    }
-    async fn list_runs(&self) -> Result<Vec<RunSummary>, StoreError> {
-        self.inner.list_runs().await
-    }
-    async fn read_output(&self, node: &NodeKey) -> Result<Option<Value>, StoreError> {
-        self.inner.read_output(node).await
-    }
-    async fn previous_checkpoint(&self, node: &NodeKey) -> Result<Option<Value>, StoreError> {
-        self.inner.previous_checkpoint(node).await
-    }
-}
-
-#[async_trait]
-impl EventLog for CountingStore {
-    async fn append(&self, events: Vec<Event>) -> Result<(), StoreError> {
-        self.inner.append(events).await
-    }
-    async fn read_events(
-        &self,
-        run_id: &str,
-        after_seq: u64,
-        limit: u32,
-    ) -> Result<Vec<EventRecord>, StoreError> {
-        self.inner.read_events(run_id, after_seq, limit).await
-    }
+/// How many heartbeat writes reached (or were attempted on) `store`.
+pub fn heartbeat_writes(store: &TestStore) -> u64 {
+    store.calls(WriteOp::Heartbeat)
 }
 
 /// Options with no jitter and a short grace period.
@@ -151,15 +63,14 @@ pub fn options() -> EngineOptions {
 
 /// An engine on `store`, [`FakeVcs`] and a tokio clock reading [`EPOCH_MS`] now (paused or
 /// not: unpaused, it follows the real clock from there).
-pub fn engine_on(store: CountingStore) -> Engine {
-    let ports = Ports::new(Arc::new(store), Arc::new(FakeVcs))
-        .with_clock(Arc::new(TokioClock::at(EPOCH_MS)));
+pub fn engine_on(store: TestStore) -> Engine {
+    let ports = Ports::new(store, Arc::new(FakeVcs)).with_clock(Arc::new(TokioClock::at(EPOCH_MS)));
     Engine::with_options(ports, options())
 }
 
 /// A fresh store and an engine on it.
-pub fn setup() -> (CountingStore, Engine) {
-    let store = CountingStore::default();
+pub fn setup() -> (TestStore, Engine) {
+    let store = memory_store();
     (store.clone(), engine_on(store))
 }
 
@@ -168,7 +79,7 @@ pub fn setup() -> (CountingStore, Engine) {
 /// lower bounds).
 #[derive(Debug)]
 pub struct Harness {
-    pub store: CountingStore,
+    pub store: TestStore,
     pub engine: Engine,
     pub paused: bool,
     /// Keeps the SQLite file's folder until the scenario ends.
@@ -193,7 +104,7 @@ impl Harness {
         let sqlite = SqliteStore::open(&dir.path().join("stint.db"), SqliteOptions::default())
             .await
             .expect("open sqlite");
-        let store = CountingStore::wrapping(Arc::new(sqlite));
+        let store = instrumented(Arc::new(sqlite));
         Self {
             engine: engine_on(store.clone()),
             store,
@@ -245,7 +156,7 @@ pub fn desc() -> TaskDescriptor {
 }
 
 /// Every event of run `r`, as `(type, attempt)` pairs.
-pub async fn event_types(store: &CountingStore) -> Vec<(String, u32)> {
+pub async fn event_types(store: &TestStore) -> Vec<(String, u32)> {
     events(store)
         .await
         .into_iter()
@@ -254,12 +165,12 @@ pub async fn event_types(store: &CountingStore) -> Vec<(String, u32)> {
 }
 
 /// Every event of run `r`.
-pub async fn events(store: &CountingStore) -> Vec<EventRecord> {
+pub async fn events(store: &TestStore) -> Vec<EventRecord> {
     store.read_events("r", 0, 10_000).await.expect("events")
 }
 
 /// Every attempt of run `r`.
-pub async fn attempts(store: &CountingStore) -> Vec<AttemptRecord> {
+pub async fn attempts(store: &TestStore) -> Vec<AttemptRecord> {
     store
         .list_attempts(&AttemptFilter {
             run_id: "r".to_owned(),

@@ -1,15 +1,19 @@
-//! The attempt store's reads, and the decoding of rows into domain records.
+//! The query port on PostgreSQL: the store's reads, and the decoding of rows into records.
 //!
 //! Text is ordered with `COLLATE "C"` (byte order), so listings sort the same way whatever the
 //! database's locale, and the same way as the SQLite and in-memory stores.
 
+use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::Row;
 use sqlx::postgres::{PgPool, PgRow};
-use stint_domain::{AttemptRecord, AttemptState, NodeKey, NodeRecord, RunSummary, TaskError};
-use stint_ports::{AttemptFilter, StoreError};
+use stint_domain::{
+    AttemptRecord, AttemptState, EventRecord, NodeKey, NodeRecord, RunSummary, TaskError,
+};
+use stint_ports::{AttemptFilter, HistoryStore, StoreError};
 
-use crate::error::{OpError, to_u32, to_u64};
+use crate::PostgresStore;
+use crate::error::{OpError, retrying, to_i64, to_u32, to_u64};
 
 const ATTEMPT_COLUMNS: &str = "run_id, node_id, iteration, attempt, state, owner, \
      lease_expires_at_ms, started_at_ms, finished_at_ms, last_heartbeat_at_ms, heartbeat, error, \
@@ -157,18 +161,63 @@ pub(crate) async fn read_output(pool: &PgPool, node: &NodeKey) -> Result<Option<
     .await?)
 }
 
-pub(crate) async fn previous_checkpoint(
-    pool: &PgPool,
-    node: &NodeKey,
-) -> Result<Option<Value>, OpError> {
-    Ok(sqlx::query_scalar(
-        "SELECT heartbeat FROM attempts \
-         WHERE run_id = $1 AND node_id = $2 AND iteration = $3 AND heartbeat IS NOT NULL \
-         ORDER BY attempt DESC LIMIT 1",
-    )
-    .bind(node.run_id())
-    .bind(node.node_id())
-    .bind(i64::from(node.iteration()))
-    .fetch_optional(pool)
-    .await?)
+#[async_trait]
+impl HistoryStore for PostgresStore {
+    async fn list_attempts(
+        &self,
+        filter: &AttemptFilter,
+    ) -> Result<Vec<AttemptRecord>, StoreError> {
+        retrying(&self.endpoint, "listing attempts", || {
+            list_attempts(&self.pool, filter)
+        })
+        .await
+    }
+
+    async fn get_node(&self, node: &NodeKey) -> Result<Option<NodeRecord>, StoreError> {
+        retrying(&self.endpoint, "reading a node", || {
+            get_node(&self.pool, node)
+        })
+        .await
+    }
+
+    async fn list_runs(&self) -> Result<Vec<RunSummary>, StoreError> {
+        retrying(&self.endpoint, "listing runs", || list_runs(&self.pool)).await
+    }
+
+    async fn list_nodes(&self, run_id: &str) -> Result<Vec<NodeRecord>, StoreError> {
+        retrying(&self.endpoint, "listing nodes", || {
+            list_nodes(&self.pool, run_id)
+        })
+        .await
+    }
+
+    async fn read_output(&self, node: &NodeKey) -> Result<Option<Value>, StoreError> {
+        retrying(&self.endpoint, "reading an output", || {
+            read_output(&self.pool, node)
+        })
+        .await
+    }
+
+    async fn read_events(
+        &self,
+        run_id: &str,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        retrying(&self.endpoint, "reading events", || async move {
+            let rows = sqlx::query(
+                "SELECT seq, body FROM events WHERE run_id = $1 AND seq > $2 \
+                 ORDER BY seq LIMIT $3",
+            )
+            .bind(run_id)
+            .bind(to_i64(after_seq))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+            rows.into_iter()
+                .map(|row| crate::events::decode_event(row.try_get("seq")?, row.try_get("body")?))
+                .collect()
+        })
+        .await
+    }
 }

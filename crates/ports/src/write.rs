@@ -1,13 +1,10 @@
-//! The storage, event, VCS and clock ports.
+//! The write port: what the engine writes for one attempt, and the data that crosses it.
 
 use std::fmt::Debug;
-use std::path::Path;
 
 use async_trait::async_trait;
 use serde_json::Value;
-use stint_domain::{
-    AttemptKey, AttemptRecord, Event, EventRecord, NodeKey, NodeRecord, RunSummary, TaskError,
-};
+use stint_domain::{AttemptKey, Event, NodeKey, TaskError};
 
 use crate::StoreError;
 
@@ -88,24 +85,17 @@ pub enum AttemptEnd {
     },
 }
 
-/// Which attempts to list.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct AttemptFilter {
-    /// The run.
-    pub run_id: String,
-    /// Only this node.
-    pub node_id: Option<String>,
-    /// Only this iteration.
-    pub iteration: Option<u32>,
-}
-
-/// The attempt store: attempts, nodes and outputs.
+/// The engine's write port: everything one attempt writes, from its begin to its terminal
+/// state, and the recovery of attempts whose process died.
+///
+/// Every write after the begin is conditional on `state = in-progress AND owner = token`; a
+/// write that matches no row is [`StoreError::Conflict`] (see [`StoreError::not_owned`]).
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait AttemptStore: Send + Sync + Debug {
-    /// Steps 1 and 2 of SPEC section 3, in one transaction: allocate the next attempt number,
-    /// read the checkpoint and the earlier failures, insert the attempt (`in-progress`), upsert
-    /// the node and append `NodeStarted`.
+    /// In one transaction: allocates the next attempt number (the node's highest + 1), reads the
+    /// checkpoint (the newest earlier attempt's last heartbeat payload) and the earlier failures,
+    /// inserts the attempt (`in-progress`), upserts the node and appends `NodeStarted`.
     ///
     /// Refused with [`StoreError::Conflict`] while the node has an attempt in progress (run
     /// recovery first if its process died), so a node never has two attempts in progress.
@@ -145,64 +135,4 @@ pub trait AttemptStore: Send + Sync + Debug {
     /// the node's retries, so a task that kills its process cannot loop forever). An attempt
     /// another recoverer is marking at that moment may be skipped rather than waited for.
     async fn recover_abandoned(&self, now_ms: u64) -> Result<Vec<AttemptKey>, StoreError>;
-
-    /// The attempts that match `filter`, ordered by node id (byte order), iteration and attempt
-    /// number.
-    async fn list_attempts(&self, filter: &AttemptFilter)
-    -> Result<Vec<AttemptRecord>, StoreError>;
-
-    /// One node, if it has ever started.
-    async fn get_node(&self, node: &NodeKey) -> Result<Option<NodeRecord>, StoreError>;
-
-    /// The nodes of a run, ordered by node id and iteration.
-    async fn list_nodes(&self, run_id: &str) -> Result<Vec<NodeRecord>, StoreError>;
-
-    /// Every run, most recently updated first.
-    async fn list_runs(&self) -> Result<Vec<RunSummary>, StoreError>;
-
-    /// The stored output of a finished node.
-    async fn read_output(&self, node: &NodeKey) -> Result<Option<Value>, StoreError>;
-
-    /// The payload of the newest attempt of `node` that recorded one.
-    async fn previous_checkpoint(&self, node: &NodeKey) -> Result<Option<Value>, StoreError>;
-}
-
-/// The append-only event log, ordered by a sequence number per database.
-#[cfg_attr(feature = "mocks", mockall::automock)]
-#[async_trait]
-pub trait EventLog: Send + Sync + Debug {
-    /// Appends `events` durably, in order, in one transaction.
-    async fn append(&self, events: Vec<Event>) -> Result<(), StoreError>;
-
-    /// Up to `limit` events of `run_id` with a sequence number above `after_seq`, in order.
-    ///
-    /// Sequence numbers increase and are unique per database, but may have gaps. A reader that
-    /// tails the log with the last `seq` it saw never misses an event committed later.
-    async fn read_events(
-        &self,
-        run_id: &str,
-        after_seq: u64,
-        limit: u32,
-    ) -> Result<Vec<EventRecord>, StoreError>;
-}
-
-/// A backend that is both an attempt store and an event log, as every real adapter is.
-pub trait Store: AttemptStore + EventLog {}
-
-impl<T: AttemptStore + EventLog + ?Sized> Store for T {}
-
-/// Reads where the code stood: a jj change id, a git commit (`+dirty` when changed), or nothing.
-#[cfg_attr(feature = "mocks", mockall::automock)]
-#[async_trait]
-pub trait VcsProbe: Send + Sync + Debug {
-    /// The revision of the repository holding `dir`; `None` outside a repository or without the
-    /// tool. Never an error.
-    async fn revision(&self, dir: &Path) -> Option<String>;
-}
-
-/// The wall clock, injected so tests can control time.
-#[cfg_attr(feature = "mocks", mockall::automock)]
-pub trait Clock: Send + Sync + Debug {
-    /// Milliseconds since the Unix epoch.
-    fn now_ms(&self) -> u64;
 }

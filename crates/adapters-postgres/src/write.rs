@@ -1,32 +1,23 @@
-//! The attempt store's writes: begin, heartbeat, lease, end and the recovery sweep.
+//! The write port on PostgreSQL: begin, heartbeat, lease, end and the recovery sweep.
 
 use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::Row;
-use sqlx::postgres::PgPool;
-use stint_domain::{
-    AttemptKey, AttemptRecord, AttemptState, Event, EventKind, NodeKey, NodeRecord, RunSummary,
-    TaskError,
-};
+use sqlx::postgres::{PgConnection, PgPool};
+use stint_domain::{AttemptKey, AttemptState, Event, EventKind, NodeKey, TaskError};
 use stint_ports::{
-    AttemptEnd, AttemptFilter, AttemptStore, BeginAttempt, BegunAttempt, HeartbeatWrite,
-    OwnedAttempt, StoreError,
+    AttemptEnd, AttemptStore, BeginAttempt, BegunAttempt, HeartbeatWrite, OwnedAttempt, StoreError,
 };
 
 use crate::PostgresStore;
 use crate::error::{OpError, retrying, to_i64, to_u32};
 use crate::events::insert_events;
-use crate::reads;
 
 /// Expired attempts marked per transaction by the recovery sweep.
 const RECOVERY_BATCH: i64 = 500;
 
 fn not_owned(attempt: &OwnedAttempt) -> OpError {
-    OpError::Store(StoreError::conflict(format!(
-        "attempt {} is no longer in progress under this owner (it ended, or was declared \
-         abandoned)",
-        attempt.key
-    )))
+    OpError::Store(StoreError::not_owned(&attempt.key))
 }
 
 fn json(what: &str, value: &impl serde::Serialize) -> Result<Value, OpError> {
@@ -37,12 +28,10 @@ fn json(what: &str, value: &impl serde::Serialize) -> Result<Value, OpError> {
     })
 }
 
-async fn begin_once(pool: &PgPool, begin: &BeginAttempt) -> Result<BegunAttempt, OpError> {
+/// Creates the node on its first attempt and, either way, holds its row lock to commit: every
+/// begin of this node on any machine waits here, so the numbering that follows cannot race.
+async fn lock_node(tx: &mut PgConnection, begin: &BeginAttempt) -> Result<(), OpError> {
     let node = &begin.node;
-    let iteration = i64::from(node.iteration());
-    let mut tx = pool.begin().await?;
-    // Creates the node on its first attempt and, either way, holds its row lock to commit: every
-    // begin of this node on any machine waits here, so the numbering below cannot race.
     sqlx::query(
         "INSERT INTO nodes (run_id, node_id, iteration, state, last_attempt, updated_at_ms, \
                             output_table, label) \
@@ -51,12 +40,20 @@ async fn begin_once(pool: &PgPool, begin: &BeginAttempt) -> Result<BegunAttempt,
     )
     .bind(node.run_id())
     .bind(node.node_id())
-    .bind(iteration)
+    .bind(i64::from(node.iteration()))
     .bind(to_i64(begin.started_at_ms))
     .bind(&begin.output_table)
     .bind(&begin.label)
     .execute(&mut *tx)
     .await?;
+    Ok(())
+}
+
+async fn begin_once(pool: &PgPool, begin: &BeginAttempt) -> Result<BegunAttempt, OpError> {
+    let node = &begin.node;
+    let iteration = i64::from(node.iteration());
+    let mut tx = pool.begin().await?;
+    lock_node(&mut tx, begin).await?;
     // A new statement, so (read committed) it sees what the previous lock holder committed.
     let summary = sqlx::query(
         "SELECT COALESCE(MAX(attempt), 0) AS highest, \
@@ -75,16 +72,13 @@ async fn begin_once(pool: &PgPool, begin: &BeginAttempt) -> Result<BegunAttempt,
     .await?;
     let highest = to_u32("attempts.attempt", summary.try_get("highest")?)?;
     if summary.try_get::<i64, _>("running")? > 0 {
-        return Err(OpError::Store(StoreError::conflict(format!(
-            "node {node} already has attempt {highest} in progress (run recovery first if its \
-             process died)"
-        ))));
+        return Err(OpError::Store(StoreError::attempt_in_progress(
+            node, highest,
+        )));
     }
-    let attempt = highest.checked_add(1).ok_or_else(|| {
-        OpError::Store(StoreError::conflict(format!(
-            "node {node} has run out of attempt numbers"
-        )))
-    })?;
+    let attempt = highest
+        .checked_add(1)
+        .ok_or_else(|| OpError::Store(StoreError::attempt_numbers_exhausted(node)))?;
     sqlx::query(
         "WITH inserted AS ( \
            INSERT INTO attempts (run_id, node_id, iteration, attempt, state, owner, \
@@ -153,16 +147,17 @@ async fn heartbeat_once(
     Ok(())
 }
 
-async fn end_once(
-    pool: &PgPool,
-    attempt: &OwnedAttempt,
-    end: &AttemptEnd,
-    finished_at_ms: u64,
-    events: &[Event],
-) -> Result<(), OpError> {
-    let key = &attempt.key;
-    let iteration = i64::from(key.node.iteration());
-    let (state, error, retryable, vcs, output) = match end {
+/// The columns an [`AttemptEnd`] writes: state, error, retryable, VCS revision and output.
+type EndColumns<'a> = (
+    AttemptState,
+    Option<Value>,
+    Option<bool>,
+    Option<&'a str>,
+    Option<&'a Value>,
+);
+
+fn end_columns(end: &AttemptEnd) -> Result<EndColumns<'_>, OpError> {
+    Ok(match end {
         AttemptEnd::Finished { output, vcs } => (
             AttemptState::Finished,
             None,
@@ -184,7 +179,19 @@ async fn end_once(
             None,
             None,
         ),
-    };
+    })
+}
+
+async fn end_once(
+    pool: &PgPool,
+    attempt: &OwnedAttempt,
+    end: &AttemptEnd,
+    finished_at_ms: u64,
+    events: &[Event],
+) -> Result<(), OpError> {
+    let key = &attempt.key;
+    let iteration = i64::from(key.node.iteration());
+    let (state, error, retryable, vcs, output) = end_columns(end)?;
     let mut tx = pool.begin().await?;
     let updated = sqlx::query(
         "UPDATE attempts SET state = $6, finished_at_ms = $7, error = $8, retryable = $9, \
@@ -396,50 +403,5 @@ impl AttemptStore for PostgresStore {
                 return Ok(marked);
             }
         }
-    }
-
-    async fn list_attempts(
-        &self,
-        filter: &AttemptFilter,
-    ) -> Result<Vec<AttemptRecord>, StoreError> {
-        retrying(&self.endpoint, "listing attempts", || {
-            reads::list_attempts(&self.pool, filter)
-        })
-        .await
-    }
-
-    async fn get_node(&self, node: &NodeKey) -> Result<Option<NodeRecord>, StoreError> {
-        retrying(&self.endpoint, "reading a node", || {
-            reads::get_node(&self.pool, node)
-        })
-        .await
-    }
-
-    async fn list_nodes(&self, run_id: &str) -> Result<Vec<NodeRecord>, StoreError> {
-        retrying(&self.endpoint, "listing nodes", || {
-            reads::list_nodes(&self.pool, run_id)
-        })
-        .await
-    }
-
-    async fn list_runs(&self) -> Result<Vec<RunSummary>, StoreError> {
-        retrying(&self.endpoint, "listing runs", || {
-            reads::list_runs(&self.pool)
-        })
-        .await
-    }
-
-    async fn read_output(&self, node: &NodeKey) -> Result<Option<Value>, StoreError> {
-        retrying(&self.endpoint, "reading an output", || {
-            reads::read_output(&self.pool, node)
-        })
-        .await
-    }
-
-    async fn previous_checkpoint(&self, node: &NodeKey) -> Result<Option<Value>, StoreError> {
-        retrying(&self.endpoint, "reading a checkpoint", || {
-            reads::previous_checkpoint(&self.pool, node)
-        })
-        .await
     }
 }

@@ -1,14 +1,16 @@
-//! Every read of the store: single statements in autocommit, which under WAL never block a
+//! The query port on SQLite. Every read of the store is one of single statements in autocommit, which under WAL never block a
 //! writer and never wait for one.
 
+use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::Row;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 use stint_domain::{
     AttemptRecord, AttemptState, Event, EventRecord, NodeKey, NodeRecord, RunSummary,
 };
-use stint_ports::{AttemptFilter, StoreError};
+use stint_ports::{AttemptFilter, HistoryStore, StoreError};
 
+use crate::SqliteStore;
 use crate::error::{map, parse_json, to_i64, to_u32, to_u64};
 
 /// A state column read back.
@@ -172,14 +174,6 @@ pub(crate) async fn read_output(
     text.map(|t| parse_json(&t, "output")).transpose()
 }
 
-pub(crate) async fn previous_checkpoint(
-    pool: &SqlitePool,
-    node: &NodeKey,
-) -> Result<Option<Value>, StoreError> {
-    let mut conn = pool.acquire().await.map_err(map)?;
-    crate::write::checkpoint_in(&mut conn, node).await
-}
-
 pub(crate) async fn read_events(
     pool: &SqlitePool,
     run_id: &str,
@@ -206,4 +200,39 @@ pub(crate) async fn read_events(
             })
         })
         .collect()
+}
+
+#[async_trait]
+impl HistoryStore for SqliteStore {
+    async fn list_attempts(
+        &self,
+        filter: &AttemptFilter,
+    ) -> Result<Vec<AttemptRecord>, StoreError> {
+        list_attempts(self.pool(), filter).await
+    }
+
+    async fn get_node(&self, node: &NodeKey) -> Result<Option<NodeRecord>, StoreError> {
+        get_node(self.pool(), node).await
+    }
+
+    async fn list_runs(&self) -> Result<Vec<RunSummary>, StoreError> {
+        list_runs(self.pool()).await
+    }
+
+    async fn list_nodes(&self, run_id: &str) -> Result<Vec<NodeRecord>, StoreError> {
+        list_nodes(self.pool(), run_id).await
+    }
+
+    async fn read_output(&self, node: &NodeKey) -> Result<Option<Value>, StoreError> {
+        read_output(self.pool(), node).await
+    }
+
+    async fn read_events(
+        &self,
+        run_id: &str,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        read_events(self.pool(), run_id, after_seq, limit).await
+    }
 }

@@ -1,0 +1,47 @@
+//! The write port on memory: each call is one critical section of the store's mutex.
+
+use async_trait::async_trait;
+use stint_domain::{AttemptKey, Event};
+use stint_ports::{
+    AttemptEnd, AttemptStore, BeginAttempt, BegunAttempt, HeartbeatWrite, OwnedAttempt, StoreError,
+};
+
+use crate::MemoryStore;
+
+#[async_trait]
+impl AttemptStore for MemoryStore {
+    async fn begin_attempt(&self, begin: BeginAttempt) -> Result<BegunAttempt, StoreError> {
+        self.lock().begin_attempt(begin)
+    }
+
+    async fn record_heartbeat(
+        &self,
+        attempt: &OwnedAttempt,
+        heartbeat: HeartbeatWrite,
+    ) -> Result<(), StoreError> {
+        self.lock().record_heartbeat(attempt, heartbeat)
+    }
+
+    async fn renew_lease(
+        &self,
+        attempt: &OwnedAttempt,
+        lease_expires_at_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.lock().renew_lease(attempt, lease_expires_at_ms)
+    }
+
+    async fn end_attempt(
+        &self,
+        attempt: &OwnedAttempt,
+        end: AttemptEnd,
+        finished_at_ms: u64,
+        events: Vec<Event>,
+    ) -> Result<(), StoreError> {
+        self.lock()
+            .end_attempt(attempt, end, finished_at_ms, events)
+    }
+
+    async fn recover_abandoned(&self, now_ms: u64) -> Result<Vec<AttemptKey>, StoreError> {
+        Ok(self.lock().recover_abandoned(now_ms))
+    }
+}

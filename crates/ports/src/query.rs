@@ -1,0 +1,54 @@
+//! The query port: what inspection reads (runs, attempts, nodes, outputs, the event log).
+
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use stint_domain::{AttemptRecord, EventRecord, NodeKey, NodeRecord, RunSummary};
+
+use crate::StoreError;
+
+/// Which attempts to list.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AttemptFilter {
+    /// The run.
+    pub run_id: String,
+    /// Only this node.
+    pub node_id: Option<String>,
+    /// Only this iteration.
+    pub iteration: Option<u32>,
+}
+
+/// The query port: the recorded history, read by the CLI's inspect commands (and any other
+/// reader). Nothing here writes.
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait HistoryStore: Send + Sync + Debug {
+    /// Every run, most recently updated first.
+    async fn list_runs(&self) -> Result<Vec<RunSummary>, StoreError>;
+
+    /// The attempts that match `filter`, ordered by node id (byte order), iteration and attempt
+    /// number.
+    async fn list_attempts(&self, filter: &AttemptFilter)
+    -> Result<Vec<AttemptRecord>, StoreError>;
+
+    /// One node, if it has ever started.
+    async fn get_node(&self, node: &NodeKey) -> Result<Option<NodeRecord>, StoreError>;
+
+    /// The nodes of a run, ordered by node id (byte order) and iteration.
+    async fn list_nodes(&self, run_id: &str) -> Result<Vec<NodeRecord>, StoreError>;
+
+    /// The stored output of a node that finished (kept when a later attempt of it failed).
+    async fn read_output(&self, node: &NodeKey) -> Result<Option<Value>, StoreError>;
+
+    /// Up to `limit` events of `run_id` with a sequence number above `after_seq`, in order.
+    ///
+    /// Sequence numbers increase and are unique per database, but may have gaps. A reader that
+    /// tails the log with the last `seq` it saw never misses an event committed later.
+    async fn read_events(
+        &self,
+        run_id: &str,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>, StoreError>;
+}
