@@ -109,16 +109,16 @@ async fn a_thousand_heartbeats_in_one_interval_coalesce_into_few_writes(h: Harne
     assert_eq!(outcome.state, AttemptState::Finished);
     if h.paused {
         assert_eq!(
-            heartbeat_writes(&store),
+            heartbeat_writes(store),
             2,
             "the first at once, the last at the flush"
         );
     }
     // On the real clock a slow machine may stretch the loop past one 500 ms interval.
     assert!(
-        (1..=3).contains(&heartbeat_writes(&store)),
+        (1..=3).contains(&heartbeat_writes(store)),
         "{} writes",
-        heartbeat_writes(&store)
+        heartbeat_writes(store)
     );
     assert_eq!(attempts(store).await[0].heartbeat, Some(json!({"i": 999})));
     let beats = names(&event_types(store).await)
@@ -127,7 +127,7 @@ async fn a_thousand_heartbeats_in_one_interval_coalesce_into_few_writes(h: Harne
         .count();
     assert_eq!(
         u64::try_from(beats).expect("count"),
-        heartbeat_writes(&store)
+        heartbeat_writes(store)
     );
 }
 
@@ -236,7 +236,7 @@ async fn heartbeats_after_the_end_are_ignored_and_nothing_keeps_running(h: Harne
     assert_eq!(handle.beat(json!({"n": 2})), Ok(()));
     handle.ping();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(heartbeat_writes(&store), 1);
+    assert_eq!(heartbeat_writes(store), 1);
     assert_eq!(attempts(store).await[0].heartbeat, Some(json!({"n": 1})));
 }
 
