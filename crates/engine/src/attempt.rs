@@ -1,22 +1,31 @@
-//! One attempt, step by step (SPEC section 3): begin, race the compute against its timers,
-//! flush the heartbeats, write the one terminal state the first signal decided.
+//! One attempt, step by step: begin, race the compute against its timers, flush the heartbeats,
+//! write the one terminal state the first signal decided.
+//!
+//! The lease is kept by its own task from the begin until the terminal write has committed; the
+//! terminal write is retried while the lease holds; an attempt whose lease cannot be proven any
+//! more is stopped and left to recovery, with nothing terminal written.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
-use stint_domain::heartbeat::throttle_interval_ms;
-use stint_domain::{AttemptCommand, AttemptMachine, AttemptState, TaskDescriptor, TaskError};
+use stint_domain::{
+    AttemptCommand, AttemptMachine, AttemptState, DomainError, Event, TaskDescriptor, TaskError,
+};
 use stint_ports::{AttemptEnd, BeginAttempt, OwnedAttempt, StoreError};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::compute::{AttemptOutcome, EngineError, TaskContext, TaskFailure};
+use crate::context::{TaskContext, TaskFailure};
+use crate::engine::Engine;
+use crate::error::EngineError;
 use crate::heartbeat::{HeartbeatHub, WriterPorts, lock_machine};
-use crate::node::Engine;
+use crate::lease::{LeaseKeeper, LeaseLoss};
+use crate::outcome::AttemptOutcome;
 use crate::output::{OutputValidator, strip_key_columns};
-use crate::watchdog::{maybe_watchdog, renew_lease, timeout};
+use crate::timers::{maybe_watchdog, timeout};
 
 /// The first signal the engine saw; it alone decides the outcome.
 #[derive(Debug)]
@@ -31,8 +40,8 @@ enum Decision {
     HeartbeatTimeout(u64),
     /// Cancelled from outside.
     Cancelled,
-    /// Another execution owns the attempt.
-    Lost(StoreError),
+    /// Another execution owns the attempt, or the lease could not be renewed.
+    Lost(LeaseLoss),
 }
 
 /// A begun attempt, with everything the later steps need.
@@ -41,7 +50,20 @@ struct Running {
     machine: Arc<Mutex<AttemptMachine>>,
     started_at_ms: u64,
     checkpoint: Option<Value>,
+    lease: LeaseKeeper,
 }
+
+/// What the decision makes the attempt write.
+struct Settlement {
+    command: AttemptCommand,
+    at_ms: u64,
+    output: Option<Value>,
+    retryable: bool,
+}
+
+/// The pauses between tries of a terminal write that failed: doubling up to one second.
+const TERMINAL_RETRY_FIRST: Duration = Duration::from_millis(50);
+const TERMINAL_RETRY_MAX: Duration = Duration::from_secs(1);
 
 impl Engine {
     /// Runs one attempt of `desc` to its recorded end.
@@ -58,12 +80,15 @@ impl Engine {
     {
         let running = self.begin(desc).await?;
         let span = tracing::info_span!("attempt", attempt = %running.owned.key);
-        self.drive(desc, validator, running, compute, cancel)
+        let ended = self
+            .drive(desc, validator, &running, compute, cancel)
             .instrument(span)
-            .await
+            .await;
+        running.lease.stop().await;
+        ended
     }
 
-    /// Steps 1 and 2: a fresh owner token, the attempt row, the checkpoint.
+    /// Allocates the attempt with a fresh owner token, reads its checkpoint, starts the lease.
     async fn begin(&self, desc: &TaskDescriptor) -> Result<Running, EngineError> {
         let owner = uuid::Uuid::new_v4().to_string();
         let started_at_ms = self.ports.clock.now_ms();
@@ -77,25 +102,37 @@ impl Engine {
             label: desc.label.clone(),
             output_table: desc.output_table.clone(),
         };
+        // The store's lease runs from the begin's clock reading, so the fence counts from here.
+        let begun_at = Instant::now();
         let begun = self.ports.store.begin_attempt(begin).await?;
         let key = desc.key.attempt(begun.attempt);
         let mut machine = AttemptMachine::new(key.clone(), desc.retry, begun.failed_before);
         // The store appended `NodeStarted` with the attempt row; the machine's copy is dropped.
         machine.apply(AttemptCommand::Start, started_at_ms)?;
+        let owned = OwnedAttempt { key, owner };
+        let lease = LeaseKeeper::start(
+            self.options.observer.clone(),
+            self.ports.store.clone(),
+            owned.clone(),
+            self.ports.clock.clone(),
+            desc.lease_ms,
+            begun_at,
+        );
         Ok(Running {
-            owned: OwnedAttempt { key, owner },
+            owned,
             machine: Arc::new(Mutex::new(machine)),
             started_at_ms,
             checkpoint: begun.checkpoint,
+            lease,
         })
     }
 
-    /// Steps 3 to 9 for a begun attempt.
+    /// Everything after the begin: the race, the flush, the terminal write.
     async fn drive<F, Fut>(
         &self,
         desc: &TaskDescriptor,
         validator: &OutputValidator,
-        running: Running,
+        running: &Running,
         compute: F,
         cancel: &CancellationToken,
     ) -> Result<AttemptOutcome, EngineError>
@@ -107,7 +144,6 @@ impl Engine {
         self.options
             .observer
             .attempt_started(&key, running.checkpoint.as_ref());
-        let interval = Duration::from_millis(throttle_interval_ms(desc.heartbeat_timeout_ms));
         let hub = HeartbeatHub::start(
             key.clone(),
             self.ports.clock.clone(),
@@ -117,29 +153,28 @@ impl Engine {
                 owned: running.owned.clone(),
                 machine: running.machine.clone(),
                 observer: self.options.observer.clone(),
-                interval,
+                heartbeat_timeout_ms: desc.heartbeat_timeout_ms,
             },
         );
         let (decision, decided_at_ms) = if cancel.is_cancelled() {
             (Decision::Cancelled, self.ports.clock.now_ms())
         } else {
-            self.race(desc, &hub, &running, compute, cancel).await
+            self.race(desc, &hub, running, compute, cancel).await
         };
         tracing::debug!(?decision, "outcome decided");
-        // Step 9 and the flush of steps 6-8: the writer is gone once this returns.
-        if let Some(conflict) = hub.close_and_flush().await {
-            return Err(EngineError::Store(conflict));
+        if let Decision::Lost(loss) = decision {
+            return Err(loss.into());
         }
-        if let Decision::Lost(conflict) = decision {
-            return Err(EngineError::Store(conflict));
-        }
-        self.settle(desc, validator, &running, decision, decided_at_ms)
+        self.flush(hub, &running.lease).await?;
+        self.settle(desc, validator, running, decision, decided_at_ms)
             .await
     }
 
-    /// Step 4: runs the compute against the timeout, the watchdog, cancellation and ownership
-    /// loss. When something other than the compute decides, the compute is cancelled and given
-    /// the grace period to clean up, then dropped. Returns the decision and when it was made.
+    /// Runs the compute against the timeout, the watchdog, cancellation and the lease. When
+    /// something other than the compute decides, the compute is cancelled and given the grace
+    /// period to clean up, then dropped; when the lease is lost it is dropped at once (for a
+    /// command: its process group is killed), since the attempt may be run again elsewhere.
+    /// Returns the decision and when it was made.
     async fn race<F, Fut>(
         &self,
         desc: &TaskDescriptor,
@@ -160,43 +195,65 @@ impl Engine {
             heartbeat: hub.handle(),
         });
         tokio::pin!(compute);
-        let clock = self.ports.clock.clone();
         let timeout_ms = desc.timeout_ms;
         let heartbeat_timeout_ms = desc.heartbeat_timeout_ms.unwrap_or(0);
+        let watchdog = maybe_watchdog(
+            hub.received(),
+            self.ports.clock.clone(),
+            running.started_at_ms,
+            desc.heartbeat_timeout_ms,
+        );
         let decision = tokio::select! {
             // Ties go to the compute's own result: it is the outcome the user asked for.
             biased;
-            result = &mut compute => {
-                let decision = match result {
-                    Ok(value) => Decision::Output(value),
-                    Err(failure) => Decision::Failed(failure),
-                };
-                return (decision, self.ports.clock.now_ms());
-            }
+            result = &mut compute => match result {
+                Ok(value) => Decision::Output(value),
+                Err(failure) => Decision::Failed(failure),
+            },
+            loss = running.lease.lost() => Decision::Lost(loss),
+            conflict = hub.lost() => Decision::Lost(LeaseLoss::Conflict(conflict)),
             () = cancel.cancelled() => Decision::Cancelled,
             () = timeout(timeout_ms.map(Duration::from_millis)) => {
                 Decision::Timeout(timeout_ms.unwrap_or(0))
             }
-            () = maybe_watchdog(hub.received(), clock.clone(), running.started_at_ms, desc.heartbeat_timeout_ms) => {
-                Decision::HeartbeatTimeout(heartbeat_timeout_ms)
-            }
-            conflict = renew_lease(self.ports.store.clone(), running.owned.clone(), clock, desc.lease_ms) => {
-                Decision::Lost(conflict)
-            }
-            conflict = hub.lost() => Decision::Lost(conflict),
+            () = watchdog => Decision::HeartbeatTimeout(heartbeat_timeout_ms),
         };
         let decided_at_ms = self.ports.clock.now_ms();
+        hub.stop_accepting(decided_at_ms);
+        if matches!(decision, Decision::Output(_) | Decision::Failed(_)) {
+            return (decision, decided_at_ms);
+        }
         task_cancel.cancel();
-        if tokio::time::timeout(self.options.cancel_grace, &mut compute)
-            .await
-            .is_err()
-        {
-            tracing::warn!(grace = ?self.options.cancel_grace, "compute did not stop within its grace period; dropped");
+        if !matches!(decision, Decision::Lost(_)) {
+            self.grace(&mut compute, &running.lease).await;
         }
         (decision, decided_at_ms)
     }
 
-    /// Steps 5 to 8: validates the output, applies the terminal command and writes it.
+    /// Gives a cancelled compute the grace period to stop, unless the lease is lost meanwhile.
+    async fn grace<Fut: Future>(&self, compute: &mut std::pin::Pin<&mut Fut>, lease: &LeaseKeeper) {
+        let grace = self.options.cancel_grace;
+        tokio::select! {
+            stopped = tokio::time::timeout(grace, compute) => if stopped.is_err() {
+                tracing::warn!(?grace, "compute did not stop within its grace period; dropped");
+            },
+            _ = lease.lost() => {
+                tracing::warn!("the lease was lost during the grace period; compute dropped");
+            }
+        }
+    }
+
+    /// Stops the heartbeat writer after it wrote what is pending, within what is left of the
+    /// lease.
+    async fn flush(&self, hub: HeartbeatHub, lease: &LeaseKeeper) -> Result<(), EngineError> {
+        match tokio::time::timeout(lease.remaining(), hub.close_and_flush()).await {
+            Ok(None) => Ok(()),
+            Ok(Some(conflict)) => Err(EngineError::Store(conflict)),
+            Err(_elapsed) => Err(lease.lost().await.into()),
+        }
+    }
+
+    /// Validates the output, applies the terminal command and writes it.
     async fn settle(
         &self,
         desc: &TaskDescriptor,
@@ -205,81 +262,41 @@ impl Engine {
         decision: Decision,
         decided_at_ms: u64,
     ) -> Result<AttemptOutcome, EngineError> {
-        let jitter = (self.options.jitter)();
-        let mut output = None;
-        let mut retryable = false;
-        let (command, at_ms) = match decision {
-            Decision::Output(value) => {
-                let value = strip_key_columns(value);
-                match validator.check(&value) {
-                    Ok(()) => {
-                        output = Some(value);
-                        (AttemptCommand::Finish, self.ports.clock.now_ms())
-                    }
-                    Err(error) => (fail(error, false, None, jitter), self.ports.clock.now_ms()),
-                }
-            }
-            Decision::Failed(failure) => {
-                retryable = failure.retryable;
-                let after = failure
-                    .retry_after
-                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-                (
-                    fail(failure.error, failure.retryable, after, jitter),
-                    self.ports.clock.now_ms(),
-                )
-            }
-            Decision::Timeout(timeout_ms) => {
-                retryable = true;
-                (
-                    fail(TaskError::timeout(timeout_ms), true, None, jitter),
-                    decided_at_ms,
-                )
-            }
-            Decision::HeartbeatTimeout(timeout_ms) => {
-                retryable = true;
-                (
-                    AttemptCommand::HeartbeatTimedOut { timeout_ms, jitter },
-                    decided_at_ms,
-                )
-            }
-            Decision::Cancelled => (AttemptCommand::Cancel, decided_at_ms),
-            Decision::Lost(conflict) => return Err(EngineError::Store(conflict)),
-        };
-        let vcs = match output {
+        let settlement = self.settlement(validator, decision, decided_at_ms)?;
+        let vcs = match settlement.output {
             Some(_) => self.vcs_revision().await,
             None => None,
         };
         let (events, state, error, retry) = {
+            let command = settlement.command.kind();
             let mut machine = lock_machine(&running.machine);
-            let events = machine.apply(command, at_ms)?;
+            let events = machine.apply(settlement.command, settlement.at_ms)?;
+            // A terminal command that applied leaves a state; none would be the machine's bug.
+            let state = machine.state().ok_or(DomainError::NotStarted { command })?;
             (
                 events,
-                machine.state(),
+                state,
                 machine.error().cloned(),
                 machine.retry_plan(),
             )
         };
-        let state = state.unwrap_or(AttemptState::Failed);
-        let end = match (state, output.clone(), error.clone()) {
+        let end = match (state, settlement.output.clone(), error.clone()) {
             (AttemptState::Finished, Some(output), _) => AttemptEnd::Finished { output, vcs },
             (AttemptState::Cancelled, _, error) => AttemptEnd::Cancelled {
                 error: error.unwrap_or_else(TaskError::aborted),
             },
             (_, _, error) => AttemptEnd::Failed {
                 error: error.unwrap_or_else(|| TaskError::task_failed("attempt failed")),
-                retryable,
+                retryable: settlement.retryable,
             },
         };
         let finished_at_ms = self.ports.clock.now_ms();
-        self.ports
-            .store
-            .end_attempt(&running.owned, end, finished_at_ms, events)
+        self.write_terminal(running, end, finished_at_ms, events)
             .await?;
         let outcome = AttemptOutcome {
             key: running.owned.key.clone(),
             state,
-            output,
+            output: settlement.output,
             error,
             retry,
             started_at_ms: running.started_at_ms,
@@ -287,6 +304,96 @@ impl Engine {
         };
         self.record_end(desc, &outcome);
         Ok(outcome)
+    }
+
+    /// The terminal command a decision leads to, when it applies, and what it writes.
+    fn settlement(
+        &self,
+        validator: &OutputValidator,
+        decision: Decision,
+        decided_at_ms: u64,
+    ) -> Result<Settlement, EngineError> {
+        let jitter = (self.options.jitter)();
+        let settled = |command, at_ms, retryable| Settlement {
+            command,
+            at_ms,
+            output: None,
+            retryable,
+        };
+        Ok(match decision {
+            Decision::Output(value) => {
+                let value = strip_key_columns(value);
+                let now_ms = self.ports.clock.now_ms();
+                match validator.check(&value) {
+                    Ok(()) => Settlement {
+                        output: Some(value),
+                        ..settled(AttemptCommand::Finish, now_ms, false)
+                    },
+                    Err(error) => settled(fail(error, false, None, jitter), now_ms, false),
+                }
+            }
+            Decision::Failed(failure) => {
+                // The error's code can veto a retry: an invalid payload or output stays invalid
+                // however the task wrapped it.
+                let retryable = failure.retryable && failure.error.code.retryable_by_default();
+                let after = failure
+                    .retry_after
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                let command = fail(failure.error, retryable, after, jitter);
+                settled(command, self.ports.clock.now_ms(), retryable)
+            }
+            Decision::Timeout(timeout_ms) => settled(
+                fail(TaskError::timeout(timeout_ms), true, None, jitter),
+                decided_at_ms,
+                true,
+            ),
+            Decision::HeartbeatTimeout(timeout_ms) => settled(
+                AttemptCommand::HeartbeatTimedOut { timeout_ms, jitter },
+                decided_at_ms,
+                true,
+            ),
+            Decision::Cancelled => settled(AttemptCommand::Cancel, decided_at_ms, false),
+            Decision::Lost(loss) => return Err(loss.into()),
+        })
+    }
+
+    /// Writes the terminal state, retrying a failed write with backoff while the lease holds.
+    /// A conflict is final; so is the loss of the lease (nothing terminal is written then).
+    async fn write_terminal(
+        &self,
+        running: &Running,
+        end: AttemptEnd,
+        finished_at_ms: u64,
+        events: Vec<Event>,
+    ) -> Result<(), EngineError> {
+        let lease = &running.lease;
+        let mut pause = TERMINAL_RETRY_FIRST;
+        loop {
+            let write = self.ports.store.end_attempt(
+                &running.owned,
+                end.clone(),
+                finished_at_ms,
+                events.clone(),
+            );
+            let error = match tokio::time::timeout(lease.remaining(), write).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(error)) if error.is_conflict() => return Err(error.into()),
+                Ok(Err(error)) => error,
+                Err(_elapsed) => StoreError::unavailable("the terminal write did not return"),
+            };
+            tracing::warn!(%error, retry_in = ?pause, "terminal write failed; retrying while the lease holds");
+            self.options
+                .observer
+                .terminal_write_failed(&running.owned.key, &error);
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                loss = lease.lost() => return Err(loss.into()),
+            }
+            if let Some(loss) = lease.loss() {
+                return Err(loss.into());
+            }
+            pause = (pause * 2).min(TERMINAL_RETRY_MAX);
+        }
     }
 
     /// Metrics, logs and the observer for an ended attempt.
@@ -304,7 +411,7 @@ impl Engine {
         self.options.observer.attempt_ended(outcome);
     }
 
-    /// The VCS revision of the working directory (step 6, success only).
+    /// The VCS revision of the working directory (success only).
     async fn vcs_revision(&self) -> Option<String> {
         let dir = self.working_dir()?;
         self.ports.vcs.revision(&dir).await

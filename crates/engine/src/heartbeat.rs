@@ -1,10 +1,16 @@
-//! Heartbeats (SPEC section 4): the handle a compute calls, and the one writer task per attempt
-//! that coalesces what the handle receives into throttled store writes.
+//! Heartbeats: the handle a compute calls, and the one writer task per attempt that coalesces
+//! what the handle receives into throttled store writes.
 //!
 //! The handle never waits on I/O: it validates the payload, swaps it into a one-slot mailbox
-//! (last one wins) and wakes the writer. The writer writes the first heartbeat at once, then at
-//! most one per throttle interval, never two at a time, and drains the mailbox when the attempt
-//! closes it, so the next attempt sees the latest checkpoint.
+//! (last one wins) and wakes the writer. The writer asks the domain's throttle rule
+//! ([`next_write`]) when to write, on the injected clock: the first heartbeat at once, then at
+//! most one per throttle interval, never two at a time. A write that fails puts its payload back
+//! unless a newer one superseded it, so the final flush, when the attempt closes the mailbox,
+//! still writes it and the next attempt sees the latest checkpoint.
+//!
+//! When the outcome is decided the mailbox stops accepting heartbeats, and what is flushed
+//! afterwards is stamped no later than the decision, so no heartbeat event of an attempt follows
+//! its terminal event.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,16 +19,15 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
-use stint_domain::heartbeat::{to_validated_payload, validate_payload};
+use stint_domain::heartbeat::{WriteDecision, next_write, to_validated_payload, validate_payload};
 use stint_domain::{AttemptCommand, AttemptKey, AttemptMachine, HeartbeatPayloadError};
 use stint_ports::{AttemptStore, Clock, HeartbeatWrite, OwnedAttempt, StoreError};
 use tokio::sync::Notify;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
-use crate::compute::Observer;
 use crate::metrics::Metrics;
+use crate::options::Observer;
 
 /// The handle a compute reports progress through. Cheap to clone, `Send + Sync`, never waits.
 ///
@@ -81,6 +86,8 @@ struct Shared {
     wake: Notify,
     /// Receive time of the latest heartbeat, read by the watchdog when its deadline comes.
     received: Arc<LastReceived>,
+    /// When the outcome was decided (`u64::MAX` until then): later writes are stamped no later.
+    decided_at_ms: AtomicU64,
     metrics: Metrics,
 }
 
@@ -93,6 +100,31 @@ impl Shared {
 
     fn take_pending(&self) -> Option<Pending> {
         self.mailbox().pending.take()
+    }
+
+    fn has_pending(&self) -> bool {
+        self.mailbox().pending.is_some()
+    }
+
+    /// Puts back a heartbeat whose write failed, unless a newer payload superseded it; a newer
+    /// bare ping keeps its receive time and takes the older payload.
+    fn restore(&self, failed: Pending) {
+        let mut mailbox = self.mailbox();
+        mailbox.pending = Some(match mailbox.pending.take() {
+            None => failed,
+            Some(newer) if newer.payload.is_some() => newer,
+            Some(ping) => Pending {
+                received_at_ms: ping.received_at_ms,
+                payload: failed.payload,
+            },
+        });
+    }
+
+    /// The time a write is stamped with: now, but never after the decision.
+    fn stamp_ms(&self) -> u64 {
+        self.clock
+            .now_ms()
+            .min(self.decided_at_ms.load(Ordering::Acquire))
     }
 }
 
@@ -165,7 +197,8 @@ pub(crate) struct WriterPorts {
     pub(crate) owned: OwnedAttempt,
     pub(crate) machine: Arc<Mutex<AttemptMachine>>,
     pub(crate) observer: Arc<dyn Observer>,
-    pub(crate) interval: Duration,
+    /// The task's heartbeat timeout, which sets the throttle interval.
+    pub(crate) heartbeat_timeout_ms: Option<u64>,
 }
 
 /// One attempt's heartbeat machinery: the shared mailbox and its writer task.
@@ -191,6 +224,7 @@ impl HeartbeatHub {
             mailbox: Mutex::new(Mailbox::default()),
             wake: Notify::new(),
             received: Arc::new(LastReceived::default()),
+            decided_at_ms: AtomicU64::new(u64::MAX),
             metrics,
         });
         let flush = CancellationToken::new();
@@ -234,6 +268,15 @@ impl HeartbeatHub {
             .unwrap_or_else(|| StoreError::conflict("attempt lost"))
     }
 
+    /// The outcome was decided at `decided_at_ms`: heartbeats sent from now on are ignored, and
+    /// the pending one, written later, is stamped no later than the decision.
+    pub(crate) fn stop_accepting(&self, decided_at_ms: u64) {
+        self.shared
+            .decided_at_ms
+            .fetch_min(decided_at_ms, Ordering::AcqRel);
+        self.shared.mailbox().closed = true;
+    }
+
     /// Stops accepting heartbeats, writes the pending one and waits for the writer to end.
     /// Returns the conflict if a write found the attempt owned by another execution.
     pub(crate) async fn close_and_flush(mut self) -> Option<StoreError> {
@@ -257,64 +300,105 @@ struct Writer {
     conflict: Arc<OnceLock<StoreError>>,
 }
 
+/// How one write went.
+enum Written {
+    /// Written, or dropped for good (the attempt already ended).
+    Done,
+    /// Failed; the payload is pending again.
+    Failed(StoreError),
+    /// Another execution owns the attempt.
+    Lost(StoreError),
+}
+
+/// The pause before a failed write is tried again during the final flush.
+const FLUSH_RETRY: Duration = Duration::from_millis(100);
+
+/// How many failed writes the final flush tolerates before it gives the pending heartbeat up:
+/// enough to outlast a lock held past one busy timeout, few enough that a store refusing
+/// heartbeats does not hold the terminal write back.
+const FLUSH_TRIES: u32 = 5;
+
 impl Writer {
     async fn run(self) {
-        let mut last_write: Option<Instant> = None;
-        loop {
-            if let Some(previous) = last_write {
-                // The throttle: at most one write per interval, except the final flush.
-                tokio::select! {
-                    () = tokio::time::sleep_until(previous + self.ports.interval) => {}
-                    () = self.flush.cancelled() => {}
+        let mut last_write_ms: Option<u64> = None;
+        let mut failed = false;
+        let mut flush_failures = 0;
+        while let Some(pending) = self.next_pending(last_write_ms, failed).await {
+            last_write_ms = Some(self.shared.clock.now_ms());
+            match self.write(pending).await {
+                Written::Done => failed = false,
+                Written::Failed(error) if self.flush.is_cancelled() => {
+                    flush_failures += 1;
+                    if !is_transient(&error) || flush_failures >= FLUSH_TRIES {
+                        tracing::warn!(attempt = %self.shared.key, %error, "final heartbeat not written");
+                        return;
+                    }
+                    failed = true;
+                }
+                Written::Failed(_) => failed = true,
+                Written::Lost(conflict) => {
+                    let _ = self.conflict.set(conflict);
+                    self.lost.cancel();
+                    return;
                 }
             }
-            let Some(pending) = self.next_pending().await else {
-                return;
-            };
-            last_write = Some(Instant::now());
-            if let Err(conflict) = self.write(pending).await {
-                let _ = self.conflict.set(conflict);
-                self.lost.cancel();
-                return;
-            }
         }
     }
 
-    /// Waits for a heartbeat to write; `None` once flushed and empty.
-    async fn next_pending(&self) -> Option<Pending> {
+    /// Waits until the throttle lets the pending heartbeat be written and takes it; `None` once
+    /// flushed and empty. During the final flush the throttle no longer applies, but a write
+    /// that just failed is retried after [`FLUSH_RETRY`].
+    async fn next_pending(&self, last_write_ms: Option<u64>, failed: bool) -> Option<Pending> {
         loop {
-            // A notification between the check and the wait leaves a permit, so none is lost.
-            if let Some(pending) = self.shared.take_pending() {
-                return Some(pending);
-            }
             if self.flush.is_cancelled() {
-                return None;
+                if failed {
+                    tokio::time::sleep(FLUSH_RETRY).await;
+                }
+                return self.shared.take_pending();
             }
-            tokio::select! {
-                () = self.shared.wake.notified() => {}
-                () = self.flush.cancelled() => {}
+            let now_ms = self.shared.clock.now_ms();
+            let pending = self.shared.has_pending();
+            let decision = next_write(
+                last_write_ms,
+                pending,
+                now_ms,
+                self.ports.heartbeat_timeout_ms,
+            );
+            match decision {
+                WriteDecision::Now => {
+                    // A notification between the check and the take leaves a permit: none lost.
+                    if let Some(pending) = self.shared.take_pending() {
+                        return Some(pending);
+                    }
+                }
+                WriteDecision::Idle => tokio::select! {
+                    () = self.shared.wake.notified() => {}
+                    () = self.flush.cancelled() => {}
+                },
+                WriteDecision::At(due_ms) => tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(due_ms - now_ms)) => {}
+                    () = self.flush.cancelled() => {}
+                },
             }
         }
     }
 
-    /// Writes one heartbeat; only a conflict is returned, other failures are logged.
-    async fn write(&self, pending: Pending) -> Result<(), StoreError> {
+    /// Writes one heartbeat; a failure other than a conflict puts it back.
+    async fn write(&self, pending: Pending) -> Written {
         let metrics = &self.shared.metrics;
         let command = AttemptCommand::Heartbeat {
             received_at_ms: pending.received_at_ms,
             data_size_bytes: pending.payload.as_ref().map(|(_, size)| *size),
         };
-        let now_ms = self.shared.clock.now_ms();
-        let applied = lock_machine(&self.ports.machine).apply(command, now_ms);
+        let applied = lock_machine(&self.ports.machine).apply(command, self.shared.stamp_ms());
         let Some(event) = applied.ok().and_then(|events| events.into_iter().next()) else {
             tracing::warn!(attempt = %self.shared.key, "heartbeat after the attempt ended; dropped");
             metrics.heartbeats_dropped.add(1, &[]);
-            return Ok(());
+            return Written::Done;
         };
-        let payload = pending.payload.map(|(value, _)| value);
         let write = HeartbeatWrite {
             received_at_ms: pending.received_at_ms,
-            payload: payload.clone(),
+            payload: pending.payload.as_ref().map(|(value, _)| value.clone()),
             event,
         };
         match self
@@ -325,19 +409,26 @@ impl Writer {
         {
             Ok(()) => {
                 metrics.heartbeats_written.add(1, &[]);
+                let payload = pending.payload.as_ref().map(|(value, _)| value);
+                self.ports.observer.heartbeat(&self.shared.key, payload);
+                Written::Done
+            }
+            Err(error) if error.is_conflict() => Written::Lost(error),
+            Err(error) => {
+                tracing::warn!(attempt = %self.shared.key, %error, "heartbeat write failed; kept for the next write");
                 self.ports
                     .observer
-                    .heartbeat(&self.shared.key, payload.as_ref());
-                Ok(())
-            }
-            Err(error @ StoreError::Conflict { .. }) => Err(error),
-            Err(error) => {
-                tracing::warn!(attempt = %self.shared.key, %error, "heartbeat write failed");
-                metrics.heartbeats_dropped.add(1, &[]);
-                Ok(())
+                    .heartbeat_write_failed(&self.shared.key, &error);
+                self.shared.restore(pending);
+                Written::Failed(error)
             }
         }
     }
+}
+
+/// Whether a failed write may succeed if tried again.
+fn is_transient(error: &StoreError) -> bool {
+    matches!(error, StoreError::Unavailable { .. })
 }
 
 /// Locks the attempt's state machine; see [`Shared::mailbox`] for why poisoning is recovered.

@@ -1,4 +1,5 @@
-//! The stint attempt engine (SPEC sections 3 and 4).
+//! The stint attempt engine: runs a task as attempts, each raced against its timers and recorded
+//! through the write port.
 //!
 //! [`Engine::run_attempt`] runs one attempt of a task: it begins the attempt in the store, runs
 //! the compute with a [`TaskContext`], races it against the timeout, the heartbeat watchdog,
@@ -44,20 +45,24 @@
 #![deny(missing_docs)]
 
 mod attempt;
-mod compute;
+mod context;
+mod engine;
+mod error;
 mod heartbeat;
+mod lease;
 mod metrics;
-mod node;
+mod options;
+mod outcome;
 mod output;
 mod ports;
-mod watchdog;
+mod timers;
 
-pub use compute::{
-    AttemptOutcome, EngineError, EngineOptions, NodeOutcome, NoopObserver, Observer, TaskContext,
-    TaskFailure,
-};
+pub use context::{TaskContext, TaskFailure};
+pub use engine::Engine;
+pub use error::EngineError;
 pub use heartbeat::Heartbeat;
-pub use node::Engine;
+pub use options::{EngineOptions, NoopObserver, Observer};
+pub use outcome::{AttemptOutcome, NodeOutcome};
 pub use ports::{NoVcs, Ports, SystemClock, TokioClock};
 pub use stint_domain::HeartbeatPayloadError;
 pub use stint_domain::machine::RetryPlan;

@@ -243,6 +243,9 @@ fn conclude(
 fn engine_error(error: EngineError) -> CliError {
     match error {
         EngineError::Store(error) => CliError::from(error),
+        fenced @ EngineError::Fenced { .. } => {
+            CliError::new(fenced.code().as_str(), fenced.to_string(), exit::STORE)
+        }
         EngineError::InvalidSchema(reason) => CliError::invalid_input(format!(
             "--output-schema is not a valid JSON Schema: {reason}"
         )),

@@ -148,11 +148,15 @@ pub fn zombie_cannot_finish_an_abandoned_attempt(w: &World, recover_db: &str) {
     kill(stint, Signal::SIGCONT).expect("SIGCONT");
     let status = wait_with_limit(&mut zombie, Duration::from_secs(15));
     assert_eq!(status.code(), Some(3), "{:?}", stint_errors(w, "z", "n"));
+    // Woken long after its lease ran out, the zombie either finds its attempt taken (a
+    // conflict) or, its renewals having failed for half the lease on its own clock, fences
+    // itself first; either way it writes nothing.
     let errors = stint_errors(w, "z", "n");
     assert!(
-        errors
-            .last()
-            .is_some_and(|l| l.starts_with("stint: STORE_CONFLICT: ")),
+        errors.last().is_some_and(|l| {
+            l.starts_with("stint: STORE_CONFLICT: ")
+                || (l.starts_with("stint: STORE_UNAVAILABLE: ") && l.contains("left to recovery"))
+        }),
         "{errors:?}"
     );
     let attempts = w.attempts("z");

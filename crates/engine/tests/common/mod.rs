@@ -68,6 +68,16 @@ pub fn engine_on(store: TestStore) -> Engine {
     Engine::with_options(ports, options())
 }
 
+/// An engine on `store` like [`engine_on`], whose computes get `grace` to stop once cancelled.
+pub fn engine_with_grace(store: TestStore, grace: Duration) -> Engine {
+    let ports = Ports::new(store, Arc::new(FakeVcs)).with_clock(Arc::new(TokioClock::at(EPOCH_MS)));
+    let options = EngineOptions {
+        cancel_grace: grace,
+        ..options()
+    };
+    Engine::with_options(ports, options)
+}
+
 /// A fresh store and an engine on it.
 pub fn setup() -> (TestStore, Engine) {
     let store = memory_store();

@@ -1,11 +1,11 @@
-//! The timers raced against the compute: the heartbeat watchdog, the timeout and the lease
-//! renewer. Each sleeps to an exact deadline; none polls.
+//! The timers raced against the compute: the heartbeat watchdog and the timeout. Each sleeps to
+//! an exact deadline; neither polls. (The lease has a task of its own: see `lease`.)
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use stint_domain::heartbeat::stale_at_ms;
-use stint_ports::{AttemptStore, Clock, OwnedAttempt, StoreError};
+use stint_ports::Clock;
 
 use crate::heartbeat::LastReceived;
 
@@ -48,26 +48,5 @@ pub(crate) async fn maybe_watchdog(
     match timeout_ms {
         Some(timeout_ms) => heartbeat_watchdog(received, clock, started_at_ms, timeout_ms).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Renews the lease every third of `lease_ms`; resolves only when a renewal finds the attempt
-/// owned by another execution. Other failures are logged: the next renewal may succeed, and
-/// the lease still has two thirds to run.
-pub(crate) async fn renew_lease(
-    store: Arc<dyn AttemptStore>,
-    owned: OwnedAttempt,
-    clock: Arc<dyn Clock>,
-    lease_ms: u64,
-) -> StoreError {
-    let period = Duration::from_millis((lease_ms / 3).max(1));
-    loop {
-        tokio::time::sleep(period).await;
-        let expires_at_ms = clock.now_ms().saturating_add(lease_ms);
-        match store.renew_lease(&owned, expires_at_ms).await {
-            Ok(()) => {}
-            Err(error @ StoreError::Conflict { .. }) => return error,
-            Err(error) => tracing::warn!(attempt = %owned.key, %error, "lease renewal failed"),
-        }
     }
 }

@@ -11,10 +11,11 @@ use stint_domain::{AttemptKey, AttemptState, TaskDescriptor, TaskError};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::compute::{
-    AttemptOutcome, EngineError, EngineOptions, NodeOutcome, TaskContext, TaskFailure,
-};
+use crate::context::{TaskContext, TaskFailure};
+use crate::error::EngineError;
 use crate::metrics::Metrics;
+use crate::options::EngineOptions;
+use crate::outcome::{AttemptOutcome, NodeOutcome};
 use crate::output::OutputValidator;
 use crate::ports::Ports;
 

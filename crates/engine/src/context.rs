@@ -1,0 +1,93 @@
+//! What a compute sees: its context, and how it reports failure.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use stint_domain::{AttemptKey, HeartbeatPayloadError, TaskError};
+use tokio_util::sync::CancellationToken;
+
+#[cfg(doc)]
+use crate::EngineOptions;
+use crate::heartbeat::Heartbeat;
+
+/// What a compute receives: who it is, when to stop, where the last attempt left off, and how
+/// to report progress.
+#[derive(Debug, Clone)]
+pub struct TaskContext {
+    /// The attempt being run (run id, node id, iteration, attempt number).
+    pub key: AttemptKey,
+    /// Cancelled when the outcome was decided by something other than the compute (timeout,
+    /// heartbeat timeout, external cancellation, ownership loss). The compute then has
+    /// [`EngineOptions::cancel_grace`] to clean up before it is dropped.
+    pub cancel: CancellationToken,
+    /// The last heartbeat payload of the newest earlier attempt that recorded one.
+    pub checkpoint: Option<Value>,
+    /// The heartbeat handle.
+    pub heartbeat: Heartbeat,
+}
+
+/// How a compute failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{error}")]
+pub struct TaskFailure {
+    /// The error recorded with the attempt.
+    pub error: TaskError,
+    /// Whether another attempt may follow (within the retry budget).
+    pub retryable: bool,
+    /// A delay that overrides the backoff policy before the next attempt.
+    pub retry_after: Option<Duration>,
+}
+
+impl TaskFailure {
+    /// A retryable `TASK_FAILED` with `message`.
+    pub fn retryable(message: impl Into<String>) -> Self {
+        Self {
+            error: TaskError::task_failed(message),
+            retryable: true,
+            retry_after: None,
+        }
+    }
+
+    /// A `TASK_FAILED` with `message` that is never retried.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            retryable: false,
+            ..Self::retryable(message)
+        }
+    }
+
+    /// The same failure with `details` attached to its error.
+    #[must_use]
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.error.details = details;
+        self
+    }
+
+    /// The same failure, asking for the next attempt after `delay` instead of the backoff.
+    #[must_use]
+    pub fn retry_after(mut self, delay: Duration) -> Self {
+        self.retry_after = Some(delay);
+        self
+    }
+}
+
+impl From<HeartbeatPayloadError> for TaskFailure {
+    /// An invalid heartbeat payload is a bug in the task: retrying would repeat it.
+    fn from(error: HeartbeatPayloadError) -> Self {
+        Self {
+            error: error.to_task_error(),
+            retryable: false,
+            retry_after: None,
+        }
+    }
+}
+
+impl From<TaskError> for TaskFailure {
+    fn from(error: TaskError) -> Self {
+        Self {
+            retryable: error.code.retryable_by_default(),
+            error,
+            retry_after: None,
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! The lease: renewed from the begin of an attempt until its terminal write has committed, and
+//! the self-fence that stops an attempt whose lease can no longer be proven.
+//!
+//! The keeper is a task of its own, not a branch of the race against the compute, so it goes on
+//! renewing through the grace period, the heartbeat flush, the VCS read and the terminal write's
+//! retries: a live attempt is never recoverable.
+//!
+//! **Self-fencing.** The store's lease runs out `lease` after the start of the last renewal that
+//! succeeded. When no renewal has succeeded for [`FENCE_FRACTION`] of the lease, measured on the
+//! local monotonic clock (never the wall clock, which can jump), the keeper declares the attempt
+//! fenced: the engine stops the compute at once and writes nothing terminal, so whatever
+//! recovery decides later is never contradicted. A failed renewal is retried promptly
+//! ([`RETRY_FRACTION`] of the lease), not a full period later.
+
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use stint_ports::{AttemptStore, Clock, OwnedAttempt, StoreError};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
+
+use crate::options::Observer;
+
+/// The fraction of the lease after which an attempt with no successful renewal fences itself.
+/// Half leaves the other half for the compute to be stopped and for clocks to disagree.
+pub(crate) const FENCE_FRACTION: (u64, u64) = (1, 2);
+
+/// How often the lease is renewed while renewals succeed: three times per lease.
+const RENEW_FRACTION: (u64, u64) = (1, 3);
+
+/// How soon a failed renewal is tried again.
+const RETRY_FRACTION: (u64, u64) = (1, 20);
+
+fn fraction(lease: Duration, (num, den): (u64, u64)) -> Duration {
+    (lease * u32::try_from(num).unwrap_or(1) / u32::try_from(den).unwrap_or(1))
+        .max(Duration::from_millis(1))
+}
+
+/// Why an attempt's lease was lost.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum LeaseLoss {
+    /// A renewal found the attempt owned by another execution (or already ended).
+    Conflict(StoreError),
+    /// No renewal succeeded for the fence fraction of the lease.
+    Fenced {
+        /// How long no renewal had succeeded.
+        unrenewed_ms: u64,
+        /// The last renewal error, if a renewal failed rather than hung.
+        last_error: Option<StoreError>,
+    },
+}
+
+/// State the keeper shares with the attempt.
+#[derive(Debug)]
+struct Shared {
+    /// When the last successful renewal was sent (the begin, at first).
+    renewed_at: Mutex<Instant>,
+    loss: OnceLock<LeaseLoss>,
+    lost: CancellationToken,
+}
+
+impl Shared {
+    fn renewed_at(&self) -> Instant {
+        *self
+            .renewed_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lose(&self, loss: LeaseLoss) {
+        let _ = self.loss.set(loss);
+        self.lost.cancel();
+    }
+}
+
+/// Renews one attempt's lease until dropped.
+#[derive(Debug)]
+pub(crate) struct LeaseKeeper {
+    shared: Arc<Shared>,
+    fence_after: Duration,
+    task: AbortOnDropHandle<()>,
+}
+
+/// What the renewal task needs.
+struct Renewer {
+    observer: Arc<dyn Observer>,
+    store: Arc<dyn AttemptStore>,
+    owned: OwnedAttempt,
+    clock: Arc<dyn Clock>,
+    lease: Duration,
+    shared: Arc<Shared>,
+}
+
+impl LeaseKeeper {
+    /// Starts renewing the lease of `owned`, whose begin was sent at `begun_at` with a lease of
+    /// `lease_ms`.
+    pub(crate) fn start(
+        observer: Arc<dyn Observer>,
+        store: Arc<dyn AttemptStore>,
+        owned: OwnedAttempt,
+        clock: Arc<dyn Clock>,
+        lease_ms: u64,
+        begun_at: Instant,
+    ) -> Self {
+        let lease = Duration::from_millis(lease_ms.max(1));
+        let shared = Arc::new(Shared {
+            renewed_at: Mutex::new(begun_at),
+            loss: OnceLock::new(),
+            lost: CancellationToken::new(),
+        });
+        let renewer = Renewer {
+            observer,
+            store,
+            owned,
+            clock,
+            lease,
+            shared: shared.clone(),
+        };
+        Self {
+            shared,
+            fence_after: fraction(lease, FENCE_FRACTION),
+            task: AbortOnDropHandle::new(tokio::spawn(renewer.run())),
+        }
+    }
+
+    /// Stops renewing (the terminal write committed, or nothing more will be written) and waits
+    /// until the renewal task is gone, so nothing of the attempt outlives it.
+    pub(crate) async fn stop(self) {
+        self.task.abort();
+        // A renewal task ends by being aborted or by losing the lease; either is the end.
+        let _ = self.task.await;
+    }
+
+    /// Resolves when the lease is lost (a conflict, or the fence).
+    pub(crate) async fn lost(&self) -> LeaseLoss {
+        self.shared.lost.cancelled().await;
+        self.loss().unwrap_or(LeaseLoss::Fenced {
+            unrenewed_ms: 0,
+            last_error: None,
+        })
+    }
+
+    /// The loss, once the lease is lost.
+    pub(crate) fn loss(&self) -> Option<LeaseLoss> {
+        self.shared.loss.get().cloned()
+    }
+
+    /// How long the lease is still proven: until the fence, counted from the last successful
+    /// renewal. Zero once lost.
+    pub(crate) fn remaining(&self) -> Duration {
+        if self.shared.loss.get().is_some() {
+            return Duration::ZERO;
+        }
+        (self.shared.renewed_at() + self.fence_after).saturating_duration_since(Instant::now())
+    }
+}
+
+impl Renewer {
+    async fn run(self) {
+        let period = fraction(self.lease, RENEW_FRACTION);
+        let retry = fraction(self.lease, RETRY_FRACTION);
+        let fence_after = fraction(self.lease, FENCE_FRACTION);
+        let mut last_error: Option<StoreError> = None;
+        loop {
+            let renewed_at = self.shared.renewed_at();
+            let fence_at = renewed_at + fence_after;
+            let next = match last_error {
+                None => renewed_at + period,
+                Some(_) => Instant::now() + retry,
+            };
+            tokio::time::sleep_until(next.min(fence_at)).await;
+            if Instant::now() >= fence_at {
+                return self.fence(renewed_at, last_error);
+            }
+            let sent = Instant::now();
+            let expires_at_ms = self
+                .clock
+                .now_ms()
+                .saturating_add(u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX));
+            let renewal = self.store.renew_lease(&self.owned, expires_at_ms);
+            match tokio::time::timeout_at(fence_at, renewal).await {
+                Ok(Ok(())) => {
+                    if last_error.take().is_some() {
+                        tracing::info!(attempt = %self.owned.key, "lease renewed again");
+                    }
+                    *self
+                        .shared
+                        .renewed_at
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = sent;
+                }
+                Ok(Err(error)) if error.is_conflict() => {
+                    return self.shared.lose(LeaseLoss::Conflict(error));
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(attempt = %self.owned.key, %error, "lease renewal failed; retrying");
+                    self.observer.lease_renewal_failed(&self.owned.key, &error);
+                    last_error = Some(error);
+                }
+                // The renewal hung until the fence: the next turn fences.
+                Err(_elapsed) => {}
+            }
+        }
+    }
+
+    fn fence(&self, renewed_at: Instant, last_error: Option<StoreError>) {
+        let unrenewed = Instant::now().saturating_duration_since(renewed_at);
+        let unrenewed_ms = u64::try_from(unrenewed.as_millis()).unwrap_or(u64::MAX);
+        tracing::error!(
+            attempt = %self.owned.key,
+            unrenewed_ms,
+            "no lease renewal succeeded for half the lease: stopping the attempt and leaving it \
+             to recovery"
+        );
+        self.shared.lose(LeaseLoss::Fenced {
+            unrenewed_ms,
+            last_error,
+        });
+    }
+}

@@ -1,0 +1,244 @@
+//! Never twice, never lost: the lease is kept to the terminal write, an attempt whose lease
+//! cannot be renewed fences itself, a terminal write that fails is retried, a heartbeat whose
+//! write failed is still written. In-memory store behind the instrumented store (which injects
+//! the faults), on tokio's paused clock, so every time below is exact.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{EPOCH_MS, attempts, desc, events, setup};
+use serde_json::json;
+use stint_domain::{AttemptState, ErrorCode, EventKind, TaskError};
+use stint_engine::{CancellationToken, EngineError, TaskContext, TaskFailure};
+use stint_ports::{AttemptStore, StoreError, WriteOp};
+
+/// A compute that ignores its cancellation token and runs until dropped, as a command that
+/// ignores SIGTERM does.
+async fn stubborn(_ctx: TaskContext) -> Result<serde_json::Value, TaskFailure> {
+    std::future::pending().await
+}
+
+fn locked() -> StoreError {
+    StoreError::unavailable("database is locked")
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_lease_is_renewed_through_the_grace_period_until_the_terminal_write() {
+    let store = common::memory_store();
+    let engine = common::engine_with_grace(store.clone(), Duration::from_secs(6));
+    let mut d = desc();
+    d.lease_ms = 3_000;
+    d.timeout_ms = Some(1_000);
+    let attempt = tokio::spawn(async move {
+        engine
+            .run_attempt(&d, stubborn, &CancellationToken::new())
+            .await
+    });
+    // 5 s in: the timeout fired at 1 s and the compute still runs in its 6 s grace. A lease
+    // that stopped at the decision would have run out at about 4 s.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let recovered = store
+        .recover_abandoned(EPOCH_MS + 5_000)
+        .await
+        .expect("recover");
+    assert_eq!(recovered, Vec::new(), "a live attempt is never recoverable");
+    let outcome = attempt.await.expect("join").expect("run");
+    assert_eq!(
+        outcome.error.map(|error| error.code),
+        Some(ErrorCode::TaskTimeout)
+    );
+    assert!(
+        store.calls(WriteOp::RenewLease) >= 6,
+        "renewed every second"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_attempt_that_cannot_renew_its_lease_fences_itself_before_it_expires() {
+    let (store, engine) = setup();
+    store.fail_always(
+        WriteOp::RenewLease,
+        StoreError::unavailable("no route to host"),
+    );
+    let mut d = desc();
+    d.lease_ms = 3_000;
+    let started = tokio::time::Instant::now();
+    let error = engine
+        .run_attempt(&d, stubborn, &CancellationToken::new())
+        .await
+        .expect_err("fenced");
+    let fenced_after = started.elapsed();
+    assert!(
+        matches!(
+            error,
+            EngineError::Fenced {
+                unrenewed_ms: 1_500,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(error.code(), ErrorCode::StoreUnavailable);
+    assert_eq!(fenced_after, Duration::from_millis(1_500), "half the lease");
+    // The first renewal (at 1 s) failed and was retried promptly, every 150 ms, not a full
+    // period later: at 1,000, 1,150, 1,300 and 1,450 ms.
+    assert_eq!(store.calls(WriteOp::RenewLease), 4);
+    // Nothing terminal was written: recovery decides, once the lease has run out.
+    assert_eq!(store.calls(WriteOp::End), 0);
+    assert_eq!(attempts(&store).await[0].state, AttemptState::InProgress);
+    let recovered = store
+        .recover_abandoned(EPOCH_MS + 3_001)
+        .await
+        .expect("recover");
+    assert_eq!(recovered.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_renewal_that_succeeds_again_keeps_the_attempt_alive() {
+    let (store, engine) = setup();
+    for _ in 0..3 {
+        store.fail_next(WriteOp::RenewLease, locked());
+    }
+    let mut d = desc();
+    d.lease_ms = 3_000;
+    let compute = |_ctx: TaskContext| async {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        Ok(json!({"done": true}))
+    };
+    let outcome = engine
+        .run_attempt(&d, compute, &CancellationToken::new())
+        .await
+        .expect("three failed renewals in a row are retried, not fatal");
+    assert_eq!(outcome.state, AttemptState::Finished);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_terminal_write_that_fails_is_retried_and_the_result_kept() {
+    let (store, engine) = setup();
+    for _ in 0..3 {
+        store.fail_next(WriteOp::End, locked());
+    }
+    let compute = |_ctx: TaskContext| async { Ok(json!({"result": 42})) };
+    let outcome = engine
+        .run_attempt(&desc(), compute, &CancellationToken::new())
+        .await
+        .expect("the result is written on the fourth try");
+    assert_eq!(outcome.state, AttemptState::Finished);
+    assert_eq!(store.calls(WriteOp::End), 4);
+    let stored = &attempts(&store).await[0];
+    assert_eq!(stored.state, AttemptState::Finished);
+    let output = stint_ports::HistoryStore::read_output(&*store, &desc().key)
+        .await
+        .expect("read");
+    assert_eq!(output, Some(json!({"result": 42})));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_terminal_write_is_not_retried_past_the_lease() {
+    let (store, engine) = setup();
+    store.fail_always(WriteOp::End, locked());
+    store.fail_always(WriteOp::RenewLease, locked());
+    let mut d = desc();
+    d.lease_ms = 3_000;
+    let compute = |_ctx: TaskContext| async { Ok(json!({"result": 42})) };
+    let error = engine
+        .run_attempt(&d, compute, &CancellationToken::new())
+        .await
+        .expect_err("left to recovery");
+    assert!(matches!(error, EngineError::Fenced { .. }), "{error:?}");
+    assert!(
+        store.calls(WriteOp::End) >= 2,
+        "retried while the lease held"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_heartbeat_whose_write_failed_is_written_by_the_final_flush() {
+    let (store, engine) = setup();
+    let compute = |ctx: TaskContext| {
+        let store = store.clone();
+        async move {
+            ctx.heartbeat.beat(json!({"step": 1}))?;
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            store.fail_next(WriteOp::Heartbeat, locked());
+            ctx.heartbeat.beat(json!({"step": 2}))?;
+            // The write of step 2 fails meanwhile; nothing newer supersedes it.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok(json!({}))
+        }
+    };
+    engine
+        .run_attempt(&desc(), compute, &CancellationToken::new())
+        .await
+        .expect("run");
+    assert_eq!(
+        store.calls(WriteOp::Heartbeat),
+        3,
+        "step 1, step 2 failed, step 2"
+    );
+    assert_eq!(
+        attempts(&store).await[0].heartbeat,
+        Some(json!({"step": 2}))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn heartbeats_after_the_decision_are_ignored_and_no_event_follows_the_end() {
+    let (store, engine) = setup();
+    let mut d = desc();
+    d.heartbeat_timeout_ms = Some(1_000);
+    // Silent past the heartbeat timeout, then (ignoring cancellation) beating in the grace.
+    let compute = |ctx: TaskContext| async move {
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        loop {
+            ctx.heartbeat.beat(json!({"late": true}))?;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let outcome = engine
+        .run_attempt(&d, compute, &CancellationToken::new())
+        .await
+        .expect("run");
+    let error = outcome.error.expect("failed");
+    assert_eq!(error.code, ErrorCode::TaskHeartbeatTimeout);
+    assert_eq!(error.details["stale_for_ms"], json!(1_001), "{error:?}");
+    let recorded = events(&store).await;
+    let end = recorded
+        .iter()
+        .find(|record| matches!(record.event.kind, EventKind::NodeFailed { .. }))
+        .expect("NodeFailed");
+    assert!(
+        recorded.iter().all(|record| {
+            !matches!(record.event.kind, EventKind::TaskHeartbeat { .. })
+                || record.event.timestamp_ms <= end.event.timestamp_ms
+        }),
+        "{recorded:?}"
+    );
+    assert_eq!(
+        attempts(&store).await[0].heartbeat,
+        None,
+        "late beats ignored"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_error_code_decides_whether_a_failure_is_retried() {
+    let (store, engine) = setup();
+    let mut d = desc();
+    d.retry.retries = 3;
+    let compute = |_ctx: TaskContext| async {
+        // Marked retryable by the task, but invalid output stays invalid on every attempt.
+        Err(TaskFailure {
+            error: TaskError::invalid_output(vec![("/n".to_owned(), "not a number".to_owned())]),
+            retryable: true,
+            retry_after: None,
+        })
+    };
+    let outcome = engine
+        .run_node(&d, compute, &CancellationToken::new())
+        .await
+        .expect("run");
+    assert_eq!(outcome.attempts.len(), 1);
+    assert_eq!(attempts(&store).await[0].retryable, Some(false));
+}
