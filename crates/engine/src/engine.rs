@@ -56,7 +56,9 @@ impl Engine {
         &self.ports
     }
 
-    /// Runs one attempt of `desc` (SPEC section 3, steps 1-9) and returns how it ended.
+    /// Runs one attempt of `desc`: begins it (taking the last checkpoint), races the compute
+    /// against its timeout, heartbeat timeout, cancellation and the lease, then writes the one
+    /// terminal state the first of those decided. Returns how it ended.
     ///
     /// `Err` means the end could not be recorded: a store failure, or a `STORE_CONFLICT` when
     /// another execution owns the attempt (the compute was stopped, nothing terminal written).
@@ -75,6 +77,12 @@ impl Engine {
     }
 
     /// Runs attempts of `desc` until one finishes, one is cancelled, or retries run out.
+    ///
+    /// It always starts a new attempt: it does not recover abandoned attempts first (call
+    /// [`Engine::recover`]; an attempt of this node still in progress makes the begin a
+    /// `STORE_CONFLICT`), and it does not return the stored output of a node that already
+    /// finished (read it through the query port, `HistoryStore::read_output`). The `stint run`
+    /// command does both before it calls this.
     ///
     /// A cancellation during the backoff between attempts ends the node `Cancelled` with
     /// `TASK_ABORTED` without starting another attempt; the last attempt stays `failed`.

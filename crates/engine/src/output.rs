@@ -1,4 +1,4 @@
-//! Output handling (SPEC section 3, step 5): key columns removed, then schema validation.
+//! A compute's output: the key columns removed, then validated against the output schema.
 
 use jsonschema::Validator;
 use serde_json::Value;
