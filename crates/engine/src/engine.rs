@@ -72,6 +72,7 @@ impl Engine {
         F: FnOnce(TaskContext) -> Fut,
         Fut: Future<Output = Result<Value, TaskFailure>> + Send,
     {
+        check_descriptor(desc)?;
         let validator = OutputValidator::compile(desc.output_schema.as_ref())?;
         self.attempt(desc, &validator, compute, cancel).await
     }
@@ -96,6 +97,7 @@ impl Engine {
         F: Fn(TaskContext) -> Fut,
         Fut: Future<Output = Result<Value, TaskFailure>> + Send,
     {
+        check_descriptor(desc)?;
         let validator = OutputValidator::compile(desc.output_schema.as_ref())?;
         let span = tracing::info_span!("node", node = %desc.key);
         self.node_loop(desc, &validator, compute, cancel)
@@ -165,6 +167,24 @@ impl Engine {
             .working_dir
             .clone()
             .or_else(|| std::env::current_dir().ok())
+    }
+}
+
+/// Refuses what cannot be run: a zero timeout or heartbeat timeout would fail every attempt at
+/// once (no timeout is `None`, not zero), and a zero lease could never be held.
+fn check_descriptor(desc: &TaskDescriptor) -> Result<(), EngineError> {
+    let zero = [
+        ("timeout", desc.timeout_ms),
+        ("heartbeat timeout", desc.heartbeat_timeout_ms),
+        ("lease", Some(desc.lease_ms)),
+    ]
+    .into_iter()
+    .find(|(_, value)| *value == Some(0));
+    match zero {
+        Some((what, _)) => Err(EngineError::InvalidDescriptor(format!(
+            "the {what} must be longer than zero"
+        ))),
+        None => Ok(()),
     }
 }
 

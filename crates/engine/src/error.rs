@@ -27,6 +27,10 @@ pub enum EngineError {
         /// The last renewal error, when renewals failed rather than hung.
         last_error: Option<StoreError>,
     },
+    /// The descriptor cannot be run as given (a zero timeout, heartbeat timeout or lease); no
+    /// attempt was started.
+    #[error("invalid task: {0}")]
+    InvalidDescriptor(String),
     /// The descriptor's output schema is not a valid JSON Schema.
     #[error("invalid output schema: {0}")]
     InvalidSchema(String),
@@ -42,6 +46,7 @@ impl EngineError {
             Self::Store(error) => error.code(),
             Self::Fenced { .. } => ErrorCode::StoreUnavailable,
             Self::InvalidSchema(_) => ErrorCode::InvalidOutput,
+            Self::InvalidDescriptor(_) => ErrorCode::TaskFailed,
             Self::Invariant(_) => ErrorCode::TaskFailed,
         }
     }

@@ -242,3 +242,29 @@ async fn the_error_code_decides_whether_a_failure_is_retried() {
     assert_eq!(outcome.attempts.len(), 1);
     assert_eq!(attempts(&store).await[0].retryable, Some(false));
 }
+
+#[tokio::test(start_paused = true)]
+async fn zero_timeouts_and_leases_are_refused_before_any_attempt() {
+    let (store, engine) = setup();
+    let zero_timeout = |d: &mut stint_domain::TaskDescriptor| d.timeout_ms = Some(0);
+    let zero_heartbeat = |d: &mut stint_domain::TaskDescriptor| d.heartbeat_timeout_ms = Some(0);
+    let zero_lease = |d: &mut stint_domain::TaskDescriptor| d.lease_ms = 0;
+    for (change, what) in [
+        (zero_timeout as fn(&mut _), "timeout"),
+        (zero_heartbeat, "heartbeat timeout"),
+        (zero_lease, "lease"),
+    ] {
+        let mut d = desc();
+        change(&mut d);
+        let compute = |_ctx: TaskContext| async { Ok(json!({})) };
+        let error = engine
+            .run_node(&d, compute, &CancellationToken::new())
+            .await
+            .expect_err("refused");
+        assert_eq!(
+            error,
+            EngineError::InvalidDescriptor(format!("the {what} must be longer than zero"))
+        );
+    }
+    assert_eq!(store.calls(WriteOp::Begin), 0);
+}

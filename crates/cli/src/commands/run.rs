@@ -246,6 +246,7 @@ fn engine_error(error: EngineError) -> CliError {
         fenced @ EngineError::Fenced { .. } => {
             CliError::new(fenced.code().as_str(), fenced.to_string(), exit::STORE)
         }
+        EngineError::InvalidDescriptor(reason) => CliError::invalid_input(reason),
         EngineError::InvalidSchema(reason) => CliError::invalid_input(format!(
             "--output-schema is not a valid JSON Schema: {reason}"
         )),
