@@ -10,8 +10,12 @@ use crate::error::{ErrorCode, TaskError};
 pub const MAX_PAYLOAD_BYTES: u64 = 1_000_000;
 /// Payloads above this size are accepted with a warning (Temporal's threshold: 256 KiB).
 pub const WARN_PAYLOAD_BYTES: u64 = 256 * 1024;
-/// Deepest nesting of arrays and objects accepted.
-pub const MAX_PAYLOAD_DEPTH: usize = 128;
+/// Deepest nesting of arrays and objects accepted: 127, the deepest serde_json parses back.
+///
+/// A payload is stored as JSON text and read back with serde_json, whose parser refuses a
+/// document nested 128 deep (its recursion limit). An accepted payload must always be readable
+/// again: a checkpoint that cannot be parsed would stop its node from ever running again.
+pub const MAX_PAYLOAD_DEPTH: usize = 127;
 
 /// Why a heartbeat payload was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -301,13 +305,55 @@ mod tests {
                 ..
             })
         ));
-        let mut deep = json!(1);
-        for _ in 0..129 {
-            deep = json!([deep]);
+    }
+
+    /// `depth` arrays (or objects, each holding the next under `"k"`) around a number.
+    fn nested(depth: usize, array: bool) -> Value {
+        (0..depth).fold(json!(1), |inner, _| {
+            if array {
+                json!([inner])
+            } else {
+                json!({ "k": inner })
+            }
+        })
+    }
+
+    #[test]
+    fn the_deepest_accepted_payload_is_read_back_by_serde_json() {
+        for array in [true, false] {
+            let deepest = nested(MAX_PAYLOAD_DEPTH, array);
+            assert!(
+                validate_payload(&deepest).is_ok(),
+                "depth {MAX_PAYLOAD_DEPTH} accepted"
+            );
+            let text = serde_json::to_string(&deepest).expect("a Value serialises");
+            let read_back: Value = serde_json::from_str(&text).expect("parsed back");
+            assert_eq!(read_back, deepest);
         }
-        assert!(matches!(
-            validate_payload(&deep),
-            Err(HeartbeatPayloadError::TooDeep { .. })
-        ));
+    }
+
+    #[test]
+    fn one_level_deeper_is_refused_and_is_what_serde_json_cannot_read() {
+        for (array, segment) in [(true, "[0]"), (false, ".k")] {
+            let too_deep = nested(MAX_PAYLOAD_DEPTH + 1, array);
+            // The container whose children would be level 128 is named.
+            let path = format!("${}", segment.repeat(MAX_PAYLOAD_DEPTH));
+            let error = validate_payload(&too_deep).expect_err("too deep");
+            assert_eq!(
+                error,
+                HeartbeatPayloadError::TooDeep {
+                    path: path.clone(),
+                    limit: 127
+                }
+            );
+            assert_eq!(
+                error.to_string(),
+                format!("heartbeat payload nests deeper than 127 levels at {path}")
+            );
+            // Why the limit is 127: serde_json's parser refuses one level more. Should a new
+            // serde_json read deeper, this fails and the limit may be raised.
+            let text = serde_json::to_string(&too_deep).expect("a Value serialises");
+            assert!(serde_json::from_str::<Value>(&text).is_err());
+        }
     }
 }
