@@ -27,7 +27,7 @@ pub use key::{AttemptKey, NodeKey};
 pub use machine::{AttemptCommand, AttemptMachine, AttemptState};
 pub use node::NodeHistory;
 pub use record::{AttemptRecord, NodeRecord, RunSummary};
-pub use retry::{BackoffPolicy, RetryPolicy};
+pub use retry::{BackoffError, BackoffPolicy, RetryPolicy};
 
 /// Milliseconds since the Unix epoch: the one unit of time in stint's records.
 pub type Millis = u64;

@@ -101,8 +101,61 @@ fn retries_counts_extra_attempts_after_the_first_failure() {
     }
 }
 
+/// Runs the node the way the engine does, `earlier` attempts (`failures_before` of them failed)
+/// already stored: one machine per attempt, numbered on, every attempt failing retryably, until
+/// the machine plans no retry. Returns the number of attempts started.
+fn attempts_of_a_failing_run(policy: RetryPolicy, earlier: u32, failures_before: u32) -> u32 {
+    let mut started = 0;
+    loop {
+        let key = node_key().attempt(earlier + started + 1);
+        let mut machine = AttemptMachine::new(key, policy, failures_before + started);
+        machine.apply(AttemptCommand::Start, 0).expect("start");
+        machine.apply(fail(true), 1).expect("fail");
+        started += 1;
+        if machine.retry_plan().is_none() {
+            return started;
+        }
+        assert!(started <= policy.retries, "more retries than the budget");
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The budget the CLI shows is the number of attempts the machine lets a failing run start.
+    #[test]
+    fn attempts_left_is_what_a_failing_run_starts(
+        retries in 0..16_u32,
+        failures_before in 0..20_u32,
+        others in 0..5_u32,
+    ) {
+        let policy = RetryPolicy { retries, ..RetryPolicy::default() };
+        let earlier = failures_before + others;
+        let started = attempts_of_a_failing_run(policy, earlier, failures_before);
+        prop_assert_eq!(policy.attempts_left(failures_before), started);
+        prop_assert_eq!(policy.planned_attempts(earlier, failures_before), earlier + started);
+    }
+
+    /// At least one attempt, at most `retries + 1`, fewer as failures grow; never overflows.
+    #[test]
+    fn attempts_left_is_between_one_and_the_whole_budget(
+        retries in prop_oneof![0..16_u32, any::<u32>(), Just(u32::MAX)],
+        failures_before in prop_oneof![0..16_u32, any::<u32>(), Just(u32::MAX)],
+        earlier in prop_oneof![0..16_u32, any::<u32>(), Just(u32::MAX)],
+    ) {
+        let policy = RetryPolicy { retries, ..RetryPolicy::default() };
+        let left = policy.attempts_left(failures_before);
+        prop_assert!(left >= 1);
+        prop_assert!(u64::from(left) <= u64::from(retries) + 1);
+        prop_assert!(policy.attempts_left(failures_before.saturating_add(1)) <= left);
+        // Computed in u64; the answer saturates at `u32::MAX`, the last attempt number.
+        let expected = (u64::from(retries) + 1)
+            .saturating_sub(u64::from(failures_before))
+            .clamp(1, u64::from(u32::MAX));
+        prop_assert_eq!(u64::from(left), expected);
+        let planned = u64::from(earlier) + u64::from(left);
+        prop_assert_eq!(u64::from(policy.planned_attempts(earlier, failures_before)), planned.min(u64::from(u32::MAX)));
+    }
 
     #[test]
     fn the_retry_decision_matches_the_spec(
