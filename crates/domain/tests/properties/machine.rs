@@ -77,17 +77,15 @@ struct Model {
 impl Model {
     fn step(&mut self, command: &AttemptCommand, now: u64) -> Result<Vec<Event>, DomainError> {
         let kind = command.kind();
+        let is_start = matches!(command, AttemptCommand::Start);
         match self.state {
-            None if matches!(command, AttemptCommand::Start) => {
+            None if is_start => {
                 self.state = Some(AttemptState::InProgress);
                 self.started_at_ms = now;
                 return Ok(vec![self.event(now, EventKind::NodeStarted)]);
             }
             None => return Err(DomainError::NotStarted { command: kind }),
-            Some(state)
-                if state != AttemptState::InProgress
-                    || matches!(command, AttemptCommand::Start) =>
-            {
+            Some(state) if state != AttemptState::InProgress || is_start => {
                 return Err(DomainError::InvalidTransition {
                     state,
                     command: kind,
@@ -95,37 +93,25 @@ impl Model {
             }
             Some(_) => {}
         }
-        let events = match command {
-            AttemptCommand::Start => unreachable!("handled above"),
-            AttemptCommand::Heartbeat {
-                received_at_ms,
-                data_size_bytes,
-            } => {
-                let interval_ms = self.last_written_at_ms.map(|last| now - last);
-                self.last_written_at_ms = Some(now);
-                let latest = self.last_heartbeat_at_ms.unwrap_or(0).max(*received_at_ms);
-                self.last_heartbeat_at_ms = Some(latest);
-                vec![self.event(
-                    now,
-                    EventKind::TaskHeartbeat {
-                        has_data: data_size_bytes.is_some(),
-                        data_size_bytes: data_size_bytes.unwrap_or(0),
-                        interval_ms,
-                    },
-                )]
-            }
+        Ok(self.step_in_progress(command, now))
+    }
+
+    /// A command other than `Start`, to an attempt in progress.
+    fn step_in_progress(&mut self, command: &AttemptCommand, now: u64) -> Vec<Event> {
+        match command {
+            AttemptCommand::Start => unreachable!("`step` refuses Start once started"),
             AttemptCommand::Finish => {
                 self.state = Some(AttemptState::Finished);
                 vec![self.event(now, EventKind::NodeFinished)]
             }
+            AttemptCommand::Heartbeat {
+                received_at_ms,
+                data_size_bytes,
+            } => self.heartbeat(now, *received_at_ms, *data_size_bytes),
             AttemptCommand::Cancel => {
                 self.state = Some(AttemptState::Cancelled);
-                vec![self.event(
-                    now,
-                    EventKind::NodeCancelled {
-                        reason: "aborted".to_owned(),
-                    },
-                )]
+                let reason = "aborted".to_owned();
+                vec![self.event(now, EventKind::NodeCancelled { reason })]
             }
             AttemptCommand::Abandon {
                 lease_expired_at_ms,
@@ -148,23 +134,45 @@ impl Model {
                 *jitter,
             ),
             AttemptCommand::HeartbeatTimedOut { timeout_ms, jitter } => {
-                let sign_of_life = self
-                    .last_heartbeat_at_ms
-                    .map_or(self.started_at_ms, |hb| hb.max(self.started_at_ms));
-                let stale_for = now.saturating_sub(sign_of_life);
-                let first = vec![self.event(
-                    now,
-                    EventKind::TaskHeartbeatTimeout {
-                        last_heartbeat_at_ms: self.last_heartbeat_at_ms,
-                        timeout_ms: *timeout_ms,
-                    },
-                )];
-                let error =
-                    TaskError::heartbeat_timeout(stale_for, *timeout_ms, self.last_heartbeat_at_ms);
-                self.fail(now, first, error, true, None, *jitter)
+                self.time_out(now, *timeout_ms, *jitter)
             }
-        };
-        Ok(events)
+        }
+    }
+
+    fn heartbeat(
+        &mut self,
+        now: u64,
+        received_at_ms: u64,
+        data_size_bytes: Option<u64>,
+    ) -> Vec<Event> {
+        let interval_ms = self.last_written_at_ms.map(|last| now - last);
+        self.last_written_at_ms = Some(now);
+        let latest = self.last_heartbeat_at_ms.unwrap_or(0).max(received_at_ms);
+        self.last_heartbeat_at_ms = Some(latest);
+        vec![self.event(
+            now,
+            EventKind::TaskHeartbeat {
+                has_data: data_size_bytes.is_some(),
+                data_size_bytes: data_size_bytes.unwrap_or(0),
+                interval_ms,
+            },
+        )]
+    }
+
+    fn time_out(&mut self, now: u64, timeout_ms: u64, jitter: f64) -> Vec<Event> {
+        let sign_of_life = self
+            .last_heartbeat_at_ms
+            .map_or(self.started_at_ms, |hb| hb.max(self.started_at_ms));
+        let stale_for = now.saturating_sub(sign_of_life);
+        let first = vec![self.event(
+            now,
+            EventKind::TaskHeartbeatTimeout {
+                last_heartbeat_at_ms: self.last_heartbeat_at_ms,
+                timeout_ms,
+            },
+        )];
+        let error = TaskError::heartbeat_timeout(stale_for, timeout_ms, self.last_heartbeat_at_ms);
+        self.fail(now, first, error, true, None, jitter)
     }
 
     fn fail(
