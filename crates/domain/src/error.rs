@@ -178,7 +178,10 @@ impl std::fmt::Display for TaskError {
 impl std::error::Error for TaskError {}
 
 /// An error of the pure rules: a value the rules refuse.
+///
+/// Non-exhaustive: new rules bring new refusals, and a caller outside this crate keeps compiling.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DomainError {
     /// A run id or node id was empty or too long.
     #[error("invalid {field}: {reason}")]

@@ -18,7 +18,10 @@ pub const WARN_PAYLOAD_BYTES: u64 = 256 * 1024;
 pub const MAX_PAYLOAD_DEPTH: usize = 127;
 
 /// Why a heartbeat payload was refused.
+///
+/// Non-exhaustive: a new payload rule brings a new refusal without breaking callers' matches.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum HeartbeatPayloadError {
     /// A value that JSON cannot carry, at `path` (like `$.items[3].ratio`).
     #[error("heartbeat payload is not JSON-serialisable at {path}: {reason}")]

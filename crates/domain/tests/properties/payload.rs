@@ -225,6 +225,7 @@ fn check_against_reference(value: &Value) -> Result<(), TestCaseError> {
         Err(error @ HeartbeatPayloadError::NotJson { .. }) => {
             prop_assert!(false, "a Value holds only finite numbers, yet {}", error);
         }
+        Err(error) => prop_assert!(false, "no rule but depth and size applies: {}", error),
     }
     Ok(())
 }
