@@ -19,7 +19,7 @@ pub mod node;
 pub mod record;
 pub mod retry;
 
-pub use descriptor::{Eligibility, TaskDescriptor, TaskMetadata};
+pub use descriptor::{Eligibility, Ineligible, TaskDescriptor, TaskMetadata};
 pub use error::{DomainError, ErrorCode, TaskError};
 pub use event::{Event, EventKind, EventRecord};
 pub use heartbeat::{HeartbeatPayloadError, PayloadInfo};
