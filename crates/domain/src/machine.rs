@@ -385,6 +385,26 @@ mod tests {
     }
 
     #[test]
+    fn an_abandoned_attempt_is_a_retryable_failure_with_no_retry_planned() {
+        let mut m = machine(3, 0);
+        m.apply(AttemptCommand::Start, 0).expect("start");
+        let events = m
+            .apply(
+                AttemptCommand::Abandon {
+                    lease_expired_at_ms: 5,
+                },
+                6,
+            )
+            .expect("abandon");
+        assert_eq!(events.len(), 1, "recovery plans no retry: {events:?}");
+        assert_eq!(m.state(), Some(AttemptState::Failed));
+        assert_eq!(m.retryable(), Some(true), "it counts toward the retries");
+        assert_eq!(m.retry_plan(), None);
+        let code = m.error().map(|error| error.code);
+        assert_eq!(code, Some(crate::ErrorCode::AttemptAbandoned));
+    }
+
+    #[test]
     fn heartbeat_timeout_reports_staleness() {
         let mut m = machine(0, 0);
         m.apply(AttemptCommand::Start, 100).expect("start");
