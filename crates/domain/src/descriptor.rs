@@ -24,7 +24,8 @@ pub struct TaskMetadata {
     pub needs_approval: bool,
 }
 
-/// What to run and under which policy (SPEC section 1).
+/// What to run and under which policy: the node it runs as, the schema its output must match,
+/// its retries and backoff, its timeouts and its lease.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TaskDescriptor {
     /// The node this task runs as.

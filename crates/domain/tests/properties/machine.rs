@@ -1,5 +1,5 @@
-//! Random command sequences on one [`AttemptMachine`], checked against a model written from SPEC
-//! sections 2 and 5 and against the properties the issue names.
+//! Random command sequences on one [`AttemptMachine`], checked against a model of the rules
+//! written independently of the machine, and against the properties the rules imply.
 
 use proptest::prelude::*;
 use stint_domain::key::AttemptKey;
@@ -63,7 +63,9 @@ fn key(attempt: u32) -> AttemptKey {
         .attempt(attempt)
 }
 
-/// What SPEC sections 2 and 5 say one attempt does, written independently of the machine.
+/// What one attempt does, written independently of the machine: `Start` once, then one ending
+/// (finish, fail, heartbeat timeout, abandon, cancel), heartbeats in between; each step's events;
+/// a retry when the failure is retryable and within the budget.
 struct Model {
     key: AttemptKey,
     policy: RetryPolicy,
@@ -208,7 +210,7 @@ proptest! {
 
     /// Every step does what the model says: same events (or the same error) and the same state.
     #[test]
-    fn the_machine_follows_the_spec_model(
+    fn the_machine_follows_the_model(
         policy in policy(),
         failures_before in 0..6_u32,
         attempt in 1..8_u32,
@@ -284,17 +286,17 @@ proptest! {
         }
     }
 
-    /// Each command produces the events SPEC section 5 lists for it, and `NodeRetrying` (for the
-    /// next attempt number) only when the failure is retryable and within the budget.
+    /// Each command produces its own list of events, and `NodeRetrying` (for the next attempt
+    /// number) only when the failure is retryable and within the budget.
     #[test]
-    fn events_per_command_match_the_spec(
+    fn each_command_produces_its_events(
         policy in policy(),
         failures_before in 0..6_u32,
         attempt in 1..8_u32,
         steps in timed_commands(16),
     ) {
         let mut machine = AttemptMachine::new(key(attempt), policy, failures_before);
-        // SPEC: the failed attempts so far, this one included, are at most `retries`.
+        // The budget: the failed attempts so far, this one included, are at most `retries`.
         let failed_so_far = failures_before + 1;
         let within_budget = failed_so_far <= policy.retries;
         for (command, now) in steps {

@@ -148,7 +148,7 @@ proptest! {
 
     /// `is_stale` is `now - max(started_at, last_heartbeat) > timeout`, computed here in i128.
     #[test]
-    fn staleness_matches_the_spec_formula(
+    fn staleness_matches_its_formula(
         now in time(),
         started in time(),
         heartbeat in proptest::option::of(time()),
