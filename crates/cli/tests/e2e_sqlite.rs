@@ -91,6 +91,17 @@ fn bad_flags_are_one_line_and_exit_2() {
     assert_one_line(&output, 2, "stint: USAGE: ");
     let output = w.cmd().args(["frobnicate"]).output().expect("run");
     assert_one_line(&output, 2, "stint: USAGE: ");
+    // The backoff rule is the domain's (`BackoffPolicy::new`); the message is the flag's.
+    let output = w
+        .cmd()
+        .args(["run", "--backoff-factor", "0.5", "--", "true"])
+        .output()
+        .expect("run");
+    assert_one_line(
+        &output,
+        2,
+        "stint: INVALID_INPUT: --backoff-factor must be a number of at least 1",
+    );
 }
 
 #[test]

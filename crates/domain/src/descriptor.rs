@@ -24,7 +24,8 @@ pub struct TaskMetadata {
     pub needs_approval: bool,
 }
 
-/// What to run and under which policy (SPEC section 1).
+/// What to run and under which policy: the node it runs as, the schema its output must match,
+/// its retries and backoff, its timeouts and its lease.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TaskDescriptor {
     /// The node this task runs as.
@@ -76,7 +77,13 @@ impl TaskDescriptor {
     }
 }
 
-/// The facts about a task that decide whether the engine runs it as a bridge-managed compute task.
+/// The facts about a task that decide whether the engine runs it as a bridge-managed compute
+/// task: it is eligible when no cache policy is in play, it is not an agent task, it has a
+/// compute (function or command), it does not run in a separate worktree, and no scorer is
+/// attached.
+///
+/// The engine is to check [`Eligibility::check`] before running a task and refuse, with the
+/// [`Ineligible`] it returns, a task it must not run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Eligibility {
     /// A cache policy is in play.
@@ -92,14 +99,68 @@ pub struct Eligibility {
 }
 
 impl Eligibility {
-    /// The predicate of SPEC section 3: no cache, not an agent, has a compute, no separate
-    /// worktree, no scorers.
+    /// Whether the task is eligible: every condition of [`Eligibility`] holds.
     pub fn is_eligible(&self) -> bool {
-        !self.cached
-            && !self.agent
-            && self.has_compute
-            && !self.separate_worktree
-            && self.scorers == 0
+        self.check().is_ok()
+    }
+
+    /// `Ok` for an eligible task; otherwise the condition that makes it ineligible. When several
+    /// do, the first in the order of the fields is named, so the answer is deterministic.
+    pub fn check(&self) -> Result<(), Ineligible> {
+        if self.cached {
+            Err(Ineligible::Cached)
+        } else if self.agent {
+            Err(Ineligible::Agent)
+        } else if !self.has_compute {
+            Err(Ineligible::NoCompute)
+        } else if self.separate_worktree {
+            Err(Ineligible::SeparateWorktree)
+        } else if self.scorers > 0 {
+            Err(Ineligible::Scorers {
+                scorers: self.scorers,
+            })
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Why a task is not eligible to run as a bridge-managed compute task: one condition of
+/// [`Eligibility`] it breaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Ineligible {
+    /// A cache policy is in play.
+    #[error("task is not eligible to run: a cache policy is in play")]
+    Cached,
+    /// It is an agent task.
+    #[error("task is not eligible to run: it is an agent task")]
+    Agent,
+    /// It has no compute function or command.
+    #[error("task is not eligible to run: it has no compute")]
+    NoCompute,
+    /// It runs in a separate worktree.
+    #[error("task is not eligible to run: it runs in a separate worktree")]
+    SeparateWorktree,
+    /// Scorers are attached.
+    #[error("task is not eligible to run: {scorers} scorers are attached")]
+    Scorers {
+        /// How many.
+        scorers: usize,
+    },
+}
+
+impl Ineligible {
+    /// The stable code of the condition, for logs and error details: `CACHED`, `AGENT`,
+    /// `NO_COMPUTE`, `SEPARATE_WORKTREE` or `SCORERS`. Messages may be reworded; codes are not.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Cached => "CACHED",
+            Self::Agent => "AGENT",
+            Self::NoCompute => "NO_COMPUTE",
+            Self::SeparateWorktree => "SEPARATE_WORKTREE",
+            Self::Scorers { .. } => "SCORERS",
+        }
     }
 }
 
@@ -107,29 +168,82 @@ impl Eligibility {
 mod tests {
     use super::*;
 
-    #[test]
-    fn each_condition_alone_makes_a_task_ineligible() {
-        let ok = Eligibility {
+    fn eligible() -> Eligibility {
+        Eligibility {
             has_compute: true,
             ..Eligibility::default()
-        };
+        }
+    }
+
+    #[test]
+    fn each_condition_alone_makes_a_task_ineligible_and_is_named() {
+        let ok = eligible();
         assert!(ok.is_eligible());
-        assert!(!Eligibility { cached: true, ..ok }.is_eligible());
-        assert!(!Eligibility { agent: true, ..ok }.is_eligible());
-        assert!(
-            !Eligibility {
-                has_compute: false,
-                ..ok
-            }
-            .is_eligible()
+        assert_eq!(ok.check(), Ok(()));
+        let cases = [
+            (
+                Eligibility { cached: true, ..ok },
+                Ineligible::Cached,
+                "CACHED",
+            ),
+            (
+                Eligibility { agent: true, ..ok },
+                Ineligible::Agent,
+                "AGENT",
+            ),
+            (
+                Eligibility {
+                    has_compute: false,
+                    ..ok
+                },
+                Ineligible::NoCompute,
+                "NO_COMPUTE",
+            ),
+            (
+                Eligibility {
+                    separate_worktree: true,
+                    ..ok
+                },
+                Ineligible::SeparateWorktree,
+                "SEPARATE_WORKTREE",
+            ),
+            (
+                Eligibility { scorers: 2, ..ok },
+                Ineligible::Scorers { scorers: 2 },
+                "SCORERS",
+            ),
+        ];
+        for (facts, reason, code) in cases {
+            assert!(!facts.is_eligible(), "{facts:?}");
+            assert_eq!(facts.check(), Err(reason));
+            assert_eq!(reason.code(), code);
+        }
+        assert_eq!(
+            Ineligible::Scorers { scorers: 2 }.to_string(),
+            "task is not eligible to run: 2 scorers are attached"
         );
-        assert!(
-            !Eligibility {
-                separate_worktree: true,
-                ..ok
-            }
-            .is_eligible()
-        );
-        assert!(!Eligibility { scorers: 1, ..ok }.is_eligible());
+    }
+
+    #[test]
+    fn the_first_broken_condition_is_named_and_agrees_with_the_predicate() {
+        for bits in 0..32_u8 {
+            let facts = Eligibility {
+                cached: bits & 1 != 0,
+                agent: bits & 2 != 0,
+                has_compute: bits & 4 == 0,
+                separate_worktree: bits & 8 != 0,
+                scorers: usize::from(bits & 16 != 0),
+            };
+            let expected = match bits.trailing_zeros() {
+                0 => Err(Ineligible::Cached),
+                1 => Err(Ineligible::Agent),
+                2 => Err(Ineligible::NoCompute),
+                3 => Err(Ineligible::SeparateWorktree),
+                4 => Err(Ineligible::Scorers { scorers: 1 }),
+                _ => Ok(()),
+            };
+            assert_eq!(facts.check(), expected, "{facts:?}");
+            assert_eq!(facts.is_eligible(), bits == 0);
+        }
     }
 }

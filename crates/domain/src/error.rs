@@ -6,7 +6,8 @@ use serde_json::Value;
 
 use crate::machine::{AttemptCommandKind, AttemptState};
 
-/// The stable code of every error that reaches a user (SPEC section 6).
+/// The stable code of every error that reaches a user: scripts and the JSON forms match on it, so
+/// a code keeps its name and meaning from one version to the next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
@@ -55,7 +56,10 @@ impl ErrorCode {
         }
     }
 
-    /// Whether a failure with this code may be retried by default (SPEC section 2).
+    /// Whether a failure with this code may be retried by default: one that another attempt may
+    /// not meet (a timeout, the task's own failure, a dead process, an unreachable store), as
+    /// opposed to one it would meet again (a cancellation, an invalid payload or output, a store
+    /// conflict, an incompatible or misconfigured store).
     pub fn retryable_by_default(self) -> bool {
         matches!(
             self,
@@ -178,7 +182,10 @@ impl std::fmt::Display for TaskError {
 impl std::error::Error for TaskError {}
 
 /// An error of the pure rules: a value the rules refuse.
+///
+/// Non-exhaustive: new rules bring new refusals, and a caller outside this crate keeps compiling.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DomainError {
     /// A run id or node id was empty or too long.
     #[error("invalid {field}: {reason}")]

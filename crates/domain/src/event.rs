@@ -1,4 +1,6 @@
-//! The event log's entries (SPEC section 5).
+//! The event log's entries: one event per step of an attempt (started, heartbeat written,
+//! heartbeat timed out, failed, retrying, finished, cancelled), each naming its attempt and time;
+//! [`AttemptMachine::apply`](crate::AttemptMachine::apply) decides which events a step produces.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

@@ -1,8 +1,8 @@
 //! Pure rules of stint.
 //!
 //! This crate owns the vocabulary (node keys, attempt states, events, errors) and every rule that
-//! can be stated without I/O: the attempt state machine, a node's succession of attempts, the
-//! retry decision and backoff, the heartbeat payload rules, the heartbeat coalescing rule and the
+//! can be stated without I/O: the attempt state machine, the retry decision, budget and backoff,
+//! the heartbeat payload rules, the heartbeat coalescing rule and the
 //! watchdog staleness rule.
 //!
 //! Invariants, stated as absences: nothing here reads a clock (time is passed in as milliseconds),
@@ -15,19 +15,17 @@ pub mod event;
 pub mod heartbeat;
 pub mod key;
 pub mod machine;
-pub mod node;
 pub mod record;
 pub mod retry;
 
-pub use descriptor::{Eligibility, TaskDescriptor, TaskMetadata};
+pub use descriptor::{Eligibility, Ineligible, TaskDescriptor, TaskMetadata};
 pub use error::{DomainError, ErrorCode, TaskError};
 pub use event::{Event, EventKind, EventRecord};
 pub use heartbeat::{HeartbeatPayloadError, PayloadInfo};
 pub use key::{AttemptKey, NodeKey};
 pub use machine::{AttemptCommand, AttemptMachine, AttemptState};
-pub use node::NodeHistory;
 pub use record::{AttemptRecord, NodeRecord, RunSummary};
-pub use retry::{BackoffPolicy, RetryPolicy};
+pub use retry::{BackoffError, BackoffPolicy, RetryPolicy};
 
 /// Milliseconds since the Unix epoch: the one unit of time in stint's records.
 pub type Millis = u64;

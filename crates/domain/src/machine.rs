@@ -1,4 +1,5 @@
-//! The attempt state machine (SPEC section 2).
+//! The attempt state machine: an attempt starts once, is in progress, and ends exactly once,
+//! finished, failed or cancelled.
 //!
 //! ```text
 //!              start                 finish (output valid)
@@ -11,152 +12,17 @@
 //! [`AttemptMachine::apply`], which returns the events the transition produces or an error value
 //! naming the state and the refused command. Terminal states are absorbing.
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+mod command;
+mod state;
+
+pub use command::{AttemptCommand, AttemptCommandKind};
+pub use state::AttemptState;
 
 use crate::error::{DomainError, TaskError};
 use crate::event::{Event, EventKind};
+use crate::heartbeat::stale_for_ms;
 use crate::key::AttemptKey;
 use crate::retry::RetryPolicy;
-
-/// The state of an attempt (and of a node: its last attempt's state).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum AttemptState {
-    /// Running.
-    InProgress,
-    /// Finished with valid output.
-    Finished,
-    /// Failed; may be followed by another attempt.
-    Failed,
-    /// Cancelled from outside; never retried.
-    Cancelled,
-}
-
-impl AttemptState {
-    /// The state as written in JSON and in the database.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::InProgress => "in-progress",
-            Self::Finished => "finished",
-            Self::Failed => "failed",
-            Self::Cancelled => "cancelled",
-        }
-    }
-
-    /// Whether no transition leaves this state.
-    pub fn is_terminal(self) -> bool {
-        !matches!(self, Self::InProgress)
-    }
-}
-
-impl std::fmt::Display for AttemptState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for AttemptState {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "in-progress" => Ok(Self::InProgress),
-            "finished" => Ok(Self::Finished),
-            "failed" => Ok(Self::Failed),
-            "cancelled" => Ok(Self::Cancelled),
-            other => Err(format!("unknown attempt state '{other}'")),
-        }
-    }
-}
-
-/// A command to the state machine.
-#[derive(Debug, Clone, PartialEq)]
-pub enum AttemptCommand {
-    /// Begin the attempt.
-    Start,
-    /// A heartbeat was written; `data_size_bytes` is `None` for a bare ping.
-    Heartbeat {
-        /// When the heartbeat was received from the task.
-        received_at_ms: u64,
-        /// Size of the payload, `None` for a bare ping.
-        data_size_bytes: Option<u64>,
-    },
-    /// The compute returned valid output.
-    Finish,
-    /// The attempt failed.
-    Fail {
-        /// Why.
-        error: TaskError,
-        /// Whether another attempt may follow.
-        retryable: bool,
-        /// A delay the task asked for, overriding the backoff policy.
-        retry_after_ms: Option<u64>,
-        /// Random fraction in `[0, 1]` for the backoff's jitter.
-        jitter: f64,
-    },
-    /// The watchdog found the task silent for longer than `timeout_ms`.
-    HeartbeatTimedOut {
-        /// The heartbeat timeout.
-        timeout_ms: u64,
-        /// Random fraction in `[0, 1]` for the backoff's jitter.
-        jitter: f64,
-    },
-    /// Recovery found the attempt's lease expired: its process died.
-    Abandon {
-        /// When the lease expired.
-        lease_expired_at_ms: u64,
-    },
-    /// The attempt was cancelled from outside.
-    Cancel,
-}
-
-/// The kind of a command, for error messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttemptCommandKind {
-    /// [`AttemptCommand::Start`]
-    Start,
-    /// [`AttemptCommand::Heartbeat`]
-    Heartbeat,
-    /// [`AttemptCommand::Finish`]
-    Finish,
-    /// [`AttemptCommand::Fail`]
-    Fail,
-    /// [`AttemptCommand::HeartbeatTimedOut`]
-    HeartbeatTimeout,
-    /// [`AttemptCommand::Abandon`]
-    Abandon,
-    /// [`AttemptCommand::Cancel`]
-    Cancel,
-}
-
-impl std::fmt::Display for AttemptCommandKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Start => "start",
-            Self::Heartbeat => "heartbeat",
-            Self::Finish => "finish",
-            Self::Fail => "fail",
-            Self::HeartbeatTimeout => "time out",
-            Self::Abandon => "abandon",
-            Self::Cancel => "cancel",
-        })
-    }
-}
-
-impl AttemptCommand {
-    /// The kind of this command.
-    pub fn kind(&self) -> AttemptCommandKind {
-        match self {
-            Self::Start => AttemptCommandKind::Start,
-            Self::Heartbeat { .. } => AttemptCommandKind::Heartbeat,
-            Self::Finish => AttemptCommandKind::Finish,
-            Self::Fail { .. } => AttemptCommandKind::Fail,
-            Self::HeartbeatTimedOut { .. } => AttemptCommandKind::HeartbeatTimeout,
-            Self::Abandon { .. } => AttemptCommandKind::Abandon,
-            Self::Cancel => AttemptCommandKind::Cancel,
-        }
-    }
-}
 
 /// What follows a failed attempt that will be retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,13 +39,24 @@ pub struct AttemptMachine {
     key: AttemptKey,
     policy: RetryPolicy,
     failures_before: u32,
+    /// `None` until `Start`.
     state: Option<AttemptState>,
-    started_at_ms: Option<u64>,
+    /// When `Start` was applied; 0, and never read, before.
+    started_at_ms: u64,
     last_heartbeat_at_ms: Option<u64>,
     last_heartbeat_written_at_ms: Option<u64>,
     error: Option<TaskError>,
     retryable: Option<bool>,
     retry: Option<RetryPlan>,
+}
+
+/// A failure to record: why, whether another attempt may follow, and how long to wait for it.
+#[derive(Debug)]
+struct Failure {
+    error: TaskError,
+    retryable: bool,
+    retry_after_ms: Option<u64>,
+    jitter: f64,
 }
 
 impl AttemptMachine {
@@ -191,7 +68,7 @@ impl AttemptMachine {
             policy,
             failures_before,
             state: None,
-            started_at_ms: None,
+            started_at_ms: 0,
             last_heartbeat_at_ms: None,
             last_heartbeat_written_at_ms: None,
             error: None,
@@ -210,9 +87,9 @@ impl AttemptMachine {
         self.state
     }
 
-    /// When the attempt started.
+    /// When the attempt started; `None` before `Start`.
     pub fn started_at_ms(&self) -> Option<u64> {
-        self.started_at_ms
+        self.state.map(|_| self.started_at_ms)
     }
 
     /// When the last heartbeat was received.
@@ -237,124 +114,162 @@ impl AttemptMachine {
     }
 
     /// Applies `command` at `now_ms`, returning the events it produces.
+    ///
+    /// `Start` is allowed only before the attempt started, every other command only while it is
+    /// in progress; a refused command changes nothing. Each command is one step below.
     pub fn apply(
         &mut self,
         command: AttemptCommand,
         now_ms: u64,
     ) -> Result<Vec<Event>, DomainError> {
         let kind = command.kind();
-        let state = match (self.state, &command) {
-            (None, AttemptCommand::Start) => None,
-            (None, _) => return Err(DomainError::NotStarted { command: kind }),
-            (Some(AttemptState::InProgress), AttemptCommand::Start)
-            | (Some(_), AttemptCommand::Start) => {
-                return Err(self.refuse(kind));
+        match self.state {
+            None if kind == AttemptCommandKind::Start => return Ok(self.start(now_ms)),
+            None => return Err(DomainError::NotStarted { command: kind }),
+            Some(AttemptState::InProgress) => {}
+            Some(state) => {
+                return Err(DomainError::InvalidTransition {
+                    state,
+                    command: kind,
+                });
             }
-            (Some(AttemptState::InProgress), _) => Some(AttemptState::InProgress),
-            (Some(_), _) => return Err(self.refuse(kind)),
-        };
-        debug_assert!(state.is_none() || state == Some(AttemptState::InProgress));
-        let event = |kind: EventKind| Event::new(&self.key, now_ms, kind);
+        }
         let events = match command {
+            // An attempt starts once: starting it again would be a second execution of it.
             AttemptCommand::Start => {
-                self.state = Some(AttemptState::InProgress);
-                self.started_at_ms = Some(now_ms);
-                vec![event(EventKind::NodeStarted)]
+                return Err(DomainError::InvalidTransition {
+                    state: AttemptState::InProgress,
+                    command: kind,
+                });
             }
             AttemptCommand::Heartbeat {
                 received_at_ms,
                 data_size_bytes,
-            } => {
-                let interval_ms = self
-                    .last_heartbeat_written_at_ms
-                    .map(|previous| now_ms.saturating_sub(previous));
-                let events = vec![event(EventKind::TaskHeartbeat {
-                    has_data: data_size_bytes.is_some(),
-                    data_size_bytes: data_size_bytes.unwrap_or(0),
-                    interval_ms,
-                })];
-                self.last_heartbeat_written_at_ms = Some(now_ms);
-                self.last_heartbeat_at_ms = Some(
-                    self.last_heartbeat_at_ms
-                        .map_or(received_at_ms, |last| last.max(received_at_ms)),
-                );
-                events
-            }
-            AttemptCommand::Finish => {
-                self.state = Some(AttemptState::Finished);
-                vec![event(EventKind::NodeFinished)]
-            }
-            AttemptCommand::Cancel => {
-                self.state = Some(AttemptState::Cancelled);
-                self.error = Some(TaskError::aborted());
-                vec![event(EventKind::NodeCancelled {
-                    reason: "aborted".to_owned(),
-                })]
-            }
+            } => self.heartbeat(received_at_ms, data_size_bytes, now_ms),
+            AttemptCommand::Finish => self.finish(now_ms),
+            AttemptCommand::Cancel => self.cancel(now_ms),
             AttemptCommand::Fail {
                 error,
                 retryable,
                 retry_after_ms,
                 jitter,
-            } => self.fail(error, retryable, retry_after_ms, jitter, now_ms, Vec::new()),
+            } => {
+                let failure = Failure {
+                    error,
+                    retryable,
+                    retry_after_ms,
+                    jitter,
+                };
+                self.fail(failure, now_ms)
+            }
             AttemptCommand::HeartbeatTimedOut { timeout_ms, jitter } => {
-                let started = self.started_at_ms.unwrap_or(now_ms);
-                let stale_for =
-                    crate::heartbeat::stale_for_ms(now_ms, started, self.last_heartbeat_at_ms);
-                let first = vec![event(EventKind::TaskHeartbeatTimeout {
-                    last_heartbeat_at_ms: self.last_heartbeat_at_ms,
-                    timeout_ms,
-                })];
-                let error =
-                    TaskError::heartbeat_timeout(stale_for, timeout_ms, self.last_heartbeat_at_ms);
-                self.fail(error, true, None, jitter, now_ms, first)
+                self.time_out(timeout_ms, jitter, now_ms)
             }
             AttemptCommand::Abandon {
                 lease_expired_at_ms,
-            } => {
-                // Retryable and counted toward `retries`, but recovery only marks the attempt: no
-                // `NodeRetrying`, since no attempt follows until the node is run again.
-                self.state = Some(AttemptState::Failed);
-                self.retryable = Some(true);
-                let error = TaskError::abandoned(lease_expired_at_ms);
-                self.error = Some(error.clone());
-                vec![event(EventKind::NodeFailed { error })]
-            }
+            } => self.abandon(lease_expired_at_ms, now_ms),
         };
         Ok(events)
     }
 
-    fn fail(
+    fn event(&self, now_ms: u64, kind: EventKind) -> Event {
+        Event::new(&self.key, now_ms, kind)
+    }
+
+    fn start(&mut self, now_ms: u64) -> Vec<Event> {
+        self.state = Some(AttemptState::InProgress);
+        self.started_at_ms = now_ms;
+        vec![self.event(now_ms, EventKind::NodeStarted)]
+    }
+
+    /// A heartbeat written at `now_ms`: its event measures the interval since the previous write,
+    /// and the last sign of life never goes back (a late-written beat may be older).
+    fn heartbeat(
         &mut self,
-        error: TaskError,
-        retryable: bool,
-        retry_after_ms: Option<u64>,
-        jitter: f64,
+        received_at_ms: u64,
+        data_size_bytes: Option<u64>,
         now_ms: u64,
-        mut events: Vec<Event>,
     ) -> Vec<Event> {
-        self.state = Some(AttemptState::Failed);
-        self.retryable = Some(retryable);
-        self.error = Some(error.clone());
-        events.push(Event::new(
-            &self.key,
+        let interval_ms = self
+            .last_heartbeat_written_at_ms
+            .map(|previous| now_ms.saturating_sub(previous));
+        self.last_heartbeat_written_at_ms = Some(now_ms);
+        self.last_heartbeat_at_ms = Some(
+            self.last_heartbeat_at_ms
+                .map_or(received_at_ms, |last| last.max(received_at_ms)),
+        );
+        vec![self.event(
             now_ms,
-            EventKind::NodeFailed { error },
-        ));
-        let failed_so_far = self.failures_before.saturating_add(1);
-        // The last attempt number has no successor: retrying it would duplicate it.
-        let next_attempt = self.key.attempt.checked_add(1);
-        if let Some(next_attempt) =
-            next_attempt.filter(|_| self.policy.should_retry(retryable, failed_so_far))
-        {
-            let plan = RetryPlan {
-                next_attempt,
-                delay_ms: self
-                    .policy
-                    .backoff
-                    .delay_ms(failed_so_far, jitter, retry_after_ms),
-            };
-            self.retry = Some(plan);
+            EventKind::TaskHeartbeat {
+                has_data: data_size_bytes.is_some(),
+                data_size_bytes: data_size_bytes.unwrap_or(0),
+                interval_ms,
+            },
+        )]
+    }
+
+    fn finish(&mut self, now_ms: u64) -> Vec<Event> {
+        self.state = Some(AttemptState::Finished);
+        vec![self.event(now_ms, EventKind::NodeFinished)]
+    }
+
+    /// Cancelled from outside: never retried, recorded with `TASK_ABORTED`.
+    fn cancel(&mut self, now_ms: u64) -> Vec<Event> {
+        self.state = Some(AttemptState::Cancelled);
+        self.error = Some(TaskError::aborted());
+        vec![self.event(
+            now_ms,
+            EventKind::NodeCancelled {
+                reason: "aborted".to_owned(),
+            },
+        )]
+    }
+
+    /// The watchdog's verdict: `TaskHeartbeatTimeout`, then a retryable failure saying how long
+    /// the task was silent.
+    fn time_out(&mut self, timeout_ms: u64, jitter: f64, now_ms: u64) -> Vec<Event> {
+        let last_heartbeat_at_ms = self.last_heartbeat_at_ms;
+        let stale_for = stale_for_ms(now_ms, self.started_at_ms, last_heartbeat_at_ms);
+        let mut events = vec![self.event(
+            now_ms,
+            EventKind::TaskHeartbeatTimeout {
+                last_heartbeat_at_ms,
+                timeout_ms,
+            },
+        )];
+        let failure = Failure {
+            error: TaskError::heartbeat_timeout(stale_for, timeout_ms, last_heartbeat_at_ms),
+            retryable: true,
+            retry_after_ms: None,
+            jitter,
+        };
+        events.extend(self.fail(failure, now_ms));
+        events
+    }
+
+    /// Recovery found the lease expired. Retryable and counted toward `retries`, but recovery only
+    /// marks the attempt: no `NodeRetrying`, since no attempt follows until the node is run again.
+    fn abandon(&mut self, lease_expired_at_ms: u64, now_ms: u64) -> Vec<Event> {
+        self.state = Some(AttemptState::Failed);
+        self.retryable = Some(true);
+        let error = TaskError::abandoned(lease_expired_at_ms);
+        self.error = Some(error.clone());
+        vec![self.event(now_ms, EventKind::NodeFailed { error })]
+    }
+
+    /// `NodeFailed`, then `NodeRetrying` for the next attempt when the policy allows a retry.
+    fn fail(&mut self, failure: Failure, now_ms: u64) -> Vec<Event> {
+        self.state = Some(AttemptState::Failed);
+        self.retryable = Some(failure.retryable);
+        self.error = Some(failure.error.clone());
+        let mut events = vec![self.event(
+            now_ms,
+            EventKind::NodeFailed {
+                error: failure.error,
+            },
+        )];
+        self.retry = self.plan_retry(failure.retryable, failure.retry_after_ms, failure.jitter);
+        if let Some(plan) = self.retry {
             let next = self.key.node.attempt(plan.next_attempt);
             events.push(Event::new(
                 &next,
@@ -367,11 +282,27 @@ impl AttemptMachine {
         events
     }
 
-    fn refuse(&self, command: AttemptCommandKind) -> DomainError {
-        match self.state {
-            Some(state) => DomainError::InvalidTransition { state, command },
-            None => DomainError::NotStarted { command },
+    /// The retry after this attempt's failure: when it is retryable, within the budget (this
+    /// failure counts), and this attempt's number has a successor (retrying the last number would
+    /// duplicate it).
+    fn plan_retry(
+        &self,
+        retryable: bool,
+        retry_after_ms: Option<u64>,
+        jitter: f64,
+    ) -> Option<RetryPlan> {
+        let failed_so_far = self.failures_before.saturating_add(1);
+        if !self.policy.should_retry(retryable, failed_so_far) {
+            return None;
         }
+        let next_attempt = self.key.attempt.checked_add(1)?;
+        Some(RetryPlan {
+            next_attempt,
+            delay_ms: self
+                .policy
+                .backoff
+                .delay_ms(failed_so_far, jitter, retry_after_ms),
+        })
     }
 }
 
@@ -451,6 +382,26 @@ mod tests {
             u32::MAX
         );
         assert_eq!(m.retry_plan(), None);
+    }
+
+    #[test]
+    fn an_abandoned_attempt_is_a_retryable_failure_with_no_retry_planned() {
+        let mut m = machine(3, 0);
+        m.apply(AttemptCommand::Start, 0).expect("start");
+        let events = m
+            .apply(
+                AttemptCommand::Abandon {
+                    lease_expired_at_ms: 5,
+                },
+                6,
+            )
+            .expect("abandon");
+        assert_eq!(events.len(), 1, "recovery plans no retry: {events:?}");
+        assert_eq!(m.state(), Some(AttemptState::Failed));
+        assert_eq!(m.retryable(), Some(true), "it counts toward the retries");
+        assert_eq!(m.retry_plan(), None);
+        let code = m.error().map(|error| error.code);
+        assert_eq!(code, Some(crate::ErrorCode::AttemptAbandoned));
     }
 
     #[test]

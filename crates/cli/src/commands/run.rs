@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use stint_domain::{AttemptState, BackoffPolicy, NodeKey, RetryPolicy, TaskDescriptor};
+use stint_domain::{
+    AttemptState, BackoffError, BackoffPolicy, NodeKey, RetryPolicy, TaskDescriptor,
+};
 use stint_engine::{CancellationToken, Engine, EngineError, EngineOptions, NodeOutcome, Ports};
 use stint_ports::{AttemptFilter, Store};
 use tokio::signal::unix::{SignalKind, signal};
@@ -57,7 +59,7 @@ pub async fn run(db: &str, quiet: bool, args: RunArgs) -> Result<u8, CliError> {
         crate::print_stdout(&output.to_string());
         return Ok(exit::SUCCESS);
     }
-    let max_attempts = planned_attempts(store.as_ref(), &key, args.retries).await?;
+    let max_attempts = planned_attempts(store.as_ref(), &key, &desc.retry).await?;
     let status = Status::new(mode, key.to_string(), max_attempts);
     let options = EngineOptions {
         working_dir: std::env::current_dir().ok(),
@@ -91,11 +93,17 @@ pub async fn run(db: &str, quiet: bool, args: RunArgs) -> Result<u8, CliError> {
 
 /// The task descriptor the flags describe.
 fn descriptor(args: &RunArgs, key: NodeKey) -> Result<TaskDescriptor, CliError> {
-    if !args.backoff_factor.is_finite() || args.backoff_factor < 1.0 {
-        return Err(CliError::invalid_input(
-            "--backoff-factor must be a number of at least 1",
-        ));
-    }
+    let backoff = BackoffPolicy::new(
+        millis(args.backoff_initial),
+        args.backoff_factor,
+        millis(args.backoff_max),
+    )
+    .map_err(|error| match error {
+        BackoffError::InvalidFactor { .. } => {
+            CliError::invalid_input("--backoff-factor must be a number of at least 1")
+        }
+        other => CliError::invalid_input(other.to_string()),
+    })?;
     if args.lease.is_zero() {
         return Err(CliError::invalid_input("--lease must be longer than 0"));
     }
@@ -105,11 +113,7 @@ fn descriptor(args: &RunArgs, key: NodeKey) -> Result<TaskDescriptor, CliError> 
     desc.output_schema = args.output_schema.as_deref().map(read_schema).transpose()?;
     desc.retry = RetryPolicy {
         retries: args.retries,
-        backoff: BackoffPolicy {
-            initial_ms: millis(args.backoff_initial),
-            factor: args.backoff_factor,
-            max_ms: millis(args.backoff_max),
-        },
+        backoff,
     };
     desc.timeout_ms = args.timeout.map(millis);
     desc.heartbeat_timeout_ms = args.heartbeat_timeout.map(millis);
@@ -147,7 +151,11 @@ async fn finished_output(store: &dyn Store, key: &NodeKey) -> Result<Option<Valu
 
 /// About how many attempts the node will have had when this run ends: earlier ones, plus what
 /// is left of the retry budget (earlier failures count against it).
-async fn planned_attempts(store: &dyn Store, key: &NodeKey, retries: u32) -> Result<u32, CliError> {
+async fn planned_attempts(
+    store: &dyn Store,
+    key: &NodeKey,
+    policy: &RetryPolicy,
+) -> Result<u32, CliError> {
     let filter = AttemptFilter {
         run_id: key.run_id().to_owned(),
         node_id: Some(key.node_id().to_owned()),
@@ -159,10 +167,8 @@ async fn planned_attempts(store: &dyn Store, key: &NodeKey, retries: u32) -> Res
         .filter(|a| a.state == AttemptState::Failed)
         .count();
     let failed = u32::try_from(failed).unwrap_or(u32::MAX);
-    let left = retries.saturating_add(1).saturating_sub(failed).max(1);
-    Ok(u32::try_from(earlier.len())
-        .unwrap_or(u32::MAX)
-        .saturating_add(left))
+    let earlier = u32::try_from(earlier.len()).unwrap_or(u32::MAX);
+    Ok(policy.planned_attempts(earlier, failed))
 }
 
 /// Ctrl-C and SIGTERM cancel the engine's token; the process exits once the attempt's

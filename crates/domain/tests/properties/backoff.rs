@@ -1,9 +1,9 @@
-//! The backoff between attempts: capped, monotone without jitter, shortened by jitter, overridden
-//! by a retry-after.
+//! The backoff between attempts: refused when its factor breaks the rule, capped, monotone
+//! without jitter, shortened by jitter, overridden by a retry-after.
 
 use proptest::prelude::*;
-use stint_domain::BackoffPolicy;
 use stint_domain::retry::JITTER_SPAN;
+use stint_domain::{BackoffError, BackoffPolicy};
 
 /// Factors of every size, with the edges: exactly 1, barely above 1, huge, infinite.
 fn factor() -> impl Strategy<Value = f64> {
@@ -36,12 +36,66 @@ fn policy() -> impl Strategy<Value = BackoffPolicy> {
     })
 }
 
+/// Factors the rule refuses: below 1 (zero and negative included) and not finite.
+fn refused_factor() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        -10.0..1.0_f64,
+        Just(1.0 - f64::EPSILON),
+        Just(0.0),
+        Just(-0.0),
+        Just(f64::NAN),
+        Just(f64::INFINITY),
+        Just(f64::NEG_INFINITY),
+        Just(f64::MIN),
+    ]
+}
+
 fn failures() -> impl Strategy<Value = u32> {
     prop_oneof![0..64_u32, any::<u32>(), Just(u32::MAX)]
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// `new` accepts exactly a finite factor of at least 1, and keeps the values it was given.
+    #[test]
+    fn new_accepts_exactly_a_finite_factor_of_at_least_one(
+        initial_ms in milliseconds(),
+        factor in prop_oneof![factor(), refused_factor(), any::<f64>()],
+        max_ms in milliseconds(),
+    ) {
+        let valid = factor.is_finite() && factor >= 1.0;
+        match BackoffPolicy::new(initial_ms, factor, max_ms) {
+            Ok(policy) => {
+                prop_assert!(valid, "factor {} accepted", factor);
+                prop_assert_eq!(policy, BackoffPolicy { initial_ms, factor, max_ms });
+                prop_assert_eq!(policy.validate(), Ok(()));
+            }
+            Err(BackoffError::InvalidFactor { factor: refused }) => {
+                prop_assert!(!valid, "factor {} refused", factor);
+                prop_assert_eq!(refused.to_bits(), factor.to_bits());
+            }
+            Err(other) => prop_assert!(false, "unexpected {}", other),
+        }
+    }
+
+    /// A policy that skipped validation still gets a delay: its factor counts as 1.
+    #[test]
+    fn a_refused_factor_delays_like_factor_one(
+        initial_ms in milliseconds(),
+        factor in refused_factor(),
+        max_ms in milliseconds(),
+        failures in failures(),
+        jitter in 0.0..=1.0_f64,
+    ) {
+        let unchecked = BackoffPolicy { initial_ms, factor, max_ms };
+        prop_assert!(unchecked.validate().is_err());
+        let one = BackoffPolicy { factor: 1.0, ..unchecked };
+        prop_assert_eq!(
+            unchecked.delay_ms(failures, jitter, None),
+            one.delay_ms(failures, jitter, None)
+        );
+    }
 
     #[test]
     fn the_delay_never_exceeds_the_maximum(

@@ -1,5 +1,5 @@
-//! Random command sequences on one [`AttemptMachine`], checked against a model written from SPEC
-//! sections 2 and 5 and against the properties the issue names.
+//! Random command sequences on one [`AttemptMachine`], checked against a model of the rules
+//! written independently of the machine, and against the properties the rules imply.
 
 use proptest::prelude::*;
 use stint_domain::key::AttemptKey;
@@ -63,7 +63,9 @@ fn key(attempt: u32) -> AttemptKey {
         .attempt(attempt)
 }
 
-/// What SPEC sections 2 and 5 say one attempt does, written independently of the machine.
+/// What one attempt does, written independently of the machine: `Start` once, then one ending
+/// (finish, fail, heartbeat timeout, abandon, cancel), heartbeats in between; each step's events;
+/// a retry when the failure is retryable and within the budget.
 struct Model {
     key: AttemptKey,
     policy: RetryPolicy,
@@ -77,17 +79,15 @@ struct Model {
 impl Model {
     fn step(&mut self, command: &AttemptCommand, now: u64) -> Result<Vec<Event>, DomainError> {
         let kind = command.kind();
+        let is_start = matches!(command, AttemptCommand::Start);
         match self.state {
-            None if matches!(command, AttemptCommand::Start) => {
+            None if is_start => {
                 self.state = Some(AttemptState::InProgress);
                 self.started_at_ms = now;
                 return Ok(vec![self.event(now, EventKind::NodeStarted)]);
             }
             None => return Err(DomainError::NotStarted { command: kind }),
-            Some(state)
-                if state != AttemptState::InProgress
-                    || matches!(command, AttemptCommand::Start) =>
-            {
+            Some(state) if state != AttemptState::InProgress || is_start => {
                 return Err(DomainError::InvalidTransition {
                     state,
                     command: kind,
@@ -95,37 +95,25 @@ impl Model {
             }
             Some(_) => {}
         }
-        let events = match command {
-            AttemptCommand::Start => unreachable!("handled above"),
-            AttemptCommand::Heartbeat {
-                received_at_ms,
-                data_size_bytes,
-            } => {
-                let interval_ms = self.last_written_at_ms.map(|last| now - last);
-                self.last_written_at_ms = Some(now);
-                let latest = self.last_heartbeat_at_ms.unwrap_or(0).max(*received_at_ms);
-                self.last_heartbeat_at_ms = Some(latest);
-                vec![self.event(
-                    now,
-                    EventKind::TaskHeartbeat {
-                        has_data: data_size_bytes.is_some(),
-                        data_size_bytes: data_size_bytes.unwrap_or(0),
-                        interval_ms,
-                    },
-                )]
-            }
+        Ok(self.step_in_progress(command, now))
+    }
+
+    /// A command other than `Start`, to an attempt in progress.
+    fn step_in_progress(&mut self, command: &AttemptCommand, now: u64) -> Vec<Event> {
+        match command {
+            AttemptCommand::Start => unreachable!("`step` refuses Start once started"),
             AttemptCommand::Finish => {
                 self.state = Some(AttemptState::Finished);
                 vec![self.event(now, EventKind::NodeFinished)]
             }
+            AttemptCommand::Heartbeat {
+                received_at_ms,
+                data_size_bytes,
+            } => self.heartbeat(now, *received_at_ms, *data_size_bytes),
             AttemptCommand::Cancel => {
                 self.state = Some(AttemptState::Cancelled);
-                vec![self.event(
-                    now,
-                    EventKind::NodeCancelled {
-                        reason: "aborted".to_owned(),
-                    },
-                )]
+                let reason = "aborted".to_owned();
+                vec![self.event(now, EventKind::NodeCancelled { reason })]
             }
             AttemptCommand::Abandon {
                 lease_expired_at_ms,
@@ -148,23 +136,45 @@ impl Model {
                 *jitter,
             ),
             AttemptCommand::HeartbeatTimedOut { timeout_ms, jitter } => {
-                let sign_of_life = self
-                    .last_heartbeat_at_ms
-                    .map_or(self.started_at_ms, |hb| hb.max(self.started_at_ms));
-                let stale_for = now.saturating_sub(sign_of_life);
-                let first = vec![self.event(
-                    now,
-                    EventKind::TaskHeartbeatTimeout {
-                        last_heartbeat_at_ms: self.last_heartbeat_at_ms,
-                        timeout_ms: *timeout_ms,
-                    },
-                )];
-                let error =
-                    TaskError::heartbeat_timeout(stale_for, *timeout_ms, self.last_heartbeat_at_ms);
-                self.fail(now, first, error, true, None, *jitter)
+                self.time_out(now, *timeout_ms, *jitter)
             }
-        };
-        Ok(events)
+        }
+    }
+
+    fn heartbeat(
+        &mut self,
+        now: u64,
+        received_at_ms: u64,
+        data_size_bytes: Option<u64>,
+    ) -> Vec<Event> {
+        let interval_ms = self.last_written_at_ms.map(|last| now - last);
+        self.last_written_at_ms = Some(now);
+        let latest = self.last_heartbeat_at_ms.unwrap_or(0).max(received_at_ms);
+        self.last_heartbeat_at_ms = Some(latest);
+        vec![self.event(
+            now,
+            EventKind::TaskHeartbeat {
+                has_data: data_size_bytes.is_some(),
+                data_size_bytes: data_size_bytes.unwrap_or(0),
+                interval_ms,
+            },
+        )]
+    }
+
+    fn time_out(&mut self, now: u64, timeout_ms: u64, jitter: f64) -> Vec<Event> {
+        let sign_of_life = self
+            .last_heartbeat_at_ms
+            .map_or(self.started_at_ms, |hb| hb.max(self.started_at_ms));
+        let stale_for = now.saturating_sub(sign_of_life);
+        let first = vec![self.event(
+            now,
+            EventKind::TaskHeartbeatTimeout {
+                last_heartbeat_at_ms: self.last_heartbeat_at_ms,
+                timeout_ms,
+            },
+        )];
+        let error = TaskError::heartbeat_timeout(stale_for, timeout_ms, self.last_heartbeat_at_ms);
+        self.fail(now, first, error, true, None, jitter)
     }
 
     fn fail(
@@ -200,7 +210,7 @@ proptest! {
 
     /// Every step does what the model says: same events (or the same error) and the same state.
     #[test]
-    fn the_machine_follows_the_spec_model(
+    fn the_machine_follows_the_model(
         policy in policy(),
         failures_before in 0..6_u32,
         attempt in 1..8_u32,
@@ -276,17 +286,17 @@ proptest! {
         }
     }
 
-    /// Each command produces the events SPEC section 5 lists for it, and `NodeRetrying` (for the
-    /// next attempt number) only when the failure is retryable and within the budget.
+    /// Each command produces its own list of events, and `NodeRetrying` (for the next attempt
+    /// number) only when the failure is retryable and within the budget.
     #[test]
-    fn events_per_command_match_the_spec(
+    fn each_command_produces_its_events(
         policy in policy(),
         failures_before in 0..6_u32,
         attempt in 1..8_u32,
         steps in timed_commands(16),
     ) {
         let mut machine = AttemptMachine::new(key(attempt), policy, failures_before);
-        // SPEC: the failed attempts so far, this one included, are at most `retries`.
+        // The budget: the failed attempts so far, this one included, are at most `retries`.
         let failed_so_far = failures_before + 1;
         let within_budget = failed_so_far <= policy.retries;
         for (command, now) in steps {

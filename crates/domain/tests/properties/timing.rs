@@ -1,5 +1,5 @@
 //! The heartbeat coalescing rule and the watchdog staleness rule, as properties and as a
-//! simulation of a writer that follows the rule.
+//! simulation of a writer that follows the rule the way the engine's writer does.
 
 use proptest::prelude::*;
 use stint_domain::heartbeat::{
@@ -9,6 +9,11 @@ use stint_domain::heartbeat::{
 
 fn timeout() -> impl Strategy<Value = Option<u64>> {
     proptest::option::of(prop_oneof![0..3_000_u64, any::<u64>()])
+}
+
+/// Throttle intervals as the engine computes them, and any other small ones (0 included).
+fn interval() -> impl Strategy<Value = u64> {
+    prop_oneof![timeout().prop_map(throttle_interval_ms), 0..10_000_u64]
 }
 
 /// Times well away from `u64::MAX`, so that deadlines do not saturate.
@@ -33,31 +38,49 @@ proptest! {
         }
     }
 
-    /// Nothing pending: idle. First write: now. Later: never before `last + interval`, and at
-    /// exactly that time when it is still ahead.
+    /// First write: now. Later, with a clock that did not go back: never before
+    /// `last + interval`, and at exactly that time when it is still ahead.
     #[test]
     fn next_write_never_schedules_before_the_interval_has_passed(
+        interval in interval(),
         last in proptest::option::of(time()),
-        pending in any::<bool>(),
         now in time(),
-        timeout in timeout(),
     ) {
-        let decision = next_write(last, pending, now, timeout);
-        let interval = throttle_interval_ms(timeout);
-        match (pending, last) {
-            (false, _) => prop_assert_eq!(decision, WriteDecision::Idle),
-            (true, None) => prop_assert_eq!(decision, WriteDecision::Now),
-            (true, Some(last)) => {
+        let decision = next_write(interval, last, now);
+        match last {
+            None => prop_assert_eq!(decision, WriteDecision::Now),
+            Some(last) if now >= last => {
                 let due = last + interval;
                 match decision {
                     WriteDecision::Now => prop_assert!(now >= due),
-                    WriteDecision::At(at) => {
+                    WriteDecision::WaitUntil(at) => {
                         prop_assert_eq!(at, due);
                         prop_assert!(at > now);
                     }
-                    WriteDecision::Idle => prop_assert!(false, "idle with a heartbeat pending"),
                 }
             }
+            // The clock stepped back: one interval from now.
+            Some(_) => {
+                let expected = if interval == 0 {
+                    WriteDecision::Now
+                } else {
+                    WriteDecision::WaitUntil(now + interval)
+                };
+                prop_assert_eq!(decision, expected);
+            }
+        }
+    }
+
+    /// Whatever the clock did, a wait ends after now and at most one interval later.
+    #[test]
+    fn a_wait_is_never_longer_than_one_interval(
+        interval in interval(),
+        last in prop_oneof![time(), any::<u64>()],
+        now in prop_oneof![time(), any::<u64>()],
+    ) {
+        if let WriteDecision::WaitUntil(at) = next_write(interval, Some(last), now) {
+            prop_assert!(at > now);
+            prop_assert!(u128::from(at) <= u128::from(now) + u128::from(interval));
         }
     }
 
@@ -70,9 +93,14 @@ proptest! {
         late in 0..3_u64,
         early in 1..3_u64,
     ) {
-        let due = last + throttle_interval_ms(timeout);
-        prop_assert_eq!(next_write(Some(last), true, due + late, timeout), WriteDecision::Now);
-        prop_assert_eq!(next_write(Some(last), true, due - early, timeout), WriteDecision::At(due));
+        let interval = throttle_interval_ms(timeout);
+        let due = last + interval;
+        prop_assert_eq!(next_write(interval, Some(last), due + late), WriteDecision::Now);
+        let early = early.min(interval);
+        prop_assert_eq!(
+            next_write(interval, Some(last), due - early),
+            WriteDecision::WaitUntil(due)
+        );
     }
 
     /// A writer that follows `next_write` over a burst of heartbeat calls: writes are at least one
@@ -90,30 +118,7 @@ proptest! {
             now += gap;
             calls.push(now);
         }
-        // (written at, index of the call whose payload was written); a scheduled write carries
-        // the latest call before it.
-        let mut writes: Vec<(u64, usize)> = Vec::new();
-        let mut scheduled: Option<u64> = None;
-        let last_written = |writes: &Vec<(u64, usize)>| writes.last().map(|&(at, _)| at);
-        for (index, &at) in calls.iter().enumerate() {
-            // The timer fires before this call if it is due by then.
-            if let Some(due) = scheduled.filter(|&due| due <= at) {
-                writes.push((due, index - 1));
-                scheduled = None;
-            }
-            match next_write(last_written(&writes), true, at, timeout) {
-                WriteDecision::Now => {
-                    writes.push((at, index));
-                    scheduled = None;
-                }
-                // A later call replaces the pending payload; the timer stays as it was set.
-                WriteDecision::At(due) => scheduled = Some(due),
-                WriteDecision::Idle => prop_assert!(false, "idle with a heartbeat pending"),
-            }
-        }
-        if let Some(due) = scheduled {
-            writes.push((due, calls.len() - 1));
-        }
+        let writes = follow_the_rule(interval, &calls);
         prop_assert_eq!(writes.first().map(|&(at, _)| at), calls.first().copied(), "first at once");
         prop_assert_eq!(writes.last().map(|&(_, payload)| payload), Some(calls.len() - 1));
         for pair in writes.windows(2) {
@@ -143,7 +148,7 @@ proptest! {
 
     /// `is_stale` is `now - max(started_at, last_heartbeat) > timeout`, computed here in i128.
     #[test]
-    fn staleness_matches_the_spec_formula(
+    fn staleness_matches_its_formula(
         now in time(),
         started in time(),
         heartbeat in proptest::option::of(time()),
@@ -154,6 +159,33 @@ proptest! {
         prop_assert_eq!(is_stale(now, started, heartbeat, timeout), silent > i128::from(timeout));
         prop_assert_eq!(i128::from(stale_for_ms(now, started, heartbeat)), silent.max(0));
     }
+}
+
+/// Simulates a writer that asks `next_write` at each heartbeat call (at the times in `calls`)
+/// and sleeps to the time it is told; returns the writes as (written at, index of the call whose
+/// payload was written). A scheduled write carries the latest call before it.
+fn follow_the_rule(interval: u64, calls: &[u64]) -> Vec<(u64, usize)> {
+    let mut writes: Vec<(u64, usize)> = Vec::new();
+    let mut scheduled: Option<u64> = None;
+    for (index, &at) in calls.iter().enumerate() {
+        // The timer fires before this call if it is due by then.
+        if let Some(due) = scheduled.filter(|&due| due <= at) {
+            writes.push((due, index - 1));
+            scheduled = None;
+        }
+        if scheduled.is_some() {
+            // A later call replaces the pending payload; the timer stays as it was set.
+            continue;
+        }
+        match next_write(interval, writes.last().map(|&(at, _)| at), at) {
+            WriteDecision::Now => writes.push((at, index)),
+            WriteDecision::WaitUntil(due) => scheduled = Some(due),
+        }
+    }
+    if let Some(due) = scheduled {
+        writes.push((due, calls.len() - 1));
+    }
+    writes
 }
 
 /// A deadline past `u64::MAX` saturates: the task is then never stale, which is what a timeout
