@@ -54,6 +54,9 @@ pub struct TaskDescriptor {
     /// Free-form metadata.
     #[serde(default)]
     pub metadata: TaskMetadata,
+    /// The facts that decide whether the engine may run the task; eligible by default.
+    #[serde(default)]
+    pub eligibility: Eligibility,
 }
 
 fn default_lease() -> u64 {
@@ -73,6 +76,7 @@ impl TaskDescriptor {
             heartbeat_timeout_ms: None,
             lease_ms: DEFAULT_LEASE_MS,
             metadata: TaskMetadata::default(),
+            eligibility: Eligibility::default(),
         }
     }
 }
@@ -82,9 +86,11 @@ impl TaskDescriptor {
 /// compute (function or command), it does not run in a separate worktree, and no scorer is
 /// attached.
 ///
-/// The engine is to check [`Eligibility::check`] before running a task and refuse, with the
-/// [`Ineligible`] it returns, a task it must not run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// The engine checks [`Eligibility::check`] before running a task and refuses, with the
+/// [`Ineligible`] it returns, a task it must not run. The default is an eligible task: a plain
+/// compute, no cache, no agent, no worktree, no scorer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
 pub struct Eligibility {
     /// A cache policy is in play.
     pub cached: bool,
@@ -121,6 +127,18 @@ impl Eligibility {
             })
         } else {
             Ok(())
+        }
+    }
+}
+
+impl Default for Eligibility {
+    fn default() -> Self {
+        Self {
+            cached: false,
+            agent: false,
+            has_compute: true,
+            separate_worktree: false,
+            scorers: 0,
         }
     }
 }

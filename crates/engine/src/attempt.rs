@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
+use stint_domain::heartbeat::throttle_interval_ms;
 use stint_domain::{
     AttemptCommand, AttemptMachine, AttemptState, DomainError, Event, TaskDescriptor, TaskError,
 };
@@ -153,7 +154,7 @@ impl Engine {
                 owned: running.owned.clone(),
                 machine: running.machine.clone(),
                 observer: self.options.observer.clone(),
-                heartbeat_timeout_ms: desc.heartbeat_timeout_ms,
+                throttle_interval_ms: throttle_interval_ms(desc.heartbeat_timeout_ms),
             },
         );
         let (decision, decided_at_ms) = if cancel.is_cancelled() {

@@ -170,9 +170,10 @@ impl Engine {
     }
 }
 
-/// Refuses what cannot be run: a zero timeout or heartbeat timeout would fail every attempt at
+/// Refuses what must not or cannot be run: a task that is not eligible, a zero timeout or heartbeat timeout would fail every attempt at
 /// once (no timeout is `None`, not zero), and a zero lease could never be held.
 fn check_descriptor(desc: &TaskDescriptor) -> Result<(), EngineError> {
+    desc.eligibility.check()?;
     let zero = [
         ("timeout", desc.timeout_ms),
         ("heartbeat timeout", desc.heartbeat_timeout_ms),

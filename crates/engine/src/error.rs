@@ -1,6 +1,6 @@
 //! Why the engine could not run an attempt to a recorded end.
 
-use stint_domain::{DomainError, ErrorCode};
+use stint_domain::{DomainError, ErrorCode, Ineligible};
 use stint_ports::StoreError;
 
 use crate::lease::LeaseLoss;
@@ -31,6 +31,10 @@ pub enum EngineError {
     /// attempt was started.
     #[error("invalid task: {0}")]
     InvalidDescriptor(String),
+    /// The task is not one the engine may run (a cache, an agent, no compute, a separate
+    /// worktree or scorers); no attempt was started.
+    #[error(transparent)]
+    Ineligible(#[from] Ineligible),
     /// The descriptor's output schema is not a valid JSON Schema.
     #[error("invalid output schema: {0}")]
     InvalidSchema(String),
@@ -46,7 +50,7 @@ impl EngineError {
             Self::Store(error) => error.code(),
             Self::Fenced { .. } => ErrorCode::StoreUnavailable,
             Self::InvalidSchema(_) => ErrorCode::InvalidOutput,
-            Self::InvalidDescriptor(_) => ErrorCode::TaskFailed,
+            Self::InvalidDescriptor(_) | Self::Ineligible(_) => ErrorCode::TaskFailed,
             Self::Invariant(_) => ErrorCode::TaskFailed,
         }
     }

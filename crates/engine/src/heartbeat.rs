@@ -197,8 +197,8 @@ pub(crate) struct WriterPorts {
     pub(crate) owned: OwnedAttempt,
     pub(crate) machine: Arc<Mutex<AttemptMachine>>,
     pub(crate) observer: Arc<dyn Observer>,
-    /// The task's heartbeat timeout, which sets the throttle interval.
-    pub(crate) heartbeat_timeout_ms: Option<u64>,
+    /// The attempt's throttle interval (from its heartbeat timeout).
+    pub(crate) throttle_interval_ms: u64,
 }
 
 /// One attempt's heartbeat machinery: the shared mailbox and its writer task.
@@ -356,26 +356,22 @@ impl Writer {
                 }
                 return self.shared.take_pending();
             }
+            if !self.shared.has_pending() {
+                tokio::select! {
+                    () = self.shared.wake.notified() => {}
+                    () = self.flush.cancelled() => {}
+                }
+                continue;
+            }
             let now_ms = self.shared.clock.now_ms();
-            let pending = self.shared.has_pending();
-            let decision = next_write(
-                last_write_ms,
-                pending,
-                now_ms,
-                self.ports.heartbeat_timeout_ms,
-            );
-            match decision {
+            match next_write(self.ports.throttle_interval_ms, last_write_ms, now_ms) {
                 WriteDecision::Now => {
                     // A notification between the check and the take leaves a permit: none lost.
                     if let Some(pending) = self.shared.take_pending() {
                         return Some(pending);
                     }
                 }
-                WriteDecision::Idle => tokio::select! {
-                    () = self.shared.wake.notified() => {}
-                    () = self.flush.cancelled() => {}
-                },
-                WriteDecision::At(due_ms) => tokio::select! {
+                WriteDecision::WaitUntil(due_ms) => tokio::select! {
                     () = tokio::time::sleep(Duration::from_millis(due_ms - now_ms)) => {}
                     () = self.flush.cancelled() => {}
                 },

@@ -268,3 +268,20 @@ async fn zero_timeouts_and_leases_are_refused_before_any_attempt() {
     }
     assert_eq!(store.calls(WriteOp::Begin), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_ineligible_task_is_refused_with_its_reason_before_any_attempt() {
+    let (store, engine) = setup();
+    let mut d = desc();
+    d.eligibility.agent = true;
+    let compute = |_ctx: TaskContext| async { Ok(json!({})) };
+    let error = engine
+        .run_attempt(&d, compute, &CancellationToken::new())
+        .await
+        .expect_err("refused");
+    assert_eq!(
+        error,
+        EngineError::Ineligible(stint_domain::Ineligible::Agent)
+    );
+    assert_eq!(store.calls(WriteOp::Begin), 0);
+}
