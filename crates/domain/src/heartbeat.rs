@@ -1,8 +1,8 @@
 //! Heartbeat rules, one concept per module: what a payload may hold ([`payload`], and
 //! [`to_payload`] for typed Rust values checked while they are serialised), how often one
 //! attempt's heartbeats are written ([`throttle`]), and when a silent task is stale
-//! ([`staleness`]). Every item is re-exported here, so `stint_domain::heartbeat::NAME` is the one
-//! path callers need.
+//! ([`staleness`]). Every item is also re-exported here, so `stint_domain::heartbeat::NAME` works
+//! for each of them, as it did before the rules had modules of their own.
 
 pub mod payload;
 pub mod staleness;

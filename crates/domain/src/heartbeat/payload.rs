@@ -104,23 +104,32 @@ pub fn push_key_segment(path: &mut String, key: &str) {
     }
 }
 
-/// Checks a payload against every rule: finite numbers, depth, size.
-///
-/// This runs on every heartbeat call, so the common case is one walk that allocates nothing
-/// and measures the size as it goes; only a payload that breaks a rule is walked a second time
-/// to name the path of the bad value.
-pub fn validate_payload(payload: &Value) -> Result<PayloadInfo, HeartbeatPayloadError> {
-    let Some(size_bytes) = measure(payload, 0) else {
-        let mut path = String::from("$");
-        check_value(payload, 0, &mut path)?;
-        // `measure` refuses exactly what `check_value` refuses, so this is not reached; should
-        // the two ever disagree, the exact size is still a correct answer.
-        return validate_size(json_size(payload));
-    };
-    validate_size(size_bytes)
+/// One step down a JSON path: an array index or an object key.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Segment<'k> {
+    /// `[3]`
+    Index(usize),
+    /// `.name`, or `["odd key"]`
+    Key(&'k str),
 }
 
-fn validate_size(size_bytes: u64) -> Result<PayloadInfo, HeartbeatPayloadError> {
+impl Segment<'_> {
+    /// Appends this segment to `path`.
+    pub(super) fn push_to(self, path: &mut String) {
+        match self {
+            Self::Index(index) => path.push_str(&format!("[{index}]")),
+            Self::Key(key) => push_key_segment(path, key),
+        }
+    }
+}
+
+/// Checks a payload against every rule: finite numbers, depth, size.
+///
+/// This runs on every heartbeat call, so it is one walk that measures the size as it goes and,
+/// for a payload that breaks no rule, allocates nothing: the path of a bad value is built only
+/// when there is one, as the walk unwinds from it.
+pub fn validate_payload(payload: &Value) -> Result<PayloadInfo, HeartbeatPayloadError> {
+    let size_bytes = measure(payload, 0).map_err(|violation| violation.into_error())?;
     if size_bytes > MAX_PAYLOAD_BYTES {
         return Err(HeartbeatPayloadError::TooLarge {
             size_bytes,
@@ -133,34 +142,81 @@ fn validate_size(size_bytes: u64) -> Result<PayloadInfo, HeartbeatPayloadError> 
     })
 }
 
-/// Size of `value` as compact JSON (what `serde_json::to_writer` writes), or `None` when a
-/// number is not finite or containers nest deeper than [`MAX_PAYLOAD_DEPTH`].
-fn measure(value: &Value, depth: usize) -> Option<u64> {
+/// The first value, in document order, that breaks a rule.
+#[derive(Debug)]
+struct Violation<'v> {
+    /// The value is a number that is not finite; otherwise a container whose children would nest
+    /// deeper than [`MAX_PAYLOAD_DEPTH`].
+    not_finite: bool,
+    /// The path from the value up to the root, innermost segment first.
+    segments: Vec<Segment<'v>>,
+}
+
+impl<'v> Violation<'v> {
+    fn here(not_finite: bool) -> Box<Self> {
+        Box::new(Self {
+            not_finite,
+            segments: Vec::new(),
+        })
+    }
+
+    /// The same violation, seen from the container that holds it under `segment`.
+    fn under(mut self: Box<Self>, segment: Segment<'v>) -> Box<Self> {
+        self.segments.push(segment);
+        self
+    }
+
+    fn into_error(self) -> HeartbeatPayloadError {
+        let mut path = String::from("$");
+        for segment in self.segments.iter().rev() {
+            segment.push_to(&mut path);
+        }
+        if self.not_finite {
+            HeartbeatPayloadError::NotJson {
+                path,
+                reason: "number is not finite".to_owned(),
+            }
+        } else {
+            HeartbeatPayloadError::TooDeep {
+                path,
+                limit: MAX_PAYLOAD_DEPTH,
+            }
+        }
+    }
+}
+
+/// Size of `value` as compact JSON (what `serde_json::to_writer` writes), or the first value that
+/// breaks a rule: a number that is not finite, or containers nested deeper than
+/// [`MAX_PAYLOAD_DEPTH`] (reported at the container whose children would be too deep).
+fn measure(value: &Value, depth: usize) -> Result<u64, Box<Violation<'_>>> {
     match value {
-        Value::Null | Value::Bool(true) => Some(4),
-        Value::Bool(false) => Some(5),
-        Value::String(text) => Some(string_size(text)),
-        Value::Number(number) => number_size(number),
+        Value::Null | Value::Bool(true) => Ok(4),
+        Value::Bool(false) => Ok(5),
+        Value::String(text) => Ok(string_size(text)),
+        Value::Number(number) => number_size(number).ok_or_else(|| Violation::here(true)),
         Value::Array(items) => {
             if depth + 1 > MAX_PAYLOAD_DEPTH {
-                return None;
+                return Err(Violation::here(false));
             }
             let mut size = 2 + separators(items.len());
-            for item in items {
-                size += measure(item, depth + 1)?;
+            for (index, item) in items.iter().enumerate() {
+                size += measure(item, depth + 1)
+                    .map_err(|violation| violation.under(Segment::Index(index)))?;
             }
-            Some(size)
+            Ok(size)
         }
         Value::Object(map) => {
             if depth + 1 > MAX_PAYLOAD_DEPTH {
-                return None;
+                return Err(Violation::here(false));
             }
             // Each entry is `key:value`, entries separated by commas.
             let mut size = 2 + separators(map.len()) + map.len() as u64;
             for (key, item) in map {
-                size += string_size(key) + measure(item, depth + 1)?;
+                size += string_size(key)
+                    + measure(item, depth + 1)
+                        .map_err(|violation| violation.under(Segment::Key(key)))?;
             }
-            Some(size)
+            Ok(size)
         }
     }
 }
@@ -217,57 +273,6 @@ fn decimal_digits(mut value: u64) -> u64 {
         digits += 1;
     }
     digits
-}
-
-fn check_value(
-    value: &Value,
-    depth: usize,
-    path: &mut String,
-) -> Result<(), HeartbeatPayloadError> {
-    let children_depth = depth + 1;
-    match value {
-        Value::Number(n) => {
-            if n.as_f64().is_some_and(|f| !f.is_finite()) {
-                return Err(HeartbeatPayloadError::NotJson {
-                    path: path.clone(),
-                    reason: "number is not finite".to_owned(),
-                });
-            }
-            Ok(())
-        }
-        Value::Array(items) => {
-            if children_depth > MAX_PAYLOAD_DEPTH {
-                return Err(too_deep(path));
-            }
-            for (index, item) in items.iter().enumerate() {
-                let len = path.len();
-                path.push_str(&format!("[{index}]"));
-                check_value(item, children_depth, path)?;
-                path.truncate(len);
-            }
-            Ok(())
-        }
-        Value::Object(map) => {
-            if children_depth > MAX_PAYLOAD_DEPTH {
-                return Err(too_deep(path));
-            }
-            for (key, item) in map {
-                let len = path.len();
-                push_key_segment(path, key);
-                check_value(item, children_depth, path)?;
-                path.truncate(len);
-            }
-            Ok(())
-        }
-        Value::Null | Value::Bool(_) | Value::String(_) => Ok(()),
-    }
-}
-
-fn too_deep(path: &str) -> HeartbeatPayloadError {
-    HeartbeatPayloadError::TooDeep {
-        path: path.to_owned(),
-        limit: MAX_PAYLOAD_DEPTH,
-    }
 }
 
 /// Size of `value` as compact UTF-8 JSON, without building the string.

@@ -16,7 +16,8 @@ use serde_json::Value;
 mod checked;
 
 use super::payload::{
-    HeartbeatPayloadError, MAX_PAYLOAD_DEPTH, PayloadInfo, push_key_segment, validate_payload,
+    HeartbeatPayloadError, MAX_PAYLOAD_DEPTH, PayloadInfo, Segment, push_key_segment,
+    validate_payload,
 };
 
 /// Serialises `value` into a heartbeat payload, checking every rule of [`validate_payload`].
@@ -68,13 +69,6 @@ struct TrackerState {
     failure: Option<HeartbeatPayloadError>,
 }
 
-/// One step down the JSON path.
-#[derive(Debug, Clone, Copy)]
-enum Segment<'k> {
-    Index(usize),
-    Key(&'k str),
-}
-
 impl Tracker {
     /// Runs `f` with the path extended by `variant` (when some) and `segment`, restoring it after,
     /// whatever `f` returns.
@@ -85,10 +79,7 @@ impl Tracker {
             if let Some(variant) = variant {
                 push_key_segment(path, variant);
             }
-            match segment {
-                Segment::Index(index) => path.push_str(&format!("[{index}]")),
-                Segment::Key(key) => push_key_segment(path, key),
-            }
+            segment.push_to(path);
             len
         };
         let result = f();
