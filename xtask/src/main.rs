@@ -7,6 +7,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench;
+mod chaos;
 mod ci;
 mod codegen;
 mod dist;
@@ -49,6 +50,16 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// Run the fault-injection and crash suites again and again with random fault timings (not
+    /// in CI); a full run writes docs/chaos.md.
+    Chaos {
+        /// How many rounds of every scenario.
+        #[arg(long, default_value_t = 10)]
+        iterations: u32,
+        /// Print the figures; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Build `stint` in release mode and pack a reproducible tarball with its sha256 in dist/.
     Dist,
 }
@@ -90,5 +101,9 @@ fn run(cli: Cli) -> Result<()> {
         },
         Command::Bench { quick } => bench::run(&root, quick),
         Command::Dist => dist::run(&root),
+        Command::Chaos {
+            iterations,
+            dry_run,
+        } => chaos::run(&root, iterations, dry_run),
     }
 }

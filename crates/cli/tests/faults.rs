@@ -16,6 +16,23 @@ use proxy::Proxy;
 use serde_json::json;
 use stint_adapters_postgres::test_support;
 
+/// A duration in `range` (ms) chosen by `STINT_CHAOS_SEED` (`cargo xtask chaos` sets it, a new
+/// seed each iteration), or `default` when it is unset, as in CI.
+fn chaos_ms(salt: u64, range: std::ops::Range<u64>, default: u64) -> Duration {
+    let Some(seed) = std::env::var("STINT_CHAOS_SEED")
+        .ok()
+        .and_then(|seed| seed.parse::<u64>().ok())
+    else {
+        return Duration::from_millis(default);
+    };
+    // splitmix64: a well-spread value from the seed and the salt.
+    let mut x = seed.wrapping_add(salt.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^= x >> 31;
+    Duration::from_millis(range.start + x % (range.end - range.start).max(1))
+}
+
 /// The command: attempt 1 ticks into `log` every 50 ms until it is killed; a later attempt
 /// ticks once and prints its output. Each tick is `ATTEMPT NANOSECONDS`.
 const TICKER: &str = r#"
@@ -79,7 +96,8 @@ fn a_partitioned_runner_fences_itself_and_the_node_never_runs_twice_at_once() {
         .stderr(std::process::Stdio::piped());
     let mut partitioned = partitioned.spawn().expect("stint starts");
     wait_for_file(&log);
-    std::thread::sleep(Duration::from_millis(800));
+    // The partition falls anywhere in the lease's cycle of renewals.
+    std::thread::sleep(chaos_ms(1, 100..2_000, 800));
     proxy.pause();
     let paused_at = Instant::now();
 
@@ -188,9 +206,11 @@ fn run_against_a_held_lock(w: &World, script: &str, hold: Duration) -> (Option<i
 #[test]
 fn a_result_that_meets_a_locked_database_is_retried_and_kept() {
     let w = World::sqlite();
-    // The command finishes one second into a 7 s lock: longer than SQLite's 5 s busy timeout.
+    // The command finishes one second into a lock of 7 s (5.5 to 9 s under `cargo xtask
+    // chaos`): longer than SQLite's 5 s busy timeout.
     let script = r#"echo now > locked-now; sleep 1; echo '{"result":42}'"#;
-    let (code, stderr) = run_against_a_held_lock(&w, script, Duration::from_secs(7));
+    let hold = chaos_ms(2, 5_500..9_000, 7_000);
+    let (code, stderr) = run_against_a_held_lock(&w, script, hold);
     assert_eq!(code, Some(0), "{stderr}");
     let attempts = w.attempts("r");
     assert_eq!(attempts.len(), 1, "{attempts:?}");
@@ -214,7 +234,8 @@ fn a_checkpoint_sent_while_the_database_is_locked_is_kept() {
     // Step 1 is written; step 2 arrives while the lock is held for 6 s (past the busy timeout).
     let script = r#"echo '{"step":1}' >&3; sleep 0.7; echo now > locked-now; sleep 0.3
         echo '{"step":2}' >&3; sleep 0.5; echo '{}'"#;
-    let (code, stderr) = run_against_a_held_lock(&w, script, Duration::from_secs(6));
+    let hold = chaos_ms(3, 5_500..9_000, 6_000);
+    let (code, stderr) = run_against_a_held_lock(&w, script, hold);
     assert_eq!(code, Some(0), "{stderr}");
     let attempts = w.attempts("r");
     assert_eq!(attempts[0]["heartbeat"], json!({"step": 2}), "{attempts:?}");
