@@ -10,14 +10,17 @@ use sqlx::postgres::{PgPool, PgRow};
 use stint_domain::{
     AttemptRecord, AttemptState, EventRecord, NodeKey, NodeRecord, RunSummary, TaskError,
 };
-use stint_ports::{AttemptFilter, HistoryStore, StoreError};
+use stint_ports::{AttemptFilter, HistoryStore, StoreError, unreadable};
 
 use crate::PostgresStore;
 use crate::error::{OpError, retrying, to_i64, to_u32, to_u64};
 
+/// The JSON columns are read as text and parsed here, so a value serde_json cannot read back
+/// (nested deeper than its limit) is listed as a marker instead of failing the listing.
 const ATTEMPT_COLUMNS: &str = "run_id, node_id, iteration, attempt, state, owner, \
-     lease_expires_at_ms, started_at_ms, finished_at_ms, last_heartbeat_at_ms, heartbeat, error, \
-     retryable, vcs, metadata, working_dir";
+     lease_expires_at_ms, started_at_ms, finished_at_ms, last_heartbeat_at_ms, \
+     heartbeat::text AS heartbeat, error::text AS error, retryable, vcs, \
+     metadata::text AS metadata, working_dir";
 
 const NODE_COLUMNS: &str =
     "run_id, node_id, iteration, state, last_attempt, updated_at_ms, output_table, label";
@@ -34,16 +37,25 @@ fn optional_u64(row: &PgRow, column: &str) -> Result<Option<u64>, OpError> {
         .transpose()
 }
 
+/// A JSON column read as text: a value this version cannot read is [`unreadable`]'s marker.
+fn json_text(row: &PgRow, column: &str) -> Result<Option<Value>, OpError> {
+    let text: Option<String> = row.try_get(column)?;
+    Ok(text.map(|text| {
+        serde_json::from_str(&text).unwrap_or_else(|error| {
+            tracing::warn!(column, %error, "a stored value cannot be read back");
+            unreadable(&error)
+        })
+    }))
+}
+
 fn decode_attempt(row: &PgRow) -> Result<AttemptRecord, OpError> {
-    let error = row
-        .try_get::<Option<Value>, _>("error")?
-        .map(serde_json::from_value::<TaskError>)
-        .transpose()
-        .map_err(|error| {
-            OpError::Store(StoreError::incompatible(format!(
-                "a stored attempt error does not decode: {error}"
-            )))
-        })?;
+    let error = json_text(row, "error")?.and_then(|value| {
+        serde_json::from_value::<TaskError>(value)
+            .inspect_err(|error| {
+                tracing::warn!(%error, "a stored attempt error cannot be read back");
+            })
+            .ok()
+    });
     Ok(AttemptRecord {
         run_id: row.try_get("run_id")?,
         node_id: row.try_get("node_id")?,
@@ -52,12 +64,12 @@ fn decode_attempt(row: &PgRow) -> Result<AttemptRecord, OpError> {
         state: state(row)?,
         error,
         retryable: row.try_get("retryable")?,
-        heartbeat: row.try_get("heartbeat")?,
+        heartbeat: json_text(row, "heartbeat")?,
         last_heartbeat_at_ms: optional_u64(row, "last_heartbeat_at_ms")?,
         started_at_ms: to_u64("started_at_ms", row.try_get("started_at_ms")?)?,
         finished_at_ms: optional_u64(row, "finished_at_ms")?,
         vcs: row.try_get("vcs")?,
-        metadata: row.try_get("metadata")?,
+        metadata: json_text(row, "metadata")?.unwrap_or(Value::Null),
         working_dir: row.try_get("working_dir")?,
         owner: row.try_get("owner")?,
         lease_expires_at_ms: to_u64("lease_expires_at_ms", row.try_get("lease_expires_at_ms")?)?,

@@ -59,7 +59,7 @@ async fn begin_once(pool: &PgPool, begin: &BeginAttempt) -> Result<BegunAttempt,
         "SELECT COALESCE(MAX(attempt), 0) AS highest, \
                 COUNT(*) FILTER (WHERE state = 'failed') AS failed, \
                 COUNT(*) FILTER (WHERE state = 'in-progress') AS running, \
-                (SELECT heartbeat FROM attempts \
+                (SELECT heartbeat::text FROM attempts \
                   WHERE run_id = $1 AND node_id = $2 AND iteration = $3 \
                     AND heartbeat IS NOT NULL \
                   ORDER BY attempt DESC LIMIT 1) AS checkpoint \
@@ -110,9 +110,19 @@ async fn begin_once(pool: &PgPool, begin: &BeginAttempt) -> Result<BegunAttempt,
     tx.commit().await?;
     Ok(BegunAttempt {
         attempt,
-        checkpoint: summary.try_get("checkpoint")?,
+        checkpoint: readable_checkpoint(node, summary.try_get("checkpoint")?),
         failed_before: to_u32("failed attempts", summary.try_get("failed")?)?,
     })
+}
+
+/// The checkpoint read as text; one this version cannot read back must not stop the node from
+/// running again, so it is skipped with a warning.
+fn readable_checkpoint(node: &NodeKey, text: Option<String>) -> Option<Value> {
+    serde_json::from_str(&text?)
+        .inspect_err(|error| {
+            tracing::warn!(%node, %error, "the last checkpoint cannot be read back; starting without it");
+        })
+        .ok()
 }
 
 async fn heartbeat_once(

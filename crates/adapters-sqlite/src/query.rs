@@ -8,7 +8,7 @@ use sqlx::sqlite::{SqlitePool, SqliteRow};
 use stint_domain::{
     AttemptRecord, AttemptState, Event, EventRecord, NodeKey, NodeRecord, RunSummary,
 };
-use stint_ports::{AttemptFilter, HistoryStore, StoreError};
+use stint_ports::{AttemptFilter, HistoryStore, StoreError, unreadable};
 
 use crate::SqliteStore;
 use crate::error::{map, parse_json, to_i64, to_u32, to_u64};
@@ -41,22 +41,36 @@ fn get_opt_json<T: serde::de::DeserializeOwned>(
     text.map(|t| parse_json(&t, column)).transpose()
 }
 
+/// A stored JSON value for a listing: one this version cannot read is shown as
+/// [`unreadable`]'s marker instead of failing the listing.
+fn get_opt_value(row: &SqliteRow, column: &str) -> Result<Option<Value>, StoreError> {
+    let text: Option<String> = row.try_get(column).map_err(map)?;
+    Ok(text.map(|text| {
+        serde_json::from_str(&text).unwrap_or_else(|error| {
+            tracing::warn!(column, %error, "a stored value cannot be read back");
+            unreadable(&error)
+        })
+    }))
+}
+
 fn attempt_record(row: &SqliteRow) -> Result<AttemptRecord, StoreError> {
-    let metadata: String = row.try_get("metadata").map_err(map)?;
     Ok(AttemptRecord {
         run_id: row.try_get("run_id").map_err(map)?,
         node_id: row.try_get("node_id").map_err(map)?,
         iteration: get_u32(row, "iteration")?,
         attempt: get_u32(row, "attempt")?,
         state: state(row)?,
-        error: get_opt_json(row, "error")?,
+        error: get_opt_json(row, "error").unwrap_or_else(|error| {
+            tracing::warn!(%error, "a stored attempt error cannot be read back");
+            None
+        }),
         retryable: row.try_get("retryable").map_err(map)?,
-        heartbeat: get_opt_json(row, "heartbeat")?,
+        heartbeat: get_opt_value(row, "heartbeat")?,
         last_heartbeat_at_ms: get_opt_u64(row, "last_heartbeat_at_ms")?,
         started_at_ms: get_u64(row, "started_at_ms")?,
         finished_at_ms: get_opt_u64(row, "finished_at_ms")?,
         vcs: row.try_get("vcs").map_err(map)?,
-        metadata: parse_json(&metadata, "metadata")?,
+        metadata: get_opt_value(row, "metadata")?.unwrap_or(Value::Null),
         working_dir: row.try_get("working_dir").map_err(map)?,
         owner: row.try_get("owner").map_err(map)?,
         lease_expires_at_ms: get_u64(row, "lease_expires_at_ms")?,

@@ -17,7 +17,7 @@ use stint_ports::{
 };
 
 use crate::SqliteStore;
-use crate::error::{map, parse_json, to_i64, to_json, to_u32};
+use crate::error::{map, to_i64, to_json, to_u32};
 
 type SqliteQuery<'a> = Query<'a, Sqlite, SqliteArguments>;
 
@@ -174,13 +174,16 @@ async fn checkpoint_in(
     .fetch_optional(&mut *conn)
     .await
     .map_err(map)?;
-    match row {
-        Some(row) => {
-            let text: String = row.try_get(0).map_err(map)?;
-            Ok(Some(parse_json(&text, "heartbeat")?))
-        }
-        None => Ok(None),
-    }
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let text: String = row.try_get(0).map_err(map)?;
+    // A checkpoint this version cannot read back must not stop the node from running again.
+    Ok(serde_json::from_str(&text)
+        .inspect_err(|error| {
+            tracing::warn!(%node, %error, "the last checkpoint cannot be read back; starting without it");
+        })
+        .ok())
 }
 
 /// The conflict every owner-conditional write returns when it matches no row.

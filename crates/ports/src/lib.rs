@@ -33,7 +33,7 @@ pub use error::{StoreError, StoreErrorSource};
 #[cfg(feature = "instrumented")]
 pub use instrumented::{InstrumentedStore, WriteOp};
 pub use probe::{Clock, VcsProbe};
-pub use query::{AttemptFilter, HistoryStore};
+pub use query::{AttemptFilter, HistoryStore, unreadable};
 pub use write::{
     AttemptEnd, AttemptStore, BeginAttempt, BegunAttempt, HeartbeatWrite, OwnedAttempt,
 };

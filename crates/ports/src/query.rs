@@ -29,6 +29,10 @@ pub trait HistoryStore: Send + Sync + Debug {
 
     /// The attempts that match `filter`, ordered by node id (byte order), iteration and attempt
     /// number.
+    ///
+    /// A stored JSON value this version cannot read back (a payload nested deeper than the JSON
+    /// reader allows, written by an older stint) never stops the listing: it is listed as
+    /// [`unreadable`]'s marker, and an unreadable error as none.
     async fn list_attempts(&self, filter: &AttemptFilter)
     -> Result<Vec<AttemptRecord>, StoreError>;
 
@@ -51,4 +55,10 @@ pub trait HistoryStore: Send + Sync + Debug {
         after_seq: u64,
         limit: u32,
     ) -> Result<Vec<EventRecord>, StoreError>;
+}
+
+/// The value a listing shows for a stored JSON value it cannot read back:
+/// `{"$unreadable": "<why>"}`.
+pub fn unreadable(why: &dyn std::fmt::Display) -> Value {
+    serde_json::json!({ "$unreadable": why.to_string() })
 }

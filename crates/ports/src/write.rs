@@ -43,7 +43,8 @@ pub struct BeginAttempt {
 pub struct BegunAttempt {
     /// The attempt's number: the highest earlier number of the node + 1.
     pub attempt: u32,
-    /// The payload of the newest earlier attempt that recorded a heartbeat payload.
+    /// The payload of the newest earlier attempt that recorded a heartbeat payload; `None` also
+    /// when that payload cannot be read back (it never stops the node from running again).
     pub checkpoint: Option<Value>,
     /// Number of earlier attempts of the node that failed (they count toward the retries).
     pub failed_before: u32,
