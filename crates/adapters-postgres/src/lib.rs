@@ -27,7 +27,7 @@ mod write;
 use std::sync::Arc;
 
 use sqlx::Connection;
-use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use stint_ports::StoreError;
 
 pub use options::{
@@ -36,6 +36,21 @@ pub use options::{
 
 use crate::error::{map_migrate, map_sqlx};
 use crate::options::StoreConfig;
+
+/// Server-side bounds of every pooled session, so that nothing a stint process started can hold
+/// the database for long, even when the process is cut off from it (a network partition): a
+/// transaction left open by a silent client is ended, and its row locks released, after 30 s;
+/// a lock wait gives up after 10 s; a statement after 60 s. (TCP keepalive would notice a dead
+/// server sooner, but sqlx 0.9 cannot set it; the engine bounds every call it makes instead.)
+const SESSION_BOUNDS: [(&str, &str); 3] = [
+    ("idle_in_transaction_session_timeout", "30s"),
+    ("lock_timeout", "10s"),
+    ("statement_timeout", "60s"),
+];
+
+fn with_session_bounds(options: PgConnectOptions) -> PgConnectOptions {
+    options.options(SESSION_BOUNDS)
+}
 
 /// A stint store in a PostgreSQL database (one schema of it).
 ///
@@ -72,7 +87,7 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)
-            .connect_lazy_with(config.options.clone());
+            .connect_lazy_with(with_session_bounds(config.options.clone()));
         if let Err(error) = Self::migrate(&pool, &config).await {
             // Closing drops the migrator's connection, and with it any session-level advisory
             // lock it still held after failing half way.
@@ -107,6 +122,16 @@ impl PostgresStore {
             .run(pool)
             .await
             .map_err(|error| map_migrate(&config.endpoint, &error))
+    }
+
+    /// The value of the server setting `name` in a session of this store's pool (for tests and
+    /// diagnostics).
+    pub async fn session_setting(&self, name: &str) -> Result<String, StoreError> {
+        sqlx::query_scalar("SELECT current_setting($1)")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|error| map_sqlx(&self.endpoint, "reading a setting", &error))
     }
 
     /// Closes the pool; later calls fail with [`StoreError::Unavailable`].

@@ -293,3 +293,25 @@ async fn a_silent_host_times_out_at_the_connect_timeout() {
         started.elapsed()
     );
 }
+
+/// Every session is bounded on the server, so a client cut off mid-transaction cannot hold its
+/// row locks (and so the recovery of its attempt) for ever.
+#[tokio::test]
+async fn sessions_are_bounded_on_the_server() {
+    let Some((store, guard)) = fresh_schema().await else {
+        return;
+    };
+    for (name, value) in [
+        ("idle_in_transaction_session_timeout", "30s"),
+        ("lock_timeout", "10s"),
+        ("statement_timeout", "1min"),
+    ] {
+        assert_eq!(
+            store.session_setting(name).await.expect("setting"),
+            value,
+            "{name}"
+        );
+    }
+    store.close().await;
+    guard.drop_schema().await;
+}
