@@ -132,8 +132,9 @@ What the command sees:
                 anything else fails the attempt with INVALID_OUTPUT (not retried)
   stderr        passed through live; its last 4 KiB are kept with a failure
   fd 3          the heartbeat pipe (no other descriptor is inherited)
-  process group its own; the whole group is signalled on cancel, and whatever is left of it is
-                killed once the command exits
+  session       its own session and process group, without a controlling terminal (a read of
+                /dev/tty fails at once); the whole group is signalled on cancel, and whatever is
+                left of it is killed once the command exits
 
 Heartbeat protocol (one line per message on fd 3):
   a JSON value     a heartbeat; the payload becomes the checkpoint of the next attempt:
@@ -151,8 +152,9 @@ Failures:
   bad stdout        INVALID_OUTPUT, not retried
   Retries wait --backoff-initial, doubling (--backoff-factor) up to --backoff-max, with jitter.
 
-Cancellation: Ctrl-C or SIGTERM to stint sends SIGTERM to the command's process group, then SIGKILL
-after --grace; the attempt is recorded `cancelled` and stint exits 130 once that is written.
+Cancellation: Ctrl-C or SIGTERM to stint sends SIGTERM and SIGCONT to the command's process group,
+then SIGKILL after --grace; the attempt is recorded `cancelled` and stint exits 130 once that is
+written.
 
 Exit codes: 0 finished, 1 failed, 2 bad usage/input, 3 store error or conflict, 130 cancelled.
 

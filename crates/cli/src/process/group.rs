@@ -21,7 +21,7 @@ pub struct GroupGuard {
 }
 
 impl GroupGuard {
-    /// Guards the group whose leader has pid `pid` (spawned with `process_group(0)`).
+    /// Guards the group whose leader has pid `pid` (spawned as a session leader).
     pub fn new(pid: u32) -> Self {
         let raw = i32::try_from(pid).unwrap_or(i32::MAX);
         Self {
@@ -45,6 +45,14 @@ impl GroupGuard {
         }
     }
 
+    /// Sends `signal`, then SIGCONT: a stopped process acts on SIGTERM only once continued, so
+    /// a group stopped by a debugger, `kill -STOP` or a terminal read can still clean up and die.
+    fn signal_and_continue(&self, signal: Signal) {
+        if self.signal(signal) {
+            self.signal(Signal::SIGCONT);
+        }
+    }
+
     /// Whether any process of the group is still alive (zombies included).
     pub fn alive(&self) -> bool {
         !self.done && matches!(killpg(self.pgid, None), Ok(()) | Err(Errno::EPERM))
@@ -63,11 +71,11 @@ impl GroupGuard {
         }
     }
 
-    /// Cancels the command: SIGTERM to the group, up to `grace` for the leader and then the rest
-    /// of the group to exit, SIGKILL to whatever is left, and the leader reaped.
+    /// Cancels the command: SIGTERM (and SIGCONT) to the group, up to `grace` for the leader and
+    /// then the rest of the group to exit, SIGKILL to whatever is left, and the leader reaped.
     pub async fn terminate(&mut self, child: &mut Child, grace: Duration) {
         let deadline = Instant::now() + grace;
-        self.signal(Signal::SIGTERM);
+        self.signal_and_continue(Signal::SIGTERM);
         // The leader first: once it is reaped, the rest of the group is polled.
         let _ = tokio::time::timeout_at(deadline, child.wait()).await;
         self.wait_empty(deadline).await;
@@ -76,7 +84,7 @@ impl GroupGuard {
 
     /// SIGKILLs whatever is left of the group and reaps the leader.
     pub async fn kill(&mut self, child: &mut Child) {
-        self.signal(Signal::SIGKILL);
+        self.signal_and_continue(Signal::SIGKILL);
         let _ = child.wait().await;
         // A killed process leaves the group at once; its zombie is reaped by its parent (or
         // init), so there is nothing more to wait for here.
@@ -87,7 +95,7 @@ impl GroupGuard {
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         if !self.done {
-            self.signal(Signal::SIGKILL);
+            self.signal_and_continue(Signal::SIGKILL);
         }
     }
 }

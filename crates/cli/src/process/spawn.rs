@@ -1,5 +1,7 @@
-//! Spawning the command: its own process group, a clean environment protocol, stdin null,
-//! stdout and stderr piped, and the heartbeat pipe's write end as descriptor 3.
+//! Spawning the command: its own session (and so its own process group, with no controlling
+//! terminal: a read of `/dev/tty` fails at once instead of stopping the command with SIGTTIN), a
+//! clean environment protocol, stdin null, stdout and stderr piped, and the heartbeat pipe's
+//! write end as descriptor 3.
 //!
 //! On Linux the command also gets SIGKILL when stint dies (`PR_SET_PDEATHSIG`): a stint killed
 //! with SIGKILL cannot stop its command, whose attempt recovery then marks `ATTEMPT_ABANDONED`;
@@ -37,7 +39,7 @@ pub struct AttemptEnv {
 /// A spawned command with the read end of its heartbeat pipe.
 #[derive(Debug)]
 pub struct Spawned {
-    /// The command (leader of its own process group).
+    /// The command (leader of its own session and process group).
     pub child: Child,
     /// The read end of the heartbeat pipe.
     pub heartbeats: PipeReader,
@@ -55,7 +57,6 @@ pub fn spawn(argv: &[String], env: &AttemptEnv) -> std::io::Result<Spawned> {
     let mut command = Command::new(program);
     command
         .args(args)
-        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -70,11 +71,14 @@ pub fn spawn(argv: &[String], env: &AttemptEnv) -> std::io::Result<Spawned> {
         None => command.env_remove("STINT_CHECKPOINT"),
     };
     // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
-    // functions (dup2, fcntl, close_range, prctl, getppid) on integers; it allocates nothing and
-    // takes no lock.
+    // functions (setsid, dup2, fcntl, close_range, prctl, getppid) on integers; it allocates
+    // nothing and takes no lock.
     #[allow(unsafe_code)]
     unsafe {
         command.pre_exec(move || {
+            if unsafe_free::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             die_with_parent(parent)?;
             move_to_heartbeat_fd(write_fd)
         });
@@ -123,6 +127,13 @@ fn move_to_heartbeat_fd(write_fd: i32) -> std::io::Result<()> {
 /// Thin wrappers over the libc calls the pre-exec hook needs (no allocation, no locks).
 #[allow(unsafe_code)]
 mod unsafe_free {
+    /// `setsid()`: a new session and process group led by the caller, with no controlling
+    /// terminal.
+    pub fn setsid() -> i32 {
+        // SAFETY: setsid has no memory-safety preconditions.
+        unsafe { libc::setsid() }
+    }
+
     pub fn dup2(from: i32, to: i32) -> i32 {
         // SAFETY: dup2 on plain integers has no memory-safety preconditions.
         unsafe { libc::dup2(from, to) }
