@@ -75,6 +75,20 @@ pub fn finish(mut child: Child, stderr: &Collected, limit: Duration) -> (Option<
     (status.code(), stderr.all())
 }
 
+/// The pid of a child process of `parent`, when there is one.
+pub fn child_of(parent: i32) -> Option<i32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let (_, rest) = stat.rsplit_once(')')?;
+            let ppid: i32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+            (ppid == parent).then_some(pid)
+        })
+}
+
 /// The state letter of process `pid` (`R`, `S`, `T` stopped, `Z` zombie), when it exists.
 pub fn state_of(pid: i32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -1,4 +1,8 @@
 //! The command's process group: signalling it, waiting for it to empty, and killing what is left.
+//!
+//! A zombie counts as gone: once a process of the group has exited, only its parent (or init,
+//! for an orphan) can reap it, and waiting for that would make a cancel of `sh -c '...'` take as
+//! long as init takes to reap the shell's orphaned children.
 
 use std::time::Duration;
 
@@ -8,7 +12,8 @@ use nix::unistd::Pid;
 use tokio::process::Child;
 use tokio::time::Instant;
 
-/// How often an emptying process group is checked.
+/// The longest pause between two checks of an emptying process group (the first ones are
+/// shorter, so a group that dies at once is noticed at once).
 const POLL: Duration = Duration::from_millis(20);
 
 /// A process group that is SIGKILLed when dropped unless it was found empty: whatever happens
@@ -53,21 +58,28 @@ impl GroupGuard {
         }
     }
 
-    /// Whether any process of the group is still alive (zombies included).
+    /// Whether a process of the group is still alive (zombies are gone).
     pub fn alive(&self) -> bool {
-        !self.done && matches!(killpg(self.pgid, None), Ok(()) | Err(Errno::EPERM))
+        if self.done || !matches!(killpg(self.pgid, None), Ok(()) | Err(Errno::EPERM)) {
+            return false;
+        }
+        // Without /proc, a zombie has to count as alive.
+        live_member(self.pgid.as_raw()).unwrap_or(true)
     }
 
     /// Waits until the group is empty or `deadline` passes; true when it emptied.
     pub async fn wait_empty(&self, deadline: Instant) -> bool {
+        let mut pause = Duration::from_millis(2);
         loop {
             if !self.alive() {
                 return true;
             }
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if now >= deadline {
                 return false;
             }
-            tokio::time::sleep(POLL.min(deadline - Instant::now())).await;
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(POLL);
         }
     }
 
@@ -97,5 +109,46 @@ impl Drop for GroupGuard {
         if !self.done {
             self.signal_and_continue(Signal::SIGKILL);
         }
+    }
+}
+
+/// Whether /proc lists a process of group `pgid` that is not a zombie; `None` without /proc.
+fn live_member(pgid: i32) -> Option<bool> {
+    let entries = std::fs::read_dir("/proc").ok()?;
+    let found = entries.flatten().any(|entry| {
+        let is_pid = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.bytes().all(|b| b.is_ascii_digit()));
+        is_pid
+            && std::fs::read_to_string(entry.path().join("stat"))
+                .ok()
+                .and_then(|stat| state_and_group(&stat))
+                .is_some_and(|(state, group)| group == pgid && !matches!(state, 'Z' | 'X'))
+    });
+    Some(found)
+}
+
+/// The state letter and process group of a `/proc/PID/stat` line.
+fn state_and_group(stat: &str) -> Option<(char, i32)> {
+    // The command name (field 2) may hold spaces and parentheses: fields resume after the last
+    // `)`. Then: state, ppid, pgrp.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let _ppid = fields.next()?;
+    let group = fields.next()?.parse().ok()?;
+    Some((state, group))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_give_state_and_group() {
+        let stat = "4242 (a) b (c)) Z 1 4240 4240 0 -1 4194560 0";
+        assert_eq!(state_and_group(stat), Some(('Z', 4240)));
+        assert_eq!(state_and_group("garbage"), None);
     }
 }
