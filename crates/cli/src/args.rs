@@ -26,7 +26,7 @@ Exit codes (stable):
   3    store error: database unavailable or unreadable (STORE_UNAVAILABLE), newer or foreign
        schema (STORE_INCOMPATIBLE), conflict (STORE_CONFLICT: e.g. the node already has an attempt
        in progress in another process, or this attempt was declared abandoned meanwhile)
-  130  cancelled (Ctrl-C or SIGTERM to stint, or Ctrl-C while following events)
+  130  cancelled (Ctrl-C, SIGTERM, SIGHUP or SIGQUIT to stint, or Ctrl-C while following events)
 
 Every error is one line on stderr: `stint: CODE: message`.
 
@@ -152,9 +152,9 @@ Failures:
   bad stdout        INVALID_OUTPUT, not retried
   Retries wait --backoff-initial, doubling (--backoff-factor) up to --backoff-max, with jitter.
 
-Cancellation: Ctrl-C or SIGTERM to stint sends SIGTERM and SIGCONT to the command's process group,
-then SIGKILL after --grace; the attempt is recorded `cancelled` and stint exits 130 once that is
-written.
+Cancellation: Ctrl-C, SIGTERM, SIGHUP (a closed terminal) or SIGQUIT to stint sends SIGTERM and
+SIGCONT to the command's process group, then SIGKILL after --grace; the attempt is recorded
+`cancelled` and stint exits 130 once that is written.
 
 Exit codes: 0 finished, 1 failed, 2 bad usage/input, 3 store error or conflict, 130 cancelled.
 

@@ -171,8 +171,8 @@ async fn planned_attempts(
     Ok(policy.planned_attempts(earlier, failed))
 }
 
-/// Ctrl-C and SIGTERM cancel the engine's token; the process exits once the attempt's
-/// terminal state is written.
+/// Ctrl-C, SIGTERM, SIGHUP (the terminal closed, the ssh session dropped) and SIGQUIT cancel the
+/// engine's token; the process exits once the attempt's terminal state is written.
 fn watch_signals(
     cancel: CancellationToken,
     status: Arc<Status>,
@@ -189,11 +189,15 @@ fn watch_signals(
     };
     let mut interrupt = install(SignalKind::interrupt())?;
     let mut terminate = install(SignalKind::terminate())?;
+    let mut hangup = install(SignalKind::hangup())?;
+    let mut quit = install(SignalKind::quit())?;
     Ok(AbortOnDropHandle::new(tokio::spawn(async move {
         loop {
             let name = tokio::select! {
                 _ = interrupt.recv() => "interrupt",
                 _ = terminate.recv() => "SIGTERM",
+                _ = hangup.recv() => "SIGHUP",
+                _ = quit.recv() => "SIGQUIT",
             };
             if cancel.is_cancelled() {
                 status.note(&format!(

@@ -3,8 +3,9 @@
 //! The command runs in its own session and process group with the protocol of `stint run
 //! --help`: its stdout is the output (one JSON value), its stderr passes through live (the last
 //! 4 KiB are kept with a failure), its heartbeats arrive on descriptor 3. When the engine cancels
-//! the attempt (Ctrl-C, SIGTERM, timeout, heartbeat timeout) the whole group gets SIGTERM and
-//! SIGCONT, then SIGKILL after the grace period, and is reaped before the compute returns.
+//! the attempt (Ctrl-C, SIGTERM, SIGHUP, SIGQUIT, timeout, heartbeat timeout) the whole group
+//! gets SIGTERM and SIGCONT, then SIGKILL after the grace period, and is reaped before the
+//! compute returns.
 
 mod group;
 pub mod heartbeat_pipe;

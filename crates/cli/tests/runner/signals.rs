@@ -1,13 +1,25 @@
-//! Signals: a stopped command is continued so it can clean up; cancelling a shell-wrapped
-//! command does not wait for init to reap its children.
+//! Signals: SIGHUP and SIGQUIT cancel like SIGTERM; a stopped command is continued so it can
+//! clean up; cancelling a shell-wrapped command does not wait for init to reap its children.
 
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::common::{World, alive, wait_for_file};
+use crate::common::{World, alive, scenarios, wait_for_file};
 use crate::{child_of, finish, spawn_run, state_of, wait_until};
+
+/// Closing the terminal or losing the ssh session: cancelled, the whole group gone, exit 130.
+#[test]
+fn sighup_cancels_the_process_group() {
+    scenarios::signal_cancels_the_process_group(&World::sqlite(), Signal::SIGHUP);
+}
+
+/// Ctrl-\ on the terminal.
+#[test]
+fn sigquit_cancels_the_process_group() {
+    scenarios::signal_cancels_the_process_group(&World::sqlite(), Signal::SIGQUIT);
+}
 
 fn signal(pid: u32, signal: Signal) {
     kill(Pid::from_raw(i32::try_from(pid).expect("pid")), signal).expect("signal stint");
