@@ -156,6 +156,10 @@ Cancellation: Ctrl-C, SIGTERM, SIGHUP (a closed terminal) or SIGQUIT to stint se
 SIGCONT to the command's process group, then SIGKILL after --grace; the attempt is recorded
 `cancelled` and stint exits 130 once that is written.
 
+Revision: a finished attempt records where the code stood (`vcs` in `stint attempts --json`): the
+jj change id of @, else the git commit, with `+dirty` when tracked files changed, or `+unknown`
+when `git status` failed or timed out.
+
 Exit codes: 0 finished, 1 failed, 2 bad usage/input, 3 store error or conflict, 130 cancelled.
 
 Examples:

@@ -1,5 +1,6 @@
 //! Where the code stood when an attempt finished: the jj change id of `@` in a jj repository,
-//! else the git commit (`+dirty` when tracked files changed), else nothing.
+//! else the git commit (`+dirty` when tracked files changed, `+unknown` when `git status` failed
+//! or timed out, so an unknown state is never recorded as clean), else nothing.
 //!
 //! A missing tool, a non-repository or a tool that hangs is never an error: the answer is `None`.
 
@@ -42,13 +43,20 @@ async fn jj_change_id(dir: &Path) -> Option<String> {
         "-T",
         "change_id",
     ];
-    tool_output(dir, "jj", &args).await
+    tool_output(dir, "jj", &args)
+        .await
+        .ok()
+        .filter(|change| !change.is_empty())
 }
 
-/// The commit of `HEAD`, with `+dirty` when tracked files differ from it. Untracked files do not
-/// count (as with `git describe --dirty`), so stint's own `.stint/` folder never marks a tree dirty.
+/// The commit of `HEAD`, with `+dirty` when tracked files differ from it and `+unknown` when
+/// that could not be found out. Untracked files do not count (as with `git describe --dirty`),
+/// so stint's own `.stint/` folder never marks a tree dirty.
 async fn git_commit(dir: &Path) -> Option<String> {
-    let commit = tool_output(dir, "git", &["rev-parse", "HEAD"]).await?;
+    let commit = tool_output(dir, "git", &["rev-parse", "HEAD"])
+        .await
+        .ok()
+        .filter(|commit| !commit.is_empty())?;
     let status = tool_output(
         dir,
         "git",
@@ -56,13 +64,17 @@ async fn git_commit(dir: &Path) -> Option<String> {
     )
     .await;
     Some(match status {
-        Some(_) => format!("{commit}+dirty"),
-        None => commit,
+        Ok(changes) if changes.is_empty() => commit,
+        Ok(_) => format!("{commit}+dirty"),
+        Err(reason) => {
+            tracing::debug!(%reason, "git status failed; the tree's state is unknown");
+            format!("{commit}+unknown")
+        }
     })
 }
 
-/// The trimmed stdout of `program args` run in `dir`, when it succeeds and prints something.
-async fn tool_output(dir: &Path, program: &str, args: &[&str]) -> Option<String> {
+/// The trimmed stdout of `program args` run in `dir` when it succeeds, or why it did not.
+async fn tool_output(dir: &Path, program: &str, args: &[&str]) -> Result<String, String> {
     let child = Command::new(program)
         .args(args)
         .current_dir(dir)
@@ -71,12 +83,14 @@ async fn tool_output(dir: &Path, program: &str, args: &[&str]) -> Option<String>
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .output();
-    let output = tokio::time::timeout(TOOL_TIMEOUT, child).await.ok()?.ok()?;
+    let output = tokio::time::timeout(TOOL_TIMEOUT, child)
+        .await
+        .map_err(|_| format!("{program} did not answer within {TOOL_TIMEOUT:?}"))?
+        .map_err(|error| format!("cannot run {program}: {error}"))?;
     if !output.status.success() {
-        return None;
+        return Err(format!("{program} failed: {}", output.status));
     }
-    let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-    (!text.is_empty()).then_some(text)
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
 #[cfg(test)]
@@ -122,6 +136,12 @@ mod tests {
         assert_eq!(
             JjOrGit.revision(dir.path()).await,
             Some(format!("{clean}+dirty"))
+        );
+        // A status git cannot give is not a clean tree.
+        std::fs::write(dir.path().join(".git/index"), "garbage").expect("write");
+        assert_eq!(
+            JjOrGit.revision(dir.path()).await,
+            Some(format!("{clean}+unknown"))
         );
     }
 }

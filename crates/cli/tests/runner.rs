@@ -6,6 +6,8 @@ mod common;
 mod signals;
 #[path = "runner/terminal.rs"]
 mod terminal;
+#[path = "runner/vcs.rs"]
+mod vcs;
 
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -93,6 +95,12 @@ pub fn child_of(parent: i32) -> Option<i32> {
 pub fn state_of(pid: i32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// Says loudly that `test` was skipped, and why.
+#[allow(clippy::print_stderr, reason = "a skipped test must say so loudly")]
+pub fn skip(test: &str, why: &str) {
+    eprintln!("SKIPPED {test}: {why}");
 }
 
 /// Polls `condition` every 10 ms for up to 10 s; panics with `what` when it never holds.
