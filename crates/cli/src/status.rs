@@ -45,8 +45,8 @@ struct Inner {
     attempt: u32,
     attempt_started: Option<Instant>,
     last_heartbeat: Option<Instant>,
-    /// The command's stderr after its last newline, held back while the live line is shown.
-    partial: Vec<u8>,
+    /// The command's stderr as whole lines, while the live line is shown.
+    lines: LiveLines,
 }
 
 /// The status display of one `stint run`.
@@ -101,12 +101,12 @@ impl Status {
         })))
     }
 
-    /// Clears the live line and flushes any held-back stderr.
+    /// Clears the live line and flushes any held-back stderr of the command.
     pub fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
-        let partial = std::mem::take(&mut self.inner().partial);
+        let partial = self.inner().lines.take_partial();
         if !partial.is_empty() {
             let mut err = std::io::stderr().lock();
             let _ = err.write_all(&partial);
@@ -175,22 +175,18 @@ impl Console for Status {
             self.write_stderr(bytes);
             return;
         }
-        // With a live line, only whole lines are written, so the line is redrawn cleanly.
-        let complete = {
-            let mut inner = self.inner();
-            inner.partial.extend_from_slice(bytes);
-            match inner.partial.iter().rposition(|b| *b == b'\n') {
-                Some(end) => {
-                    let rest = inner.partial.split_off(end + 1);
-                    std::mem::replace(&mut inner.partial, rest)
-                }
-                None => return,
-            }
-        };
-        self.write_stderr(&complete);
+        // With a live line, only whole lines are written (see `LiveLines`), taken under the lock
+        // and written in the order taken.
+        let mut inner = self.inner();
+        let ready = inner.lines.push(bytes);
+        if !ready.is_empty() {
+            self.write_stderr(&ready);
+        }
     }
 
     fn note(&self, text: &str) {
+        let mut inner = self.inner();
+        inner.lines.leave_progress_line();
         self.write_stderr(format!("stint: {text}\n").as_bytes());
     }
 }
@@ -237,5 +233,105 @@ impl Observer for Status {
             "retrying as attempt {next_attempt} in {}",
             short(delay)
         ));
+    }
+}
+
+/// The longest line held back for the live line; a longer one is written in pieces of this size.
+const LIVE_LINE_MAX: usize = 16 * 1024;
+/// Moves the cursor one line up (to a progress line written before the status line).
+const CURSOR_UP: &[u8] = b"\x1b[1A";
+
+/// The command's stderr on a terminal that shows the live status line under it.
+///
+/// It is written up to its last line end, so the status line is redrawn cleanly: `\n`, or `\r`
+/// for a progress line (curl, pip, tqdm). A progress line is followed by a newline, so the status
+/// line goes under it, and the next write first moves back up onto it, so it is overwritten as
+/// on a plain terminal. Only new bytes are scanned, and a line longer than [`LIVE_LINE_MAX`] is
+/// written in pieces: the work is linear and what is held is bounded.
+#[derive(Debug, Default)]
+struct LiveLines {
+    partial: Vec<u8>,
+    /// Whether the last line written is a progress line.
+    on_progress_line: bool,
+}
+
+impl LiveLines {
+    /// Takes `bytes`; returns what to write now.
+    fn push(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        match bytes.iter().rposition(|b| matches!(b, b'\n' | b'\r')) {
+            Some(end) => {
+                let mut line = std::mem::take(&mut self.partial);
+                line.extend_from_slice(&bytes[..=end]);
+                self.emit(&line, &mut out);
+                self.partial.extend_from_slice(&bytes[end + 1..]);
+            }
+            None => self.partial.extend_from_slice(bytes),
+        }
+        while self.partial.len() >= LIVE_LINE_MAX {
+            let rest = self.partial.split_off(LIVE_LINE_MAX);
+            let mut piece = std::mem::replace(&mut self.partial, rest);
+            piece.push(b'\n');
+            self.emit(&piece, &mut out);
+        }
+        out
+    }
+
+    /// Appends `line` (ending with `\n` or `\r`) to `out`, on the progress line if the last
+    /// line written is one.
+    fn emit(&mut self, line: &[u8], out: &mut Vec<u8>) {
+        if self.on_progress_line {
+            out.extend_from_slice(CURSOR_UP);
+        }
+        out.extend_from_slice(line);
+        self.on_progress_line = line.last() == Some(&b'\r');
+        if self.on_progress_line {
+            out.push(b'\n');
+        }
+    }
+
+    /// Something else is written next: a progress line shown so far stays as it is.
+    fn leave_progress_line(&mut self) {
+        self.on_progress_line = false;
+    }
+
+    /// What is held back.
+    fn take_partial(&mut self) -> Vec<u8> {
+        self.on_progress_line = false;
+        std::mem::take(&mut self.partial)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_lines_pass_and_partial_ones_wait() {
+        let mut lines = LiveLines::default();
+        assert_eq!(lines.push(b"ab"), b"");
+        assert_eq!(lines.push(b"c\nde"), b"abc\n");
+        assert_eq!(lines.take_partial(), b"de");
+    }
+
+    #[test]
+    fn progress_lines_are_shown_and_overwritten() {
+        let mut lines = LiveLines::default();
+        assert_eq!(lines.push(b" 10%\r"), b" 10%\r\n");
+        assert_eq!(lines.push(b" 20%\r 30%\r"), b"\x1b[1A 20%\r 30%\r\n");
+        assert_eq!(lines.push(b"100%\n"), b"\x1b[1A100%\n");
+        assert_eq!(lines.push(b"log\n"), b"log\n");
+    }
+
+    #[test]
+    fn a_line_without_end_is_written_in_bounded_pieces() {
+        let mut lines = LiveLines::default();
+        let mut written = 0;
+        for _ in 0..100 {
+            written += lines.push(&[b'x'; 1000]).len();
+            assert!(lines.partial.len() < LIVE_LINE_MAX);
+        }
+        let pieces = 100_000 / LIVE_LINE_MAX;
+        assert_eq!(written, pieces * (LIVE_LINE_MAX + 1));
     }
 }

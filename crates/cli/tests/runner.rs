@@ -62,6 +62,20 @@ impl Collected {
         String::from_utf8_lossy(&self.bytes.lock().expect("lock")).into_owned()
     }
 
+    /// Waits up to `limit` for `needle` to arrive; whether it did.
+    pub fn wait_for(&self, needle: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.text().contains(needle) {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Everything, once the writers are gone (panics after 10 s).
     pub fn all(&self) -> String {
         wait_until("the end of the collected stream", || {
