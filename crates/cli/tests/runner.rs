@@ -4,6 +4,8 @@
 mod common;
 #[path = "runner/signals.rs"]
 mod signals;
+#[path = "runner/streams.rs"]
+mod streams;
 #[path = "runner/terminal.rs"]
 mod terminal;
 #[path = "runner/vcs.rs"]

@@ -4,7 +4,6 @@
 //! An invalid line is reported on stderr with its code and ignored: it never kills the task.
 
 use std::io::PipeReader;
-use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,10 +11,10 @@ use serde_json::Value;
 use stint_domain::ErrorCode;
 use stint_domain::heartbeat::MAX_PAYLOAD_BYTES;
 use stint_engine::Heartbeat;
-use tokio::io::AsyncReadExt as _;
-use tokio::net::unix::pipe;
+use tokio_util::sync::CancellationToken;
 
 use super::Console;
+use super::streams::{Ended, read_pipe};
 
 /// The longest line kept in memory: the payload limit plus room for whitespace.
 const MAX_LINE_BYTES: usize = MAX_PAYLOAD_BYTES as usize + 1024;
@@ -90,80 +89,91 @@ fn parse_directive(text: &str, _before: Directives) -> Line {
     }
 }
 
-/// Reads the pipe until every writer closed it, feeding `heartbeat`; returns the directives.
+/// Reads the pipe until every writer closed it or `stop`, feeding `heartbeat`; returns the
+/// directives and how reading ended.
 pub async fn read(
     reader: PipeReader,
+    stop: CancellationToken,
     heartbeat: Heartbeat,
     console: Arc<dyn Console>,
-) -> Directives {
-    let mut directives = Directives::default();
-    let mut receiver = match pipe::Receiver::from_owned_fd(OwnedFd::from(reader)) {
-        Ok(receiver) => receiver,
-        Err(error) => {
-            console.note(&format!(
-                "INTERNAL: cannot read the heartbeat pipe: {error}"
-            ));
-            return directives;
-        }
+) -> (Directives, Ended) {
+    let mut lines = LineReader {
+        heartbeat,
+        console: console.as_ref(),
+        directives: Directives::default(),
+        line: Vec::new(),
+        skipping: false,
     };
-    let mut line: Vec<u8> = Vec::new();
-    let mut skipping = false;
-    let mut chunk = vec![0_u8; 64 * 1024];
-    loop {
-        let read = match receiver.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(read) => read,
-        };
-        for piece in chunk[..read].split_inclusive(|b| *b == b'\n') {
+    let ended = read_pipe(reader, stop, |chunk| lines.feed(chunk)).await;
+    lines.finish();
+    (lines.directives, ended)
+}
+
+/// Splits the pipe into lines and handles each one.
+struct LineReader<'a> {
+    heartbeat: Heartbeat,
+    console: &'a dyn Console,
+    directives: Directives,
+    line: Vec<u8>,
+    /// Set while the rest of an over-long line is skipped.
+    skipping: bool,
+}
+
+impl LineReader<'_> {
+    fn feed(&mut self, chunk: &[u8]) {
+        for piece in chunk.split_inclusive(|b| *b == b'\n') {
             let complete = piece.last() == Some(&b'\n');
             let piece = if complete {
                 &piece[..piece.len() - 1]
             } else {
                 piece
             };
-            if !skipping {
-                line.extend_from_slice(piece);
-                if line.len() > MAX_LINE_BYTES {
-                    console.note(&format!(
+            if !self.skipping {
+                self.line.extend_from_slice(piece);
+                if self.line.len() > MAX_LINE_BYTES {
+                    self.console.note(&format!(
                         "{}: heartbeat line is over {MAX_PAYLOAD_BYTES} bytes; ignored",
                         ErrorCode::HeartbeatPayloadTooLarge
                     ));
-                    line.clear();
-                    skipping = true;
+                    self.line.clear();
+                    self.skipping = true;
                 }
             }
             if complete {
-                if !skipping {
-                    handle(&line, &heartbeat, &mut directives, console.as_ref());
+                if !self.skipping {
+                    self.handle_line();
                 }
-                line.clear();
-                skipping = false;
+                self.line.clear();
+                self.skipping = false;
             }
         }
     }
-    if !line.is_empty() && !skipping {
-        handle(&line, &heartbeat, &mut directives, console.as_ref());
-    }
-    directives
-}
 
-fn handle(raw: &[u8], heartbeat: &Heartbeat, directives: &mut Directives, console: &dyn Console) {
-    let Ok(text) = std::str::from_utf8(raw) else {
-        console.note(&format!(
-            "{}: heartbeat line is not UTF-8; ignored",
-            ErrorCode::HeartbeatPayloadNotJsonSerializable
-        ));
-        return;
-    };
-    match parse_line(text, *directives) {
-        Line::Beat(value) => {
-            if let Err(error) = heartbeat.beat(value) {
-                console.note(&format!("{}: {error}; ignored", error.code()));
-            }
+    fn finish(&mut self) {
+        if !self.line.is_empty() && !self.skipping {
+            self.handle_line();
         }
-        Line::Ping => heartbeat.ping(),
-        Line::Directive(next) => *directives = next,
-        Line::Invalid(code, reason) => console.note(&format!("{code}: {reason}")),
+    }
+
+    fn handle_line(&mut self) {
+        let Ok(text) = std::str::from_utf8(&self.line) else {
+            self.console.note(&format!(
+                "{}: heartbeat line is not UTF-8; ignored",
+                ErrorCode::HeartbeatPayloadNotJsonSerializable
+            ));
+            return;
+        };
+        match parse_line(text, self.directives) {
+            Line::Beat(value) => {
+                if let Err(error) = self.heartbeat.beat(value) {
+                    self.console
+                        .note(&format!("{}: {error}; ignored", error.code()));
+                }
+            }
+            Line::Ping => self.heartbeat.ping(),
+            Line::Directive(next) => self.directives = next,
+            Line::Invalid(code, reason) => self.console.note(&format!("{code}: {reason}")),
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 mod group;
 pub mod heartbeat_pipe;
 mod spawn;
+mod streams;
 
 use std::os::unix::process::ExitStatusExt as _;
 use std::process::ExitStatus;
@@ -19,21 +20,22 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use stint_domain::{ErrorCode, TaskError};
 use stint_engine::{TaskContext, TaskFailure};
-use tokio::io::AsyncReadExt as _;
-use tokio::process::{ChildStderr, ChildStdout};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 use group::GroupGuard;
 use heartbeat_pipe::Directives;
-use spawn::{AttemptEnv, Spawned};
+use spawn::{AttemptEnv, Pipes, Spawned};
+use streams::Ended;
 
-/// How much of the command's stderr is kept with a failure.
-pub const STDERR_TAIL_BYTES: usize = 4096;
 /// The largest output accepted on stdout.
 pub const MAX_OUTPUT_BYTES: usize = 64 * 1024 * 1024;
-/// How long the rest of the group may keep the pipes open after the command exited.
+/// How long the rest of the group may keep running, and the pipes open, after the command
+/// exited (or was killed).
 const DRAIN: Duration = Duration::from_secs(1);
+/// How long a reader gets after the group was killed, when the drain time is already over.
+const AFTER_KILL: Duration = Duration::from_millis(100);
 
 /// Where the command's stderr and stint's own notes go (the status display).
 pub trait Console: Send + Sync {
@@ -52,6 +54,22 @@ pub struct CommandSpec {
     pub grace: Duration,
 }
 
+/// The three readers of one attempt's pipes; each ends on its own.
+struct Readers {
+    stop: CancellationToken,
+    stdout: AbortOnDropHandle<(Result<Vec<u8>, String>, Ended)>,
+    stderr: AbortOnDropHandle<(String, Ended)>,
+    heartbeats: AbortOnDropHandle<(Directives, Ended)>,
+}
+
+/// What the readers kept.
+struct Read {
+    /// `None` when the stdout reader failed.
+    stdout: Option<Result<Vec<u8>, String>>,
+    tail: String,
+    directives: Directives,
+}
+
 /// Runs one attempt of `spec` as the engine's compute.
 pub async fn run(
     spec: Arc<CommandSpec>,
@@ -65,54 +83,116 @@ pub async fn run(
         attempt: ctx.key.attempt,
         checkpoint: ctx.checkpoint.as_ref().map(Value::to_string),
     };
-    let Spawned {
-        mut child,
-        heartbeats,
-    } = spawn::spawn(&spec.argv, &env).map_err(|error| cannot_start(&spec.argv, &error))?;
+    let Spawned { mut child, pipes } =
+        spawn::spawn(&spec.argv, &env).map_err(|error| cannot_start(&spec.argv, &error))?;
     let mut group = GroupGuard::new(child.id().unwrap_or(0));
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-    let mut stdout_task = AbortOnDropHandle::new(tokio::spawn(read_stdout(stdout)));
-    let mut stderr_task =
-        AbortOnDropHandle::new(tokio::spawn(pump_stderr(stderr, console.clone())));
-    let mut heartbeat_task = AbortOnDropHandle::new(tokio::spawn(heartbeat_pipe::read(
-        heartbeats,
-        ctx.heartbeat.clone(),
-        console.clone(),
-    )));
+    let readers = Readers::start(pipes, &ctx, &console);
 
     let status = tokio::select! {
         status = child.wait() => status,
         () = ctx.cancel.cancelled() => {
             group.terminate(&mut child, spec.grace).await;
-            let _ = tokio::time::timeout(DRAIN, &mut stderr_task).await;
+            readers.finish(Instant::now() + DRAIN, console.as_ref()).await;
             // The engine decided the outcome; this value is not recorded.
             return Err(TaskFailure::from(TaskError::aborted()));
         }
     };
     // Whatever the command left behind in its group may finish writing, then it is killed.
-    if !group.wait_empty(Instant::now() + DRAIN).await {
+    let drained = Instant::now() + DRAIN;
+    if !group.wait_empty(drained).await {
         tracing::debug!("killing what is left of the command's process group");
     }
     group.kill(&mut child).await;
-    let (output, tail, directives) = tokio::time::timeout(DRAIN, async {
-        (
-            (&mut stdout_task).await.ok(),
-            (&mut stderr_task).await.ok(),
-            (&mut heartbeat_task).await.ok(),
-        )
-    })
-    .await
-    .unwrap_or((None, None, None));
+    let read = readers
+        .finish(drained.max(Instant::now() + AFTER_KILL), console.as_ref())
+        .await;
 
     let status = status
         .map_err(|error| TaskFailure::retryable(format!("cannot wait for the command: {error}")))?;
-    let tail = tail.unwrap_or_default();
-    if status.success() {
-        parse_output(output.unwrap_or_else(|| Err("stdout was not read to its end".to_owned())))
-    } else {
-        Err(exit_failure(status, &tail, directives.unwrap_or_default()))
+    if !status.success() {
+        return Err(exit_failure(status, &read.tail, read.directives));
     }
+    parse_output(
+        read.stdout
+            .unwrap_or_else(|| Err("the command's stdout could not be read to its end".to_owned())),
+    )
+}
+
+impl Readers {
+    /// Starts reading the pipes of a command just spawned.
+    fn start(pipes: Pipes, ctx: &TaskContext, console: &Arc<dyn Console>) -> Self {
+        let stop = CancellationToken::new();
+        let Pipes {
+            stdout,
+            stderr,
+            heartbeats,
+        } = pipes;
+        let stdout = {
+            let stop = stop.clone();
+            let mut output = StdoutBytes::default();
+            async move {
+                let ended = streams::read_pipe(stdout, stop, |bytes| output.push(bytes)).await;
+                (output.finish(), ended)
+            }
+        };
+        Self {
+            stdout: spawn_reader(stdout),
+            stderr: spawn_reader(streams::pump_stderr(stderr, stop.clone(), console.clone())),
+            heartbeats: spawn_reader(heartbeat_pipe::read(
+                heartbeats,
+                stop.clone(),
+                ctx.heartbeat.clone(),
+                console.clone(),
+            )),
+            stop,
+        }
+    }
+
+    /// Lets each reader run to its end of file or to `deadline`, whichever comes first, and
+    /// keeps what each one read; names the pipes a process the command left behind still holds.
+    async fn finish(self, deadline: Instant, console: &dyn Console) -> Read {
+        let stop = self.stop.clone();
+        let _stopper = AbortOnDropHandle::new(tokio::spawn(async move {
+            tokio::time::sleep_until(deadline).await;
+            stop.cancel();
+        }));
+        let stdout = self.stdout.await.ok();
+        let (tail, stderr_end) = self.stderr.await.unwrap_or_default();
+        let (directives, heartbeat_end) = self.heartbeats.await.unwrap_or_default();
+        let held: Vec<&str> = [
+            (stdout.as_ref().map(|(_, end)| end), "stdout"),
+            (Some(&stderr_end), "stderr"),
+            (Some(&heartbeat_end), "the heartbeat descriptor (fd 3)"),
+        ]
+        .into_iter()
+        .filter(|(end, _)| *end == Some(&Ended::StillOpen))
+        .map(|(_, name)| name)
+        .collect();
+        if !held.is_empty() {
+            console.note(&format!(
+                "a process the command started outside its process group still holds {} open; \
+                 stopped waiting for it (what was read is kept)",
+                held.join(" and ")
+            ));
+        }
+        if let Some((_, Ended::Failed(error))) = &stdout {
+            console.note(&format!("cannot read the command's stdout: {error}"));
+        }
+        Read {
+            stdout: stdout.and_then(|(output, end)| match end {
+                Ended::Failed(_) => None,
+                Ended::Eof | Ended::StillOpen => Some(output),
+            }),
+            tail,
+            directives,
+        }
+    }
+}
+
+fn spawn_reader<T: Send + 'static>(
+    reader: impl Future<Output = T> + Send + 'static,
+) -> AbortOnDropHandle<T> {
+    AbortOnDropHandle::new(tokio::spawn(reader))
 }
 
 fn cannot_start(argv: &[String], error: &std::io::Error) -> TaskFailure {
@@ -143,6 +223,37 @@ fn exit_failure(status: ExitStatus, tail: &str, directives: Directives) -> TaskF
     }
 }
 
+/// The command's stdout, kept up to [`MAX_OUTPUT_BYTES`] (the rest is drained, so the command
+/// never blocks on a full pipe).
+#[derive(Debug, Default)]
+struct StdoutBytes {
+    bytes: Vec<u8>,
+    too_large: bool,
+}
+
+impl StdoutBytes {
+    fn push(&mut self, bytes: &[u8]) {
+        if self.too_large {
+            return;
+        }
+        if self.bytes.len() + bytes.len() > MAX_OUTPUT_BYTES {
+            self.too_large = true;
+            self.bytes = Vec::new();
+        } else {
+            self.bytes.extend_from_slice(bytes);
+        }
+    }
+
+    fn finish(self) -> Result<Vec<u8>, String> {
+        if self.too_large {
+            return Err(format!(
+                "the command's stdout is over {MAX_OUTPUT_BYTES} bytes"
+            ));
+        }
+        Ok(self.bytes)
+    }
+}
+
 /// The command's stdout as one JSON value, or `INVALID_OUTPUT` (not retryable).
 fn parse_output(stdout: Result<Vec<u8>, String>) -> Result<Value, TaskFailure> {
     let invalid = |message: String, head: &str| TaskFailure {
@@ -166,59 +277,6 @@ fn parse_output(stdout: Result<Vec<u8>, String>) -> Result<Value, TaskFailure> {
             &head,
         )
     })
-}
-
-/// Reads stdout to its end, refusing more than [`MAX_OUTPUT_BYTES`] (but still draining it, so
-/// the command never blocks on a full pipe).
-async fn read_stdout(stdout: Option<ChildStdout>) -> Result<Vec<u8>, String> {
-    let Some(mut stdout) = stdout else {
-        return Err("stdout was not captured".to_owned());
-    };
-    let mut output = Vec::new();
-    let mut chunk = vec![0_u8; 64 * 1024];
-    let mut too_large = false;
-    loop {
-        match stdout.read(&mut chunk).await {
-            Ok(0) => break,
-            Ok(read) if !too_large => {
-                output.extend_from_slice(&chunk[..read]);
-                if output.len() > MAX_OUTPUT_BYTES {
-                    too_large = true;
-                    output = Vec::new();
-                }
-            }
-            Ok(_) => {}
-            Err(error) => return Err(format!("cannot read the command's stdout: {error}")),
-        }
-    }
-    if too_large {
-        return Err(format!(
-            "the command's stdout is over {MAX_OUTPUT_BYTES} bytes"
-        ));
-    }
-    Ok(output)
-}
-
-/// Passes stderr through as it arrives and returns its last [`STDERR_TAIL_BYTES`].
-async fn pump_stderr(stderr: Option<ChildStderr>, console: Arc<dyn Console>) -> String {
-    let Some(mut stderr) = stderr else {
-        return String::new();
-    };
-    let mut tail: Vec<u8> = Vec::with_capacity(2 * STDERR_TAIL_BYTES);
-    let mut chunk = vec![0_u8; 16 * 1024];
-    loop {
-        match stderr.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(read) => {
-                console.stderr(&chunk[..read]);
-                tail.extend_from_slice(&chunk[..read]);
-                if tail.len() > STDERR_TAIL_BYTES {
-                    tail.drain(..tail.len() - STDERR_TAIL_BYTES);
-                }
-            }
-        }
-    }
-    String::from_utf8_lossy(&tail).into_owned()
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Spawning the command: its own session (and so its own process group, with no controlling
 //! terminal: a read of `/dev/tty` fails at once instead of stopping the command with SIGTTIN), a
-//! clean environment protocol, stdin null, stdout and stderr piped, and the heartbeat pipe's
+//! clean environment protocol, stdin null, stdout and stderr on pipes, and the heartbeat pipe's
 //! write end as descriptor 3.
 //!
 //! On Linux the command also gets SIGKILL when stint dies (`PR_SET_PDEATHSIG`): a stint killed
@@ -36,11 +36,22 @@ pub struct AttemptEnv {
     pub checkpoint: Option<String>,
 }
 
-/// A spawned command with the read end of its heartbeat pipe.
+/// A spawned command with the read ends of its pipes.
 #[derive(Debug)]
 pub struct Spawned {
     /// The command (leader of its own session and process group).
     pub child: Child,
+    /// Its pipes.
+    pub pipes: Pipes,
+}
+
+/// The read ends of a spawned command's pipes.
+#[derive(Debug)]
+pub struct Pipes {
+    /// The read end of the command's stdout.
+    pub stdout: PipeReader,
+    /// The read end of the command's stderr.
+    pub stderr: PipeReader,
     /// The read end of the heartbeat pipe.
     pub heartbeats: PipeReader,
 }
@@ -52,14 +63,16 @@ pub fn spawn(argv: &[String], env: &AttemptEnv) -> std::io::Result<Spawned> {
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"))?;
     // Both ends are close-on-exec; only the dup onto descriptor 3 survives exec.
     let (reader, writer) = std::io::pipe()?;
+    let (stdout, stdout_writer) = std::io::pipe()?;
+    let (stderr, stderr_writer) = std::io::pipe()?;
     let write_fd = writer.as_raw_fd();
     let parent = i32::try_from(std::process::id()).unwrap_or(0);
     let mut command = Command::new(program);
     command
         .args(args)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(stdout_writer)
+        .stderr(stderr_writer)
         .kill_on_drop(true)
         .env("STINT_RUN_ID", &env.run_id)
         .env("STINT_NODE_ID", &env.node_id)
@@ -84,11 +97,16 @@ pub fn spawn(argv: &[String], env: &AttemptEnv) -> std::io::Result<Spawned> {
         });
     }
     let child = command.spawn()?;
-    // The parent's copy of the write end must go, or the reader never sees end-of-file.
+    // The parent's copies of the write ends must go, or the readers never see end-of-file.
+    drop(command);
     drop(writer);
     Ok(Spawned {
         child,
-        heartbeats: reader,
+        pipes: Pipes {
+            stdout,
+            stderr,
+            heartbeats: reader,
+        },
     })
 }
 
