@@ -119,22 +119,28 @@ processes (expired lease) are marked ATTEMPT_ABANDONED, as `stint recover` does.
 If another process is running an attempt of the same node right now, stint refuses at once with \
 STORE_CONFLICT and exit code 3 (it does not wait): a node never has two attempts in progress.
 
-On success the stored output (the command's stdout as JSON) is printed on stdout, so \
-`stint run ... | jq` works.";
+On success the stored output is printed on stdout (`null` when there is none), so \
+`stint run ... | jq` works; the command's own stdout, when it is not the output, goes to stderr.";
 
 const RUN_AFTER_LONG_HELP: &str = "\
 What the command sees:
   environment   STINT_RUN_ID, STINT_NODE_ID, STINT_ITERATION, STINT_ATTEMPT (1, 2, ...),
                 STINT_CHECKPOINT (the previous attempt's last heartbeat payload as JSON; unset when
-                there is none), STINT_HEARTBEAT_FD=3
+                there is none), STINT_HEARTBEAT_FD=3, STINT_OUTPUT (a file for the output)
   stdin         /dev/null
-  stdout        the task's output: exactly one JSON value (checked against --output-schema);
-                anything else fails the attempt with INVALID_OUTPUT (not retried)
+  stdout        the output when it is exactly one JSON value; otherwise shown live on stderr
   stderr        passed through live; its last 4 KiB are kept with a failure
   fd 3          the heartbeat pipe (no other descriptor is inherited)
   session       its own session and process group, without a controlling terminal (a read of
                 /dev/tty fails at once); the whole group is signalled on cancel, and whatever is
                 left of it is killed once the command exits
+
+The output: the command may write it, one JSON value, to the file STINT_OUTPUT names (created
+empty for each attempt, read once the command exited). If it wrote nothing there, its stdout is the
+output when that is exactly one JSON value; otherwise its stdout is logs, shown live like its
+stderr, and the output is null (as is an empty one). `--output stdout` always takes stdout,
+`--output file` only the file. With --output-schema an output is required and checked. An output
+taken that is not JSON or not UTF-8 fails the attempt with INVALID_OUTPUT (not retried).
 
 Heartbeat protocol (one line per message on fd 3):
   a JSON value     a heartbeat; the payload becomes the checkpoint of the next attempt:
@@ -149,7 +155,7 @@ Failures:
   non-zero exit     TASK_FAILED, retryable, details {exit_status, signal, stderr_tail}
   --timeout         TASK_TIMEOUT, retryable
   --heartbeat-timeout  TASK_HEARTBEAT_TIMEOUT, retryable (silent for longer than DUR)
-  bad stdout        INVALID_OUTPUT, not retried
+  invalid output    INVALID_OUTPUT, not retried
   Retries wait --backoff-initial, doubling (--backoff-factor) up to --backoff-max, with jitter.
 
 Cancellation: Ctrl-C, SIGTERM, SIGHUP (a closed terminal) or SIGQUIT to stint sends SIGTERM and
@@ -205,6 +211,9 @@ pub struct RunArgs {
     /// JSON Schema file the output must match.
     #[arg(long, value_name = "FILE")]
     pub output_schema: Option<PathBuf>,
+    /// Where the output comes from (the rule is under "The output" in `stint run --help`).
+    #[arg(long, value_enum, value_name = "FROM", default_value_t = crate::process::OutputMode::Auto)]
+    pub output: crate::process::OutputMode,
     /// A human-readable label for the node.
     #[arg(long, value_name = "TEXT")]
     pub label: Option<String>,

@@ -1,7 +1,7 @@
 //! The status of a `stint run` on stderr: a live indicatif line on a terminal (attempt N of M,
 //! elapsed, last heartbeat age), plain lines otherwise, nothing but errors with `--quiet`.
 //!
-//! It is both the engine's [`Observer`] and the runner's [`Console`], so the command's stderr
+//! It is both the engine's [`Observer`] and the runner's [`Console`], so the command's output
 //! and stint's notes never tear the live line.
 
 use std::io::{IsTerminal as _, Write as _};
@@ -45,7 +45,7 @@ struct Inner {
     attempt: u32,
     attempt_started: Option<Instant>,
     last_heartbeat: Option<Instant>,
-    /// The command's stderr as whole lines, while the live line is shown.
+    /// The command's stdout and stderr as whole lines, while the live line is shown.
     lines: LiveLines,
 }
 
@@ -101,7 +101,7 @@ impl Status {
         })))
     }
 
-    /// Clears the live line and flushes any held-back stderr of the command.
+    /// Clears the live line and flushes any held-back output of the command.
     pub fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
@@ -169,19 +169,30 @@ fn short(duration: Duration) -> String {
     }
 }
 
-impl Console for Status {
-    fn stderr(&self, bytes: &[u8]) {
+impl Status {
+    /// Writes the command's `bytes` from `stream`: as they come without a live line; with one,
+    /// as whole lines (see [`LiveLines`]).
+    fn command_output(&self, stream: Stream, bytes: &[u8]) {
         if self.bar.is_none() {
             self.write_stderr(bytes);
             return;
         }
-        // With a live line, only whole lines are written (see `LiveLines`), taken under the lock
-        // and written in the order taken.
+        // Taken under the lock and written in the order taken.
         let mut inner = self.inner();
-        let ready = inner.lines.push(bytes);
+        let ready = inner.lines.push(stream, bytes);
         if !ready.is_empty() {
             self.write_stderr(&ready);
         }
+    }
+}
+
+impl Console for Status {
+    fn stderr(&self, bytes: &[u8]) {
+        self.command_output(Stream::Stderr, bytes);
+    }
+
+    fn stdout(&self, bytes: &[u8]) {
+        self.command_output(Stream::Stdout, bytes);
     }
 
     fn note(&self, text: &str) {
@@ -236,69 +247,88 @@ impl Observer for Status {
     }
 }
 
+/// Which of the command's streams bytes come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
 /// The longest line held back for the live line; a longer one is written in pieces of this size.
 const LIVE_LINE_MAX: usize = 16 * 1024;
 /// Moves the cursor one line up (to a progress line written before the status line).
 const CURSOR_UP: &[u8] = b"\x1b[1A";
 
-/// The command's stderr on a terminal that shows the live status line under it.
+/// The command's output on a terminal that shows the live status line under it.
 ///
-/// It is written up to its last line end, so the status line is redrawn cleanly: `\n`, or `\r`
-/// for a progress line (curl, pip, tqdm). A progress line is followed by a newline, so the status
-/// line goes under it, and the next write first moves back up onto it, so it is overwritten as
-/// on a plain terminal. Only new bytes are scanned, and a line longer than [`LIVE_LINE_MAX`] is
-/// written in pieces: the work is linear and what is held is bounded.
+/// Each stream is written up to its last line end, so the status line is redrawn cleanly: `\n`,
+/// or `\r` for a progress line (curl, pip, tqdm). A progress line is followed by a newline, so
+/// the status line goes under it, and the stream's next write first moves back up onto it, so it
+/// is overwritten as on a plain terminal. Only new bytes are scanned, and a line longer than
+/// [`LIVE_LINE_MAX`] is written in pieces: the work is linear and what is held is bounded.
 #[derive(Debug, Default)]
 struct LiveLines {
-    partial: Vec<u8>,
-    /// Whether the last line written is a progress line.
-    on_progress_line: bool,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    /// The stream whose progress line is the last line written.
+    progress: Option<Stream>,
 }
 
 impl LiveLines {
-    /// Takes `bytes`; returns what to write now.
-    fn push(&mut self, bytes: &[u8]) -> Vec<u8> {
+    /// Takes `bytes` of `stream`; returns what to write now.
+    fn push(&mut self, stream: Stream, bytes: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         match bytes.iter().rposition(|b| matches!(b, b'\n' | b'\r')) {
             Some(end) => {
-                let mut line = std::mem::take(&mut self.partial);
+                let mut line = std::mem::take(self.partial(stream));
                 line.extend_from_slice(&bytes[..=end]);
-                self.emit(&line, &mut out);
-                self.partial.extend_from_slice(&bytes[end + 1..]);
+                self.emit(stream, &line, &mut out);
+                self.partial(stream).extend_from_slice(&bytes[end + 1..]);
             }
-            None => self.partial.extend_from_slice(bytes),
+            None => self.partial(stream).extend_from_slice(bytes),
         }
-        while self.partial.len() >= LIVE_LINE_MAX {
-            let rest = self.partial.split_off(LIVE_LINE_MAX);
-            let mut piece = std::mem::replace(&mut self.partial, rest);
+        while self.partial(stream).len() >= LIVE_LINE_MAX {
+            let rest = self.partial(stream).split_off(LIVE_LINE_MAX);
+            let mut piece = std::mem::replace(self.partial(stream), rest);
             piece.push(b'\n');
-            self.emit(&piece, &mut out);
+            self.emit(stream, &piece, &mut out);
         }
         out
     }
 
-    /// Appends `line` (ending with `\n` or `\r`) to `out`, on the progress line if the last
-    /// line written is one.
-    fn emit(&mut self, line: &[u8], out: &mut Vec<u8>) {
-        if self.on_progress_line {
+    /// Appends `line` (ending with `\n` or `\r`) to `out`, on the stream's progress line if the
+    /// last line written is that.
+    fn emit(&mut self, stream: Stream, line: &[u8], out: &mut Vec<u8>) {
+        if self.progress == Some(stream) {
             out.extend_from_slice(CURSOR_UP);
         }
         out.extend_from_slice(line);
-        self.on_progress_line = line.last() == Some(&b'\r');
-        if self.on_progress_line {
+        if line.last() == Some(&b'\r') {
             out.push(b'\n');
+            self.progress = Some(stream);
+        } else {
+            self.progress = None;
+        }
+    }
+
+    fn partial(&mut self, stream: Stream) -> &mut Vec<u8> {
+        match stream {
+            Stream::Stdout => &mut self.stdout,
+            Stream::Stderr => &mut self.stderr,
         }
     }
 
     /// Something else is written next: a progress line shown so far stays as it is.
     fn leave_progress_line(&mut self) {
-        self.on_progress_line = false;
+        self.progress = None;
     }
 
-    /// What is held back.
+    /// What is held back of both streams.
     fn take_partial(&mut self) -> Vec<u8> {
-        self.on_progress_line = false;
-        std::mem::take(&mut self.partial)
+        self.progress = None;
+        let mut held = std::mem::take(&mut self.stdout);
+        held.append(&mut self.stderr);
+        held
     }
 }
 
@@ -309,18 +339,23 @@ mod tests {
     #[test]
     fn whole_lines_pass_and_partial_ones_wait() {
         let mut lines = LiveLines::default();
-        assert_eq!(lines.push(b"ab"), b"");
-        assert_eq!(lines.push(b"c\nde"), b"abc\n");
+        assert_eq!(lines.push(Stream::Stderr, b"ab"), b"");
+        assert_eq!(lines.push(Stream::Stderr, b"c\nde"), b"abc\n");
+        assert_eq!(lines.push(Stream::Stdout, b"out\n"), b"out\n");
         assert_eq!(lines.take_partial(), b"de");
     }
 
     #[test]
     fn progress_lines_are_shown_and_overwritten() {
         let mut lines = LiveLines::default();
-        assert_eq!(lines.push(b" 10%\r"), b" 10%\r\n");
-        assert_eq!(lines.push(b" 20%\r 30%\r"), b"\x1b[1A 20%\r 30%\r\n");
-        assert_eq!(lines.push(b"100%\n"), b"\x1b[1A100%\n");
-        assert_eq!(lines.push(b"log\n"), b"log\n");
+        assert_eq!(lines.push(Stream::Stderr, b" 10%\r"), b" 10%\r\n");
+        assert_eq!(
+            lines.push(Stream::Stderr, b" 20%\r 30%\r"),
+            b"\x1b[1A 20%\r 30%\r\n"
+        );
+        // Another stream's line goes under the progress line, which then stays.
+        assert_eq!(lines.push(Stream::Stdout, b"log\n"), b"log\n");
+        assert_eq!(lines.push(Stream::Stderr, b"100%\n"), b"100%\n");
     }
 
     #[test]
@@ -328,8 +363,8 @@ mod tests {
         let mut lines = LiveLines::default();
         let mut written = 0;
         for _ in 0..100 {
-            written += lines.push(&[b'x'; 1000]).len();
-            assert!(lines.partial.len() < LIVE_LINE_MAX);
+            written += lines.push(Stream::Stderr, &[b'x'; 1000]).len();
+            assert!(lines.stderr.len() < LIVE_LINE_MAX);
         }
         let pieces = 100_000 / LIVE_LINE_MAX;
         assert_eq!(written, pieces * (LIVE_LINE_MAX + 1));

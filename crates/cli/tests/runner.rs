@@ -2,6 +2,8 @@
 //! pseudo-terminal (SQLite).
 
 mod common;
+#[path = "runner/output.rs"]
+mod output;
 #[path = "runner/signals.rs"]
 mod signals;
 #[path = "runner/streams.rs"]

@@ -74,6 +74,8 @@ pub async fn run(db: &str, quiet: bool, args: RunArgs) -> Result<u8, CliError> {
     let spec = Arc::new(CommandSpec {
         argv: args.command.clone(),
         grace: args.grace,
+        output: args.output,
+        output_required: args.output_schema.is_some(),
     });
     let console: Arc<dyn Console> = status.clone();
     let compute = move |ctx| process::run(spec.clone(), ctx, console.clone());

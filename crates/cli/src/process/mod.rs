@@ -1,16 +1,19 @@
 //! Running an external command as one attempt's compute.
 //!
 //! The command runs in its own session and process group with the protocol of `stint run
-//! --help`: its stdout is the output (one JSON value), its stderr passes through live (the last
-//! 4 KiB are kept with a failure), its heartbeats arrive on descriptor 3. When the engine cancels
-//! the attempt (Ctrl-C, SIGTERM, SIGHUP, SIGQUIT, timeout, heartbeat timeout) the whole group
-//! gets SIGTERM and SIGCONT, then SIGKILL after the grace period, and is reaped before the
-//! compute returns.
+//! --help`: its output comes from the file `$STINT_OUTPUT` names or from its stdout
+//! ([`take`]), its stdout when it is not the output and its stderr pass through live (the last
+//! 4 KiB of stderr are kept with a failure), its heartbeats arrive on descriptor 3. When the
+//! engine cancels the attempt (Ctrl-C, SIGTERM, SIGHUP, SIGQUIT, timeout, heartbeat timeout) the
+//! whole group gets SIGTERM and SIGCONT, then SIGKILL after the grace period, and is reaped
+//! before the compute returns.
 
+mod capture;
 mod group;
 pub mod heartbeat_pipe;
 mod spawn;
 mod streams;
+mod take;
 
 use std::os::unix::process::ExitStatusExt as _;
 use std::process::ExitStatus;
@@ -18,46 +21,54 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use stint_domain::{ErrorCode, TaskError};
+use stint_domain::TaskError;
 use stint_engine::{TaskContext, TaskFailure};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
+pub use capture::OutputMode;
+use capture::{Captured, StdoutCapture};
 use group::GroupGuard;
 use heartbeat_pipe::Directives;
 use spawn::{AttemptEnv, Pipes, Spawned};
 use streams::Ended;
+use take::{OutputFile, Rules};
 
-/// The largest output accepted on stdout.
-pub const MAX_OUTPUT_BYTES: usize = 64 * 1024 * 1024;
 /// How long the rest of the group may keep running, and the pipes open, after the command
 /// exited (or was killed).
 const DRAIN: Duration = Duration::from_secs(1);
 /// How long a reader gets after the group was killed, when the drain time is already over.
 const AFTER_KILL: Duration = Duration::from_millis(100);
 
-/// Where the command's stderr and stint's own notes go (the status display).
+/// Where the command's stdout and stderr and stint's own notes go (the status display).
 pub trait Console: Send + Sync {
     /// Bytes the command wrote on its stderr.
     fn stderr(&self, bytes: &[u8]);
+    /// Bytes the command wrote on its stdout that are not its output, shown like its stderr.
+    fn stdout(&self, bytes: &[u8]);
     /// One line of stint's own, printed as `stint: text`.
     fn note(&self, text: &str);
 }
 
-/// What to run, and how long a cancelled command gets between SIGTERM and SIGKILL.
+/// What to run, how its output is taken, and how long a cancelled command gets between SIGTERM
+/// and SIGKILL.
 #[derive(Debug, Clone)]
 pub struct CommandSpec {
     /// The program and its arguments.
     pub argv: Vec<String>,
     /// Time between SIGTERM and SIGKILL.
     pub grace: Duration,
+    /// Where the output comes from.
+    pub output: OutputMode,
+    /// Whether the command must produce an output (`--output-schema`).
+    pub output_required: bool,
 }
 
 /// The three readers of one attempt's pipes; each ends on its own.
 struct Readers {
     stop: CancellationToken,
-    stdout: AbortOnDropHandle<(Result<Vec<u8>, String>, Ended)>,
+    stdout: AbortOnDropHandle<(Captured, Ended)>,
     stderr: AbortOnDropHandle<(String, Ended)>,
     heartbeats: AbortOnDropHandle<(Directives, Ended)>,
 }
@@ -65,7 +76,7 @@ struct Readers {
 /// What the readers kept.
 struct Read {
     /// `None` when the stdout reader failed.
-    stdout: Option<Result<Vec<u8>, String>>,
+    stdout: Option<Captured>,
     tail: String,
     directives: Directives,
 }
@@ -76,17 +87,24 @@ pub async fn run(
     ctx: TaskContext,
     console: Arc<dyn Console>,
 ) -> Result<Value, TaskFailure> {
+    let output_file = match spec.output {
+        OutputMode::Stdout => None,
+        OutputMode::Auto | OutputMode::File => Some(OutputFile::create().map_err(|error| {
+            TaskFailure::retryable(format!("cannot create the $STINT_OUTPUT file: {error}"))
+        })?),
+    };
     let env = AttemptEnv {
         run_id: ctx.key.node.run_id().to_owned(),
         node_id: ctx.key.node.node_id().to_owned(),
         iteration: ctx.key.node.iteration(),
         attempt: ctx.key.attempt,
         checkpoint: ctx.checkpoint.as_ref().map(Value::to_string),
+        output_file: output_file.as_ref().map(|file| file.path().to_owned()),
     };
     let Spawned { mut child, pipes } =
         spawn::spawn(&spec.argv, &env).map_err(|error| cannot_start(&spec.argv, &error))?;
     let mut group = GroupGuard::new(child.id().unwrap_or(0));
-    let readers = Readers::start(pipes, &ctx, &console);
+    let readers = Readers::start(pipes, spec.output, &ctx, &console);
 
     let status = tokio::select! {
         status = child.wait() => status,
@@ -110,17 +128,29 @@ pub async fn run(
     let status = status
         .map_err(|error| TaskFailure::retryable(format!("cannot wait for the command: {error}")))?;
     if !status.success() {
+        if let Some(Captured::Held(held)) = &read.stdout {
+            console.stdout(held);
+        }
         return Err(exit_failure(status, &read.tail, read.directives));
     }
-    parse_output(
-        read.stdout
-            .unwrap_or_else(|| Err("the command's stdout could not be read to its end".to_owned())),
-    )
+    let stdout = read.stdout.ok_or_else(|| {
+        TaskFailure::retryable("the command's stdout could not be read to its end".to_owned())
+    })?;
+    let rules = Rules {
+        mode: spec.output,
+        required: spec.output_required,
+    };
+    take::take(rules, output_file.as_ref(), stdout, console.as_ref())
 }
 
 impl Readers {
     /// Starts reading the pipes of a command just spawned.
-    fn start(pipes: Pipes, ctx: &TaskContext, console: &Arc<dyn Console>) -> Self {
+    fn start(
+        pipes: Pipes,
+        mode: OutputMode,
+        ctx: &TaskContext,
+        console: &Arc<dyn Console>,
+    ) -> Self {
         let stop = CancellationToken::new();
         let Pipes {
             stdout,
@@ -128,11 +158,14 @@ impl Readers {
             heartbeats,
         } = pipes;
         let stdout = {
-            let stop = stop.clone();
-            let mut output = StdoutBytes::default();
+            let (stop, console) = (stop.clone(), console.clone());
+            let mut capture = StdoutCapture::new(mode);
             async move {
-                let ended = streams::read_pipe(stdout, stop, |bytes| output.push(bytes)).await;
-                (output.finish(), ended)
+                let ended = streams::read_pipe(stdout, stop, |bytes| {
+                    capture.feed(bytes, console.as_ref());
+                })
+                .await;
+                (capture.finish(), ended)
             }
         };
         Self {
@@ -179,9 +212,9 @@ impl Readers {
             console.note(&format!("cannot read the command's stdout: {error}"));
         }
         Read {
-            stdout: stdout.and_then(|(output, end)| match end {
+            stdout: stdout.and_then(|(captured, end)| match end {
                 Ended::Failed(_) => None,
-                Ended::Eof | Ended::StillOpen => Some(output),
+                Ended::Eof | Ended::StillOpen => Some(captured),
             }),
             tail,
             directives,
@@ -223,78 +256,9 @@ fn exit_failure(status: ExitStatus, tail: &str, directives: Directives) -> TaskF
     }
 }
 
-/// The command's stdout, kept up to [`MAX_OUTPUT_BYTES`] (the rest is drained, so the command
-/// never blocks on a full pipe).
-#[derive(Debug, Default)]
-struct StdoutBytes {
-    bytes: Vec<u8>,
-    too_large: bool,
-}
-
-impl StdoutBytes {
-    fn push(&mut self, bytes: &[u8]) {
-        if self.too_large {
-            return;
-        }
-        if self.bytes.len() + bytes.len() > MAX_OUTPUT_BYTES {
-            self.too_large = true;
-            self.bytes = Vec::new();
-        } else {
-            self.bytes.extend_from_slice(bytes);
-        }
-    }
-
-    fn finish(self) -> Result<Vec<u8>, String> {
-        if self.too_large {
-            return Err(format!(
-                "the command's stdout is over {MAX_OUTPUT_BYTES} bytes"
-            ));
-        }
-        Ok(self.bytes)
-    }
-}
-
-/// The command's stdout as one JSON value, or `INVALID_OUTPUT` (not retryable).
-fn parse_output(stdout: Result<Vec<u8>, String>) -> Result<Value, TaskFailure> {
-    let invalid = |message: String, head: &str| TaskFailure {
-        error: TaskError::new(ErrorCode::InvalidOutput, message)
-            .with_details(json!({ "stdout_head": head })),
-        retryable: false,
-        retry_after: None,
-    };
-    let bytes = stdout.map_err(|reason| invalid(reason, ""))?;
-    let text = String::from_utf8_lossy(&bytes);
-    let head: String = text.chars().take(200).collect();
-    if text.trim().is_empty() {
-        return Err(invalid(
-            "the command printed nothing on stdout; its output must be one JSON value (print null for none)".to_owned(),
-            "",
-        ));
-    }
-    serde_json::from_str(text.trim()).map_err(|error| {
-        invalid(
-            format!("the command's stdout is not one JSON value: {error}"),
-            &head,
-        )
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn output_must_be_one_json_value() {
-        assert_eq!(
-            parse_output(Ok(b" {\"a\":1}\n".to_vec())).ok(),
-            Some(json!({"a": 1}))
-        );
-        for bad in [&b""[..], b"hello", b"{} {}"] {
-            let failure = parse_output(Ok(bad.to_vec())).expect_err("invalid");
-            assert_eq!(failure.error.code, ErrorCode::InvalidOutput);
-            assert!(!failure.retryable);
-        }
-    }
 
     #[test]
     fn directives_shape_the_exit_failure() {

@@ -13,6 +13,7 @@
 
 use std::io::PipeReader;
 use std::os::fd::AsRawFd as _;
+use std::path::PathBuf;
 use std::process::Stdio;
 
 use tokio::process::{Child, Command};
@@ -34,6 +35,8 @@ pub struct AttemptEnv {
     pub attempt: u32,
     /// `STINT_CHECKPOINT`, as JSON; unset when `None`.
     pub checkpoint: Option<String>,
+    /// `STINT_OUTPUT`, the file the command may write its output to; unset when `None`.
+    pub output_file: Option<PathBuf>,
 }
 
 /// A spawned command with the read ends of its pipes.
@@ -82,6 +85,10 @@ pub fn spawn(argv: &[String], env: &AttemptEnv) -> std::io::Result<Spawned> {
     match &env.checkpoint {
         Some(checkpoint) => command.env("STINT_CHECKPOINT", checkpoint),
         None => command.env_remove("STINT_CHECKPOINT"),
+    };
+    match &env.output_file {
+        Some(path) => command.env("STINT_OUTPUT", path),
+        None => command.env_remove("STINT_OUTPUT"),
     };
     // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
     // functions (setsid, dup2, fcntl, close_range, prctl, getppid) on integers; it allocates
