@@ -4,6 +4,7 @@
 //! It is both the engine's [`Observer`] and the runner's [`Console`], so the command's output
 //! and stint's notes never tear the live line.
 
+use std::collections::BTreeSet;
 use std::io::{IsTerminal as _, Write as _};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 use stint_domain::{AttemptKey, AttemptState};
 use stint_engine::{AttemptOutcome, Observer};
+use stint_ports::StoreError;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::process::Console;
@@ -47,6 +49,8 @@ struct Inner {
     last_heartbeat: Option<Instant>,
     /// The command's stdout and stderr as whole lines, while the live line is shown.
     lines: LiveLines,
+    /// The warnings shown so far.
+    warned: BTreeSet<Warning>,
 }
 
 /// The status display of one `stint run`.
@@ -244,6 +248,50 @@ impl Observer for Status {
             "retrying as attempt {next_attempt} in {}",
             short(delay)
         ));
+    }
+
+    fn heartbeat_write_failed(&self, _key: &AttemptKey, error: &StoreError) {
+        self.warn_once(
+            Warning::HeartbeatWrite,
+            &format!("a heartbeat could not be written ({error}); it is kept for the next write"),
+        );
+    }
+
+    fn lease_renewal_failed(&self, _key: &AttemptKey, error: &StoreError) {
+        self.warn_once(
+            Warning::LeaseRenewal,
+            &format!(
+                "the attempt's lease could not be renewed ({error}); retrying (the command is \
+                 stopped if no renewal succeeds for half the lease)"
+            ),
+        );
+    }
+
+    fn terminal_write_failed(&self, _key: &AttemptKey, error: &StoreError) {
+        self.warn_once(
+            Warning::TerminalWrite,
+            &format!(
+                "the attempt's end could not be written ({error}); retrying while the lease holds"
+            ),
+        );
+    }
+}
+
+/// The kinds of store trouble the engine reports while it goes on; each is shown once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Warning {
+    HeartbeatWrite,
+    LeaseRenewal,
+    TerminalWrite,
+}
+
+impl Status {
+    /// `stint: warning: text`, the first time `kind` happens in this run (even when quiet: it is
+    /// trouble, not progress).
+    fn warn_once(&self, kind: Warning, text: &str) {
+        if self.inner().warned.insert(kind) {
+            self.note(&format!("warning: {text} (shown once)"));
+        }
     }
 }
 

@@ -1,5 +1,7 @@
 //! The command runner through the real `stint` binary, real processes, pipes, signals and a
-//! pseudo-terminal (SQLite).
+//! pseudo-terminal (SQLite): how the output is taken, each stream read on its own, live stderr
+//! on a terminal, signals, the command's own session, what stint says about its warnings, and
+//! the revision it records.
 
 mod common;
 #[path = "runner/output.rs"]
@@ -12,6 +14,8 @@ mod streams;
 mod terminal;
 #[path = "runner/vcs.rs"]
 mod vcs;
+#[path = "runner/warnings.rs"]
+mod warnings;
 
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};

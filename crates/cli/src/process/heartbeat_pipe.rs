@@ -1,7 +1,8 @@
 //! The heartbeat pipe: each line the command writes on descriptor 3 is a heartbeat (a JSON
 //! value), a bare ping (an empty line) or a directive (a line starting with `#`).
 //!
-//! An invalid line is reported on stderr with its code and ignored: it never kills the task.
+//! An invalid line is reported on stderr with its code and ignored: it never kills the task. Only
+//! the first few are reported one by one; the rest are counted in one line at the end.
 
 use std::io::PipeReader;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use stint_domain::ErrorCode;
-use stint_domain::heartbeat::MAX_PAYLOAD_BYTES;
+use stint_domain::heartbeat::{MAX_PAYLOAD_BYTES, WARN_PAYLOAD_BYTES, validate_payload};
 use stint_engine::Heartbeat;
 use tokio_util::sync::CancellationToken;
 
@@ -89,6 +90,10 @@ fn parse_directive(text: &str, _before: Directives) -> Line {
     }
 }
 
+/// How many notes about invalid heartbeat lines are shown per attempt; the rest are counted and
+/// summed up in one line at the end.
+pub const NOTES_SHOWN: usize = 5;
+
 /// Reads the pipe until every writer closed it or `stop`, feeding `heartbeat`; returns the
 /// directives and how reading ended.
 pub async fn read(
@@ -99,24 +104,59 @@ pub async fn read(
 ) -> (Directives, Ended) {
     let mut lines = LineReader {
         heartbeat,
-        console: console.as_ref(),
+        notes: Notes {
+            console: console.as_ref(),
+            hidden: 0,
+            shown: 0,
+        },
         directives: Directives::default(),
         line: Vec::new(),
         skipping: false,
+        warned_large: false,
     };
     let ended = read_pipe(reader, stop, |chunk| lines.feed(chunk)).await;
     lines.finish();
     (lines.directives, ended)
 }
 
+/// Notes about invalid lines: the first [`NOTES_SHOWN`], then a count.
+struct Notes<'a> {
+    console: &'a dyn Console,
+    shown: usize,
+    hidden: usize,
+}
+
+impl Notes<'_> {
+    fn note(&mut self, text: &str) {
+        if self.shown < NOTES_SHOWN {
+            self.shown += 1;
+            self.console.note(text);
+        } else {
+            self.hidden += 1;
+        }
+    }
+
+    fn finish(&self) {
+        if self.hidden > 0 {
+            let lines = if self.hidden == 1 { "line" } else { "lines" };
+            self.console.note(&format!(
+                "... and {} more invalid heartbeat {lines}, ignored (only the first {NOTES_SHOWN} are shown)",
+                self.hidden
+            ));
+        }
+    }
+}
+
 /// Splits the pipe into lines and handles each one.
 struct LineReader<'a> {
     heartbeat: Heartbeat,
-    console: &'a dyn Console,
+    notes: Notes<'a>,
     directives: Directives,
     line: Vec<u8>,
     /// Set while the rest of an over-long line is skipped.
     skipping: bool,
+    /// Set once a large payload was warned about.
+    warned_large: bool,
 }
 
 impl LineReader<'_> {
@@ -131,7 +171,7 @@ impl LineReader<'_> {
             if !self.skipping {
                 self.line.extend_from_slice(piece);
                 if self.line.len() > MAX_LINE_BYTES {
-                    self.console.note(&format!(
+                    self.notes.note(&format!(
                         "{}: heartbeat line is over {MAX_PAYLOAD_BYTES} bytes; ignored",
                         ErrorCode::HeartbeatPayloadTooLarge
                     ));
@@ -153,11 +193,31 @@ impl LineReader<'_> {
         if !self.line.is_empty() && !self.skipping {
             self.handle_line();
         }
+        self.notes.finish();
+    }
+
+    /// Warns once per attempt about a payload over the warning threshold (accepted, but each
+    /// write and each next attempt's checkpoint costs that much).
+    fn warn_if_large(&mut self, value: &Value) {
+        if self.warned_large {
+            return;
+        }
+        if let Ok(info) = validate_payload(value)
+            && info.over_warning_threshold
+        {
+            self.warned_large = true;
+            self.notes.console.note(&format!(
+                "warning: a heartbeat payload is {} bytes, over {} KiB (the limit is \
+                 {MAX_PAYLOAD_BYTES} bytes) (shown once)",
+                info.size_bytes,
+                WARN_PAYLOAD_BYTES / 1024
+            ));
+        }
     }
 
     fn handle_line(&mut self) {
         let Ok(text) = std::str::from_utf8(&self.line) else {
-            self.console.note(&format!(
+            self.notes.note(&format!(
                 "{}: heartbeat line is not UTF-8; ignored",
                 ErrorCode::HeartbeatPayloadNotJsonSerializable
             ));
@@ -165,14 +225,15 @@ impl LineReader<'_> {
         };
         match parse_line(text, self.directives) {
             Line::Beat(value) => {
+                self.warn_if_large(&value);
                 if let Err(error) = self.heartbeat.beat(value) {
-                    self.console
+                    self.notes
                         .note(&format!("{}: {error}; ignored", error.code()));
                 }
             }
             Line::Ping => self.heartbeat.ping(),
             Line::Directive(next) => self.directives = next,
-            Line::Invalid(code, reason) => self.console.note(&format!("{code}: {reason}")),
+            Line::Invalid(code, reason) => self.notes.note(&format!("{code}: {reason}")),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Each stream read on its own: a process that outlives the command holding a pipe open does
-//! not throw away what the others read.
+//! not throw away what the others read; garbage on fd 3 is summed up, not printed line by line.
 
 use std::time::{Duration, Instant};
 
@@ -7,7 +7,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 
-use crate::common::{World, alive, text, wait_for_file};
+use crate::common::{World, alive, stint_lines, text, wait_for_file};
 
 /// A daemon started with `setsid` (so outside the command's process group) that writes its pid
 /// to `daemon.pid` and sleeps; `redirect` says which descriptors it keeps.
@@ -83,4 +83,28 @@ fn directives_survive_a_daemon_holding_the_heartbeat_pipe() {
     let attempts = w.attempts("r");
     assert_eq!(attempts.len(), 1, "#no-retry was lost: {attempts:?}");
     assert_eq!(attempts[0]["error"]["code"], "TASK_FAILED");
+}
+
+/// 400 invalid lines: the first five are shown, then one line with the count of the rest.
+#[test]
+fn garbage_on_the_heartbeat_pipe_is_summed_up() {
+    let w = World::sqlite();
+    let script = r#"i=0; while [ $i -lt 400 ]; do echo "garbage $i"; i=$((i + 1)); done >&3
+        echo '{"beat":1}' >&3; echo null"#;
+    let output = w.run("r", "n", &[], script);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let lines = stint_lines(&output);
+    let invalid = lines
+        .iter()
+        .filter(|l| l.contains("HEARTBEAT_PAYLOAD_NOT_JSON_SERIALIZABLE"))
+        .count();
+    assert_eq!(invalid, 5, "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("and 395 more invalid heartbeat lines")),
+        "{lines:#?}"
+    );
+    assert!(lines.len() < 12, "{lines:#?}");
+    assert_eq!(w.attempts("r")[0]["heartbeat"], json!({"beat": 1}));
 }
