@@ -262,7 +262,7 @@ impl Observer for Status {
             Warning::LeaseRenewal,
             &format!(
                 "the attempt's lease could not be renewed ({error}); retrying (the command is \
-                 stopped if no renewal succeeds for half the lease)"
+                 stopped if no renewal succeeds for two thirds of the lease)"
             ),
         );
     }

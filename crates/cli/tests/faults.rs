@@ -101,7 +101,7 @@ fn a_partitioned_runner_fences_itself_and_the_node_never_runs_twice_at_once() {
     proxy.pause();
     let paused_at = Instant::now();
 
-    // Its renewals hang: within half the lease of the last one that succeeded it kills its
+    // Its renewals hang: within two thirds of the lease after the last one that succeeded it kills its
     // command and exits, writing nothing.
     let status = wait_with_limit(&mut partitioned, Duration::from_secs(20));
     let stopped_after = paused_at.elapsed();

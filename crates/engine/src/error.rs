@@ -13,7 +13,7 @@ pub enum EngineError {
     /// attempt: the compute was stopped and no terminal state was written.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// No lease renewal succeeded for half the lease (the store was unreachable or too slow):
+    /// No lease renewal succeeded for two thirds of the lease (the store was unreachable or too slow):
     /// the compute was stopped and nothing terminal was written, so that the attempt is left to
     /// recovery (`ATTEMPT_ABANDONED`) and no other execution can run beside it.
     #[error(

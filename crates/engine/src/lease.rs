@@ -9,8 +9,10 @@
 //! succeeded. When no renewal has succeeded for [`FENCE_FRACTION`] of the lease, measured on the
 //! local monotonic clock (never the wall clock, which can jump), the keeper declares the attempt
 //! fenced: the engine stops the compute at once and writes nothing terminal, so whatever
-//! recovery decides later is never contradicted. A failed renewal is retried promptly
-//! ([`RETRY_FRACTION`] of the lease), not a full period later.
+//! recovery decides later is never contradicted. Renewals come every quarter of the lease, so a
+//! slow one (a busy disk, a far database) has five twelfths of the lease to answer before the
+//! fence; a failed renewal is retried promptly ([`RETRY_FRACTION`] of the lease), not a full
+//! period later.
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
@@ -23,11 +25,11 @@ use tokio_util::task::AbortOnDropHandle;
 use crate::options::Observer;
 
 /// The fraction of the lease after which an attempt with no successful renewal fences itself.
-/// Half leaves the other half for the compute to be stopped and for clocks to disagree.
-pub(crate) const FENCE_FRACTION: (u64, u64) = (1, 2);
+/// Two thirds leaves the last third for the compute to be stopped and for clocks to disagree.
+pub(crate) const FENCE_FRACTION: (u64, u64) = (2, 3);
 
-/// How often the lease is renewed while renewals succeed: three times per lease.
-const RENEW_FRACTION: (u64, u64) = (1, 3);
+/// How often the lease is renewed while renewals succeed: four times per lease.
+const RENEW_FRACTION: (u64, u64) = (1, 4);
 
 /// How soon a failed renewal is tried again.
 const RETRY_FRACTION: (u64, u64) = (1, 20);
@@ -210,8 +212,8 @@ impl Renewer {
         tracing::error!(
             attempt = %self.owned.key,
             unrenewed_ms,
-            "no lease renewal succeeded for half the lease: stopping the attempt and leaving it \
-             to recovery"
+            "no lease renewal succeeded for two thirds of the lease: stopping the attempt and \
+             leaving it to recovery"
         );
         self.shared.lose(LeaseLoss::Fenced {
             unrenewed_ms,

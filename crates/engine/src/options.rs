@@ -22,7 +22,7 @@ pub trait Observer: Send + Sync {
     /// A heartbeat write failed; the payload stays pending and is written later.
     fn heartbeat_write_failed(&self, _key: &AttemptKey, _error: &StoreError) {}
     /// A lease renewal failed; it is retried promptly, and the attempt fences itself when no
-    /// renewal succeeds for half the lease.
+    /// renewal succeeds for two thirds of the lease.
     fn lease_renewal_failed(&self, _key: &AttemptKey, _error: &StoreError) {}
     /// The terminal write failed and is being retried while the lease holds.
     fn terminal_write_failed(&self, _key: &AttemptKey, _error: &StoreError) {}

@@ -73,17 +73,21 @@ async fn an_attempt_that_cannot_renew_its_lease_fences_itself_before_it_expires(
         matches!(
             error,
             EngineError::Fenced {
-                unrenewed_ms: 1_500,
+                unrenewed_ms: 2_000,
                 ..
             }
         ),
         "{error:?}"
     );
     assert_eq!(error.code(), ErrorCode::StoreUnavailable);
-    assert_eq!(fenced_after, Duration::from_millis(1_500), "half the lease");
-    // The first renewal (at 1 s) failed and was retried promptly, every 150 ms, not a full
-    // period later: at 1,000, 1,150, 1,300 and 1,450 ms.
-    assert_eq!(store.calls(WriteOp::RenewLease), 4);
+    assert_eq!(
+        fenced_after,
+        Duration::from_millis(2_000),
+        "two thirds of the lease"
+    );
+    // The first renewal (at 750 ms) failed and was retried promptly, every 150 ms, not a full
+    // period later: at 750, 900, ... 1,950 ms.
+    assert_eq!(store.calls(WriteOp::RenewLease), 9);
     // Nothing terminal was written: recovery decides, once the lease has run out.
     assert_eq!(store.calls(WriteOp::End), 0);
     assert_eq!(attempts(&store).await[0].state, AttemptState::InProgress);

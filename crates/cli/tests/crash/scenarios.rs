@@ -149,7 +149,7 @@ pub fn zombie_cannot_finish_an_abandoned_attempt(w: &World, recover_db: &str) {
     let status = wait_with_limit(&mut zombie, Duration::from_secs(15));
     assert_eq!(status.code(), Some(3), "{:?}", stint_errors(w, "z", "n"));
     // Woken long after its lease ran out, the zombie either finds its attempt taken (a
-    // conflict) or, its renewals having failed for half the lease on its own clock, fences
+    // conflict) or, its renewals having failed for two thirds of the lease on its own clock, fences
     // itself first; either way it writes nothing.
     let errors = stint_errors(w, "z", "n");
     assert!(

@@ -78,7 +78,7 @@ fn heartbeat_write_failures_are_shown_once() {
 }
 
 /// SQLite locked for 3 s with a 1.5 s lease: renewals fail (retried every 75 ms) until the
-/// attempt fences itself after half the lease; one warning about it, then the fence's error.
+/// attempt fences itself after two thirds of the lease; one warning about it, then the fence's error.
 #[test]
 fn lease_renewal_failures_are_shown_once() {
     let w = World::sqlite();
