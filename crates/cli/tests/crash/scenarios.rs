@@ -1,4 +1,8 @@
 //! Crash scenarios, each a function of a [`World`], run once per backend.
+#![allow(
+    dead_code,
+    reason = "each backend's binary runs the scenarios that apply to it"
+)]
 
 use std::fs::File;
 use std::process::{Child, Stdio};
@@ -10,6 +14,16 @@ use serde_json::Value;
 
 use crate::common::{World, alive, text, wait_for_file, wait_with_limit};
 use crate::storm::LEASE;
+
+/// The database URL with a short SQLite busy timeout, for a recoverer that must not wait 5 s on
+/// a stopped process's write lock.
+pub fn impatient(w: &World) -> String {
+    if w.db.starts_with("sqlite:") {
+        format!("{}?busy_timeout_ms=300", w.db)
+    } else {
+        w.db.clone()
+    }
+}
 
 fn pid_of(child: &Child) -> Pid {
     Pid::from_raw(i32::try_from(child.id()).expect("pid"))
