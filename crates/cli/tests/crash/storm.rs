@@ -37,8 +37,13 @@ const ORPHAN_LIMIT: Duration = Duration::from_secs(2);
 
 /// Heartbeats an increasing counter every ~10 ms, starting after the checkpoint it was given,
 /// logging each value before sending it; prints the last one after 30 beats.
+///
+/// The pid file appears whole or not at all: `echo $$ > file` creates the file before it writes,
+/// and a SIGKILL in between would leave it empty for ever, so the pid is written under another
+/// name (outside the `pid.` prefix the harness looks for) and renamed.
 const SCRIPT: &str = r#"
-echo $$ > "pid.$STINT_RUN_ID.$STINT_NODE_ID.$STINT_ATTEMPT"
+pid_file="pid.$STINT_RUN_ID.$STINT_NODE_ID.$STINT_ATTEMPT"
+echo $$ > "tmp.$pid_file" && mv "tmp.$pid_file" "$pid_file"
 i=0
 if [ -n "$STINT_CHECKPOINT" ]; then c=${STINT_CHECKPOINT#*:}; i=${c%\}}; fi
 end=$((i + 30))
@@ -332,7 +337,7 @@ impl<'w> Lane<'w> {
             if !name.starts_with(&prefix) || self.reaped.contains(&name) {
                 continue;
             }
-            let pid = wait_for_pid(&self.w.path(&name));
+            let pid = read_pid(&self.w.path(&name));
             let deadline = Instant::now() + ORPHAN_LIMIT;
             while alive(pid) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
@@ -363,18 +368,15 @@ impl Drop for StopOnPanic<'_> {
     }
 }
 
-/// The pid a command wrote (it may be writing it right now).
-fn wait_for_pid(path: &Path) -> i32 {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Ok(content) = std::fs::read_to_string(path)
-            && let Ok(pid) = content.trim().parse()
-        {
-            return pid;
-        }
-        assert!(Instant::now() < deadline, "{} stays empty", path.display());
-        std::thread::sleep(Duration::from_millis(5));
-    }
+/// The pid a command wrote. The script renames the file into place once written, so it is
+/// never seen empty or partial: anything else is a broken script, not a race to wait out.
+fn read_pid(path: &Path) -> i32 {
+    let content = std::fs::read_to_string(path)
+        .unwrap_or_else(|error| panic!("{} cannot be read: {error}", path.display()));
+    content
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{} holds no pid: {content:?}", path.display()))
 }
 
 /// Sleeps until every in-progress attempt of `run` has an expired lease.
