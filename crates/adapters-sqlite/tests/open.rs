@@ -113,7 +113,10 @@ async fn a_file_that_is_not_a_database_is_refused_naming_the_path() {
     // Said once, in the user's words; SQLite's own wording stays in the error's source.
     assert_eq!(
         message,
-        format!("store incompatible: {} is not a SQLite database", path.display())
+        format!(
+            "store incompatible: {} is not a SQLite database",
+            path.display()
+        )
     );
     let source = std::error::Error::source(&error).map(ToString::to_string);
     assert!(
