@@ -35,6 +35,8 @@ pub use options::{
 };
 
 use crate::error::{map_migrate, map_sqlx};
+#[doc(hidden)]
+pub use crate::events::run_lock_key;
 use crate::options::StoreConfig;
 
 /// A stint store in a PostgreSQL database (one schema of it).
