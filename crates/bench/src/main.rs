@@ -63,6 +63,7 @@ struct Args {
 /// How long and how often to measure.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// A `--quick` smoke run (figures not to quote).
     pub quick: bool,
     /// Repetitions of every figure.
     pub reps: usize,
