@@ -542,7 +542,7 @@ pub fn check_run(
         &seen_abandoned, abandoned,
         "{run}: the ATTEMPT_ABANDONED attempts are not the killed ones"
     );
-    check_node_states(w, run, &last_states);
+    check_node_states(w, run, &last_states, attempts);
 }
 
 /// The `n` of an attempt's recorded heartbeat.
@@ -594,7 +594,7 @@ fn check_events(run: &str, node: &str, number: u64, attempt: &Value, events: &[V
 }
 
 /// The node rows agree with each node's last attempt (`stint runs` counts node rows).
-fn check_node_states(w: &World, run: &str, last_states: &[String]) {
+fn check_node_states(w: &World, run: &str, last_states: &[String], attempts: &[Value]) {
     let output = w.cmd().args(["runs", "--json"]).output().expect("runs");
     assert!(output.status.success(), "{}", text(&output.stderr));
     let runs: Value = serde_json::from_slice(&output.stdout).expect("runs --json is JSON");
@@ -607,9 +607,12 @@ fn check_node_states(w: &World, run: &str, last_states: &[String]) {
         return;
     };
     let count = |state: &str| last_states.iter().filter(|s| *s == state).count() as u64;
-    assert_eq!(summary["nodes"], last_states.len() as u64, "{summary}");
-    assert_eq!(summary["in_progress"], 0, "{summary}");
-    assert_eq!(summary["finished"], count("finished"), "{summary}");
-    assert_eq!(summary["failed"], count("failed"), "{summary}");
-    assert_eq!(summary["cancelled"], count("cancelled"), "{summary}");
+    // On a mismatch, everything needed to tell which node row disagrees with its attempts.
+    let context =
+        || format!("{summary}; last attempt states {last_states:?}; attempts {attempts:?}");
+    assert_eq!(summary["nodes"], last_states.len() as u64, "{}", context());
+    assert_eq!(summary["in_progress"], 0, "{}", context());
+    assert_eq!(summary["finished"], count("finished"), "{}", context());
+    assert_eq!(summary["failed"], count("failed"), "{}", context());
+    assert_eq!(summary["cancelled"], count("cancelled"), "{}", context());
 }
