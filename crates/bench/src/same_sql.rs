@@ -128,12 +128,22 @@ async fn statements_of(
     let done = work.await;
     recorder.recording.store(false, Ordering::SeqCst);
     done?;
-    Ok(std::mem::take(
+    let recorded = std::mem::take(
         &mut *recorder
             .statements
             .lock()
             .unwrap_or_else(PoisonError::into_inner),
-    ))
+    );
+    Ok(recorded
+        .into_iter()
+        .filter(|statement| !is_connection_setup(statement))
+        .collect())
+}
+
+/// What a pool runs on a connection it opens (SQLite's `PRAGMA`s, a `SET`): not part of a
+/// lifecycle, and issued by whichever side happens to need a new connection.
+fn is_connection_setup(statement: &str) -> bool {
+    statement.starts_with("PRAGMA ") || statement.starts_with("SET ")
 }
 
 /// Records one engine lifecycle and one floor lifecycle; fails naming the first difference.
