@@ -14,7 +14,10 @@ pub use ending::{
     fail_and_cancel_record_error_and_retryable, finish_writes_output_node_and_events,
     terminal_states_are_absorbing, wrong_owner_writes_are_conflicts,
 };
-pub use events::{events_are_ordered_and_paged, heartbeat_appends_event_and_updates_times};
+pub use events::{
+    events_are_ordered_and_paged, heartbeat_appends_event_and_updates_times,
+    heartbeat_time_never_goes_back,
+};
 pub use limits::{ids_are_matched_exactly, keys_at_the_limits};
 pub use listing::{attempts_are_filtered_and_ordered, runs_and_nodes_are_listed};
 pub use numbering::{

@@ -26,12 +26,23 @@ pub trait Fixture: Send + Sync {
     async fn teardown(self: Box<Self>) {}
 }
 
-/// Declares one `#[tokio::test]` per conformance case. `$factory` is an `async fn() ->
-/// Option<Box<dyn Fixture>>`; `None` skips the case (the factory prints why).
+/// Declares the conformance cases as tests, each on a fresh fixture. `$factory` is an `async fn()
+/// -> Box<dyn Fixture>`.
+///
+/// `conformance_suite!(factory)` declares one `#[tokio::test]` per case. `conformance_suite!(list
+/// factory)` declares instead `fn conformance_cases() -> Vec<(&'static str, fn())>`, for a
+/// `harness = false` test binary that decides at run time whether its cases run (PostgreSQL's,
+/// which reports them ignored when no server listens).
 #[macro_export]
 macro_rules! conformance_suite {
     ($factory:path) => {
-        $crate::conformance_suite!(@cases $factory;
+        $crate::conformance_suite!(@with tokio $factory);
+    };
+    (list $factory:path) => {
+        $crate::conformance_suite!(@with list $factory);
+    };
+    (@with $mode:ident $factory:path) => {
+        $crate::conformance_suite!(@cases $mode $factory;
             numbering_starts_at_one_without_gaps,
             begin_refused_while_attempt_in_progress,
             checkpoint_is_newest_recorded_payload,
@@ -42,6 +53,7 @@ macro_rules! conformance_suite {
             finish_writes_output_node_and_events,
             fail_and_cancel_record_error_and_retryable,
             heartbeat_appends_event_and_updates_times,
+            heartbeat_time_never_goes_back,
             events_are_ordered_and_paged,
             recovery_marks_each_expired_attempt_once,
             recovered_node_resumes_from_its_checkpoint,
@@ -52,15 +64,41 @@ macro_rules! conformance_suite {
             ids_are_matched_exactly,
         );
     };
-    (@cases $factory:path; $($case:ident),* $(,)?) => {
+    (@cases tokio $factory:path; $($case:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
-                if let Some(fixture) = $factory().await {
-                    $crate::cases::$case(&*fixture).await;
-                    fixture.teardown().await;
-                }
+                let fixture = $factory().await;
+                $crate::cases::$case(&*fixture).await;
+                fixture.teardown().await;
             }
         )*
     };
+    (@cases list $factory:path; $($case:ident),* $(,)?) => {
+        fn conformance_cases() -> ::std::vec::Vec<(&'static str, fn())> {
+            ::std::vec![
+                $(
+                    (stringify!($case), || {
+                        $crate::run_case(async {
+                            let fixture = $factory().await;
+                            $crate::cases::$case(&*fixture).await;
+                            fixture.teardown().await;
+                        })
+                    }),
+                )*
+            ]
+        }
+    };
+}
+
+/// Runs one case on a fresh two-worker runtime, as the `#[tokio::test]` of
+/// [`conformance_suite!`] does.
+#[doc(hidden)]
+pub fn run_case(case: impl std::future::Future<Output = ()>) {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(case);
 }

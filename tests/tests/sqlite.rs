@@ -34,12 +34,12 @@ impl Fixture for SqliteFixture {
     }
 }
 
-async fn factory() -> Option<Box<dyn Fixture>> {
+async fn factory() -> Box<dyn Fixture> {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = SqliteStore::open(&dir.path().join("stint.db"), SqliteOptions::default())
         .await
         .expect("open sqlite store");
-    Some(Box::new(SqliteFixture { store, dir }))
+    Box::new(SqliteFixture { store, dir })
 }
 
 stint_tests::conformance_suite!(factory);

@@ -99,36 +99,176 @@ fn library_crates_do_not_print() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn domain_and_ports_deny_missing_docs() -> Result<()> {
-    let root = project::root();
-    for krate in ["crates/domain", "crates/ports"] {
-        let lib = fs::read_to_string(root.join(krate).join("src/lib.rs"))?;
-        assert!(
-            lib.lines()
-                .any(|line| line.trim() == "#![deny(missing_docs)]"),
-            "{krate}/src/lib.rs must keep #![deny(missing_docs)] so every public item is documented"
-        );
-    }
-    Ok(())
+/// Database drivers: only the adapters (and what wires them) may know them.
+const DATABASE_CRATES: &[&str] = &[
+    "sqlx",
+    "sqlx-core",
+    "sqlx-sqlite",
+    "sqlx-postgres",
+    "rusqlite",
+    "libsqlite3-sys",
+    "postgres",
+    "tokio-postgres",
+    "diesel",
+    "sea-orm",
+];
+/// The storage adapters: only the composition root, the bench and the tests name one.
+const ADAPTER_CRATES: &[&str] = &[
+    "stint-adapters-memory",
+    "stint-adapters-sqlite",
+    "stint-adapters-postgres",
+];
+
+/// Each crate whose purity is an invariant (ARCHITECTURE.md, "stated as absences"), with the
+/// dependencies it must never have, directly or not, with its default features.
+fn forbidden_dependencies() -> Vec<(&'static str, Vec<&'static str>)> {
+    let outward: Vec<&str> = DATABASE_CRATES
+        .iter()
+        .chain(ADAPTER_CRATES)
+        .copied()
+        .collect();
+    vec![
+        // Time is an argument: no runtime, no driver, no clock.
+        (
+            "stint-domain",
+            FORBIDDEN_IN_DOMAIN
+                .iter()
+                .chain(ADAPTER_CRATES)
+                .copied()
+                .collect(),
+        ),
+        // Nothing in the ports knows SQL or a database.
+        ("stint-ports", outward.clone()),
+        // The engine does not know which store it runs on.
+        ("stint-engine", outward),
+    ]
 }
 
 #[test]
-fn domain_depends_on_no_runtime_database_or_clock() -> Result<()> {
+fn pure_crates_have_none_of_their_forbidden_dependencies() -> Result<()> {
     let sh = project::shell_at(&project::root())?;
-    let tree = cmd!(sh, "cargo tree -p stint-domain -e normal --prefix none")
-        .quiet()
-        .read()?;
-    let found: Vec<&str> = tree
-        .lines()
-        .filter_map(|line| line.split_whitespace().next())
-        .filter(|name| FORBIDDEN_IN_DOMAIN.contains(name))
-        .collect();
+    let mut offences = Vec::new();
+    for (krate, forbidden) in forbidden_dependencies() {
+        let tree = cmd!(sh, "cargo tree -p {krate} -e normal --prefix none")
+            .quiet()
+            .read()?;
+        let names = dependency_names(&tree);
+        assert!(
+            names.contains(&krate),
+            "cargo tree of {krate} does not list the crate itself: {tree}"
+        );
+        for name in names {
+            if forbidden.contains(&name) {
+                offences.push(format!("{krate} depends on {name}"));
+            }
+        }
+    }
+    offences.sort();
+    offences.dedup();
     assert!(
-        found.is_empty(),
-        "stint-domain must stay pure, but depends on: {found:?}"
+        offences.is_empty(),
+        "a crate that must stay pure has a forbidden dependency:\n{}",
+        offences.join("\n")
     );
     Ok(())
+}
+
+/// The crate names of a `cargo tree --prefix none` listing.
+fn dependency_names(tree: &str) -> Vec<&str> {
+    tree.lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .collect()
+}
+
+#[test]
+fn every_conformance_case_is_registered_in_the_suite() -> Result<()> {
+    let root = project::root();
+    let suite = fs::read_to_string(root.join("tests/src/lib.rs"))?;
+    let registered = registered_cases(&suite);
+    let mut cases = Vec::new();
+    for file in rust_files(&root.join("tests/src/cases"))? {
+        cases.extend(case_names(&fs::read_to_string(&file)?));
+    }
+    assert!(!cases.is_empty(), "no case found in tests/src/cases");
+    let missing: Vec<&String> = cases.iter().filter(|c| !registered.contains(c)).collect();
+    assert!(
+        missing.is_empty(),
+        "conformance cases never run (add them to conformance_suite! in tests/src/lib.rs): \
+         {missing:?}"
+    );
+    Ok(())
+}
+
+/// The names of the `pub async fn NAME(fixture: &dyn Fixture)` cases in `text`.
+fn case_names(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|line| line.trim_start().strip_prefix("pub async fn "))
+        .filter(|rest| rest.contains("&dyn Fixture"))
+        .filter_map(|rest| rest.split('(').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The case list of `conformance_suite!`: the identifiers between `@cases $mode $factory;` in
+/// the `@with` arm and its closing `);`.
+fn registered_cases(suite: &str) -> Vec<String> {
+    let Some(start) = suite.find("@cases $mode $factory;") else {
+        return Vec::new();
+    };
+    let list = &suite[start..];
+    let list = &list[list.find(';').map_or(0, |i| i + 1)..list.find(");").unwrap_or(0)];
+    list.split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn harness_free_test_binaries_have_no_libtest_tests() -> Result<()> {
+    let root = project::root();
+    let mut offences = Vec::new();
+    for manifest in [
+        "tests/Cargo.toml",
+        "crates/adapters-postgres/Cargo.toml",
+        "crates/cli/Cargo.toml",
+    ] {
+        let manifest_path = root.join(manifest);
+        let text = fs::read_to_string(&manifest_path)?;
+        for name in harness_free_tests(&text) {
+            let dir = manifest_path.parent().context("a manifest has a folder")?;
+            let file = dir.join("tests").join(format!("{name}.rs"));
+            let code = fs::read_to_string(&file)
+                .with_context(|| format!("{}: harness = false test {name}", manifest))?;
+            if code.lines().any(|line| line.trim().starts_with("#[test]")) {
+                offences.push(file.display().to_string());
+            }
+        }
+    }
+    assert!(
+        offences.is_empty(),
+        "a #[test] in a harness = false test binary never runs (list it in its main): {offences:?}"
+    );
+    Ok(())
+}
+
+/// The names of the `[[test]]` targets of a manifest that set `harness = false`.
+fn harness_free_tests(manifest: &str) -> Vec<String> {
+    manifest
+        .split("[[")
+        .filter(|section| section.starts_with("test]]"))
+        .filter(|section| {
+            section
+                .lines()
+                .any(|line| line.replace(' ', "") == "harness=false")
+        })
+        .filter_map(|section| {
+            section.lines().find_map(|line| {
+                let value = line.trim().strip_prefix("name")?.trim().strip_prefix('=')?;
+                Some(value.trim().trim_matches('"').to_owned())
+            })
+        })
+        .collect()
 }
 
 #[test]
@@ -277,6 +417,22 @@ fn calls_macro(line: &str, mac: &str) -> bool {
         let before = line[..at].chars().next_back();
         !before.is_some_and(|c| c.is_alphanumeric() || c == '_')
     })
+}
+
+#[test]
+fn the_tidy_parsers_read_what_they_check() {
+    let suite = "(@with $mode:ident $factory:path) => {\n    $crate::conformance_suite!(@cases $mode $factory;\n        a_case,\n        b_case,\n    );\n};";
+    assert_eq!(registered_cases(suite), ["a_case", "b_case"]);
+    let cases =
+        "/// doc\npub async fn a_case(fixture: &dyn Fixture) {\n}\npub async fn helper(x: u8) {}\n";
+    assert_eq!(case_names(cases), ["a_case"]);
+    let manifest =
+        "[lints]\n[[test]]\nname = \"pg\"\nharness = false\n\n[[test]]\nname = \"other\"\n";
+    assert_eq!(harness_free_tests(manifest), ["pg"]);
+    assert_eq!(
+        dependency_names("stint-domain v0.1.0 (/x)\nserde v1.0.0\n"),
+        ["stint-domain", "serde"]
+    );
 }
 
 #[test]

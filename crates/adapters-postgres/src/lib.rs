@@ -35,6 +35,8 @@ pub use options::{
 };
 
 use crate::error::{map_migrate, map_sqlx};
+#[doc(hidden)]
+pub use crate::events::run_lock_key;
 use crate::options::StoreConfig;
 
 /// Server-side bounds of every pooled session, so that nothing a stint process started can hold

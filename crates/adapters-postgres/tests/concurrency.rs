@@ -1,5 +1,9 @@
 //! Races that only a real multi-connection database can show (issue 6), plus connection
-//! failures. Each test runs on its own fresh schema and skips loudly without a server.
+//! failures. Each test runs on its own fresh schema.
+//!
+//! No libtest harness here (`harness = false`): `main` lists the tests, and those that need the
+//! server are reported ignored, with the reason, when nothing listens at its address (see
+//! `stint_adapters_postgres::test_support`). Add a test to the lists in `main`.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -8,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use stint_adapters_postgres::PostgresStore;
-use stint_adapters_postgres::test_support::{fresh_schema, server_url, with_param};
+use stint_adapters_postgres::test_support::{
+    Test, block_on, fresh_schema, run_tests_with, server_url, with_param,
+};
 use stint_domain::{EventKind, NodeKey};
 use stint_ports::{
     AttemptEnd, AttemptFilter, AttemptStore, BeginAttempt, HistoryStore, OwnedAttempt, StoreError,
@@ -27,11 +33,8 @@ fn begin(node: &NodeKey, owner: String, now: u64, lease: u64) -> BeginAttempt {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn eight_connections_racing_500_attempts_number_them_without_gaps() {
-    let Some((_store, guard)) = fresh_schema().await else {
-        return;
-    };
+    let (_store, guard) = fresh_schema().await;
     const TOTAL: u32 = 500;
     let node = NodeKey::new("race", "n", 0).expect("valid key");
     let claimed = Arc::new(AtomicU32::new(0));
@@ -73,9 +76,14 @@ async fn eight_connections_racing_500_attempts_number_them_without_gaps() {
             conflicts
         }));
     }
+    let mut conflicts = 0;
     for worker in workers {
-        worker.await.expect("worker");
+        conflicts += worker.await.expect("worker");
     }
+    assert!(
+        conflicts > 0,
+        "eight connections on one node and no begin was refused: they never raced"
+    );
     let store = guard.connect().await;
     let filter = AttemptFilter {
         run_id: "race".to_owned(),
@@ -97,11 +105,8 @@ async fn eight_connections_racing_500_attempts_number_them_without_gaps() {
     guard.drop_schema().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_recoverers_mark_each_of_100_expired_attempts_once() {
-    let Some((store, guard)) = fresh_schema().await else {
-        return;
-    };
+    let (store, guard) = fresh_schema().await;
     for i in 0..100 {
         let node = NodeKey::new("recover", format!("n{i:03}"), 0).expect("valid key");
         store
@@ -159,11 +164,8 @@ async fn two_recoverers_mark_each_of_100_expired_attempts_once() {
     guard.drop_schema().await;
 }
 
-#[tokio::test]
 async fn concurrent_openers_of_a_new_schema_all_succeed() {
-    let Some((_store, guard)) = fresh_schema().await else {
-        return;
-    };
+    let (_store, guard) = fresh_schema().await;
     let url = format!("{}_twin", guard.url());
     let opened = futures_join_all((0..4).map(|_| {
         let url = url.clone();
@@ -203,11 +205,8 @@ async fn drop_twin(guard: &stint_adapters_postgres::test_support::SchemaGuard) {
         .expect("drop twin");
 }
 
-#[tokio::test]
 async fn a_schema_from_a_newer_stint_is_refused_naming_the_version() {
-    let Some((_store, guard)) = fresh_schema().await else {
-        return;
-    };
+    let (_store, guard) = fresh_schema().await;
     let options: sqlx::postgres::PgConnectOptions = server_url().parse().expect("url");
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect_with(&options)
         .await
@@ -242,7 +241,6 @@ async fn assert_unavailable(url: &str, expected: &str) {
     assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
 }
 
-#[tokio::test]
 async fn an_unreachable_port_is_one_clear_error_naming_host_and_port() {
     assert_unavailable(
         "postgres://postgres:hunter2@127.0.0.1:1/test?connect_timeout=2",
@@ -251,12 +249,9 @@ async fn an_unreachable_port_is_one_clear_error_naming_host_and_port() {
     .await;
 }
 
-#[tokio::test]
 async fn an_unknown_user_or_database_is_one_clear_error() {
     // These need the server to answer; without one they would only test the port case again.
-    let Some((_store, guard)) = fresh_schema().await else {
-        return;
-    };
+    let (_store, guard) = fresh_schema().await;
     let base = server_url();
     let (scheme, rest) = base.split_once("://").expect("url has a scheme");
     let host_and_db = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
@@ -276,31 +271,35 @@ async fn an_unknown_user_or_database_is_one_clear_error() {
     guard.drop_schema().await;
 }
 
-#[tokio::test]
+/// A server that accepts the connection and never answers (a hung or black-holed one, made
+/// here on loopback): the connect gives up at `connect_timeout`, neither sooner (the timeout is
+/// what ended it, not a refusal) nor much later.
 async fn a_silent_host_times_out_at_the_connect_timeout() {
-    // A non-routable address: the connection neither succeeds nor is refused.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a silent server");
+    let address = silent.local_addr().expect("its address");
     let started = Instant::now();
-    let error =
-        PostgresStore::connect("postgres://u:hunter2@10.255.255.1:5432/db?connect_timeout=1")
-            .await
-            .expect_err("must fail");
+    let error = PostgresStore::connect(&format!(
+        "postgres://u:hunter2@{address}/db?connect_timeout=1"
+    ))
+    .await
+    .expect_err("must fail");
+    let elapsed = started.elapsed();
     assert!(matches!(error, StoreError::Unavailable { .. }), "{error}");
-    assert!(error.to_string().contains("10.255.255.1:5432"), "{error}");
+    assert!(error.to_string().contains(&address.to_string()), "{error}");
+    assert!(error.to_string().contains("connect_timeout"), "{error}");
     assert!(!error.to_string().contains("hunter2"));
     assert!(
-        started.elapsed() < Duration::from_millis(2_500),
-        "{:?}",
-        started.elapsed()
+        elapsed >= Duration::from_millis(950),
+        "gave up after {elapsed:?}, before the 1 s connect_timeout"
     );
+    assert!(elapsed < Duration::from_millis(2_500), "{elapsed:?}");
+    drop(silent);
 }
 
 /// Every session is bounded on the server, so a client cut off mid-transaction cannot hold its
 /// row locks (and so the recovery of its attempt) for ever.
-#[tokio::test]
 async fn sessions_are_bounded_on_the_server() {
-    let Some((store, guard)) = fresh_schema().await else {
-        return;
-    };
+    let (store, guard) = fresh_schema().await;
     for (name, value) in [
         ("idle_in_transaction_session_timeout", "30s"),
         ("lock_timeout", "10s"),
@@ -314,4 +313,48 @@ async fn sessions_are_bounded_on_the_server() {
     }
     store.close().await;
     guard.drop_schema().await;
+}
+
+fn main() -> std::process::ExitCode {
+    let needs_server: Vec<Test> = vec![
+        (
+            "eight_connections_racing_500_attempts_number_them_without_gaps",
+            || {
+                block_on(eight_connections_racing_500_attempts_number_them_without_gaps());
+            },
+        ),
+        (
+            "two_recoverers_mark_each_of_100_expired_attempts_once",
+            || {
+                block_on(two_recoverers_mark_each_of_100_expired_attempts_once());
+            },
+        ),
+        ("concurrent_openers_of_a_new_schema_all_succeed", || {
+            block_on(concurrent_openers_of_a_new_schema_all_succeed());
+        }),
+        (
+            "a_schema_from_a_newer_stint_is_refused_naming_the_version",
+            || {
+                block_on(a_schema_from_a_newer_stint_is_refused_naming_the_version());
+            },
+        ),
+        ("an_unknown_user_or_database_is_one_clear_error", || {
+            block_on(an_unknown_user_or_database_is_one_clear_error());
+        }),
+        ("sessions_are_bounded_on_the_server", || {
+            block_on(sessions_are_bounded_on_the_server());
+        }),
+    ];
+    let standalone: Vec<Test> = vec![
+        (
+            "an_unreachable_port_is_one_clear_error_naming_host_and_port",
+            || {
+                block_on(an_unreachable_port_is_one_clear_error_naming_host_and_port());
+            },
+        ),
+        ("a_silent_host_times_out_at_the_connect_timeout", || {
+            block_on(a_silent_host_times_out_at_the_connect_timeout());
+        }),
+    ];
+    run_tests_with(needs_server, standalone, None)
 }

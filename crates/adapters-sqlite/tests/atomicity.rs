@@ -4,11 +4,14 @@
 
 mod common;
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use common::{begin, count, node, owned, store_in};
 use serde_json::json;
-use stint_adapters_sqlite::SqliteStore;
+use sqlx::sqlite::SqliteOperation;
+use stint_adapters_sqlite::{SqliteOptions, SqliteStore};
 use stint_domain::{AttemptState, Event, EventKind};
 use stint_ports::{AttemptEnd, AttemptFilter, AttemptStore, HistoryStore};
 
@@ -93,34 +96,75 @@ async fn a_fault_in_end_leaves_the_attempt_in_progress() {
     assert_eq!(count(&store, "outputs").await, 1);
 }
 
+/// Sets `marker` once a statement on any of the store's `connections` changes a row of
+/// `attempts` (SQLite's update hook, called as the row changes, before the statement's triggers
+/// run).
+async fn mark_attempt_updates(store: &SqliteStore, connections: u32, marker: &Arc<AtomicBool>) {
+    let mut held = Vec::new();
+    for _ in 0..connections {
+        held.push(store.pool().acquire().await.unwrap());
+    }
+    for conn in &mut held {
+        let mut handle = conn.lock_handle().await.unwrap();
+        let marker = marker.clone();
+        handle.set_update_hook(move |change| {
+            if change.table == "attempts" && matches!(change.operation, SqliteOperation::Update) {
+                marker.store(true, Ordering::SeqCst);
+            }
+        });
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_end_mid_transaction_rolls_it_back() {
     let dir = tempfile::tempdir().unwrap();
-    let store = store_in(dir.path()).await;
+    // Every connection of the pool carries the marker, so the end's does.
+    const CONNECTIONS: u32 = 2;
+    let options = SqliteOptions {
+        max_connections: CONNECTIONS,
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::open(&dir.path().join("stint.db"), options)
+        .await
+        .unwrap();
     store.begin_attempt(begin(&node(), "a", 1)).await.unwrap();
     let events_before = count(&store, "events").await;
-    // Makes the attempt UPDATE (the first statement of end_attempt) burn a few seconds of CPU,
-    // so the future is dropped with the transaction open and its first write done.
+    // Makes the attempt UPDATE (the first statement of end_attempt) burn CPU for a while after
+    // it changed the row, so the future is dropped with the transaction open and its first
+    // write done.
     sqlx::query(
         "CREATE TRIGGER slow AFTER UPDATE ON attempts BEGIN \
          SELECT COUNT(*) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c \
-         WHERE x < 3000000) SELECT x FROM c); END",
+         WHERE x < 1000000) SELECT x FROM c); END",
     )
     .execute(store.pool())
     .await
     .unwrap();
+    let updated = Arc::new(AtomicBool::new(false));
+    mark_attempt_updates(&store, CONNECTIONS, &updated).await;
     let done = Event::new(&node().attempt(1), 5, EventKind::NodeFinished);
-    let interrupted = tokio::time::timeout(
-        Duration::from_millis(50),
-        store.end_attempt(&owned(&node(), 1, "a"), finished(), 5, vec![done.clone()]),
-    )
-    .await;
-    assert!(
-        interrupted.is_err(),
-        "the end was still running when dropped"
-    );
-    // Taking the write lock waits for the abandoned transaction to finish its rollback.
-    let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await.unwrap();
+    let owner = owned(&node(), 1, "a");
+    // Boxed, so that `drop` below drops the future itself (a pinned reference would not).
+    let mut end = Box::pin(store.end_attempt(&owner, finished(), 5, vec![done.clone()]));
+    // Dropped only once the UPDATE has changed the row: a drop before the transaction began
+    // would leave the attempt in progress too, and prove nothing.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !updated.load(Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "the end's UPDATE never ran");
+        tokio::select! {
+            result = end.as_mut() => panic!("the end finished before it could be dropped: {result:?}"),
+            () = tokio::time::sleep(Duration::from_millis(1)) => {}
+        }
+    }
+    drop(end);
+    // Taking the write lock waits for the abandoned statement to end and its transaction to
+    // roll back (on a loaded machine, longer than one busy timeout).
+    let mut tx = loop {
+        match store.pool().begin_with("BEGIN IMMEDIATE").await {
+            Ok(tx) => break tx,
+            Err(error) => assert!(Instant::now() < deadline, "{error}"),
+        }
+    };
     sqlx::query("DROP TRIGGER slow")
         .execute(&mut *tx)
         .await

@@ -16,10 +16,12 @@ const TOTAL: u32 = 200;
 const WORKERS: u32 = 4;
 
 /// Runs `quota` whole attempts (begin, then end) on the shared node, retrying a begin refused
-/// because the other side's attempt is in progress. Returns the numbers it was given.
-async fn worker(store: SqliteStore, name: String, quota: u32) -> Vec<u32> {
+/// because the other side's attempt is in progress. Returns the numbers it was given and how
+/// many of its begins were refused.
+async fn worker(store: SqliteStore, name: String, quota: u32) -> (Vec<u32>, u32) {
     let node = node();
     let mut numbers = Vec::new();
+    let mut refused = 0;
     let mut clock = 0;
     while numbers.len() < quota as usize {
         clock += 1;
@@ -35,11 +37,14 @@ async fn worker(store: SqliteStore, name: String, quota: u32) -> Vec<u32> {
                     .expect("the owner ends its own attempt");
                 numbers.push(begun.attempt);
             }
-            Err(StoreError::Conflict { .. }) => tokio::task::yield_now().await,
+            Err(StoreError::Conflict { .. }) => {
+                refused += 1;
+                tokio::task::yield_now().await;
+            }
             Err(other) => panic!("{name}: unexpected error {other}"),
         }
     }
-    numbers
+    (numbers, refused)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,10 +61,13 @@ async fn two_pools_racing_200_attempts_get_1_to_200() {
             tokio::spawn(worker(store, format!("worker-{i}"), TOTAL / WORKERS))
         })
         .collect();
-    let mut numbers = Vec::new();
+    let (mut numbers, mut refused) = (Vec::new(), 0);
     for handle in handles {
-        numbers.extend(handle.await.unwrap());
+        let (won, conflicts) = handle.await.unwrap();
+        numbers.extend(won);
+        refused += conflicts;
     }
+    assert!(refused > 0, "no begin was refused: the workers never raced");
     numbers.sort_unstable();
     assert_eq!(numbers, (1..=TOTAL).collect::<Vec<_>>());
 

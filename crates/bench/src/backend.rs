@@ -7,7 +7,9 @@ use anyhow::{Context, Result};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::SqlitePool;
 use stint_adapters_memory::MemoryStore;
-use stint_adapters_postgres::test_support::{SchemaGuard, fresh_schema_with, server_url};
+use stint_adapters_postgres::test_support::{
+    Availability, SchemaGuard, availability, server_url, try_fresh_schema_with,
+};
 use stint_adapters_sqlite::SqliteStore;
 use stint_ports::Store;
 
@@ -52,12 +54,16 @@ pub struct PostgresBench {
 }
 
 impl PostgresBench {
-    /// `Err` with the reason when the server does not answer.
+    /// `Err` with the reason when nothing listens at the test server's address, or when it
+    /// cannot be used.
     pub async fn open(connections: u32) -> Result<Self, String> {
+        if let Availability::Skip(reason) = availability() {
+            return Err(reason);
+        }
         let params = format!("max_connections={connections}");
-        let Some((store, guard)) = fresh_schema_with(&params).await else {
-            return Err("PostgreSQL test server not reachable".to_owned());
-        };
+        let (store, guard) = try_fresh_schema_with(&params)
+            .await
+            .map_err(|error| format!("the PostgreSQL test server failed: {error}"))?;
         let options: sqlx::postgres::PgConnectOptions = server_url()
             .parse()
             .map_err(|error| format!("invalid PostgreSQL URL: {error}"))?;

@@ -1,7 +1,9 @@
-//! What both floors bind: the values of one trivial attempt, prepared once per run so the floor
-//! pays only for the SQL.
+//! What both same-SQL floors bind: the values of one trivial attempt, prepared once per run so
+//! the floor pays only for the SQL.
 
 use serde_json::Value;
+
+use crate::floor_postgres::Bodies;
 
 /// The values of one lifecycle (begin, one heartbeat, end finished).
 #[derive(Debug)]
@@ -21,6 +23,29 @@ pub struct Lifecycle<'a> {
     /// The output, as text and as JSON.
     pub output: &'a str,
     pub output_json: &'a Value,
+    /// The PostgreSQL floor's event bodies, parsed once (the SQLite floor binds text).
+    pub pg_bodies: Option<&'a Bodies>,
+}
+
+impl Lifecycle<'static> {
+    /// Placeholder values, for building templates.
+    pub fn template() -> Self {
+        Self {
+            run_id: "",
+            node_id: "",
+            owner: "",
+            now_ms: 0,
+            lease_ms: 0,
+            metadata: "",
+            metadata_json: &Value::Null,
+            working_dir: None,
+            heartbeat: "",
+            heartbeat_json: &Value::Null,
+            output: "",
+            output_json: &Value::Null,
+            pg_bodies: None,
+        }
+    }
 }
 
 /// An event's JSON body, in the shape the store writes: `{run_id, node_id, iteration, attempt,

@@ -1,13 +1,22 @@
-//! The PostgreSQL floor: the statements and transactions `PostgresStore` issues for begin, one
-//! heartbeat and a finished end, written out by hand on a pool of the same size on the same
-//! schema. Statement texts are copied from the adapter (`crates/adapters-postgres/src/
-//! attempts.rs` and `events.rs`), so both sides are planned and cached alike.
+//! The PostgreSQL same-SQL floor: the statements and transactions `PostgresStore` issues for
+//! begin, one heartbeat and a finished end, written out by hand on a pool of the same size on the
+//! same schema. What stint costs beyond it is stint's own (Rust) overhead; the floor is not the
+//! database's limit.
+//!
+//! Statement texts are copied from the adapter (`crates/adapters-postgres/src/write.rs` and
+//! `events.rs`), so both sides are planned and cached alike; [`crate::same_sql`] checks before
+//! every measurement that they are still the adapter's. The event advisory-lock key is the
+//! adapter's own function.
 
-use anyhow::Result;
-use serde_json::Value;
+use anyhow::{Context as _, Result};
+use serde_json::{Map, Value};
 use sqlx::postgres::{PgConnection, PgPool};
 
 use crate::floor::{Lifecycle, event_body};
+
+/// The floor's lifecycle is always iteration 0, attempt 1 of a fresh node.
+const ITERATION: i64 = 0;
+const ATTEMPT: i64 = 1;
 
 const UPSERT_NODE: &str = "INSERT INTO nodes (run_id, node_id, iteration, state, last_attempt, updated_at_ms, \
                             output_table, label) \
@@ -51,28 +60,64 @@ const INSERT_EVENTS: &str = "WITH run_lock AS (SELECT pg_advisory_xact_lock($1))
               AS e(run_id, node_id, iteration, attempt, type, timestamp_ms, body, ord) \
          ORDER BY e.ord";
 
-/// The advisory lock key of a run's event sequence, as the adapter computes it (FNV-1a).
-pub fn run_lock_key(run_id: &str) -> i64 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0100_0000_01b3;
-    let hash = run_id.bytes().fold(OFFSET, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(PRIME)
-    });
-    // The adapter reinterprets the bits the same way: any 64-bit value is a valid key.
-    hash as i64
+/// The advisory lock key of a run's event sequence: the adapter's own function.
+pub use stint_adapters_postgres::run_lock_key;
+
+/// The three event bodies of a lifecycle, less their per-lifecycle fields (run, node, time),
+/// parsed once before any timing: the timed region only fills those fields in.
+#[derive(Debug)]
+pub struct Bodies {
+    started: Map<String, Value>,
+    heartbeat: Map<String, Value>,
+    finished: Map<String, Value>,
+}
+
+impl Bodies {
+    /// The bodies of a lifecycle whose heartbeat payload is `heartbeat_len` bytes.
+    pub fn new(heartbeat_len: usize) -> Result<Self> {
+        let template = |kind: &str, extra: &str| -> Result<Map<String, Value>> {
+            let lc = Lifecycle::template();
+            match serde_json::from_str(&event_body(&lc, kind, extra))? {
+                Value::Object(map) => Ok(map),
+                other => anyhow::bail!("an event body is not an object: {other}"),
+            }
+        };
+        let extra = format!(r#","has_data":true,"data_size_bytes":{heartbeat_len}"#);
+        Ok(Self {
+            started: template("NodeStarted", "")?,
+            heartbeat: template("TaskHeartbeat", &extra)?,
+            finished: template("NodeFinished", "")?,
+        })
+    }
+
+    fn fill(template: &Map<String, Value>, lc: &Lifecycle<'_>) -> Value {
+        let mut body = template.clone();
+        body.insert("run_id".to_owned(), lc.run_id.into());
+        body.insert("node_id".to_owned(), lc.node_id.into());
+        body.insert("timestamp_ms".to_owned(), lc.now_ms.into());
+        Value::Object(body)
+    }
 }
 
 /// One lifecycle: three transactions, as the store issues them.
 pub async fn lifecycle(pool: &PgPool, lc: &Lifecycle<'_>, lock_key: i64) -> Result<()> {
-    let (run, node, at) = (lc.run_id, lc.node_id, lc.now_ms);
-    let (iteration, attempt) = (0_i64, 1_i64);
-    let (output_table, label) = (None::<String>, None::<String>);
+    let bodies = lc
+        .pg_bodies
+        .context("a PostgreSQL lifecycle needs its event bodies")?;
+    begin(pool, lc, lock_key, Bodies::fill(&bodies.started, lc)).await?;
+    heartbeat(pool, lc, lock_key, Bodies::fill(&bodies.heartbeat, lc)).await?;
+    finish(pool, lc, lock_key, Bodies::fill(&bodies.finished, lc)).await
+}
 
+/// `begin_attempt`: the node, the summary, the attempt, `NodeStarted`.
+async fn begin(pool: &PgPool, lc: &Lifecycle<'_>, lock_key: i64, body: Value) -> Result<()> {
+    let (run, node, at) = (lc.run_id, lc.node_id, lc.now_ms);
+    let (output_table, label) = (None::<String>, None::<String>);
     let mut tx = pool.begin().await?;
     sqlx::query(UPSERT_NODE)
         .bind(run)
         .bind(node)
-        .bind(iteration)
+        .bind(ITERATION)
         .bind(at)
         .bind(&output_table)
         .bind(&label)
@@ -81,14 +126,14 @@ pub async fn lifecycle(pool: &PgPool, lc: &Lifecycle<'_>, lock_key: i64) -> Resu
     sqlx::query(SUMMARY)
         .bind(run)
         .bind(node)
-        .bind(iteration)
+        .bind(ITERATION)
         .fetch_one(&mut *tx)
         .await?;
     sqlx::query(INSERT_ATTEMPT)
         .bind(run)
         .bind(node)
-        .bind(iteration)
-        .bind(attempt)
+        .bind(ITERATION)
+        .bind(ATTEMPT)
         .bind(lc.owner)
         .bind(at + lc.lease_ms)
         .bind(at)
@@ -98,33 +143,38 @@ pub async fn lifecycle(pool: &PgPool, lc: &Lifecycle<'_>, lock_key: i64) -> Resu
         .bind(&label)
         .execute(&mut *tx)
         .await?;
-    event(&mut tx, lc, lock_key, "NodeStarted", "").await?;
+    event(&mut tx, lc, lock_key, "NodeStarted", body).await?;
     tx.commit().await?;
+    Ok(())
+}
 
+/// `record_heartbeat` with a payload, and its `TaskHeartbeat`.
+async fn heartbeat(pool: &PgPool, lc: &Lifecycle<'_>, lock_key: i64, body: Value) -> Result<()> {
     let mut tx = pool.begin().await?;
     sqlx::query(HEARTBEAT)
-        .bind(run)
-        .bind(node)
-        .bind(iteration)
-        .bind(attempt)
+        .bind(lc.run_id)
+        .bind(lc.node_id)
+        .bind(ITERATION)
+        .bind(ATTEMPT)
         .bind(lc.owner)
         .bind(Some(lc.heartbeat_json))
-        .bind(at)
+        .bind(lc.now_ms)
         .execute(&mut *tx)
         .await?;
-    let extra = format!(
-        r#","has_data":true,"data_size_bytes":{}"#,
-        lc.heartbeat.len()
-    );
-    event(&mut tx, lc, lock_key, "TaskHeartbeat", &extra).await?;
+    event(&mut tx, lc, lock_key, "TaskHeartbeat", body).await?;
     tx.commit().await?;
+    Ok(())
+}
 
+/// `end_attempt` finished: the attempt, the node, the output, `NodeFinished`.
+async fn finish(pool: &PgPool, lc: &Lifecycle<'_>, lock_key: i64, body: Value) -> Result<()> {
+    let (run, node, at) = (lc.run_id, lc.node_id, lc.now_ms);
     let mut tx = pool.begin().await?;
     sqlx::query(END_ATTEMPT)
         .bind(run)
         .bind(node)
-        .bind(iteration)
-        .bind(attempt)
+        .bind(ITERATION)
+        .bind(ATTEMPT)
         .bind(lc.owner)
         .bind("finished")
         .bind(at)
@@ -136,8 +186,8 @@ pub async fn lifecycle(pool: &PgPool, lc: &Lifecycle<'_>, lock_key: i64) -> Resu
     sqlx::query(END_NODE)
         .bind(run)
         .bind(node)
-        .bind(iteration)
-        .bind(attempt)
+        .bind(ITERATION)
+        .bind(ATTEMPT)
         .bind("finished")
         .bind(at)
         .execute(&mut *tx)
@@ -145,13 +195,13 @@ pub async fn lifecycle(pool: &PgPool, lc: &Lifecycle<'_>, lock_key: i64) -> Resu
     sqlx::query(UPSERT_OUTPUT)
         .bind(run)
         .bind(node)
-        .bind(iteration)
-        .bind(attempt)
+        .bind(ITERATION)
+        .bind(ATTEMPT)
         .bind(lc.output_json)
         .bind(at)
         .execute(&mut *tx)
         .await?;
-    event(&mut tx, lc, lock_key, "NodeFinished", "").await?;
+    event(&mut tx, lc, lock_key, "NodeFinished", body).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -161,15 +211,14 @@ async fn event(
     lc: &Lifecycle<'_>,
     lock_key: i64,
     kind: &'static str,
-    extra: &str,
+    body: Value,
 ) -> Result<()> {
-    let body: Value = serde_json::from_str(&event_body(lc, kind, extra))?;
     sqlx::query(INSERT_EVENTS)
         .bind(lock_key)
         .bind(vec![lc.run_id])
         .bind(vec![lc.node_id])
-        .bind(vec![0_i64])
-        .bind(vec![1_i64])
+        .bind(vec![ITERATION])
+        .bind(vec![ATTEMPT])
         .bind(vec![kind])
         .bind(vec![lc.now_ms])
         .bind(vec![body])

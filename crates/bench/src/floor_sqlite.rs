@@ -1,15 +1,21 @@
-//! The SQLite floor: the statements and transactions `SqliteStore` issues for begin, one
+//! The SQLite same-SQL floor: the statements and transactions `SqliteStore` issues for begin, one
 //! heartbeat and a finished end, written out by hand on the store's own pool. No port, no domain
-//! types, no serde of them, no error mapping: only what the database has to be told.
+//! types, no serde of them, no error mapping: only what the database has to be told. What stint
+//! costs beyond it is stint's own (Rust) overhead; the floor is not the database's limit.
 //!
 //! The statement texts are copied from the adapter (`crates/adapters-sqlite/src/write.rs`) so that
-//! both sides hit the same prepared-statement cache entries and query plans.
+//! both sides hit the same prepared-statement cache entries and query plans; [`crate::same_sql`]
+//! checks, before every measurement and in a test, that they are still the adapter's.
 
 use anyhow::Result;
 use sqlx::SqliteConnection;
 use sqlx::sqlite::SqlitePool;
 
 use crate::floor::{Lifecycle, event_body};
+
+/// The floor's lifecycle is always iteration 0, attempt 1 of a fresh node.
+const ITERATION: u32 = 0;
+const ATTEMPT: u32 = 1;
 
 const SUMMARY: &str = "SELECT COALESCE(MAX(attempt), 0) AS last_attempt, \
                     COALESCE(SUM(state = 'in-progress'), 0) AS in_progress, \
@@ -50,28 +56,32 @@ const UPSERT_OUTPUT: &str = "INSERT INTO outputs (run_id, node_id, iteration, at
 
 /// One lifecycle: three `BEGIN IMMEDIATE` transactions, as the store issues them.
 pub async fn lifecycle(pool: &SqlitePool, lc: &Lifecycle<'_>) -> Result<()> {
-    let (run, node, at) = (lc.run_id, lc.node_id, lc.now_ms);
-    let attempt = 1_u32;
-    let iteration = 0_u32;
+    begin(pool, lc).await?;
+    heartbeat(pool, lc).await?;
+    finish(pool, lc).await
+}
 
+/// `begin_attempt`: the node's summary and checkpoint, the attempt, the node, `NodeStarted`.
+async fn begin(pool: &SqlitePool, lc: &Lifecycle<'_>) -> Result<()> {
+    let (run, node, at) = (lc.run_id, lc.node_id, lc.now_ms);
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     sqlx::query(SUMMARY)
         .bind(run)
         .bind(node)
-        .bind(iteration)
+        .bind(ITERATION)
         .fetch_one(&mut *tx)
         .await?;
     sqlx::query(CHECKPOINT)
         .bind(run)
         .bind(node)
-        .bind(iteration)
+        .bind(ITERATION)
         .fetch_optional(&mut *tx)
         .await?;
     sqlx::query(INSERT_ATTEMPT)
         .bind(run)
         .bind(node)
-        .bind(iteration)
-        .bind(attempt)
+        .bind(ITERATION)
+        .bind(ATTEMPT)
         .bind(lc.owner)
         .bind(at + lc.lease_ms)
         .bind(at)
@@ -82,8 +92,8 @@ pub async fn lifecycle(pool: &SqlitePool, lc: &Lifecycle<'_>) -> Result<()> {
     sqlx::query(UPSERT_NODE)
         .bind(run)
         .bind(node)
-        .bind(iteration)
-        .bind(attempt)
+        .bind(ITERATION)
+        .bind(ATTEMPT)
         .bind(at)
         .bind(None::<&str>)
         .bind(None::<&str>)
@@ -91,16 +101,20 @@ pub async fn lifecycle(pool: &SqlitePool, lc: &Lifecycle<'_>) -> Result<()> {
         .await?;
     event(&mut tx, lc, "NodeStarted", "").await?;
     tx.commit().await?;
+    Ok(())
+}
 
+/// `record_heartbeat` with a payload, and its `TaskHeartbeat`.
+async fn heartbeat(pool: &SqlitePool, lc: &Lifecycle<'_>) -> Result<()> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     sqlx::query(HEARTBEAT)
         .bind(Some(lc.heartbeat))
-        .bind(at)
-        .bind(at)
-        .bind(run)
-        .bind(node)
-        .bind(iteration)
-        .bind(attempt)
+        .bind(lc.now_ms)
+        .bind(lc.now_ms)
+        .bind(lc.run_id)
+        .bind(lc.node_id)
+        .bind(ITERATION)
+        .bind(ATTEMPT)
         .bind(lc.owner)
         .execute(&mut *tx)
         .await?;
@@ -110,7 +124,12 @@ pub async fn lifecycle(pool: &SqlitePool, lc: &Lifecycle<'_>) -> Result<()> {
     );
     event(&mut tx, lc, "TaskHeartbeat", &extra).await?;
     tx.commit().await?;
+    Ok(())
+}
 
+/// `end_attempt` finished: the attempt, the node, the output, `NodeFinished`.
+async fn finish(pool: &SqlitePool, lc: &Lifecycle<'_>) -> Result<()> {
+    let (run, node, at) = (lc.run_id, lc.node_id, lc.now_ms);
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     sqlx::query(END_ATTEMPT)
         .bind("finished")
@@ -120,8 +139,8 @@ pub async fn lifecycle(pool: &SqlitePool, lc: &Lifecycle<'_>) -> Result<()> {
         .bind(None::<String>)
         .bind(run)
         .bind(node)
-        .bind(iteration)
-        .bind(attempt)
+        .bind(ITERATION)
+        .bind(ATTEMPT)
         .bind(lc.owner)
         .execute(&mut *tx)
         .await?;
@@ -130,15 +149,15 @@ pub async fn lifecycle(pool: &SqlitePool, lc: &Lifecycle<'_>) -> Result<()> {
         .bind(at)
         .bind(run)
         .bind(node)
-        .bind(iteration)
-        .bind(attempt)
+        .bind(ITERATION)
+        .bind(ATTEMPT)
         .execute(&mut *tx)
         .await?;
     sqlx::query(UPSERT_OUTPUT)
         .bind(run)
         .bind(node)
-        .bind(iteration)
-        .bind(attempt)
+        .bind(ITERATION)
+        .bind(ATTEMPT)
         .bind(lc.output)
         .bind(at)
         .execute(&mut *tx)

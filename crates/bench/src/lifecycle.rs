@@ -1,6 +1,9 @@
 //! Benchmark 1: full attempt lifecycles per second (begin, one heartbeat, end finished) through
-//! `Engine::run_attempt`, beside the raw floor: the same SQL statements and transactions issued
-//! directly through sqlx, in the same process and run, interleaved repetition by repetition.
+//! `Engine::run_attempt`, beside the same-SQL floor: the same SQL statements and transactions
+//! issued directly through sqlx, in the same process and run, interleaved repetition by
+//! repetition. The ratio is stint's own overhead (engine, port, serde, error mapping) on top of
+//! that SQL, not a distance to the database's limit. Before measuring, [`same_sql`] checks that
+//! the floor still issues exactly the adapter's statements.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,7 +19,8 @@ use tokio::task::JoinSet;
 use crate::Settings;
 use crate::backend::{PostgresBench, SqliteBench};
 use crate::floor::Lifecycle;
-use crate::report::Row;
+use crate::report::{Row, Verdict};
+use crate::same_sql;
 use crate::stats::{Spread, rate, ratio};
 use crate::{floor_postgres, floor_sqlite};
 
@@ -29,7 +33,7 @@ pub fn engine_on(store: Arc<dyn Store>) -> Engine {
 }
 
 /// One trivial attempt through the engine: one heartbeat, a small output, no schema.
-async fn engine_lifecycle(
+pub async fn engine_lifecycle(
     engine: &Engine,
     cancel: &CancellationToken,
     node: NodeKey,
@@ -82,7 +86,7 @@ where
 
 /// The values every floor lifecycle binds, prepared once: the floor pays only for its SQL.
 #[derive(Debug)]
-struct FloorValues {
+pub struct FloorValues {
     metadata: String,
     metadata_json: Value,
     working_dir: Option<String>,
@@ -91,14 +95,16 @@ struct FloorValues {
     heartbeat_json: Value,
     output: String,
     output_json: Value,
+    pg_bodies: floor_postgres::Bodies,
 }
 
 impl FloorValues {
-    fn new() -> Result<Self> {
+    pub fn new() -> Result<Self> {
         // What the engine binds for a default descriptor run from the current directory.
         let metadata_json = serde_json::to_value(TaskMetadata::default())?;
         let heartbeat_json = json!({"step": 1});
         let output_json = json!({"ok": true});
+        let pg_bodies = floor_postgres::Bodies::new(heartbeat_json.to_string().len())?;
         Ok(Self {
             metadata: metadata_json.to_string(),
             metadata_json,
@@ -110,10 +116,11 @@ impl FloorValues {
             heartbeat_json,
             output: output_json.to_string(),
             output_json,
+            pg_bodies,
         })
     }
 
-    fn lifecycle<'a>(&'a self, run_id: &'a str, node_id: &'a str) -> Lifecycle<'a> {
+    pub fn lifecycle<'a>(&'a self, run_id: &'a str, node_id: &'a str) -> Lifecycle<'a> {
         Lifecycle {
             run_id,
             node_id,
@@ -127,6 +134,7 @@ impl FloorValues {
             heartbeat_json: &self.heartbeat_json,
             output: &self.output,
             output_json: &self.output_json,
+            pg_bodies: Some(&self.pg_bodies),
         }
     }
 }
@@ -193,7 +201,8 @@ where
     Ok((s, f))
 }
 
-/// One table row from paired rates.
+/// One table row from paired rates. The verdict is read from every paired ratio, not only from
+/// the ratio of the medians.
 fn row(setting: &str, stint: &[f64], floor: &[f64]) -> Row {
     let (Some(s), Some(f)) = (Spread::of(stint), Spread::of(floor)) else {
         return Row::skipped(1, MEASURE, setting, "no repetitions");
@@ -211,7 +220,7 @@ fn row(setting: &str, stint: &[f64], floor: &[f64]) -> Row {
         floor: f.show(rate),
         ratio: format!("{}{spread}", ratio(r)),
         target: format!(">= {TARGET}"),
-        verdict: crate::report::Verdict::from_check(r >= TARGET),
+        verdict: Verdict::from_paired(&ratios, TARGET),
     }
 }
 
@@ -220,6 +229,9 @@ fn row(setting: &str, stint: &[f64], floor: &[f64]) -> Row {
 async fn sqlite(settings: &Settings, synchronous: &'static str, setting: &str) -> Result<Row> {
     let values = Arc::new(FloorValues::new()?);
     let window = settings.window;
+    let bench = SqliteBench::open(synchronous).await?;
+    same_sql::check_sqlite(&bench, &values).await?;
+    bench.close().await;
     let stint = |rep: usize| async move {
         let bench = SqliteBench::open(synchronous).await?;
         let store: Arc<dyn Store> = Arc::new(bench.store.clone());
@@ -253,7 +265,7 @@ async fn sqlite(settings: &Settings, synchronous: &'static str, setting: &str) -
 }
 
 /// A few lifecycles first, so neither side pays for a cold connection or statement cache.
-async fn warm_engine(store: Arc<dyn Store>) -> Result<()> {
+pub async fn warm_engine(store: Arc<dyn Store>) -> Result<()> {
     let engine = engine_on(store);
     let cancel = CancellationToken::new();
     for i in 0..3 {
@@ -281,6 +293,7 @@ async fn postgres_on(
 ) -> Result<Row> {
     let values = Arc::new(FloorValues::new()?);
     let window = settings.window;
+    same_sql::check_postgres(bench, &values).await?;
     warm_engine(bench.store.clone()).await?;
     let warm_run = "floorwarm";
     floor_postgres::lifecycle(

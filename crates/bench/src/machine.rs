@@ -70,12 +70,15 @@ const METHOD: &str = "\
 1. **Lifecycle.** One attempt of a trivial compute through `Engine::run_attempt` (begin, one
    `heartbeat.beat(..)`, finish with a small output, no output schema), each attempt on a fresh
    node. The engine flushes the heartbeat before it ends the attempt, so it issues three
-   transactions: begin, heartbeat, end. The **raw floor** issues exactly those statements and
-   transactions (texts copied from the adapters) directly through sqlx, in the same process, on
-   the store's own SQLite pool or on a PostgreSQL pool of the same size on the same schema,
-   binding values prepared once. Stint and floor alternate window by window (each window 1 s;
-   a fresh SQLite file per window). The ratio is of the medians; `paired` is the range of the
-   per-repetition ratios.
+   transactions: begin, heartbeat, end. The **same-SQL floor** issues exactly those statements
+   and transactions directly through sqlx (texts copied from the adapters, and checked against
+   the statements the adapter issues before each measurement), in the same process, on the
+   store's own SQLite pool or on a PostgreSQL pool of the same size on the same schema, binding
+   values prepared once. It measures stint's own Rust overhead on top of that SQL, not the
+   database's limit. Stint and floor alternate window by window (each window 1 s; a fresh SQLite
+   file per window). The ratio is of the medians; `paired` is the range of the per-repetition
+   ratios, and the verdict is read from it: met when every pair reaches the target,
+   inconclusive when the range crosses it.
 2. **Heartbeat call.** Each `beat` of a 1 KiB JSON object timed alone (the payload is cloned
    outside the timed region), in an attempt whose store sleeps 10 ms in every
    `record_heartbeat`; a 12 ms heartbeat timeout makes the throttle 9 ms, so a write is in
@@ -90,7 +93,8 @@ const METHOD: &str = "\
    the store's rows, which any backend must keep somewhere.
 5. **Heartbeat throughput.** Coalescing on: one attempt beating `{\"step\": i}` as fast as it
    can for 1 s through the engine (default 500 ms throttle); heartbeats accepted per second and
-   store writes per second actually issued. Coalescing off: `record_heartbeat` through the
+   store writes per second actually issued. No call waits on the store, so this figure does not
+   depend on the backend: it is measured once, on SQLite FULL (the slowest writes). Coalescing off: `record_heartbeat` through the
    store port in a loop on one attempt (every heartbeat is a write, on the memory store at most
    100,000 per window).
 ";

@@ -1,4 +1,7 @@
-//! `stint-bench`: how close stint comes to the database's own limit (issue 9).
+//! `stint-bench`: what stint costs on top of the SQL it issues (issue 9), and its heartbeat,
+//! watchdog and memory figures. Row 1 compares stint with the same-SQL floor: the adapter's own
+//! statements issued directly through sqlx, so the ratio is stint's Rust overhead, not a
+//! distance to the database's limit.
 //!
 //! Prints one Markdown table of five benchmarks to stdout and, with `--out`, writes it with a
 //! description of the machine and the date. Figures are medians over repetitions with their
@@ -26,6 +29,7 @@ mod lifecycle;
 mod machine;
 mod memory;
 mod report;
+mod same_sql;
 mod stats;
 mod watchdog;
 
@@ -35,7 +39,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Parser;
 
-/// Benchmarks of stint: engine overhead against the database's own floor.
+/// Benchmarks of stint: its overhead on top of the same SQL issued directly, and more.
 #[derive(Debug, Parser)]
 #[command(name = "stint-bench")]
 struct Args {
@@ -59,6 +63,7 @@ struct Args {
 /// How long and how often to measure.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// A `--quick` smoke run (figures not to quote).
     pub quick: bool,
     /// Repetitions of every figure.
     pub reps: usize,

@@ -9,6 +9,8 @@ pub enum Verdict {
     Met,
     /// Short of the target.
     Below,
+    /// Repetitions on both sides of the target: the run cannot tell.
+    Inconclusive,
     /// A figure without a target of its own.
     Info,
     /// Not measured, with the reason.
@@ -21,10 +23,26 @@ impl Verdict {
         if ok { Self::Met } else { Self::Below }
     }
 
+    /// The verdict on a ratio that must be at least `target`, from every paired repetition's
+    /// ratio: `Met` when all reach it, `Below` when none does, `Inconclusive` when the range
+    /// crosses it (a ratio of medians of 0.92 with pairs 0.73..1.04 is no "met").
+    pub fn from_paired(ratios: &[f64], target: f64) -> Self {
+        if ratios.is_empty() {
+            Self::Skipped("no repetitions".to_owned())
+        } else if ratios.iter().all(|&r| r >= target) {
+            Self::Met
+        } else if ratios.iter().all(|&r| r < target) {
+            Self::Below
+        } else {
+            Self::Inconclusive
+        }
+    }
+
     fn cell(&self) -> String {
         match self {
             Self::Met => "met".to_owned(),
             Self::Below => "**below target**".to_owned(),
+            Self::Inconclusive => "inconclusive (paired ratios on both sides)".to_owned(),
             Self::Info => String::new(),
             Self::Skipped(why) => format!("skipped: {why}"),
         }
@@ -42,7 +60,7 @@ pub struct Row {
     pub setting: String,
     /// Through stint: `median (min..max)`.
     pub stint: String,
-    /// The raw floor, when there is one.
+    /// The same-SQL floor, when there is one.
     pub floor: String,
     /// stint / floor, when there is a floor.
     pub ratio: String,
@@ -86,7 +104,7 @@ impl Row {
 pub fn markdown(rows: &[Row]) -> String {
     let mut out = String::new();
     out.push_str(
-        "| # | measure | backend / variant | stint: median (min..max) | raw floor: median (min..max) | stint / floor | target | verdict |\n",
+        "| # | measure | backend / variant | stint: median (min..max) | same-SQL floor: median (min..max) | stint / floor | target | verdict |\n",
     );
     out.push_str("|---|---|---|---|---|---|---|---|\n");
     for row in rows {
@@ -105,4 +123,22 @@ pub fn markdown(rows: &[Row]) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Verdict;
+
+    #[test]
+    fn a_paired_range_across_the_target_is_inconclusive() {
+        // The ratio of medians here is about 0.92, which alone would read "met".
+        let ratios = [0.73, 0.92, 0.95, 1.04, 0.90];
+        assert_eq!(Verdict::from_paired(&ratios, 0.9), Verdict::Inconclusive);
+        assert_eq!(Verdict::from_paired(&[0.91, 1.2], 0.9), Verdict::Met);
+        assert_eq!(Verdict::from_paired(&[0.5, 0.89], 0.9), Verdict::Below);
+        assert!(matches!(
+            Verdict::from_paired(&[], 0.9),
+            Verdict::Skipped(_)
+        ));
+    }
 }

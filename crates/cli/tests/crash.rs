@@ -1,7 +1,10 @@
-//! Crash safety of the real `stint` binary, on a real SQLite file and on PostgreSQL: SIGKILL at
-//! random instants, a stopped (zombie) runner, racing runners and recoverers, SIGTERM, and the
-//! command dying with a SIGKILLed stint. PostgreSQL cases skip loudly without a server unless
-//! `STINT_REQUIRE_POSTGRES=1`.
+//! Crash safety of the real `stint` binary on a real SQLite file: SIGKILL at random instants, a
+//! stopped (zombie) runner, racing runners and recoverers, SIGTERM, and the command dying with a
+//! SIGKILLed stint. The same scenarios run on PostgreSQL in `crash_postgres.rs`.
+//!
+//! Every test here takes [`TIMING`] first, so they run one at a time: on two cores a storm
+//! beside a lease-sensitive test stalls lease renewals and fails it for no fault of stint's.
+//! (Test binaries run one after another, so `crash_postgres` never overlaps these.)
 
 mod common;
 #[path = "crash/scenarios.rs"]
@@ -9,27 +12,16 @@ mod crash_scenarios;
 #[path = "crash/storm.rs"]
 mod storm;
 
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use common::{World, scenarios};
-use nix::sys::signal::Signal;
-use stint_adapters_postgres::test_support;
+use common::World;
 
-/// One storm at a time: two at once on two cores would stall leases, not test recovery.
-static STORM: Mutex<()> = Mutex::new(());
+/// Held by every test of this binary for its whole run.
+static TIMING: Mutex<()> = Mutex::new(());
 
-fn on_postgres(scenario: impl FnOnce(&World)) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let Some((store, guard)) = runtime.block_on(test_support::fresh_schema()) else {
-        return;
-    };
-    runtime.block_on(store.close());
-    let world = World::with_db(guard.url());
-    scenario(&world);
-    runtime.block_on(guard.drop_schema());
+/// Waits for the other tests of this binary to finish (a failed one does not block the rest).
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    TIMING.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A SQLite world whose database already exists.
@@ -45,84 +37,41 @@ fn sqlite() -> World {
     w
 }
 
-/// The SQLite URL with a short busy timeout, for a recoverer that must not wait 5 s on a
-/// stopped process's write lock.
-fn impatient(w: &World) -> String {
-    if w.db.starts_with("sqlite:") {
-        format!("{}?busy_timeout_ms=300", w.db)
-    } else {
-        w.db.clone()
-    }
-}
-
 #[test]
 fn kill_storm_on_sqlite() {
-    let _one = STORM
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _one = one_at_a_time();
     storm::storm(&sqlite(), "sqlite");
 }
 
 #[test]
-fn kill_storm_on_postgres() {
-    let _one = STORM
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    on_postgres(|w| {
-        storm::storm(w, "postgres");
-    });
-}
-
-#[test]
 fn zombie_cannot_finish_an_abandoned_attempt_on_sqlite() {
+    let _one = one_at_a_time();
     let w = sqlite();
-    crash_scenarios::zombie_cannot_finish_an_abandoned_attempt(&w, &impatient(&w));
-}
-
-#[test]
-fn zombie_cannot_finish_an_abandoned_attempt_on_postgres() {
-    on_postgres(|w| crash_scenarios::zombie_cannot_finish_an_abandoned_attempt(w, &impatient(w)));
+    crash_scenarios::zombie_cannot_finish_an_abandoned_attempt(&w, &crash_scenarios::impatient(&w));
 }
 
 #[test]
 fn racing_runners_never_share_a_node_on_sqlite() {
+    let _one = one_at_a_time();
     crash_scenarios::racing_runners_never_share_a_node(&sqlite());
 }
 
 #[test]
-fn racing_runners_never_share_a_node_on_postgres() {
-    on_postgres(crash_scenarios::racing_runners_never_share_a_node);
-}
-
-#[test]
 fn racing_recoverers_mark_each_attempt_once_on_sqlite() {
+    let _one = one_at_a_time();
     crash_scenarios::racing_recoverers_mark_each_attempt_once(&sqlite());
 }
 
 #[test]
-fn racing_recoverers_mark_each_attempt_once_on_postgres() {
-    on_postgres(crash_scenarios::racing_recoverers_mark_each_attempt_once);
-}
-
-/// SQLite has this in `e2e_sqlite`; PostgreSQL had SIGINT only.
-#[test]
-fn sigterm_cancels_the_process_group_on_postgres() {
-    on_postgres(|w| scenarios::signal_cancels_the_process_group(w, Signal::SIGTERM));
-}
-
-#[test]
 fn sigterm_records_cancelled_before_exiting_on_sqlite() {
+    let _one = one_at_a_time();
     crash_scenarios::sigterm_records_cancelled_before_exiting(&sqlite());
-}
-
-#[test]
-fn sigterm_records_cancelled_before_exiting_on_postgres() {
-    on_postgres(crash_scenarios::sigterm_records_cancelled_before_exiting);
 }
 
 /// The store plays no part: the kernel kills the command when its stint dies.
 #[test]
 fn a_sigkilled_stint_takes_its_command_down() {
+    let _one = one_at_a_time();
     crash_scenarios::a_sigkilled_stint_takes_its_command_down(&sqlite());
 }
 
@@ -130,6 +79,7 @@ fn a_sigkilled_stint_takes_its_command_down() {
 /// migrations race, and the loser must retry rather than fail.
 #[test]
 fn first_open_of_a_fresh_sqlite_file_by_racing_processes() {
+    let _one = one_at_a_time();
     for _ in 0..5 {
         let w = World::sqlite();
         let openers: Vec<std::process::Child> = (0..4)

@@ -49,6 +49,7 @@ pub struct Collected {
 }
 
 impl Collected {
+    /// Starts collecting everything `reader` yields, on a thread of its own, until its end.
     pub fn from_reader(mut reader: impl std::io::Read + Send + 'static) -> Self {
         let collected = Self::default();
         let Self { bytes, ended } = collected.clone();
@@ -66,6 +67,7 @@ impl Collected {
         collected
     }
 
+    /// What was collected so far, as text.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.bytes.lock().expect("lock")).into_owned()
     }

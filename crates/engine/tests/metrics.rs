@@ -3,10 +3,13 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{desc, setup};
+use opentelemetry_sdk::metrics::data::{
+    AggregatedMetrics, HistogramDataPoint, MetricData, ScopeMetrics, SumDataPoint,
+};
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, SdkMeterProvider};
 use serde_json::{Value, json};
 use stint_engine::{CancellationToken, TaskContext, TaskFailure};
@@ -41,23 +44,43 @@ async fn durations_attempts_and_heartbeats_are_recorded() {
         .await
         .expect("run");
     provider.force_flush().expect("flush");
-    let names: BTreeSet<String> = exporter
-        .get_finished_metrics()
-        .expect("metrics")
-        .iter()
-        .flat_map(|rm| {
-            rm.scope_metrics()
-                .flat_map(|sm| sm.metrics().map(|m| m.name().to_owned()))
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    for name in [
-        "stint.attempt.duration",
-        "stint.node.duration",
-        "stint.attempts",
-        "stint.heartbeats.written",
-        "stint.heartbeats.coalesced",
-    ] {
-        assert!(names.contains(name), "{name} missing from {names:?}");
+    let totals = totals(&exporter);
+    let total = |name: &str| {
+        *totals
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} missing from {totals:?}"))
+    };
+    // Two attempts (one failed, retried), one node; each histogram holds one value per run.
+    assert_eq!(total("stint.attempts"), 2, "{totals:?}");
+    assert_eq!(total("stint.attempt.duration"), 2, "{totals:?}");
+    assert_eq!(total("stint.node.duration"), 1, "{totals:?}");
+    // Each attempt's 10 beats, given without a pause, become one write (its last payload): 2
+    // written, and the other 18 coalesced into them.
+    assert_eq!(total("stint.heartbeats.written"), 2, "{totals:?}");
+    assert_eq!(total("stint.heartbeats.coalesced"), 18, "{totals:?}");
+}
+
+/// Each metric's total in the last export: a counter's sum over its attributes, a histogram's
+/// number of recorded values.
+fn totals(exporter: &InMemoryMetricExporter) -> BTreeMap<String, u64> {
+    let mut totals = BTreeMap::new();
+    for resource in exporter.get_finished_metrics().expect("metrics") {
+        for metric in resource.scope_metrics().flat_map(ScopeMetrics::metrics) {
+            let total = match metric.data() {
+                AggregatedMetrics::U64(MetricData::Sum(sum)) => {
+                    sum.data_points().map(SumDataPoint::value).sum()
+                }
+                AggregatedMetrics::U64(MetricData::Histogram(h)) => {
+                    h.data_points().map(HistogramDataPoint::count).sum()
+                }
+                AggregatedMetrics::F64(MetricData::Histogram(h)) => {
+                    h.data_points().map(HistogramDataPoint::count).sum()
+                }
+                other => panic!("{}: unexpected data {other:?}", metric.name()),
+            };
+            // Cumulative temporality: a later export holds everything an earlier one did.
+            totals.insert(metric.name().to_owned(), total);
+        }
     }
+    totals
 }

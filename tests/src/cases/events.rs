@@ -250,3 +250,34 @@ pub async fn heartbeat_appends_event_and_updates_times(fixture: &dyn Fixture) {
             .is_empty()
     );
 }
+
+/// A heartbeat received out of order (a write that waited behind a later one) never moves the
+/// last heartbeat time back: the watchdog and recovery judge staleness by it.
+pub async fn heartbeat_time_never_goes_back(fixture: &dyn Fixture) {
+    let store = fixture.store();
+    let node = key("run", "node", 0);
+    let (_, owned) = start(&*store, &node, "owner", 1_000).await;
+    let later = heartbeat(&owned, 1_900, Some(json!({"done": 2})), None);
+    store
+        .record_heartbeat(&owned, later)
+        .await
+        .expect("heartbeat at 1900");
+    let earlier = heartbeat(&owned, 1_200, None, None);
+    store
+        .record_heartbeat(&owned, earlier)
+        .await
+        .expect("heartbeat at 1200, written second");
+    let record = attempt_record(&*store, &owned).await;
+    assert_eq!(
+        record.last_heartbeat_at_ms,
+        Some(1_900),
+        "the last heartbeat time went back"
+    );
+    assert_eq!(record.heartbeat, Some(json!({"done": 2})));
+    let events = events_of(&*store, "run").await;
+    assert_eq!(
+        types(&events),
+        vec!["NodeStarted", "TaskHeartbeat", "TaskHeartbeat"],
+        "the late heartbeat is still logged"
+    );
+}

@@ -1,6 +1,7 @@
 //! Attempt numbers, the one-in-progress rule, and what a new attempt inherits.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::json;
 use stint_domain::{AttemptState, TaskError};
@@ -189,27 +190,43 @@ pub async fn failed_before_counts_earlier_failures(fixture: &dyn Fixture) {
     );
 }
 
-/// Two handles racing to begin and fail attempts of one node get the numbers 1..=50, each once.
+/// Two handles racing to begin and fail attempts of one node get the numbers 1, 2, 3... each
+/// once, and the race really happened: some begins were refused because the other handle's
+/// attempt was in progress.
+///
+/// Each racer holds its attempt in progress across a scheduling point (as a store that talks to
+/// a database does between two statements), and starts only when the other one is ready. A racer
+/// that reaches its quota before any begin was refused goes on until one is: on a loaded machine
+/// one racer's thread may run its whole loop before the other's is scheduled at all.
 pub async fn racing_begins_get_distinct_numbers(fixture: &dyn Fixture) {
-    const PER_RACER: u32 = 25;
     let node = key("race", "node", 0);
+    let race = Arc::new(Race {
+        ready: tokio::sync::Barrier::new(2),
+        refused: AtomicU32::new(0),
+    });
     let racers = [("a", fixture.store()), ("b", fixture.second_store().await)];
     let mut tasks = Vec::new();
     for (name, store) in racers {
-        let node = node.clone();
-        tasks.push(tokio::spawn(race(name, store, node, PER_RACER)));
+        let (node, race) = (node.clone(), race.clone());
+        tasks.push(tokio::spawn(
+            async move { race.run(name, &*store, &node).await },
+        ));
     }
     let mut won = Vec::new();
     for task in tasks {
         won.extend(task.await.expect("racer finished"));
     }
+    let refused = race.refused.load(Ordering::SeqCst);
+    assert!(refused > 0, "the racers never met: no begin was refused");
 
     won.sort_unstable();
-    assert_eq!(won, (1..=2 * PER_RACER).collect::<Vec<_>>());
+    let total = u32::try_from(won.len()).expect("few attempts");
+    assert!(total >= 2 * Race::QUOTA, "{total} attempts");
+    assert_eq!(won, (1..=total).collect::<Vec<_>>());
     let store = fixture.store();
     let attempts = attempts_of(&*store, &node).await;
     let numbers: Vec<u32> = attempts.iter().map(|record| record.attempt).collect();
-    assert_eq!(numbers, (1..=2 * PER_RACER).collect::<Vec<_>>());
+    assert_eq!(numbers, (1..=total).collect::<Vec<_>>());
     assert!(
         attempts
             .iter()
@@ -220,43 +237,68 @@ pub async fn racing_begins_get_distinct_numbers(fixture: &dyn Fixture) {
         .await
         .expect("get")
         .expect("node exists");
-    assert_eq!(node_record.last_attempt, 2 * PER_RACER);
+    assert_eq!(node_record.last_attempt, total);
     assert_eq!(node_record.state, AttemptState::Failed);
+    let started = types(&events_of(&*store, "race").await)
+        .into_iter()
+        .filter(|kind| *kind == "NodeStarted")
+        .count();
+    assert_eq!(
+        started, total as usize,
+        "one NodeStarted per attempt, none from a refused begin"
+    );
 }
 
-/// Begins and fails `count` attempts of `node`, retrying each begin the other racer wins.
-async fn race(
-    name: &'static str,
-    store: Arc<dyn Store>,
-    node: stint_domain::NodeKey,
-    count: u32,
-) -> Vec<u32> {
-    let mut won = Vec::new();
-    let mut refused = 0_u32;
-    while won.len() < count as usize {
-        let owner = format!("{name}-{}", won.len());
-        let at = 1_000 + u64::from(refused) + won.len() as u64;
-        match store
-            .begin_attempt(crate::support::begin_at(&node, &owner, at))
-            .await
-        {
-            Ok(begun) => {
-                // Every earlier attempt failed, so the count handed back must match the number.
-                assert_eq!(begun.failed_before, begun.attempt - 1, "racer {name}");
-                let owned = stint_ports::OwnedAttempt {
-                    key: node.attempt(begun.attempt),
-                    owner,
-                };
-                fail(&*store, &owned, at + 1).await;
-                won.push(begun.attempt);
+/// What two racers share.
+struct Race {
+    ready: tokio::sync::Barrier,
+    /// Begins refused with a conflict, both racers together.
+    refused: AtomicU32,
+}
+
+impl Race {
+    /// Attempts each racer begins and fails, at least.
+    const QUOTA: u32 = 25;
+    /// Attempts a racer may win while waiting for the other one to show up.
+    const LIMIT: u32 = 20 * Self::QUOTA;
+
+    /// Begins and fails attempts of `node`, retrying each begin the other racer's attempt
+    /// blocks; returns the numbers won.
+    async fn run(&self, name: &str, store: &dyn Store, node: &stint_domain::NodeKey) -> Vec<u32> {
+        self.ready.wait().await;
+        let mut won = Vec::new();
+        let mut tries = 0_u64;
+        loop {
+            let met = self.refused.load(Ordering::SeqCst) > 0;
+            let count = u32::try_from(won.len()).expect("few attempts");
+            if (count >= Self::QUOTA && met) || count >= Self::LIMIT {
+                return won;
             }
-            Err(StoreError::Conflict { .. }) => {
-                refused += 1;
-                assert!(refused < 1_000_000, "racer {name} starved");
-                tokio::task::yield_now().await;
+            tries += 1;
+            assert!(tries < 1_000_000, "racer {name} starved");
+            let owner = format!("{name}-{count}");
+            let at = 1_000 + tries;
+            match store
+                .begin_attempt(crate::support::begin_at(node, &owner, at))
+                .await
+            {
+                Ok(begun) => {
+                    // Every earlier attempt failed, so the count handed back must match.
+                    assert_eq!(begun.failed_before, begun.attempt - 1, "racer {name}");
+                    tokio::task::yield_now().await;
+                    let owned = stint_ports::OwnedAttempt {
+                        key: node.attempt(begun.attempt),
+                        owner,
+                    };
+                    fail(store, &owned, at + 1).await;
+                    won.push(begun.attempt);
+                }
+                Err(StoreError::Conflict { .. }) => {
+                    self.refused.fetch_add(1, Ordering::SeqCst);
+                    tokio::task::yield_now().await;
+                }
+                Err(other) => panic!("racer {name}: {other}"),
             }
-            Err(other) => panic!("racer {name}: {other}"),
         }
     }
-    won
 }

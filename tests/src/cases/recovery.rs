@@ -186,7 +186,7 @@ pub async fn recovery_and_zombie_finish_race_one_wins(fixture: &dyn Fixture) {
 
     let zombies = dead.clone();
     let finisher = tokio::spawn(async move {
-        let mut finished = Vec::new();
+        let (mut finished, mut refused) = (Vec::new(), Vec::new());
         for owned in zombies {
             let end = AttemptEnd::Finished {
                 output: json!({"by": "zombie"}),
@@ -195,17 +195,22 @@ pub async fn recovery_and_zombie_finish_race_one_wins(fixture: &dyn Fixture) {
             let event = Event::new(&owned.key, NOW, EventKind::NodeFinished);
             match other.end_attempt(&owned, end, NOW, vec![event]).await {
                 Ok(()) => finished.push(owned.key),
-                Err(StoreError::Conflict { .. }) => {}
+                Err(StoreError::Conflict { .. }) => refused.push(owned.key),
                 Err(error) => panic!("finish {}: {error}", owned.key),
             }
         }
-        finished
+        (finished, refused)
     });
     let recovered = store.recover_abandoned(NOW).await.expect("recover");
-    let finished = finisher.await.expect("finisher");
+    let (finished, refused) = finisher.await.expect("finisher");
 
     let recovered: HashSet<AttemptKey> = recovered.into_iter().collect();
     let finished: HashSet<AttemptKey> = finished.into_iter().collect();
+    let refused: HashSet<AttemptKey> = refused.into_iter().collect();
+    assert_eq!(
+        refused, recovered,
+        "the zombie is refused exactly the attempts recovery took"
+    );
     assert!(
         recovered.is_disjoint(&finished),
         "no attempt both recovered and finished"

@@ -37,8 +37,13 @@ const ORPHAN_LIMIT: Duration = Duration::from_secs(2);
 
 /// Heartbeats an increasing counter every ~10 ms, starting after the checkpoint it was given,
 /// logging each value before sending it; prints the last one after 30 beats.
+///
+/// The pid file appears whole or not at all: `echo $$ > file` creates the file before it writes,
+/// and a SIGKILL in between would leave it empty for ever, so the pid is written under another
+/// name (outside the `pid.` prefix the harness looks for) and renamed.
 const SCRIPT: &str = r#"
-echo $$ > "pid.$STINT_RUN_ID.$STINT_NODE_ID.$STINT_ATTEMPT"
+pid_file="pid.$STINT_RUN_ID.$STINT_NODE_ID.$STINT_ATTEMPT"
+echo $$ > "tmp.$pid_file" && mv "tmp.$pid_file" "$pid_file"
 i=0
 if [ -n "$STINT_CHECKPOINT" ]; then c=${STINT_CHECKPOINT#*:}; i=${c%\}}; fi
 end=$((i + 30))
@@ -332,7 +337,7 @@ impl<'w> Lane<'w> {
             if !name.starts_with(&prefix) || self.reaped.contains(&name) {
                 continue;
             }
-            let pid = wait_for_pid(&self.w.path(&name));
+            let pid = read_pid(&self.w.path(&name));
             let deadline = Instant::now() + ORPHAN_LIMIT;
             while alive(pid) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
@@ -363,18 +368,15 @@ impl Drop for StopOnPanic<'_> {
     }
 }
 
-/// The pid a command wrote (it may be writing it right now).
-fn wait_for_pid(path: &Path) -> i32 {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Ok(content) = std::fs::read_to_string(path)
-            && let Ok(pid) = content.trim().parse()
-        {
-            return pid;
-        }
-        assert!(Instant::now() < deadline, "{} stays empty", path.display());
-        std::thread::sleep(Duration::from_millis(5));
-    }
+/// The pid a command wrote. The script renames the file into place once written, so it is
+/// never seen empty or partial: anything else is a broken script, not a race to wait out.
+fn read_pid(path: &Path) -> i32 {
+    let content = std::fs::read_to_string(path)
+        .unwrap_or_else(|error| panic!("{} cannot be read: {error}", path.display()));
+    content
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{} holds no pid: {content:?}", path.display()))
 }
 
 /// Sleeps until every in-progress attempt of `run` has an expired lease.
@@ -540,7 +542,7 @@ pub fn check_run(
         &seen_abandoned, abandoned,
         "{run}: the ATTEMPT_ABANDONED attempts are not the killed ones"
     );
-    check_node_states(w, run, &last_states);
+    check_node_states(w, run, &last_states, attempts);
 }
 
 /// The `n` of an attempt's recorded heartbeat.
@@ -592,7 +594,7 @@ fn check_events(run: &str, node: &str, number: u64, attempt: &Value, events: &[V
 }
 
 /// The node rows agree with each node's last attempt (`stint runs` counts node rows).
-fn check_node_states(w: &World, run: &str, last_states: &[String]) {
+fn check_node_states(w: &World, run: &str, last_states: &[String], attempts: &[Value]) {
     let output = w.cmd().args(["runs", "--json"]).output().expect("runs");
     assert!(output.status.success(), "{}", text(&output.stderr));
     let runs: Value = serde_json::from_slice(&output.stdout).expect("runs --json is JSON");
@@ -605,9 +607,12 @@ fn check_node_states(w: &World, run: &str, last_states: &[String]) {
         return;
     };
     let count = |state: &str| last_states.iter().filter(|s| *s == state).count() as u64;
-    assert_eq!(summary["nodes"], last_states.len() as u64, "{summary}");
-    assert_eq!(summary["in_progress"], 0, "{summary}");
-    assert_eq!(summary["finished"], count("finished"), "{summary}");
-    assert_eq!(summary["failed"], count("failed"), "{summary}");
-    assert_eq!(summary["cancelled"], count("cancelled"), "{summary}");
+    // On a mismatch, everything needed to tell which node row disagrees with its attempts.
+    let context =
+        || format!("{summary}; last attempt states {last_states:?}; attempts {attempts:?}");
+    assert_eq!(summary["nodes"], last_states.len() as u64, "{}", context());
+    assert_eq!(summary["in_progress"], 0, "{}", context());
+    assert_eq!(summary["finished"], count("finished"), "{}", context());
+    assert_eq!(summary["failed"], count("failed"), "{}", context());
+    assert_eq!(summary["cancelled"], count("cancelled"), "{}", context());
 }

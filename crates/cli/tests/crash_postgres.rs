@@ -1,0 +1,88 @@
+//! The crash scenarios of `crash.rs` on PostgreSQL, one fresh schema per test.
+//!
+//! No libtest harness here (`harness = false`): `main` lists the tests, reported ignored with the
+//! reason when nothing listens at the server's address, unless `STINT_REQUIRE_POSTGRES=1` (see
+//! `stint_adapters_postgres::test_support`). They run one at a time, as in `crash.rs`: a storm
+//! beside a lease-sensitive test stalls its renewals. A `#[test]` function here would never run:
+//! add a test to the list in `main`.
+
+mod common;
+#[path = "crash/scenarios.rs"]
+mod crash_scenarios;
+#[path = "crash/storm.rs"]
+mod storm;
+
+use common::{World, scenarios};
+use nix::sys::signal::Signal;
+use stint_adapters_postgres::test_support;
+
+fn on_postgres(scenario: impl FnOnce(&World)) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (store, guard) = runtime.block_on(test_support::fresh_schema());
+    runtime.block_on(store.close());
+    let world = World::with_db(guard.url());
+    scenario(&world);
+    runtime.block_on(guard.drop_schema());
+}
+
+fn kill_storm_on_postgres() {
+    on_postgres(|w| {
+        storm::storm(w, "postgres");
+    });
+}
+
+fn zombie_cannot_finish_an_abandoned_attempt_on_postgres() {
+    on_postgres(|w| {
+        crash_scenarios::zombie_cannot_finish_an_abandoned_attempt(
+            w,
+            &crash_scenarios::impatient(w),
+        );
+    });
+}
+
+fn racing_runners_never_share_a_node_on_postgres() {
+    on_postgres(crash_scenarios::racing_runners_never_share_a_node);
+}
+
+fn racing_recoverers_mark_each_attempt_once_on_postgres() {
+    on_postgres(crash_scenarios::racing_recoverers_mark_each_attempt_once);
+}
+
+/// SQLite has this in `e2e_sqlite`; PostgreSQL had SIGINT only.
+fn sigterm_cancels_the_process_group_on_postgres() {
+    on_postgres(|w| scenarios::signal_cancels_the_process_group(w, Signal::SIGTERM));
+}
+
+fn sigterm_records_cancelled_before_exiting_on_postgres() {
+    on_postgres(crash_scenarios::sigterm_records_cancelled_before_exiting);
+}
+
+fn main() -> std::process::ExitCode {
+    let tests: Vec<test_support::Test> = vec![
+        ("kill_storm_on_postgres", kill_storm_on_postgres),
+        (
+            "zombie_cannot_finish_an_abandoned_attempt_on_postgres",
+            zombie_cannot_finish_an_abandoned_attempt_on_postgres,
+        ),
+        (
+            "racing_runners_never_share_a_node_on_postgres",
+            racing_runners_never_share_a_node_on_postgres,
+        ),
+        (
+            "racing_recoverers_mark_each_attempt_once_on_postgres",
+            racing_recoverers_mark_each_attempt_once_on_postgres,
+        ),
+        (
+            "sigterm_cancels_the_process_group_on_postgres",
+            sigterm_cancels_the_process_group_on_postgres,
+        ),
+        (
+            "sigterm_records_cancelled_before_exiting_on_postgres",
+            sigterm_records_cancelled_before_exiting_on_postgres,
+        ),
+    ];
+    test_support::run_tests_with(tests, Vec::new(), Some(1))
+}
