@@ -13,7 +13,10 @@ use nix::unistd::Pid;
 use serde_json::Value;
 
 use crate::common::{World, alive, text, wait_for_file, wait_with_limit};
-use crate::storm::LEASE;
+/// The lease of the scenarios' runners: long enough that a healthy runner on a loaded 2-core
+/// machine never fences itself (renewals have five twelfths of it to answer), short enough that
+/// a killed one is recoverable soon.
+const LEASE: &str = "2s";
 
 /// The database URL with a short SQLite busy timeout, for a recoverer that must not wait 5 s on
 /// a stopped process's write lock.

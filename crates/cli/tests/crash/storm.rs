@@ -19,8 +19,10 @@ use serde_json::Value;
 
 use crate::common::{World, alive, text};
 
-/// The lease every storm run gets: short, so a killed attempt is recoverable soon.
-pub const LEASE: &str = "400ms";
+/// The lease every storm run gets: short, so a killed attempt is recoverable soon, yet long
+/// enough that a live runner's renewals answer before it fences itself (two thirds of it) on a
+/// loaded machine; a runner that fences anyway is counted as one that lost its lease.
+pub const LEASE: &str = "900ms";
 /// How many `stint run`s of the storm, at most.
 const ITERATIONS: usize = 100;
 /// The storm stops starting iterations after this long, whichever comes first.
