@@ -247,10 +247,14 @@ impl Engine {
     /// Stops the heartbeat writer after it wrote what is pending, within what is left of the
     /// lease.
     async fn flush(&self, hub: HeartbeatHub, lease: &LeaseKeeper) -> Result<(), EngineError> {
-        match tokio::time::timeout(lease.remaining(), hub.close_and_flush()).await {
+        let left = lease.remaining()?;
+        match tokio::time::timeout(left, hub.close_and_flush()).await {
             Ok(None) => Ok(()),
             Ok(Some(conflict)) => Err(EngineError::Store(conflict)),
-            Err(_elapsed) => Err(lease.lost().await.into()),
+            Err(_elapsed) => Err(lease.remaining().err().unwrap_or(LeaseLoss::Fenced {
+                unrenewed_ms: 0,
+                last_error: None,
+            }))?,
         }
     }
 
@@ -376,7 +380,7 @@ impl Engine {
                 finished_at_ms,
                 events.clone(),
             );
-            let error = match tokio::time::timeout(lease.remaining(), write).await {
+            let error = match tokio::time::timeout(lease.remaining()?, write).await {
                 Ok(Ok(())) => return Ok(()),
                 Ok(Err(error)) if error.is_conflict() => return Err(error.into()),
                 Ok(Err(error)) => error,
@@ -389,9 +393,6 @@ impl Engine {
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
                 loss = lease.lost() => return Err(loss.into()),
-            }
-            if let Some(loss) = lease.loss() {
-                return Err(loss.into());
             }
             pause = (pause * 2).min(TERMINAL_RETRY_MAX);
         }

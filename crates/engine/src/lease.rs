@@ -148,13 +148,23 @@ impl LeaseKeeper {
         self.shared.loss.get().cloned()
     }
 
-    /// How long the lease is still proven: until the fence, counted from the last successful
-    /// renewal. Zero once lost.
-    pub(crate) fn remaining(&self) -> Duration {
-        if self.shared.loss.get().is_some() {
-            return Duration::ZERO;
+    /// How long the lease is still proven (until the fence, counted from the last successful
+    /// renewal), or why it is not. Judged here too, not only by the renewal task, so that a
+    /// renewal task that died cannot leave the attempt writing on an unproven lease.
+    pub(crate) fn remaining(&self) -> Result<Duration, LeaseLoss> {
+        if let Some(loss) = self.loss() {
+            return Err(loss);
         }
-        (self.shared.renewed_at() + self.fence_after).saturating_duration_since(Instant::now())
+        let renewed_at = self.shared.renewed_at();
+        let left = (renewed_at + self.fence_after).saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            let unrenewed = Instant::now().saturating_duration_since(renewed_at);
+            return Err(LeaseLoss::Fenced {
+                unrenewed_ms: u64::try_from(unrenewed.as_millis()).unwrap_or(u64::MAX),
+                last_error: None,
+            });
+        }
+        Ok(left)
     }
 }
 

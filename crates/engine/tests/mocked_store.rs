@@ -114,8 +114,8 @@ async fn a_lost_lease_stops_the_compute_and_writes_nothing_terminal() {
     ));
     assert_eq!(
         start.elapsed(),
-        Duration::from_millis(1_000),
-        "renewed at a third of the lease"
+        Duration::from_millis(750),
+        "renewed at a quarter of the lease"
     );
 }
 
@@ -144,11 +144,12 @@ async fn a_conflict_on_a_heartbeat_write_stops_the_compute() {
 async fn renewals_keep_the_lease_while_the_attempt_runs() {
     let mut store = MockAttemptStore::new();
     begun(&mut store);
-    // 10 s of work on a 3 s lease: renewed at 1, 2, ..., 10 s (the last may race the output).
+    // 10 s of work on a 3 s lease: renewed every 750 ms, at 0.75, 1.5, ..., 9.75 s, each for
+    // 3 s from then (the clock starts at 1,000 ms).
     store
         .expect_renew_lease()
-        .times(9..=10)
-        .withf(|_, expires_at| expires_at % 1_000 == 0)
+        .times(13)
+        .withf(|_, expires_at| (expires_at - 4_000) % 750 == 0)
         .returning(|_, _| Ok(()));
     store
         .expect_end_attempt()
@@ -165,4 +166,25 @@ async fn renewals_keep_the_lease_while_the_attempt_runs() {
         .await
         .expect("run");
     assert_eq!(outcome.state, AttemptState::Finished);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_renewal_task_that_died_leaves_the_lease_unproven_not_the_attempt_hanging() {
+    let mut store = MockAttemptStore::new();
+    begun(&mut store);
+    store
+        .expect_renew_lease()
+        .returning(|_, _| panic!("a bug in the store's renewal"));
+    store.expect_end_attempt().times(0);
+    let mut d = desc();
+    d.lease_ms = 3_000;
+    let compute = |_ctx: TaskContext| async {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        Ok(json!({}))
+    };
+    let error = engine(store)
+        .run_attempt(&d, compute, &CancellationToken::new())
+        .await
+        .expect_err("nothing terminal is written on an unproven lease");
+    assert!(matches!(error, EngineError::Fenced { .. }), "{error:?}");
 }
