@@ -53,9 +53,8 @@ where
         Ok(runtime) => runtime,
         Err(error) => {
             return report(&CliError::new(
-                "RUNTIME",
+                exit::CliCode::Runtime,
                 format!("cannot start the async runtime: {error}"),
-                exit::FAILED,
             ));
         }
     };

@@ -65,7 +65,7 @@ mod tests {
             Ok(Backend::Postgres(_))
         ));
         assert_eq!(
-            backend("mysql://h").map_err(|e| e.exit),
+            backend("mysql://h").map_err(|e| e.exit()),
             Err(crate::exit::USAGE)
         );
     }

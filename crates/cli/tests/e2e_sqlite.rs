@@ -1,6 +1,7 @@
 //! End-to-end tests of the real `stint` binary on a real SQLite file.
 
 mod common;
+mod ux;
 
 use common::{World, scenarios, stint_lines, text};
 use nix::sys::signal::Signal;

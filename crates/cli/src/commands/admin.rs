@@ -10,10 +10,7 @@ use crate::exit::{self, CliError};
 pub async fn recover(db: &str, quiet: bool) -> Result<u8, CliError> {
     let store = crate::store::open(db).await?;
     let engine = Engine::new(Ports::new(store, Arc::new(NoVcs)));
-    let recovered = engine.recover().await.map_err(|error| match error {
-        stint_engine::EngineError::Store(error) => CliError::from(error),
-        other => CliError::new(other.code().as_str(), other.to_string(), exit::FAILED),
-    })?;
+    let recovered = engine.recover().await?;
     for key in &recovered {
         crate::print_stdout(&format!(
             "{}\t{}\t{}\t{}\tATTEMPT_ABANDONED",

@@ -6,7 +6,7 @@ use stint_domain::{AttemptRecord, EventKind, EventRecord, NodeKey, RunSummary};
 use stint_ports::{AttemptFilter, Store};
 
 use crate::args::{AttemptsArgs, EventsArgs, OutputArgs, RunsArgs};
-use crate::exit::{self, CliError};
+use crate::exit::{self, CliCode, CliError};
 use crate::print_stdout;
 
 /// How many events one read asks for.
@@ -180,20 +180,18 @@ pub async fn output(db: &str, args: &OutputArgs) -> Result<u8, CliError> {
         None => "it never ran".to_owned(),
     };
     Err(CliError::new(
-        "NO_OUTPUT",
+        CliCode::NoOutput,
         format!("{key} has no stored output: {state}"),
-        exit::FAILED,
     ))
 }
 
 fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, CliError> {
     serde_json::to_string_pretty(value)
-        .map_err(|e| CliError::new("INTERNAL", format!("cannot write JSON: {e}"), exit::FAILED))
+        .map_err(|e| CliError::internal(format!("cannot write JSON: {e}")))
 }
 
 fn to_json_line<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, CliError> {
-    serde_json::to_string(value)
-        .map_err(|e| CliError::new("INTERNAL", format!("cannot write JSON: {e}"), exit::FAILED))
+    serde_json::to_string(value).map_err(|e| CliError::internal(format!("cannot write JSON: {e}")))
 }
 
 /// RFC 3339 to the millisecond, UTC.

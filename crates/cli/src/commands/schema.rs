@@ -19,13 +19,8 @@ pub fn schema(args: &SchemaArgs) -> Result<u8, CliError> {
             names.join(", ")
         )));
     };
-    let text = serde_json::to_string_pretty(schema).map_err(|e| {
-        CliError::new(
-            "INTERNAL",
-            format!("cannot print schema: {e}"),
-            exit::FAILED,
-        )
-    })?;
+    let text = serde_json::to_string_pretty(schema)
+        .map_err(|e| CliError::internal(format!("cannot print schema: {e}")))?;
     crate::print_stdout(&text);
     Ok(exit::SUCCESS)
 }

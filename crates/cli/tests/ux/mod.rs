@@ -1,0 +1,18 @@
+//! End-to-end tests of what a user meets first: usage errors, reading commands, resuming a run,
+//! and the wording of store errors. Each asserts what the user sees: stdout, stderr and the exit
+//! code of the real `stint` binary, on a real SQLite file.
+
+mod words;
+
+use std::process::Output;
+
+use crate::common::text;
+
+/// The exit code, the whole stderr and the whole stdout of `output`.
+pub fn seen(output: &Output) -> (Option<i32>, String, String) {
+    (
+        output.status.code(),
+        text(&output.stderr),
+        text(&output.stdout),
+    )
+}
