@@ -15,6 +15,7 @@ mod output;
 mod process;
 mod status;
 mod store;
+mod usage;
 mod vcs;
 
 use std::io::Write as _;
@@ -41,9 +42,10 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let cli = match Cli::try_parse_from(args) {
+    let argv: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    let cli = match Cli::try_parse_from(&argv) {
         Ok(cli) => cli,
-        Err(error) => return usage_error(&error),
+        Err(error) => return usage_error(&error, &argv),
     };
     init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -74,8 +76,8 @@ pub(crate) fn report(error: &CliError) -> ExitCode {
 }
 
 /// Help and version print as clap renders them; every other parse error becomes one line with
-/// exit code 2.
-fn usage_error(error: &clap::Error) -> ExitCode {
+/// exit code 2 that keeps all clap says (see [`usage`]).
+fn usage_error(error: &clap::Error, argv: &[std::ffi::OsString]) -> ExitCode {
     use clap::error::ErrorKind;
     match error.kind() {
         ErrorKind::DisplayHelp
@@ -88,16 +90,7 @@ fn usage_error(error: &clap::Error) -> ExitCode {
                 exit::SUCCESS
             })
         }
-        _ => {
-            let rendered = error.render().to_string();
-            let first = rendered
-                .lines()
-                .find(|line| !line.trim().is_empty())
-                .unwrap_or("invalid arguments");
-            let first = first.trim().trim_start_matches("error:").trim();
-            let message = format!("{first} (see 'stint --help')");
-            report(&CliError::usage(message))
-        }
+        _ => report(&usage::one_line(error, argv)),
     }
 }
 
