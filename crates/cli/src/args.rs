@@ -18,8 +18,9 @@ Ctrl-C never loses what happened, and the next attempt starts from the last chec
 const ROOT_AFTER_LONG_HELP: &str = "\
 Exit codes (stable):
   0    finished (for `run`: the node finished; for other commands: success)
-  1    failed: retries exhausted, a non-retryable failure, invalid output; `output` of a node that
-       has no stored output
+  1    failed: retries exhausted, a non-retryable failure, invalid output; or a reading command
+       found nothing recorded: no database file at --db (NO_DATABASE; it is not created), `output`
+       of a node that has no stored output
   2    bad usage or bad input to stint: unknown flag, unreadable --output-schema file, invalid id,
        unknown schema name, a wrong --db URL option (STORE_INVALID_CONFIG), `heartbeat` outside a
        task
@@ -51,9 +52,10 @@ Examples:
     propagate_version = true
 )]
 pub struct Cli {
-    /// Database URL: sqlite://PATH (created on first use; `?synchronous=normal` trades the last
-    /// commits on power loss for speed) or postgres://USER@HOST/DB. A value without `://` is a
-    /// SQLite file path.
+    /// Database URL: sqlite://PATH or postgres://USER@HOST/DB. A value without `://` is a SQLite
+    /// file path. The SQLite file (and its folder) is created by the first `stint run` or `stint
+    /// migrate`; reading commands never create it, and fail with NO_DATABASE when it is missing.
+    /// `?synchronous=normal` trades SQLite's last commits on power loss for speed.
     #[arg(
         long,
         global = true,
@@ -100,7 +102,8 @@ pub enum Command {
         each attempt is marked exactly once."
     )]
     Recover,
-    /// Create or upgrade the database schema (every command does this on open; this does only that).
+    /// Create or upgrade the database (`run` does this on open, reading commands upgrade an existing
+    /// one); this does only that.
     Migrate,
     /// From inside a task: send one heartbeat (or a directive) to the stint running it.
     #[command(long_about = HEARTBEAT_LONG_ABOUT)]

@@ -1,12 +1,13 @@
 //! Opening the store `--db` names: the only place that knows which adapters exist.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use stint_adapters_postgres::PostgresStore;
 use stint_adapters_sqlite::SqliteStore;
 use stint_ports::Store;
 
-use crate::exit::CliError;
+use crate::exit::{CliCode, CliError};
 
 /// Which adapter a URL picks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,13 +38,39 @@ pub fn backend(url: &str) -> Result<Backend, CliError> {
     Ok(Backend::Sqlite(format!("sqlite://{url}")))
 }
 
-/// Opens (creating and migrating as needed) the store `url` names.
+/// Opens (creating and migrating as needed) the store `url` names: for commands that write.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, CliError> {
     let store: Arc<dyn Store> = match backend(url)? {
         Backend::Sqlite(url) => Arc::new(SqliteStore::connect(&url).await?),
         Backend::Postgres(url) => Arc::new(PostgresStore::connect(&url).await?),
     };
     Ok(store)
+}
+
+/// Opens the store `url` names only if it exists: for commands that read. A missing SQLite
+/// file is [`CliCode::NoDatabase`] and nothing is created (a typo in `--db` must not look like
+/// an empty history). A PostgreSQL database exists or not on its server, which says so.
+pub async fn open_existing(url: &str) -> Result<Arc<dyn Store>, CliError> {
+    let store: Arc<dyn Store> = match backend(url)? {
+        Backend::Sqlite(url) => match SqliteStore::connect_existing(&url).await? {
+            Some(store) => Arc::new(store),
+            None => return Err(no_database(&SqliteStore::url_path(&url)?)),
+        },
+        Backend::Postgres(url) => Arc::new(PostgresStore::connect(&url).await?),
+    };
+    Ok(store)
+}
+
+fn no_database(path: &Path) -> CliError {
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    CliError::new(
+        CliCode::NoDatabase,
+        format!(
+            "no database at {}: no runs were recorded there (the first `stint run` creates it; \
+             --db or STINT_DB names another)",
+            path.display()
+        ),
+    )
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@ use crate::exit::{self, CliError};
 
 /// `stint recover`: marks abandoned attempts and prints each one on stdout.
 pub async fn recover(db: &str, quiet: bool) -> Result<u8, CliError> {
-    let store = crate::store::open(db).await?;
+    // Nothing to recover where nothing was recorded: a missing database is not created.
+    let store = crate::store::open_existing(db).await?;
     let engine = Engine::new(Ports::new(store, Arc::new(NoVcs)));
     let recovered = engine.recover().await?;
     for key in &recovered {

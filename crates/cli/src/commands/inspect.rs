@@ -16,7 +16,7 @@ const FOLLOW_POLL: Duration = Duration::from_millis(200);
 
 /// `stint runs`.
 pub async fn runs(db: &str, args: &RunsArgs) -> Result<u8, CliError> {
-    let store = crate::store::open(db).await?;
+    let store = crate::store::open_existing(db).await?;
     let runs = store.list_runs().await?;
     if args.json {
         print_stdout(&to_json(&runs)?);
@@ -50,7 +50,7 @@ fn run_row(run: &RunSummary) -> Vec<String> {
 
 /// `stint attempts RUN_ID`.
 pub async fn attempts(db: &str, args: &AttemptsArgs) -> Result<u8, CliError> {
-    let store = crate::store::open(db).await?;
+    let store = crate::store::open_existing(db).await?;
     let filter = AttemptFilter {
         run_id: args.run_id.clone(),
         node_id: args.node.clone(),
@@ -94,7 +94,7 @@ fn attempt_row(attempt: &AttemptRecord) -> Vec<String> {
 
 /// `stint events RUN_ID`.
 pub async fn events(db: &str, args: &EventsArgs) -> Result<u8, CliError> {
-    let store = crate::store::open(db).await?;
+    let store = crate::store::open_existing(db).await?;
     let mut after = args.after;
     let mut stop = args.follow.then(|| Box::pin(tokio::signal::ctrl_c()));
     loop {
@@ -170,7 +170,7 @@ fn event_line(record: &EventRecord) -> String {
 pub async fn output(db: &str, args: &OutputArgs) -> Result<u8, CliError> {
     let key = NodeKey::new(args.run_id.clone(), args.node.clone(), args.iteration)
         .map_err(|error| CliError::invalid_input(error.to_string()))?;
-    let store = crate::store::open(db).await?;
+    let store = crate::store::open_existing(db).await?;
     if let Some(output) = store.read_output(&key).await? {
         print_stdout(&output.to_string());
         return Ok(exit::SUCCESS);

@@ -2,6 +2,7 @@
 //! and the wording of store errors. Each asserts what the user sees: stdout, stderr and the exit
 //! code of the real `stint` binary, on a real SQLite file.
 
+mod missing_database;
 mod usage;
 mod words;
 
