@@ -17,7 +17,8 @@ Ctrl-C never loses what happened, and the next attempt starts from the last chec
 
 const ROOT_AFTER_LONG_HELP: &str = "\
 Exit codes (stable):
-  0    finished (for `run`: the node finished; for other commands: success)
+  0    finished (for `run`: the node finished; for other commands: success, including when the
+       reader of stdout goes away, as in `stint events RUN --follow | head -1`)
   1    failed: retries exhausted, a non-retryable failure, invalid output; or a reading command
        found nothing recorded: no database file at --db (NO_DATABASE; it is not created), `output`
        of a node that has no stored output
@@ -273,7 +274,8 @@ pub struct EventsArgs {
     /// the fields of the event's type.
     #[arg(long)]
     pub json: bool,
-    /// Keep printing new events as they are written, until Ctrl-C.
+    /// Keep printing new events as they are written, until Ctrl-C (exit 130) or until the reader
+    /// of stdout goes away (exit 0).
     #[arg(long, short)]
     pub follow: bool,
     /// Only events with a sequence number above SEQ.

@@ -42,6 +42,8 @@ pub enum CliCode {
     NoOutput,
     /// stdout could not be written (other than its reader going away).
     Stdout,
+    /// The reader of stdout went away (`| head`): the command stops, quietly, with exit 0.
+    StdoutClosed,
     /// A heartbeat could not be written to the task's heartbeat descriptor.
     HeartbeatWrite,
     /// stint could not start its async runtime or its signal handlers.
@@ -61,6 +63,7 @@ impl CliCode {
             Self::UnknownNode => "UNKNOWN_NODE",
             Self::NoOutput => "NO_OUTPUT",
             Self::Stdout => "STDOUT",
+            Self::StdoutClosed => "STDOUT_CLOSED",
             Self::HeartbeatWrite => "HEARTBEAT_WRITE",
             Self::Runtime => "RUNTIME",
             Self::Internal => "INTERNAL",
@@ -103,6 +106,7 @@ impl Code {
                 _ => FAILED,
             },
             Self::Cli(code) => match code {
+                CliCode::StdoutClosed => SUCCESS,
                 CliCode::Usage | CliCode::InvalidInput => USAGE,
                 CliCode::NoDatabase
                 | CliCode::UnknownRun
@@ -272,6 +276,7 @@ mod tests {
             (CliCode::UnknownRun.into(), FAILED),
             (CliCode::NoOutput.into(), FAILED),
             (CliCode::Internal.into(), FAILED),
+            (CliCode::StdoutClosed.into(), SUCCESS),
         ];
         for (code, exit) in exits {
             assert_eq!(code.exit(), exit, "{code}");

@@ -14,6 +14,7 @@ pub mod exit;
 mod output;
 mod process;
 mod status;
+mod stdout;
 mod store;
 mod usage;
 mod vcs;
@@ -69,9 +70,11 @@ where
     }
 }
 
-/// Prints `error` as its one line and returns its exit code.
+/// Prints `error` as its one line and returns its exit code (a closed stdout prints nothing).
 pub(crate) fn report(error: &CliError) -> ExitCode {
-    output::error_line(error);
+    if error.code != exit::CliCode::StdoutClosed.into() {
+        output::error_line(error);
+    }
     error.exit_code()
 }
 
@@ -106,7 +109,8 @@ fn init_tracing() {
         .try_init();
 }
 
-/// Writes `text` and a newline to stdout; a closed stdout (`| head`) is not an error worth a line.
+/// Writes `text` and a newline to stdout, ignoring failures (`stint run`'s output; the reading
+/// commands use [`stdout::line`], which stops on a closed stdout and reports other failures).
 pub(crate) fn print_stdout(text: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{text}");

@@ -13,13 +13,13 @@ pub async fn recover(db: &str, quiet: bool) -> Result<u8, CliError> {
     let engine = Engine::new(Ports::new(store, Arc::new(NoVcs)));
     let recovered = engine.recover().await?;
     for key in &recovered {
-        crate::print_stdout(&format!(
+        crate::stdout::line(&format!(
             "{}\t{}\t{}\t{}\tATTEMPT_ABANDONED",
             key.node.run_id(),
             key.node.node_id(),
             key.node.iteration(),
             key.attempt
-        ));
+        ))?;
     }
     if !quiet {
         crate::output::note(&format!(

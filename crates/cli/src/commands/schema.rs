@@ -8,7 +8,7 @@ pub fn schema(args: &SchemaArgs) -> Result<u8, CliError> {
     let schemas = stint_domain::json_schemas();
     let Some(name) = &args.name else {
         for (name, _) in &schemas {
-            crate::print_stdout(name);
+            crate::stdout::line(name)?;
         }
         return Ok(exit::SUCCESS);
     };
@@ -21,6 +21,6 @@ pub fn schema(args: &SchemaArgs) -> Result<u8, CliError> {
     };
     let text = serde_json::to_string_pretty(schema)
         .map_err(|e| CliError::internal(format!("cannot print schema: {e}")))?;
-    crate::print_stdout(&text);
+    crate::stdout::line(&text)?;
     Ok(exit::SUCCESS)
 }

@@ -2,13 +2,14 @@
 //! and the wording of store errors. Each asserts what the user sees: stdout, stderr and the exit
 //! code of the real `stint` binary, on a real SQLite file.
 
+mod follow;
 mod missing_database;
 mod usage;
 mod words;
 
 use std::process::Output;
 
-use crate::common::text;
+use crate::common::{World, text};
 
 /// The exit code, the whole stderr and the whole stdout of `output`.
 pub fn seen(output: &Output) -> (Option<i32>, String, String) {
@@ -17,4 +18,12 @@ pub fn seen(output: &Output) -> (Option<i32>, String, String) {
         text(&output.stderr),
         text(&output.stdout),
     )
+}
+
+/// Records run `r`, node `n`, finished with output `1`.
+pub fn world_with_a_run() -> World {
+    let w = World::sqlite();
+    let output = w.run("r", "n", &[], "echo 1");
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    w
 }
