@@ -20,8 +20,9 @@ Exit codes (stable):
   0    finished (for `run`: the node finished; for other commands: success, including when the
        reader of stdout goes away, as in `stint events RUN --follow | head -1`)
   1    failed: retries exhausted, a non-retryable failure, invalid output; or a reading command
-       found nothing recorded: no database file at --db (NO_DATABASE; it is not created), `output`
-       of a node that has no stored output
+       found nothing recorded: no database file at --db (NO_DATABASE; it is not created), an
+       unknown run (UNKNOWN_RUN) or node (UNKNOWN_NODE), `output` of a node that has no stored
+       output (NO_OUTPUT)
   2    bad usage or bad input to stint: unknown flag, unreadable --output-schema file, invalid id,
        unknown schema name, a wrong --db URL option (STORE_INVALID_CONFIG), `heartbeat` outside a
        task
@@ -87,6 +88,9 @@ pub enum Command {
     Run(RunArgs),
     /// List runs, most recently updated first.
     Runs(RunsArgs),
+    /// List a run's nodes: the state and number of each node's latest attempt (`--json`: one JSON
+    /// array of node records, see `stint schema node`).
+    Nodes(NodesArgs),
     /// List a run's attempts (`--json`: one JSON array of attempt records, see `stint schema attempt`).
     Attempts(AttemptsArgs),
     /// Print a run's events (`--json`: one JSON object per line, see `stint schema event`).
@@ -275,12 +279,23 @@ pub struct EventsArgs {
     #[arg(long)]
     pub json: bool,
     /// Keep printing new events as they are written, until Ctrl-C (exit 130) or until the reader
-    /// of stdout goes away (exit 0).
+    /// of stdout goes away (exit 0). A run not recorded yet is waited for, with a note on stderr.
     #[arg(long, short)]
     pub follow: bool,
     /// Only events with a sequence number above SEQ.
     #[arg(long, value_name = "SEQ", default_value_t = 0)]
     pub after: u64,
+}
+
+/// `stint nodes`.
+#[derive(Debug, Args)]
+pub struct NodesArgs {
+    /// The run.
+    pub run_id: String,
+    /// One JSON array of node records: run_id, node_id, iteration, state (of the latest attempt),
+    /// last_attempt, updated_at_ms, output_table, label.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `stint output`.

@@ -5,7 +5,7 @@ use std::time::Duration;
 use stint_domain::{EventKind, EventRecord};
 use stint_ports::Store;
 
-use super::inspect::{timestamp, to_json_line};
+use super::inspect::{timestamp, to_json_line, unknown_run};
 use crate::args::EventsArgs;
 use crate::exit::{self, CliError};
 use crate::stdout;
@@ -15,10 +15,20 @@ const EVENT_PAGE: u32 = 500;
 /// How often `events --follow` looks for new events (and for a reader that went away).
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
 
-/// `stint events RUN_ID`.
+/// `stint events RUN_ID`: an unknown run is an error, except with `--follow`, which waits for it
+/// (saying so), as `tail -F` waits for a file.
 pub async fn events(db: &str, args: &EventsArgs) -> Result<u8, CliError> {
     let store = crate::store::open_existing(db).await?;
     let mut after = print_events(store.as_ref(), &args.run_id, args.after, args.json).await?;
+    if after == args.after && store.list_nodes(&args.run_id).await?.is_empty() {
+        if !args.follow {
+            return Err(unknown_run(&args.run_id));
+        }
+        crate::output::note(&format!(
+            "no run '{}' is recorded yet; waiting for its events (Ctrl-C stops)",
+            args.run_id
+        ));
+    }
     if !args.follow {
         return Ok(exit::SUCCESS);
     }

@@ -1,13 +1,13 @@
-//! `stint runs` and `attempts`: listings of what was recorded, and what the reading commands
-//! share (tables, JSON, timestamps).
+//! `stint runs`, `nodes` and `attempts`: listings of what was recorded, and what the reading
+//! commands share (tables, JSON, unknown runs and nodes).
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use stint_domain::{AttemptRecord, RunSummary};
-use stint_ports::AttemptFilter;
+use stint_domain::{AttemptRecord, NodeRecord, RunSummary};
+use stint_ports::{AttemptFilter, Store};
 
-use crate::args::{AttemptsArgs, RunsArgs};
-use crate::exit::{self, CliError};
+use crate::args::{AttemptsArgs, NodesArgs, RunsArgs};
+use crate::exit::{self, CliCode, CliError};
 use crate::stdout;
 
 /// `stint runs`.
@@ -44,6 +44,33 @@ fn run_row(run: &RunSummary) -> Vec<String> {
     ]
 }
 
+/// `stint nodes RUN_ID`: the run's nodes in the store's order (node id, then iteration).
+pub async fn nodes(db: &str, args: &NodesArgs) -> Result<u8, CliError> {
+    let store = crate::store::open_existing(db).await?;
+    let nodes = store.list_nodes(&args.run_id).await?;
+    if nodes.is_empty() {
+        return Err(unknown_run(&args.run_id));
+    }
+    if args.json {
+        stdout::line(&to_json(&nodes)?)?;
+        return Ok(exit::SUCCESS);
+    }
+    let mut rows = vec![row(["NODE", "ITER", "STATE", "ATTEMPT", "UPDATED"])];
+    rows.extend(nodes.iter().map(node_row));
+    print_table(&rows)?;
+    Ok(exit::SUCCESS)
+}
+
+fn node_row(node: &NodeRecord) -> Vec<String> {
+    vec![
+        node.node_id.clone(),
+        node.iteration.to_string(),
+        node.state.to_string(),
+        node.last_attempt.to_string(),
+        timestamp(node.updated_at_ms),
+    ]
+}
+
 /// `stint attempts RUN_ID`.
 pub async fn attempts(db: &str, args: &AttemptsArgs) -> Result<u8, CliError> {
     let store = crate::store::open_existing(db).await?;
@@ -52,7 +79,13 @@ pub async fn attempts(db: &str, args: &AttemptsArgs) -> Result<u8, CliError> {
         node_id: args.node.clone(),
         iteration: args.iteration,
     };
-    let attempts = store.list_attempts(&filter).await?;
+    let mut attempts = store.list_attempts(&filter).await?;
+    if attempts.is_empty() {
+        known(store.as_ref(), &filter).await?;
+        // The run and node exist, so an attempt was begun since the first read (a node is
+        // written together with its first attempt): read again.
+        attempts = store.list_attempts(&filter).await?;
+    }
     if args.json {
         stdout::line(&to_json(&attempts)?)?;
         return Ok(exit::SUCCESS);
@@ -63,6 +96,28 @@ pub async fn attempts(db: &str, args: &AttemptsArgs) -> Result<u8, CliError> {
     rows.extend(attempts.iter().map(attempt_row));
     print_table(&rows)?;
     Ok(exit::SUCCESS)
+}
+
+/// Fails with UNKNOWN_RUN when no run `filter.run_id` is recorded, and with UNKNOWN_NODE when
+/// it has no node that `filter` names.
+async fn known(store: &dyn Store, filter: &AttemptFilter) -> Result<(), CliError> {
+    let nodes = store.list_nodes(&filter.run_id).await?;
+    if nodes.is_empty() {
+        return Err(unknown_run(&filter.run_id));
+    }
+    let matches = |node: &NodeRecord| {
+        filter.node_id.as_ref().is_none_or(|id| *id == node.node_id)
+            && filter.iteration.is_none_or(|i| i == node.iteration)
+    };
+    if nodes.iter().any(matches) {
+        Ok(())
+    } else {
+        Err(unknown_node(
+            &filter.run_id,
+            filter.node_id.as_deref(),
+            filter.iteration,
+        ))
+    }
 }
 
 fn attempt_row(attempt: &AttemptRecord) -> Vec<String> {
@@ -86,6 +141,24 @@ fn attempt_row(attempt: &AttemptRecord) -> Vec<String> {
         took,
         error,
     ]
+}
+
+/// No run `run_id` is recorded.
+pub fn unknown_run(run_id: &str) -> CliError {
+    CliError::new(
+        CliCode::UnknownRun,
+        format!("no run '{run_id}' is recorded in this database (`stint runs` lists the runs)"),
+    )
+}
+
+/// Run `run_id` (which is recorded) has no node `node` (at `iteration`).
+pub fn unknown_node(run_id: &str, node: Option<&str>, iteration: Option<u32>) -> CliError {
+    let node = node.map_or_else(|| "node".to_owned(), |node| format!("node '{node}'"));
+    let at = iteration.map_or_else(String::new, |i| format!(" at iteration {i}"));
+    CliError::new(
+        CliCode::UnknownNode,
+        format!("run '{run_id}' has no {node}{at} (`stint nodes {run_id}` lists its nodes)"),
+    )
 }
 
 /// `value` as pretty JSON.

@@ -18,6 +18,7 @@ pub async fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Run(args) => run::run(db, cli.quiet, args).await,
         Command::Runs(args) => inspect::runs(db, &args).await,
         Command::Attempts(args) => inspect::attempts(db, &args).await,
+        Command::Nodes(args) => inspect::nodes(db, &args).await,
         Command::Events(args) => events::events(db, &args).await,
         Command::Output(args) => output::output(db, &args).await,
         Command::Schema(args) => schema::schema(&args),

@@ -52,3 +52,36 @@ fn events_follow_stops_when_the_reader_goes_away() {
     assert!(stdout.contains("  NodeStarted  "), "{stdout}");
     assert_eq!(text(&output.stderr), "stint exit 0\n");
 }
+
+#[test]
+fn events_follow_waits_for_a_run_that_is_not_recorded_yet() {
+    let w = world_with_a_run();
+    let mut follower = w
+        .std_cmd()
+        .args(["events", "later", "--follow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("spawn stint");
+    std::thread::sleep(Duration::from_millis(300));
+    let run = w.run("later", "n", &[], "echo 2");
+    assert_eq!(run.status.code(), Some(0));
+    std::thread::sleep(Duration::from_millis(600));
+    let pid = Pid::from_raw(i32::try_from(follower.id()).expect("pid"));
+    nix::sys::signal::kill(pid, Signal::SIGINT).expect("SIGINT");
+    let status = wait_or_kill_group(&mut follower, Duration::from_secs(5));
+    let output = follower.wait_with_output().expect("output");
+    assert_eq!(status.code(), Some(130));
+    assert_eq!(
+        text(&output.stderr),
+        "stint: no run 'later' is recorded yet; waiting for its events (Ctrl-C stops)\n"
+    );
+    let stdout = text(&output.stdout);
+    // Each line is `SEQ  TIMESTAMP  TYPE  NODE#ITER attempt N  DETAIL`.
+    let types: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
+    assert_eq!(types, ["NodeStarted", "NodeFinished"]);
+}

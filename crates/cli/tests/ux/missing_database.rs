@@ -19,6 +19,7 @@ fn reading_commands_never_create_a_database() {
         &["events", "r"],
         &["events", "r", "--follow"],
         &["output", "r", "n"],
+        &["nodes", "r"],
         &["recover"],
     ] {
         let output = w
