@@ -21,8 +21,8 @@ Exit codes (stable):
        reader of stdout goes away, as in `stint events RUN --follow | head -1`)
   1    failed: retries exhausted, a non-retryable failure, invalid output; or a reading command
        found nothing recorded: no database file at --db (NO_DATABASE; it is not created), an
-       unknown run (UNKNOWN_RUN) or node (UNKNOWN_NODE), `output` of a node that has no stored
-       output (NO_OUTPUT)
+       unknown run (UNKNOWN_RUN) or node (UNKNOWN_NODE), a node without a current output
+       (NO_OUTPUT: its latest attempt did not finish)
   2    bad usage or bad input to stint: unknown flag, unreadable --output-schema file, invalid id,
        unknown schema name, a wrong --db URL option (STORE_INVALID_CONFIG), `heartbeat` outside a
        task
@@ -95,7 +95,8 @@ pub enum Command {
     Attempts(AttemptsArgs),
     /// Print a run's events (`--json`: one JSON object per line, see `stint schema event`).
     Events(EventsArgs),
-    /// Print the stored output of a finished node as JSON.
+    /// Print the output of a finished node as JSON (exit 1 if its latest attempt did not finish).
+    #[command(long_about = OUTPUT_LONG_ABOUT)]
     Output(OutputArgs),
     /// Print the JSON Schema of an event, record or error; without NAME, list the names.
     Schema(SchemaArgs),
@@ -179,6 +180,15 @@ Exit codes: 0 finished, 1 failed, 2 bad usage/input, 3 store error or conflict, 
 Examples:
   stint run --run-id nightly --node-id fetch --retries 3 --timeout 5m -- ./fetch.sh
   stint run --heartbeat-timeout 30s --output-schema out.schema.json -- python train.py";
+
+const OUTPUT_LONG_ABOUT: &str = "\
+Print the output of a finished node as JSON on stdout.
+
+The output is printed only while it is current: when the node's latest attempt finished. If a later \
+attempt (a `run --force`) failed, was cancelled or is still running, the earlier output is kept in \
+the database but `output` fails with NO_OUTPUT (exit 1), saying the node's state; --last-finished \
+prints the output of the last attempt that finished anyway, with a note on stderr. An unknown run \
+is UNKNOWN_RUN, an unknown node UNKNOWN_NODE (exit 1).";
 
 const HEARTBEAT_LONG_ABOUT: &str = "\
 Send one heartbeat line to the stint running this task, on the descriptor named by \
@@ -308,6 +318,10 @@ pub struct OutputArgs {
     /// The node's iteration.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub iteration: u32,
+    /// Print the output of the last attempt that finished even when a later attempt failed, was
+    /// cancelled or is running (a note on stderr names both attempts).
+    #[arg(long)]
+    pub last_finished: bool,
 }
 
 /// `stint schema`.

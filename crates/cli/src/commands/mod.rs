@@ -20,7 +20,7 @@ pub async fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Attempts(args) => inspect::attempts(db, &args).await,
         Command::Nodes(args) => inspect::nodes(db, &args).await,
         Command::Events(args) => events::events(db, &args).await,
-        Command::Output(args) => output::output(db, &args).await,
+        Command::Output(args) => output::output(db, cli.quiet, &args).await,
         Command::Schema(args) => schema::schema(&args),
         Command::Recover => admin::recover(db, cli.quiet).await,
         Command::Migrate => admin::migrate(db, cli.quiet).await,
