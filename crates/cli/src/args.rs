@@ -54,8 +54,8 @@ Examples:
     propagate_version = true
 )]
 pub struct Cli {
-    /// Database URL: sqlite://PATH or postgres://USER@HOST/DB. A value without `://` is a SQLite
-    /// file path. The SQLite file (and its folder) is created by the first `stint run` or `stint
+    /// Database URL: sqlite://PATH or postgres://USER@HOST/DB (without USER: $PGUSER, else the OS
+    /// user, as psql). A value without `://` is a SQLite file path. The SQLite file (and its folder) is created by the first `stint run` or `stint
     /// migrate`; reading commands never create it, and fail with NO_DATABASE when it is missing.
     /// `?synchronous=normal` trades SQLite's last commits on power loss for speed.
     #[arg(

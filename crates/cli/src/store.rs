@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use stint_adapters_postgres::PostgresStore;
 use stint_adapters_sqlite::SqliteStore;
-use stint_ports::Store;
+use stint_ports::{Store, StoreError};
 
 use crate::exit::{CliCode, CliError};
 
@@ -18,11 +18,13 @@ pub enum Backend {
     Postgres(String),
 }
 
-/// Picks the adapter for `url`; an unknown scheme is bad input.
+/// Picks the adapter for `url`; an empty URL or an unknown scheme is a wrong store configuration
+/// (STORE_INVALID_CONFIG, exit 2), as a wrong option in a known scheme is.
 pub fn backend(url: &str) -> Result<Backend, CliError> {
+    let invalid = |message: String| CliError::from(StoreError::invalid_config(message));
     let url = url.trim();
     if url.is_empty() {
-        return Err(CliError::invalid_input("--db is empty"));
+        return Err(invalid("--db is empty".to_owned()));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         return Ok(Backend::Postgres(url.to_owned()));
@@ -31,7 +33,7 @@ pub fn backend(url: &str) -> Result<Backend, CliError> {
         return Ok(Backend::Sqlite(url.to_owned()));
     }
     if let Some((scheme, _)) = url.split_once("://") {
-        return Err(CliError::invalid_input(format!(
+        return Err(invalid(format!(
             "--db scheme '{scheme}' is not supported (use sqlite://PATH or postgres://...)"
         )));
     }
@@ -91,9 +93,8 @@ mod tests {
             backend("postgres://u@h/d"),
             Ok(Backend::Postgres(_))
         ));
-        assert_eq!(
-            backend("mysql://h").map_err(|e| e.exit()),
-            Err(crate::exit::USAGE)
-        );
+        let refused = backend("mysql://h").expect_err("unsupported");
+        assert_eq!(refused.code.as_str(), "STORE_INVALID_CONFIG");
+        assert_eq!(refused.exit(), crate::exit::USAGE);
     }
 }

@@ -142,7 +142,7 @@ fn an_unreadable_db_is_one_line_and_exit_3() {
         .args(["--db", "mysql://h/d", "runs"])
         .output()
         .expect("run");
-    assert_one_line(&output, 2, "stint: INVALID_INPUT: ");
+    assert_one_line(&output, 2, "stint: STORE_INVALID_CONFIG: ");
 }
 
 #[test]

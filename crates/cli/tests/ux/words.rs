@@ -21,3 +21,52 @@ fn a_file_that_is_not_a_database_is_said_once() {
         )
     );
 }
+
+#[test]
+fn a_bad_sslmode_says_why() {
+    let w = World::sqlite();
+    let url = "postgres://postgres:secret@127.0.0.1:5432/test?sslmode=bogus";
+    let output = w.cmd().args(["--db", url, "runs"]).output().expect("run");
+    assert_eq!(
+        seen(&output),
+        (
+            Some(2),
+            "stint: STORE_INVALID_CONFIG: invalid PostgreSQL URL \
+             'postgres://postgres:***@127.0.0.1:5432/test': sslmode must be one of disable, \
+             allow, prefer, require, verify-ca, verify-full, not 'bogus'\n"
+                .to_owned(),
+            String::new()
+        )
+    );
+}
+
+#[test]
+fn an_unsupported_scheme_and_a_bad_option_are_both_bad_store_configuration() {
+    let w = World::sqlite();
+    let output = w
+        .cmd()
+        .args(["--db", "mysql://h/d", "runs"])
+        .output()
+        .expect("run");
+    assert_eq!(
+        seen(&output),
+        (
+            Some(2),
+            "stint: STORE_INVALID_CONFIG: --db scheme 'mysql' is not supported (use \
+             sqlite://PATH or postgres://...)\n"
+                .to_owned(),
+            String::new()
+        )
+    );
+    let output = w
+        .cmd()
+        .args(["--db", "sqlite://x.db?synchronus=normal", "runs"])
+        .output()
+        .expect("run");
+    let (code, stderr, _) = seen(&output);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.starts_with("stint: STORE_INVALID_CONFIG: "),
+        "{stderr}"
+    );
+}
