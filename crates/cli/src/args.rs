@@ -35,8 +35,9 @@ Every error is one line on stderr: `stint: CODE: message`.
 
 Environment:
   STINT_DB   database URL, as --db
-  RUST_LOG   turns on tracing logs on stderr (e.g. RUST_LOG=stint_engine=debug,stint_cli=debug)
-  NO_COLOR   no colour in the status line
+  RUST_LOG   turns on tracing logs on stderr (e.g. RUST_LOG=stint_engine=debug,stint_cli=debug),
+             coloured only when stderr is a terminal
+  NO_COLOR   no colour in the status line or the logs
 
 Examples:
   stint run --run-id nightly --node-id build -- sh -c 'echo {} >&3; make >&2; echo 42'

@@ -97,15 +97,18 @@ fn usage_error(error: &clap::Error, argv: &[std::ffi::OsString]) -> ExitCode {
     }
 }
 
-/// `RUST_LOG` turns on tracing logs on stderr; without it stint logs nothing.
+/// `RUST_LOG` turns on tracing logs on stderr; without it stint logs nothing. They are coloured
+/// only on a terminal, and never with `NO_COLOR`.
 fn init_tracing() {
+    use std::io::IsTerminal as _;
     let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG") else {
         return;
     };
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::env::var_os("NO_COLOR").is_none())
+        .with_ansi(colour)
         .try_init();
 }
 

@@ -70,3 +70,19 @@ fn an_unsupported_scheme_and_a_bad_option_are_both_bad_store_configuration() {
         "{stderr}"
     );
 }
+
+#[test]
+fn logs_are_not_coloured_when_stderr_is_not_a_terminal() {
+    let w = World::sqlite();
+    let output = w
+        .cmd()
+        .env_remove("NO_COLOR")
+        .env("RUST_LOG", "debug")
+        .args(["run", "--run-id", "r", "--", "sh", "-c", "echo 1"])
+        .output()
+        .expect("run");
+    let (code, stderr, _) = seen(&output);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("DEBUG"), "logs are on: {stderr}");
+    assert!(!stderr.contains('\u{1b}'), "no escape codes: {stderr:?}");
+}
