@@ -120,10 +120,14 @@ pub enum Command {
 const RUN_LONG_ABOUT: &str = "\
 Run COMMAND as one node of a run, recording every attempt.
 
-Without --run-id a fresh run id is made and printed on stderr. If the node (run id, node id, \
-iteration) already finished, its stored output is printed and nothing runs, unless --force. \
-Otherwise attempts are numbered on from the node's earlier ones, the newest checkpoint is handed \
-over, and earlier failed attempts count toward --retries. Before running, attempts of dead \
+Without --run-id, the run id is derived from the current folder and COMMAND (a readable part and \
+a hash, printed on stderr), so running the same command again in the same folder is the same run. \
+Give --run-id to choose the run: one id for the nodes of a pipeline, or a new id to start afresh.
+
+If the node (run id, node id, iteration) already finished, its stored output is printed and \
+nothing runs, unless --force. Otherwise (it failed, was cancelled with Ctrl-C, or its process \
+died) it resumes: attempts are numbered on from the node's earlier ones, the newest checkpoint is \
+handed over in STINT_CHECKPOINT, and earlier failed attempts count toward --retries. Before running, attempts of dead \
 processes (expired lease) are marked ATTEMPT_ABANDONED, as `stint recover` does.
 
 If another process is running an attempt of the same node right now, stint refuses at once with \
@@ -179,6 +183,7 @@ when `git status` failed or timed out.
 Exit codes: 0 finished, 1 failed, 2 bad usage/input, 3 store error or conflict, 130 cancelled.
 
 Examples:
+  stint run -- sh examples/count.sh   # Ctrl-C, then the same line again: it resumes
   stint run --run-id nightly --node-id fetch --retries 3 --timeout 5m -- ./fetch.sh
   stint run --heartbeat-timeout 30s --output-schema out.schema.json -- python train.py";
 
@@ -200,7 +205,8 @@ instead. Fails with exit code 2 outside a task (STINT_HEARTBEAT_FD unset) or on 
 /// `stint run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The run this node belongs to; a fresh id when absent (printed on stderr).
+    /// The run this node belongs to. Default: derived from the current folder and the command
+    /// line (printed on stderr), so the same command run again here resumes the same run.
     #[arg(long, value_name = "ID")]
     pub run_id: Option<String>,
     /// The node's id within the run.

@@ -29,7 +29,7 @@ pub async fn run(db: &str, quiet: bool, args: RunArgs) -> Result<u8, CliError> {
     let run_id = args
         .run_id
         .clone()
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        .unwrap_or_else(|| crate::run_id::default_run_id(&args.command));
     let key = NodeKey::new(run_id.clone(), args.node_id.clone(), args.iteration)
         .map_err(|error| CliError::invalid_input(error.to_string()))?;
     let desc = descriptor(&args, key.clone())?;

@@ -4,6 +4,7 @@
 
 mod follow;
 mod missing_database;
+mod resume;
 mod stale_output;
 mod unknown_ids;
 mod usage;
