@@ -22,10 +22,12 @@ Exit codes (stable):
   1    failed: retries exhausted, a non-retryable failure, invalid output; or a reading command
        found nothing recorded: no database file at --db (NO_DATABASE; it is not created), an
        unknown run (UNKNOWN_RUN) or node (UNKNOWN_NODE), a node without a current output
-       (NO_OUTPUT: its latest attempt did not finish)
-  2    bad usage or bad input to stint: unknown flag, unreadable --output-schema file, invalid id,
-       unknown schema name, a wrong --db URL option (STORE_INVALID_CONFIG), `heartbeat` outside a
-       task
+       (NO_OUTPUT: its latest attempt did not finish); or stint itself could not go on: stdout
+       not writable (STDOUT), a heartbeat the pipe refused (HEARTBEAT_WRITE), RUNTIME, INTERNAL
+  2    bad usage or bad input to stint: unknown flag or command (USAGE), unreadable
+       --output-schema file, invalid id, unknown schema name (INVALID_INPUT), a wrong --db: unknown
+       scheme or option (STORE_INVALID_CONFIG), a heartbeat payload `stint heartbeat` refuses,
+       `heartbeat` outside a task
   3    store error: database unavailable or unreadable (STORE_UNAVAILABLE), newer or foreign
        schema (STORE_INCOMPATIBLE), conflict (STORE_CONFLICT: e.g. the node already has an attempt
        in progress in another process, or this attempt was declared abandoned meanwhile)
