@@ -72,7 +72,7 @@ impl PostgresStore {
     /// (seconds to establish a connection, default 5), `acquire_timeout` (seconds a query waits for
     /// a pooled connection, default 30) and `schema` (the schema holding the tables, created if
     /// missing; default: the server's search path). Other parameters (`sslmode`, `options`...) go
-    /// to sqlx.
+    /// to sqlx. Without a user in the URL, the user is `PGUSER`, else the OS user, as with libpq.
     ///
     /// Errors: [`StoreError::Unavailable`] when the server cannot be reached, refuses the login
     /// or lacks the database (naming host and port, never the password);

@@ -60,18 +60,32 @@ impl StoreConfig {
                 _ => rest.push(pair),
             }
         }
+        let invalid = |why: &str| {
+            StoreError::invalid_config(format!(
+                "invalid PostgreSQL URL '{}': {why}",
+                redact_password(base)
+            ))
+        };
+        if let Some(mode) = rest.iter().find_map(|pair| ssl_mode(pair))
+            && !SSL_MODES.contains(&mode.to_ascii_lowercase().as_str())
+        {
+            return Err(invalid(&format!(
+                "sslmode must be one of {}, not '{mode}'",
+                SSL_MODES.join(", ")
+            )));
+        }
         let sqlx_url = if rest.is_empty() {
             base.to_owned()
         } else {
             format!("{base}?{}", rest.join("&"))
         };
-        // sqlx's own message may quote the URL, password included, so it is not passed on.
-        let mut options = PgConnectOptions::from_str(&sqlx_url).map_err(|_| {
-            StoreError::invalid_config(format!(
-                "invalid PostgreSQL URL '{}'",
-                redact_password(base)
-            ))
-        })?;
+        let mut options = PgConnectOptions::from_str(&sqlx_url)
+            .map_err(|error| invalid(&redact(&innermost(&error), password(base))))?;
+        if !names_user(base, &rest)
+            && let Some(user) = default_user(std::env::var("PGUSER").ok(), os_user())
+        {
+            options = options.username(&user);
+        }
         if let Some(schema) = &schema {
             // Every pooled connection starts with the schema first on its search path, so
             // unqualified table names (and sqlx's migration table) resolve inside it.
@@ -90,6 +104,77 @@ impl StoreConfig {
             acquire_timeout,
         })
     }
+}
+
+/// The values libpq accepts for `sslmode`.
+const SSL_MODES: [&str; 6] = [
+    "disable",
+    "allow",
+    "prefer",
+    "require",
+    "verify-ca",
+    "verify-full",
+];
+
+/// The value of a `sslmode` (or sqlx's `ssl-mode`) query pair.
+fn ssl_mode(pair: &str) -> Option<&str> {
+    let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+    matches!(key, "sslmode" | "ssl-mode").then_some(value)
+}
+
+/// The message of the deepest error in `error`'s chain: sqlx wraps the reason in layers of
+/// "error with configuration".
+fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut deepest = error;
+    while let Some(source) = deepest.source() {
+        deepest = source;
+    }
+    deepest.to_string()
+}
+
+/// The password of a `postgres://user:password@host` URL, if it has one.
+fn password(base: &str) -> Option<&str> {
+    let (_, rest) = base.split_once("://")?;
+    let authority = rest.split('/').next()?;
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    let (_, password) = userinfo.split_once(':')?;
+    (!password.is_empty()).then_some(password)
+}
+
+/// `text` with `secret` (if any) replaced by `***`.
+fn redact(text: &str, secret: Option<&str>) -> String {
+    match secret {
+        Some(secret) => text.replace(secret, "***"),
+        None => text.to_owned(),
+    }
+}
+
+/// Whether the URL names the user: `postgres://user@...` or a `user=` parameter.
+fn names_user(base: &str, params: &[&str]) -> bool {
+    let in_authority = base.split_once("://").is_some_and(|(_, rest)| {
+        let authority = rest.split('/').next().unwrap_or("");
+        authority
+            .rsplit_once('@')
+            .is_some_and(|(userinfo, _)| !userinfo.split(':').next().unwrap_or("").is_empty())
+    });
+    in_authority || params.iter().any(|pair| pair.starts_with("user="))
+}
+
+/// The user to connect as when the URL names none, as libpq picks it: `PGUSER` (which sqlx reads
+/// itself, so `None` here), else the name of the OS user stint runs as.
+fn default_user(pguser: Option<String>, os_user: Option<String>) -> Option<String> {
+    match pguser {
+        Some(user) if !user.is_empty() => None,
+        _ => os_user,
+    }
+}
+
+/// The name of the effective OS user (libpq looks it up the same way).
+fn os_user() -> Option<String> {
+    nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .ok()
+        .flatten()
+        .map(|user| user.name)
 }
 
 fn parse_number(key: &str, value: &str) -> Result<u32, StoreError> {
@@ -171,6 +256,47 @@ mod tests {
             assert!(validate_schema(bad).is_err(), "{bad}");
         }
         assert!(validate_schema("stint_test_01").is_ok());
+    }
+
+    #[test]
+    fn a_bad_sslmode_says_which_values_are_allowed() {
+        let error = StoreConfig::parse("postgres://u:secret@h/db?sslmode=bogus")
+            .expect_err("bad sslmode")
+            .to_string();
+        assert_eq!(
+            error,
+            "invalid store configuration: invalid PostgreSQL URL 'postgres://u:***@h/db': sslmode \
+             must be one of disable, allow, prefer, require, verify-ca, verify-full, not 'bogus'"
+        );
+        assert!(StoreConfig::parse("postgres://u@h/db?sslmode=Require").is_ok());
+    }
+
+    #[test]
+    fn other_url_errors_give_the_reason_without_the_password() {
+        let error = StoreConfig::parse("postgres://u:secret@h:99999/db")
+            .expect_err("bad port")
+            .to_string();
+        assert!(
+            error.starts_with("invalid store configuration: invalid PostgreSQL URL 'postgres://u:***@h:99999/db': "),
+            "{error}"
+        );
+        assert!(error.contains("port"), "{error}");
+        assert!(!error.contains("secret"), "{error}");
+    }
+
+    #[test]
+    fn without_a_user_the_url_connects_as_pguser_else_as_the_os_user() {
+        assert!(names_user("postgres://u@h/db", &[]));
+        assert!(names_user("postgres://u:pw@h/db", &[]));
+        assert!(names_user("postgres://h/db", &["user=u"]));
+        assert!(!names_user("postgres://h/db", &["sslmode=disable"]));
+        assert!(!names_user("postgres://:pw@h/db", &[]));
+        let os = Some("alice".to_owned());
+        assert_eq!(default_user(Some("bob".to_owned()), os.clone()), None);
+        assert_eq!(default_user(None, os.clone()), os);
+        assert_eq!(default_user(Some(String::new()), os.clone()), os);
+        let named = StoreConfig::parse("postgres://carol@h/db").expect("valid");
+        assert_eq!(named.options.get_username(), "carol");
     }
 
     #[test]

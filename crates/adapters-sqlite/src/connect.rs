@@ -16,12 +16,25 @@ use crate::options::{SqliteOptions, Synchronous};
 /// The schema, embedded in the binary.
 pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
-/// Opens (creating when missing) the database at `path` and brings its schema up to date.
+/// Whether opening may create the database file (and its folder).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Create {
+    /// Create the file and its folder when missing.
+    IfMissing,
+    /// Open an existing file only.
+    Never,
+}
+
+/// Opens the database at `path` (creating it when missing, if `create` says so) and brings its
+/// schema up to date.
 pub(crate) async fn open_pool(
     path: &Path,
     options: &SqliteOptions,
+    create: Create,
 ) -> Result<SqlitePool, StoreError> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+    if create == Create::IfMissing
+        && let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+    {
         tokio::fs::create_dir_all(parent).await.map_err(|error| {
             StoreError::unavailable(format!(
                 "{}: cannot create the folder {}: {error}",
@@ -36,7 +49,7 @@ pub(crate) async fn open_pool(
     };
     let connect = SqliteConnectOptions::new()
         .filename(path)
-        .create_if_missing(true)
+        .create_if_missing(create == Create::IfMissing)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(synchronous)
         .foreign_keys(true)

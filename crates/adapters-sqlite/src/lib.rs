@@ -21,6 +21,7 @@ mod write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use connect::Create;
 use sqlx::sqlite::SqlitePool;
 use stint_ports::StoreError;
 
@@ -45,11 +46,44 @@ impl SqliteStore {
     /// Opens (creating the file and its folder when missing) the database at `path`, and brings
     /// its schema up to date.
     pub async fn open(path: &Path, options: SqliteOptions) -> Result<Self, StoreError> {
-        let pool = connect::open_pool(path, &options).await?;
-        Ok(Self {
+        let pool = connect::open_pool(path, &options, Create::IfMissing).await?;
+        Ok(Self::with_pool(pool, path))
+    }
+
+    /// As [`SqliteStore::connect`], but only when the database file exists: `Ok(None)` when
+    /// there is no file at the URL's path, and then nothing is created, neither the file nor its
+    /// folder. For readers, to whom a missing file means "nothing was recorded here".
+    pub async fn connect_existing(url: &str) -> Result<Option<Self>, StoreError> {
+        let parsed = options::parse_url(url)?;
+        Self::open_existing(&parsed.path, parsed.options).await
+    }
+
+    /// As [`SqliteStore::open`], but only when the file at `path` exists (`Ok(None)` otherwise,
+    /// creating nothing). An existing file is opened read-write and its schema brought up to
+    /// date, as `open` does.
+    pub async fn open_existing(
+        path: &Path,
+        options: SqliteOptions,
+    ) -> Result<Option<Self>, StoreError> {
+        match tokio::fs::metadata(path).await {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            // Anything else (a folder, no permission) is for SQLite to report, naming the path.
+            _ => {}
+        }
+        let pool = connect::open_pool(path, &options, Create::Never).await?;
+        Ok(Some(Self::with_pool(pool, path)))
+    }
+
+    /// The database file a `sqlite:` URL names; checks the URL, opens nothing.
+    pub fn url_path(url: &str) -> Result<PathBuf, StoreError> {
+        Ok(options::parse_url(url)?.path)
+    }
+
+    fn with_pool(pool: SqlitePool, path: &Path) -> Self {
+        Self {
             pool,
             path: Arc::new(path.to_path_buf()),
-        })
+        }
     }
 
     /// The database file.

@@ -60,6 +60,26 @@ async fn url_options_are_applied_and_folders_created() {
 }
 
 #[tokio::test]
+async fn opening_an_existing_database_only_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("missing/stint.db");
+    let url = format!("sqlite://{}", path.display());
+    assert!(SqliteStore::connect_existing(&url).await.unwrap().is_none());
+    assert!(!dir.path().join("missing").exists(), "not even the folder");
+    assert_eq!(SqliteStore::url_path(&url).unwrap(), path);
+
+    let created = SqliteStore::connect(&url).await.unwrap();
+    created.close().await;
+    let existing = SqliteStore::connect_existing(&url).await.unwrap();
+    let existing = existing.expect("the file now exists");
+    assert!(existing.list_runs().await.unwrap().is_empty());
+    assert!(matches!(
+        SqliteStore::connect_existing("sqlite:x.db?nope=1").await,
+        Err(StoreError::InvalidConfig { .. })
+    ));
+}
+
+#[tokio::test]
 async fn unknown_url_options_are_refused() {
     let error = SqliteStore::connect("sqlite:x.db?synchronus=normal")
         .await

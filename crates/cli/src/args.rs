@@ -17,12 +17,17 @@ Ctrl-C never loses what happened, and the next attempt starts from the last chec
 
 const ROOT_AFTER_LONG_HELP: &str = "\
 Exit codes (stable):
-  0    finished (for `run`: the node finished; for other commands: success)
-  1    failed: retries exhausted, a non-retryable failure, invalid output; `output` of a node that
-       has no stored output
-  2    bad usage or bad input to stint: unknown flag, unreadable --output-schema file, invalid id,
-       unknown schema name, a wrong --db URL option (STORE_INVALID_CONFIG), `heartbeat` outside a
-       task
+  0    finished (for `run`: the node finished; for other commands: success, including when the
+       reader of stdout goes away, as in `stint events RUN --follow | head -1`)
+  1    failed: retries exhausted, a non-retryable failure, invalid output; or a reading command
+       found nothing recorded: no database file at --db (NO_DATABASE; it is not created), an
+       unknown run (UNKNOWN_RUN) or node (UNKNOWN_NODE), a node without a current output
+       (NO_OUTPUT: its latest attempt did not finish); or stint itself could not go on: stdout
+       not writable (STDOUT), a heartbeat the pipe refused (HEARTBEAT_WRITE), RUNTIME, INTERNAL
+  2    bad usage or bad input to stint: unknown flag or command (USAGE), unreadable
+       --output-schema file, invalid id, unknown schema name (INVALID_INPUT), a wrong --db: unknown
+       scheme or option (STORE_INVALID_CONFIG), a heartbeat payload `stint heartbeat` refuses,
+       `heartbeat` outside a task
   3    store error: database unavailable or unreadable (STORE_UNAVAILABLE), newer or foreign
        schema (STORE_INCOMPATIBLE), conflict (STORE_CONFLICT: e.g. the node already has an attempt
        in progress in another process, or this attempt was declared abandoned meanwhile)
@@ -32,8 +37,9 @@ Every error is one line on stderr: `stint: CODE: message`.
 
 Environment:
   STINT_DB   database URL, as --db
-  RUST_LOG   turns on tracing logs on stderr (e.g. RUST_LOG=stint_engine=debug,stint_cli=debug)
-  NO_COLOR   no colour in the status line
+  RUST_LOG   turns on tracing logs on stderr (e.g. RUST_LOG=stint_engine=debug,stint_cli=debug),
+             coloured only when stderr is a terminal
+  NO_COLOR   no colour in the status line or the logs
 
 Examples:
   stint run --run-id nightly --node-id build -- sh -c 'echo {} >&3; make >&2; echo 42'
@@ -51,9 +57,10 @@ Examples:
     propagate_version = true
 )]
 pub struct Cli {
-    /// Database URL: sqlite://PATH (created on first use; `?synchronous=normal` trades the last
-    /// commits on power loss for speed) or postgres://USER@HOST/DB. A value without `://` is a
-    /// SQLite file path.
+    /// Database URL: sqlite://PATH or postgres://USER@HOST/DB (without USER: $PGUSER, else the OS
+    /// user, as psql). A value without `://` is a SQLite file path. The SQLite file (and its folder) is created by the first `stint run` or `stint
+    /// migrate`; reading commands never create it, and fail with NO_DATABASE when it is missing.
+    /// `?synchronous=normal` trades SQLite's last commits on power loss for speed.
     #[arg(
         long,
         global = true,
@@ -84,11 +91,15 @@ pub enum Command {
     Run(RunArgs),
     /// List runs, most recently updated first.
     Runs(RunsArgs),
+    /// List a run's nodes: the state and number of each node's latest attempt (`--json`: one JSON
+    /// array of node records, see `stint schema node`).
+    Nodes(NodesArgs),
     /// List a run's attempts (`--json`: one JSON array of attempt records, see `stint schema attempt`).
     Attempts(AttemptsArgs),
     /// Print a run's events (`--json`: one JSON object per line, see `stint schema event`).
     Events(EventsArgs),
-    /// Print the stored output of a finished node as JSON.
+    /// Print the output of a finished node as JSON (exit 1 if its latest attempt did not finish).
+    #[command(long_about = OUTPUT_LONG_ABOUT)]
     Output(OutputArgs),
     /// Print the JSON Schema of an event, record or error; without NAME, list the names.
     Schema(SchemaArgs),
@@ -100,7 +111,8 @@ pub enum Command {
         each attempt is marked exactly once."
     )]
     Recover,
-    /// Create or upgrade the database schema (every command does this on open; this does only that).
+    /// Create or upgrade the database (`run` does this on open, reading commands upgrade an existing
+    /// one); this does only that.
     Migrate,
     /// From inside a task: send one heartbeat (or a directive) to the stint running it.
     #[command(long_about = HEARTBEAT_LONG_ABOUT)]
@@ -110,10 +122,14 @@ pub enum Command {
 const RUN_LONG_ABOUT: &str = "\
 Run COMMAND as one node of a run, recording every attempt.
 
-Without --run-id a fresh run id is made and printed on stderr. If the node (run id, node id, \
-iteration) already finished, its stored output is printed and nothing runs, unless --force. \
-Otherwise attempts are numbered on from the node's earlier ones, the newest checkpoint is handed \
-over, and earlier failed attempts count toward --retries. Before running, attempts of dead \
+Without --run-id, the run id is derived from the current folder and COMMAND (a readable part and \
+a hash, printed on stderr), so running the same command again in the same folder is the same run. \
+Give --run-id to choose the run: one id for the nodes of a pipeline, or a new id to start afresh.
+
+If the node (run id, node id, iteration) already finished, its stored output is printed and \
+nothing runs, unless --force. Otherwise (it failed, was cancelled with Ctrl-C, or its process \
+died) it resumes: attempts are numbered on from the node's earlier ones, the newest checkpoint is \
+handed over in STINT_CHECKPOINT, and earlier failed attempts count toward --retries. Before running, attempts of dead \
 processes (expired lease) are marked ATTEMPT_ABANDONED, as `stint recover` does.
 
 If another process is running an attempt of the same node right now, stint refuses at once with \
@@ -169,8 +185,18 @@ when `git status` failed or timed out.
 Exit codes: 0 finished, 1 failed, 2 bad usage/input, 3 store error or conflict, 130 cancelled.
 
 Examples:
+  stint run -- sh examples/count.sh   # Ctrl-C, then the same line again: it resumes
   stint run --run-id nightly --node-id fetch --retries 3 --timeout 5m -- ./fetch.sh
   stint run --heartbeat-timeout 30s --output-schema out.schema.json -- python train.py";
+
+const OUTPUT_LONG_ABOUT: &str = "\
+Print the output of a finished node as JSON on stdout.
+
+The output is printed only while it is current: when the node's latest attempt finished. If a later \
+attempt (a `run --force`) failed, was cancelled or is still running, the earlier output is kept in \
+the database but `output` fails with NO_OUTPUT (exit 1), saying the node's state; --last-finished \
+prints the output of the last attempt that finished anyway, with a note on stderr. An unknown run \
+is UNKNOWN_RUN, an unknown node UNKNOWN_NODE (exit 1).";
 
 const HEARTBEAT_LONG_ABOUT: &str = "\
 Send one heartbeat line to the stint running this task, on the descriptor named by \
@@ -181,7 +207,8 @@ instead. Fails with exit code 2 outside a task (STINT_HEARTBEAT_FD unset) or on 
 /// `stint run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The run this node belongs to; a fresh id when absent (printed on stderr).
+    /// The run this node belongs to. Default: derived from the current folder and the command
+    /// line (printed on stderr), so the same command run again here resumes the same run.
     #[arg(long, value_name = "ID")]
     pub run_id: Option<String>,
     /// The node's id within the run.
@@ -270,12 +297,24 @@ pub struct EventsArgs {
     /// the fields of the event's type.
     #[arg(long)]
     pub json: bool,
-    /// Keep printing new events as they are written, until Ctrl-C.
+    /// Keep printing new events as they are written, until Ctrl-C (exit 130) or until the reader
+    /// of stdout goes away (exit 0). A run not recorded yet is waited for, with a note on stderr.
     #[arg(long, short)]
     pub follow: bool,
     /// Only events with a sequence number above SEQ.
     #[arg(long, value_name = "SEQ", default_value_t = 0)]
     pub after: u64,
+}
+
+/// `stint nodes`.
+#[derive(Debug, Args)]
+pub struct NodesArgs {
+    /// The run.
+    pub run_id: String,
+    /// One JSON array of node records: run_id, node_id, iteration, state (of the latest attempt),
+    /// last_attempt, updated_at_ms, output_table, label.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `stint output`.
@@ -288,6 +327,10 @@ pub struct OutputArgs {
     /// The node's iteration.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub iteration: u32,
+    /// Print the output of the last attempt that finished even when a later attempt failed, was
+    /// cancelled or is running (a note on stderr names both attempts).
+    #[arg(long)]
+    pub last_finished: bool,
 }
 
 /// `stint schema`.

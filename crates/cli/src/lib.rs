@@ -13,8 +13,11 @@ mod commands;
 pub mod exit;
 mod output;
 mod process;
+mod run_id;
 mod status;
+mod stdout;
 mod store;
+mod usage;
 mod vcs;
 
 use std::io::Write as _;
@@ -41,9 +44,10 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let cli = match Cli::try_parse_from(args) {
+    let argv: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    let cli = match Cli::try_parse_from(&argv) {
         Ok(cli) => cli,
-        Err(error) => return usage_error(&error),
+        Err(error) => return usage_error(&error, &argv),
     };
     init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -53,9 +57,8 @@ where
         Ok(runtime) => runtime,
         Err(error) => {
             return report(&CliError::new(
-                "RUNTIME",
+                exit::CliCode::Runtime,
                 format!("cannot start the async runtime: {error}"),
-                exit::FAILED,
             ));
         }
     };
@@ -68,15 +71,17 @@ where
     }
 }
 
-/// Prints `error` as its one line and returns its exit code.
+/// Prints `error` as its one line and returns its exit code (a closed stdout prints nothing).
 pub(crate) fn report(error: &CliError) -> ExitCode {
-    output::error_line(error);
+    if error.code != exit::CliCode::StdoutClosed.into() {
+        output::error_line(error);
+    }
     error.exit_code()
 }
 
 /// Help and version print as clap renders them; every other parse error becomes one line with
-/// exit code 2.
-fn usage_error(error: &clap::Error) -> ExitCode {
+/// exit code 2 that keeps all clap says (see [`usage`]).
+fn usage_error(error: &clap::Error, argv: &[std::ffi::OsString]) -> ExitCode {
     use clap::error::ErrorKind;
     match error.kind() {
         ErrorKind::DisplayHelp
@@ -89,32 +94,27 @@ fn usage_error(error: &clap::Error) -> ExitCode {
                 exit::SUCCESS
             })
         }
-        _ => {
-            let rendered = error.render().to_string();
-            let first = rendered
-                .lines()
-                .find(|line| !line.trim().is_empty())
-                .unwrap_or("invalid arguments");
-            let first = first.trim().trim_start_matches("error:").trim();
-            let message = format!("{first} (see 'stint --help')");
-            report(&CliError::usage(message))
-        }
+        _ => report(&usage::one_line(error, argv)),
     }
 }
 
-/// `RUST_LOG` turns on tracing logs on stderr; without it stint logs nothing.
+/// `RUST_LOG` turns on tracing logs on stderr; without it stint logs nothing. They are coloured
+/// only on a terminal, and never with `NO_COLOR`.
 fn init_tracing() {
+    use std::io::IsTerminal as _;
     let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG") else {
         return;
     };
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::env::var_os("NO_COLOR").is_none())
+        .with_ansi(colour)
         .try_init();
 }
 
-/// Writes `text` and a newline to stdout; a closed stdout (`| head`) is not an error worth a line.
+/// Writes `text` and a newline to stdout, ignoring failures (`stint run`'s output; the reading
+/// commands use [`stdout::line`], which stops on a closed stdout and reports other failures).
 pub(crate) fn print_stdout(text: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{text}");

@@ -1,12 +1,13 @@
 //! Opening the store `--db` names: the only place that knows which adapters exist.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use stint_adapters_postgres::PostgresStore;
 use stint_adapters_sqlite::SqliteStore;
-use stint_ports::Store;
+use stint_ports::{Store, StoreError};
 
-use crate::exit::CliError;
+use crate::exit::{CliCode, CliError};
 
 /// Which adapter a URL picks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,11 +18,13 @@ pub enum Backend {
     Postgres(String),
 }
 
-/// Picks the adapter for `url`; an unknown scheme is bad input.
+/// Picks the adapter for `url`; an empty URL or an unknown scheme is a wrong store configuration
+/// (STORE_INVALID_CONFIG, exit 2), as a wrong option in a known scheme is.
 pub fn backend(url: &str) -> Result<Backend, CliError> {
+    let invalid = |message: String| CliError::from(StoreError::invalid_config(message));
     let url = url.trim();
     if url.is_empty() {
-        return Err(CliError::invalid_input("--db is empty"));
+        return Err(invalid("--db is empty".to_owned()));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         return Ok(Backend::Postgres(url.to_owned()));
@@ -30,20 +33,46 @@ pub fn backend(url: &str) -> Result<Backend, CliError> {
         return Ok(Backend::Sqlite(url.to_owned()));
     }
     if let Some((scheme, _)) = url.split_once("://") {
-        return Err(CliError::invalid_input(format!(
+        return Err(invalid(format!(
             "--db scheme '{scheme}' is not supported (use sqlite://PATH or postgres://...)"
         )));
     }
     Ok(Backend::Sqlite(format!("sqlite://{url}")))
 }
 
-/// Opens (creating and migrating as needed) the store `url` names.
+/// Opens (creating and migrating as needed) the store `url` names: for commands that write.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, CliError> {
     let store: Arc<dyn Store> = match backend(url)? {
         Backend::Sqlite(url) => Arc::new(SqliteStore::connect(&url).await?),
         Backend::Postgres(url) => Arc::new(PostgresStore::connect(&url).await?),
     };
     Ok(store)
+}
+
+/// Opens the store `url` names only if it exists: for commands that read. A missing SQLite
+/// file is [`CliCode::NoDatabase`] and nothing is created (a typo in `--db` must not look like
+/// an empty history). A PostgreSQL database exists or not on its server, which says so.
+pub async fn open_existing(url: &str) -> Result<Arc<dyn Store>, CliError> {
+    let store: Arc<dyn Store> = match backend(url)? {
+        Backend::Sqlite(url) => match SqliteStore::connect_existing(&url).await? {
+            Some(store) => Arc::new(store),
+            None => return Err(no_database(&SqliteStore::url_path(&url)?)),
+        },
+        Backend::Postgres(url) => Arc::new(PostgresStore::connect(&url).await?),
+    };
+    Ok(store)
+}
+
+fn no_database(path: &Path) -> CliError {
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    CliError::new(
+        CliCode::NoDatabase,
+        format!(
+            "no database at {}: no runs were recorded there (the first `stint run` creates it; \
+             --db or STINT_DB names another)",
+            path.display()
+        ),
+    )
 }
 
 #[cfg(test)]
@@ -64,9 +93,8 @@ mod tests {
             backend("postgres://u@h/d"),
             Ok(Backend::Postgres(_))
         ));
-        assert_eq!(
-            backend("mysql://h").map_err(|e| e.exit),
-            Err(crate::exit::USAGE)
-        );
+        let refused = backend("mysql://h").expect_err("unsupported");
+        assert_eq!(refused.code.as_str(), "STORE_INVALID_CONFIG");
+        assert_eq!(refused.exit(), crate::exit::USAGE);
     }
 }

@@ -75,8 +75,9 @@ fn a_sigkilled_stint_takes_its_command_down() {
     crash_scenarios::a_sigkilled_stint_takes_its_command_down(&sqlite());
 }
 
-/// Four `stint run`s opening a fresh SQLite file at once all get a database: the first
-/// migrations race, and the loser must retry rather than fail.
+/// Four `stint migrate`s opening a fresh SQLite file at once all get a database: the first
+/// migrations race, and the loser must retry rather than fail. (`migrate` creates the file, as
+/// `run` does; reading commands never create one.)
 #[test]
 fn first_open_of_a_fresh_sqlite_file_by_racing_processes() {
     let _one = one_at_a_time();
@@ -85,7 +86,7 @@ fn first_open_of_a_fresh_sqlite_file_by_racing_processes() {
         let openers: Vec<std::process::Child> = (0..4)
             .map(|_| {
                 w.std_cmd()
-                    .args(["-q", "runs"])
+                    .args(["-q", "migrate"])
                     .stdout(std::process::Stdio::null())
                     .stderr(std::process::Stdio::piped())
                     .spawn()
@@ -93,7 +94,7 @@ fn first_open_of_a_fresh_sqlite_file_by_racing_processes() {
             })
             .collect();
         for opener in openers {
-            let output = opener.wait_with_output().expect("runs");
+            let output = opener.wait_with_output().expect("migrate");
             assert!(output.status.success(), "{}", common::text(&output.stderr));
         }
     }

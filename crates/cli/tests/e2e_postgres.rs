@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{World, scenarios};
+use common::{World, scenarios, text};
 use nix::sys::signal::Signal;
 use stint_adapters_postgres::test_support;
 
@@ -55,6 +55,51 @@ fn json_listings_have_their_fields() {
     on_postgres(scenarios::json_listings_have_their_fields);
 }
 
+/// `url` without its user name, and that user name.
+fn without_user(url: &str) -> (String, String) {
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let (userinfo, host) = rest.split_once('@').expect("the test URL names a user");
+    let user = userinfo.split(':').next().unwrap_or("").to_owned();
+    (user, format!("{scheme}://{host}"))
+}
+
+fn a_url_without_a_user_connects_as_pguser_else_as_the_os_user() {
+    on_postgres(|w| {
+        let (user, url) = without_user(&w.db);
+        let output = w
+            .cmd()
+            .env("PGUSER", &user)
+            .args(["--db", &url, "runs"])
+            .output()
+            .expect("run");
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+        let os_user = std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .expect("id -un");
+        let os_user = text(&os_user.stdout).trim().to_owned();
+        let output = w
+            .cmd()
+            .env_remove("PGUSER")
+            .args(["--db", &url, "runs"])
+            .output()
+            .expect("run");
+        let stderr = text(&output.stderr);
+        // Not sqlx's stand-in "anonymous": the OS user, as libpq connects.
+        assert!(!stderr.contains("anonymous"), "{stderr}");
+        // Either the OS user has a role on the server, or the refusal names it.
+        let refused_as_os_user = stderr.starts_with("stint: STORE_UNAVAILABLE: PostgreSQL at ")
+            && stderr.ends_with(&format!(
+                " refused the login: role \"{os_user}\" does not exist\n"
+            ));
+        assert!(
+            output.status.code() == Some(0) || refused_as_os_user,
+            "{:?} {stderr}",
+            output.status.code()
+        );
+    });
+}
+
 fn main() -> std::process::ExitCode {
     test_support::run_tests(vec![
         ("success_prints_the_output", success_prints_the_output),
@@ -82,6 +127,10 @@ fn main() -> std::process::ExitCode {
         (
             "json_listings_have_their_fields",
             json_listings_have_their_fields,
+        ),
+        (
+            "a_url_without_a_user_connects_as_pguser_else_as_the_os_user",
+            a_url_without_a_user_connects_as_pguser_else_as_the_os_user,
         ),
     ])
 }

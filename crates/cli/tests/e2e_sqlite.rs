@@ -1,6 +1,7 @@
 //! End-to-end tests of the real `stint` binary on a real SQLite file.
 
 mod common;
+mod ux;
 
 use common::{World, scenarios, stint_lines, text};
 use nix::sys::signal::Signal;
@@ -141,7 +142,7 @@ fn an_unreadable_db_is_one_line_and_exit_3() {
         .args(["--db", "mysql://h/d", "runs"])
         .output()
         .expect("run");
-    assert_one_line(&output, 2, "stint: INVALID_INPUT: ");
+    assert_one_line(&output, 2, "stint: STORE_INVALID_CONFIG: ");
 }
 
 #[test]

@@ -8,20 +8,18 @@ use crate::exit::{self, CliError};
 
 /// `stint recover`: marks abandoned attempts and prints each one on stdout.
 pub async fn recover(db: &str, quiet: bool) -> Result<u8, CliError> {
-    let store = crate::store::open(db).await?;
+    // Nothing to recover where nothing was recorded: a missing database is not created.
+    let store = crate::store::open_existing(db).await?;
     let engine = Engine::new(Ports::new(store, Arc::new(NoVcs)));
-    let recovered = engine.recover().await.map_err(|error| match error {
-        stint_engine::EngineError::Store(error) => CliError::from(error),
-        other => CliError::new(other.code().as_str(), other.to_string(), exit::FAILED),
-    })?;
+    let recovered = engine.recover().await?;
     for key in &recovered {
-        crate::print_stdout(&format!(
+        crate::stdout::line(&format!(
             "{}\t{}\t{}\t{}\tATTEMPT_ABANDONED",
             key.node.run_id(),
             key.node.node_id(),
             key.node.iteration(),
             key.attempt
-        ));
+        ))?;
     }
     if !quiet {
         crate::output::note(&format!(

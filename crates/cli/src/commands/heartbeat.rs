@@ -2,10 +2,11 @@
 
 use std::io::Write as _;
 
+use stint_domain::ErrorCode;
 use stint_domain::heartbeat::validate_payload;
 
 use crate::args::HeartbeatArgs;
-use crate::exit::{self, CliError};
+use crate::exit::{self, CliCode, CliError};
 
 /// Writes the line `args` describe to the descriptor `STINT_HEARTBEAT_FD` names.
 pub fn heartbeat(args: &HeartbeatArgs) -> Result<u8, CliError> {
@@ -30,9 +31,8 @@ pub fn heartbeat(args: &HeartbeatArgs) -> Result<u8, CliError> {
         .and_then(|()| pipe.flush())
         .map_err(|error| {
             CliError::new(
-                "HEARTBEAT_WRITE",
+                CliCode::HeartbeatWrite,
                 format!("cannot write heartbeat: {error}"),
-                exit::FAILED,
             )
         })?;
     Ok(exit::SUCCESS)
@@ -51,13 +51,11 @@ fn line(args: &HeartbeatArgs) -> Result<String, CliError> {
     };
     let value: serde_json::Value = serde_json::from_str(text).map_err(|error| {
         CliError::new(
-            "HEARTBEAT_PAYLOAD_NOT_JSON_SERIALIZABLE",
+            ErrorCode::HeartbeatPayloadNotJsonSerializable,
             format!("the heartbeat is not one JSON value: {error}"),
-            exit::USAGE,
         )
     })?;
-    validate_payload(&value)
-        .map_err(|error| CliError::new(error.code().as_str(), error.to_string(), exit::USAGE))?;
+    validate_payload(&value).map_err(|error| CliError::new(error.code(), error.to_string()))?;
     // One line: the compact form never contains a newline.
     Ok(format!("{value}\n"))
 }

@@ -1,25 +1,21 @@
-//! `stint runs`, `attempts`, `events` and `output`: reading what was recorded.
+//! `stint runs`, `nodes` and `attempts`: listings of what was recorded, and what the reading
+//! commands share (tables, JSON, unknown runs and nodes).
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use stint_domain::{AttemptRecord, EventKind, EventRecord, NodeKey, RunSummary};
+use stint_domain::{AttemptRecord, NodeRecord, RunSummary};
 use stint_ports::{AttemptFilter, Store};
 
-use crate::args::{AttemptsArgs, EventsArgs, OutputArgs, RunsArgs};
-use crate::exit::{self, CliError};
-use crate::print_stdout;
-
-/// How many events one read asks for.
-const EVENT_PAGE: u32 = 500;
-/// How often `events --follow` looks for new events.
-const FOLLOW_POLL: Duration = Duration::from_millis(200);
+use crate::args::{AttemptsArgs, NodesArgs, RunsArgs};
+use crate::exit::{self, CliCode, CliError};
+use crate::stdout;
 
 /// `stint runs`.
 pub async fn runs(db: &str, args: &RunsArgs) -> Result<u8, CliError> {
-    let store = crate::store::open(db).await?;
+    let store = crate::store::open_existing(db).await?;
     let runs = store.list_runs().await?;
     if args.json {
-        print_stdout(&to_json(&runs)?);
+        stdout::line(&to_json(&runs)?)?;
         return Ok(exit::SUCCESS);
     }
     let mut rows = vec![row([
@@ -32,7 +28,7 @@ pub async fn runs(db: &str, args: &RunsArgs) -> Result<u8, CliError> {
         "UPDATED",
     ])];
     rows.extend(runs.iter().map(run_row));
-    print_table(&rows);
+    print_table(&rows)?;
     Ok(exit::SUCCESS)
 }
 
@@ -48,25 +44,80 @@ fn run_row(run: &RunSummary) -> Vec<String> {
     ]
 }
 
+/// `stint nodes RUN_ID`: the run's nodes in the store's order (node id, then iteration).
+pub async fn nodes(db: &str, args: &NodesArgs) -> Result<u8, CliError> {
+    let store = crate::store::open_existing(db).await?;
+    let nodes = store.list_nodes(&args.run_id).await?;
+    if nodes.is_empty() {
+        return Err(unknown_run(&args.run_id));
+    }
+    if args.json {
+        stdout::line(&to_json(&nodes)?)?;
+        return Ok(exit::SUCCESS);
+    }
+    let mut rows = vec![row(["NODE", "ITER", "STATE", "ATTEMPT", "UPDATED"])];
+    rows.extend(nodes.iter().map(node_row));
+    print_table(&rows)?;
+    Ok(exit::SUCCESS)
+}
+
+fn node_row(node: &NodeRecord) -> Vec<String> {
+    vec![
+        node.node_id.clone(),
+        node.iteration.to_string(),
+        node.state.to_string(),
+        node.last_attempt.to_string(),
+        timestamp(node.updated_at_ms),
+    ]
+}
+
 /// `stint attempts RUN_ID`.
 pub async fn attempts(db: &str, args: &AttemptsArgs) -> Result<u8, CliError> {
-    let store = crate::store::open(db).await?;
+    let store = crate::store::open_existing(db).await?;
     let filter = AttemptFilter {
         run_id: args.run_id.clone(),
         node_id: args.node.clone(),
         iteration: args.iteration,
     };
-    let attempts = store.list_attempts(&filter).await?;
+    let mut attempts = store.list_attempts(&filter).await?;
+    if attempts.is_empty() {
+        known(store.as_ref(), &filter).await?;
+        // The run and node exist, so an attempt was begun since the first read (a node is
+        // written together with its first attempt): read again.
+        attempts = store.list_attempts(&filter).await?;
+    }
     if args.json {
-        print_stdout(&to_json(&attempts)?);
+        stdout::line(&to_json(&attempts)?)?;
         return Ok(exit::SUCCESS);
     }
     let mut rows = vec![row([
         "NODE", "ITER", "ATTEMPT", "STATE", "STARTED", "TOOK", "ERROR",
     ])];
     rows.extend(attempts.iter().map(attempt_row));
-    print_table(&rows);
+    print_table(&rows)?;
     Ok(exit::SUCCESS)
+}
+
+/// Fails with UNKNOWN_RUN when no run `filter.run_id` is recorded, and with UNKNOWN_NODE when
+/// it has no node that `filter` names.
+async fn known(store: &dyn Store, filter: &AttemptFilter) -> Result<(), CliError> {
+    let nodes = store.list_nodes(&filter.run_id).await?;
+    if nodes.is_empty() {
+        return Err(unknown_run(&filter.run_id));
+    }
+    let matches = |node: &NodeRecord| {
+        filter.node_id.as_ref().is_none_or(|id| *id == node.node_id)
+            && filter.iteration.is_none_or(|i| i == node.iteration)
+    };
+    if nodes.iter().any(matches) {
+        Ok(())
+    } else {
+        Err(unknown_node(
+            &filter.run_id,
+            filter.node_id.as_deref(),
+            filter.iteration,
+        ))
+    }
 }
 
 fn attempt_row(attempt: &AttemptRecord) -> Vec<String> {
@@ -80,7 +131,7 @@ fn attempt_row(attempt: &AttemptRecord) -> Vec<String> {
     let error = attempt
         .error
         .as_ref()
-        .map_or_else(|| "-".to_owned(), |e| crate::exit::one_line(&e.to_string()));
+        .map_or_else(|| "-".to_owned(), |e| exit::one_line(&e.to_string()));
     vec![
         attempt.node_id.clone(),
         attempt.iteration.to_string(),
@@ -92,112 +143,37 @@ fn attempt_row(attempt: &AttemptRecord) -> Vec<String> {
     ]
 }
 
-/// `stint events RUN_ID`.
-pub async fn events(db: &str, args: &EventsArgs) -> Result<u8, CliError> {
-    let store = crate::store::open(db).await?;
-    let mut after = args.after;
-    let mut stop = args.follow.then(|| Box::pin(tokio::signal::ctrl_c()));
-    loop {
-        after = print_events(store.as_ref(), &args.run_id, after, args.json).await?;
-        let Some(ctrl_c) = stop.as_mut() else {
-            return Ok(exit::SUCCESS);
-        };
-        tokio::select! {
-            _ = ctrl_c => return Ok(exit::CANCELLED),
-            () = tokio::time::sleep(FOLLOW_POLL) => {}
-        }
-    }
-}
-
-/// Prints every event of `run_id` after `after`; returns the last sequence number printed.
-async fn print_events(
-    store: &dyn Store,
-    run_id: &str,
-    mut after: u64,
-    json: bool,
-) -> Result<u64, CliError> {
-    loop {
-        let page = store.read_events(run_id, after, EVENT_PAGE).await?;
-        for event in &page {
-            let line = if json {
-                to_json_line(event)?
-            } else {
-                event_line(event)
-            };
-            print_stdout(&line);
-            after = after.max(event.seq);
-        }
-        if page.len() < EVENT_PAGE as usize {
-            return Ok(after);
-        }
-    }
-}
-
-fn event_line(record: &EventRecord) -> String {
-    let event = &record.event;
-    let detail = match &event.kind {
-        EventKind::NodeFailed { error } => crate::exit::one_line(&error.to_string()),
-        EventKind::NodeCancelled { reason } => reason.clone(),
-        EventKind::NodeRetrying { delay_ms } => format!("in {delay_ms} ms"),
-        EventKind::TaskHeartbeat {
-            has_data,
-            data_size_bytes,
-            ..
-        } => {
-            if *has_data {
-                format!("{data_size_bytes} bytes")
-            } else {
-                "ping".to_owned()
-            }
-        }
-        EventKind::TaskHeartbeatTimeout { timeout_ms, .. } => format!("timeout {timeout_ms} ms"),
-        EventKind::NodeStarted | EventKind::NodeFinished => String::new(),
-    };
-    format!(
-        "{:>6}  {}  {:<20}  {}#{} attempt {}  {detail}",
-        record.seq,
-        timestamp(event.timestamp_ms),
-        event.kind.type_name(),
-        event.node_id,
-        event.iteration,
-        event.attempt,
+/// No run `run_id` is recorded.
+pub fn unknown_run(run_id: &str) -> CliError {
+    CliError::new(
+        CliCode::UnknownRun,
+        format!("no run '{run_id}' is recorded in this database (`stint runs` lists the runs)"),
     )
-    .trim_end()
-    .to_owned()
 }
 
-/// `stint output RUN_ID NODE`.
-pub async fn output(db: &str, args: &OutputArgs) -> Result<u8, CliError> {
-    let key = NodeKey::new(args.run_id.clone(), args.node.clone(), args.iteration)
-        .map_err(|error| CliError::invalid_input(error.to_string()))?;
-    let store = crate::store::open(db).await?;
-    if let Some(output) = store.read_output(&key).await? {
-        print_stdout(&output.to_string());
-        return Ok(exit::SUCCESS);
-    }
-    let state = match store.get_node(&key).await? {
-        Some(node) => format!("its state is {}", node.state),
-        None => "it never ran".to_owned(),
-    };
-    Err(CliError::new(
-        "NO_OUTPUT",
-        format!("{key} has no stored output: {state}"),
-        exit::FAILED,
-    ))
+/// Run `run_id` (which is recorded) has no node `node` (at `iteration`).
+pub fn unknown_node(run_id: &str, node: Option<&str>, iteration: Option<u32>) -> CliError {
+    let node = node.map_or_else(|| "node".to_owned(), |node| format!("node '{node}'"));
+    let at = iteration.map_or_else(String::new, |i| format!(" at iteration {i}"));
+    CliError::new(
+        CliCode::UnknownNode,
+        format!("run '{run_id}' has no {node}{at} (`stint nodes {run_id}` lists its nodes)"),
+    )
 }
 
-fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, CliError> {
+/// `value` as pretty JSON.
+pub fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, CliError> {
     serde_json::to_string_pretty(value)
-        .map_err(|e| CliError::new("INTERNAL", format!("cannot write JSON: {e}"), exit::FAILED))
+        .map_err(|e| CliError::internal(format!("cannot write JSON: {e}")))
 }
 
-fn to_json_line<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, CliError> {
-    serde_json::to_string(value)
-        .map_err(|e| CliError::new("INTERNAL", format!("cannot write JSON: {e}"), exit::FAILED))
+/// `value` as JSON on one line.
+pub fn to_json_line<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, CliError> {
+    serde_json::to_string(value).map_err(|e| CliError::internal(format!("cannot write JSON: {e}")))
 }
 
 /// RFC 3339 to the millisecond, UTC.
-fn timestamp(ms: u64) -> String {
+pub fn timestamp(ms: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
@@ -206,7 +182,7 @@ fn row<const N: usize>(cells: [&str; N]) -> Vec<String> {
 }
 
 /// Prints `rows` as left-aligned columns two spaces apart.
-fn print_table(rows: &[Vec<String>]) {
+fn print_table(rows: &[Vec<String>]) -> Result<(), CliError> {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
         .map(|c| {
@@ -222,6 +198,7 @@ fn print_table(rows: &[Vec<String>]) {
         for (cell, width) in cells.iter().zip(&widths) {
             line.push_str(&format!("{cell:<width$}  "));
         }
-        print_stdout(line.trim_end());
+        stdout::line(line.trim_end())?;
     }
+    Ok(())
 }

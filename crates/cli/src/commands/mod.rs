@@ -1,8 +1,10 @@
 //! One module per group of commands; [`dispatch`] picks the one the command line names.
 
 mod admin;
+mod events;
 mod heartbeat;
 mod inspect;
+mod output;
 mod run;
 mod schema;
 
@@ -16,8 +18,9 @@ pub async fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Run(args) => run::run(db, cli.quiet, args).await,
         Command::Runs(args) => inspect::runs(db, &args).await,
         Command::Attempts(args) => inspect::attempts(db, &args).await,
-        Command::Events(args) => inspect::events(db, &args).await,
-        Command::Output(args) => inspect::output(db, &args).await,
+        Command::Nodes(args) => inspect::nodes(db, &args).await,
+        Command::Events(args) => events::events(db, &args).await,
+        Command::Output(args) => output::output(db, cli.quiet, &args).await,
         Command::Schema(args) => schema::schema(&args),
         Command::Recover => admin::recover(db, cli.quiet).await,
         Command::Migrate => admin::migrate(db, cli.quiet).await,

@@ -29,7 +29,7 @@ pub async fn run(db: &str, quiet: bool, args: RunArgs) -> Result<u8, CliError> {
     let run_id = args
         .run_id
         .clone()
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        .unwrap_or_else(|| crate::run_id::default_run_id(&args.command));
     let key = NodeKey::new(run_id.clone(), args.node_id.clone(), args.iteration)
         .map_err(|error| CliError::invalid_input(error.to_string()))?;
     let desc = descriptor(&args, key.clone())?;
@@ -38,10 +38,7 @@ pub async fn run(db: &str, quiet: bool, args: RunArgs) -> Result<u8, CliError> {
     }
     let store = crate::store::open(db).await?;
     let engine_ports = Ports::new(store.clone(), Arc::new(JjOrGit));
-    let recovered = Engine::new(engine_ports.clone())
-        .recover()
-        .await
-        .map_err(engine_error)?;
+    let recovered = Engine::new(engine_ports.clone()).recover().await?;
     let mode = Mode::detect(quiet);
     for abandoned in &recovered {
         if mode != Mode::Quiet {
@@ -82,7 +79,9 @@ pub async fn run(db: &str, quiet: bool, args: RunArgs) -> Result<u8, CliError> {
     let result = engine.run_node(&desc, compute, &cancel).await;
     status.finish();
     conclude(result, &key, &cancel).map_err(|mut error| {
-        if error.code == "STORE_CONFLICT" && status.current_attempt() == 0 {
+        if error.code == stint_domain::ErrorCode::StoreConflict.into()
+            && status.current_attempt() == 0
+        {
             // Racing runners: refused at once rather than waiting (documented in `run --help`).
             error.message.push_str(
                 "; another stint is running this node (stint does not wait; if that process died, \
@@ -183,9 +182,8 @@ fn watch_signals(
     let install = |kind| {
         signal(kind).map_err(|error| {
             CliError::new(
-                "INTERNAL",
+                exit::CliCode::Runtime,
                 format!("cannot handle signals: {error}"),
-                exit::FAILED,
             )
         })
     };
@@ -222,7 +220,7 @@ fn conclude(
     key: &NodeKey,
     cancel: &CancellationToken,
 ) -> Result<u8, CliError> {
-    let outcome = result.map_err(engine_error)?;
+    let outcome = result?;
     let attempt = outcome.attempts.last().map_or(0, |a| a.key.attempt);
     match outcome.state {
         AttemptState::Finished => {
@@ -231,14 +229,12 @@ fn conclude(
             Ok(exit::SUCCESS)
         }
         AttemptState::Cancelled => Err(CliError::new(
-            "TASK_ABORTED",
+            stint_domain::ErrorCode::TaskAborted,
             format!("{key} cancelled (attempt {attempt})"),
-            exit::CANCELLED,
         )),
         _ if cancel.is_cancelled() => Err(CliError::new(
-            "TASK_ABORTED",
+            stint_domain::ErrorCode::TaskAborted,
             format!("{key} cancelled"),
-            exit::CANCELLED,
         )),
         _ => {
             let error = outcome
@@ -248,20 +244,5 @@ fn conclude(
             failure.message = format!("{} ({key}, attempt {attempt})", failure.message);
             Err(failure)
         }
-    }
-}
-
-/// An engine error as its one line: store errors exit 3, a bad schema is bad input.
-fn engine_error(error: EngineError) -> CliError {
-    match error {
-        EngineError::Store(error) => CliError::from(error),
-        fenced @ EngineError::Fenced { .. } => {
-            CliError::new(fenced.code().as_str(), fenced.to_string(), exit::STORE)
-        }
-        EngineError::InvalidDescriptor(reason) => CliError::invalid_input(reason),
-        EngineError::InvalidSchema(reason) => CliError::invalid_input(format!(
-            "--output-schema is not a valid JSON Schema: {reason}"
-        )),
-        other => CliError::new(other.code().as_str(), other.to_string(), exit::FAILED),
     }
 }

@@ -8,7 +8,7 @@ pub fn schema(args: &SchemaArgs) -> Result<u8, CliError> {
     let schemas = stint_domain::json_schemas();
     let Some(name) = &args.name else {
         for (name, _) in &schemas {
-            crate::print_stdout(name);
+            crate::stdout::line(name)?;
         }
         return Ok(exit::SUCCESS);
     };
@@ -19,13 +19,8 @@ pub fn schema(args: &SchemaArgs) -> Result<u8, CliError> {
             names.join(", ")
         )));
     };
-    let text = serde_json::to_string_pretty(schema).map_err(|e| {
-        CliError::new(
-            "INTERNAL",
-            format!("cannot print schema: {e}"),
-            exit::FAILED,
-        )
-    })?;
-    crate::print_stdout(&text);
+    let text = serde_json::to_string_pretty(schema)
+        .map_err(|e| CliError::internal(format!("cannot print schema: {e}")))?;
+    crate::stdout::line(&text)?;
     Ok(exit::SUCCESS)
 }

@@ -75,38 +75,62 @@ impl World {
 
     /// `stint attempts RUN --json`.
     pub fn attempts(&self, run: &str) -> Vec<Value> {
-        let output = self
-            .cmd()
-            .args(["attempts", run, "--json"])
-            .output()
-            .expect("stint runs");
-        assert!(
-            output.status.success(),
-            "attempts failed: {}",
-            text(&output.stderr)
-        );
-        match serde_json::from_slice(&output.stdout).expect("attempts --json is JSON") {
+        self.read_attempts(run, false)
+    }
+
+    /// As [`World::attempts`], but a run not recorded yet (`UNKNOWN_RUN`) has no attempts: for
+    /// polling a run that is starting, or whose runners were all killed before they began one.
+    pub fn attempts_if_any(&self, run: &str) -> Vec<Value> {
+        self.read_attempts(run, true)
+    }
+
+    /// `stint events RUN --json`, one value per line.
+    pub fn events(&self, run: &str) -> Vec<Value> {
+        self.read_events(run, false)
+    }
+
+    /// As [`World::events`], but a run not recorded yet (`UNKNOWN_RUN`) has no events.
+    pub fn events_if_any(&self, run: &str) -> Vec<Value> {
+        self.read_events(run, true)
+    }
+
+    fn read_attempts(&self, run: &str, unknown_is_empty: bool) -> Vec<Value> {
+        let Some(stdout) = self.listing(&["attempts", run, "--json"], unknown_is_empty) else {
+            return Vec::new();
+        };
+        match serde_json::from_str(&stdout).expect("attempts --json is JSON") {
             Value::Array(items) => items,
             other => panic!("attempts --json is not an array: {other}"),
         }
     }
 
-    /// `stint events RUN --json`, one value per line.
-    pub fn events(&self, run: &str) -> Vec<Value> {
-        let output = self
-            .cmd()
-            .args(["events", run, "--json"])
-            .output()
-            .expect("stint runs");
-        assert!(
-            output.status.success(),
-            "events failed: {}",
-            text(&output.stderr)
-        );
-        text(&output.stdout)
+    fn read_events(&self, run: &str, unknown_is_empty: bool) -> Vec<Value> {
+        let Some(stdout) = self.listing(&["events", run, "--json"], unknown_is_empty) else {
+            return Vec::new();
+        };
+        stdout
             .lines()
             .map(|line| serde_json::from_str(line).expect("each events line is JSON"))
             .collect()
+    }
+
+    /// The stdout of `stint ARGS`, which must succeed; `None` when the run is not recorded
+    /// (`UNKNOWN_RUN`) and `unknown_is_empty`.
+    fn listing(&self, args: &[&str], unknown_is_empty: bool) -> Option<String> {
+        let output = self.cmd().args(args).output().expect("stint runs");
+        if unknown_is_empty
+            && output.status.code() == Some(1)
+            && text(&output.stderr).contains(": UNKNOWN_RUN: ")
+        {
+            return None;
+        }
+        assert!(
+            output.status.success(),
+            "{} failed: {}",
+            args[0],
+            text(&output.stderr)
+        );
+        Some(text(&output.stdout))
     }
 }
 

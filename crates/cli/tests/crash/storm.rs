@@ -218,7 +218,7 @@ impl<'w> Lane<'w> {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .extend(recovered);
 
-        let attempts = self.w.attempts(&self.run);
+        let attempts = self.w.attempts_if_any(&self.run);
         let mine = node_attempts(&attempts, &node);
         let new = &mine[before..];
         // Another lane's panic must not hide this lane's findings behind a poisoned lock.
@@ -261,7 +261,7 @@ impl<'w> Lane<'w> {
         }
         drop(counts);
         self.attempts.clone_from(&attempts);
-        let events = self.w.events(&self.run);
+        let events = self.w.events_if_any(&self.run);
         let sent = read_sent(&self.w.path(&format!("sent.{}.log", self.run)));
         check_run(
             self.w,
@@ -384,7 +384,7 @@ fn read_pid(path: &Path) -> i32 {
 /// Sleeps until every in-progress attempt of `run` has an expired lease.
 fn wait_until_leases_expire(w: &World, run: &str) {
     let latest = w
-        .attempts(run)
+        .attempts_if_any(run)
         .iter()
         .filter(|a| a["state"] == "in-progress" || a["state"] == "in_progress")
         .filter_map(|a| a["lease_expires_at_ms"].as_u64())
@@ -424,7 +424,10 @@ fn recover_until_settled(w: &World, run: &str) -> Vec<String> {
     let mut printed = Vec::new();
     loop {
         printed.extend(recover(w));
-        let settled = !w.attempts(run).iter().any(|a| a["state"] == "in-progress");
+        let settled = !w
+            .attempts_if_any(run)
+            .iter()
+            .any(|a| a["state"] == "in-progress");
         if settled || Instant::now() >= deadline {
             return printed;
         }
