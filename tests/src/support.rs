@@ -21,7 +21,7 @@ pub fn begin_at(node: &NodeKey, owner: &str, at: u64) -> BeginAttempt {
         node: node.clone(),
         owner: owner.to_owned(),
         started_at_ms: at,
-        lease_expires_at_ms: at + LEASE_MS,
+        lease_ms: LEASE_MS,
         metadata: json!({"prompt": "summarise", "needs_approval": false}),
         working_dir: Some("/srv/project".to_owned()),
         label: Some(format!("label of {}", node.node_id())),

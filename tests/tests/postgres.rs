@@ -8,8 +8,8 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use stint_adapters_postgres::PostgresStore;
 use stint_adapters_postgres::test_support::{SchemaGuard, fresh_schema, run_tests};
+use stint_adapters_postgres::{LeaseClock, PostgresStore};
 use stint_ports::Store;
 use stint_tests::Fixture;
 
@@ -26,7 +26,12 @@ impl Fixture for PostgresFixture {
     }
 
     async fn second_store(&self) -> Arc<dyn Store> {
-        Arc::new(self.guard.connect().await)
+        Arc::new(
+            self.guard
+                .connect()
+                .await
+                .with_lease_clock(LeaseClock::Caller),
+        )
     }
 
     async fn teardown(self: Box<Self>) {
@@ -37,6 +42,9 @@ impl Fixture for PostgresFixture {
 
 async fn factory() -> Box<dyn Fixture> {
     let (store, guard) = fresh_schema().await;
+    // The cases use fixed times, so the leases follow them rather than the database's clock
+    // (which the adapter's own tests cover).
+    let store = store.with_lease_clock(LeaseClock::Caller);
     Box::new(PostgresFixture { store, guard })
 }
 

@@ -78,7 +78,7 @@ mod tests {
             node: node.clone(),
             owner: owner.to_owned(),
             started_at_ms: at,
-            lease_expires_at_ms: at + 30_000,
+            lease_ms: 30_000,
             metadata: json!({"prompt": "p"}),
             working_dir: None,
             label: Some("label".to_owned()),

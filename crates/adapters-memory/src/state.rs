@@ -394,7 +394,7 @@ fn new_rows(attempt: u32, begin: BeginAttempt) -> (AttemptRecord, NodeRecord) {
         metadata: begin.metadata,
         working_dir: begin.working_dir,
         owner: begin.owner,
-        lease_expires_at_ms: begin.lease_expires_at_ms,
+        lease_expires_at_ms: begin.started_at_ms.saturating_add(begin.lease_ms),
     };
     let node_record = NodeRecord {
         run_id: node.run_id().to_owned(),

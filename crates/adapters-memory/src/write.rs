@@ -25,9 +25,11 @@ impl AttemptStore for MemoryStore {
     async fn renew_lease(
         &self,
         attempt: &OwnedAttempt,
-        lease_expires_at_ms: u64,
+        now_ms: u64,
+        lease_ms: u64,
     ) -> Result<(), StoreError> {
-        self.lock().renew_lease(attempt, lease_expires_at_ms)
+        self.lock()
+            .renew_lease(attempt, now_ms.saturating_add(lease_ms))
     }
 
     async fn end_attempt(

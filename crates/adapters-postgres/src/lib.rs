@@ -62,6 +62,24 @@ pub struct PostgresStore {
     pool: PgPool,
     /// `host:port`, for error messages (never the password).
     endpoint: Arc<str>,
+    /// Whose clock judges leases.
+    lease_clock: LeaseClock,
+}
+
+/// Whose clock sets and judges lease expiry.
+///
+/// Machines sharing one database do not share a clock: a machine whose clock runs ahead by more
+/// than the lease would declare live attempts abandoned. So by default the database's clock
+/// (`clock_timestamp()`) sets every expiry (begin, renewal) and judges it (recovery), and the
+/// callers' clocks only stamp events and records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LeaseClock {
+    /// The database's clock (the default).
+    #[default]
+    Database,
+    /// The times the caller passes, as the embedded stores use them: for the conformance suite,
+    /// whose cases use fixed times.
+    Caller,
 }
 
 impl PostgresStore {
@@ -97,7 +115,11 @@ impl PostgresStore {
             return Err(error);
         }
         tracing::debug!(endpoint = %endpoint, schema = ?config.schema, "PostgreSQL store open");
-        Ok(Self { pool, endpoint })
+        Ok(Self {
+            pool,
+            endpoint,
+            lease_clock: LeaseClock::Database,
+        })
     }
 
     async fn connect_one(config: &StoreConfig) -> Result<PgConnection, StoreError> {
@@ -124,6 +146,22 @@ impl PostgresStore {
             .run(pool)
             .await
             .map_err(|error| map_migrate(&config.endpoint, &error))
+    }
+
+    /// The same store, its leases judged by `clock`.
+    #[must_use]
+    pub fn with_lease_clock(mut self, clock: LeaseClock) -> Self {
+        self.lease_clock = clock;
+        self
+    }
+
+    /// The caller's time when leases follow the caller's clock; `None` (the database's clock)
+    /// otherwise. Bound as `COALESCE($n, database now)` in every lease statement.
+    pub(crate) fn lease_now(&self, caller_now_ms: u64) -> Option<i64> {
+        match self.lease_clock {
+            LeaseClock::Caller => Some(crate::error::to_i64(caller_now_ms)),
+            LeaseClock::Database => None,
+        }
     }
 
     /// The value of the server setting `name` in a session of this store's pool (for tests and

@@ -49,7 +49,18 @@ async fn lock_node(tx: &mut PgConnection, begin: &BeginAttempt) -> Result<(), Op
     Ok(())
 }
 
-async fn begin_once(pool: &PgPool, begin: &BeginAttempt) -> Result<BegunAttempt, OpError> {
+/// Now on the database's clock, in milliseconds since the epoch, as SQL.
+macro_rules! db_now_ms {
+    () => {
+        "(extract(epoch from clock_timestamp()) * 1000)::bigint"
+    };
+}
+
+async fn begin_once(
+    pool: &PgPool,
+    begin: &BeginAttempt,
+    lease_now: Option<i64>,
+) -> Result<BegunAttempt, OpError> {
     let node = &begin.node;
     let iteration = i64::from(node.iteration());
     let mut tx = pool.begin().await?;
@@ -79,26 +90,29 @@ async fn begin_once(pool: &PgPool, begin: &BeginAttempt) -> Result<BegunAttempt,
     let attempt = highest
         .checked_add(1)
         .ok_or_else(|| OpError::Store(StoreError::attempt_numbers_exhausted(node)))?;
-    sqlx::query(
+    sqlx::query(concat!(
         "WITH inserted AS ( \
            INSERT INTO attempts (run_id, node_id, iteration, attempt, state, owner, \
                                  lease_expires_at_ms, started_at_ms, metadata, working_dir) \
-           VALUES ($1, $2, $3, $4, 'in-progress', $5, $6, $7, $8, $9)) \
+           VALUES ($1, $2, $3, $4, 'in-progress', $5, COALESCE($12::bigint, ",
+        db_now_ms!(),
+        ") + $6, $7, $8, $9)) \
          UPDATE nodes SET state = 'in-progress', last_attempt = $4, updated_at_ms = $7, \
                           output_table = $10, label = $11 \
          WHERE run_id = $1 AND node_id = $2 AND iteration = $3",
-    )
+    ))
     .bind(node.run_id())
     .bind(node.node_id())
     .bind(iteration)
     .bind(i64::from(attempt))
     .bind(&begin.owner)
-    .bind(to_i64(begin.lease_expires_at_ms))
+    .bind(to_i64(begin.lease_ms))
     .bind(to_i64(begin.started_at_ms))
     .bind(&begin.metadata)
     .bind(&begin.working_dir)
     .bind(&begin.output_table)
     .bind(&begin.label)
+    .bind(lease_now)
     .execute(&mut *tx)
     .await?;
     let started = Event::new(
@@ -259,17 +273,22 @@ async fn end_once(
 }
 
 /// Marks one batch of expired attempts; returns them (an empty batch ends the sweep).
-async fn recover_batch(pool: &PgPool, now_ms: u64) -> Result<Vec<AttemptKey>, OpError> {
+async fn recover_batch(
+    pool: &PgPool,
+    now_ms: u64,
+    lease_now: Option<i64>,
+) -> Result<Vec<AttemptKey>, OpError> {
     let now = to_i64(now_ms);
     let mut tx = pool.begin().await?;
     // SKIP LOCKED: an attempt another recoverer (or its owner, ending it) holds is left to them;
     // one it already marked no longer matches once its lock is released.
-    let rows = sqlx::query(
+    let rows = sqlx::query(concat!(
         "SELECT run_id, node_id, iteration, attempt, lease_expires_at_ms FROM attempts \
-         WHERE state = 'in-progress' AND lease_expires_at_ms < $1 \
-         ORDER BY lease_expires_at_ms LIMIT $2 FOR UPDATE SKIP LOCKED",
-    )
-    .bind(now)
+         WHERE state = 'in-progress' AND lease_expires_at_ms < COALESCE($1::bigint, ",
+        db_now_ms!(),
+        ") ORDER BY lease_expires_at_ms LIMIT $2 FOR UPDATE SKIP LOCKED",
+    ))
+    .bind(lease_now)
     .bind(RECOVERY_BATCH)
     .fetch_all(&mut *tx)
     .await?;
@@ -338,7 +357,7 @@ impl AttemptStore for PostgresStore {
     async fn begin_attempt(&self, begin: BeginAttempt) -> Result<BegunAttempt, StoreError> {
         let begin = &begin;
         retrying(&self.endpoint, "beginning an attempt", || {
-            begin_once(&self.pool, begin)
+            begin_once(&self.pool, begin, self.lease_now(begin.started_at_ms))
         })
         .await
     }
@@ -358,21 +377,26 @@ impl AttemptStore for PostgresStore {
     async fn renew_lease(
         &self,
         attempt: &OwnedAttempt,
-        lease_expires_at_ms: u64,
+        now_ms: u64,
+        lease_ms: u64,
     ) -> Result<(), StoreError> {
         let key = &attempt.key;
+        let lease_now = self.lease_now(now_ms);
         retrying(&self.endpoint, "renewing a lease", || async move {
-            let updated = sqlx::query(
-                "UPDATE attempts SET lease_expires_at_ms = $6 \
+            let updated = sqlx::query(concat!(
+                "UPDATE attempts SET lease_expires_at_ms = COALESCE($7::bigint, ",
+                db_now_ms!(),
+                ") + $6 \
                  WHERE run_id = $1 AND node_id = $2 AND iteration = $3 AND attempt = $4 \
                    AND state = 'in-progress' AND owner = $5",
-            )
+            ))
             .bind(key.node.run_id())
             .bind(key.node.node_id())
             .bind(i64::from(key.node.iteration()))
             .bind(i64::from(key.attempt))
             .bind(&attempt.owner)
-            .bind(to_i64(lease_expires_at_ms))
+            .bind(to_i64(lease_ms))
+            .bind(lease_now)
             .execute(&self.pool)
             .await?;
             if updated.rows_affected() == 0 {
@@ -401,7 +425,7 @@ impl AttemptStore for PostgresStore {
         let mut marked = Vec::new();
         loop {
             let batch = retrying(&self.endpoint, "recovering abandoned attempts", || {
-                recover_batch(&self.pool, now_ms)
+                recover_batch(&self.pool, now_ms, self.lease_now(now_ms))
             })
             .await?;
             let done = (batch.len() as i64) < RECOVERY_BATCH;

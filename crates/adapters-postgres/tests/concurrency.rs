@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use stint_adapters_postgres::PostgresStore;
 use stint_adapters_postgres::test_support::{
     Test, block_on, fresh_schema, run_tests_with, server_url, with_param,
 };
+use stint_adapters_postgres::{LeaseClock, PostgresStore};
 use stint_domain::{EventKind, NodeKey};
 use stint_ports::{
     AttemptEnd, AttemptFilter, AttemptStore, BeginAttempt, HistoryStore, OwnedAttempt, StoreError,
@@ -25,7 +25,7 @@ fn begin(node: &NodeKey, owner: String, now: u64, lease: u64) -> BeginAttempt {
         node: node.clone(),
         owner,
         started_at_ms: now,
-        lease_expires_at_ms: lease,
+        lease_ms: lease - now,
         metadata: json!({"prompt": "p"}),
         working_dir: None,
         label: Some("label".to_owned()),
@@ -49,7 +49,7 @@ async fn eight_connections_racing_500_attempts_number_them_without_gaps() {
                 let owner = format!("w{worker}-{}", uuid::Uuid::new_v4());
                 let begun = loop {
                     match store
-                        .begin_attempt(begin(&node, owner.clone(), 1, u64::MAX / 2))
+                        .begin_attempt(begin(&node, owner.clone(), 1, 86_400_000))
                         .await
                     {
                         Ok(begun) => break begun,
@@ -107,6 +107,8 @@ async fn eight_connections_racing_500_attempts_number_them_without_gaps() {
 
 async fn two_recoverers_mark_each_of_100_expired_attempts_once() {
     let (store, guard) = fresh_schema().await;
+    // Fixed times: the leases follow the caller's clock here.
+    let store = store.with_lease_clock(LeaseClock::Caller);
     for i in 0..100 {
         let node = NodeKey::new("recover", format!("n{i:03}"), 0).expect("valid key");
         store
@@ -120,7 +122,10 @@ async fn two_recoverers_mark_each_of_100_expired_attempts_once() {
         .begin_attempt(begin(&alive, "alive".to_owned(), 10, 10_000))
         .await
         .expect("begin");
-    let (first, second) = (guard.connect().await, guard.connect().await);
+    let (first, second) = (
+        guard.connect().await.with_lease_clock(LeaseClock::Caller),
+        guard.connect().await.with_lease_clock(LeaseClock::Caller),
+    );
     let (a, b) = tokio::join!(
         first.recover_abandoned(2_000),
         second.recover_abandoned(2_000)
@@ -315,6 +320,57 @@ async fn sessions_are_bounded_on_the_server() {
     guard.drop_schema().await;
 }
 
+/// Lease expiry is set and judged by the database's clock, not by the clients': a client whose
+/// clock runs an hour ahead does not declare another client's live attempt abandoned.
+async fn leases_are_set_and_judged_by_the_database_clock() {
+    let (store, guard) = fresh_schema().await;
+    let real_now = u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis(),
+    )
+    .expect("fits");
+    let hour = 3_600_000;
+    let live = NodeKey::new("clock", "live", 0).expect("valid key");
+    store
+        .begin_attempt(begin(
+            &live,
+            "behind".to_owned(),
+            real_now - hour,
+            real_now - hour + 30_000,
+        ))
+        .await
+        .expect("begin");
+    assert_eq!(
+        store
+            .recover_abandoned(real_now + hour)
+            .await
+            .expect("recover"),
+        Vec::new(),
+        "a 30 s lease begun now is live, whatever either client's clock says"
+    );
+    let short = NodeKey::new("clock", "short", 0).expect("valid key");
+    store
+        .begin_attempt(begin(
+            &short,
+            "ahead".to_owned(),
+            real_now + hour,
+            real_now + hour + 1,
+        ))
+        .await
+        .expect("begin");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let recovered = store.recover_abandoned(0).await.expect("recover");
+    assert_eq!(
+        recovered,
+        vec![short.attempt(1)],
+        "a 1 ms lease ran out on the database's clock"
+    );
+    store.close().await;
+    guard.drop_schema().await;
+}
+
 fn main() -> std::process::ExitCode {
     let needs_server: Vec<Test> = vec![
         (
@@ -340,6 +396,9 @@ fn main() -> std::process::ExitCode {
         ),
         ("an_unknown_user_or_database_is_one_clear_error", || {
             block_on(an_unknown_user_or_database_is_one_clear_error());
+        }),
+        ("leases_are_set_and_judged_by_the_database_clock", || {
+            block_on(leases_are_set_and_judged_by_the_database_clock());
         }),
         ("sessions_are_bounded_on_the_server", || {
             block_on(sessions_are_bounded_on_the_server());

@@ -129,7 +129,10 @@ async fn insert_rows(
         key,
     )
     .bind(begin.owner.as_str())
-    .bind(to_i64(begin.lease_expires_at_ms, "lease expiry")?)
+    .bind(to_i64(
+        begin.started_at_ms.saturating_add(begin.lease_ms),
+        "lease expiry",
+    )?)
     .bind(started_at_ms)
     .bind(to_json(&begin.metadata, "metadata")?)
     .bind(begin.working_dir.as_deref())
@@ -418,9 +421,11 @@ impl AttemptStore for SqliteStore {
     async fn renew_lease(
         &self,
         attempt: &OwnedAttempt,
-        lease_expires_at_ms: u64,
+        now_ms: u64,
+        lease_ms: u64,
     ) -> Result<(), StoreError> {
-        renew_lease(self.pool(), attempt, lease_expires_at_ms).await
+        // One host shares one clock: the caller's is the store's.
+        renew_lease(self.pool(), attempt, now_ms.saturating_add(lease_ms)).await
     }
 
     async fn end_attempt(

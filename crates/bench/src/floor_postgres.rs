@@ -30,13 +30,17 @@ const SUMMARY: &str = "SELECT COALESCE(MAX(attempt), 0) AS highest, \
                     AND heartbeat IS NOT NULL \
                   ORDER BY attempt DESC LIMIT 1) AS checkpoint \
          FROM attempts WHERE run_id = $1 AND node_id = $2 AND iteration = $3";
-const INSERT_ATTEMPT: &str = "WITH inserted AS ( \
+const INSERT_ATTEMPT: &str = concat!(
+    "WITH inserted AS ( \
            INSERT INTO attempts (run_id, node_id, iteration, attempt, state, owner, \
                                  lease_expires_at_ms, started_at_ms, metadata, working_dir) \
-           VALUES ($1, $2, $3, $4, 'in-progress', $5, $6, $7, $8, $9)) \
+           VALUES ($1, $2, $3, $4, 'in-progress', $5, COALESCE($12::bigint, ",
+    "(extract(epoch from clock_timestamp()) * 1000)::bigint",
+    ") + $6, $7, $8, $9)) \
          UPDATE nodes SET state = 'in-progress', last_attempt = $4, updated_at_ms = $7, \
                           output_table = $10, label = $11 \
-         WHERE run_id = $1 AND node_id = $2 AND iteration = $3";
+         WHERE run_id = $1 AND node_id = $2 AND iteration = $3",
+);
 const HEARTBEAT: &str = "UPDATE attempts SET heartbeat = COALESCE($6, heartbeat), \
                              last_heartbeat_at_ms = GREATEST(last_heartbeat_at_ms, $7) \
          WHERE run_id = $1 AND node_id = $2 AND iteration = $3 AND attempt = $4 \
@@ -135,12 +139,14 @@ async fn begin(pool: &PgPool, lc: &Lifecycle<'_>, lock_key: i64, body: Value) ->
         .bind(ITERATION)
         .bind(ATTEMPT)
         .bind(lc.owner)
-        .bind(at + lc.lease_ms)
+        .bind(lc.lease_ms)
         .bind(at)
         .bind(lc.metadata_json)
         .bind(lc.working_dir)
         .bind(&output_table)
         .bind(&label)
+        // The database's clock sets the lease, as the adapter's default does.
+        .bind(None::<i64>)
         .execute(&mut *tx)
         .await?;
     event(&mut tx, lc, lock_key, "NodeStarted", body).await?;

@@ -185,7 +185,7 @@ async fn direct_once(store: Arc<dyn Store>, window: Duration, cap: u64, rep: usi
             node: node.clone(),
             owner: owner.clone(),
             started_at_ms: now_ms(),
-            lease_expires_at_ms: now_ms() + 60_000,
+            lease_ms: 60_000,
             metadata: json!({}),
             working_dir: None,
             label: None,

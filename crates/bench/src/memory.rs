@@ -143,7 +143,7 @@ async fn store_probe(count: usize) -> Result<(u64, u64)> {
             node: NodeKey::new(run, format!("n{i}"), 0)?,
             owner: uuid::Uuid::new_v4().to_string(),
             started_at_ms: 1,
-            lease_expires_at_ms: 30_001,
+            lease_ms: 30_000,
             metadata: metadata.clone(),
             working_dir: working_dir.clone(),
             label: None,

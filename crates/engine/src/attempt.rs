@@ -97,7 +97,7 @@ impl Engine {
             node: desc.key.clone(),
             owner: owner.clone(),
             started_at_ms,
-            lease_expires_at_ms: started_at_ms.saturating_add(desc.lease_ms),
+            lease_ms: desc.lease_ms,
             metadata: serde_json::to_value(&desc.metadata).unwrap_or(Value::Null),
             working_dir: self.working_dir().map(|dir| dir.display().to_string()),
             label: desc.label.clone(),

@@ -186,11 +186,10 @@ impl Renewer {
                 return self.fence(renewed_at, last_error);
             }
             let sent = Instant::now();
-            let expires_at_ms = self
-                .clock
-                .now_ms()
-                .saturating_add(u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX));
-            let renewal = self.store.renew_lease(&self.owned, expires_at_ms);
+            let lease_ms = u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX);
+            let renewal = self
+                .store
+                .renew_lease(&self.owned, self.clock.now_ms(), lease_ms);
             match tokio::time::timeout_at(fence_at, renewal).await {
                 Ok(Ok(())) => {
                     if last_error.take().is_some() {

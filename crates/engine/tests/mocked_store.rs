@@ -95,7 +95,7 @@ async fn a_lost_lease_stops_the_compute_and_writes_nothing_terminal() {
     store
         .expect_renew_lease()
         .times(1)
-        .returning(|_, _| Err(StoreError::conflict("owned by another execution")));
+        .returning(|_, _, _| Err(StoreError::conflict("owned by another execution")));
     store.expect_end_attempt().times(0);
     let mut d = desc();
     d.lease_ms = 3_000;
@@ -144,13 +144,13 @@ async fn a_conflict_on_a_heartbeat_write_stops_the_compute() {
 async fn renewals_keep_the_lease_while_the_attempt_runs() {
     let mut store = MockAttemptStore::new();
     begun(&mut store);
-    // 10 s of work on a 3 s lease: renewed every 750 ms, at 0.75, 1.5, ..., 9.75 s, each for
-    // 3 s from then (the clock starts at 1,000 ms).
+    // 10 s of work on a 3 s lease: renewed every 750 ms, at 0.75, 1.5, ..., 9.75 s (the clock
+    // starts at 1,000 ms), each for the 3 s lease.
     store
         .expect_renew_lease()
         .times(13)
-        .withf(|_, expires_at| (expires_at - 4_000) % 750 == 0)
-        .returning(|_, _| Ok(()));
+        .withf(|_, now, lease| (now - 1_000) % 750 == 0 && *lease == 3_000)
+        .returning(|_, _, _| Ok(()));
     store
         .expect_end_attempt()
         .times(1)
@@ -174,7 +174,7 @@ async fn a_renewal_task_that_died_leaves_the_lease_unproven_not_the_attempt_hang
     begun(&mut store);
     store
         .expect_renew_lease()
-        .returning(|_, _| panic!("a bug in the store's renewal"));
+        .returning(|_, _, _| panic!("a bug in the store's renewal"));
     store.expect_end_attempt().times(0);
     let mut d = desc();
     d.lease_ms = 3_000;

@@ -183,10 +183,11 @@ impl<S: AttemptStore + ?Sized> AttemptStore for InstrumentedStore<S> {
     async fn renew_lease(
         &self,
         attempt: &OwnedAttempt,
-        lease_expires_at_ms: u64,
+        now_ms: u64,
+        lease_ms: u64,
     ) -> Result<(), StoreError> {
         self.enter(WriteOp::RenewLease).await?;
-        self.inner.renew_lease(attempt, lease_expires_at_ms).await
+        self.inner.renew_lease(attempt, now_ms, lease_ms).await
     }
 
     async fn end_attempt(

@@ -24,10 +24,12 @@ pub struct BeginAttempt {
     pub node: NodeKey,
     /// A token unique to this execution; every later write for the attempt must present it.
     pub owner: String,
-    /// When the attempt starts.
+    /// When the attempt starts, on the caller's clock.
     pub started_at_ms: u64,
-    /// When the owner's lease runs out unless renewed.
-    pub lease_expires_at_ms: u64,
+    /// How long the owner's lease lasts unless renewed. The store sets the expiry to its clock's
+    /// now plus this: `started_at_ms` for the embedded stores, the database's own clock for a
+    /// store shared by machines (PostgreSQL), so that skewed client clocks never disagree.
+    pub lease_ms: u64,
     /// The task's metadata, as JSON.
     pub metadata: Value,
     /// The directory the VCS revision will be read in.
@@ -109,11 +111,13 @@ pub trait AttemptStore: Send + Sync + Debug {
         heartbeat: HeartbeatWrite,
     ) -> Result<(), StoreError>;
 
-    /// Extends the owner's lease to `lease_expires_at_ms`.
+    /// Extends the owner's lease to `lease_ms` from now: `now_ms` (the caller's clock) for the
+    /// embedded stores, the database's clock for PostgreSQL.
     async fn renew_lease(
         &self,
         attempt: &OwnedAttempt,
-        lease_expires_at_ms: u64,
+        now_ms: u64,
+        lease_ms: u64,
     ) -> Result<(), StoreError>;
 
     /// Writes the attempt's terminal state, the node's state, the output (when finished) and
@@ -128,7 +132,8 @@ pub trait AttemptStore: Send + Sync + Debug {
         events: Vec<Event>,
     ) -> Result<(), StoreError>;
 
-    /// Marks every in-progress attempt whose lease expired before `now_ms` `failed` with
+    /// Marks every in-progress attempt whose lease expired before now (`now_ms` for the embedded
+    /// stores, the database's clock for PostgreSQL) `failed` with
     /// `ATTEMPT_ABANDONED`, updates its node and appends `NodeFailed`; each attempt exactly once
     /// even when several recoverers run at once. Returns the attempts this call marked.
     ///

@@ -33,7 +33,7 @@ async fn assert_every_write_refused(store: &dyn Store, attempt: &OwnedAttempt, a
     let beat = heartbeat(attempt, at, Some(json!({"zombie": true})), None);
     assert_conflict(store.record_heartbeat(attempt, beat).await, "heartbeat");
     assert_conflict(
-        store.renew_lease(attempt, at + 1_000_000).await,
+        store.renew_lease(attempt, at, 1_000_000).await,
         "renew lease",
     );
     let finished_event = Event::new(&attempt.key, at, EventKind::NodeFinished);
@@ -100,7 +100,7 @@ pub async fn wrong_owner_writes_are_conflicts(fixture: &dyn Fixture) {
 
     // The rightful owner is still in charge.
     store
-        .renew_lease(&owned, 99_000)
+        .renew_lease(&owned, 69_000, 30_000)
         .await
         .expect("owner renews its lease");
     let finish = AttemptEnd::Finished {

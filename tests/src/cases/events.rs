@@ -237,7 +237,10 @@ pub async fn heartbeat_appends_event_and_updates_times(fixture: &dyn Fixture) {
     assert_eq!(events[1].event, first.event);
     assert_eq!(events[2].event, ping.event);
 
-    store.renew_lease(&owned, 61_000).await.expect("renew");
+    store
+        .renew_lease(&owned, 31_000, 30_000)
+        .await
+        .expect("renew");
     let record = attempt_record(&*store, &owned).await;
     assert_eq!(record.lease_expires_at_ms, 61_000);
     assert_eq!(record.state, AttemptState::InProgress);

@@ -16,7 +16,7 @@ const NOW: u64 = 10_000;
 async fn begin_leased(store: &dyn Store, node: &NodeKey, lease_expires_at_ms: u64) -> OwnedAttempt {
     let owner = format!("owner of {}", node.node_id());
     let begin = BeginAttempt {
-        lease_expires_at_ms,
+        lease_ms: lease_expires_at_ms - 1_000,
         ..crate::support::begin_at(node, &owner, 1_000)
     };
     let begun = store.begin_attempt(begin).await.expect("begin");
@@ -121,7 +121,7 @@ pub async fn recovery_marks_each_expired_attempt_once(fixture: &dyn Fixture) {
         "zombie heartbeat",
     );
     assert_conflict(
-        store.renew_lease(zombie, NOW + 50_000).await,
+        store.renew_lease(zombie, NOW, 50_000).await,
         "zombie renewal",
     );
     let finish = AttemptEnd::Finished {

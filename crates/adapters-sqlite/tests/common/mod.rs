@@ -26,7 +26,7 @@ pub fn begin(node: &NodeKey, owner: &str, at: u64) -> BeginAttempt {
         node: node.clone(),
         owner: owner.to_owned(),
         started_at_ms: at,
-        lease_expires_at_ms: at + 30_000,
+        lease_ms: 30_000,
         metadata: json!({"prompt": "p"}),
         working_dir: None,
         label: Some("label".to_owned()),
