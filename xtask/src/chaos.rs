@@ -17,8 +17,8 @@ use crate::project;
 /// Where a full run's figures are written.
 pub const REPORT: &str = "docs/chaos.md";
 
-/// The test binaries of crates/cli that inject faults.
-const SUITES: [&str; 2] = ["faults", "crash"];
+/// The test binaries of crates/cli that inject faults, on SQLite and on PostgreSQL.
+const SUITES: [&str; 4] = ["faults", "faults_postgres", "crash", "crash_postgres"];
 
 /// Runs `iterations` rounds; writes the report unless `dry` (then prints it only).
 pub fn run(root: &Path, iterations: u32, dry: bool) -> Result<()> {
@@ -79,8 +79,8 @@ fn outcomes(text: &str) -> Vec<(String, bool)> {
         .filter_map(|line| line.strip_prefix("test "))
         .filter_map(|rest| rest.rsplit_once(" ... "))
         .filter_map(|(name, result)| match result.trim() {
-            "ok" => Some((name.to_owned(), true)),
-            "FAILED" => Some((name.to_owned(), false)),
+            "ok" => Some((name.trim().to_owned(), true)),
+            "FAILED" => Some((name.trim().to_owned(), false)),
             _ => None,
         })
         .collect()
@@ -106,7 +106,8 @@ mod tests {
 
     #[test]
     fn libtest_lines_are_read_as_outcomes() {
-        let text = "running 2 tests\ntest a::b ... ok\ntest c ... FAILED\ntest d ... ignored\n";
+        // libtest-mimic (the harness-free PostgreSQL binaries) pads the names.
+        let text = "running 2 tests\ntest a::b ... ok\ntest c    ... FAILED\ntest d ... ignored\n";
         assert_eq!(
             outcomes(text),
             vec![("a::b".to_owned(), true), ("c".to_owned(), false)]

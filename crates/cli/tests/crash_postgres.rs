@@ -12,21 +12,9 @@ mod crash_scenarios;
 #[path = "crash/storm.rs"]
 mod storm;
 
-use common::{World, scenarios};
+use common::{on_postgres, scenarios};
 use nix::sys::signal::Signal;
 use stint_adapters_postgres::test_support;
-
-fn on_postgres(scenario: impl FnOnce(&World)) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let (store, guard) = runtime.block_on(test_support::fresh_schema());
-    runtime.block_on(store.close());
-    let world = World::with_db(guard.url());
-    scenario(&world);
-    runtime.block_on(guard.drop_schema());
-}
 
 fn kill_storm_on_postgres() {
     on_postgres(|w| {

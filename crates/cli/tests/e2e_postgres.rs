@@ -7,21 +7,9 @@
 
 mod common;
 
-use common::{World, scenarios, text};
+use common::{on_postgres, scenarios, text};
 use nix::sys::signal::Signal;
 use stint_adapters_postgres::test_support;
-
-fn on_postgres(scenario: impl FnOnce(&World)) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let (store, guard) = runtime.block_on(test_support::fresh_schema());
-    runtime.block_on(store.close());
-    let world = World::with_db(guard.url());
-    scenario(&world);
-    runtime.block_on(guard.drop_schema());
-}
 
 fn success_prints_the_output() {
     on_postgres(scenarios::success_prints_the_output);

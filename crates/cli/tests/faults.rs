@@ -7,36 +7,11 @@
 mod chaos;
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use chaos::chaos_ms;
-use common::{World, text, wait_for_file, wait_with_limit};
+use common::{World, hold_write_lock, text, wait_for_file, wait_with_limit};
 use serde_json::json;
-
-/// Holds SQLite's write lock on `db` from this (second) process for `hold`.
-fn hold_write_lock(db: &Path, hold: Duration) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        use sqlx::Connection;
-        let url = format!("sqlite://{}", db.display());
-        let mut conn = sqlx::SqliteConnection::connect(&url)
-            .await
-            .expect("connect");
-        sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut conn)
-            .await
-            .expect("take the write lock");
-        tokio::time::sleep(hold).await;
-        sqlx::query("ROLLBACK")
-            .execute(&mut conn)
-            .await
-            .expect("release");
-    });
-}
 
 /// Runs `script` as node `n` of run `r` and, once it created the file `locked-now`, holds the
 /// database's write lock for `hold`. Returns stint's exit code and stderr.

@@ -192,3 +192,41 @@ pub fn wait_with_limit(
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Runs `scenario` in a world on a fresh schema of the test PostgreSQL server, dropped after.
+pub fn on_postgres(scenario: impl FnOnce(&World)) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (store, guard) = runtime.block_on(stint_adapters_postgres::test_support::fresh_schema());
+    runtime.block_on(store.close());
+    let world = World::with_db(guard.url());
+    scenario(&world);
+    runtime.block_on(guard.drop_schema());
+}
+
+/// Holds the write lock of the SQLite database at `db` from this (second) process for `hold`:
+/// a writer meets it as a lock held past its busy timeout.
+pub fn hold_write_lock(db: &Path, hold: Duration) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        use sqlx::Connection as _;
+        let url = format!("sqlite://{}", db.display());
+        let mut conn = sqlx::SqliteConnection::connect(&url)
+            .await
+            .expect("connect");
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut conn)
+            .await
+            .expect("take the write lock");
+        tokio::time::sleep(hold).await;
+        sqlx::query("ROLLBACK")
+            .execute(&mut conn)
+            .await
+            .expect("release");
+    });
+}

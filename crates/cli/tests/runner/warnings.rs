@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::common::{World, stint_lines, text, wait_for_file};
+use crate::common::{World, hold_write_lock, stint_lines, text, wait_for_file};
 use crate::{finish, spawn_run};
 
 fn count(lines: &[String], needle: &str) -> usize {
@@ -25,30 +25,6 @@ fn a_large_heartbeat_is_warned_about_once() {
     );
 }
 
-/// Holds the write lock of the world's SQLite database from this (second) process for `hold`.
-fn hold_write_lock(w: &World, hold: Duration) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        use sqlx::Connection as _;
-        let url = format!("sqlite://{}", w.path("state/stint.db").display());
-        let mut conn = sqlx::SqliteConnection::connect(&url)
-            .await
-            .expect("connect");
-        sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut conn)
-            .await
-            .expect("take the write lock");
-        tokio::time::sleep(hold).await;
-        sqlx::query("ROLLBACK")
-            .execute(&mut conn)
-            .await
-            .expect("release");
-    });
-}
-
 /// Heartbeats every 50 ms until `go` exists, then `null`.
 const BEATING: &str = r#"echo up > up; i=0
     while [ ! -e go ]; do i=$((i + 1)); echo "{\"n\":$i}" >&3; sleep 0.05; done; echo null"#;
@@ -61,7 +37,7 @@ fn heartbeat_write_failures_are_shown_once() {
     let db = format!("{}?busy_timeout_ms=100", w.db);
     let (child, stderr) = spawn_run(&w, "r", &["--db", db.as_str()], BEATING);
     wait_for_file(&w.path("up"));
-    hold_write_lock(&w, Duration::from_millis(1500));
+    hold_write_lock(&w.path("state/stint.db"), Duration::from_millis(1500));
     std::fs::write(w.path("go"), "").expect("go");
     let (code, all) = finish(child, &stderr, Duration::from_secs(30));
     assert_eq!(code, Some(0), "{all}");
@@ -86,7 +62,7 @@ fn lease_renewal_failures_are_shown_once() {
     let flags = ["--db", db.as_str(), "--lease", "1500ms", "--grace", "200ms"];
     let (child, stderr) = spawn_run(&w, "r", &flags, BEATING);
     wait_for_file(&w.path("up"));
-    hold_write_lock(&w, Duration::from_secs(3));
+    hold_write_lock(&w.path("state/stint.db"), Duration::from_secs(3));
     let (code, all) = finish(child, &stderr, Duration::from_secs(30));
     assert_eq!(code, Some(3), "fenced: {all}");
     let lines: Vec<String> = all.lines().map(str::to_owned).collect();
