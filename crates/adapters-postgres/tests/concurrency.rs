@@ -64,6 +64,8 @@ async fn eight_connections_racing_500_attempts_number_them_without_gaps() {
                     key: node.attempt(begun.attempt),
                     owner,
                 };
+                // Held across a scheduling point, so the others' begins meet it in progress.
+                tokio::time::sleep(Duration::from_millis(1)).await;
                 let end = AttemptEnd::Finished {
                     output: json!({"n": begun.attempt}),
                     vcs: None,

@@ -27,6 +27,10 @@ async fn worker(store: SqliteStore, name: String, quota: u32) -> (Vec<u32>, u32)
         clock += 1;
         match store.begin_attempt(begin(&node, &name, clock)).await {
             Ok(begun) => {
+                // Hold the attempt across a scheduling point, so the other workers' begins meet
+                // it in progress: without it, two pools whose writes SQLite serialises may
+                // happen never to interleave, and the race would prove nothing.
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
                 let end = AttemptEnd::Finished {
                     output: json!({"by": name}),
                     vcs: None,
