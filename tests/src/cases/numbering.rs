@@ -194,8 +194,8 @@ pub async fn failed_before_counts_earlier_failures(fixture: &dyn Fixture) {
 /// once, and the race really happened: some begins were refused because the other handle's
 /// attempt was in progress.
 ///
-/// Each racer holds its attempt in progress across a scheduling point (as a store that talks to
-/// a database does between two statements), and starts only when the other one is ready. A racer
+/// Each racer holds its attempt in progress for a millisecond (as a store that talks to a
+/// database does between two statements), and starts only when the other one is ready. A racer
 /// that reaches its quota before any begin was refused goes on until one is: on a loaded machine
 /// one racer's thread may run its whole loop before the other's is scheduled at all.
 pub async fn racing_begins_get_distinct_numbers(fixture: &dyn Fixture) {
@@ -285,7 +285,9 @@ impl Race {
                 Ok(begun) => {
                     // Every earlier attempt failed, so the count handed back must match.
                     assert_eq!(begun.failed_before, begun.attempt - 1, "racer {name}");
-                    tokio::task::yield_now().await;
+                    // Held for a moment, not just a yield: SQLite serialises the two handles'
+                    // writes, and a yield alone let one racer win 500 times in a row.
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
                     let owned = stint_ports::OwnedAttempt {
                         key: node.attempt(begun.attempt),
                         owner,
