@@ -116,7 +116,7 @@ impl TaskError {
     pub fn timeout(timeout_ms: u64) -> Self {
         Self::new(
             ErrorCode::TaskTimeout,
-            format!("Compute callback timed out after {timeout_ms} ms"),
+            format!("timed out after {}", human_ms(timeout_ms)),
         )
         .with_details(serde_json::json!({ "timeout_ms": timeout_ms }))
     }
@@ -129,7 +129,11 @@ impl TaskError {
     ) -> Self {
         Self::new(
             ErrorCode::TaskHeartbeatTimeout,
-            format!("no heartbeat for {stale_for_ms} ms (heartbeat timeout {timeout_ms} ms)"),
+            format!(
+                "no heartbeat for {} (heartbeat timeout {})",
+                human_ms(stale_for_ms),
+                human_ms(timeout_ms)
+            ),
         )
         .with_details(serde_json::json!({
             "stale_for_ms": stale_for_ms,
@@ -209,4 +213,40 @@ pub enum DomainError {
         /// The command that was refused.
         command: AttemptCommandKind,
     },
+}
+
+/// A duration for people: `200 ms`, `1 s`, `1.5 s`, `90 s`; the exact milliseconds stay in the
+/// error's details.
+fn human_ms(ms: u64) -> String {
+    if ms < 1000 {
+        return format!("{ms} ms");
+    }
+    let (secs, rest) = (ms / 1000, ms % 1000);
+    if rest == 0 {
+        return format!("{secs} s");
+    }
+    let fraction = format!("{rest:03}");
+    format!("{secs}.{} s", fraction.trim_end_matches('0'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_speak_in_the_units_people_use() {
+        assert_eq!(TaskError::timeout(1000).message, "timed out after 1 s");
+        assert_eq!(TaskError::timeout(200).message, "timed out after 200 ms");
+        assert_eq!(TaskError::timeout(1500).message, "timed out after 1.5 s");
+        assert_eq!(
+            TaskError::timeout(90_050).message,
+            "timed out after 90.05 s"
+        );
+        assert_eq!(
+            TaskError::heartbeat_timeout(1204, 1000, None).message,
+            "no heartbeat for 1.204 s (heartbeat timeout 1 s)"
+        );
+        // The exact figure stays in the details.
+        assert_eq!(TaskError::timeout(1500).details["timeout_ms"], 1500);
+    }
 }

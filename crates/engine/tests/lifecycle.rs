@@ -312,7 +312,7 @@ async fn timeout_fails_with_task_timeout_after_the_grace_period(h: Harness) {
     assert_eq!(outcome.state, AttemptState::Failed);
     let error = outcome.error.expect("error");
     assert_eq!(error.code, ErrorCode::TaskTimeout);
-    assert_eq!(error.message, "Compute callback timed out after 200 ms");
+    assert_eq!(error.message, "timed out after 200 ms");
     let failed_at_ms = events(store)
         .await
         .into_iter()

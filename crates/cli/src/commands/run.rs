@@ -241,7 +241,13 @@ fn conclude(
                 .error
                 .unwrap_or_else(|| stint_domain::TaskError::task_failed("the node failed"));
             let mut failure = CliError::task(&error);
-            failure.message = format!("{} ({key}, attempt {attempt})", failure.message);
+            // The flag that set the limit, so the user knows what to raise.
+            let flag = match error.code {
+                stint_domain::ErrorCode::TaskTimeout => " (--timeout)",
+                stint_domain::ErrorCode::TaskHeartbeatTimeout => " (--heartbeat-timeout)",
+                _ => "",
+            };
+            failure.message = format!("{}{flag} ({key}, attempt {attempt})", failure.message);
             Err(failure)
         }
     }

@@ -209,9 +209,10 @@ impl<'w> Lane<'w> {
         let node = self.node();
         let before = node_attempts(&self.attempts, &node).len();
         let ending = self.run_and_maybe_kill(&node, before);
+        let ended_ms = now_ms();
         self.reap_commands(ending);
         wait_until_leases_expire(self.w, &self.run);
-        let recovered = recover_until_settled(self.w, &self.run);
+        let (recovered, rounds) = recover_until_settled(self.w, &self.run);
         shared
             .recovered
             .lock()
@@ -241,9 +242,12 @@ impl<'w> Lane<'w> {
                     (Ending::Exited(Some(0)), "finished") => counts.finished += 1,
                     (ending, state) => panic!(
                         "{}/{node}#{number}: {ending:?} left the attempt {state}: {attempt}; \
-                         stint said: {}",
+                         stint said: {}; ended at {ended_ms} ms, checked at {} ms; \
+                         recover rounds: {rounds:?}; a last `stint recover` now: {}",
                         self.run,
-                        std::fs::read_to_string(self.stderr_path()).unwrap_or_default()
+                        std::fs::read_to_string(self.stderr_path()).unwrap_or_default(),
+                        now_ms(),
+                        recover_verbose(self.w),
                     ),
                 }
                 if state_of(attempt) == "ATTEMPT_ABANDONED" {
@@ -415,21 +419,44 @@ pub fn recover(w: &World) -> Vec<String> {
     text(&output.stdout).lines().map(str::to_owned).collect()
 }
 
+/// `stint recover` with debug logging: its whole stderr and stdout, for a failure's message.
+fn recover_verbose(w: &World) -> String {
+    let output = w
+        .cmd()
+        .env("RUST_LOG", "debug")
+        .args(["recover"])
+        .output()
+        .expect("stint recover");
+    format!(
+        "exit {:?}, stdout {:?}, stderr {:?}",
+        output.status.code(),
+        text(&output.stdout),
+        text(&output.stderr)
+    )
+}
+
 /// `stint recover` until no attempt of `run` is left in progress (bounded); returns what it
 /// printed. On PostgreSQL a recoverer skips the attempts another one holds locked (`SKIP
 /// LOCKED`: another lane's `stint run` recovering on open), so it may return before that other
 /// recoverer committed; the attempts are settled once it has.
-fn recover_until_settled(w: &World, run: &str) -> Vec<String> {
+///
+/// Also returns, for each round, when it started (ms since the epoch) and what it printed, so a
+/// failure can show what recovery saw.
+fn recover_until_settled(w: &World, run: &str) -> (Vec<String>, Vec<(u64, usize)>) {
     let deadline = Instant::now() + Duration::from_secs(3);
     let mut printed = Vec::new();
+    let mut rounds = Vec::new();
     loop {
-        printed.extend(recover(w));
+        let at = now_ms();
+        let lines = recover(w);
+        rounds.push((at, lines.len()));
+        printed.extend(lines);
         let settled = !w
             .attempts_if_any(run)
             .iter()
             .any(|a| a["state"] == "in-progress");
         if settled || Instant::now() >= deadline {
-            return printed;
+            return (printed, rounds);
         }
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -3,6 +3,7 @@
 //! code of the real `stint` binary, on a real SQLite file.
 
 mod follow;
+mod limits;
 mod missing_database;
 mod resume;
 mod stale_output;
