@@ -68,13 +68,23 @@ where
                 // A short, growing pause lets the transaction that won finish first.
                 tokio::time::sleep(Duration::from_millis(5 * u64::from(tries))).await;
             }
-            Err(OpError::Sql(error)) => return Err(map_sqlx(endpoint, what, &error)),
+            Err(OpError::Sql(error)) => return Err(map_sqlx(endpoint, what, error)),
         }
     }
 }
 
-/// The [`StoreError`] for `error`, met while doing `what` against `endpoint` (`host:port`).
-pub fn map_sqlx(endpoint: &str, what: &str, error: &sqlx::Error) -> StoreError {
+/// The [`StoreError`] for `error`, met while doing `what` against `endpoint` (`host:port`),
+/// with the driver's error kept as its source.
+pub fn map_sqlx(endpoint: &str, what: &str, error: sqlx::Error) -> StoreError {
+    let mapped = match &error {
+        sqlx::Error::Migrate(migrate) => return map_migrate(endpoint, migrate),
+        error => describe(endpoint, what, error),
+    };
+    mapped.caused_by(error)
+}
+
+/// The [`StoreError`] that says what `error` means for stint, without its source.
+fn describe(endpoint: &str, what: &str, error: &sqlx::Error) -> StoreError {
     match error {
         sqlx::Error::Database(db) => {
             let message = db.message();
@@ -142,7 +152,7 @@ pub fn map_migrate(endpoint: &str, error: &MigrateError) -> StoreError {
             "the schema at {endpoint} has migration {version} half applied"
         )),
         MigrateError::Execute(sql) | MigrateError::ExecuteMigration(sql, _) => {
-            map_sqlx(endpoint, "migrating the schema", sql)
+            describe(endpoint, "migrating the schema", sql)
         }
         other => StoreError::incompatible(format!("migrating the schema at {endpoint}: {other}")),
     }

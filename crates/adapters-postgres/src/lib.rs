@@ -126,7 +126,7 @@ impl PostgresStore {
         let connecting = PgConnection::connect_with(&config.options);
         match tokio::time::timeout(config.connect_timeout, connecting).await {
             Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(error)) => Err(map_sqlx(&config.endpoint, "connecting", &error)),
+            Ok(Err(error)) => Err(map_sqlx(&config.endpoint, "connecting", error)),
             Err(_elapsed) => Err(StoreError::unavailable(format!(
                 "no answer from PostgreSQL at {} within {} s (connect_timeout)",
                 config.endpoint,
@@ -171,7 +171,7 @@ impl PostgresStore {
             .bind(name)
             .fetch_one(&self.pool)
             .await
-            .map_err(|error| map_sqlx(&self.endpoint, "reading a setting", &error))
+            .map_err(|error| map_sqlx(&self.endpoint, "reading a setting", error))
     }
 
     /// Closes the pool; later calls fail with [`StoreError::Unavailable`].

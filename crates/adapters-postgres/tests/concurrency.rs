@@ -246,6 +246,13 @@ async fn assert_unavailable(url: &str, expected: &str) {
     assert!(!message.contains("hunter2"), "password leaked: {message}");
     assert!(!message.contains('\n'), "not one line: {message}");
     assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
+    // The driver's own error stays reachable for logs and `{:?}`, without the password.
+    let source = std::error::Error::source(&error).map(ToString::to_string);
+    assert!(
+        source.is_some(),
+        "the driver's error was dropped: {error:?}"
+    );
+    assert!(!source.unwrap_or_default().contains("hunter2"));
 }
 
 async fn an_unreachable_port_is_one_clear_error_naming_host_and_port() {

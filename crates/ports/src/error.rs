@@ -103,6 +103,17 @@ impl StoreError {
         }
     }
 
+    /// The same error, caused by the driver's `source`: kept for an unavailable or incompatible
+    /// store (the other cases are decided by stint, not by a driver failure, and stay as they are).
+    #[must_use]
+    pub fn caused_by(self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        match self {
+            Self::Unavailable { message, .. } => Self::unavailable_from(message, source),
+            Self::Incompatible { message, .. } => Self::incompatible_from(message, source),
+            other => other,
+        }
+    }
+
     /// `begin_attempt` refused: `node` already has attempt `attempt` in progress.
     pub fn attempt_in_progress(node: &NodeKey, attempt: u32) -> Self {
         Self::conflict(format!(
@@ -200,6 +211,21 @@ mod tests {
         );
         assert_eq!(error, StoreError::unavailable("reading runs"));
         assert_ne!(error, StoreError::incompatible("reading runs"));
+    }
+
+    #[test]
+    fn caused_by_keeps_a_driver_failure_and_leaves_stints_own_decisions() {
+        let io = || std::io::Error::other("reset");
+        let unavailable = StoreError::unavailable("reading").caused_by(io());
+        assert_eq!(
+            unavailable.source().map(ToString::to_string).as_deref(),
+            Some("reset")
+        );
+        let incompatible = StoreError::incompatible("decoding").caused_by(io());
+        assert!(incompatible.source().is_some());
+        let conflict = StoreError::conflict("taken").caused_by(io());
+        assert_eq!(conflict, StoreError::conflict("taken"));
+        assert!(conflict.source().is_none());
     }
 
     #[test]
