@@ -13,6 +13,7 @@ mod codegen;
 mod dist;
 mod project;
 mod release;
+mod soak;
 #[cfg(test)]
 mod tidy;
 
@@ -60,6 +61,13 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Run the README's test command again and again, stopping at the first red run (not in
+    /// CI): "passes N times in a row" as a count, with each run's time.
+    Soak {
+        /// How many runs in a row.
+        #[arg(long, default_value_t = 20)]
+        runs: u32,
+    },
     /// Build `stint` in release mode and pack a reproducible tarball with its sha256 in dist/.
     Dist,
 }
@@ -105,5 +113,6 @@ fn run(cli: Cli) -> Result<()> {
             iterations,
             dry_run,
         } => chaos::run(&root, iterations, dry_run),
+        Command::Soak { runs } => soak::run(&root, runs),
     }
 }
