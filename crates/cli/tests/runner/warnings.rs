@@ -2,11 +2,13 @@
 
 use std::time::Duration;
 
-use crate::common::{World, hold_write_lock, stint_lines, text, wait_for_file};
+use crate::common::{World, assert_exit, hold_write_lock, stint_lines, wait_for_file};
 use crate::{finish, spawn_run};
 
-fn count(lines: &[String], needle: &str) -> usize {
-    lines.iter().filter(|l| l.contains(needle)).count()
+/// Asserts that exactly one of `lines` holds `warning`; `shown` is the message when not.
+fn assert_warned_once<'a>(lines: impl IntoIterator<Item = &'a str>, warning: &str, shown: &str) {
+    let times = lines.into_iter().filter(|l| l.contains(warning)).count();
+    assert_eq!(times, 1, "{shown}");
 }
 
 /// Two heartbeats over 256 KiB: one warning.
@@ -16,12 +18,13 @@ fn a_large_heartbeat_is_warned_about_once() {
     let script = r#"big=$(head -c 300000 /dev/zero | tr '\0' a)
         echo "{\"blob\":\"$big\"}" >&3; echo "{\"blob\":\"$big\",\"n\":2}" >&3; echo null"#;
     let output = w.run("r", "n", &[], script);
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_exit(&output, 0);
     let lines = stint_lines(&output);
-    assert_eq!(
-        count(&lines, "warning: a heartbeat payload is "),
-        1,
-        "{lines:#?}"
+    let shown = format!("{lines:#?}");
+    assert_warned_once(
+        lines.iter().map(String::as_str),
+        "warning: a heartbeat payload is ",
+        &shown,
     );
 }
 
@@ -41,11 +44,10 @@ fn heartbeat_write_failures_are_shown_once() {
     std::fs::write(w.path("go"), "").expect("go");
     let (code, all) = finish(child, &stderr, Duration::from_secs(30));
     assert_eq!(code, Some(0), "{all}");
-    let lines: Vec<String> = all.lines().map(str::to_owned).collect();
-    assert_eq!(
-        count(&lines, "warning: a heartbeat could not be written"),
-        1,
-        "{all}"
+    assert_warned_once(
+        all.lines(),
+        "warning: a heartbeat could not be written",
+        &all,
     );
     assert!(
         w.attempts("r")[0]["heartbeat"]["n"].as_u64() > Some(20),
@@ -65,10 +67,9 @@ fn lease_renewal_failures_are_shown_once() {
     hold_write_lock(&w.path("state/stint.db"), Duration::from_secs(3));
     let (code, all) = finish(child, &stderr, Duration::from_secs(30));
     assert_eq!(code, Some(3), "fenced: {all}");
-    let lines: Vec<String> = all.lines().map(str::to_owned).collect();
-    assert_eq!(
-        count(&lines, "warning: the attempt's lease could not be renewed"),
-        1,
-        "{all}"
+    assert_warned_once(
+        all.lines(),
+        "warning: the attempt's lease could not be renewed",
+        &all,
     );
 }

@@ -12,7 +12,7 @@ mod words;
 
 use std::process::Output;
 
-use crate::common::{World, text};
+use crate::common::{World, assert_exit, text};
 
 /// The exit code, the whole stderr and the whole stdout of `output`.
 pub fn seen(output: &Output) -> (Option<i32>, String, String) {
@@ -27,6 +27,6 @@ pub fn seen(output: &Output) -> (Option<i32>, String, String) {
 pub fn world_with_a_run() -> World {
     let w = World::sqlite();
     let output = w.run("r", "n", &[], "echo 1");
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_exit(&output, 0);
     w
 }
