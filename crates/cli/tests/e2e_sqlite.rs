@@ -4,7 +4,6 @@ mod common;
 mod ux;
 
 use common::{World, assert_exit, scenarios, stint_lines, text};
-use nix::sys::signal::Signal;
 
 /// One `#[test]` per shared scenario, named as it, each in a fresh SQLite world.
 macro_rules! on_sqlite {
@@ -31,15 +30,10 @@ on_sqlite!(
     json_listings_have_their_fields,
 );
 
-#[test]
-fn sigint_cancels_the_process_group() {
-    scenarios::signal_cancels_the_process_group(&World::sqlite(), Signal::SIGINT);
-}
-
-#[test]
-fn sigterm_cancels_the_process_group() {
-    scenarios::signal_cancels_the_process_group(&World::sqlite(), Signal::SIGTERM);
-}
+cancelled_by_signal!(
+    sigint_cancels_the_process_group: SIGINT,
+    sigterm_cancels_the_process_group: SIGTERM,
+);
 
 /// One line on stderr, `stint: CODE: ...`, and `code` as the exit code.
 fn assert_one_line(output: &std::process::Output, code: i32, prefix: &str) {

@@ -240,6 +240,24 @@ macro_rules! postgres_test {
     };
 }
 
+/// One `#[test]` per signal that must cancel a run like Ctrl-C:
+/// [`scenarios::signal_cancels_the_process_group`] in a fresh SQLite world.
+#[macro_export]
+macro_rules! cancelled_by_signal {
+    ($($(#[$doc:meta])* $test:ident: $signal:ident),* $(,)?) => {
+        $(
+            $(#[$doc])*
+            #[test]
+            fn $test() {
+                $crate::common::scenarios::signal_cancels_the_process_group(
+                    &$crate::common::World::sqlite(),
+                    ::nix::sys::signal::Signal::$signal,
+                );
+            }
+        )*
+    };
+}
+
 /// Runs `scenario` in a world on a fresh schema of the test PostgreSQL server, dropped after.
 pub fn on_postgres(scenario: impl FnOnce(&World)) {
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -32,17 +32,31 @@ fn a_large_heartbeat_is_warned_about_once() {
 const BEATING: &str = r#"echo up > up; i=0
     while [ ! -e go ]; do i=$((i + 1)); echo "{\"n\":$i}" >&3; sleep 0.05; done; echo null"#;
 
+/// Runs [`BEATING`] as run `r` with `flags`, on the world's database with a 100 ms busy timeout;
+/// once it beats, holds that database's write lock from another process for `hold`, then calls
+/// `after`. Returns stint's exit code and stderr.
+fn beating_through_a_held_lock(
+    w: &World,
+    flags: &[&str],
+    hold: Duration,
+    after: impl FnOnce(),
+) -> (Option<i32>, String) {
+    let db = format!("{}?busy_timeout_ms=100", w.db);
+    let flags: Vec<&str> = ["--db", db.as_str()].iter().chain(flags).copied().collect();
+    let (child, stderr) = spawn_run(w, "r", &flags, BEATING);
+    wait_for_file(&w.path("up"));
+    hold_write_lock(&w.path("state/stint.db"), hold);
+    after();
+    finish(child, &stderr, Duration::from_secs(30))
+}
+
 /// SQLite locked by another process for 1.5 s: heartbeat writes fail again and again (the
 /// writer tries every 500 ms); one warning, and the run still finishes.
 #[test]
 fn heartbeat_write_failures_are_shown_once() {
     let w = World::sqlite();
-    let db = format!("{}?busy_timeout_ms=100", w.db);
-    let (child, stderr) = spawn_run(&w, "r", &["--db", db.as_str()], BEATING);
-    wait_for_file(&w.path("up"));
-    hold_write_lock(&w.path("state/stint.db"), Duration::from_millis(1500));
-    std::fs::write(w.path("go"), "").expect("go");
-    let (code, all) = finish(child, &stderr, Duration::from_secs(30));
+    let go = || std::fs::write(w.path("go"), "").expect("go");
+    let (code, all) = beating_through_a_held_lock(&w, &[], Duration::from_millis(1500), go);
     assert_eq!(code, Some(0), "{all}");
     assert_warned_once(
         all.lines(),
@@ -60,12 +74,8 @@ fn heartbeat_write_failures_are_shown_once() {
 #[test]
 fn lease_renewal_failures_are_shown_once() {
     let w = World::sqlite();
-    let db = format!("{}?busy_timeout_ms=100", w.db);
-    let flags = ["--db", db.as_str(), "--lease", "1500ms", "--grace", "200ms"];
-    let (child, stderr) = spawn_run(&w, "r", &flags, BEATING);
-    wait_for_file(&w.path("up"));
-    hold_write_lock(&w.path("state/stint.db"), Duration::from_secs(3));
-    let (code, all) = finish(child, &stderr, Duration::from_secs(30));
+    let flags = ["--lease", "1500ms", "--grace", "200ms"];
+    let (code, all) = beating_through_a_held_lock(&w, &flags, Duration::from_secs(3), || ());
     assert_eq!(code, Some(3), "fenced: {all}");
     assert_warned_once(
         all.lines(),

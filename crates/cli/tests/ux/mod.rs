@@ -23,6 +23,13 @@ pub fn seen(output: &Output) -> (Option<i32>, String, String) {
     )
 }
 
+/// Asserts that `output` exited with `code`; returns its stderr.
+pub fn stderr_of_exit(output: &Output, code: i32) -> String {
+    let (exit, stderr, _) = seen(output);
+    assert_eq!(exit, Some(code));
+    stderr
+}
+
 /// Records run `r`, node `n`, finished with output `1`.
 pub fn world_with_a_run() -> World {
     let w = World::sqlite();

@@ -1,6 +1,6 @@
 //! How store errors and logs read: each thing said once, the reason given, no colour in a pipe.
 
-use super::seen;
+use super::{seen, stderr_of_exit};
 use crate::common::World;
 
 #[test]
@@ -51,8 +51,7 @@ fn an_unsupported_scheme_and_a_bad_option_are_both_bad_store_configuration() {
         )
     );
     let output = w.stint(&["--db", "sqlite://x.db?synchronus=normal", "runs"]);
-    let (code, stderr, _) = seen(&output);
-    assert_eq!(code, Some(2));
+    let stderr = stderr_of_exit(&output, 2);
     assert!(
         stderr.starts_with("stint: STORE_INVALID_CONFIG: "),
         "{stderr}"
