@@ -25,6 +25,15 @@ fn engine(store: MockAttemptStore) -> Engine {
     Engine::with_options(ports, options)
 }
 
+/// Asserts that `error` is the store's conflict, passed on as it is.
+#[track_caller]
+fn assert_store_conflict(error: &EngineError) {
+    assert!(
+        matches!(error, EngineError::Store(StoreError::Conflict { .. })),
+        "{error:?}"
+    );
+}
+
 /// A mock store that expects one `begin_attempt`, which begins attempt 1.
 fn begun() -> MockAttemptStore {
     let mut store = MockAttemptStore::new();
@@ -73,10 +82,7 @@ async fn a_conflict_on_finish_is_a_store_conflict() {
     });
     let compute = |_ctx: TaskContext| async { Ok(json!({})) };
     let error = attempt_error(&engine(store), &desc(), compute, "conflict").await;
-    assert!(matches!(
-        error,
-        EngineError::Store(StoreError::Conflict { .. })
-    ));
+    assert_store_conflict(&error);
     assert_eq!(error.code(), ErrorCode::StoreConflict);
 }
 
@@ -95,10 +101,7 @@ async fn a_lost_lease_stops_the_compute_and_writes_nothing_terminal() {
     };
     let start = tokio::time::Instant::now();
     let error = attempt_error(&engine(store), &d, compute, "conflict").await;
-    assert!(matches!(
-        error,
-        EngineError::Store(StoreError::Conflict { .. })
-    ));
+    assert_store_conflict(&error);
     assert_eq!(
         start.elapsed(),
         Duration::from_millis(750),
