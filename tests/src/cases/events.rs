@@ -167,27 +167,14 @@ pub async fn events_are_ordered_and_paged(fixture: &dyn Fixture) {
         .expect("read");
     assert_eq!(from_middle, all_mine[5..].to_vec());
     let last_seq = all_mine.last().map_or(0, |record| record.seq);
-    assert!(
-        store
-            .read_events("mine", last_seq, 100)
-            .await
-            .expect("read")
-            .is_empty()
-    );
-    assert!(
-        store
-            .read_events("mine", 0, 0)
-            .await
-            .expect("read")
-            .is_empty()
-    );
-    assert!(
-        store
-            .read_events("nobody", 0, 100)
-            .await
-            .expect("read")
-            .is_empty()
-    );
+    // Nothing after the last event, nothing in a page of none, nothing of an unknown run.
+    for (run_id, after, limit) in [("mine", last_seq, 100), ("mine", 0, 0), ("nobody", 0, 100)] {
+        let page = store.read_events(run_id, after, limit).await.expect("read");
+        assert!(
+            page.is_empty(),
+            "{run_id} after {after}, {limit} at most: {page:?}"
+        );
+    }
 }
 
 /// A heartbeat writes its received-at time and payload (a bare ping keeps the payload), appends
