@@ -96,12 +96,12 @@ async fn apply(store: &dyn Store, owner: &str, step: Step, node: &NodeKey) -> Ve
                 .map_or(0, |record| record.event.timestamp_ms + 1);
             let write = heartbeat(&attempt, at, payload, interval);
             let event = write.event.clone();
-            accept_heartbeat(&*store, &attempt, write).await;
+            accept_heartbeat(store, &attempt, write).await;
             vec![event]
         }
         Step::End(n, end, events) => {
             let at = events.last().map_or(0, |event| event.timestamp_ms);
-            accept_end(&*store, &owned(n), end, at, events.clone()).await;
+            accept_end(store, &owned(n), end, at, events.clone()).await;
             events
         }
     }

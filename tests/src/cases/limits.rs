@@ -16,7 +16,7 @@ async fn round_trip(store: &dyn Store, node: &NodeKey) {
     assert_eq!(begun.attempt, 1);
     let payload = json!({"node": node.node_id()});
     accept_heartbeat(
-        &*store,
+        store,
         &owned,
         heartbeat(&owned, 1_100, Some(payload.clone()), None),
     )
@@ -27,7 +27,7 @@ async fn round_trip(store: &dyn Store, node: &NodeKey) {
         vcs: None,
     };
     let event = Event::new(&owned.key, 1_200, EventKind::NodeFinished);
-    accept_end(&*store, &owned, finish, 1_200, vec![event]).await;
+    accept_end(store, &owned, finish, 1_200, vec![event]).await;
 
     let attempts = attempts_of(store, node).await;
     assert_eq!(attempts.len(), 1, "{node}");

@@ -29,7 +29,7 @@ async fn node_in_state(
         }
         AttemptState::Cancelled => cancellation(),
     };
-    accept_end(&*store, &owned, end, at + 10, Vec::new()).await;
+    accept_end(store, &owned, end, at + 10, Vec::new()).await;
 }
 
 /// `list_runs` counts each run's nodes by state, most recently updated run first; `list_nodes`
