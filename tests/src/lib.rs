@@ -26,6 +26,23 @@ pub trait Fixture: Send + Sync {
     async fn teardown(self: Box<Self>) {}
 }
 
+/// The fixture of a store whose clones are handles on the same data (the in-memory store): both
+/// [`Fixture::store`] and [`Fixture::second_store`] hand out a clone, and there is nothing to
+/// release.
+#[derive(Debug)]
+pub struct SharedStore<S>(pub S);
+
+#[async_trait]
+impl<S: Store + Clone + 'static> Fixture for SharedStore<S> {
+    fn store(&self) -> Arc<dyn Store> {
+        Arc::new(self.0.clone())
+    }
+
+    async fn second_store(&self) -> Arc<dyn Store> {
+        self.store()
+    }
+}
+
 /// Declares the conformance cases as tests, each on a fresh fixture. `$factory` is an `async fn()
 /// -> Box<dyn Fixture>`.
 ///

@@ -1,7 +1,7 @@
 //! Small builders the cases share, so each case reads as the behaviour it checks.
 
 use serde_json::{Value, json};
-use stint_domain::{AttemptRecord, Event, EventKind, EventRecord, NodeKey, TaskError};
+use stint_domain::{AttemptRecord, Event, EventKind, EventRecord, NodeKey, NodeRecord, TaskError};
 use stint_ports::{
     AttemptEnd, AttemptFilter, BeginAttempt, BegunAttempt, HeartbeatWrite, OwnedAttempt, Store,
     StoreError,
@@ -54,6 +54,35 @@ pub fn failure(message: &str) -> AttemptEnd {
         error: TaskError::task_failed(message),
         retryable: true,
     }
+}
+
+/// A cancellation's end: `TASK_ABORTED`.
+pub fn cancellation() -> AttemptEnd {
+    AttemptEnd::Cancelled {
+        error: TaskError::aborted(),
+    }
+}
+
+/// Ends `attempt` with `end` at `at`, appending `events`; must be accepted.
+pub async fn accept_end(
+    store: &dyn Store,
+    attempt: &OwnedAttempt,
+    end: AttemptEnd,
+    at: u64,
+    events: Vec<Event>,
+) {
+    store
+        .end_attempt(attempt, end, at, events)
+        .await
+        .unwrap_or_else(|error| panic!("end {}: {error}", attempt.key));
+}
+
+/// Records `write` on `attempt`; must be accepted.
+pub async fn accept_heartbeat(store: &dyn Store, attempt: &OwnedAttempt, write: HeartbeatWrite) {
+    store
+        .record_heartbeat(attempt, write)
+        .await
+        .unwrap_or_else(|error| panic!("heartbeat of {}: {error}", attempt.key));
 }
 
 /// The `NodeFailed` event matching [`failure`].
@@ -132,6 +161,15 @@ pub async fn attempt_record(store: &dyn Store, attempt: &OwnedAttempt) -> Attemp
         .into_iter()
         .find(|record| record.attempt == attempt.key.attempt)
         .unwrap_or_else(|| panic!("{} is not listed", attempt.key))
+}
+
+/// The node `node` as stored; it must be.
+pub async fn node_record(store: &dyn Store, node: &NodeKey) -> NodeRecord {
+    store
+        .get_node(node)
+        .await
+        .unwrap_or_else(|error| panic!("get {node}: {error}"))
+        .unwrap_or_else(|| panic!("{node} is not stored"))
 }
 
 /// Every event of `run_id`.

@@ -237,6 +237,14 @@ mod tests {
         Ok(files)
     }
 
+    /// A temp folder holding the archive `TOP.tar.gz` of [`fake_release`] under `TOP/`.
+    fn fake_archive(top: &str) -> Result<(tempfile::TempDir, PathBuf)> {
+        let dir = tempfile::tempdir()?;
+        let tarball = dir.path().join(format!("{top}.tar.gz"));
+        write_archive(&tarball, top, &fake_release(dir.path())?, 0)?;
+        Ok((dir, tarball))
+    }
+
     #[test]
     fn the_same_inputs_give_the_same_bytes() -> Result<()> {
         let dir = tempfile::tempdir()?;
@@ -254,9 +262,7 @@ mod tests {
 
     #[test]
     fn entries_are_sorted_with_fixed_owner_mode_and_time() -> Result<()> {
-        let dir = tempfile::tempdir()?;
-        let tarball = dir.path().join("out.tar.gz");
-        write_archive(&tarball, "top", &fake_release(dir.path())?, 0)?;
+        let (_dir, tarball) = fake_archive("top")?;
         let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(File::open(&tarball)?));
         let mut seen = Vec::new();
         for entry in archive.entries()? {
@@ -285,9 +291,7 @@ mod tests {
 
     #[test]
     fn gzip_header_has_no_time_and_no_name() -> Result<()> {
-        let dir = tempfile::tempdir()?;
-        let tarball = dir.path().join("out.tar.gz");
-        write_archive(&tarball, "top", &fake_release(dir.path())?, 0)?;
+        let (_dir, tarball) = fake_archive("top")?;
         let mut header = [0u8; 10];
         File::open(&tarball)?.read_exact(&mut header)?;
         assert_eq!(&header[..3], &[0x1f, 0x8b, 8], "not gzip");
@@ -298,9 +302,7 @@ mod tests {
 
     #[test]
     fn the_checksum_file_verifies_with_sha256sum() -> Result<()> {
-        let dir = tempfile::tempdir()?;
-        let tarball = dir.path().join("stint-0.1.0-test.tar.gz");
-        write_archive(&tarball, "stint-0.1.0-test", &fake_release(dir.path())?, 0)?;
+        let (dir, tarball) = fake_archive("stint-0.1.0-test")?;
         let checksum = write_sha256(&tarball)?;
         let line = fs::read_to_string(&checksum)?;
         let digest = hex::encode(Sha256::digest(fs::read(&tarball)?));

@@ -18,8 +18,9 @@ const LIBRARY_CRATES: &[&str] = &[
     "crates/adapters-postgres",
 ];
 const PRINT_MACROS: &[&str] = &["println!", "eprintln!", "print!", "eprint!", "dbg!"];
-/// Async runtimes, database drivers and clock crates: none may reach `stint-domain`.
-const FORBIDDEN_IN_DOMAIN: &[&str] = &[
+/// Async runtimes, clock crates and network clients: none may reach `stint-domain` (nor may
+/// a database driver, [`DATABASE_CRATES`], nor an adapter).
+const RUNTIME_CLOCK_AND_NETWORK_CRATES: &[&str] = &[
     "tokio",
     "async-std",
     "smol",
@@ -27,14 +28,6 @@ const FORBIDDEN_IN_DOMAIN: &[&str] = &[
     "async-executor",
     "mio",
     "futures-executor",
-    "sqlx",
-    "sqlx-core",
-    "rusqlite",
-    "libsqlite3-sys",
-    "postgres",
-    "tokio-postgres",
-    "diesel",
-    "sea-orm",
     "redis",
     "chrono",
     "time",
@@ -131,10 +124,10 @@ fn forbidden_dependencies() -> Vec<(&'static str, Vec<&'static str>)> {
         // Time is an argument: no runtime, no driver, no clock.
         (
             "stint-domain",
-            FORBIDDEN_IN_DOMAIN
+            RUNTIME_CLOCK_AND_NETWORK_CRATES
                 .iter()
-                .chain(ADAPTER_CRATES)
                 .copied()
+                .chain(outward.iter().copied())
                 .collect(),
         ),
         // Nothing in the ports knows SQL or a database.

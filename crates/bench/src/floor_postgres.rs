@@ -10,13 +10,10 @@
 
 use anyhow::{Context as _, Result};
 use serde_json::{Map, Value};
-use sqlx::postgres::{PgConnection, PgPool};
+use sqlx::Transaction;
+use sqlx::postgres::{PgPool, Postgres};
 
-use crate::floor::{Lifecycle, event_body};
-
-/// The floor's lifecycle is always iteration 0, attempt 1 of a fresh node.
-const ITERATION: i64 = 0;
-const ATTEMPT: i64 = 1;
+use crate::floor::{ATTEMPT, ITERATION, Lifecycle, bind_attempt, bind_node, event_body};
 
 const UPSERT_NODE: &str = "INSERT INTO nodes (run_id, node_id, iteration, state, last_attempt, updated_at_ms, \
                             output_table, label) \
@@ -25,7 +22,7 @@ const UPSERT_NODE: &str = "INSERT INTO nodes (run_id, node_id, iteration, state,
 const SUMMARY: &str = "SELECT COALESCE(MAX(attempt), 0) AS highest, \
                 COUNT(*) FILTER (WHERE state = 'failed') AS failed, \
                 COUNT(*) FILTER (WHERE state = 'in-progress') AS running, \
-                (SELECT heartbeat FROM attempts \
+                (SELECT heartbeat::text FROM attempts \
                   WHERE run_id = $1 AND node_id = $2 AND iteration = $3 \
                     AND heartbeat IS NOT NULL \
                   ORDER BY attempt DESC LIMIT 1) AS checkpoint \
@@ -115,32 +112,21 @@ pub async fn lifecycle(pool: &PgPool, lc: &Lifecycle<'_>, lock_key: i64) -> Resu
 
 /// `begin_attempt`: the node, the summary, the attempt, `NodeStarted`.
 async fn begin(pool: &PgPool, lc: &Lifecycle<'_>, lock_key: i64, body: Value) -> Result<()> {
-    let (run, node, at) = (lc.run_id, lc.node_id, lc.now_ms);
+    // No output table, no label.
     let (output_table, label) = (None::<String>, None::<String>);
     let mut tx = pool.begin().await?;
-    sqlx::query(UPSERT_NODE)
-        .bind(run)
-        .bind(node)
-        .bind(ITERATION)
-        .bind(at)
+    bind_node(sqlx::query(UPSERT_NODE), lc)
+        .bind(lc.now_ms)
         .bind(&output_table)
         .bind(&label)
         .execute(&mut *tx)
         .await?;
-    sqlx::query(SUMMARY)
-        .bind(run)
-        .bind(node)
-        .bind(ITERATION)
-        .fetch_one(&mut *tx)
-        .await?;
-    sqlx::query(INSERT_ATTEMPT)
-        .bind(run)
-        .bind(node)
-        .bind(ITERATION)
-        .bind(ATTEMPT)
+    let summary = bind_node(sqlx::query(SUMMARY), lc);
+    summary.fetch_one(&mut *tx).await?;
+    bind_attempt(sqlx::query(INSERT_ATTEMPT), lc)
         .bind(lc.owner)
         .bind(lc.lease_ms)
-        .bind(at)
+        .bind(lc.now_ms)
         .bind(lc.metadata_json)
         .bind(lc.working_dir)
         .bind(&output_table)
@@ -149,38 +135,27 @@ async fn begin(pool: &PgPool, lc: &Lifecycle<'_>, lock_key: i64, body: Value) ->
         .bind(None::<i64>)
         .execute(&mut *tx)
         .await?;
-    event(&mut tx, lc, lock_key, "NodeStarted", body).await?;
-    tx.commit().await?;
-    Ok(())
+    commit_with_event(tx, lc, lock_key, "NodeStarted", body).await
 }
 
 /// `record_heartbeat` with a payload, and its `TaskHeartbeat`.
 async fn heartbeat(pool: &PgPool, lc: &Lifecycle<'_>, lock_key: i64, body: Value) -> Result<()> {
     let mut tx = pool.begin().await?;
-    sqlx::query(HEARTBEAT)
-        .bind(lc.run_id)
-        .bind(lc.node_id)
-        .bind(ITERATION)
-        .bind(ATTEMPT)
+    bind_attempt(sqlx::query(HEARTBEAT), lc)
         .bind(lc.owner)
         .bind(Some(lc.heartbeat_json))
         .bind(lc.now_ms)
         .execute(&mut *tx)
         .await?;
-    event(&mut tx, lc, lock_key, "TaskHeartbeat", body).await?;
-    tx.commit().await?;
-    Ok(())
+    commit_with_event(tx, lc, lock_key, "TaskHeartbeat", body).await
 }
 
 /// `end_attempt` finished: the attempt, the node, the output, `NodeFinished`.
 async fn finish(pool: &PgPool, lc: &Lifecycle<'_>, lock_key: i64, body: Value) -> Result<()> {
-    let (run, node, at) = (lc.run_id, lc.node_id, lc.now_ms);
+    let at = lc.now_ms;
     let mut tx = pool.begin().await?;
-    sqlx::query(END_ATTEMPT)
-        .bind(run)
-        .bind(node)
-        .bind(ITERATION)
-        .bind(ATTEMPT)
+    // Finished: no error, no retryable flag, no VCS.
+    bind_attempt(sqlx::query(END_ATTEMPT), lc)
         .bind(lc.owner)
         .bind("finished")
         .bind(at)
@@ -189,31 +164,22 @@ async fn finish(pool: &PgPool, lc: &Lifecycle<'_>, lock_key: i64, body: Value) -
         .bind(None::<&str>)
         .execute(&mut *tx)
         .await?;
-    sqlx::query(END_NODE)
-        .bind(run)
-        .bind(node)
-        .bind(ITERATION)
-        .bind(ATTEMPT)
+    bind_attempt(sqlx::query(END_NODE), lc)
         .bind("finished")
         .bind(at)
         .execute(&mut *tx)
         .await?;
-    sqlx::query(UPSERT_OUTPUT)
-        .bind(run)
-        .bind(node)
-        .bind(ITERATION)
-        .bind(ATTEMPT)
+    bind_attempt(sqlx::query(UPSERT_OUTPUT), lc)
         .bind(lc.output_json)
         .bind(at)
         .execute(&mut *tx)
         .await?;
-    event(&mut tx, lc, lock_key, "NodeFinished", body).await?;
-    tx.commit().await?;
-    Ok(())
+    commit_with_event(tx, lc, lock_key, "NodeFinished", body).await
 }
 
-async fn event(
-    conn: &mut PgConnection,
+/// The transaction's event, then its commit: how every store transaction ends.
+async fn commit_with_event(
+    mut tx: Transaction<'_, Postgres>,
     lc: &Lifecycle<'_>,
     lock_key: i64,
     kind: &'static str,
@@ -228,7 +194,8 @@ async fn event(
         .bind(vec![kind])
         .bind(vec![lc.now_ms])
         .bind(vec![body])
-        .execute(conn)
+        .execute(&mut *tx)
         .await?;
+    tx.commit().await?;
     Ok(())
 }

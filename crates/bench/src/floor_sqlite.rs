@@ -8,14 +8,10 @@
 //! checks, before every measurement and in a test, that they are still the adapter's.
 
 use anyhow::Result;
-use sqlx::SqliteConnection;
-use sqlx::sqlite::SqlitePool;
+use sqlx::Transaction;
+use sqlx::sqlite::{Sqlite, SqlitePool};
 
-use crate::floor::{Lifecycle, event_body};
-
-/// The floor's lifecycle is always iteration 0, attempt 1 of a fresh node.
-const ITERATION: u32 = 0;
-const ATTEMPT: u32 = 1;
+use crate::floor::{Lifecycle, bind_attempt, bind_node, event_body};
 
 const SUMMARY: &str = "SELECT COALESCE(MAX(attempt), 0) AS last_attempt, \
                     COALESCE(SUM(state = 'in-progress'), 0) AS in_progress, \
@@ -63,58 +59,39 @@ pub async fn lifecycle(pool: &SqlitePool, lc: &Lifecycle<'_>) -> Result<()> {
 
 /// `begin_attempt`: the node's summary and checkpoint, the attempt, the node, `NodeStarted`.
 async fn begin(pool: &SqlitePool, lc: &Lifecycle<'_>) -> Result<()> {
-    let (run, node, at) = (lc.run_id, lc.node_id, lc.now_ms);
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    sqlx::query(SUMMARY)
-        .bind(run)
-        .bind(node)
-        .bind(ITERATION)
+    bind_node(sqlx::query(SUMMARY), lc)
         .fetch_one(&mut *tx)
         .await?;
-    sqlx::query(CHECKPOINT)
-        .bind(run)
-        .bind(node)
-        .bind(ITERATION)
+    bind_node(sqlx::query(CHECKPOINT), lc)
         .fetch_optional(&mut *tx)
         .await?;
-    sqlx::query(INSERT_ATTEMPT)
-        .bind(run)
-        .bind(node)
-        .bind(ITERATION)
-        .bind(ATTEMPT)
+    bind_attempt(sqlx::query(INSERT_ATTEMPT), lc)
         .bind(lc.owner)
-        .bind(at + lc.lease_ms)
-        .bind(at)
+        .bind(lc.now_ms + lc.lease_ms)
+        .bind(lc.now_ms)
         .bind(lc.metadata)
         .bind(lc.working_dir)
         .execute(&mut *tx)
         .await?;
-    sqlx::query(UPSERT_NODE)
-        .bind(run)
-        .bind(node)
-        .bind(ITERATION)
-        .bind(ATTEMPT)
-        .bind(at)
+    // No output table, no label.
+    bind_attempt(sqlx::query(UPSERT_NODE), lc)
+        .bind(lc.now_ms)
         .bind(None::<&str>)
         .bind(None::<&str>)
         .execute(&mut *tx)
         .await?;
-    event(&mut tx, lc, "NodeStarted", "").await?;
-    tx.commit().await?;
-    Ok(())
+    commit_with_event(tx, lc, "NodeStarted", "").await
 }
 
 /// `record_heartbeat` with a payload, and its `TaskHeartbeat`.
 async fn heartbeat(pool: &SqlitePool, lc: &Lifecycle<'_>) -> Result<()> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    sqlx::query(HEARTBEAT)
+    let payload = sqlx::query(HEARTBEAT)
         .bind(Some(lc.heartbeat))
         .bind(lc.now_ms)
-        .bind(lc.now_ms)
-        .bind(lc.run_id)
-        .bind(lc.node_id)
-        .bind(ITERATION)
-        .bind(ATTEMPT)
+        .bind(lc.now_ms);
+    bind_attempt(payload, lc)
         .bind(lc.owner)
         .execute(&mut *tx)
         .await?;
@@ -122,66 +99,47 @@ async fn heartbeat(pool: &SqlitePool, lc: &Lifecycle<'_>) -> Result<()> {
         r#","has_data":true,"data_size_bytes":{}"#,
         lc.heartbeat.len()
     );
-    event(&mut tx, lc, "TaskHeartbeat", &extra).await?;
-    tx.commit().await?;
-    Ok(())
+    commit_with_event(tx, lc, "TaskHeartbeat", &extra).await
 }
 
 /// `end_attempt` finished: the attempt, the node, the output, `NodeFinished`.
 async fn finish(pool: &SqlitePool, lc: &Lifecycle<'_>) -> Result<()> {
-    let (run, node, at) = (lc.run_id, lc.node_id, lc.now_ms);
+    let at = lc.now_ms;
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    sqlx::query(END_ATTEMPT)
+    // Finished: no error, no retryable flag, no VCS.
+    let ending = sqlx::query(END_ATTEMPT)
         .bind("finished")
         .bind(at)
         .bind(None::<String>)
         .bind(None::<bool>)
-        .bind(None::<String>)
-        .bind(run)
-        .bind(node)
-        .bind(ITERATION)
-        .bind(ATTEMPT)
+        .bind(None::<String>);
+    bind_attempt(ending, lc)
         .bind(lc.owner)
         .execute(&mut *tx)
         .await?;
-    sqlx::query(END_NODE)
-        .bind("finished")
-        .bind(at)
-        .bind(run)
-        .bind(node)
-        .bind(ITERATION)
-        .bind(ATTEMPT)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(UPSERT_OUTPUT)
-        .bind(run)
-        .bind(node)
-        .bind(ITERATION)
-        .bind(ATTEMPT)
+    let node = sqlx::query(END_NODE).bind("finished").bind(at);
+    bind_attempt(node, lc).execute(&mut *tx).await?;
+    bind_attempt(sqlx::query(UPSERT_OUTPUT), lc)
         .bind(lc.output)
         .bind(at)
         .execute(&mut *tx)
         .await?;
-    event(&mut tx, lc, "NodeFinished", "").await?;
-    tx.commit().await?;
-    Ok(())
+    commit_with_event(tx, lc, "NodeFinished", "").await
 }
 
-async fn event(
-    conn: &mut SqliteConnection,
+/// The transaction's event, then its commit: how every store transaction ends.
+async fn commit_with_event(
+    mut tx: Transaction<'_, Sqlite>,
     lc: &Lifecycle<'_>,
     kind: &'static str,
     extra: &str,
 ) -> Result<()> {
-    sqlx::query(INSERT_EVENT)
-        .bind(lc.run_id)
-        .bind(lc.node_id)
-        .bind(0_u32)
-        .bind(1_u32)
+    bind_attempt(sqlx::query(INSERT_EVENT), lc)
         .bind(kind)
         .bind(lc.now_ms)
         .bind(event_body(lc, kind, extra))
-        .execute(conn)
+        .execute(&mut *tx)
         .await?;
+    tx.commit().await?;
     Ok(())
 }

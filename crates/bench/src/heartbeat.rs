@@ -125,21 +125,15 @@ pub async fn call_cost(settings: &Settings) -> Result<Vec<Row>> {
     if let (Some(p50), Some(p99), Some(max)) =
         (Spread::of(&p50), Spread::of(&p99), Spread::of(&max))
     {
+        let row =
+            |measure: &str, spread: Spread| Row::info(2, measure, &setting, spread.show(micros));
         rows.push(
-            Row::info(2, "heartbeat call, median", &setting, p50.show(micros))
-                .with_target("median <= 1 µs", p50.median <= 1.0),
+            row("heartbeat call, median", p50).with_target("median <= 1 µs", p50.median <= 1.0),
         );
-        rows.push(Row::info(
-            2,
-            "heartbeat call, p99",
-            &setting,
-            p99.show(micros),
-        ));
-        rows.push(Row::info(
-            2,
+        rows.push(row("heartbeat call, p99", p99));
+        rows.push(row(
             "heartbeat call, slowest of the repetition (includes preemption)",
-            &setting,
-            max.show(micros),
+            max,
         ));
     }
     Ok(rows)

@@ -211,26 +211,22 @@ pub async fn run(settings: &Settings) -> Result<Vec<Row>> {
         Spread::of(&store),
         Spread::of(&engine_only),
     ) {
+        let row = |measure: &str, setting: &str, spread: Spread| {
+            Row::info(4, measure, setting, spread.show(kib))
+        };
         rows.push(
-            Row::info(
-                4,
-                "resident memory per in-flight attempt",
-                &setting,
-                t.show(kib),
-            )
-            .with_target("<= 4 KiB", t.median <= 4096.0),
+            row("resident memory per in-flight attempt", &setting, t)
+                .with_target("<= 4 KiB", t.median <= 4096.0),
         );
-        rows.push(Row::info(
-            4,
+        rows.push(row(
             "of which: the store's attempt and node rows",
             &setting,
-            s.show(kib),
+            s,
         ));
-        rows.push(Row::info(
-            4,
+        rows.push(row(
             "of which: engine (task, hub, writer, timers)",
             &format!("{setting}; the run_attempt future alone is {future} bytes"),
-            e.show(kib),
+            e,
         ));
     }
     Ok(rows)

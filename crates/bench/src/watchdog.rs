@@ -113,33 +113,18 @@ pub async fn run(settings: &Settings) -> Result<Vec<Row>> {
         Spread::of(&obs99),
     );
     if let (Some(r50), Some(r99), Some(o50), Some(o99)) = spreads {
-        rows.push(Row::info(
-            3,
-            "deadline → recorded TaskHeartbeatTimeout (ms resolution), p50",
-            &setting,
-            r50.show(ms0),
-        ));
+        let row = |measure: &str, spread: Spread, unit: fn(f64) -> String| {
+            Row::info(3, measure, &setting, spread.show(unit))
+        };
+        let recorded = "deadline → recorded TaskHeartbeatTimeout (ms resolution)";
+        let observed = "deadline → compute sees cancellation (µs resolution)";
+        rows.push(row(&format!("{recorded}, p50"), r50, ms0));
         rows.push(
-            Row::info(
-                3,
-                "deadline → recorded TaskHeartbeatTimeout (ms resolution), p99",
-                &setting,
-                r99.show(ms0),
-            )
-            .with_target("p99 <= 5 ms (idle machine)", r99.median <= 5.0),
+            row(&format!("{recorded}, p99"), r99, ms0)
+                .with_target("p99 <= 5 ms (idle machine)", r99.median <= 5.0),
         );
-        rows.push(Row::info(
-            3,
-            "deadline → compute sees cancellation (µs resolution), p50",
-            &setting,
-            o50.show(ms2),
-        ));
-        rows.push(Row::info(
-            3,
-            "deadline → compute sees cancellation (µs resolution), p99",
-            &setting,
-            o99.show(ms2),
-        ));
+        rows.push(row(&format!("{observed}, p50"), o50, ms2));
+        rows.push(row(&format!("{observed}, p99"), o99, ms2));
     }
     Ok(rows)
 }

@@ -32,47 +32,56 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
 /// its migrations, the crash tests create the schema first.
 fn sqlite() -> World {
     let w = World::sqlite();
-    let output = w.cmd().args(["migrate"]).output().expect("migrate");
+    let output = w.stint(&["migrate"]);
     assert!(output.status.success(), "{}", common::text(&output.stderr));
     w
 }
 
+/// Runs `scenario` one at a time, in a SQLite world whose database exists.
+fn on_sqlite(scenario: impl FnOnce(&World)) {
+    let _one = one_at_a_time();
+    scenario(&sqlite());
+}
+
 #[test]
 fn kill_storm_on_sqlite() {
-    let _one = one_at_a_time();
-    storm::storm(&sqlite(), "sqlite");
+    on_sqlite(|w| {
+        storm::storm(w, "sqlite");
+    });
 }
 
 #[test]
 fn zombie_cannot_finish_an_abandoned_attempt_on_sqlite() {
-    let _one = one_at_a_time();
-    let w = sqlite();
-    crash_scenarios::zombie_cannot_finish_an_abandoned_attempt(&w, &crash_scenarios::impatient(&w));
+    on_sqlite(|w| {
+        crash_scenarios::zombie_cannot_finish_an_abandoned_attempt(
+            w,
+            &crash_scenarios::impatient(w),
+        );
+    });
 }
 
-#[test]
-fn racing_runners_never_share_a_node_on_sqlite() {
-    let _one = one_at_a_time();
-    crash_scenarios::racing_runners_never_share_a_node(&sqlite());
+/// One `#[test]` per crash scenario, each through [`on_sqlite`].
+macro_rules! on_sqlite {
+    ($($test:ident => $scenario:path),* $(,)?) => {
+        $(
+            #[test]
+            fn $test() {
+                on_sqlite($scenario);
+            }
+        )*
+    };
 }
 
-#[test]
-fn racing_recoverers_mark_each_attempt_once_on_sqlite() {
-    let _one = one_at_a_time();
-    crash_scenarios::racing_recoverers_mark_each_attempt_once(&sqlite());
-}
-
-#[test]
-fn sigterm_records_cancelled_before_exiting_on_sqlite() {
-    let _one = one_at_a_time();
-    crash_scenarios::sigterm_records_cancelled_before_exiting(&sqlite());
-}
-
-/// The store plays no part: the kernel kills the command when its stint dies.
-#[test]
-fn a_sigkilled_stint_takes_its_command_down() {
-    let _one = one_at_a_time();
-    crash_scenarios::a_sigkilled_stint_takes_its_command_down(&sqlite());
+on_sqlite! {
+    racing_runners_never_share_a_node_on_sqlite =>
+        crash_scenarios::racing_runners_never_share_a_node,
+    racing_recoverers_mark_each_attempt_once_on_sqlite =>
+        crash_scenarios::racing_recoverers_mark_each_attempt_once,
+    sigterm_records_cancelled_before_exiting_on_sqlite =>
+        crash_scenarios::sigterm_records_cancelled_before_exiting,
+    // The store plays no part: the kernel kills the command when its stint dies.
+    a_sigkilled_stint_takes_its_command_down =>
+        crash_scenarios::a_sigkilled_stint_takes_its_command_down,
 }
 
 /// Four `stint migrate`s opening a fresh SQLite file at once all get a database: the first

@@ -31,21 +31,9 @@ fn zombie_cannot_finish_an_abandoned_attempt_on_postgres() {
     });
 }
 
-fn racing_runners_never_share_a_node_on_postgres() {
-    on_postgres(crash_scenarios::racing_runners_never_share_a_node);
-}
-
-fn racing_recoverers_mark_each_attempt_once_on_postgres() {
-    on_postgres(crash_scenarios::racing_recoverers_mark_each_attempt_once);
-}
-
 /// SQLite has this in `e2e_sqlite`; PostgreSQL had SIGINT only.
 fn sigterm_cancels_the_process_group_on_postgres() {
     on_postgres(|w| scenarios::signal_cancels_the_process_group(w, Signal::SIGTERM));
-}
-
-fn sigterm_records_cancelled_before_exiting_on_postgres() {
-    on_postgres(crash_scenarios::sigterm_records_cancelled_before_exiting);
 }
 
 fn main() -> std::process::ExitCode {
@@ -55,21 +43,21 @@ fn main() -> std::process::ExitCode {
             "zombie_cannot_finish_an_abandoned_attempt_on_postgres",
             zombie_cannot_finish_an_abandoned_attempt_on_postgres,
         ),
-        (
-            "racing_runners_never_share_a_node_on_postgres",
-            racing_runners_never_share_a_node_on_postgres,
+        postgres_test!(
+            crash_scenarios::racing_runners_never_share_a_node,
+            "_on_postgres"
         ),
-        (
-            "racing_recoverers_mark_each_attempt_once_on_postgres",
-            racing_recoverers_mark_each_attempt_once_on_postgres,
+        postgres_test!(
+            crash_scenarios::racing_recoverers_mark_each_attempt_once,
+            "_on_postgres"
         ),
         (
             "sigterm_cancels_the_process_group_on_postgres",
             sigterm_cancels_the_process_group_on_postgres,
         ),
-        (
-            "sigterm_records_cancelled_before_exiting_on_postgres",
-            sigterm_records_cancelled_before_exiting_on_postgres,
+        postgres_test!(
+            crash_scenarios::sigterm_records_cancelled_before_exiting,
+            "_on_postgres"
         ),
     ];
     test_support::run_tests_with(tests, Vec::new(), Some(1))

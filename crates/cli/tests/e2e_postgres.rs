@@ -7,40 +7,12 @@
 
 mod common;
 
-use common::{on_postgres, scenarios, text};
+use common::{assert_exit, on_postgres, scenarios, text};
 use nix::sys::signal::Signal;
 use stint_adapters_postgres::test_support;
 
-fn success_prints_the_output() {
-    on_postgres(scenarios::success_prints_the_output);
-}
-
-fn fails_twice_then_succeeds_with_the_checkpoint() {
-    on_postgres(scenarios::fails_twice_then_succeeds_with_the_checkpoint);
-}
-
-fn output_schema_violation_is_not_retried() {
-    on_postgres(scenarios::output_schema_violation_is_not_retried);
-}
-
-fn timeout_stops_a_long_command() {
-    on_postgres(scenarios::timeout_stops_a_long_command);
-}
-
 fn sigint_cancels_the_process_group() {
     on_postgres(|w| scenarios::signal_cancels_the_process_group(w, Signal::SIGINT));
-}
-
-fn rerun_of_a_finished_node_runs_nothing() {
-    on_postgres(scenarios::rerun_of_a_finished_node_runs_nothing);
-}
-
-fn racing_runner_gets_a_conflict() {
-    on_postgres(scenarios::racing_runner_gets_a_conflict);
-}
-
-fn json_listings_have_their_fields() {
-    on_postgres(scenarios::json_listings_have_their_fields);
 }
 
 /// `url` without its user name, and that user name.
@@ -60,7 +32,7 @@ fn a_url_without_a_user_connects_as_pguser_else_as_the_os_user() {
             .args(["--db", &url, "runs"])
             .output()
             .expect("run");
-        assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+        assert_exit(&output, 0);
         let os_user = std::process::Command::new("id")
             .arg("-un")
             .output()
@@ -90,32 +62,17 @@ fn a_url_without_a_user_connects_as_pguser_else_as_the_os_user() {
 
 fn main() -> std::process::ExitCode {
     test_support::run_tests(vec![
-        ("success_prints_the_output", success_prints_the_output),
-        (
-            "fails_twice_then_succeeds_with_the_checkpoint",
-            fails_twice_then_succeeds_with_the_checkpoint,
-        ),
-        (
-            "output_schema_violation_is_not_retried",
-            output_schema_violation_is_not_retried,
-        ),
-        ("timeout_stops_a_long_command", timeout_stops_a_long_command),
+        postgres_test!(scenarios::success_prints_the_output),
+        postgres_test!(scenarios::fails_twice_then_succeeds_with_the_checkpoint),
+        postgres_test!(scenarios::output_schema_violation_is_not_retried),
+        postgres_test!(scenarios::timeout_stops_a_long_command),
         (
             "sigint_cancels_the_process_group",
             sigint_cancels_the_process_group,
         ),
-        (
-            "rerun_of_a_finished_node_runs_nothing",
-            rerun_of_a_finished_node_runs_nothing,
-        ),
-        (
-            "racing_runner_gets_a_conflict",
-            racing_runner_gets_a_conflict,
-        ),
-        (
-            "json_listings_have_their_fields",
-            json_listings_have_their_fields,
-        ),
+        postgres_test!(scenarios::rerun_of_a_finished_node_runs_nothing),
+        postgres_test!(scenarios::racing_runner_gets_a_conflict),
+        postgres_test!(scenarios::json_listings_have_their_fields),
         (
             "a_url_without_a_user_connects_as_pguser_else_as_the_os_user",
             a_url_without_a_user_connects_as_pguser_else_as_the_os_user,

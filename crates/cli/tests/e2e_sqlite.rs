@@ -3,68 +3,37 @@
 mod common;
 mod ux;
 
-use common::{World, scenarios, stint_lines, text};
-use nix::sys::signal::Signal;
+use common::{World, assert_exit, scenarios, stint_lines, text};
 
-#[test]
-fn success_prints_the_output() {
-    scenarios::success_prints_the_output(&World::sqlite());
+/// One `#[test]` per shared scenario, named as it, each in a fresh SQLite world.
+macro_rules! on_sqlite {
+    ($($scenario:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $scenario() {
+                scenarios::$scenario(&World::sqlite());
+            }
+        )*
+    };
 }
 
-#[test]
-fn fails_twice_then_succeeds_with_the_checkpoint() {
-    scenarios::fails_twice_then_succeeds_with_the_checkpoint(&World::sqlite());
-}
+on_sqlite!(
+    success_prints_the_output,
+    fails_twice_then_succeeds_with_the_checkpoint,
+    output_schema_violation_is_not_retried,
+    silent_command_hits_the_heartbeat_timeout,
+    timeout_stops_a_long_command,
+    sigterm_ignorer_is_killed_after_the_grace,
+    rerun_of_a_finished_node_runs_nothing,
+    racing_runner_gets_a_conflict,
+    directives_and_the_heartbeat_command,
+    json_listings_have_their_fields,
+);
 
-#[test]
-fn output_schema_violation_is_not_retried() {
-    scenarios::output_schema_violation_is_not_retried(&World::sqlite());
-}
-
-#[test]
-fn silent_command_hits_the_heartbeat_timeout() {
-    scenarios::silent_command_hits_the_heartbeat_timeout(&World::sqlite());
-}
-
-#[test]
-fn timeout_stops_a_long_command() {
-    scenarios::timeout_stops_a_long_command(&World::sqlite());
-}
-
-#[test]
-fn sigint_cancels_the_process_group() {
-    scenarios::signal_cancels_the_process_group(&World::sqlite(), Signal::SIGINT);
-}
-
-#[test]
-fn sigterm_cancels_the_process_group() {
-    scenarios::signal_cancels_the_process_group(&World::sqlite(), Signal::SIGTERM);
-}
-
-#[test]
-fn sigterm_ignorer_is_killed_after_the_grace() {
-    scenarios::sigterm_ignorer_is_killed_after_the_grace(&World::sqlite());
-}
-
-#[test]
-fn rerun_of_a_finished_node_runs_nothing() {
-    scenarios::rerun_of_a_finished_node_runs_nothing(&World::sqlite());
-}
-
-#[test]
-fn racing_runner_gets_a_conflict() {
-    scenarios::racing_runner_gets_a_conflict(&World::sqlite());
-}
-
-#[test]
-fn directives_and_the_heartbeat_command() {
-    scenarios::directives_and_the_heartbeat_command(&World::sqlite());
-}
-
-#[test]
-fn json_listings_have_their_fields() {
-    scenarios::json_listings_have_their_fields(&World::sqlite());
-}
+cancelled_by_signal!(
+    sigint_cancels_the_process_group: SIGINT,
+    sigterm_cancels_the_process_group: SIGTERM,
+);
 
 /// One line on stderr, `stint: CODE: ...`, and `code` as the exit code.
 fn assert_one_line(output: &std::process::Output, code: i32, prefix: &str) {
@@ -78,26 +47,14 @@ fn assert_one_line(output: &std::process::Output, code: i32, prefix: &str) {
 #[test]
 fn bad_flags_are_one_line_and_exit_2() {
     let w = World::sqlite();
-    let output = w
-        .cmd()
-        .args(["run", "--retries", "many", "--", "true"])
-        .output()
-        .expect("run");
+    let output = w.stint(&["run", "--retries", "many", "--", "true"]);
     assert_one_line(&output, 2, "stint: USAGE: ");
-    let output = w
-        .cmd()
-        .args(["run", "--timeout", "soon", "--", "true"])
-        .output()
-        .expect("run");
+    let output = w.stint(&["run", "--timeout", "soon", "--", "true"]);
     assert_one_line(&output, 2, "stint: USAGE: ");
-    let output = w.cmd().args(["frobnicate"]).output().expect("run");
+    let output = w.stint(&["frobnicate"]);
     assert_one_line(&output, 2, "stint: USAGE: ");
     // The backoff rule is the domain's (`BackoffPolicy::new`); the message is the flag's.
-    let output = w
-        .cmd()
-        .args(["run", "--backoff-factor", "0.5", "--", "true"])
-        .output()
-        .expect("run");
+    let output = w.stint(&["run", "--backoff-factor", "0.5", "--", "true"]);
     assert_one_line(
         &output,
         2,
@@ -117,31 +74,15 @@ fn a_missing_schema_file_is_one_line_and_exit_2() {
 fn an_unreadable_db_is_one_line_and_exit_3() {
     let w = World::sqlite();
     std::fs::create_dir(w.path("a-directory")).expect("mkdir");
-    let output = w
-        .cmd()
-        .args(["--db", "sqlite://a-directory", "runs"])
-        .output()
-        .expect("run");
+    let output = w.stint(&["--db", "sqlite://a-directory", "runs"]);
     assert_one_line(&output, 3, "stint: STORE_");
     std::fs::write(w.path("garbage.db"), vec![b'x'; 8192]).expect("write");
-    let output = w
-        .cmd()
-        .args(["--db", "sqlite://garbage.db", "runs"])
-        .output()
-        .expect("run");
+    let output = w.stint(&["--db", "sqlite://garbage.db", "runs"]);
     assert_one_line(&output, 3, "stint: STORE_");
     let refused = "postgres://nobody@127.0.0.1:1/none";
-    let output = w
-        .cmd()
-        .args(["--db", refused, "runs"])
-        .output()
-        .expect("run");
+    let output = w.stint(&["--db", refused, "runs"]);
     assert_one_line(&output, 3, "stint: STORE_UNAVAILABLE: ");
-    let output = w
-        .cmd()
-        .args(["--db", "mysql://h/d", "runs"])
-        .output()
-        .expect("run");
+    let output = w.stint(&["--db", "mysql://h/d", "runs"]);
     assert_one_line(&output, 2, "stint: STORE_INVALID_CONFIG: ");
 }
 
@@ -152,7 +93,7 @@ fn a_wrong_option_in_the_db_url_is_bad_input_exit_2() {
         "sqlite://x.db?synchronus=normal",
         "postgres://postgres@127.0.0.1:5432/test?max_connections=many",
     ] {
-        let output = w.cmd().args(["--db", url, "runs"]).output().expect("run");
+        let output = w.stint(&["--db", url, "runs"]);
         assert_one_line(&output, 2, "stint: STORE_INVALID_CONFIG: ");
     }
     assert!(
@@ -164,7 +105,7 @@ fn a_wrong_option_in_the_db_url_is_bad_input_exit_2() {
 #[test]
 fn heartbeat_outside_a_task_is_exit_2() {
     let w = World::sqlite();
-    let output = w.cmd().args(["heartbeat", "{}"]).output().expect("run");
+    let output = w.stint(&["heartbeat", "{}"]);
     assert_one_line(&output, 2, "stint: USAGE: STINT_HEARTBEAT_FD");
 }
 
@@ -175,7 +116,7 @@ fn the_default_database_is_created_under_the_working_directory() {
     cmd.env_remove("STINT_DB")
         .args(["run", "--", "sh", "-c", "echo 7"]);
     let output = cmd.output().expect("run");
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_exit(&output, 0);
     assert_eq!(text(&output.stdout).trim(), "7");
     assert!(w.path(".stint/stint.db").exists());
     assert!(

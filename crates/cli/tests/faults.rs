@@ -19,12 +19,11 @@ fn run_against_a_held_lock(w: &World, script: &str, hold: Duration) -> (Option<i
     // The database exists before the lock is taken.
     let setup = w.run("setup", "n", &[], "echo '{}'");
     assert!(setup.status.success(), "{}", text(&setup.stderr));
-    let mut stint = w.std_cmd();
-    stint
-        .args(["run", "--run-id", "r", "--node-id", "n", "--lease", "60s"])
-        .args(["--", "sh", "-c", script])
-        .stderr(std::process::Stdio::piped());
-    let mut stint = stint.spawn().expect("stint starts");
+    let mut stint = w.run_cmd("r", "n", &["--lease", "60s"], script);
+    let mut stint = stint
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("stint starts");
     wait_for_file(&w.path("locked-now"));
     hold_write_lock(&w.path("state/stint.db"), hold);
     let status = wait_with_limit(&mut stint, Duration::from_secs(40));
@@ -46,11 +45,7 @@ fn a_result_that_meets_a_locked_database_is_retried_and_kept() {
     let attempts = w.attempts("r");
     assert_eq!(attempts.len(), 1, "{attempts:?}");
     assert_eq!(attempts[0]["state"], "finished");
-    let output = w
-        .cmd()
-        .args(["output", "r", "n"])
-        .output()
-        .expect("stint runs");
+    let output = w.stint(&["output", "r", "n"]);
     assert_eq!(
         serde_json::from_slice::<serde_json::Value>(&output.stdout).ok(),
         Some(json!({"result": 42})),

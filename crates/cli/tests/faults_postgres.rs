@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chaos::chaos_ms;
-use common::{World, text, wait_for_file, wait_with_limit};
+use common::{World, assert_exit, wait_for_file, wait_with_limit};
 use proxy::Proxy;
 use stint_adapters_postgres::test_support;
 
@@ -73,12 +73,11 @@ fn a_partitioned_runner_fences_itself_and_the_node_never_runs_twice_at_once() {
     let w = World::with_db(proxied);
     let log = w.path("log");
 
-    let mut partitioned = w.std_cmd();
-    partitioned
-        .args(["run", "--run-id", "p", "--node-id", "n", "--lease", "2s"])
-        .args(["--", "sh", "-c", TICKER])
-        .stderr(std::process::Stdio::piped());
-    let mut partitioned = partitioned.spawn().expect("stint starts");
+    let mut partitioned = w.run_cmd("p", "n", &["--lease", "2s"], TICKER);
+    let mut partitioned = partitioned
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("stint starts");
     wait_for_file(&log);
     // The partition falls anywhere in the lease's cycle of renewals.
     std::thread::sleep(chaos_ms(1, 100..2_000, 800));
@@ -117,7 +116,7 @@ fn a_partitioned_runner_fences_itself_and_the_node_never_runs_twice_at_once() {
         .args(["--", "sh", "-c", TICKER])
         .output()
         .expect("stint runs");
-    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+    assert_exit(&again, 0);
     let first_tick_of_second = ticks(&log, 2)[0];
     assert!(
         first_tick_of_second > last_tick_of_first,

@@ -28,10 +28,7 @@ use common::World;
 /// stderr collected by a thread.
 pub fn spawn_run(w: &World, run: &str, flags: &[&str], script: &str) -> (Child, Collected) {
     let mut child = w
-        .std_cmd()
-        .args(["run", "--run-id", run, "--node-id", "n"])
-        .args(flags)
-        .args(["--", "sh", "-c", script])
+        .run_cmd(run, "n", flags, script)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

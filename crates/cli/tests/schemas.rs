@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{World, text};
+use common::{World, assert_exit, text};
 use serde_json::Value;
 
 /// `schemas/NAME.json`, closed: a printed field the schema does not declare is an error
@@ -37,20 +37,16 @@ fn world_with_history() -> World {
     let script = r#"echo '{"done":1}' >&3
         if [ "$STINT_ATTEMPT" -lt 2 ]; then echo "first fails" >&2; exit 1; fi
         echo '{"ok":true}'"#;
-    let output = w.run(
-        "r",
-        "n",
-        &["--retries", "1", "--backoff-initial", "10ms"],
-        script,
-    );
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let flags = ["--retries", "1", "--backoff-initial", "10ms"];
+    let output = w.run("r", "n", &flags, script);
+    assert_exit(&output, 0);
     let output = w.run(
         "r",
         "slow",
         &["--timeout", "200ms", "--grace", "1s"],
         "sleep 5",
     );
-    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    assert_exit(&output, 1);
     w
 }
 
@@ -66,7 +62,7 @@ fn attempts_runs_and_events_json_match_the_published_schemas() {
     }
 
     let run = closed_schema("run");
-    let output = w.cmd().args(["runs", "--json"]).output().expect("runs");
+    let output = w.stint(&["runs", "--json"]);
     assert!(output.status.success(), "{}", text(&output.stderr));
     let runs: Value = serde_json::from_slice(&output.stdout).expect("runs --json is JSON");
     let runs = runs.as_array().expect("runs --json is an array");

@@ -312,6 +312,23 @@ mod tests {
     use crate::event::EventKind;
     use crate::key::NodeKey;
 
+    /// A retryable failure, no `Retry-After`, no jitter.
+    fn boom() -> AttemptCommand {
+        AttemptCommand::Fail {
+            error: TaskError::task_failed("boom"),
+            retryable: true,
+            retry_after_ms: None,
+            jitter: 0.0,
+        }
+    }
+
+    /// A first attempt with `retries` retries, started at `now`.
+    fn started(retries: u32, now: u64) -> AttemptMachine {
+        let mut m = machine(retries, 0);
+        m.apply(AttemptCommand::Start, now).expect("start");
+        m
+    }
+
     fn machine(retries: u32, failures_before: u32) -> AttemptMachine {
         let key = NodeKey::new("r", "n", 0)
             .expect("valid")
@@ -337,19 +354,8 @@ mod tests {
 
     #[test]
     fn retryable_failure_within_budget_emits_retrying_with_next_attempt() {
-        let mut m = machine(1, 0);
-        m.apply(AttemptCommand::Start, 0).expect("start");
-        let events = m
-            .apply(
-                AttemptCommand::Fail {
-                    error: TaskError::task_failed("boom"),
-                    retryable: true,
-                    retry_after_ms: None,
-                    jitter: 0.0,
-                },
-                5,
-            )
-            .expect("fail");
+        let mut m = started(1, 0);
+        let events = m.apply(boom(), 5).expect("fail");
         assert_eq!(events.len(), 2);
         assert_eq!(events[1].attempt, 2);
         assert_eq!(events[1].kind, EventKind::NodeRetrying { delay_ms: 1_000 });
@@ -364,17 +370,7 @@ mod tests {
         };
         let mut m = AttemptMachine::new(key, policy, 0);
         m.apply(AttemptCommand::Start, 0).expect("start");
-        let events = m
-            .apply(
-                AttemptCommand::Fail {
-                    error: TaskError::task_failed("boom"),
-                    retryable: true,
-                    retry_after_ms: None,
-                    jitter: 0.0,
-                },
-                5,
-            )
-            .expect("fail");
+        let events = m.apply(boom(), 5).expect("fail");
         assert_eq!(
             events.len(),
             1,
@@ -386,16 +382,11 @@ mod tests {
 
     #[test]
     fn an_abandoned_attempt_is_a_retryable_failure_with_no_retry_planned() {
-        let mut m = machine(3, 0);
-        m.apply(AttemptCommand::Start, 0).expect("start");
-        let events = m
-            .apply(
-                AttemptCommand::Abandon {
-                    lease_expired_at_ms: 5,
-                },
-                6,
-            )
-            .expect("abandon");
+        let mut m = started(3, 0);
+        let abandon = AttemptCommand::Abandon {
+            lease_expired_at_ms: 5,
+        };
+        let events = m.apply(abandon, 6).expect("abandon");
         assert_eq!(events.len(), 1, "recovery plans no retry: {events:?}");
         assert_eq!(m.state(), Some(AttemptState::Failed));
         assert_eq!(m.retryable(), Some(true), "it counts toward the retries");
@@ -406,8 +397,7 @@ mod tests {
 
     #[test]
     fn heartbeat_timeout_reports_staleness() {
-        let mut m = machine(0, 0);
-        m.apply(AttemptCommand::Start, 100).expect("start");
+        let mut m = started(0, 100);
         let events = m
             .apply(
                 AttemptCommand::HeartbeatTimedOut {

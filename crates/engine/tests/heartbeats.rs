@@ -7,10 +7,13 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Harness, attempts, desc, engine_on, event_types, events, heartbeat_writes, names};
+use common::{
+    Harness, attempt_outcome, attempts, by_attempt, desc, desc_with_retries, engine_on,
+    event_types, heartbeat_events, heartbeat_writes, names, node_outcome,
+};
 use serde_json::{Value, json};
-use stint_domain::{AttemptState, EventKind};
-use stint_engine::{CancellationToken, Heartbeat, TaskContext, TaskFailure};
+use stint_domain::AttemptState;
+use stint_engine::{Heartbeat, TaskContext, TaskFailure};
 use stint_ports::WriteOp;
 
 scenarios! {
@@ -33,8 +36,7 @@ scenarios! {
 
 async fn checkpoint_chain_sees_each_predecessors_last_payload(h: Harness) {
     let (store, engine) = (&h.store, &h.engine);
-    let mut d = desc();
-    d.retry.retries = 10;
+    let mut d = desc_with_retries(10);
     d.retry.backoff.initial_ms = 10;
     let seen: Arc<Mutex<Vec<Option<Value>>>> = Arc::default();
     let compute = |ctx: TaskContext| {
@@ -58,10 +60,7 @@ async fn checkpoint_chain_sees_each_predecessors_last_payload(h: Harness) {
             Err(TaskFailure::retryable("not yet"))
         }
     };
-    let outcome = engine
-        .run_node(&d, compute, &CancellationToken::new())
-        .await
-        .expect("run");
+    let outcome = node_outcome(engine, &d, compute).await;
     assert_eq!(outcome.state, AttemptState::Finished);
     assert_eq!(outcome.output, Some(json!({"count": 3})));
     assert_eq!(
@@ -73,11 +72,7 @@ async fn checkpoint_chain_sees_each_predecessors_last_payload(h: Harness) {
             Some(json!({"count": 3}))
         ]
     );
-    let stored: Vec<(u32, Option<Value>)> = attempts(store)
-        .await
-        .into_iter()
-        .map(|a| (a.attempt, a.heartbeat))
-        .collect();
+    let stored = by_attempt(store, |a| a.heartbeat).await;
     assert_eq!(
         stored,
         [
@@ -102,10 +97,7 @@ async fn a_thousand_heartbeats_in_one_interval_coalesce_into_few_writes(h: Harne
         }
         Ok(json!({}))
     };
-    let outcome = engine
-        .run_attempt(&desc(), compute, &CancellationToken::new())
-        .await
-        .expect("run");
+    let outcome = attempt_outcome(engine, &desc(), compute).await;
     assert_eq!(outcome.state, AttemptState::Finished);
     if h.paused {
         assert_eq!(
@@ -142,18 +134,8 @@ async fn writes_are_throttled_to_the_interval(h: Harness) {
         }
         Ok(json!({}))
     };
-    engine
-        .run_attempt(&d, compute, &CancellationToken::new())
-        .await
-        .expect("run");
-    let intervals: Vec<Option<u64>> = events(store)
-        .await
-        .into_iter()
-        .filter_map(|e| match e.event.kind {
-            EventKind::TaskHeartbeat { interval_ms, .. } => Some(interval_ms),
-            _ => None,
-        })
-        .collect();
+    attempt_outcome(engine, &d, compute).await;
+    let intervals = heartbeat_events(store, |_, interval_ms| interval_ms).await;
     // 20 beats 50 ms apart, written at most every 200 ms: the first at once, then one per
     // interval and the last flushed at the end.
     assert!(intervals.len() >= 5, "too few writes: {intervals:?}");
@@ -173,36 +155,22 @@ async fn a_bare_ping_keeps_the_payload(h: Harness) {
         ctx.heartbeat.ping();
         Ok(json!({}))
     };
-    engine
-        .run_attempt(&desc(), compute, &CancellationToken::new())
-        .await
-        .expect("run");
+    attempt_outcome(engine, &desc(), compute).await;
     let record = &attempts(store).await[0];
     assert_eq!(record.heartbeat, Some(json!([1, 2, 3])));
-    let has_data: Vec<bool> = events(store)
-        .await
-        .into_iter()
-        .filter_map(|e| match e.event.kind {
-            EventKind::TaskHeartbeat { has_data, .. } => Some(has_data),
-            _ => None,
-        })
-        .collect();
+    let has_data = heartbeat_events(store, |has_data, _| has_data).await;
     assert_eq!(has_data, [true, false]);
 }
 
 async fn invalid_payload_fails_the_call_and_a_propagated_error_is_permanent(h: Harness) {
     let (store, engine) = (&h.store, &h.engine);
-    let mut d = desc();
-    d.retry.retries = 3;
+    let d = desc_with_retries(3);
     let compute = |ctx: TaskContext| async move {
         let deep = (0..200).fold(json!(1), |v, _| json!([v]));
         ctx.heartbeat.beat(deep)?;
         Ok(json!({}))
     };
-    let outcome = engine
-        .run_node(&d, compute, &CancellationToken::new())
-        .await
-        .expect("run");
+    let outcome = node_outcome(engine, &d, compute).await;
     assert_eq!(outcome.attempts.len(), 1);
     assert_eq!(
         outcome.error.map(|e| e.code.as_str()),
@@ -225,10 +193,7 @@ async fn heartbeats_after_the_end_are_ignored_and_nothing_keeps_running(h: Harne
             Ok(json!({}))
         }
     };
-    engine
-        .run_attempt(&d, compute, &CancellationToken::new())
-        .await
-        .expect("run");
+    attempt_outcome(engine, &d, compute).await;
     assert_eq!(
         tokio::runtime::Handle::current()
             .metrics()
@@ -254,10 +219,7 @@ async fn no_task_survives_a_timed_out_attempt(h: Harness) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     };
-    let outcome = engine
-        .run_attempt(&d, compute, &CancellationToken::new())
-        .await
-        .expect("run");
+    let outcome = attempt_outcome(engine, &d, compute).await;
     assert_eq!(outcome.error.map(|e| e.code.as_str()), Some("TASK_TIMEOUT"));
     assert_eq!(
         tokio::runtime::Handle::current()
@@ -281,10 +243,7 @@ async fn a_slow_store_does_not_slow_the_heartbeat_call(h: Harness) {
         assert_eq!(before.elapsed(), Duration::ZERO);
         Ok(json!({}))
     };
-    let outcome = engine
-        .run_attempt(&desc(), compute, &CancellationToken::new())
-        .await
-        .expect("run");
+    let outcome = attempt_outcome(&engine, &desc(), compute).await;
     assert_eq!(outcome.state, AttemptState::Finished);
     assert_eq!(attempts(&store).await[0].heartbeat, Some(json!({"i": 99})));
 }
@@ -313,10 +272,7 @@ async fn a_typed_payload_with_nan_is_refused_with_its_path_not_stored_as_null(h:
             Ok(json!({}))
         }
     };
-    engine
-        .run_attempt(&desc(), compute, &CancellationToken::new())
-        .await
-        .expect("run");
+    attempt_outcome(engine, &desc(), compute).await;
     assert_eq!(
         refused.lock().expect("lock").as_deref(),
         Some("\"$.items[1].ratio\"")

@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use common::{EPOCH_MS, FAKE_REVISION, Harness, attempts, desc, event_types, events, names};
+use common::{
+    EPOCH_MS, FAKE_REVISION, Harness, assert_event_names, attempt_outcome, attempts, by_attempt,
+    code, desc, desc_with_retries, event_types, events, names, node_outcome,
+};
 use serde_json::{Value, json};
 use stint_domain::{AttemptState, ErrorCode, EventKind, TaskDescriptor};
 use stint_engine::{CancellationToken, EngineError, TaskContext, TaskFailure};
@@ -38,8 +41,7 @@ scenarios! {
 /// A descriptor whose backoff starts at 10 ms (then 20, 40, ...), so retries stay short on the
 /// real clock.
 fn quick_retries(retries: u32) -> TaskDescriptor {
-    let mut d = desc();
-    d.retry.retries = retries;
+    let mut d = desc_with_retries(retries);
     d.retry.backoff.initial_ms = 10;
     d
 }
@@ -63,10 +65,7 @@ async fn success_records_output_and_events(h: Harness) {
     }
     assert!(outcome.started_at_ms >= EPOCH_MS && outcome.finished_at_ms >= outcome.started_at_ms);
     assert!(outcome.error.is_none() && outcome.retry.is_none());
-    assert_eq!(
-        names(&event_types(store).await),
-        ["NodeStarted", "NodeFinished"]
-    );
+    assert_event_names(store, &["NodeStarted", "NodeFinished"]).await;
     let node = desc().key;
     assert_eq!(
         store.read_output(&node).await.expect("read"),
@@ -93,10 +92,7 @@ async fn failure_then_success_with_retries(h: Harness) {
         }
     };
     let start = tokio::time::Instant::now();
-    let outcome = engine
-        .run_node(&d, compute, &CancellationToken::new())
-        .await
-        .expect("run");
+    let outcome = node_outcome(engine, &d, compute).await;
     assert_eq!(outcome.state, AttemptState::Finished);
     assert_eq!(outcome.attempts.len(), 3);
     assert_eq!(
@@ -116,11 +112,7 @@ async fn failure_then_success_with_retries(h: Harness) {
         assert_eq!(start.elapsed(), Duration::from_millis(30));
     }
     assert!(start.elapsed() >= Duration::from_millis(30));
-    let stored: Vec<(u32, AttemptState)> = attempts(store)
-        .await
-        .iter()
-        .map(|a| (a.attempt, a.state))
-        .collect();
+    let stored = by_attempt(store, |a| a.state).await;
     assert_eq!(
         stored,
         [
@@ -152,16 +144,10 @@ async fn retries_run_out(h: Harness) {
     let (store, engine) = (&h.store, &h.engine);
     let d = quick_retries(1);
     let compute = |_ctx: TaskContext| async { Err::<Value, _>(TaskFailure::retryable("always")) };
-    let outcome = engine
-        .run_node(&d, compute, &CancellationToken::new())
-        .await
-        .expect("run");
+    let outcome = node_outcome(engine, &d, compute).await;
     assert_eq!(outcome.state, AttemptState::Failed);
     assert_eq!(outcome.attempts.len(), 2);
-    assert_eq!(
-        outcome.error.as_ref().map(|e| e.code),
-        Some(ErrorCode::TaskFailed)
-    );
+    assert_eq!(code(&outcome.error), Some(ErrorCode::TaskFailed));
     assert_eq!(
         outcome.error.as_ref().map(|e| e.message.as_str()),
         Some("always")
@@ -175,27 +161,19 @@ async fn retries_run_out(h: Harness) {
 
 async fn non_retryable_failure_is_not_retried(h: Harness) {
     let (store, engine) = (&h.store, &h.engine);
-    let mut d = desc();
-    d.retry.retries = 5;
+    let d = desc_with_retries(5);
     let compute =
         |_ctx: TaskContext| async { Err::<Value, _>(TaskFailure::permanent("bad input")) };
-    let outcome = engine
-        .run_node(&d, compute, &CancellationToken::new())
-        .await
-        .expect("run");
+    let outcome = node_outcome(engine, &d, compute).await;
     assert_eq!(outcome.state, AttemptState::Failed);
     assert_eq!(outcome.attempts.len(), 1);
-    assert_eq!(
-        names(&event_types(store).await),
-        ["NodeStarted", "NodeFailed"]
-    );
+    assert_event_names(store, &["NodeStarted", "NodeFailed"]).await;
     assert_eq!(attempts(store).await[0].retryable, Some(false));
 }
 
 async fn cancel_before_start_never_runs_the_compute(h: Harness) {
     let (store, engine) = (&h.store, &h.engine);
-    let mut d = desc();
-    d.retry.retries = 3;
+    let d = desc_with_retries(3);
     let cancel = CancellationToken::new();
     cancel.cancel();
     let ran = Arc::new(AtomicU32::new(0));
@@ -207,20 +185,13 @@ async fn cancel_before_start_never_runs_the_compute(h: Harness) {
     assert_eq!(ran.load(Ordering::SeqCst), 0);
     assert_eq!(outcome.state, AttemptState::Cancelled);
     assert_eq!(outcome.attempts.len(), 1);
-    assert_eq!(
-        outcome.error.as_ref().map(|e| e.code),
-        Some(ErrorCode::TaskAborted)
-    );
-    assert_eq!(
-        names(&event_types(store).await),
-        ["NodeStarted", "NodeCancelled"]
-    );
+    assert_eq!(code(&outcome.error), Some(ErrorCode::TaskAborted));
+    assert_event_names(store, &["NodeStarted", "NodeCancelled"]).await;
 }
 
 async fn cancel_during_compute_cancels_its_token_and_never_retries(h: Harness) {
     let (store, engine) = (&h.store, &h.engine);
-    let mut d = desc();
-    d.retry.retries = 3;
+    let d = desc_with_retries(3);
     let cancel = CancellationToken::new();
     let trigger = cancel.clone();
     let (started_tx, started_rx) = tokio::sync::oneshot::channel::<u64>();
@@ -260,10 +231,7 @@ async fn cancel_during_compute_cancels_its_token_and_never_retries(h: Harness) {
     let record = &attempts(store).await[0];
     assert_eq!(record.state, AttemptState::Cancelled);
     assert_eq!(record.retryable, None, "a cancellation is never retried");
-    assert_eq!(
-        names(&event_types(store).await),
-        ["NodeStarted", "NodeCancelled"]
-    );
+    assert_event_names(store, &["NodeStarted", "NodeCancelled"]).await;
     let cancelled = &events(store).await[1].event.kind;
     assert_eq!(
         cancelled,
@@ -275,8 +243,7 @@ async fn cancel_during_compute_cancels_its_token_and_never_retries(h: Harness) {
 
 async fn cancel_during_backoff_starts_no_new_attempt(h: Harness) {
     let (store, engine) = (&h.store, &h.engine);
-    let mut d = desc();
-    d.retry.retries = 3;
+    let d = desc_with_retries(3);
     let cancel = CancellationToken::new();
     let trigger = cancel.clone();
     let compute = move |_ctx: TaskContext| {
@@ -288,10 +255,7 @@ async fn cancel_during_backoff_starts_no_new_attempt(h: Harness) {
     };
     let outcome = engine.run_node(&d, compute, &cancel).await.expect("run");
     assert_eq!(outcome.state, AttemptState::Cancelled);
-    assert_eq!(
-        outcome.error.as_ref().map(|e| e.code),
-        Some(ErrorCode::TaskAborted)
-    );
+    assert_eq!(code(&outcome.error), Some(ErrorCode::TaskAborted));
     assert_eq!(outcome.attempts.len(), 1);
     assert_eq!(outcome.attempts[0].state, AttemptState::Failed);
     assert_eq!(attempts(store).await.len(), 1);
@@ -305,10 +269,7 @@ async fn timeout_fails_with_task_timeout_after_the_grace_period(h: Harness) {
         // Ignores its token: the engine drops it after the grace period.
         std::future::pending::<Result<Value, TaskFailure>>().await
     };
-    let outcome = engine
-        .run_attempt(&d, compute, &CancellationToken::new())
-        .await
-        .expect("run");
+    let outcome = attempt_outcome(engine, &d, compute).await;
     assert_eq!(outcome.state, AttemptState::Failed);
     let error = outcome.error.expect("error");
     assert_eq!(error.code, ErrorCode::TaskTimeout);
@@ -328,10 +289,7 @@ async fn timeout_fails_with_task_timeout_after_the_grace_period(h: Harness) {
     assert!(outcome.finished_at_ms >= failed_at_ms + 100);
     let record = &attempts(store).await[0];
     assert_eq!(record.state, AttemptState::Failed);
-    assert_eq!(
-        record.error.as_ref().map(|e| e.code),
-        Some(ErrorCode::TaskTimeout)
-    );
+    assert_eq!(code(&record.error), Some(ErrorCode::TaskTimeout));
 }
 
 async fn heartbeat_timeout_without_any_heartbeat(h: Harness) {
@@ -342,10 +300,7 @@ async fn heartbeat_timeout_without_any_heartbeat(h: Harness) {
         ctx.cancel.cancelled().await;
         Ok(json!({"late": true}))
     };
-    let outcome = engine
-        .run_attempt(&d, compute, &CancellationToken::new())
-        .await
-        .expect("run");
+    let outcome = attempt_outcome(engine, &d, compute).await;
     assert_eq!(
         outcome.state,
         AttemptState::Failed,
@@ -380,10 +335,11 @@ async fn heartbeat_timeout_without_any_heartbeat(h: Harness) {
     let record = &attempts(store).await[0];
     assert_eq!(record.state, AttemptState::Failed);
     assert_eq!(record.retryable, Some(true));
-    assert_eq!(
-        names(&event_types(store).await),
-        ["NodeStarted", "TaskHeartbeatTimeout", "NodeFailed"]
-    );
+    assert_event_names(
+        store,
+        &["NodeStarted", "TaskHeartbeatTimeout", "NodeFailed"],
+    )
+    .await;
 }
 
 async fn heartbeat_timeout_counts_from_the_last_heartbeat(h: Harness) {
@@ -401,10 +357,7 @@ async fn heartbeat_timeout_counts_from_the_last_heartbeat(h: Harness) {
         // Silent from 200 ms on: stale at 401 ms.
         std::future::pending::<Result<Value, TaskFailure>>().await
     };
-    let outcome = engine
-        .run_attempt(&d, compute, &CancellationToken::new())
-        .await
-        .expect("run");
+    let outcome = attempt_outcome(engine, &d, compute).await;
     let error = outcome.error.expect("error");
     assert_eq!(error.code, ErrorCode::TaskHeartbeatTimeout);
     if h.paused {
@@ -437,26 +390,19 @@ async fn heartbeat_timeout_counts_from_the_last_heartbeat(h: Harness) {
     let record = &attempts(store).await[0];
     assert_eq!(record.heartbeat, Some(json!({"step": 4})));
     assert_eq!(record.last_heartbeat_at_ms, Some(last_heartbeat_at_ms));
-    assert_eq!(
-        record.error.as_ref().map(|e| e.code),
-        Some(ErrorCode::TaskHeartbeatTimeout)
-    );
+    assert_eq!(code(&record.error), Some(ErrorCode::TaskHeartbeatTimeout));
 }
 
 async fn invalid_output_is_not_retried_and_lists_pointers(h: Harness) {
     let (store, engine) = (&h.store, &h.engine);
-    let mut d = desc();
-    d.retry.retries = 3;
+    let mut d = desc_with_retries(3);
     d.output_schema = Some(json!({
         "type": "object",
         "properties": {"count": {"type": "integer"}, "name": {"type": "string"}},
         "required": ["count"]
     }));
     let compute = |_ctx: TaskContext| async { Ok(json!({"count": "three", "name": 7})) };
-    let outcome = engine
-        .run_node(&d, compute, &CancellationToken::new())
-        .await
-        .expect("run");
+    let outcome = node_outcome(engine, &d, compute).await;
     assert_eq!(outcome.state, AttemptState::Failed);
     assert_eq!(outcome.attempts.len(), 1);
     let error = outcome.error.expect("error");
@@ -469,15 +415,9 @@ async fn invalid_output_is_not_retried_and_lists_pointers(h: Harness) {
         .collect();
     pointers.sort_unstable();
     assert_eq!(pointers, ["/count", "/name"]);
-    assert_eq!(
-        names(&event_types(store).await),
-        ["NodeStarted", "NodeFailed"]
-    );
+    assert_event_names(store, &["NodeStarted", "NodeFailed"]).await;
     let record = &attempts(store).await[0];
-    assert_eq!(
-        record.error.as_ref().map(|e| e.code),
-        Some(ErrorCode::InvalidOutput)
-    );
+    assert_eq!(code(&record.error), Some(ErrorCode::InvalidOutput));
     assert_eq!(record.retryable, Some(false));
     assert_eq!(store.read_output(&d.key).await.expect("read"), None);
 }
@@ -505,10 +445,7 @@ async fn key_columns_are_stripped_before_validation(h: Harness) {
     let compute = |_ctx: TaskContext| async {
         Ok(json!({"run_id": "r", "node_id": "n", "iteration": 0, "v": 1}))
     };
-    let outcome = engine
-        .run_attempt(&d, compute, &CancellationToken::new())
-        .await
-        .expect("run");
+    let outcome = attempt_outcome(engine, &d, compute).await;
     assert_eq!(outcome.state, AttemptState::Finished);
     assert_eq!(outcome.output, Some(json!({"v": 1})));
     assert_eq!(
@@ -519,17 +456,13 @@ async fn key_columns_are_stripped_before_validation(h: Harness) {
 
 async fn retry_after_overrides_the_backoff(h: Harness) {
     let engine = &h.engine;
-    let mut d = desc();
-    d.retry.retries = 1;
+    let d = desc_with_retries(1);
     let compute = |_ctx: TaskContext| async {
         Err::<Value, _>(
             TaskFailure::retryable("rate limited").retry_after(Duration::from_millis(42)),
         )
     };
-    let outcome = engine
-        .run_node(&d, compute, &CancellationToken::new())
-        .await
-        .expect("run");
+    let outcome = node_outcome(engine, &d, compute).await;
     assert_eq!(outcome.attempts[0].retry.map(|p| p.delay_ms), Some(42));
 }
 
@@ -563,10 +496,7 @@ async fn a_zombie_finish_after_recovery_is_a_conflict(h: Harness) {
     let records = attempts(store).await;
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].state, AttemptState::Failed);
-    assert_eq!(
-        records[0].error.as_ref().map(|e| e.code),
-        Some(ErrorCode::AttemptAbandoned)
-    );
+    assert_eq!(code(&records[0].error), Some(ErrorCode::AttemptAbandoned));
     assert_eq!(records[0].vcs, None);
     assert_eq!(store.read_output(&d.key).await.expect("read"), None);
     assert_eq!(

@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{desc, setup};
+use common::{desc_with_retries, setup};
 use opentelemetry_sdk::metrics::data::{
     AggregatedMetrics, HistogramDataPoint, MetricData, ScopeMetrics, SumDataPoint,
 };
@@ -22,8 +22,7 @@ async fn durations_attempts_and_heartbeats_are_recorded() {
         .build();
     opentelemetry::global::set_meter_provider(provider.clone());
     let (_store, engine) = setup();
-    let mut d = desc();
-    d.retry.retries = 1;
+    let d = desc_with_retries(1);
     let calls = std::sync::atomic::AtomicU32::new(0);
     let compute = |ctx: TaskContext| {
         let first = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;

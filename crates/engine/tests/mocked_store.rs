@@ -1,19 +1,16 @@
 //! Store failures, with mockall mocks: failed heartbeat writes never change the outcome, and a
 //! conflict (another execution owns the attempt) stops the compute with nothing terminal written.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{attempt_error, attempt_outcome, desc, desc_with_lease, works_for};
 use serde_json::json;
-use stint_domain::{AttemptState, ErrorCode, NodeKey, TaskDescriptor};
-use stint_engine::{
-    CancellationToken, Engine, EngineError, EngineOptions, NoVcs, Ports, TaskContext, TokioClock,
-};
+use stint_domain::{AttemptState, ErrorCode};
+use stint_engine::{Engine, EngineError, EngineOptions, NoVcs, Ports, TaskContext, TokioClock};
 use stint_ports::{AttemptEnd, BegunAttempt, MockAttemptStore, StoreError};
-
-fn desc() -> TaskDescriptor {
-    TaskDescriptor::new(NodeKey::new("r", "n", 0).expect("valid key"))
-}
 
 fn engine(store: MockAttemptStore) -> Engine {
     let ports = Ports {
@@ -28,7 +25,18 @@ fn engine(store: MockAttemptStore) -> Engine {
     Engine::with_options(ports, options)
 }
 
-fn begun(store: &mut MockAttemptStore) {
+/// Asserts that `error` is the store's conflict, passed on as it is.
+#[track_caller]
+fn assert_store_conflict(error: &EngineError) {
+    assert!(
+        matches!(error, EngineError::Store(StoreError::Conflict { .. })),
+        "{error:?}"
+    );
+}
+
+/// A mock store that expects one `begin_attempt`, which begins attempt 1.
+fn begun() -> MockAttemptStore {
+    let mut store = MockAttemptStore::new();
     store.expect_begin_attempt().times(1).returning(|_| {
         Ok(BegunAttempt {
             attempt: 1,
@@ -36,12 +44,12 @@ fn begun(store: &mut MockAttemptStore) {
             failed_before: 0,
         })
     });
+    store
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_failing_heartbeat_write_does_not_change_a_success() {
-    let mut store = MockAttemptStore::new();
-    begun(&mut store);
+    let mut store = begun();
     store
         .expect_record_heartbeat()
         .times(2..)
@@ -60,58 +68,40 @@ async fn a_failing_heartbeat_write_does_not_change_a_success() {
         ctx.heartbeat.beat(json!({"step": 2}))?;
         Ok(json!({"done": true}))
     };
-    let outcome = engine(store)
-        .run_attempt(&desc(), compute, &CancellationToken::new())
-        .await
-        .expect("run");
+    let outcome = attempt_outcome(&engine(store), &desc(), compute).await;
     assert_eq!(outcome.state, AttemptState::Finished);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_conflict_on_finish_is_a_store_conflict() {
-    let mut store = MockAttemptStore::new();
-    begun(&mut store);
+    let mut store = begun();
     store.expect_end_attempt().times(1).returning(|_, _, _, _| {
         Err(StoreError::conflict(
             "attempt r/n#0 attempt 1 is not owned by this execution",
         ))
     });
     let compute = |_ctx: TaskContext| async { Ok(json!({})) };
-    let error = engine(store)
-        .run_attempt(&desc(), compute, &CancellationToken::new())
-        .await
-        .expect_err("conflict");
-    assert!(matches!(
-        error,
-        EngineError::Store(StoreError::Conflict { .. })
-    ));
+    let error = attempt_error(&engine(store), &desc(), compute, "conflict").await;
+    assert_store_conflict(&error);
     assert_eq!(error.code(), ErrorCode::StoreConflict);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_lost_lease_stops_the_compute_and_writes_nothing_terminal() {
-    let mut store = MockAttemptStore::new();
-    begun(&mut store);
+    let mut store = begun();
     store
         .expect_renew_lease()
         .times(1)
         .returning(|_, _, _| Err(StoreError::conflict("owned by another execution")));
     store.expect_end_attempt().times(0);
-    let mut d = desc();
-    d.lease_ms = 3_000;
+    let d = desc_with_lease(3_000);
     let compute = |ctx: TaskContext| async move {
         ctx.cancel.cancelled().await;
         Ok(json!({"zombie": true}))
     };
     let start = tokio::time::Instant::now();
-    let error = engine(store)
-        .run_attempt(&d, compute, &CancellationToken::new())
-        .await
-        .expect_err("conflict");
-    assert!(matches!(
-        error,
-        EngineError::Store(StoreError::Conflict { .. })
-    ));
+    let error = attempt_error(&engine(store), &d, compute, "conflict").await;
+    assert_store_conflict(&error);
     assert_eq!(
         start.elapsed(),
         Duration::from_millis(750),
@@ -121,8 +111,7 @@ async fn a_lost_lease_stops_the_compute_and_writes_nothing_terminal() {
 
 #[tokio::test(start_paused = true)]
 async fn a_conflict_on_a_heartbeat_write_stops_the_compute() {
-    let mut store = MockAttemptStore::new();
-    begun(&mut store);
+    let mut store = begun();
     store
         .expect_record_heartbeat()
         .times(1)
@@ -133,17 +122,13 @@ async fn a_conflict_on_a_heartbeat_write_stops_the_compute() {
         ctx.cancel.cancelled().await;
         Ok(json!({}))
     };
-    let error = engine(store)
-        .run_attempt(&desc(), compute, &CancellationToken::new())
-        .await
-        .expect_err("conflict");
+    let error = attempt_error(&engine(store), &desc(), compute, "conflict").await;
     assert_eq!(error.code(), ErrorCode::StoreConflict);
 }
 
 #[tokio::test(start_paused = true)]
 async fn renewals_keep_the_lease_while_the_attempt_runs() {
-    let mut store = MockAttemptStore::new();
-    begun(&mut store);
+    let mut store = begun();
     // 10 s of work on a 3 s lease: renewed every 750 ms, at 0.75, 1.5, ..., 9.75 s (the clock
     // starts at 1,000 ms), each for the 3 s lease.
     store
@@ -155,36 +140,27 @@ async fn renewals_keep_the_lease_while_the_attempt_runs() {
         .expect_end_attempt()
         .times(1)
         .returning(|_, _, _, _| Ok(()));
-    let mut d = desc();
-    d.lease_ms = 3_000;
-    let compute = |_ctx: TaskContext| async {
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        Ok(json!({}))
-    };
-    let outcome = engine(store)
-        .run_attempt(&d, compute, &CancellationToken::new())
-        .await
-        .expect("run");
+    let d = desc_with_lease(3_000);
+    let compute = |_ctx: TaskContext| works_for(Duration::from_secs(10), json!({}));
+    let outcome = attempt_outcome(&engine(store), &d, compute).await;
     assert_eq!(outcome.state, AttemptState::Finished);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_renewal_task_that_died_leaves_the_lease_unproven_not_the_attempt_hanging() {
-    let mut store = MockAttemptStore::new();
-    begun(&mut store);
+    let mut store = begun();
     store
         .expect_renew_lease()
         .returning(|_, _, _| panic!("a bug in the store's renewal"));
     store.expect_end_attempt().times(0);
-    let mut d = desc();
-    d.lease_ms = 3_000;
-    let compute = |_ctx: TaskContext| async {
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        Ok(json!({}))
-    };
-    let error = engine(store)
-        .run_attempt(&d, compute, &CancellationToken::new())
-        .await
-        .expect_err("nothing terminal is written on an unproven lease");
+    let d = desc_with_lease(3_000);
+    let compute = |_ctx: TaskContext| works_for(Duration::from_secs(5), json!({}));
+    let error = attempt_error(
+        &engine(store),
+        &d,
+        compute,
+        "nothing terminal is written on an unproven lease",
+    )
+    .await;
     assert!(matches!(error, EngineError::Fenced { .. }), "{error:?}");
 }

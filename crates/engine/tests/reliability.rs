@@ -7,7 +7,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{EPOCH_MS, attempts, desc, events, setup};
+use common::{
+    EPOCH_MS, attempt_error, attempt_outcome, attempts, desc, desc_with_lease, desc_with_retries,
+    events, node_outcome, setup, works_for,
+};
 use serde_json::json;
 use stint_domain::{AttemptState, ErrorCode, EventKind, TaskError};
 use stint_engine::{CancellationToken, EngineError, TaskContext, TaskFailure};
@@ -27,8 +30,7 @@ fn locked() -> StoreError {
 async fn the_lease_is_renewed_through_the_grace_period_until_the_terminal_write() {
     let store = common::memory_store();
     let engine = common::engine_with_grace(store.clone(), Duration::from_secs(6));
-    let mut d = desc();
-    d.lease_ms = 3_000;
+    let mut d = desc_with_lease(3_000);
     d.timeout_ms = Some(1_000);
     let attempt = tokio::spawn(async move {
         engine
@@ -61,13 +63,9 @@ async fn an_attempt_that_cannot_renew_its_lease_fences_itself_before_it_expires(
         WriteOp::RenewLease,
         StoreError::unavailable("no route to host"),
     );
-    let mut d = desc();
-    d.lease_ms = 3_000;
+    let d = desc_with_lease(3_000);
     let started = tokio::time::Instant::now();
-    let error = engine
-        .run_attempt(&d, stubborn, &CancellationToken::new())
-        .await
-        .expect_err("fenced");
+    let error = attempt_error(&engine, &d, stubborn, "fenced").await;
     let fenced_after = started.elapsed();
     assert!(
         matches!(
@@ -104,16 +102,10 @@ async fn a_renewal_that_succeeds_again_keeps_the_attempt_alive() {
     for _ in 0..3 {
         store.fail_next(WriteOp::RenewLease, locked());
     }
-    let mut d = desc();
-    d.lease_ms = 3_000;
-    let compute = |_ctx: TaskContext| async {
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        Ok(json!({"done": true}))
-    };
-    let outcome = engine
-        .run_attempt(&d, compute, &CancellationToken::new())
-        .await
-        .expect("three failed renewals in a row are retried, not fatal");
+    let d = desc_with_lease(3_000);
+    let compute = |_ctx: TaskContext| works_for(Duration::from_secs(10), json!({"done": true}));
+    // Three failed renewals in a row are retried, not fatal.
+    let outcome = attempt_outcome(&engine, &d, compute).await;
     assert_eq!(outcome.state, AttemptState::Finished);
 }
 
@@ -124,10 +116,8 @@ async fn a_terminal_write_that_fails_is_retried_and_the_result_kept() {
         store.fail_next(WriteOp::End, locked());
     }
     let compute = |_ctx: TaskContext| async { Ok(json!({"result": 42})) };
-    let outcome = engine
-        .run_attempt(&desc(), compute, &CancellationToken::new())
-        .await
-        .expect("the result is written on the fourth try");
+    // The result is written on the fourth try.
+    let outcome = attempt_outcome(&engine, &desc(), compute).await;
     assert_eq!(outcome.state, AttemptState::Finished);
     assert_eq!(store.calls(WriteOp::End), 4);
     let stored = &attempts(&store).await[0];
@@ -143,13 +133,9 @@ async fn a_terminal_write_is_not_retried_past_the_lease() {
     let (store, engine) = setup();
     store.fail_always(WriteOp::End, locked());
     store.fail_always(WriteOp::RenewLease, locked());
-    let mut d = desc();
-    d.lease_ms = 3_000;
+    let d = desc_with_lease(3_000);
     let compute = |_ctx: TaskContext| async { Ok(json!({"result": 42})) };
-    let error = engine
-        .run_attempt(&d, compute, &CancellationToken::new())
-        .await
-        .expect_err("left to recovery");
+    let error = attempt_error(&engine, &d, compute, "left to recovery").await;
     assert!(matches!(error, EngineError::Fenced { .. }), "{error:?}");
     assert!(
         store.calls(WriteOp::End) >= 2,
@@ -172,10 +158,7 @@ async fn a_heartbeat_whose_write_failed_is_written_by_the_final_flush() {
             Ok(json!({}))
         }
     };
-    engine
-        .run_attempt(&desc(), compute, &CancellationToken::new())
-        .await
-        .expect("run");
+    attempt_outcome(&engine, &desc(), compute).await;
     assert_eq!(
         store.calls(WriteOp::Heartbeat),
         3,
@@ -200,10 +183,7 @@ async fn heartbeats_after_the_decision_are_ignored_and_no_event_follows_the_end(
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     };
-    let outcome = engine
-        .run_attempt(&d, compute, &CancellationToken::new())
-        .await
-        .expect("run");
+    let outcome = attempt_outcome(&engine, &d, compute).await;
     let error = outcome.error.expect("failed");
     assert_eq!(error.code, ErrorCode::TaskHeartbeatTimeout);
     assert_eq!(error.details["stale_for_ms"], json!(1_001), "{error:?}");
@@ -229,8 +209,7 @@ async fn heartbeats_after_the_decision_are_ignored_and_no_event_follows_the_end(
 #[tokio::test(start_paused = true)]
 async fn the_error_code_decides_whether_a_failure_is_retried() {
     let (store, engine) = setup();
-    let mut d = desc();
-    d.retry.retries = 3;
+    let d = desc_with_retries(3);
     let compute = |_ctx: TaskContext| async {
         // Marked retryable by the task, but invalid output stays invalid on every attempt.
         Err(TaskFailure {
@@ -239,10 +218,7 @@ async fn the_error_code_decides_whether_a_failure_is_retried() {
             retry_after: None,
         })
     };
-    let outcome = engine
-        .run_node(&d, compute, &CancellationToken::new())
-        .await
-        .expect("run");
+    let outcome = node_outcome(&engine, &d, compute).await;
     assert_eq!(outcome.attempts.len(), 1);
     assert_eq!(attempts(&store).await[0].retryable, Some(false));
 }
@@ -279,10 +255,7 @@ async fn an_ineligible_task_is_refused_with_its_reason_before_any_attempt() {
     let mut d = desc();
     d.eligibility.agent = true;
     let compute = |_ctx: TaskContext| async { Ok(json!({})) };
-    let error = engine
-        .run_attempt(&d, compute, &CancellationToken::new())
-        .await
-        .expect_err("refused");
+    let error = attempt_error(&engine, &d, compute, "refused").await;
     assert_eq!(
         error,
         EngineError::Ineligible(stint_domain::Ineligible::Agent)

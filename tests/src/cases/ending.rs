@@ -6,7 +6,8 @@ use stint_ports::{AttemptEnd, OwnedAttempt, Store};
 
 use crate::Fixture;
 use crate::support::{
-    assert_conflict, attempt_record, events_of, failed_event, failure, heartbeat, key, start, types,
+    accept_end, assert_conflict, attempt_record, cancellation, events_of, failed_event, failure,
+    heartbeat, key, node_record, start, types,
 };
 
 /// A snapshot of everything a refused write must leave alone.
@@ -58,9 +59,7 @@ async fn assert_every_write_refused(store: &dyn Store, attempt: &OwnedAttempt, a
             .await,
         "fail",
     );
-    let cancel = AttemptEnd::Cancelled {
-        error: TaskError::aborted(),
-    };
+    let cancel = cancellation();
     assert_conflict(
         store.end_attempt(attempt, cancel, at, Vec::new()).await,
         "cancel",
@@ -107,10 +106,7 @@ pub async fn wrong_owner_writes_are_conflicts(fixture: &dyn Fixture) {
         output: json!({"answer": 42}),
         vcs: None,
     };
-    store
-        .end_attempt(&owned, finish, 3_000, Vec::new())
-        .await
-        .expect("owner finishes");
+    accept_end(&*store, &owned, finish, 3_000, Vec::new()).await;
     assert_eq!(
         store.read_output(&node).await.expect("read"),
         Some(json!({"answer": 42}))
@@ -130,21 +126,12 @@ pub async fn terminal_states_are_absorbing(fixture: &dyn Fixture) {
             AttemptState::Finished,
         ),
         ("failed", failure("first"), AttemptState::Failed),
-        (
-            "cancelled",
-            AttemptEnd::Cancelled {
-                error: TaskError::aborted(),
-            },
-            AttemptState::Cancelled,
-        ),
+        ("cancelled", cancellation(), AttemptState::Cancelled),
     ];
     for (node_id, end, state) in ends {
         let node = key("run", node_id, 0);
         let (_, owned) = start(&*store, &node, "owner", 1_000).await;
-        store
-            .end_attempt(&owned, end, 2_000, Vec::new())
-            .await
-            .expect("first end");
+        accept_end(&*store, &owned, end, 2_000, Vec::new()).await;
         let before = snapshot(&*store, &owned).await;
         assert_eq!(before.0.state, state);
 
@@ -173,17 +160,10 @@ pub async fn finish_writes_output_node_and_events(fixture: &dyn Fixture) {
         vcs: Some("git:0123abcd+dirty".to_owned()),
     };
     let finished_event = Event::new(&owned.key, 1_500, EventKind::NodeFinished);
-    store
-        .end_attempt(&owned, finish, 1_500, vec![finished_event.clone()])
-        .await
-        .expect("finish");
+    accept_end(&*store, &owned, finish, 1_500, vec![finished_event.clone()]).await;
 
     assert_eq!(store.read_output(&node).await.expect("read"), Some(output));
-    let node_record = store
-        .get_node(&node)
-        .await
-        .expect("get")
-        .expect("node exists");
+    let node_record = node_record(&*store, &node).await;
     assert_eq!(node_record.run_id, "run");
     assert_eq!(node_record.node_id, "node");
     assert_eq!(node_record.iteration, 3);
@@ -238,10 +218,7 @@ pub async fn fail_and_cancel_record_error_and_retryable(fixture: &dyn Fixture) {
             error: error.clone(),
         },
     );
-    store
-        .end_attempt(&owned, end, 1_100, vec![failed.clone()])
-        .await
-        .expect("fail");
+    accept_end(&*store, &owned, end, 1_100, vec![failed.clone()]).await;
     let record = attempt_record(&*store, &owned).await;
     assert_eq!(record.state, AttemptState::Failed);
     assert_eq!(
@@ -252,11 +229,7 @@ pub async fn fail_and_cancel_record_error_and_retryable(fixture: &dyn Fixture) {
     assert_eq!(record.retryable, Some(false));
     assert_eq!(record.finished_at_ms, Some(1_100));
     assert_eq!(store.read_output(&permanent).await.expect("read"), None);
-    let node = store
-        .get_node(&permanent)
-        .await
-        .expect("get")
-        .expect("node");
+    let node = node_record(&*store, &permanent).await;
     assert_eq!(node.state, AttemptState::Failed);
 
     let transient = key("run", "transient", 0);
@@ -280,10 +253,7 @@ pub async fn fail_and_cancel_record_error_and_retryable(fixture: &dyn Fixture) {
             EventKind::NodeRetrying { delay_ms: 1_000 },
         ),
     ];
-    store
-        .end_attempt(&owned, end, 2_500, events.clone())
-        .await
-        .expect("fail");
+    accept_end(&*store, &owned, end, 2_500, events.clone()).await;
     let record = attempt_record(&*store, &owned).await;
     assert_eq!(record.error, Some(error));
     assert_eq!(record.retryable, Some(true));
@@ -297,13 +267,14 @@ pub async fn fail_and_cancel_record_error_and_retryable(fixture: &dyn Fixture) {
             reason: "aborted".to_owned(),
         },
     );
-    let end = AttemptEnd::Cancelled {
-        error: TaskError::aborted(),
-    };
-    store
-        .end_attempt(&owned, end, 3_100, vec![cancel_event.clone()])
-        .await
-        .expect("cancel");
+    accept_end(
+        &*store,
+        &owned,
+        cancellation(),
+        3_100,
+        vec![cancel_event.clone()],
+    )
+    .await;
     let record = attempt_record(&*store, &owned).await;
     assert_eq!(record.state, AttemptState::Cancelled);
     assert_eq!(record.error, Some(TaskError::aborted()));
@@ -312,11 +283,7 @@ pub async fn fail_and_cancel_record_error_and_retryable(fixture: &dyn Fixture) {
         "only failures carry a retryable flag"
     );
     assert_eq!(record.finished_at_ms, Some(3_100));
-    let node = store
-        .get_node(&cancelled)
-        .await
-        .expect("get")
-        .expect("node");
+    let node = node_record(&*store, &cancelled).await;
     assert_eq!(node.state, AttemptState::Cancelled);
     assert_eq!(node.updated_at_ms, 3_100);
 

@@ -5,7 +5,10 @@ use stint_domain::{AttemptState, Event, EventKind, EventRecord, NodeKey, TaskErr
 use stint_ports::{AttemptEnd, OwnedAttempt, Store};
 
 use crate::Fixture;
-use crate::support::{attempt_record, events_of, failure, heartbeat, key, start, types};
+use crate::support::{
+    accept_end, accept_heartbeat, attempt_record, cancellation, events_of, failure, heartbeat, key,
+    start, types,
+};
 
 /// Writes, through the write port, one event of every kind about `run_id` (three attempts of
 /// one node, at times from `at`), one call per step; returns the events each step appended.
@@ -42,9 +45,7 @@ fn steps_of_every_kind(run_id: &str, at: u64) -> Vec<Step> {
         Step::Begin(node.clone(), at + 4),
         Step::End(
             2,
-            AttemptEnd::Cancelled {
-                error: TaskError::aborted(),
-            },
+            cancellation(),
             vec![event(
                 2,
                 5,
@@ -95,18 +96,12 @@ async fn apply(store: &dyn Store, owner: &str, step: Step, node: &NodeKey) -> Ve
                 .map_or(0, |record| record.event.timestamp_ms + 1);
             let write = heartbeat(&attempt, at, payload, interval);
             let event = write.event.clone();
-            store
-                .record_heartbeat(&attempt, write)
-                .await
-                .expect("heartbeat");
+            accept_heartbeat(store, &attempt, write).await;
             vec![event]
         }
         Step::End(n, end, events) => {
             let at = events.last().map_or(0, |event| event.timestamp_ms);
-            store
-                .end_attempt(&owned(n), end, at, events.clone())
-                .await
-                .expect("end");
+            accept_end(store, &owned(n), end, at, events.clone()).await;
             events
         }
     }
@@ -172,27 +167,14 @@ pub async fn events_are_ordered_and_paged(fixture: &dyn Fixture) {
         .expect("read");
     assert_eq!(from_middle, all_mine[5..].to_vec());
     let last_seq = all_mine.last().map_or(0, |record| record.seq);
-    assert!(
-        store
-            .read_events("mine", last_seq, 100)
-            .await
-            .expect("read")
-            .is_empty()
-    );
-    assert!(
-        store
-            .read_events("mine", 0, 0)
-            .await
-            .expect("read")
-            .is_empty()
-    );
-    assert!(
-        store
-            .read_events("nobody", 0, 100)
-            .await
-            .expect("read")
-            .is_empty()
-    );
+    // Nothing after the last event, nothing in a page of none, nothing of an unknown run.
+    for (run_id, after, limit) in [("mine", last_seq, 100), ("mine", 0, 0), ("nobody", 0, 100)] {
+        let page = store.read_events(run_id, after, limit).await.expect("read");
+        assert!(
+            page.is_empty(),
+            "{run_id} after {after}, {limit} at most: {page:?}"
+        );
+    }
 }
 
 /// A heartbeat writes its received-at time and payload (a bare ping keeps the payload), appends
@@ -207,19 +189,13 @@ pub async fn heartbeat_appends_event_and_updates_times(fixture: &dyn Fixture) {
 
     let payload = json!({"done": 10, "of": 100});
     let first = heartbeat(&owned, 1_200, Some(payload.clone()), None);
-    store
-        .record_heartbeat(&owned, first.clone())
-        .await
-        .expect("heartbeat");
+    accept_heartbeat(&*store, &owned, first.clone()).await;
     let record = attempt_record(&*store, &owned).await;
     assert_eq!(record.heartbeat, Some(payload.clone()));
     assert_eq!(record.last_heartbeat_at_ms, Some(1_200));
 
     let ping = heartbeat(&owned, 1_900, None, Some(700));
-    store
-        .record_heartbeat(&owned, ping.clone())
-        .await
-        .expect("bare ping");
+    accept_heartbeat(&*store, &owned, ping.clone()).await;
     let record = attempt_record(&*store, &owned).await;
     assert_eq!(
         record.heartbeat,
@@ -261,15 +237,9 @@ pub async fn heartbeat_time_never_goes_back(fixture: &dyn Fixture) {
     let node = key("run", "node", 0);
     let (_, owned) = start(&*store, &node, "owner", 1_000).await;
     let later = heartbeat(&owned, 1_900, Some(json!({"done": 2})), None);
-    store
-        .record_heartbeat(&owned, later)
-        .await
-        .expect("heartbeat at 1900");
+    accept_heartbeat(&*store, &owned, later).await;
     let earlier = heartbeat(&owned, 1_200, None, None);
-    store
-        .record_heartbeat(&owned, earlier)
-        .await
-        .expect("heartbeat at 1200, written second");
+    accept_heartbeat(&*store, &owned, earlier).await;
     let record = attempt_record(&*store, &owned).await;
     assert_eq!(
         record.last_heartbeat_at_ms,

@@ -6,30 +6,28 @@ use stint_domain::{AttemptState, Event, EventKind, NodeKey};
 use stint_ports::{AttemptEnd, AttemptFilter, Store};
 
 use crate::Fixture;
-use crate::support::{attempts_of, events_of, heartbeat, key, newest_payload, start};
+use crate::support::{
+    accept_end, accept_heartbeat, attempts_of, events_of, heartbeat, key, newest_payload, start,
+};
 
 /// Runs one attempt of `node` to its end and checks every read gives the key back unchanged.
 async fn round_trip(store: &dyn Store, node: &NodeKey) {
     let (begun, owned) = start(store, node, "owner", 1_000).await;
     assert_eq!(begun.attempt, 1);
     let payload = json!({"node": node.node_id()});
-    store
-        .record_heartbeat(
-            &owned,
-            heartbeat(&owned, 1_100, Some(payload.clone()), None),
-        )
-        .await
-        .expect("heartbeat");
+    accept_heartbeat(
+        store,
+        &owned,
+        heartbeat(&owned, 1_100, Some(payload.clone()), None),
+    )
+    .await;
     let output = json!({"for": node.node_id(), "iteration": node.iteration()});
     let finish = AttemptEnd::Finished {
         output: output.clone(),
         vcs: None,
     };
     let event = Event::new(&owned.key, 1_200, EventKind::NodeFinished);
-    store
-        .end_attempt(&owned, finish, 1_200, vec![event])
-        .await
-        .expect("finish");
+    accept_end(store, &owned, finish, 1_200, vec![event]).await;
 
     let attempts = attempts_of(store, node).await;
     assert_eq!(attempts.len(), 1, "{node}");

@@ -1,10 +1,10 @@
 //! Listing runs, nodes and attempts.
 
-use stint_domain::{AttemptState, RunSummary, TaskError};
+use stint_domain::{AttemptState, RunSummary};
 use stint_ports::{AttemptEnd, AttemptFilter, Store};
 
 use crate::Fixture;
-use crate::support::{fail, key, start};
+use crate::support::{accept_end, cancellation, fail, key, start};
 
 /// Starts an attempt of `node_id` in `run_id` at `at` and leaves it in `state` at `at + 10`.
 async fn node_in_state(
@@ -27,14 +27,9 @@ async fn node_in_state(
             fail(store, &owned, at + 10).await;
             return;
         }
-        AttemptState::Cancelled => AttemptEnd::Cancelled {
-            error: TaskError::aborted(),
-        },
+        AttemptState::Cancelled => cancellation(),
     };
-    store
-        .end_attempt(&owned, end, at + 10, Vec::new())
-        .await
-        .expect("end");
+    accept_end(store, &owned, end, at + 10, Vec::new()).await;
 }
 
 /// `list_runs` counts each run's nodes by state, most recently updated run first; `list_nodes`

@@ -9,7 +9,8 @@ use stint_ports::{AttemptEnd, Store, StoreError};
 
 use crate::Fixture;
 use crate::support::{
-    assert_conflict, attempts_of, events_of, fail, heartbeat, key, newest_payload, start, types,
+    accept_end, accept_heartbeat, assert_conflict, attempts_of, cancellation, events_of, fail,
+    heartbeat, key, newest_payload, node_record, start, types,
 };
 
 /// Attempt numbers of a node are 1, 2, 3... with no gaps, counted per `(run, node, iteration)`.
@@ -25,13 +26,7 @@ pub async fn numbering_starts_at_one_without_gaps(fixture: &dyn Fixture) {
 
     let (second, a2) = start(&*store, &node, "owner-2", 2_000).await;
     assert_eq!(second.attempt, 2);
-    let cancel = AttemptEnd::Cancelled {
-        error: TaskError::aborted(),
-    };
-    store
-        .end_attempt(&a2, cancel, 2_100, Vec::new())
-        .await
-        .expect("cancel attempt 2");
+    accept_end(&*store, &a2, cancellation(), 2_100, Vec::new()).await;
 
     let (third, _) = start(&*store, &node, "owner-3", 3_000).await;
     assert_eq!(third.attempt, 3);
@@ -52,11 +47,7 @@ pub async fn numbering_starts_at_one_without_gaps(fixture: &dyn Fixture) {
         let (begun, _) = start(&*store, &other, "owner-x", 4_000).await;
         assert_eq!(begun.attempt, 1, "first attempt of {other}");
     }
-    let node_record = store
-        .get_node(&node)
-        .await
-        .expect("get node")
-        .expect("node exists");
+    let node_record = node_record(&*store, &node).await;
     assert_eq!(node_record.last_attempt, 3);
     assert_eq!(node_record.state, AttemptState::InProgress);
 }
@@ -111,10 +102,7 @@ pub async fn checkpoint_is_newest_recorded_payload(fixture: &dyn Fixture) {
         (1_200, Some(step_two.clone())),
         (1_300, None),
     ] {
-        store
-            .record_heartbeat(&a1, heartbeat(&a1, at, payload, None))
-            .await
-            .expect("heartbeat");
+        accept_heartbeat(&*store, &a1, heartbeat(&a1, at, payload, None)).await;
     }
     // The running attempt's own payload is already the node's checkpoint.
     assert_eq!(
@@ -135,10 +123,12 @@ pub async fn checkpoint_is_newest_recorded_payload(fixture: &dyn Fixture) {
         "an attempt that recorded no heartbeat does not erase the checkpoint"
     );
     let step_three = json!({"step": 3});
-    store
-        .record_heartbeat(&a3, heartbeat(&a3, 3_100, Some(step_three.clone()), None))
-        .await
-        .expect("heartbeat");
+    accept_heartbeat(
+        &*store,
+        &a3,
+        heartbeat(&a3, 3_100, Some(step_three.clone()), None),
+    )
+    .await;
     assert_eq!(newest_payload(&*store, &node).await, Some(step_three));
 
     // Checkpoints belong to their node key only.
@@ -157,13 +147,7 @@ pub async fn failed_before_counts_earlier_failures(fixture: &dyn Fixture) {
     fail(&*store, &a1, 1_100).await;
     let (second, a2) = start(&*store, &node, "owner-2", 2_000).await;
     assert_eq!(second.failed_before, 1);
-    let cancel = AttemptEnd::Cancelled {
-        error: TaskError::aborted(),
-    };
-    store
-        .end_attempt(&a2, cancel, 2_100, Vec::new())
-        .await
-        .expect("cancel");
+    accept_end(&*store, &a2, cancellation(), 2_100, Vec::new()).await;
     let (third, a3) = start(&*store, &node, "owner-3", 3_000).await;
     assert_eq!(
         third.failed_before, 1,
@@ -173,10 +157,7 @@ pub async fn failed_before_counts_earlier_failures(fixture: &dyn Fixture) {
         error: TaskError::task_failed("bad output"),
         retryable: false,
     };
-    store
-        .end_attempt(&a3, not_retryable, 3_100, Vec::new())
-        .await
-        .expect("fail");
+    accept_end(&*store, &a3, not_retryable, 3_100, Vec::new()).await;
     let (fourth, _) = start(&*store, &node, "owner-4", 4_000).await;
     assert_eq!(
         fourth.failed_before, 2,
@@ -232,11 +213,7 @@ pub async fn racing_begins_get_distinct_numbers(fixture: &dyn Fixture) {
             .iter()
             .all(|record| record.state == AttemptState::Failed)
     );
-    let node_record = store
-        .get_node(&node)
-        .await
-        .expect("get")
-        .expect("node exists");
+    let node_record = node_record(&*store, &node).await;
     assert_eq!(node_record.last_attempt, total);
     assert_eq!(node_record.state, AttemptState::Failed);
     let started = types(&events_of(&*store, "race").await)

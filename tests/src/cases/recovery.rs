@@ -7,7 +7,9 @@ use stint_domain::{AttemptKey, AttemptState, ErrorCode, Event, EventKind, NodeKe
 use stint_ports::{AttemptEnd, BeginAttempt, OwnedAttempt, Store, StoreError};
 
 use crate::Fixture;
-use crate::support::{assert_conflict, attempt_record, events_of, heartbeat, key};
+use crate::support::{
+    accept_heartbeat, assert_conflict, attempt_record, events_of, heartbeat, key,
+};
 
 /// When recovery runs in these cases.
 const NOW: u64 = 10_000;
@@ -145,13 +147,12 @@ pub async fn recovered_node_resumes_from_its_checkpoint(fixture: &dyn Fixture) {
     let node = key("run", "node", 0);
     let dead = begin_leased(&*store, &node, 2_000).await;
     let checkpoint = json!({"cursor": "page-7"});
-    store
-        .record_heartbeat(
-            &dead,
-            heartbeat(&dead, 1_500, Some(checkpoint.clone()), None),
-        )
-        .await
-        .expect("heartbeat");
+    accept_heartbeat(
+        &*store,
+        &dead,
+        heartbeat(&dead, 1_500, Some(checkpoint.clone()), None),
+    )
+    .await;
 
     let refused = store
         .begin_attempt(crate::support::begin_at(&node, "next", NOW))

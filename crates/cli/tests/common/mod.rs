@@ -5,7 +5,7 @@
 pub mod scenarios;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -42,9 +42,12 @@ impl World {
 
     /// `stint ARGS` in the working directory, against the database.
     pub fn cmd(&self) -> assert_cmd::Command {
-        let mut cmd = assert_cmd::Command::from_std(self.std_cmd());
-        cmd.timeout(Duration::from_secs(60));
-        cmd
+        with_timeout(self.std_cmd())
+    }
+
+    /// What `stint ARGS` did, run to its end.
+    pub fn stint(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("stint runs")
     }
 
     /// The same as a std command (for tests that signal the process).
@@ -64,13 +67,25 @@ impl World {
             .env_remove("STINT_CHECKPOINT");
     }
 
-    /// `stint run --run-id RUN --node-id NODE FLAGS -- sh -c SCRIPT`.
+    /// `stint run --run-id RUN --node-id NODE FLAGS -- sh -c SCRIPT`, run to its end.
     pub fn run(&self, run: &str, node: &str, flags: &[&str], script: &str) -> Output {
-        let mut cmd = self.cmd();
+        let mut cmd = with_timeout(self.run_cmd(run, node, flags, script));
+        cmd.output().expect("stint runs")
+    }
+
+    /// The same `stint run` as a std command, for a test to spawn and signal.
+    pub fn run_cmd(
+        &self,
+        run: &str,
+        node: &str,
+        flags: &[&str],
+        script: &str,
+    ) -> std::process::Command {
+        let mut cmd = self.std_cmd();
         cmd.args(["run", "--run-id", run, "--node-id", node])
             .args(flags)
             .args(["--", "sh", "-c", script]);
-        cmd.output().expect("stint runs")
+        cmd
     }
 
     /// `stint attempts RUN --json`.
@@ -134,6 +149,26 @@ impl World {
     }
 }
 
+/// `cmd` spawned in the background with its stdout and stderr discarded.
+pub fn spawn_quiet(mut cmd: std::process::Command) -> std::process::Child {
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn stint")
+}
+
+/// `cmd` with the tests' limit of 60 s.
+fn with_timeout(cmd: std::process::Command) -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::from_std(cmd);
+    cmd.timeout(Duration::from_secs(60));
+    cmd
+}
+
+/// Asserts that `output` exited with `code`, showing its stderr when it did not.
+pub fn assert_exit(output: &Output, code: i32) {
+    assert_eq!(output.status.code(), Some(code), "{}", text(&output.stderr));
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -191,6 +226,36 @@ pub fn wait_with_limit(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The `(name, body)` of a `harness = false` PostgreSQL test (`test_support::Test`): the scenario
+/// `module::scenario` on a fresh schema, named as the scenario and then `suffix`, if any.
+#[macro_export]
+macro_rules! postgres_test {
+    ($module:ident :: $scenario:ident $(, $suffix:literal)?) => {
+        (
+            concat!(stringify!($scenario) $(, $suffix)?),
+            (|| $crate::common::on_postgres($module::$scenario)) as fn(),
+        )
+    };
+}
+
+/// One `#[test]` per signal that must cancel a run like Ctrl-C:
+/// [`scenarios::signal_cancels_the_process_group`] in a fresh SQLite world.
+#[macro_export]
+macro_rules! cancelled_by_signal {
+    ($($(#[$doc:meta])* $test:ident: $signal:ident),* $(,)?) => {
+        $(
+            $(#[$doc])*
+            #[test]
+            fn $test() {
+                $crate::common::scenarios::signal_cancels_the_process_group(
+                    &$crate::common::World::sqlite(),
+                    ::nix::sys::signal::Signal::$signal,
+                );
+            }
+        )*
+    };
 }
 
 /// Runs `scenario` in a world on a fresh schema of the test PostgreSQL server, dropped after.

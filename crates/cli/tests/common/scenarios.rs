@@ -1,13 +1,14 @@
 //! End-to-end scenarios, each a function of a [`World`], run once per backend.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 
-use super::{World, alive, stint_lines, text, wait_for_file, wait_with_limit};
+use super::{
+    World, alive, assert_exit, spawn_quiet, stint_lines, text, wait_for_file, wait_with_limit,
+};
 
 pub fn success_prints_the_output(w: &World) {
     let output = w.run(
@@ -16,7 +17,7 @@ pub fn success_prints_the_output(w: &World) {
         &[],
         r#"echo '{"done":1}' >&"$STINT_HEARTBEAT_FD"; echo "working" >&2; echo '{"ok":true}'"#,
     );
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_exit(&output, 0);
     let printed: Value = serde_json::from_slice(&output.stdout).expect("stdout is JSON");
     assert_eq!(printed, json!({"ok": true}));
     assert!(
@@ -27,7 +28,7 @@ pub fn success_prints_the_output(w: &World) {
     assert_eq!(attempts.len(), 1);
     assert_eq!(attempts[0]["state"], "finished");
     assert_eq!(attempts[0]["heartbeat"], json!({"done": 1}));
-    let stored = w.cmd().args(["output", "r", "n"]).output().expect("output");
+    let stored = w.stint(&["output", "r", "n"]);
     assert_eq!(
         serde_json::from_slice::<Value>(&stored.stdout).expect("JSON"),
         json!({"ok": true})
@@ -39,13 +40,9 @@ pub fn fails_twice_then_succeeds_with_the_checkpoint(w: &World) {
         echo "{\"attempt\":$STINT_ATTEMPT}" >&3
         if [ "$STINT_ATTEMPT" -lt 3 ]; then echo "attempt $STINT_ATTEMPT fails" >&2; exit 1; fi
         echo "{\"seen\":$STINT_CHECKPOINT}""#;
-    let output = w.run(
-        "r",
-        "n",
-        &["--retries", "2", "--backoff-initial", "10ms"],
-        script,
-    );
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let flags = ["--retries", "2", "--backoff-initial", "10ms"];
+    let output = w.run("r", "n", &flags, script);
+    assert_exit(&output, 0);
     let printed: Value = serde_json::from_slice(&output.stdout).expect("stdout is JSON");
     assert_eq!(printed, json!({"seen": {"attempt": 2}}));
     let attempts = w.attempts("r");
@@ -92,16 +89,15 @@ pub fn output_schema_violation_is_not_retried(w: &World) {
     assert_eq!(attempts[0]["error"]["code"], "INVALID_OUTPUT");
 }
 
-pub fn silent_command_hits_the_heartbeat_timeout(w: &World) {
+/// Runs `sleep 20` as `r/n` with `flags` that stop it: stint exits 1 well before the sleep ends.
+fn run_a_sleep_that_is_stopped(w: &World, flags: &[&str]) {
     let started = Instant::now();
-    let output = w.run(
-        "r",
-        "n",
-        &["--heartbeat-timeout", "300ms", "--grace", "1s"],
-        "sleep 20",
-    );
-    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    assert_exit(&w.run("r", "n", flags, "sleep 20"), 1);
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+pub fn silent_command_hits_the_heartbeat_timeout(w: &World) {
+    run_a_sleep_that_is_stopped(w, &["--heartbeat-timeout", "300ms", "--grace", "1s"]);
     assert_eq!(
         w.attempts("r")[0]["error"]["code"],
         "TASK_HEARTBEAT_TIMEOUT"
@@ -114,40 +110,14 @@ pub fn silent_command_hits_the_heartbeat_timeout(w: &World) {
 }
 
 pub fn timeout_stops_a_long_command(w: &World) {
-    let started = Instant::now();
-    let output = w.run(
-        "r",
-        "n",
-        &["--timeout", "300ms", "--grace", "1s"],
-        "sleep 20",
-    );
-    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
-    assert!(started.elapsed() < Duration::from_secs(10));
+    run_a_sleep_that_is_stopped(w, &["--timeout", "300ms", "--grace", "1s"]);
     assert_eq!(w.attempts("r")[0]["error"]["code"], "TASK_TIMEOUT");
 }
 
 /// Ctrl-C (or SIGTERM) to stint: exit 130, attempt `cancelled`, no process of the group left.
 pub fn signal_cancels_the_process_group(w: &World, signal: Signal) {
     let script = "sleep 60 & echo $! > grandchild.pid; wait";
-    let mut child = w
-        .std_cmd()
-        .args([
-            "run",
-            "--run-id",
-            "r",
-            "--node-id",
-            "n",
-            "--grace",
-            "2s",
-            "--",
-            "sh",
-            "-c",
-            script,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn stint");
+    let mut child = spawn_quiet(w.run_cmd("r", "n", &["--grace", "2s"], script));
     let grandchild: i32 = wait_for_file(&w.path("grandchild.pid"))
         .parse()
         .expect("pid");
@@ -171,25 +141,7 @@ pub fn signal_cancels_the_process_group(w: &World, signal: Signal) {
 /// A command that ignores SIGTERM is SIGKILLed after `--grace`.
 pub fn sigterm_ignorer_is_killed_after_the_grace(w: &World) {
     let script = "trap '' TERM; echo ready > ready; while :; do sleep 0.05; done";
-    let mut child = w
-        .std_cmd()
-        .args([
-            "run",
-            "--run-id",
-            "r",
-            "--node-id",
-            "n",
-            "--grace",
-            "300ms",
-            "--",
-            "sh",
-            "-c",
-            script,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn stint");
+    let mut child = spawn_quiet(w.run_cmd("r", "n", &["--grace", "300ms"], script));
     wait_for_file(&w.path("ready"));
     kill(
         Pid::from_raw(i32::try_from(child.id()).expect("pid")),
@@ -222,26 +174,10 @@ pub fn rerun_of_a_finished_node_runs_nothing(w: &World) {
 
 /// A second `stint run` of a node with an attempt in progress is refused: exit 3.
 pub fn racing_runner_gets_a_conflict(w: &World) {
-    let mut first = w
-        .std_cmd()
-        .args([
-            "run",
-            "--run-id",
-            "r",
-            "--node-id",
-            "n",
-            "--",
-            "sh",
-            "-c",
-            "echo up > up; sleep 3; echo 1",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn stint");
+    let mut first = spawn_quiet(w.run_cmd("r", "n", &[], "echo up > up; sleep 3; echo 1"));
     wait_for_file(&w.path("up"));
     let second = w.run("r", "n", &[], "echo ran-second > second; echo 2");
-    assert_eq!(second.status.code(), Some(3), "{}", text(&second.stderr));
+    assert_exit(&second, 3);
     let lines = stint_lines(&second);
     assert!(
         lines
@@ -259,13 +195,9 @@ pub fn racing_runner_gets_a_conflict(w: &World) {
 
 pub fn directives_and_the_heartbeat_command(w: &World) {
     let script = r#""$STINT_BIN" heartbeat '{"k":1}' && "$STINT_BIN" heartbeat --no-retry && echo 'not json' >&3 && exit 4"#;
-    let output = w.run(
-        "r",
-        "n",
-        &["--retries", "3", "--backoff-initial", "10ms"],
-        script,
-    );
-    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    let flags = ["--retries", "3", "--backoff-initial", "10ms"];
+    let output = w.run("r", "n", &flags, script);
+    assert_exit(&output, 1);
     assert!(text(&output.stderr).contains("HEARTBEAT_PAYLOAD_NOT_JSON_SERIALIZABLE"));
     let attempts = w.attempts("r");
     assert_eq!(attempts.len(), 1, "#no-retry stops the retries");
@@ -308,7 +240,7 @@ pub fn json_listings_have_their_fields(w: &World) {
             "{event}"
         );
     }
-    let runs = w.cmd().args(["runs", "--json"]).output().expect("runs");
+    let runs = w.stint(&["runs", "--json"]);
     let runs: Value = serde_json::from_slice(&runs.stdout).expect("JSON");
     assert_eq!(runs[0]["run_id"], "r");
 }

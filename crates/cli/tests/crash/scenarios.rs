@@ -12,7 +12,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use crate::common::{World, alive, text, wait_for_file, wait_with_limit};
+use crate::common::{World, alive, assert_exit, text, wait_for_file, wait_with_limit};
 /// The lease of the scenarios' runners: long enough that a healthy runner on a loaded 2-core
 /// machine never fences itself (renewals have five twelfths of it to answer), short enough that
 /// a killed one is recoverable soon.
@@ -144,11 +144,7 @@ pub fn zombie_cannot_finish_an_abandoned_attempt(w: &World, recover_db: &str) {
     let mut tries = Vec::new();
     loop {
         sleep_past_leases(w, "z");
-        let recovered = w
-            .cmd()
-            .args(["--db", recover_db, "recover"])
-            .output()
-            .expect("recover");
+        let recovered = w.stint(&["--db", recover_db, "recover"]);
         if attempt(&w.attempts("z"), "n", 1)["error"]["code"] == "ATTEMPT_ABANDONED" {
             assert!(
                 text(&recovered.stdout).contains("z\tn\t0\t1\tATTEMPT_ABANDONED"),
@@ -199,7 +195,7 @@ pub fn zombie_cannot_finish_an_abandoned_attempt(w: &World, recover_db: &str) {
     assert!(events_of(&events, "n", 1, "NodeFinished").is_empty());
     assert!(events_of(&events, "n", 1, "NodeCancelled").is_empty());
     assert_eq!(events_of(&events, "n", 1, "NodeFailed").len(), 1);
-    let output = w.cmd().args(["output", "z", "n"]).output().expect("output");
+    let output = w.stint(&["output", "z", "n"]);
     assert_eq!(output.status.code(), Some(1), "no output may be stored");
 }
 
@@ -320,7 +316,7 @@ pub fn racing_recoverers_mark_each_attempt_once(w: &World) {
     let mut marked: Vec<String> = Vec::new();
     for recoverer in recoverers {
         let output = recoverer.wait_with_output().expect("recover");
-        assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+        assert_exit(&output, 0);
         marked.extend(text(&output.stdout).lines().map(str::to_owned));
     }
     marked.sort();

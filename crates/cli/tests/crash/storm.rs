@@ -409,7 +409,7 @@ fn now_ms() -> u64 {
 
 /// `stint recover`; returns the attempts it printed.
 pub fn recover(w: &World) -> Vec<String> {
-    let output = w.cmd().args(["recover"]).output().expect("stint recover");
+    let output = w.stint(&["recover"]);
     assert_eq!(
         output.status.code(),
         Some(0),
@@ -627,7 +627,7 @@ fn check_events(run: &str, node: &str, number: u64, attempt: &Value, events: &[V
 
 /// The node rows agree with each node's last attempt (`stint runs` counts node rows).
 fn check_node_states(w: &World, run: &str, last_states: &[String], attempts: &[Value]) {
-    let output = w.cmd().args(["runs", "--json"]).output().expect("runs");
+    let output = w.stint(&["runs", "--json"]);
     assert!(output.status.success(), "{}", text(&output.stderr));
     let runs: Value = serde_json::from_slice(&output.stdout).expect("runs --json is JSON");
     let summary = runs

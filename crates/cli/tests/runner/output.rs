@@ -22,7 +22,7 @@ fn run(w: &World, run: &str, flags: &[&str], script: &str) -> (Option<i32>, Stri
 fn recorded(w: &World, run: &str) -> (String, Value, Value) {
     let attempts = w.attempts(run);
     assert_eq!(attempts.len(), 1, "{attempts:?}");
-    let stored = w.cmd().args(["output", run, "n"]).output().expect("output");
+    let stored = w.stint(&["output", run, "n"]);
     let output = serde_json::from_slice(&stored.stdout).unwrap_or(Value::Null);
     (
         attempts[0]["state"].as_str().unwrap_or("").to_owned(),

@@ -6,20 +6,16 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::common::{World, alive, scenarios, wait_for_file};
+use crate::cancelled_by_signal;
+use crate::common::{World, alive, wait_for_file};
 use crate::{child_of, finish, spawn_run, state_of, wait_until};
 
-/// Closing the terminal or losing the ssh session: cancelled, the whole group gone, exit 130.
-#[test]
-fn sighup_cancels_the_process_group() {
-    scenarios::signal_cancels_the_process_group(&World::sqlite(), Signal::SIGHUP);
-}
-
-/// Ctrl-\ on the terminal.
-#[test]
-fn sigquit_cancels_the_process_group() {
-    scenarios::signal_cancels_the_process_group(&World::sqlite(), Signal::SIGQUIT);
-}
+cancelled_by_signal!(
+    /// Closing the terminal or losing the ssh session: cancelled, the whole group gone, exit 130.
+    sighup_cancels_the_process_group: SIGHUP,
+    /// Ctrl-\ on the terminal.
+    sigquit_cancels_the_process_group: SIGQUIT,
+);
 
 fn signal(pid: u32, signal: Signal) {
     kill(Pid::from_raw(i32::try_from(pid).expect("pid")), signal).expect("signal stint");

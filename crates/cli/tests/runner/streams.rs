@@ -7,7 +7,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 
-use crate::common::{World, alive, stint_lines, text, wait_for_file};
+use crate::common::{World, alive, assert_exit, stint_lines, text, wait_for_file};
 
 /// A daemon started with `setsid` (so outside the command's process group) that writes its pid
 /// to `daemon.pid` and sleeps; `redirect` says which descriptors it keeps.
@@ -37,7 +37,7 @@ fn a_daemon_holding_the_heartbeat_pipe_does_not_fail_the_attempt() {
     let output = w.run("r", "n", &[], &script);
     let took = started.elapsed();
     stop_daemon(&w);
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_exit(&output, 0);
     assert_eq!(
         serde_json::from_slice::<Value>(&output.stdout).ok(),
         Some(json!({"ok": 1}))
@@ -60,7 +60,7 @@ fn a_daemon_holding_every_pipe_keeps_what_was_read() {
     let script = format!(r#"echo up >&2; {} echo '{{"ok":2}}'"#, daemon(""));
     let output = w.run("r", "n", &[], &script);
     stop_daemon(&w);
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_exit(&output, 0);
     assert_eq!(
         serde_json::from_slice::<Value>(&output.stdout).ok(),
         Some(json!({"ok": 2}))
@@ -79,7 +79,7 @@ fn directives_survive_a_daemon_holding_the_heartbeat_pipe() {
     let flags = ["--retries", "2", "--backoff-initial", "10ms"];
     let output = w.run("r", "n", &flags, &script);
     stop_daemon(&w);
-    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    assert_exit(&output, 1);
     let attempts = w.attempts("r");
     assert_eq!(attempts.len(), 1, "#no-retry was lost: {attempts:?}");
     assert_eq!(attempts[0]["error"]["code"], "TASK_FAILED");
@@ -92,7 +92,7 @@ fn garbage_on_the_heartbeat_pipe_is_summed_up() {
     let script = r#"i=0; while [ $i -lt 400 ]; do echo "garbage $i"; i=$((i + 1)); done >&3
         echo '{"beat":1}' >&3; echo null"#;
     let output = w.run("r", "n", &[], script);
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_exit(&output, 0);
     let lines = stint_lines(&output);
     let invalid = lines
         .iter()

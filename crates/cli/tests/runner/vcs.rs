@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::common::{World, text};
+use crate::common::{World, assert_exit};
 use crate::skip;
 
 /// `git status` failing (a corrupt index) is not a clean tree: `+unknown`.
@@ -26,7 +26,7 @@ fn an_unknown_tree_state_is_recorded_as_unknown() {
     std::fs::write(w.path(".git/index"), "garbage").expect("corrupt the index");
     assert!(!git(&["status", "--porcelain"]), "git status should fail");
     let output = w.run("r", "n", &[], "echo null");
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_exit(&output, 0);
     let vcs = w.attempts("r")[0]["vcs"].clone();
     let vcs = vcs.as_str().unwrap_or_default();
     assert!(vcs.ends_with("+unknown") && vcs.len() == 48, "{vcs}");

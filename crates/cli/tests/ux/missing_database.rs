@@ -1,6 +1,6 @@
 //! Reading commands never create a database: a missing SQLite file is an error naming it.
 
-use super::seen;
+use super::{seen, stderr_of_exit};
 use crate::common::World;
 
 #[test]
@@ -40,14 +40,8 @@ fn reading_commands_never_create_a_database() {
 #[test]
 fn the_default_database_is_not_created_by_a_read() {
     let w = World::sqlite();
-    let output = w
-        .cmd()
-        .env_remove("STINT_DB")
-        .arg("runs")
-        .output()
-        .expect("run");
-    let (code, stderr, _) = seen(&output);
-    assert_eq!(code, Some(1));
+    let output = w.cmd().env_remove("STINT_DB").arg("runs").output();
+    let stderr = stderr_of_exit(&output.expect("run"), 1);
     assert!(
         stderr.starts_with("stint: NO_DATABASE: no database at ")
             && stderr.contains("/.stint/stint.db: no runs were recorded there"),

@@ -13,7 +13,7 @@ mod words;
 
 use std::process::Output;
 
-use crate::common::{World, text};
+use crate::common::{World, assert_exit, text};
 
 /// The exit code, the whole stderr and the whole stdout of `output`.
 pub fn seen(output: &Output) -> (Option<i32>, String, String) {
@@ -24,10 +24,17 @@ pub fn seen(output: &Output) -> (Option<i32>, String, String) {
     )
 }
 
+/// Asserts that `output` exited with `code`; returns its stderr.
+pub fn stderr_of_exit(output: &Output, code: i32) -> String {
+    let (exit, stderr, _) = seen(output);
+    assert_eq!(exit, Some(code));
+    stderr
+}
+
 /// Records run `r`, node `n`, finished with output `1`.
 pub fn world_with_a_run() -> World {
     let w = World::sqlite();
     let output = w.run("r", "n", &[], "echo 1");
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_exit(&output, 0);
     w
 }

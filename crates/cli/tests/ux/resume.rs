@@ -48,11 +48,7 @@ fn ctrl_c_then_the_same_command_resumes() {
     let run_id = announced_run_id(&text(&first.stderr));
     assert!(run_id.starts_with("sh-c-if-n-"), "{run_id}");
 
-    let again = w
-        .cmd()
-        .args(["run", "--", "sh", "-c", SCRIPT])
-        .output()
-        .expect("run");
+    let again = w.stint(&["run", "--", "sh", "-c", SCRIPT]);
     let stderr = text(&again.stderr);
     assert_eq!(again.status.code(), Some(0), "{stderr}");
     assert_eq!(text(&again.stdout), "{\"resumed\":{\"done\":1}}\n");
@@ -65,11 +61,7 @@ fn ctrl_c_then_the_same_command_resumes() {
     );
 
     // A finished node is not run again: its stored output is printed.
-    let third = w
-        .cmd()
-        .args(["run", "--", "sh", "-c", SCRIPT])
-        .output()
-        .expect("run");
+    let third = w.stint(&["run", "--", "sh", "-c", SCRIPT]);
     assert_eq!(third.status.code(), Some(0));
     assert_eq!(text(&third.stdout), "{\"resumed\":{\"done\":1}}\n");
     assert!(text(&third.stderr).contains("already finished"));
@@ -81,11 +73,7 @@ fn another_command_is_another_run() {
     let ids: Vec<String> = ["echo 1", "echo 2", "echo 1"]
         .iter()
         .map(|script| {
-            let output = w
-                .cmd()
-                .args(["run", "--", "sh", "-c", script])
-                .output()
-                .expect("run");
+            let output = w.stint(&["run", "--", "sh", "-c", script]);
             assert_eq!(output.status.code(), Some(0));
             announced_run_id(&text(&output.stderr))
         })

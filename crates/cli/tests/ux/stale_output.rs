@@ -7,7 +7,7 @@ fn output_of_a_node_whose_rerun_failed_is_not_passed_off_as_current() {
     let w = world_with_a_run();
     let rerun = w.run("r", "n", &["--force"], "exit 3");
     assert_eq!(rerun.status.code(), Some(1));
-    let output = w.cmd().args(["output", "r", "n"]).output().expect("run");
+    let output = w.stint(&["output", "r", "n"]);
     assert_eq!(
         seen(&output),
         (
@@ -18,11 +18,7 @@ fn output_of_a_node_whose_rerun_failed_is_not_passed_off_as_current() {
             String::new()
         )
     );
-    let output = w
-        .cmd()
-        .args(["output", "r", "n", "--last-finished"])
-        .output()
-        .expect("run");
+    let output = w.stint(&["output", "r", "n", "--last-finished"]);
     assert_eq!(
         seen(&output),
         (
@@ -35,11 +31,7 @@ fn output_of_a_node_whose_rerun_failed_is_not_passed_off_as_current() {
     );
     let never = w.run("r", "m", &[], "exit 3");
     assert_eq!(never.status.code(), Some(1));
-    let output = w
-        .cmd()
-        .args(["output", "r", "m", "--last-finished"])
-        .output()
-        .expect("run");
+    let output = w.stint(&["output", "r", "m", "--last-finished"]);
     assert_eq!(
         seen(&output),
         (

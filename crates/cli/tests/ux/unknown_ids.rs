@@ -14,18 +14,14 @@ fn unknown_runs_and_nodes_are_errors() {
         &["nodes", "nosuch"],
         &["output", "nosuch", "n"],
     ] {
-        let output = w.cmd().args(args).output().expect("run");
+        let output = w.stint(args);
         assert_eq!(
             seen(&output),
             (Some(1), unknown_run.to_owned(), String::new()),
             "{args:?}"
         );
     }
-    let output = w
-        .cmd()
-        .args(["attempts", "r", "--node", "x"])
-        .output()
-        .expect("run");
+    let output = w.stint(&["attempts", "r", "--node", "x"]);
     assert_eq!(
         seen(&output),
         (
@@ -35,11 +31,7 @@ fn unknown_runs_and_nodes_are_errors() {
             String::new()
         )
     );
-    let output = w
-        .cmd()
-        .args(["attempts", "r", "--iteration", "5"])
-        .output()
-        .expect("run");
+    let output = w.stint(&["attempts", "r", "--iteration", "5"]);
     assert_eq!(
         seen(&output),
         (
@@ -50,7 +42,7 @@ fn unknown_runs_and_nodes_are_errors() {
             String::new()
         )
     );
-    let output = w.cmd().args(["output", "r", "x"]).output().expect("run");
+    let output = w.stint(&["output", "r", "x"]);
     assert_eq!(
         seen(&output),
         (
@@ -73,7 +65,7 @@ fn nodes_lists_the_nodes_of_a_run_in_order() {
     ] {
         w.run("r", node, &["--iteration", iteration], script);
     }
-    let output = w.cmd().args(["nodes", "r"]).output().expect("run");
+    let output = w.stint(&["nodes", "r"]);
     let (code, stderr, stdout) = seen(&output);
     assert_eq!((code, stderr.as_str()), (Some(0), ""));
     let rows: Vec<Vec<&str>> = stdout
@@ -95,11 +87,7 @@ fn nodes_lists_the_nodes_of_a_run_in_order() {
             .next()
             .is_some_and(|h| h.ends_with("UPDATED"))
     );
-    let output = w
-        .cmd()
-        .args(["nodes", "r", "--json"])
-        .output()
-        .expect("run");
+    let output = w.stint(&["nodes", "r", "--json"]);
     let nodes: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
     assert_eq!(nodes[0]["node_id"], "a-test");
     assert_eq!(nodes[0]["state"], "failed");

@@ -1,17 +1,13 @@
 //! How store errors and logs read: each thing said once, the reason given, no colour in a pipe.
 
-use super::seen;
+use super::{seen, stderr_of_exit};
 use crate::common::World;
 
 #[test]
 fn a_file_that_is_not_a_database_is_said_once() {
     let w = World::sqlite();
     std::fs::write(w.path("notes.txt"), vec![b'x'; 8192]).expect("write");
-    let output = w
-        .cmd()
-        .args(["--db", "notes.txt", "runs"])
-        .output()
-        .expect("run");
+    let output = w.stint(&["--db", "notes.txt", "runs"]);
     assert_eq!(
         seen(&output),
         (
@@ -26,7 +22,7 @@ fn a_file_that_is_not_a_database_is_said_once() {
 fn a_bad_sslmode_says_why() {
     let w = World::sqlite();
     let url = "postgres://postgres:secret@127.0.0.1:5432/test?sslmode=bogus";
-    let output = w.cmd().args(["--db", url, "runs"]).output().expect("run");
+    let output = w.stint(&["--db", url, "runs"]);
     assert_eq!(
         seen(&output),
         (
@@ -43,11 +39,7 @@ fn a_bad_sslmode_says_why() {
 #[test]
 fn an_unsupported_scheme_and_a_bad_option_are_both_bad_store_configuration() {
     let w = World::sqlite();
-    let output = w
-        .cmd()
-        .args(["--db", "mysql://h/d", "runs"])
-        .output()
-        .expect("run");
+    let output = w.stint(&["--db", "mysql://h/d", "runs"]);
     assert_eq!(
         seen(&output),
         (
@@ -58,13 +50,8 @@ fn an_unsupported_scheme_and_a_bad_option_are_both_bad_store_configuration() {
             String::new()
         )
     );
-    let output = w
-        .cmd()
-        .args(["--db", "sqlite://x.db?synchronus=normal", "runs"])
-        .output()
-        .expect("run");
-    let (code, stderr, _) = seen(&output);
-    assert_eq!(code, Some(2));
+    let output = w.stint(&["--db", "sqlite://x.db?synchronus=normal", "runs"]);
+    let stderr = stderr_of_exit(&output, 2);
     assert!(
         stderr.starts_with("stint: STORE_INVALID_CONFIG: "),
         "{stderr}"

@@ -8,12 +8,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use std::future::Future;
 use std::path::Path;
 
+use serde_json::Value;
 use stint_adapters_memory::MemoryStore;
 use stint_adapters_sqlite::{SqliteOptions, SqliteStore};
-use stint_domain::{AttemptRecord, EventRecord, NodeKey, TaskDescriptor};
-use stint_engine::{Engine, EngineOptions, Ports, TokioClock};
+use stint_domain::{
+    AttemptRecord, ErrorCode, EventKind, EventRecord, NodeKey, TaskDescriptor, TaskError,
+};
+use stint_engine::{
+    AttemptOutcome, CancellationToken, Engine, EngineError, EngineOptions, NodeOutcome, Ports,
+    TaskContext, TaskFailure, TokioClock,
+};
 use stint_ports::{AttemptFilter, HistoryStore, InstrumentedStore, Store, VcsProbe, WriteOp};
 
 /// The epoch the test clock starts at.
@@ -165,6 +172,54 @@ pub fn desc() -> TaskDescriptor {
     TaskDescriptor::new(NodeKey::new("r", "n", 0).expect("valid key"))
 }
 
+/// [`desc`] with a lease of `lease_ms`.
+pub fn desc_with_lease(lease_ms: u64) -> TaskDescriptor {
+    let mut d = desc();
+    d.lease_ms = lease_ms;
+    d
+}
+
+/// [`desc`] with `retries` retries (and the default backoff).
+pub fn desc_with_retries(retries: u32) -> TaskDescriptor {
+    let mut d = desc();
+    d.retry.retries = retries;
+    d
+}
+
+/// The body of a compute that works for `work` (on tokio's clock), then returns `output`.
+pub async fn works_for(work: Duration, output: Value) -> Result<Value, TaskFailure> {
+    tokio::time::sleep(work).await;
+    Ok(output)
+}
+
+/// `field` of every attempt of run `r`, by attempt number.
+pub async fn by_attempt<T>(store: &TestStore, field: impl Fn(AttemptRecord) -> T) -> Vec<(u32, T)> {
+    attempts(store)
+        .await
+        .into_iter()
+        .map(|a| (a.attempt, field(a)))
+        .collect()
+}
+
+/// `field(has_data, interval_ms)` of every `TaskHeartbeat` event of run `r`, in order.
+pub async fn heartbeat_events<T>(
+    store: &TestStore,
+    field: impl Fn(bool, Option<u64>) -> T,
+) -> Vec<T> {
+    events(store)
+        .await
+        .into_iter()
+        .filter_map(|e| match e.event.kind {
+            EventKind::TaskHeartbeat {
+                has_data,
+                interval_ms,
+                ..
+            } => Some(field(has_data, interval_ms)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Every event of run `r`, as `(type, attempt)` pairs.
 pub async fn event_types(store: &TestStore) -> Vec<(String, u32)> {
     events(store)
@@ -193,4 +248,63 @@ pub async fn attempts(store: &TestStore) -> Vec<AttemptRecord> {
 /// Names of the types in `events` (helper for assertions).
 pub fn names(events: &[(String, u32)]) -> Vec<&str> {
     events.iter().map(|(name, _)| name.as_str()).collect()
+}
+
+/// One attempt of `desc` that nobody cancels, run to its outcome; an engine error fails the test.
+pub async fn attempt_outcome<F, Fut>(
+    engine: &Engine,
+    desc: &TaskDescriptor,
+    compute: F,
+) -> AttemptOutcome
+where
+    F: FnOnce(TaskContext) -> Fut,
+    Fut: Future<Output = Result<Value, TaskFailure>> + Send,
+{
+    engine
+        .run_attempt(desc, compute, &CancellationToken::new())
+        .await
+        .expect("run")
+}
+
+/// The engine error that ends one attempt of `desc` that nobody cancels; `expected` names it in
+/// the failure when the attempt ends with an outcome instead.
+pub async fn attempt_error<F, Fut>(
+    engine: &Engine,
+    desc: &TaskDescriptor,
+    compute: F,
+    expected: &str,
+) -> EngineError
+where
+    F: FnOnce(TaskContext) -> Fut,
+    Fut: Future<Output = Result<Value, TaskFailure>> + Send,
+{
+    let never = CancellationToken::new();
+    engine
+        .run_attempt(desc, compute, &never)
+        .await
+        .expect_err(expected)
+}
+
+/// The node loop of `desc`, which nobody cancels, run to its outcome; an engine error fails the
+/// test.
+pub async fn node_outcome<Fut>(
+    engine: &Engine,
+    desc: &TaskDescriptor,
+    compute: impl Fn(TaskContext) -> Fut,
+) -> NodeOutcome
+where
+    Fut: Future<Output = Result<Value, TaskFailure>> + Send,
+{
+    let never = CancellationToken::new();
+    engine.run_node(desc, compute, &never).await.expect("run")
+}
+
+/// The code of an attempt's error, if it failed.
+pub fn code(error: &Option<TaskError>) -> Option<ErrorCode> {
+    error.as_ref().map(|e| e.code)
+}
+
+/// Asserts the types of run `r`'s events, in order.
+pub async fn assert_event_names(store: &TestStore, expected: &[&str]) {
+    assert_eq!(names(&event_types(store).await), expected);
 }

@@ -91,6 +91,43 @@ impl<'t, S> Checked<'t, S> {
             key: None,
         }
     }
+
+    /// Enters the object a variant is written as (`{"variant": ...}`) and the variant's value in
+    /// it; returns the depth of that value's children.
+    fn enter_variant<E: ser::Error>(&self, variant: &'static str) -> Result<usize, E> {
+        self.tracker.enter(self.depth, None)?;
+        self.tracker.enter(self.depth + 1, Some(variant))?;
+        Ok(self.depth + 2)
+    }
+}
+
+/// The containers serde_json writes as one array or object: one level entered.
+macro_rules! container {
+    ($($method:ident($len:ty) -> $compound:ident;)*) => {
+        $(fn $method(self, len: $len) -> Result<Self::$compound, S::Error> {
+            self.tracker.enter(self.depth, None)?;
+            let inner = self.inner.$method(len)?;
+            Ok(Self::compound(self.tracker, inner, None, self.depth + 1))
+        })*
+    };
+}
+
+/// The variants serde_json writes as an object holding a compound: both levels are entered,
+/// the variant's name being the key of the inner one.
+macro_rules! variant_compound {
+    ($($method:ident -> $compound:ident;)*) => {
+        $(fn $method(
+            self,
+            name: &'static str,
+            index: u32,
+            variant: &'static str,
+            len: usize,
+        ) -> Result<Self::$compound, S::Error> {
+            let depth = self.enter_variant(variant)?;
+            let inner = self.inner.$method(name, index, variant, len)?;
+            Ok(Self::compound(self.tracker, inner, Some(variant), depth))
+        })*
+    };
 }
 
 macro_rules! delegate {
@@ -199,16 +236,11 @@ impl<'t, S: Serializer> Serializer for Checked<'t, S> {
         })
     }
 
-    fn serialize_seq(self, len: Option<usize>) -> Result<Self::SerializeSeq, S::Error> {
-        self.tracker.enter(self.depth, None)?;
-        let inner = self.inner.serialize_seq(len)?;
-        Ok(Self::compound(self.tracker, inner, None, self.depth + 1))
-    }
-
-    fn serialize_tuple(self, len: usize) -> Result<Self::SerializeTuple, S::Error> {
-        self.tracker.enter(self.depth, None)?;
-        let inner = self.inner.serialize_tuple(len)?;
-        Ok(Self::compound(self.tracker, inner, None, self.depth + 1))
+    // Arrays and objects: one level down.
+    container! {
+        serialize_seq(Option<usize>) -> SerializeSeq;
+        serialize_tuple(usize) -> SerializeTuple;
+        serialize_map(Option<usize>) -> SerializeMap;
     }
 
     fn serialize_tuple_struct(
@@ -221,31 +253,11 @@ impl<'t, S: Serializer> Serializer for Checked<'t, S> {
         Ok(Self::compound(self.tracker, inner, None, self.depth + 1))
     }
 
-    /// serde_json writes `{"variant": [...]}`: an object holding an array.
-    fn serialize_tuple_variant(
-        self,
-        name: &'static str,
-        index: u32,
-        variant: &'static str,
-        len: usize,
-    ) -> Result<Self::SerializeTupleVariant, S::Error> {
-        self.tracker.enter(self.depth, None)?;
-        self.tracker.enter(self.depth + 1, Some(variant))?;
-        let inner = self
-            .inner
-            .serialize_tuple_variant(name, index, variant, len)?;
-        Ok(Self::compound(
-            self.tracker,
-            inner,
-            Some(variant),
-            self.depth + 2,
-        ))
-    }
-
-    fn serialize_map(self, len: Option<usize>) -> Result<Self::SerializeMap, S::Error> {
-        self.tracker.enter(self.depth, None)?;
-        let inner = self.inner.serialize_map(len)?;
-        Ok(Self::compound(self.tracker, inner, None, self.depth + 1))
+    // serde_json writes `{"variant": [...]}`: an object holding an array; and `{"variant":
+    // {...}}`: an object holding an object.
+    variant_compound! {
+        serialize_tuple_variant -> SerializeTupleVariant;
+        serialize_struct_variant -> SerializeStructVariant;
     }
 
     fn serialize_struct(
@@ -261,27 +273,6 @@ impl<'t, S: Serializer> Serializer for Checked<'t, S> {
         };
         let inner = self.inner.serialize_struct(name, len)?;
         Ok(Self::compound(self.tracker, inner, None, child_depth))
-    }
-
-    /// serde_json writes `{"variant": {...}}`: an object holding an object.
-    fn serialize_struct_variant(
-        self,
-        name: &'static str,
-        index: u32,
-        variant: &'static str,
-        len: usize,
-    ) -> Result<Self::SerializeStructVariant, S::Error> {
-        self.tracker.enter(self.depth, None)?;
-        self.tracker.enter(self.depth + 1, Some(variant))?;
-        let inner = self
-            .inner
-            .serialize_struct_variant(name, index, variant, len)?;
-        Ok(Self::compound(
-            self.tracker,
-            inner,
-            Some(variant),
-            self.depth + 2,
-        ))
     }
 
     fn is_human_readable(&self) -> bool {
