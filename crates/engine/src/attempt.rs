@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::context::{TaskContext, TaskFailure};
+use crate::context::{ProcessRecorder, TaskContext, TaskFailure};
 use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::heartbeat::{HeartbeatHub, WriterPorts, lock_machine};
@@ -194,6 +194,7 @@ impl Engine {
             cancel: task_cancel.clone(),
             checkpoint: running.checkpoint.clone(),
             heartbeat: hub.handle(),
+            process: ProcessRecorder::new(self.ports.store.clone(), running.owned.clone()),
         });
         tokio::pin!(compute);
         let timeout_ms = desc.timeout_ms;
