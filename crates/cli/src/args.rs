@@ -108,7 +108,8 @@ pub enum Command {
         long_about = "Mark every in-progress attempt whose lease expired failed with \
         ATTEMPT_ABANDONED (retryable, counted toward the node's retries) and print each one. \
         `stint run` does the same when it opens the store. Safe to run from many processes at once: \
-        each attempt is marked exactly once."
+        each attempt is marked exactly once.",
+        after_long_help = RECOVER_AFTER_LONG_HELP
     )]
     Recover,
     /// Create or upgrade the database (`run` does this on open, reading commands upgrade an existing
@@ -118,6 +119,26 @@ pub enum Command {
     #[command(long_about = HEARTBEAT_LONG_ABOUT)]
     Heartbeat(HeartbeatArgs),
 }
+
+const RECOVER_AFTER_LONG_HELP: &str = "\
+Orphaned processes: a stint killed with SIGKILL (or by a crash) takes its command down with it
+(Linux), but not what the command started in turn: that part of its process group keeps running.
+`stint run` records where the group lives (`process` in `stint attempts --json`: host, boot id,
+group id, the leader's start time), and before marking an attempt abandoned, recovery on the same
+host and boot SIGKILLs the group and waits for it to go, printing `stint: ended orphaned process
+group PGID of RUN/NODE#ITER attempt N`. So the node never runs beside a survivor of its last
+attempt. The group is killed only when it is provably the attempt's: its leader still runs with the
+recorded start time, or a live member started no earlier carries the attempt's STINT_RUN_ID,
+STINT_NODE_ID, STINT_ITERATION and STINT_ATTEMPT; otherwise (a member that replaced its
+environment, no /proc) it is left alone.
+
+Across hosts (PostgreSQL): a group on another host cannot be reached from here, and recovery does
+not wait for it: the attempt is marked abandoned all the same, and the node may run again at once.
+That host ends the group only if its own `stint recover` or `stint run` recovers the attempt first;
+once the attempt is marked elsewhere, nothing ends it. So after a stint died on a worker that stays
+up, run `stint recover` on that worker (a cron `stint recover` on every worker does it), or end the
+group by hand: `stint attempts RUN --json` names its host and group (`kill -KILL -- -PGID` there).
+A reboot ends every group: a place recorded before it is ignored.";
 
 const RUN_LONG_ABOUT: &str = "\
 Run COMMAND as one node of a run, recording every attempt.
@@ -129,8 +150,9 @@ Give --run-id to choose the run: one id for the nodes of a pipeline, or a new id
 If the node (run id, node id, iteration) already finished, its stored output is printed and \
 nothing runs, unless --force. Otherwise (it failed, was cancelled with Ctrl-C, or its process \
 died) it resumes: attempts are numbered on from the node's earlier ones, the newest checkpoint is \
-handed over in STINT_CHECKPOINT, and earlier failed attempts count toward --retries. Before running, attempts of dead \
-processes (expired lease) are marked ATTEMPT_ABANDONED, as `stint recover` does.
+handed over in STINT_CHECKPOINT, and earlier failed attempts count toward --retries. Before \
+running, attempts of dead processes (expired lease) are marked ATTEMPT_ABANDONED, as `stint \
+recover` does, after the process groups they left running on this host are killed.
 
 If another process is running an attempt of the same node right now, stint refuses at once with \
 STORE_CONFLICT and exit code 3 (it does not wait): a node never has two attempts in progress.

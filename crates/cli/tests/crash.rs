@@ -9,6 +9,8 @@
 mod common;
 #[path = "crash/scenarios.rs"]
 mod crash_scenarios;
+#[path = "crash/orphans.rs"]
+mod orphans;
 #[path = "crash/storm.rs"]
 mod storm;
 
@@ -73,6 +75,20 @@ fn sigterm_records_cancelled_before_exiting_on_sqlite() {
 fn a_sigkilled_stint_takes_its_command_down() {
     let _one = one_at_a_time();
     crash_scenarios::a_sigkilled_stint_takes_its_command_down(&sqlite());
+}
+
+/// The command's own child outlives the SIGKILLed stint; `stint recover` ends it.
+#[test]
+fn recover_ends_an_orphaned_group_on_sqlite() {
+    let _one = one_at_a_time();
+    orphans::recovery_ends_the_orphaned_group(&sqlite(), orphans::Recoverer::Recover);
+}
+
+/// The same, ended by the recovery a `stint run` of the node does before its begin.
+#[test]
+fn run_ends_an_orphaned_group_before_running_the_node_on_sqlite() {
+    let _one = one_at_a_time();
+    orphans::recovery_ends_the_orphaned_group(&sqlite(), orphans::Recoverer::Run);
 }
 
 /// Four `stint migrate`s opening a fresh SQLite file at once all get a database: the first

@@ -9,6 +9,8 @@
 mod common;
 #[path = "crash/scenarios.rs"]
 mod crash_scenarios;
+#[path = "crash/orphans.rs"]
+mod orphans;
 #[path = "crash/storm.rs"]
 mod storm;
 
@@ -48,6 +50,14 @@ fn sigterm_records_cancelled_before_exiting_on_postgres() {
     on_postgres(crash_scenarios::sigterm_records_cancelled_before_exiting);
 }
 
+fn recover_ends_an_orphaned_group_on_postgres() {
+    on_postgres(|w| orphans::recovery_ends_the_orphaned_group(w, orphans::Recoverer::Recover));
+}
+
+fn run_ends_an_orphaned_group_before_running_the_node_on_postgres() {
+    on_postgres(|w| orphans::recovery_ends_the_orphaned_group(w, orphans::Recoverer::Run));
+}
+
 fn main() -> std::process::ExitCode {
     let tests: Vec<test_support::Test> = vec![
         ("kill_storm_on_postgres", kill_storm_on_postgres),
@@ -70,6 +80,14 @@ fn main() -> std::process::ExitCode {
         (
             "sigterm_records_cancelled_before_exiting_on_postgres",
             sigterm_records_cancelled_before_exiting_on_postgres,
+        ),
+        (
+            "recover_ends_an_orphaned_group_on_postgres",
+            recover_ends_an_orphaned_group_on_postgres,
+        ),
+        (
+            "run_ends_an_orphaned_group_before_running_the_node_on_postgres",
+            run_ends_an_orphaned_group_before_running_the_node_on_postgres,
         ),
     ];
     test_support::run_tests_with(tests, Vec::new(), Some(1))

@@ -38,8 +38,14 @@ pub async fn run(db: &str, quiet: bool, args: RunArgs) -> Result<u8, CliError> {
     }
     let store = crate::store::open(db).await?;
     let engine_ports = Ports::new(store.clone(), Arc::new(JjOrGit));
-    let recovered = Engine::new(engine_ports.clone()).recover().await?;
     let mode = Mode::detect(quiet);
+    let note = |text: &str| {
+        if mode != Mode::Quiet {
+            crate::output::note(text);
+        }
+    };
+    let recovered =
+        crate::recovery::recover(&store, &Engine::new(engine_ports.clone()), &note).await?;
     for abandoned in &recovered {
         if mode != Mode::Quiet {
             crate::output::note(&format!("marked {abandoned} failed (ATTEMPT_ABANDONED)"));

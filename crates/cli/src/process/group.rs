@@ -12,6 +12,8 @@ use nix::unistd::Pid;
 use tokio::process::Child;
 use tokio::time::Instant;
 
+use super::procfs;
+
 /// The longest pause between two checks of an emptying process group (the first ones are
 /// shorter, so a group that dies at once is noticed at once).
 const POLL: Duration = Duration::from_millis(20);
@@ -113,42 +115,8 @@ impl Drop for GroupGuard {
 }
 
 /// Whether /proc lists a process of group `pgid` that is not a zombie; `None` without /proc.
-fn live_member(pgid: i32) -> Option<bool> {
-    let entries = std::fs::read_dir("/proc").ok()?;
-    let found = entries.flatten().any(|entry| {
-        let is_pid = entry
-            .file_name()
-            .to_str()
-            .is_some_and(|name| name.bytes().all(|b| b.is_ascii_digit()));
-        is_pid
-            && std::fs::read_to_string(entry.path().join("stat"))
-                .ok()
-                .and_then(|stat| state_and_group(&stat))
-                .is_some_and(|(state, group)| group == pgid && !matches!(state, 'Z' | 'X'))
-    });
+pub fn live_member(pgid: i32) -> Option<bool> {
+    let found = procfs::pids()?
+        .any(|pid| procfs::stat(pid).is_some_and(|stat| stat.pgrp == pgid && stat.live()));
     Some(found)
-}
-
-/// The state letter and process group of a `/proc/PID/stat` line.
-fn state_and_group(stat: &str) -> Option<(char, i32)> {
-    // The command name (field 2) may hold spaces and parentheses: fields resume after the last
-    // `)`. Then: state, ppid, pgrp.
-    let (_, rest) = stat.rsplit_once(')')?;
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let _ppid = fields.next()?;
-    let group = fields.next()?.parse().ok()?;
-    Some((state, group))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stat_lines_give_state_and_group() {
-        let stat = "4242 (a) b (c)) Z 1 4240 4240 0 -1 4194560 0";
-        assert_eq!(state_and_group(stat), Some(('Z', 4240)));
-        assert_eq!(state_and_group("garbage"), None);
-    }
 }
