@@ -31,6 +31,9 @@ Exit codes (stable):
   3    store error: database unavailable or unreadable (STORE_UNAVAILABLE), newer or foreign
        schema (STORE_INCOMPATIBLE), conflict (STORE_CONFLICT: e.g. the node already has an attempt
        in progress in another process, or this attempt was declared abandoned meanwhile)
+  4    left to recovery: a second Ctrl-C, SIGTERM, SIGHUP or SIGQUIT to `run` while it was
+       cancelling killed the command's process group and exited at once, recording nothing more
+       (`stint recover` marks the attempt ATTEMPT_ABANDONED once its lease expires)
   130  cancelled (Ctrl-C, SIGTERM, SIGHUP or SIGQUIT to stint, or Ctrl-C while following events)
 
 Every error is one line on stderr: `stint: CODE: message`.
@@ -198,13 +201,21 @@ Failures:
 
 Cancellation: Ctrl-C, SIGTERM, SIGHUP (a closed terminal) or SIGQUIT to stint sends SIGTERM and
 SIGCONT to the command's process group, then SIGKILL after --grace; the attempt is recorded
-`cancelled` and stint exits 130 once that is written.
+`cancelled` and stint exits 130 once that is written. A second one does not wait for that (nor for
+a store that does not answer): stint SIGKILLs the command's process group, says the attempt is left
+to recovery, and exits 4 at once.
+
+Bounds: the recovery before the begin gives up after 60 s (STORE_UNAVAILABLE); every store call is
+bounded by the store's own timeouts (SQLite: busy_timeout_ms, 5 s by default; PostgreSQL:
+connect_timeout, acquire_timeout and the session's statement and lock timeouts); and a second
+signal ends stint at once whatever it waits for.
 
 Revision: a finished attempt records where the code stood (`vcs` in `stint attempts --json`): the
 jj change id of @, else the git commit, with `+dirty` when tracked files changed, or `+unknown`
 when `git status` failed or timed out.
 
-Exit codes: 0 finished, 1 failed, 2 bad usage/input, 3 store error or conflict, 130 cancelled.
+Exit codes: 0 finished, 1 failed, 2 bad usage/input, 3 store error or conflict, 4 left to
+recovery (a second signal), 130 cancelled.
 
 Examples:
   stint run -- sh examples/count.sh   # Ctrl-C, then the same line again: it resumes

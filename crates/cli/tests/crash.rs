@@ -91,6 +91,15 @@ fn run_ends_an_orphaned_group_before_running_the_node_on_sqlite() {
     orphans::recovery_ends_the_orphaned_group(&sqlite(), orphans::Recoverer::Run);
 }
 
+/// A second Ctrl-C while the store's write lock is held by another process exits at once.
+#[test]
+fn second_ctrl_c_exits_at_once_on_sqlite() {
+    let _one = one_at_a_time();
+    let w = sqlite();
+    let db = w.path("state/stint.db");
+    orphans::second_ctrl_c_exits_at_once(&w, Some(&db));
+}
+
 /// Four `stint migrate`s opening a fresh SQLite file at once all get a database: the first
 /// migrations race, and the loser must retry rather than fail. (`migrate` creates the file, as
 /// `run` does; reading commands never create one.)

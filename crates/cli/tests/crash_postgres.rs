@@ -58,6 +58,10 @@ fn run_ends_an_orphaned_group_before_running_the_node_on_postgres() {
     on_postgres(|w| orphans::recovery_ends_the_orphaned_group(w, orphans::Recoverer::Run));
 }
 
+fn second_ctrl_c_exits_at_once_on_postgres() {
+    on_postgres(|w| orphans::second_ctrl_c_exits_at_once(w, None));
+}
+
 fn main() -> std::process::ExitCode {
     let tests: Vec<test_support::Test> = vec![
         ("kill_storm_on_postgres", kill_storm_on_postgres),
@@ -88,6 +92,10 @@ fn main() -> std::process::ExitCode {
         (
             "run_ends_an_orphaned_group_before_running_the_node_on_postgres",
             run_ends_an_orphaned_group_before_running_the_node_on_postgres,
+        ),
+        (
+            "second_ctrl_c_exits_at_once_on_postgres",
+            second_ctrl_c_exits_at_once_on_postgres,
         ),
     ];
     test_support::run_tests_with(tests, Vec::new(), Some(1))

@@ -179,7 +179,9 @@ async fn planned_attempts(
 }
 
 /// Ctrl-C, SIGTERM, SIGHUP (the terminal closed, the ssh session dropped) and SIGQUIT cancel the
-/// engine's token; the process exits once the attempt's terminal state is written.
+/// engine's token; the process exits once the attempt's terminal state is written. A second
+/// signal does not wait for that (a store that does not answer would hold it up to its own
+/// timeouts): see [`leave_to_recovery`].
 fn watch_signals(
     cancel: CancellationToken,
     status: Arc<Status>,
@@ -206,9 +208,7 @@ fn watch_signals(
                 _ = quit.recv() => "SIGQUIT",
             };
             if cancel.is_cancelled() {
-                status.note(&format!(
-                    "{name}: still cancelling, waiting for the attempt to be recorded"
-                ));
+                leave_to_recovery(name, &status);
             } else {
                 status.progress(&format!(
                     "{name}: cancelling (SIGTERM to the command, SIGKILL after {})",
@@ -218,6 +218,24 @@ fn watch_signals(
             }
         }
     })))
+}
+
+/// A second signal: the command's group is SIGKILLed, one line says the attempt is left to
+/// recovery, and stint exits at once with [`exit::LEFT_TO_RECOVERY`], writing nothing more.
+fn leave_to_recovery(name: &str, status: &Status) -> ! {
+    let killed = match crate::process::kill_current_group() {
+        Some(pgid) => format!(", killed the command's process group {pgid}"),
+        None => String::new(),
+    };
+    let attempt = match status.current_attempt() {
+        0 => "the attempt, if it began,".to_owned(),
+        n => format!("attempt {n}"),
+    };
+    status.note(&format!(
+        "{name} again: exiting now{killed}; {attempt} is left to recovery (`stint recover` \
+         marks it ATTEMPT_ABANDONED once its lease expires)"
+    ));
+    std::process::exit(i32::from(exit::LEFT_TO_RECOVERY));
 }
 
 /// The exit code (and output) of a finished `run_node`.

@@ -4,6 +4,7 @@
 //! for an orphan) can reap it, and waiting for that would make a cancel of `sh -c '...'` take as
 //! long as init takes to reap the shell's orphaned children.
 
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -18,6 +19,21 @@ use super::procfs;
 /// shorter, so a group that dies at once is noticed at once).
 const POLL: Duration = Duration::from_millis(20);
 
+/// The group of the command running now (0: none), for a second signal's immediate exit, which
+/// cannot wait for the future that owns the [`GroupGuard`].
+static CURRENT: AtomicI32 = AtomicI32::new(0);
+
+/// SIGKILLs the group of the command running now, if any; returns its id.
+pub fn kill_current() -> Option<i32> {
+    let pgid = CURRENT.swap(0, Ordering::SeqCst);
+    if pgid <= 0 {
+        return None;
+    }
+    // ESRCH (the group already emptied) is as good as done.
+    let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    Some(pgid)
+}
+
 /// A process group that is SIGKILLed when dropped unless it was found empty: whatever happens
 /// to the future running the command (the engine dropping it after its grace, a panic), no
 /// process of the group outlives it.
@@ -31,6 +47,9 @@ impl GroupGuard {
     /// Guards the group whose leader has pid `pid` (spawned as a session leader).
     pub fn new(pid: u32) -> Self {
         let raw = i32::try_from(pid).unwrap_or(i32::MAX);
+        if raw > 0 {
+            CURRENT.store(raw, Ordering::SeqCst);
+        }
         Self {
             pgid: Pid::from_raw(raw),
             done: false,
@@ -103,6 +122,12 @@ impl GroupGuard {
         // A killed process leaves the group at once; its zombie is reaped by its parent (or
         // init), so there is nothing more to wait for here.
         self.done = true;
+        self.forget();
+    }
+
+    /// The group is no longer the one running now.
+    fn forget(&self) {
+        let _ = CURRENT.compare_exchange(self.pgid.as_raw(), 0, Ordering::SeqCst, Ordering::SeqCst);
     }
 }
 
@@ -111,6 +136,7 @@ impl Drop for GroupGuard {
         if !self.done {
             self.signal_and_continue(Signal::SIGKILL);
         }
+        self.forget();
     }
 }
 

@@ -32,6 +32,7 @@ use tokio_util::task::AbortOnDropHandle;
 pub use capture::OutputMode;
 use capture::{Captured, StdoutCapture};
 use group::GroupGuard;
+pub use group::kill_current as kill_current_group;
 use heartbeat_pipe::Directives;
 use spawn::{AttemptEnv, Pipes, Spawned};
 use streams::Ended;

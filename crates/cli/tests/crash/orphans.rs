@@ -1,6 +1,6 @@
 //! What a SIGKILLed stint leaves behind: the command's own children (its process group outlives
 //! it, since `PR_SET_PDEATHSIG` reaches only the command), ended by recovery on the same host
-//! before the node can run again.
+//! before the node can run again; and a second Ctrl-C, which exits at once.
 #![allow(
     dead_code,
     reason = "each backend's binary runs the scenarios that apply to it"
@@ -10,11 +10,11 @@ use std::fs::File;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use crate::common::{World, alive, text, wait_for_file};
+use crate::common::{World, alive, hold_write_lock, text, wait_for_file, wait_with_limit};
 
 /// A command whose child outlives the command's own death: `sleep` in the background, its pid
 /// in `orphan.pid`.
@@ -136,4 +136,53 @@ pub fn recovery_ends_the_orphaned_group(w: &World, recoverer: Recoverer) {
     let attempts = w.attempts("k");
     assert_eq!(attempts[0]["state"], "failed");
     assert_eq!(attempts[0]["error"]["code"], "ATTEMPT_ABANDONED");
+}
+
+/// A second Ctrl-C while stint waits (here for a command that ignores SIGTERM, its store's
+/// write lock held by another process): the group is killed, one line says the attempt is left
+/// to recovery, and stint exits at once with code 4.
+pub fn second_ctrl_c_exits_at_once(w: &World, db_file: Option<&std::path::Path>) {
+    let script = format!("trap '' TERM; {SPAWNS_AN_ORPHAN}");
+    let mut runner = spawn_run(w, &["--grace", "60s"], &script);
+    let orphan: i32 = wait_for_file(&w.path("orphan.pid")).parse().expect("pid");
+    let _ = placed_attempt(w);
+    let locker = db_file.map(|db| {
+        let db = db.to_owned();
+        std::thread::spawn(move || hold_write_lock(&db, Duration::from_secs(4)))
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = Pid::from_raw(i32::try_from(runner.id()).expect("pid"));
+    kill(pid, Signal::SIGINT).expect("first SIGINT");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        runner.try_wait().expect("wait").is_none(),
+        "stint exited on the first SIGINT"
+    );
+    let second = Instant::now();
+    kill(pid, Signal::SIGINT).expect("second SIGINT");
+    let status = wait_with_limit(&mut runner, Duration::from_secs(10));
+    let took = second.elapsed();
+    let survived = !gone_within(orphan, Duration::from_secs(1));
+    if survived {
+        let _ = kill(Pid::from_raw(orphan), Signal::SIGKILL);
+    }
+    let stderr = std::fs::read_to_string(w.path("first.err")).expect("stderr");
+    assert_eq!(status.code(), Some(4), "{stderr}");
+    assert!(
+        took < Duration::from_secs(2),
+        "took {took:?} to exit: {stderr}"
+    );
+    assert!(
+        !survived,
+        "the command's group outlived the second SIGINT: {stderr}"
+    );
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("stint: interrupt again: exiting now, killed the command's process group")
+            && last.contains("attempt 1 is left to recovery (`stint recover`"),
+        "{stderr}"
+    );
+    if let Some(locker) = locker {
+        locker.join().expect("the lock holder");
+    }
 }
