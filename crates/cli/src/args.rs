@@ -201,9 +201,10 @@ Failures:
 
 Cancellation: Ctrl-C, SIGTERM, SIGHUP (a closed terminal) or SIGQUIT to stint sends SIGTERM and
 SIGCONT to the command's process group, then SIGKILL after --grace; the attempt is recorded
-`cancelled` and stint exits 130 once that is written. A second one does not wait for that (nor for
-a store that does not answer): stint SIGKILLs the command's process group, says the attempt is left
-to recovery, and exits 4 at once.
+`cancelled` and stint exits 130 once that is written. A second one (half a second or more after
+the first: two at once, as from a supervisor signalling stint and its group, are one request) does
+not wait for that, nor for a store that does not answer: stint SIGKILLs the command's process
+group, says the attempt is left to recovery, and exits 4 at once.
 
 Bounds: the recovery before the begin gives up after 60 s (STORE_UNAVAILABLE); every store call is
 bounded by the store's own timeouts (SQLite: busy_timeout_ms, 5 s by default; PostgreSQL:

@@ -23,6 +23,11 @@ use crate::vcs::JjOrGit;
 /// moment after SIGKILL to reap the group before the engine writes the terminal state.
 const GRACE_MARGIN: Duration = Duration::from_secs(2);
 
+/// Signals this soon after the first one are the same request, not a second one: a supervisor
+/// that signals both stint and its process group, or `kill` run twice by a script, must not cut
+/// the recording of the cancellation short. A person pressing Ctrl-C again takes longer.
+const SAME_REQUEST: Duration = Duration::from_millis(500);
+
 /// Runs `args` against the store at `db`.
 pub async fn run(db: &str, quiet: bool, args: RunArgs) -> Result<u8, CliError> {
     let generated = args.run_id.is_none();
@@ -180,7 +185,7 @@ async fn planned_attempts(
 
 /// Ctrl-C, SIGTERM, SIGHUP (the terminal closed, the ssh session dropped) and SIGQUIT cancel the
 /// engine's token; the process exits once the attempt's terminal state is written. A second
-/// signal does not wait for that (a store that does not answer would hold it up to its own
+/// signal, [`SAME_REQUEST`] or more after the first, does not wait for that (a store that does not answer would hold it up to its own
 /// timeouts): see [`leave_to_recovery`].
 fn watch_signals(
     cancel: CancellationToken,
@@ -200,6 +205,7 @@ fn watch_signals(
     let mut hangup = install(SignalKind::hangup())?;
     let mut quit = install(SignalKind::quit())?;
     Ok(AbortOnDropHandle::new(tokio::spawn(async move {
+        let mut first: Option<tokio::time::Instant> = None;
         loop {
             let name = tokio::select! {
                 _ = interrupt.recv() => "interrupt",
@@ -207,9 +213,14 @@ fn watch_signals(
                 _ = hangup.recv() => "SIGHUP",
                 _ = quit.recv() => "SIGQUIT",
             };
-            if cancel.is_cancelled() {
+            if let Some(first) = first {
+                if first.elapsed() < SAME_REQUEST {
+                    status.note(&format!("{name}: already cancelling"));
+                    continue;
+                }
                 leave_to_recovery(name, &status);
             } else {
+                first = Some(tokio::time::Instant::now());
                 status.progress(&format!(
                     "{name}: cancelling (SIGTERM to the command, SIGKILL after {})",
                     humantime::format_duration(grace)
