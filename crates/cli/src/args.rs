@@ -206,7 +206,8 @@ the first: two at once, as from a supervisor signalling stint and its group, are
 not wait for that, nor for a store that does not answer: stint SIGKILLs the command's process
 group, says the attempt is left to recovery, and exits 4 at once.
 
-Bounds: the recovery before the begin gives up after 60 s (STORE_UNAVAILABLE); every store call is
+Bounds: the recovery before the begin and the begin of each attempt each give up after 60 s
+(STORE_UNAVAILABLE, exit 3); every later write is bounded by the lease; every store call is also
 bounded by the store's own timeouts (SQLite: busy_timeout_ms, 5 s by default; PostgreSQL:
 connect_timeout, acquire_timeout and the session's statement and lock timeouts); and a second
 signal ends stint at once whatever it waits for.

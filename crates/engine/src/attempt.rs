@@ -62,6 +62,12 @@ struct Settlement {
     retryable: bool,
 }
 
+/// The longest a begin may take. Every later write is bounded by the lease; the begin has no
+/// lease yet, and a connection to a server that vanished without closing it would otherwise hold
+/// it forever. A begin that committed but whose answer never came leaves its attempt in progress
+/// with nobody renewing it: recovery marks it abandoned once its lease expires.
+const BEGIN_LIMIT: Duration = Duration::from_secs(60);
+
 /// The pauses between tries of a terminal write that failed: doubling up to one second.
 const TERMINAL_RETRY_FIRST: Duration = Duration::from_millis(50);
 const TERMINAL_RETRY_MAX: Duration = Duration::from_secs(1);
@@ -105,7 +111,16 @@ impl Engine {
         };
         // The store's lease runs from the begin's clock reading, so the fence counts from here.
         let begun_at = Instant::now();
-        let begun = self.ports.store.begin_attempt(begin).await?;
+        let begun = tokio::time::timeout(BEGIN_LIMIT, self.ports.store.begin_attempt(begin))
+            .await
+            .map_err(|_| {
+                StoreError::unavailable(format!(
+                    "beginning an attempt of {} took longer than {} s (if it was written, \
+                     recovery marks it ATTEMPT_ABANDONED once its lease expires)",
+                    desc.key,
+                    BEGIN_LIMIT.as_secs()
+                ))
+            })??;
         let key = desc.key.attempt(begun.attempt);
         let mut machine = AttemptMachine::new(key.clone(), desc.retry, begun.failed_before);
         // The store appended `NodeStarted` with the attempt row; the machine's copy is dropped.
