@@ -8,6 +8,7 @@ mod events;
 mod limits;
 mod listing;
 mod numbering;
+mod process;
 mod recovery;
 
 pub use ending::{
@@ -24,6 +25,9 @@ pub use numbering::{
     begin_refused_while_attempt_in_progress, checkpoint_is_newest_recorded_payload,
     failed_before_counts_earlier_failures, numbering_starts_at_one_without_gaps,
     racing_begins_get_distinct_numbers,
+};
+pub use process::{
+    expired_attempts_are_what_recovery_marks, process_place_is_recorded_and_owner_checked,
 };
 pub use recovery::{
     recovered_node_resumes_from_its_checkpoint, recovery_and_zombie_finish_race_one_wins,

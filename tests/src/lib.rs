@@ -75,6 +75,8 @@ macro_rules! conformance_suite {
             recovery_marks_each_expired_attempt_once,
             recovered_node_resumes_from_its_checkpoint,
             recovery_and_zombie_finish_race_one_wins,
+            process_place_is_recorded_and_owner_checked,
+            expired_attempts_are_what_recovery_marks,
             runs_and_nodes_are_listed,
             attempts_are_filtered_and_ordered,
             keys_at_the_limits,

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use stint_domain::{
     AttemptCommand, AttemptKey, AttemptMachine, AttemptRecord, AttemptState, Event, EventRecord,
-    NodeKey, NodeRecord, RetryPolicy, RunSummary,
+    NodeKey, NodeRecord, ProcessPlace, RetryPolicy, RunSummary,
 };
 use stint_ports::{
     AttemptEnd, AttemptFilter, BeginAttempt, BegunAttempt, HeartbeatWrite, OwnedAttempt, StoreError,
@@ -176,6 +176,16 @@ impl State {
         Ok(())
     }
 
+    pub(crate) fn record_process(
+        &mut self,
+        attempt: &OwnedAttempt,
+        place: ProcessPlace,
+    ) -> Result<(), StoreError> {
+        let stored = self.owned_in_progress(attempt)?;
+        stored.record.process = Some(place);
+        Ok(())
+    }
+
     pub(crate) fn end_attempt(
         &mut self,
         attempt: &OwnedAttempt,
@@ -236,6 +246,27 @@ impl State {
         self.append(events);
         tracing::debug!(attempt = %attempt.key, %state, "attempt ended");
         Ok(())
+    }
+
+    /// The in-progress attempts whose lease expired before `now_ms`, in key order.
+    pub(crate) fn expired_attempts(&self, now_ms: u64) -> Vec<AttemptRecord> {
+        let mut expired: Vec<AttemptRecord> = self
+            .runs
+            .values()
+            .flat_map(|run| run.attempts.values())
+            .map(|stored| &stored.record)
+            .filter(|r| r.state == AttemptState::InProgress && r.lease_expires_at_ms < now_ms)
+            .cloned()
+            .collect();
+        expired.sort_by(|a, b| {
+            (&a.run_id, &a.node_id, a.iteration, a.attempt).cmp(&(
+                &b.run_id,
+                &b.node_id,
+                b.iteration,
+                b.attempt,
+            ))
+        });
+        expired
     }
 
     pub(crate) fn recover_abandoned(&mut self, now_ms: u64) -> Vec<AttemptKey> {
@@ -395,6 +426,7 @@ fn new_rows(attempt: u32, begin: BeginAttempt) -> (AttemptRecord, NodeRecord) {
         working_dir: begin.working_dir,
         owner: begin.owner,
         lease_expires_at_ms: begin.started_at_ms.saturating_add(begin.lease_ms),
+        process: None,
     };
     let node_record = NodeRecord {
         run_id: node.run_id().to_owned(),

@@ -1,7 +1,7 @@
 //! The write port on memory: each call is one critical section of the store's mutex.
 
 use async_trait::async_trait;
-use stint_domain::{AttemptKey, Event};
+use stint_domain::{AttemptKey, AttemptRecord, Event, ProcessPlace};
 use stint_ports::{
     AttemptEnd, AttemptStore, BeginAttempt, BegunAttempt, HeartbeatWrite, OwnedAttempt, StoreError,
 };
@@ -20,6 +20,14 @@ impl AttemptStore for MemoryStore {
         heartbeat: HeartbeatWrite,
     ) -> Result<(), StoreError> {
         self.lock().record_heartbeat(attempt, heartbeat)
+    }
+
+    async fn record_process(
+        &self,
+        attempt: &OwnedAttempt,
+        place: ProcessPlace,
+    ) -> Result<(), StoreError> {
+        self.lock().record_process(attempt, place)
     }
 
     async fn renew_lease(
@@ -45,5 +53,9 @@ impl AttemptStore for MemoryStore {
 
     async fn recover_abandoned(&self, now_ms: u64) -> Result<Vec<AttemptKey>, StoreError> {
         Ok(self.lock().recover_abandoned(now_ms))
+    }
+
+    async fn expired_attempts(&self, now_ms: u64) -> Result<Vec<AttemptRecord>, StoreError> {
+        Ok(self.lock().expired_attempts(now_ms))
     }
 }

@@ -16,6 +16,13 @@
 //!   is commit order and a reader tailing `seq > last` never skips an event committed late.
 #![deny(missing_docs)]
 
+/// Now on the database's clock, in milliseconds since the epoch, as SQL.
+macro_rules! db_now_ms {
+    () => {
+        "(extract(epoch from clock_timestamp()) * 1000)::bigint"
+    };
+}
+
 mod error;
 mod events;
 mod options;

@@ -20,7 +20,7 @@ use crate::error::{OpError, retrying, to_i64, to_u32, to_u64};
 const ATTEMPT_COLUMNS: &str = "run_id, node_id, iteration, attempt, state, owner, \
      lease_expires_at_ms, started_at_ms, finished_at_ms, last_heartbeat_at_ms, \
      heartbeat::text AS heartbeat, error::text AS error, retryable, vcs, \
-     metadata::text AS metadata, working_dir";
+     metadata::text AS metadata, working_dir, process::text AS process";
 
 const NODE_COLUMNS: &str =
     "run_id, node_id, iteration, state, last_attempt, updated_at_ms, output_table, label";
@@ -73,6 +73,14 @@ fn decode_attempt(row: &PgRow) -> Result<AttemptRecord, OpError> {
         working_dir: row.try_get("working_dir")?,
         owner: row.try_get("owner")?,
         lease_expires_at_ms: to_u64("lease_expires_at_ms", row.try_get("lease_expires_at_ms")?)?,
+        // A place this version cannot read is no place: recovery then leaves the group alone.
+        process: json_text(row, "process")?.and_then(|value| {
+            serde_json::from_value(value)
+                .inspect_err(|error| {
+                    tracing::warn!(%error, "a stored process place cannot be read back");
+                })
+                .ok()
+        }),
     })
 }
 
@@ -104,6 +112,26 @@ pub(crate) async fn list_attempts(
         .bind(&filter.run_id)
         .bind(&filter.node_id)
         .bind(filter.iteration.map(i64::from))
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(decode_attempt).collect()
+}
+
+/// The in-progress attempts whose lease expired before now (`lease_now`, else the database's
+/// clock, as the recovery sweep judges it), in key order.
+pub(crate) async fn expired_attempts(
+    pool: &PgPool,
+    lease_now: Option<i64>,
+) -> Result<Vec<AttemptRecord>, OpError> {
+    let sql = format!(
+        "SELECT {ATTEMPT_COLUMNS} FROM attempts \
+         WHERE state = 'in-progress' AND lease_expires_at_ms < COALESCE($1::bigint, {}) \
+         ORDER BY run_id COLLATE \"C\", node_id COLLATE \"C\", iteration, attempt",
+        db_now_ms!()
+    );
+    // The text is built from constants only; every value is bound.
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(lease_now)
         .fetch_all(pool)
         .await?;
     rows.iter().map(decode_attempt).collect()

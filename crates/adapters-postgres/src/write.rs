@@ -4,7 +4,9 @@ use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::Row;
 use sqlx::postgres::{PgConnection, PgPool};
-use stint_domain::{AttemptKey, AttemptState, Event, EventKind, NodeKey, TaskError};
+use stint_domain::{
+    AttemptKey, AttemptRecord, AttemptState, Event, EventKind, NodeKey, ProcessPlace, TaskError,
+};
 use stint_ports::{
     AttemptEnd, AttemptStore, BeginAttempt, BegunAttempt, HeartbeatWrite, OwnedAttempt, StoreError,
 };
@@ -47,13 +49,6 @@ async fn lock_node(tx: &mut PgConnection, begin: &BeginAttempt) -> Result<(), Op
     .execute(&mut *tx)
     .await?;
     Ok(())
-}
-
-/// Now on the database's clock, in milliseconds since the epoch, as SQL.
-macro_rules! db_now_ms {
-    () => {
-        "(extract(epoch from clock_timestamp()) * 1000)::bigint"
-    };
 }
 
 async fn begin_once(
@@ -374,6 +369,41 @@ impl AttemptStore for PostgresStore {
         .await
     }
 
+    async fn record_process(
+        &self,
+        attempt: &OwnedAttempt,
+        place: ProcessPlace,
+    ) -> Result<(), StoreError> {
+        let key = &attempt.key;
+        let place = &serde_json::to_value(&place).map_err(|error| {
+            StoreError::incompatible(format!("the process place does not serialise: {error}"))
+        })?;
+        retrying(
+            &self.endpoint,
+            "recording the process place",
+            || async move {
+                let updated = sqlx::query(
+                    "UPDATE attempts SET process = $6 \
+                 WHERE run_id = $1 AND node_id = $2 AND iteration = $3 AND attempt = $4 \
+                   AND state = 'in-progress' AND owner = $5",
+                )
+                .bind(key.node.run_id())
+                .bind(key.node.node_id())
+                .bind(i64::from(key.node.iteration()))
+                .bind(i64::from(key.attempt))
+                .bind(&attempt.owner)
+                .bind(place)
+                .execute(&self.pool)
+                .await?;
+                if updated.rows_affected() == 0 {
+                    return Err(not_owned(attempt));
+                }
+                Ok(())
+            },
+        )
+        .await
+    }
+
     async fn renew_lease(
         &self,
         attempt: &OwnedAttempt,
@@ -437,5 +467,12 @@ impl AttemptStore for PostgresStore {
                 return Ok(marked);
             }
         }
+    }
+
+    async fn expired_attempts(&self, now_ms: u64) -> Result<Vec<AttemptRecord>, StoreError> {
+        retrying(&self.endpoint, "listing expired attempts", || {
+            crate::query::expired_attempts(&self.pool, self.lease_now(now_ms))
+        })
+        .await
     }
 }

@@ -74,6 +74,11 @@ fn attempt_record(row: &SqliteRow) -> Result<AttemptRecord, StoreError> {
         working_dir: row.try_get("working_dir").map_err(map)?,
         owner: row.try_get("owner").map_err(map)?,
         lease_expires_at_ms: get_u64(row, "lease_expires_at_ms")?,
+        // A place this version cannot read is no place: recovery then leaves the group alone.
+        process: get_opt_json(row, "process").unwrap_or_else(|error| {
+            tracing::warn!(%error, "a stored process place cannot be read back");
+            None
+        }),
     })
 }
 
@@ -94,7 +99,7 @@ fn node_record(row: &SqliteRow) -> Result<NodeRecord, StoreError> {
 /// twice: one fixed statement (prepared once and cached by sqlx) instead of SQL assembled per call.
 const LIST_ATTEMPTS: &str = "SELECT run_id, node_id, iteration, attempt, state, owner, \
     lease_expires_at_ms, started_at_ms, finished_at_ms, last_heartbeat_at_ms, heartbeat, error, \
-    retryable, vcs, metadata, working_dir FROM attempts WHERE run_id = ? \
+    retryable, vcs, metadata, working_dir, process FROM attempts WHERE run_id = ? \
     AND (? IS NULL OR node_id = ?) AND (? IS NULL OR iteration = ?) \
     ORDER BY node_id, iteration, attempt";
 
@@ -111,6 +116,25 @@ pub(crate) async fn list_attempts(
         .fetch_all(pool)
         .await
         .map_err(map)?;
+    rows.iter().map(attempt_record).collect()
+}
+
+/// The in-progress attempts whose lease expired before `now_ms`, in key order.
+pub(crate) async fn expired_attempts(
+    pool: &SqlitePool,
+    now_ms: u64,
+) -> Result<Vec<AttemptRecord>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT run_id, node_id, iteration, attempt, state, owner, lease_expires_at_ms, \
+         started_at_ms, finished_at_ms, last_heartbeat_at_ms, heartbeat, error, retryable, vcs, \
+         metadata, working_dir, process FROM attempts \
+         WHERE state = 'in-progress' AND lease_expires_at_ms < ? \
+         ORDER BY run_id, node_id, iteration, attempt",
+    )
+    .bind(to_i64(now_ms, "recovery time")?)
+    .fetch_all(pool)
+    .await
+    .map_err(map)?;
     rows.iter().map(attempt_record).collect()
 }
 

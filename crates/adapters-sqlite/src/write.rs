@@ -11,7 +11,9 @@ use sqlx::Row;
 use sqlx::query::Query;
 use sqlx::sqlite::{SqliteArguments, SqlitePool};
 use sqlx::{Sqlite, SqliteConnection, Transaction};
-use stint_domain::{AttemptKey, AttemptState, Event, EventKind, NodeKey, TaskError};
+use stint_domain::{
+    AttemptKey, AttemptRecord, AttemptState, Event, EventKind, NodeKey, ProcessPlace, TaskError,
+};
 use stint_ports::{
     AttemptEnd, AttemptStore, BeginAttempt, BegunAttempt, HeartbeatWrite, OwnedAttempt, StoreError,
 };
@@ -261,6 +263,19 @@ pub(crate) async fn renew_lease(
     tx.commit().await.map_err(map)
 }
 
+/// Records where the attempt's process group lives.
+pub(crate) async fn record_process(
+    pool: &SqlitePool,
+    attempt: &OwnedAttempt,
+    place: &ProcessPlace,
+) -> Result<(), StoreError> {
+    let mut tx = begin_immediate(pool).await?;
+    let sql = owned_update!("UPDATE attempts SET process = ?");
+    let query = sqlx::query(sql).bind(to_json(place, "process place")?);
+    update_owned(&mut tx, query, attempt).await?;
+    tx.commit().await.map_err(map)
+}
+
 /// Writes the terminal state of attempt and node, the output and `events`, in one transaction.
 pub(crate) async fn end_attempt(
     pool: &SqlitePool,
@@ -418,6 +433,14 @@ impl AttemptStore for SqliteStore {
         record_heartbeat(self.pool(), attempt, heartbeat).await
     }
 
+    async fn record_process(
+        &self,
+        attempt: &OwnedAttempt,
+        place: ProcessPlace,
+    ) -> Result<(), StoreError> {
+        record_process(self.pool(), attempt, &place).await
+    }
+
     async fn renew_lease(
         &self,
         attempt: &OwnedAttempt,
@@ -440,5 +463,9 @@ impl AttemptStore for SqliteStore {
 
     async fn recover_abandoned(&self, now_ms: u64) -> Result<Vec<AttemptKey>, StoreError> {
         recover_abandoned(self.pool(), now_ms).await
+    }
+
+    async fn expired_attempts(&self, now_ms: u64) -> Result<Vec<AttemptRecord>, StoreError> {
+        crate::query::expired_attempts(self.pool(), now_ms).await
     }
 }

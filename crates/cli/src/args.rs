@@ -31,6 +31,9 @@ Exit codes (stable):
   3    store error: database unavailable or unreadable (STORE_UNAVAILABLE), newer or foreign
        schema (STORE_INCOMPATIBLE), conflict (STORE_CONFLICT: e.g. the node already has an attempt
        in progress in another process, or this attempt was declared abandoned meanwhile)
+  4    left to recovery: a second Ctrl-C, SIGTERM, SIGHUP or SIGQUIT to `run` while it was
+       cancelling killed the command's process group and exited at once, recording nothing more
+       (`stint recover` marks the attempt ATTEMPT_ABANDONED once its lease expires)
   130  cancelled (Ctrl-C, SIGTERM, SIGHUP or SIGQUIT to stint, or Ctrl-C while following events)
 
 Every error is one line on stderr: `stint: CODE: message`.
@@ -108,7 +111,8 @@ pub enum Command {
         long_about = "Mark every in-progress attempt whose lease expired failed with \
         ATTEMPT_ABANDONED (retryable, counted toward the node's retries) and print each one. \
         `stint run` does the same when it opens the store. Safe to run from many processes at once: \
-        each attempt is marked exactly once."
+        each attempt is marked exactly once.",
+        after_long_help = RECOVER_AFTER_LONG_HELP
     )]
     Recover,
     /// Create or upgrade the database (`run` does this on open, reading commands upgrade an existing
@@ -118,6 +122,26 @@ pub enum Command {
     #[command(long_about = HEARTBEAT_LONG_ABOUT)]
     Heartbeat(HeartbeatArgs),
 }
+
+const RECOVER_AFTER_LONG_HELP: &str = "\
+Orphaned processes: a stint killed with SIGKILL (or by a crash) takes its command down with it
+(Linux), but not what the command started in turn: that part of its process group keeps running.
+`stint run` records where the group lives (`process` in `stint attempts --json`: host, boot id,
+group id, the leader's start time), and before marking an attempt abandoned, recovery on the same
+host and boot SIGKILLs the group and waits for it to go, printing `stint: ended orphaned process
+group PGID of RUN/NODE#ITER attempt N`. So the node never runs beside a survivor of its last
+attempt. The group is killed only when it is provably the attempt's: its leader still runs with the
+recorded start time, or a live member started no earlier carries the attempt's STINT_RUN_ID,
+STINT_NODE_ID, STINT_ITERATION and STINT_ATTEMPT; otherwise (a member that replaced its
+environment, no /proc) it is left alone.
+
+Across hosts (PostgreSQL): a group on another host cannot be reached from here, and recovery does
+not wait for it: the attempt is marked abandoned all the same, and the node may run again at once.
+That host ends the group only if its own `stint recover` or `stint run` recovers the attempt first;
+once the attempt is marked elsewhere, nothing ends it. So after a stint died on a worker that stays
+up, run `stint recover` on that worker (a cron `stint recover` on every worker does it), or end the
+group by hand: `stint attempts RUN --json` names its host and group (`kill -KILL -- -PGID` there).
+A reboot ends every group: a place recorded before it is ignored.";
 
 const RUN_LONG_ABOUT: &str = "\
 Run COMMAND as one node of a run, recording every attempt.
@@ -129,8 +153,9 @@ Give --run-id to choose the run: one id for the nodes of a pipeline, or a new id
 If the node (run id, node id, iteration) already finished, its stored output is printed and \
 nothing runs, unless --force. Otherwise (it failed, was cancelled with Ctrl-C, or its process \
 died) it resumes: attempts are numbered on from the node's earlier ones, the newest checkpoint is \
-handed over in STINT_CHECKPOINT, and earlier failed attempts count toward --retries. Before running, attempts of dead \
-processes (expired lease) are marked ATTEMPT_ABANDONED, as `stint recover` does.
+handed over in STINT_CHECKPOINT, and earlier failed attempts count toward --retries. Before \
+running, attempts of dead processes (expired lease) are marked ATTEMPT_ABANDONED, as `stint \
+recover` does, after the process groups they left running on this host are killed.
 
 If another process is running an attempt of the same node right now, stint refuses at once with \
 STORE_CONFLICT and exit code 3 (it does not wait): a node never has two attempts in progress.
@@ -176,13 +201,23 @@ Failures:
 
 Cancellation: Ctrl-C, SIGTERM, SIGHUP (a closed terminal) or SIGQUIT to stint sends SIGTERM and
 SIGCONT to the command's process group, then SIGKILL after --grace; the attempt is recorded
-`cancelled` and stint exits 130 once that is written.
+`cancelled` and stint exits 130 once that is written. A second one (half a second or more after
+the first: two at once, as from a supervisor signalling stint and its group, are one request) does
+not wait for that, nor for a store that does not answer: stint SIGKILLs the command's process
+group, says the attempt is left to recovery, and exits 4 at once.
+
+Bounds: the recovery before the begin and the begin of each attempt each give up after 60 s
+(STORE_UNAVAILABLE, exit 3); every later write is bounded by the lease; every store call is also
+bounded by the store's own timeouts (SQLite: busy_timeout_ms, 5 s by default; PostgreSQL:
+connect_timeout, acquire_timeout and the session's statement and lock timeouts); and a second
+signal ends stint at once whatever it waits for.
 
 Revision: a finished attempt records where the code stood (`vcs` in `stint attempts --json`): the
 jj change id of @, else the git commit, with `+dirty` when tracked files changed, or `+unknown`
 when `git status` failed or timed out.
 
-Exit codes: 0 finished, 1 failed, 2 bad usage/input, 3 store error or conflict, 130 cancelled.
+Exit codes: 0 finished, 1 failed, 2 bad usage/input, 3 store error or conflict, 4 left to
+recovery (a second signal), 130 cancelled.
 
 Examples:
   stint run -- sh examples/count.sh   # Ctrl-C, then the same line again: it resumes

@@ -21,6 +21,10 @@ pub const FAILED: u8 = 1;
 pub const USAGE: u8 = 2;
 /// A store error: unavailable, incompatible, conflict.
 pub const STORE: u8 = 3;
+/// A second Ctrl-C, SIGTERM, SIGHUP or SIGQUIT to `stint run` while it was cancelling: it killed
+/// the command's process group and exited at once, without recording the attempt's end, which is
+/// left to recovery.
+pub const LEFT_TO_RECOVERY: u8 = 4;
 /// Cancelled by Ctrl-C or SIGTERM.
 pub const CANCELLED: u8 = 130;
 

@@ -13,6 +13,7 @@ mod commands;
 pub mod exit;
 mod output;
 mod process;
+mod recovery;
 mod run_id;
 mod status;
 mod stdout;

@@ -9,6 +9,8 @@
 mod common;
 #[path = "crash/scenarios.rs"]
 mod crash_scenarios;
+#[path = "crash/orphans.rs"]
+mod orphans;
 #[path = "crash/storm.rs"]
 mod storm;
 
@@ -82,6 +84,29 @@ on_sqlite! {
     // The store plays no part: the kernel kills the command when its stint dies.
     a_sigkilled_stint_takes_its_command_down =>
         crash_scenarios::a_sigkilled_stint_takes_its_command_down,
+}
+
+/// The command's own child outlives the SIGKILLed stint; `stint recover` ends it.
+#[test]
+fn recover_ends_an_orphaned_group_on_sqlite() {
+    let _one = one_at_a_time();
+    orphans::recovery_ends_the_orphaned_group(&sqlite(), orphans::Recoverer::Recover);
+}
+
+/// The same, ended by the recovery a `stint run` of the node does before its begin.
+#[test]
+fn run_ends_an_orphaned_group_before_running_the_node_on_sqlite() {
+    let _one = one_at_a_time();
+    orphans::recovery_ends_the_orphaned_group(&sqlite(), orphans::Recoverer::Run);
+}
+
+/// A second Ctrl-C while the store's write lock is held by another process exits at once.
+#[test]
+fn second_ctrl_c_exits_at_once_on_sqlite() {
+    let _one = one_at_a_time();
+    let w = sqlite();
+    let db = w.path("state/stint.db");
+    orphans::second_ctrl_c_exits_at_once(&w, Some(&db));
 }
 
 /// Four `stint migrate`s opening a fresh SQLite file at once all get a database: the first

@@ -9,6 +9,8 @@
 mod common;
 #[path = "crash/scenarios.rs"]
 mod crash_scenarios;
+#[path = "crash/orphans.rs"]
+mod orphans;
 #[path = "crash/storm.rs"]
 mod storm;
 
@@ -36,6 +38,18 @@ fn sigterm_cancels_the_process_group_on_postgres() {
     on_postgres(|w| scenarios::signal_cancels_the_process_group(w, Signal::SIGTERM));
 }
 
+fn recover_ends_an_orphaned_group_on_postgres() {
+    on_postgres(|w| orphans::recovery_ends_the_orphaned_group(w, orphans::Recoverer::Recover));
+}
+
+fn run_ends_an_orphaned_group_before_running_the_node_on_postgres() {
+    on_postgres(|w| orphans::recovery_ends_the_orphaned_group(w, orphans::Recoverer::Run));
+}
+
+fn second_ctrl_c_exits_at_once_on_postgres() {
+    on_postgres(|w| orphans::second_ctrl_c_exits_at_once(w, None));
+}
+
 fn main() -> std::process::ExitCode {
     let tests: Vec<test_support::Test> = vec![
         ("kill_storm_on_postgres", kill_storm_on_postgres),
@@ -58,6 +72,18 @@ fn main() -> std::process::ExitCode {
         postgres_test!(
             crash_scenarios::sigterm_records_cancelled_before_exiting,
             "_on_postgres"
+        ),
+        (
+            "recover_ends_an_orphaned_group_on_postgres",
+            recover_ends_an_orphaned_group_on_postgres,
+        ),
+        (
+            "run_ends_an_orphaned_group_before_running_the_node_on_postgres",
+            run_ends_an_orphaned_group_before_running_the_node_on_postgres,
+        ),
+        (
+            "second_ctrl_c_exits_at_once_on_postgres",
+            second_ctrl_c_exits_at_once_on_postgres,
         ),
     ];
     test_support::run_tests_with(tests, Vec::new(), Some(1))

@@ -24,7 +24,7 @@ pub use event::{Event, EventKind, EventRecord};
 pub use heartbeat::{HeartbeatPayloadError, PayloadInfo};
 pub use key::{AttemptKey, NodeKey};
 pub use machine::{AttemptCommand, AttemptMachine, AttemptState};
-pub use record::{AttemptRecord, NodeRecord, RunSummary};
+pub use record::{AttemptRecord, NodeRecord, ProcessPlace, RunSummary};
 pub use retry::{BackoffError, BackoffPolicy, RetryPolicy};
 
 /// Milliseconds since the Unix epoch: the one unit of time in stint's records.

@@ -42,6 +42,25 @@ pub struct AttemptRecord {
     pub owner: String,
     /// When the owner's lease runs out unless renewed.
     pub lease_expires_at_ms: u64,
+    /// Where the attempt's process group lives, when its runner recorded one (`stint run` does,
+    /// right after starting the command); recovery on that host ends a group still running.
+    pub process: Option<ProcessPlace>,
+}
+
+/// Where an attempt's process group lives: enough to find it again after its runner died, and to
+/// tell it from a later group that reuses its id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ProcessPlace {
+    /// The host name of the machine it runs on.
+    pub host: String,
+    /// The machine's boot id (`/proc/sys/kernel/random/boot_id`), when known: a group recorded
+    /// before a reboot is gone.
+    pub boot_id: Option<String>,
+    /// The process group id (the pid of its leader, the command stint started).
+    pub pgid: u32,
+    /// When the leader started, in clock ticks since boot (`/proc/PID/stat`, field 22): with the
+    /// boot id it tells the leader from a later process given the same pid.
+    pub started: u64,
 }
 
 /// One node as stored: its state is its last attempt's.

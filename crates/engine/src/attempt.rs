@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::context::{TaskContext, TaskFailure};
+use crate::context::{ProcessRecorder, TaskContext, TaskFailure};
 use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::heartbeat::{HeartbeatHub, WriterPorts, lock_machine};
@@ -61,6 +61,12 @@ struct Settlement {
     output: Option<Value>,
     retryable: bool,
 }
+
+/// The longest a begin may take. Every later write is bounded by the lease; the begin has no
+/// lease yet, and a connection to a server that vanished without closing it would otherwise hold
+/// it forever. A begin that committed but whose answer never came leaves its attempt in progress
+/// with nobody renewing it: recovery marks it abandoned once its lease expires.
+const BEGIN_LIMIT: Duration = Duration::from_secs(60);
 
 /// The pauses between tries of a terminal write that failed: doubling up to one second.
 const TERMINAL_RETRY_FIRST: Duration = Duration::from_millis(50);
@@ -105,7 +111,16 @@ impl Engine {
         };
         // The store's lease runs from the begin's clock reading, so the fence counts from here.
         let begun_at = Instant::now();
-        let begun = self.ports.store.begin_attempt(begin).await?;
+        let begun = tokio::time::timeout(BEGIN_LIMIT, self.ports.store.begin_attempt(begin))
+            .await
+            .map_err(|_| {
+                StoreError::unavailable(format!(
+                    "beginning an attempt of {} took longer than {} s (if it was written, \
+                     recovery marks it ATTEMPT_ABANDONED once its lease expires)",
+                    desc.key,
+                    BEGIN_LIMIT.as_secs()
+                ))
+            })??;
         let key = desc.key.attempt(begun.attempt);
         let mut machine = AttemptMachine::new(key.clone(), desc.retry, begun.failed_before);
         // The store appended `NodeStarted` with the attempt row; the machine's copy is dropped.
@@ -194,6 +209,7 @@ impl Engine {
             cancel: task_cancel.clone(),
             checkpoint: running.checkpoint.clone(),
             heartbeat: hub.handle(),
+            process: ProcessRecorder::new(self.ports.store.clone(), running.owned.clone()),
         });
         tokio::pin!(compute);
         let timeout_ms = desc.timeout_ms;

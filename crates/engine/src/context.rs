@@ -1,9 +1,11 @@
 //! What a compute sees: its context, and how it reports failure.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use stint_domain::{AttemptKey, HeartbeatPayloadError, TaskError};
+use stint_domain::{AttemptKey, HeartbeatPayloadError, ProcessPlace, TaskError};
+use stint_ports::{AttemptStore, OwnedAttempt, StoreError};
 use tokio_util::sync::CancellationToken;
 
 #[cfg(doc)]
@@ -24,6 +26,29 @@ pub struct TaskContext {
     pub checkpoint: Option<Value>,
     /// The heartbeat handle.
     pub heartbeat: Heartbeat,
+    /// Where a compute that runs a process group says where it lives.
+    pub process: ProcessRecorder,
+}
+
+/// Records where the attempt's process group lives, for a compute that starts one (the CLI's
+/// command runner does, right after spawning): recovery on that host then ends a group its dead
+/// runner left behind. A compute that runs no process never calls it.
+#[derive(Debug, Clone)]
+pub struct ProcessRecorder {
+    store: Arc<dyn AttemptStore>,
+    owned: OwnedAttempt,
+}
+
+impl ProcessRecorder {
+    pub(crate) fn new(store: Arc<dyn AttemptStore>, owned: OwnedAttempt) -> Self {
+        Self { store, owned }
+    }
+
+    /// Writes `place` on the attempt, conditional on its owner and `in-progress` as every write
+    /// of the attempt is: a conflict means the attempt already ended or was declared abandoned.
+    pub async fn record(&self, place: ProcessPlace) -> Result<(), StoreError> {
+        self.store.record_process(&self.owned, place).await
+    }
 }
 
 /// How a compute failed.

@@ -128,6 +128,25 @@ async fn a_terminal_write_that_fails_is_retried_and_the_result_kept() {
     assert_eq!(output, Some(json!({"result": 42})));
 }
 
+/// A begin that never answers (a server gone without closing the connection) is given up after
+/// a minute, as STORE_UNAVAILABLE, instead of holding the run forever.
+#[tokio::test(start_paused = true)]
+async fn a_begin_that_never_answers_is_given_up() {
+    let (store, engine) = setup();
+    store.set_delay(WriteOp::Begin, Duration::from_secs(3_600));
+    let started = tokio::time::Instant::now();
+    let compute = |_ctx: TaskContext| async { Ok(json!({"result": 42})) };
+    let error = engine
+        .run_attempt(&desc(), compute, &CancellationToken::new())
+        .await
+        .expect_err("given up");
+    let EngineError::Store(error) = error else {
+        panic!("expected a store error, got {error:?}");
+    };
+    assert_eq!(error.code(), ErrorCode::StoreUnavailable, "{error}");
+    assert_eq!(started.elapsed(), Duration::from_secs(60));
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_terminal_write_is_not_retried_past_the_lease() {
     let (store, engine) = setup();

@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 use stint_domain::{
-    AttemptKey, AttemptRecord, Event, EventRecord, NodeKey, NodeRecord, RunSummary,
+    AttemptKey, AttemptRecord, Event, EventRecord, NodeKey, NodeRecord, ProcessPlace, RunSummary,
 };
 
 use crate::{
@@ -29,6 +29,8 @@ pub enum WriteOp {
     Heartbeat,
     /// [`AttemptStore::renew_lease`].
     RenewLease,
+    /// [`AttemptStore::record_process`].
+    RecordProcess,
     /// [`AttemptStore::end_attempt`].
     End,
     /// [`AttemptStore::recover_abandoned`].
@@ -36,10 +38,11 @@ pub enum WriteOp {
 }
 
 impl WriteOp {
-    const ALL: [Self; 5] = [
+    const ALL: [Self; 6] = [
         Self::Begin,
         Self::Heartbeat,
         Self::RenewLease,
+        Self::RecordProcess,
         Self::End,
         Self::Recover,
     ];
@@ -80,7 +83,7 @@ impl Control {
 /// delay is exact. An injected failure is returned after the delay, without calling `inner`.
 pub struct InstrumentedStore<S: ?Sized> {
     inner: Arc<S>,
-    controls: [Control; 5],
+    controls: [Control; WriteOp::ALL.len()],
 }
 
 impl<S: ?Sized> InstrumentedStore<S> {
@@ -180,6 +183,15 @@ impl<S: AttemptStore + ?Sized> AttemptStore for InstrumentedStore<S> {
         self.inner.record_heartbeat(attempt, heartbeat).await
     }
 
+    async fn record_process(
+        &self,
+        attempt: &OwnedAttempt,
+        place: ProcessPlace,
+    ) -> Result<(), StoreError> {
+        self.enter(WriteOp::RecordProcess).await?;
+        self.inner.record_process(attempt, place).await
+    }
+
     async fn renew_lease(
         &self,
         attempt: &OwnedAttempt,
@@ -206,6 +218,12 @@ impl<S: AttemptStore + ?Sized> AttemptStore for InstrumentedStore<S> {
     async fn recover_abandoned(&self, now_ms: u64) -> Result<Vec<AttemptKey>, StoreError> {
         self.enter(WriteOp::Recover).await?;
         self.inner.recover_abandoned(now_ms).await
+    }
+
+    /// A read, so neither counted nor failed: the recovery it serves is
+    /// [`WriteOp::Recover`]'s.
+    async fn expired_attempts(&self, now_ms: u64) -> Result<Vec<AttemptRecord>, StoreError> {
+        self.inner.expired_attempts(now_ms).await
     }
 }
 

@@ -4,7 +4,7 @@ use std::fmt::Debug;
 
 use async_trait::async_trait;
 use serde_json::Value;
-use stint_domain::{AttemptKey, Event, NodeKey, TaskError};
+use stint_domain::{AttemptKey, AttemptRecord, Event, NodeKey, ProcessPlace, TaskError};
 
 use crate::StoreError;
 
@@ -111,6 +111,14 @@ pub trait AttemptStore: Send + Sync + Debug {
         heartbeat: HeartbeatWrite,
     ) -> Result<(), StoreError>;
 
+    /// Records where the attempt's process group lives (see [`ProcessPlace`]), so that recovery
+    /// on that host can end a group its dead runner left behind; a later call replaces it.
+    async fn record_process(
+        &self,
+        attempt: &OwnedAttempt,
+        place: ProcessPlace,
+    ) -> Result<(), StoreError>;
+
     /// Extends the owner's lease to `lease_ms` from now: `now_ms` (the caller's clock) for the
     /// embedded stores, the database's clock for PostgreSQL.
     async fn renew_lease(
@@ -141,4 +149,9 @@ pub trait AttemptStore: Send + Sync + Debug {
     /// the node's retries, so a task that kills its process cannot loop forever). An attempt
     /// another recoverer is marking at that moment may be skipped rather than waited for.
     async fn recover_abandoned(&self, now_ms: u64) -> Result<Vec<AttemptKey>, StoreError>;
+
+    /// The in-progress attempts whose lease expired before now (judged as
+    /// [`AttemptStore::recover_abandoned`] judges it), with where their process groups live:
+    /// what recovery reads to end those groups before it marks the attempts. Writes nothing.
+    async fn expired_attempts(&self, now_ms: u64) -> Result<Vec<AttemptRecord>, StoreError>;
 }

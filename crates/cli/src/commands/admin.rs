@@ -10,8 +10,13 @@ use crate::exit::{self, CliError};
 pub async fn recover(db: &str, quiet: bool) -> Result<u8, CliError> {
     // Nothing to recover where nothing was recorded: a missing database is not created.
     let store = crate::store::open_existing(db).await?;
-    let engine = Engine::new(Ports::new(store, Arc::new(NoVcs)));
-    let recovered = engine.recover().await?;
+    let engine = Engine::new(Ports::new(store.clone(), Arc::new(NoVcs)));
+    let note = |text: &str| {
+        if !quiet {
+            crate::output::note(text);
+        }
+    };
+    let recovered = crate::recovery::recover(&store, &engine, &note).await?;
     for key in &recovered {
         crate::stdout::line(&format!(
             "{}\t{}\t{}\t{}\tATTEMPT_ABANDONED",

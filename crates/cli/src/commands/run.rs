@@ -23,6 +23,11 @@ use crate::vcs::JjOrGit;
 /// moment after SIGKILL to reap the group before the engine writes the terminal state.
 const GRACE_MARGIN: Duration = Duration::from_secs(2);
 
+/// Signals this soon after the first one are the same request, not a second one: a supervisor
+/// that signals both stint and its process group, or `kill` run twice by a script, must not cut
+/// the recording of the cancellation short. A person pressing Ctrl-C again takes longer.
+const SAME_REQUEST: Duration = Duration::from_millis(500);
+
 /// Runs `args` against the store at `db`.
 pub async fn run(db: &str, quiet: bool, args: RunArgs) -> Result<u8, CliError> {
     let generated = args.run_id.is_none();
@@ -38,8 +43,14 @@ pub async fn run(db: &str, quiet: bool, args: RunArgs) -> Result<u8, CliError> {
     }
     let store = crate::store::open(db).await?;
     let engine_ports = Ports::new(store.clone(), Arc::new(JjOrGit));
-    let recovered = Engine::new(engine_ports.clone()).recover().await?;
     let mode = Mode::detect(quiet);
+    let note = |text: &str| {
+        if mode != Mode::Quiet {
+            crate::output::note(text);
+        }
+    };
+    let recovered =
+        crate::recovery::recover(&store, &Engine::new(engine_ports.clone()), &note).await?;
     for abandoned in &recovered {
         if mode != Mode::Quiet {
             crate::output::note(&format!("marked {abandoned} failed (ATTEMPT_ABANDONED)"));
@@ -173,7 +184,9 @@ async fn planned_attempts(
 }
 
 /// Ctrl-C, SIGTERM, SIGHUP (the terminal closed, the ssh session dropped) and SIGQUIT cancel the
-/// engine's token; the process exits once the attempt's terminal state is written.
+/// engine's token; the process exits once the attempt's terminal state is written. A second
+/// signal, [`SAME_REQUEST`] or more after the first, does not wait for that (a store that does not answer would hold it up to its own
+/// timeouts): see [`leave_to_recovery`].
 fn watch_signals(
     cancel: CancellationToken,
     status: Arc<Status>,
@@ -192,6 +205,7 @@ fn watch_signals(
     let mut hangup = install(SignalKind::hangup())?;
     let mut quit = install(SignalKind::quit())?;
     Ok(AbortOnDropHandle::new(tokio::spawn(async move {
+        let mut first: Option<tokio::time::Instant> = None;
         loop {
             let name = tokio::select! {
                 _ = interrupt.recv() => "interrupt",
@@ -199,11 +213,14 @@ fn watch_signals(
                 _ = hangup.recv() => "SIGHUP",
                 _ = quit.recv() => "SIGQUIT",
             };
-            if cancel.is_cancelled() {
-                status.note(&format!(
-                    "{name}: still cancelling, waiting for the attempt to be recorded"
-                ));
+            if let Some(first) = first {
+                if first.elapsed() < SAME_REQUEST {
+                    status.note(&format!("{name}: already cancelling"));
+                    continue;
+                }
+                leave_to_recovery(name, &status);
             } else {
+                first = Some(tokio::time::Instant::now());
                 status.progress(&format!(
                     "{name}: cancelling (SIGTERM to the command, SIGKILL after {})",
                     humantime::format_duration(grace)
@@ -212,6 +229,24 @@ fn watch_signals(
             }
         }
     })))
+}
+
+/// A second signal: the command's group is SIGKILLed, one line says the attempt is left to
+/// recovery, and stint exits at once with [`exit::LEFT_TO_RECOVERY`], writing nothing more.
+fn leave_to_recovery(name: &str, status: &Status) -> ! {
+    let killed = match crate::process::kill_current_group() {
+        Some(pgid) => format!(", killed the command's process group {pgid}"),
+        None => String::new(),
+    };
+    let attempt = match status.current_attempt() {
+        0 => "the attempt, if it began,".to_owned(),
+        n => format!("attempt {n}"),
+    };
+    status.note(&format!(
+        "{name} again: exiting now{killed}; {attempt} is left to recovery (`stint recover` \
+         marks it ATTEMPT_ABANDONED once its lease expires)"
+    ));
+    std::process::exit(i32::from(exit::LEFT_TO_RECOVERY));
 }
 
 /// The exit code (and output) of a finished `run_node`.

@@ -4,6 +4,7 @@
 //! for an orphan) can reap it, and waiting for that would make a cancel of `sh -c '...'` take as
 //! long as init takes to reap the shell's orphaned children.
 
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -12,9 +13,26 @@ use nix::unistd::Pid;
 use tokio::process::Child;
 use tokio::time::Instant;
 
+use super::procfs;
+
 /// The longest pause between two checks of an emptying process group (the first ones are
 /// shorter, so a group that dies at once is noticed at once).
 const POLL: Duration = Duration::from_millis(20);
+
+/// The group of the command running now (0: none), for a second signal's immediate exit, which
+/// cannot wait for the future that owns the [`GroupGuard`].
+static CURRENT: AtomicI32 = AtomicI32::new(0);
+
+/// SIGKILLs the group of the command running now, if any; returns its id.
+pub fn kill_current() -> Option<i32> {
+    let pgid = CURRENT.swap(0, Ordering::SeqCst);
+    if pgid <= 0 {
+        return None;
+    }
+    // ESRCH (the group already emptied) is as good as done.
+    let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    Some(pgid)
+}
 
 /// A process group that is SIGKILLed when dropped unless it was found empty: whatever happens
 /// to the future running the command (the engine dropping it after its grace, a panic), no
@@ -29,6 +47,9 @@ impl GroupGuard {
     /// Guards the group whose leader has pid `pid` (spawned as a session leader).
     pub fn new(pid: u32) -> Self {
         let raw = i32::try_from(pid).unwrap_or(i32::MAX);
+        if raw > 0 {
+            CURRENT.store(raw, Ordering::SeqCst);
+        }
         Self {
             pgid: Pid::from_raw(raw),
             done: false,
@@ -101,6 +122,12 @@ impl GroupGuard {
         // A killed process leaves the group at once; its zombie is reaped by its parent (or
         // init), so there is nothing more to wait for here.
         self.done = true;
+        self.forget();
+    }
+
+    /// The group is no longer the one running now.
+    fn forget(&self) {
+        let _ = CURRENT.compare_exchange(self.pgid.as_raw(), 0, Ordering::SeqCst, Ordering::SeqCst);
     }
 }
 
@@ -109,46 +136,13 @@ impl Drop for GroupGuard {
         if !self.done {
             self.signal_and_continue(Signal::SIGKILL);
         }
+        self.forget();
     }
 }
 
 /// Whether /proc lists a process of group `pgid` that is not a zombie; `None` without /proc.
-fn live_member(pgid: i32) -> Option<bool> {
-    let entries = std::fs::read_dir("/proc").ok()?;
-    let found = entries.flatten().any(|entry| {
-        let is_pid = entry
-            .file_name()
-            .to_str()
-            .is_some_and(|name| name.bytes().all(|b| b.is_ascii_digit()));
-        is_pid
-            && std::fs::read_to_string(entry.path().join("stat"))
-                .ok()
-                .and_then(|stat| state_and_group(&stat))
-                .is_some_and(|(state, group)| group == pgid && !matches!(state, 'Z' | 'X'))
-    });
+pub fn live_member(pgid: i32) -> Option<bool> {
+    let found = procfs::pids()?
+        .any(|pid| procfs::stat(pid).is_some_and(|stat| stat.pgrp == pgid && stat.live()));
     Some(found)
-}
-
-/// The state letter and process group of a `/proc/PID/stat` line.
-fn state_and_group(stat: &str) -> Option<(char, i32)> {
-    // The command name (field 2) may hold spaces and parentheses: fields resume after the last
-    // `)`. Then: state, ppid, pgrp.
-    let (_, rest) = stat.rsplit_once(')')?;
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let _ppid = fields.next()?;
-    let group = fields.next()?.parse().ok()?;
-    Some((state, group))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stat_lines_give_state_and_group() {
-        let stat = "4242 (a) b (c)) Z 1 4240 4240 0 -1 4194560 0";
-        assert_eq!(state_and_group(stat), Some(('Z', 4240)));
-        assert_eq!(state_and_group("garbage"), None);
-    }
 }

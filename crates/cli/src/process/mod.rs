@@ -11,6 +11,8 @@
 mod capture;
 mod group;
 pub mod heartbeat_pipe;
+pub mod orphans;
+mod procfs;
 mod spawn;
 mod streams;
 mod take;
@@ -30,6 +32,7 @@ use tokio_util::task::AbortOnDropHandle;
 pub use capture::OutputMode;
 use capture::{Captured, StdoutCapture};
 use group::GroupGuard;
+pub use group::kill_current as kill_current_group;
 use heartbeat_pipe::Directives;
 use spawn::{AttemptEnv, Pipes, Spawned};
 use streams::Ended;
@@ -104,6 +107,7 @@ pub async fn run(
     let Spawned { mut child, pipes } =
         spawn::spawn(&spec.argv, &env).map_err(|error| cannot_start(&spec.argv, &error))?;
     let mut group = GroupGuard::new(child.id().unwrap_or(0));
+    let _recording = child.id().map(|pid| record_place(pid, &ctx));
     let readers = Readers::start(pipes, spec.output, &ctx, &console);
 
     let status = tokio::select! {
@@ -220,6 +224,25 @@ impl Readers {
             directives,
         }
     }
+}
+
+/// Records where the command's group lives, so that recovery can end it should stint die; in
+/// the background (a slow store never delays the command), ended with the attempt.
+fn record_place(pid: u32, ctx: &TaskContext) -> AbortOnDropHandle<()> {
+    let place = orphans::place_of(pid);
+    let recorder = ctx.process.clone();
+    spawn_reader(async move {
+        let Some(place) = place else {
+            tracing::debug!(
+                pid,
+                "no process place to record (no /proc, or the command exited)"
+            );
+            return;
+        };
+        if let Err(error) = recorder.record(place).await {
+            tracing::warn!(%error, "cannot record where the command's process group lives");
+        }
+    })
 }
 
 fn spawn_reader<T: Send + 'static>(

@@ -1,0 +1,120 @@
+//! Where an attempt's process group lives: written by its owner, read back by recovery.
+
+use stint_domain::{AttemptState, ProcessPlace};
+use stint_ports::{BeginAttempt, OwnedAttempt, Store};
+
+use crate::Fixture;
+use crate::support::{assert_conflict, attempt_record, fail, key, start};
+
+/// When recovery runs in these cases.
+const NOW: u64 = 10_000;
+
+fn place(pgid: u32) -> ProcessPlace {
+    ProcessPlace {
+        host: "build-01".to_owned(),
+        boot_id: Some("6f1c2d3e-0000-4000-8000-000000000001".to_owned()),
+        pgid,
+        started: 123_456_789,
+    }
+}
+
+/// Begins an attempt of `node` whose lease ends at `lease_expires_at_ms`.
+async fn begin_leased(store: &dyn Store, node_id: &str, lease_expires_at_ms: u64) -> OwnedAttempt {
+    let node = key("run", node_id, 0);
+    let owner = format!("owner of {node_id}");
+    let begin = BeginAttempt {
+        lease_ms: lease_expires_at_ms - 1_000,
+        ..crate::support::begin_at(&node, &owner, 1_000)
+    };
+    let begun = store.begin_attempt(begin).await.expect("begin");
+    OwnedAttempt {
+        key: node.attempt(begun.attempt),
+        owner,
+    }
+}
+
+/// The place is stored and read back (a later call replaces it); it is written only by the
+/// attempt's owner while the attempt is in progress, and stays on the attempt once it ended.
+pub async fn process_place_is_recorded_and_owner_checked(fixture: &dyn Fixture) {
+    let store = fixture.store();
+    let node = key("run", "spawns", 0);
+    let (_, owned) = start(&*store, &node, "owner", 1_000).await;
+    assert_eq!(attempt_record(&*store, &owned).await.process, None);
+
+    store
+        .record_process(&owned, place(4_000))
+        .await
+        .expect("record");
+    store
+        .record_process(&owned, place(4_242))
+        .await
+        .expect("record again");
+    assert_eq!(
+        attempt_record(&*store, &owned).await.process,
+        Some(place(4_242))
+    );
+
+    let intruder = OwnedAttempt {
+        owner: "someone else".to_owned(),
+        ..owned.clone()
+    };
+    assert_conflict(
+        store.record_process(&intruder, place(1)).await,
+        "record_process by another owner",
+    );
+    fail(&*store, &owned, 2_000).await;
+    assert_conflict(
+        store.record_process(&owned, place(2)).await,
+        "record_process after the end",
+    );
+    let record = attempt_record(&*store, &owned).await;
+    assert_eq!(record.state, AttemptState::Failed);
+    assert_eq!(
+        record.process,
+        Some(place(4_242)),
+        "refused writes change nothing"
+    );
+}
+
+/// `expired_attempts` lists, with their places, exactly the attempts `recover_abandoned` would
+/// mark at the same time, and writes nothing.
+pub async fn expired_attempts_are_what_recovery_marks(fixture: &dyn Fixture) {
+    let store = fixture.store();
+    let dead = begin_leased(&*store, "dead", 2_000).await;
+    store
+        .record_process(&dead, place(77))
+        .await
+        .expect("record");
+    let silent = begin_leased(&*store, "silent", 3_000).await;
+    let live = begin_leased(&*store, "live", NOW + 1).await;
+    let boundary = begin_leased(&*store, "boundary", NOW).await;
+
+    let expired = store.expired_attempts(NOW).await.expect("expired");
+    let listed: Vec<(u32, &str, Option<&ProcessPlace>)> = expired
+        .iter()
+        .map(|r| (r.attempt, r.node_id.as_str(), r.process.as_ref()))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![(1, "dead", Some(&place(77))), (1, "silent", None)]
+    );
+    for owned in [&dead, &silent, &live, &boundary] {
+        let record = attempt_record(&*store, owned).await;
+        assert_eq!(
+            record.state,
+            AttemptState::InProgress,
+            "listing writes nothing"
+        );
+    }
+
+    let marked = store.recover_abandoned(NOW).await.expect("recover");
+    assert_eq!(marked, vec![dead.key.clone(), silent.key.clone()]);
+    assert!(
+        store
+            .expired_attempts(NOW)
+            .await
+            .expect("expired")
+            .is_empty(),
+        "a marked attempt is no longer in progress"
+    );
+}
