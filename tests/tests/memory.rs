@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use stint_adapters_memory::MemoryStore;
-use stint_ports::Store;
+use stint_ports::{QueueStore, Store};
 use stint_tests::Fixture;
 
 /// A fresh store per case. The second handle is a clone: another handle on the same data, as a
@@ -25,6 +25,14 @@ impl Fixture for MemoryFixture {
     }
 
     async fn second_store(&self) -> Arc<dyn Store> {
+        Arc::new(self.store.clone())
+    }
+
+    fn queue(&self) -> Arc<dyn QueueStore> {
+        Arc::new(self.store.clone())
+    }
+
+    async fn second_queue(&self) -> Arc<dyn QueueStore> {
         Arc::new(self.store.clone())
     }
 }
