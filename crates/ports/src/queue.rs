@@ -324,3 +324,68 @@ pub trait QueueHistory: Send + Sync + Debug {
 pub trait QueueStore: TaskQueue + QueueHistory {}
 
 impl<T: TaskQueue + QueueHistory + ?Sized> QueueStore for T {}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_task_with_an_empty_name_is_refused_naming_its_place() {
+        let valid = NewTask::new("run", "node", 0, json!({}));
+        assert_eq!(valid.check(0), Ok(()));
+        let no_queue = NewTask {
+            queue: String::new(),
+            ..valid.clone()
+        };
+        let refused = no_queue.check(3).expect_err("an empty queue name");
+        assert!(refused.is_conflict());
+        assert!(refused.message().contains("task 3 of the batch"));
+        assert!(refused.message().contains("queue name is empty"));
+        let no_node = NewTask {
+            node_id: String::new(),
+            ..valid
+        };
+        assert!(no_node.check(0).is_err());
+    }
+
+    #[test]
+    fn an_end_says_the_state_error_and_due_time_it_writes() {
+        let error = json!({"message": "boom"});
+        let retry = TaskEnd::Retry {
+            run_at_ms: 7,
+            error: error.clone(),
+        };
+        assert_eq!(retry.state(), TaskState::Ready);
+        assert_eq!((retry.error(), retry.run_at_ms()), (Some(&error), Some(7)));
+        assert_eq!(TaskEnd::Release.state(), TaskState::Ready);
+        assert_eq!(
+            (TaskEnd::Release.error(), TaskEnd::Release.run_at_ms()),
+            (None, None)
+        );
+        assert!(TaskEnd::Finished.state().is_ended());
+        let cancelled = TaskEnd::Cancelled { error };
+        assert_eq!(cancelled.state(), TaskState::Cancelled);
+    }
+
+    #[test]
+    fn renewals_and_cancel_outcomes_are_read_from_rows() {
+        let rows = vec![(TaskId(3), true), (TaskId(1), false), (TaskId(2), true)];
+        let renewed = RenewedClaims::from_rows(rows);
+        assert_eq!(renewed.renewed, vec![TaskId(1), TaskId(2), TaskId(3)]);
+        assert_eq!(renewed.cancel_requested, vec![TaskId(2), TaskId(3)]);
+        assert_eq!(
+            CancelOutcome::of(TaskId(1), TaskState::Ready),
+            CancelOutcome::Cancelled(TaskId(1))
+        );
+        assert_eq!(
+            CancelOutcome::of(TaskId(1), TaskState::Running),
+            CancelOutcome::Requested(TaskId(1))
+        );
+        assert_eq!(
+            CancelOutcome::of(TaskId(1), TaskState::Failed),
+            CancelOutcome::AlreadyEnded(TaskId(1), TaskState::Failed)
+        );
+    }
+}
