@@ -132,7 +132,12 @@ impl Tasks {
             .filter(|task| task.state == TaskState::Running)
             .filter(|task| task.owner.as_deref() == Some(owner))
             .ok_or_else(|| StoreError::task_not_owned(id))?;
-        task.state = end.state();
+        // A task whose cancellation was asked for does not go back to the queue: it ends
+        // cancelled.
+        task.state = match end.state() {
+            TaskState::Ready if task.cancel_requested => TaskState::Cancelled,
+            state => state,
+        };
         if let Some(run_at_ms) = end.run_at_ms() {
             task.run_at_ms = run_at_ms;
         }

@@ -216,19 +216,20 @@ async fn complete_once(
     end: &TaskEnd,
     now_ms: u64,
 ) -> Result<(), OpError> {
+    // A task whose cancellation was asked for does not go back to the queue: it ends cancelled.
     let state = end.state();
-    let now = to_i64(now_ms);
     let done = sqlx::query(
-        "UPDATE tasks SET state = $1, run_at_ms = COALESCE($2, run_at_ms), \
-             last_error = COALESCE($3, last_error), ended_at_ms = $4, owner = NULL, \
-             lease_expires_at_ms = NULL, updated_at_ms = $5 \
-         WHERE id = $6 AND state = 'running' AND owner = $7",
+        "UPDATE tasks SET \
+             state = CASE WHEN $1 = 'ready' AND cancel_requested THEN 'cancelled' ELSE $1 END, \
+             ended_at_ms = CASE WHEN $1 <> 'ready' OR cancel_requested THEN $4 END, \
+             run_at_ms = COALESCE($2, run_at_ms), last_error = COALESCE($3, last_error), \
+             owner = NULL, lease_expires_at_ms = NULL, updated_at_ms = $4 \
+         WHERE id = $5 AND state = 'running' AND owner = $6",
     )
     .bind(state.as_str())
     .bind(end.run_at_ms().map(to_i64))
     .bind(end.error())
-    .bind(state.is_ended().then_some(now))
-    .bind(now)
+    .bind(to_i64(now_ms))
     .bind(to_i64(task.0))
     .bind(owner)
     .execute(pool)

@@ -170,15 +170,16 @@ async fn complete(
         .transpose()?;
     let mut tx = begin_immediate(pool).await?;
     let done = sqlx::query(
-        "UPDATE tasks SET state = ?, run_at_ms = COALESCE(?, run_at_ms), \
-             last_error = COALESCE(?, last_error), ended_at_ms = ?, owner = NULL, \
-             lease_expires_at_ms = NULL, updated_at_ms = ? \
-         WHERE id = ? AND state = 'running' AND owner = ?",
+        "UPDATE tasks SET \
+             state = CASE WHEN ?1 = 'ready' AND cancel_requested THEN 'cancelled' ELSE ?1 END, \
+             ended_at_ms = CASE WHEN ?1 <> 'ready' OR cancel_requested THEN ?4 END, \
+             run_at_ms = COALESCE(?2, run_at_ms), last_error = COALESCE(?3, last_error), \
+             owner = NULL, lease_expires_at_ms = NULL, updated_at_ms = ?4 \
+         WHERE id = ?5 AND state = 'running' AND owner = ?6",
     )
     .bind(state.as_str())
     .bind(run_at)
     .bind(error)
-    .bind(state.is_ended().then_some(now))
     .bind(now)
     .bind(bind_id(task)?)
     .bind(owner)

@@ -266,7 +266,8 @@ pub trait TaskQueue: Send + Sync + Debug {
     ) -> Result<RenewedClaims, StoreError>;
 
     /// Ends or gives back a running task `owner` holds; a conflict if it is not running under
-    /// that owner (see [`StoreError::task_not_owned`]).
+    /// that owner (see [`StoreError::task_not_owned`]). A task whose cancellation was asked for
+    /// does not go back to the queue: `Retry` and `Release` end it cancelled.
     async fn complete(
         &self,
         task: TaskId,

@@ -63,11 +63,33 @@ pub async fn retry_end_requeues_at_its_time(fixture: &dyn Fixture) {
     assert_eq!(task(&*queue, id).await.claims, 2);
 }
 
-/// A released task is ready again at once (its due time and error unchanged) for any worker.
+/// A released task is ready again at once (its due time and error unchanged) for any worker;
+/// one whose cancellation was asked for is cancelled instead, and so is one given back for a
+/// retry.
 pub async fn release_gives_the_task_back_at_once(fixture: &dyn Fixture) {
     let queue = fixture.queue();
-    let id = enqueue_one(&*queue, new_task("r", "a")).await;
-    claim(&*queue, "draining", 1, 1_000).await;
+    let ids = enqueue(
+        &*queue,
+        vec![new_task("r", "a"), new_task("r", "b"), new_task("r", "c")],
+    )
+    .await;
+    let (id, stopped, retried) = (ids[0], ids[1], ids[2]);
+    claim(&*queue, "draining", 3, 1_000).await;
+    for asked in [stopped, retried] {
+        let target = stint_ports::CancelTarget::Task(asked);
+        queue.cancel(target, 1_050).await.expect("cancel");
+    }
+    complete(&*queue, stopped, "draining", TaskEnd::Release, 1_100).await;
+    let retry = TaskEnd::Retry {
+        run_at_ms: 0,
+        error: boom(),
+    };
+    complete(&*queue, retried, "draining", retry, 1_100).await;
+    for cancelled in [stopped, retried] {
+        let record = task(&*queue, cancelled).await;
+        assert_eq!(record.state, TaskState::Cancelled, "{cancelled}");
+        assert_eq!(record.ended_at_ms, Some(1_100));
+    }
     complete(&*queue, id, "draining", TaskEnd::Release, 1_100).await;
     let record = task(&*queue, id).await;
     assert_eq!(record.state, TaskState::Ready);
