@@ -9,6 +9,10 @@ mod limits;
 mod listing;
 mod numbering;
 mod process;
+mod queue_admin;
+mod queue_claims;
+mod queue_enqueue;
+mod queue_lifecycle;
 mod recovery;
 
 pub use ending::{
@@ -28,6 +32,23 @@ pub use numbering::{
 };
 pub use process::{
     expired_attempts_are_what_recovery_marks, process_place_is_recorded_and_owner_checked,
+};
+pub use queue_admin::{
+    cancel_ends_ready_and_flags_running_tasks, prune_deletes_ended_tasks_in_batches,
+    queue_stats_count_each_state, retry_requeues_failed_and_cancelled_tasks,
+};
+pub use queue_claims::{
+    claims_follow_priority_then_due_time_then_id, queue_limit_caps_running_tasks,
+    racing_claimers_take_each_task_once,
+};
+pub use queue_enqueue::{
+    an_invalid_task_fails_the_whole_batch, racing_enqueues_store_one_task_per_key,
+    unique_key_answers_the_live_holder,
+};
+pub use queue_lifecycle::{
+    complete_is_owner_checked, release_gives_the_task_back_at_once,
+    renew_extends_leases_and_reports_cancel_requests, retry_end_requeues_at_its_time,
+    sweep_takes_back_each_expired_lease_once,
 };
 pub use recovery::{
     recovered_node_resumes_from_its_checkpoint, recovery_and_zombie_finish_race_one_wins,

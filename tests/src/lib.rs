@@ -7,9 +7,10 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use stint_ports::Store;
+use stint_ports::{QueueStore, Store};
 
 pub mod cases;
+mod queue_support;
 mod support;
 
 /// A fresh, isolated store for one test (a temp file, a fresh schema...).
@@ -22,24 +23,38 @@ pub trait Fixture: Send + Sync {
     /// cases where two processes race.
     async fn second_store(&self) -> Arc<dyn Store>;
 
+    /// The store under test, as the queue's ports see it.
+    fn queue(&self) -> Arc<dyn QueueStore>;
+
+    /// A second, independent handle on the same queue, for racing cases.
+    async fn second_queue(&self) -> Arc<dyn QueueStore>;
+
     /// Releases what the fixture made (drops the schema, deletes the file).
     async fn teardown(self: Box<Self>) {}
 }
 
 /// The fixture of a store whose clones are handles on the same data (the in-memory store): both
-/// [`Fixture::store`] and [`Fixture::second_store`] hand out a clone, and there is nothing to
-/// release.
+/// [`Fixture::store`] and [`Fixture::second_store`] (and the queue's two handles) hand out a
+/// clone, and there is nothing to release.
 #[derive(Debug)]
 pub struct SharedStore<S>(pub S);
 
 #[async_trait]
-impl<S: Store + Clone + 'static> Fixture for SharedStore<S> {
+impl<S: Store + QueueStore + Clone + 'static> Fixture for SharedStore<S> {
     fn store(&self) -> Arc<dyn Store> {
         Arc::new(self.0.clone())
     }
 
     async fn second_store(&self) -> Arc<dyn Store> {
         self.store()
+    }
+
+    fn queue(&self) -> Arc<dyn QueueStore> {
+        Arc::new(self.0.clone())
+    }
+
+    async fn second_queue(&self) -> Arc<dyn QueueStore> {
+        self.queue()
     }
 }
 
@@ -81,6 +96,21 @@ macro_rules! conformance_suite {
             attempts_are_filtered_and_ordered,
             keys_at_the_limits,
             ids_are_matched_exactly,
+            racing_claimers_take_each_task_once,
+            claims_follow_priority_then_due_time_then_id,
+            queue_limit_caps_running_tasks,
+            unique_key_answers_the_live_holder,
+            racing_enqueues_store_one_task_per_key,
+            an_invalid_task_fails_the_whole_batch,
+            complete_is_owner_checked,
+            retry_end_requeues_at_its_time,
+            release_gives_the_task_back_at_once,
+            sweep_takes_back_each_expired_lease_once,
+            renew_extends_leases_and_reports_cancel_requests,
+            cancel_ends_ready_and_flags_running_tasks,
+            retry_requeues_failed_and_cancelled_tasks,
+            prune_deletes_ended_tasks_in_batches,
+            queue_stats_count_each_state,
         );
     };
     (@cases tokio $factory:path; $($case:ident),* $(,)?) => {

@@ -10,13 +10,22 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use stint_adapters_postgres::test_support::{SchemaGuard, fresh_schema, run_tests};
 use stint_adapters_postgres::{LeaseClock, PostgresStore};
-use stint_ports::Store;
+use stint_ports::{QueueStore, Store};
 use stint_tests::Fixture;
 
 /// One schema; the second handle is a second pool on it, as a second process would open.
 struct PostgresFixture {
     store: PostgresStore,
     guard: SchemaGuard,
+}
+
+impl PostgresFixture {
+    async fn second(&self) -> PostgresStore {
+        self.guard
+            .connect()
+            .await
+            .with_lease_clock(LeaseClock::Caller)
+    }
 }
 
 #[async_trait]
@@ -26,12 +35,15 @@ impl Fixture for PostgresFixture {
     }
 
     async fn second_store(&self) -> Arc<dyn Store> {
-        Arc::new(
-            self.guard
-                .connect()
-                .await
-                .with_lease_clock(LeaseClock::Caller),
-        )
+        Arc::new(self.second().await)
+    }
+
+    fn queue(&self) -> Arc<dyn QueueStore> {
+        Arc::new(self.store.clone())
+    }
+
+    async fn second_queue(&self) -> Arc<dyn QueueStore> {
+        Arc::new(self.second().await)
     }
 
     async fn teardown(self: Box<Self>) {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use stint_adapters_sqlite::{SqliteOptions, SqliteStore};
-use stint_ports::Store;
+use stint_ports::{QueueStore, Store};
 use stint_tests::Fixture;
 use tempfile::TempDir;
 
@@ -15,6 +15,14 @@ struct SqliteFixture {
     dir: TempDir,
 }
 
+impl SqliteFixture {
+    async fn second(&self) -> SqliteStore {
+        SqliteStore::open(self.store.path(), SqliteOptions::default())
+            .await
+            .expect("second pool on the same file")
+    }
+}
+
 #[async_trait]
 impl Fixture for SqliteFixture {
     fn store(&self) -> Arc<dyn Store> {
@@ -22,10 +30,15 @@ impl Fixture for SqliteFixture {
     }
 
     async fn second_store(&self) -> Arc<dyn Store> {
-        let second = SqliteStore::open(self.store.path(), SqliteOptions::default())
-            .await
-            .expect("second pool on the same file");
-        Arc::new(second)
+        Arc::new(self.second().await)
+    }
+
+    fn queue(&self) -> Arc<dyn QueueStore> {
+        Arc::new(self.store.clone())
+    }
+
+    async fn second_queue(&self) -> Arc<dyn QueueStore> {
+        Arc::new(self.second().await)
     }
 
     async fn teardown(self: Box<Self>) {

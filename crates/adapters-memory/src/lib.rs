@@ -1,7 +1,8 @@
 //! In-memory storage adapter of stint.
 //!
 //! [`MemoryStore`] implements the write port ([`AttemptStore`](stint_ports::AttemptStore)) and
-//! the query port ([`HistoryStore`](stint_ports::HistoryStore)) with the same semantics as the
+//! the query port ([`HistoryStore`](stint_ports::HistoryStore)), and the queue's ports
+//! ([`TaskQueue`](stint_ports::TaskQueue), [`QueueHistory`](stint_ports::QueueHistory)), with the same semantics as the
 //! SQLite and PostgreSQL adapters (it passes the same conformance suite, `stint-tests`), keeping
 //! everything in process memory. It is meant for tests, examples and short-lived embedded use:
 //! nothing survives the process.
@@ -14,6 +15,7 @@
 #![deny(missing_docs)]
 
 mod query;
+mod queue;
 mod state;
 mod write;
 
@@ -29,6 +31,8 @@ use crate::state::State;
 #[derive(Clone, Default)]
 pub struct MemoryStore {
     state: Arc<Mutex<State>>,
+    /// The queue's tasks: a mutex of their own, as they share no transaction with attempts.
+    queue: Arc<Mutex<queue::Tasks>>,
 }
 
 impl MemoryStore {

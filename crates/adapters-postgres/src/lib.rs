@@ -1,7 +1,9 @@
 //! PostgreSQL storage adapter of stint: many workers on many machines, one database.
 //!
 //! [`PostgresStore`] implements the write port ([`AttemptStore`](stint_ports::AttemptStore)) and
-//! the query port ([`HistoryStore`](stint_ports::HistoryStore)) over a sqlx pool. Every query is a runtime query with
+//! the query port ([`HistoryStore`](stint_ports::HistoryStore)), and the queue's ports
+//! ([`TaskQueue`](stint_ports::TaskQueue), [`QueueHistory`](stint_ports::QueueHistory)), over a
+//! sqlx pool. Every query is a runtime query with
 //! every value bound; the only identifier ever written into SQL text is the validated schema name
 //! of `?schema=`. Migrations are embedded and run on [`PostgresStore::connect`].
 //!
@@ -27,6 +29,8 @@ mod error;
 mod events;
 mod options;
 mod query;
+mod queue;
+mod queue_history;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 mod write;

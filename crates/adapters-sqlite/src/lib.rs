@@ -1,7 +1,9 @@
 //! SQLite storage adapter of stint: the embedded default.
 //!
 //! [`SqliteStore`] implements the write port ([`AttemptStore`](stint_ports::AttemptStore)) and the query
-//! port ([`HistoryStore`](stint_ports::HistoryStore)) on one SQLite file in
+//! port ([`HistoryStore`](stint_ports::HistoryStore)), and the queue's ports
+//! ([`TaskQueue`](stint_ports::TaskQueue), [`QueueHistory`](stint_ports::QueueHistory)), on one
+//! SQLite file in
 //! WAL mode, with foreign keys on, a busy timeout and `synchronous=FULL` unless the user opts for
 //! `NORMAL`. Every write is one `BEGIN IMMEDIATE` transaction, so a crash at any instant leaves
 //! a step wholly done or not at all, and two processes on one file queue instead of deadlocking.
@@ -16,6 +18,8 @@ mod connect;
 mod error;
 mod options;
 mod query;
+mod queue;
+mod queue_history;
 mod write;
 
 use std::path::{Path, PathBuf};

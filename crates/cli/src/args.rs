@@ -371,7 +371,7 @@ pub struct OutputArgs {
 /// `stint schema`.
 #[derive(Debug, Args)]
 pub struct SchemaArgs {
-    /// The schema to print (event, attempt, node, run, error, task-descriptor).
+    /// The schema to print (event, attempt, node, run, error, task-descriptor, task, queue-stats).
     pub name: Option<String>,
 }
 

@@ -17,6 +17,7 @@ pub mod key;
 pub mod machine;
 pub mod record;
 pub mod retry;
+pub mod task;
 
 pub use descriptor::{Eligibility, Ineligible, TaskDescriptor, TaskMetadata};
 pub use error::{DomainError, ErrorCode, TaskError};
@@ -26,6 +27,7 @@ pub use key::{AttemptKey, NodeKey};
 pub use machine::{AttemptCommand, AttemptMachine, AttemptState};
 pub use record::{AttemptRecord, NodeRecord, ProcessPlace, RunSummary};
 pub use retry::{BackoffError, BackoffPolicy, RetryPolicy};
+pub use task::{QueueStats, TaskId, TaskRecord, TaskState};
 
 /// Milliseconds since the Unix epoch: the one unit of time in stint's records.
 pub type Millis = u64;
@@ -40,5 +42,7 @@ pub fn json_schemas() -> Vec<(&'static str, schemars::Schema)> {
         ("run", schemars::schema_for!(RunSummary)),
         ("error", schemars::schema_for!(TaskError)),
         ("task-descriptor", schemars::schema_for!(TaskDescriptor)),
+        ("task", schemars::schema_for!(TaskRecord)),
+        ("queue-stats", schemars::schema_for!(QueueStats)),
     ]
 }

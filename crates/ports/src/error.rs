@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use stint_domain::{AttemptKey, ErrorCode, NodeKey, TaskError};
+use stint_domain::{AttemptKey, ErrorCode, NodeKey, TaskError, TaskId, TaskState};
 
 /// The error a store's driver reported, kept as the source of a [`StoreError`].
 pub type StoreErrorSource = Arc<dyn std::error::Error + Send + Sync + 'static>;
@@ -133,6 +133,41 @@ impl StoreError {
         Self::conflict(format!(
             "{attempt} is no longer in progress under this owner (it ended, or was declared \
              abandoned)"
+        ))
+    }
+
+    /// `enqueue` refused a batch: the task at `position` (from 0) is invalid; nothing was stored.
+    /// A conflict, like every refusal of what the store already holds or must hold.
+    pub fn invalid_task(position: usize, why: &str) -> Self {
+        Self::conflict(format!(
+            "task {position} of the batch is invalid ({why}); nothing was enqueued"
+        ))
+    }
+
+    /// A write for a claimed `task` matched no row: it is not running under this owner (it
+    /// ended, was swept after its lease expired, or never existed).
+    pub fn task_not_owned(task: TaskId) -> Self {
+        Self::conflict(format!(
+            "{task} is no longer running under this owner (it ended, or its lease expired and \
+             it went back to the queue)"
+        ))
+    }
+
+    /// `retry` refused: `task` is in `state` (`None`: no such task).
+    pub fn task_not_retryable(task: TaskId, state: Option<TaskState>) -> Self {
+        match state {
+            Some(state) => Self::conflict(format!(
+                "{task} is {state}: only a failed or cancelled task can be retried"
+            )),
+            None => Self::conflict(format!("{task} does not exist (or was pruned)")),
+        }
+    }
+
+    /// `retry` refused: `holder`, which has not ended, holds the unique key of `task`.
+    pub fn unique_key_held(task: TaskId, key: &str, holder: TaskId) -> Self {
+        Self::conflict(format!(
+            "{task} cannot be retried: its unique key '{key}' is held by {holder}, which has not \
+             ended"
         ))
     }
 

@@ -6,7 +6,9 @@
 //!   heartbeat, lease renewal, terminal state) and the recovery of abandoned attempts;
 //! - [`HistoryStore`], the **query port**: what inspection reads (runs, attempts, nodes,
 //!   outputs, event pages for tailing);
-//! - [`VcsProbe`] and [`Clock`], the engine's view of the repository and of time.
+//! - [`VcsProbe`] and [`Clock`], the engine's view of the repository and of time;
+//! - [`TaskQueue`] and [`QueueHistory`], the durable queue's write and query ports (a backend
+//!   serving both is a [`QueueStore`]).
 //!
 //! Every real backend implements both stores, as [`Store`]. The `instrumented` feature adds
 //! [`InstrumentedStore`], the one wrapper that counts, slows and fails writes for tests and
@@ -27,6 +29,7 @@ mod error;
 mod instrumented;
 mod probe;
 mod query;
+mod queue;
 mod write;
 
 pub use error::{StoreError, StoreErrorSource};
@@ -34,6 +37,10 @@ pub use error::{StoreError, StoreErrorSource};
 pub use instrumented::{InstrumentedStore, WriteOp};
 pub use probe::{Clock, VcsProbe};
 pub use query::{AttemptFilter, HistoryStore, unreadable};
+pub use queue::{
+    CancelOutcome, CancelTarget, Claim, ClaimedTask, DEFAULT_QUEUE, Enqueued, NewTask,
+    QueueHistory, QueueStore, RenewedClaims, TaskEnd, TaskFilter, TaskQueue, sort_claimed,
+};
 pub use write::{
     AttemptEnd, AttemptStore, BeginAttempt, BegunAttempt, HeartbeatWrite, OwnedAttempt,
 };
@@ -42,6 +49,8 @@ pub use write::{
 pub use probe::{MockClock, MockVcsProbe};
 #[cfg(feature = "mocks")]
 pub use query::MockHistoryStore;
+#[cfg(feature = "mocks")]
+pub use queue::{MockQueueHistory, MockTaskQueue};
 #[cfg(feature = "mocks")]
 pub use write::MockAttemptStore;
 

@@ -1,0 +1,392 @@
+//! The queue's write port on SQLite: every write one `BEGIN IMMEDIATE` transaction, as the
+//! attempt writes are, so concurrent claimers and sweepers on any number of handles queue on the
+//! write lock and each sees what the previous one committed.
+
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::sqlite::SqlitePool;
+use sqlx::{Sqlite, SqliteConnection, Transaction};
+use stint_domain::{TaskId, TaskState};
+use stint_ports::{
+    CancelOutcome, CancelTarget, Claim, ClaimedTask, Enqueued, NewTask, RenewedClaims, StoreError,
+    TaskEnd, TaskQueue,
+};
+
+use crate::SqliteStore;
+use crate::error::{map, to_i64, to_json, to_u64};
+use crate::queue_history::{task_columns, task_record};
+use crate::write::begin_immediate;
+
+fn task_id(value: i64) -> Result<TaskId, StoreError> {
+    Ok(TaskId(to_u64(value, "task id")?))
+}
+
+fn bind_id(id: TaskId) -> Result<i64, StoreError> {
+    to_i64(id.0, "task id")
+}
+
+async fn commit<T>(tx: Transaction<'static, Sqlite>, value: T) -> Result<T, StoreError> {
+    tx.commit().await.map_err(map)?;
+    Ok(value)
+}
+
+/// Inserts one task unless a live task holds its unique key (then answers that task's id).
+async fn enqueue_one(
+    conn: &mut SqliteConnection,
+    task: &NewTask,
+    now: i64,
+) -> Result<Enqueued, StoreError> {
+    let inserted: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO tasks (queue, run_id, node_id, priority, run_at_ms, spec, unique_key, state, \
+             created_at_ms, updated_at_ms) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, 'ready', ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+    )
+    .bind(task.queue.as_str())
+    .bind(task.run_id.as_str())
+    .bind(task.node_id.as_str())
+    .bind(task.priority)
+    .bind(to_i64(task.run_at_ms, "run_at_ms")?)
+    .bind(to_json(&task.spec, "spec")?)
+    .bind(task.unique_key.as_deref())
+    .bind(now)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(map)?;
+    if let Some(id) = inserted {
+        return Ok(Enqueued {
+            id: task_id(id)?,
+            existing: false,
+        });
+    }
+    // Only the unique key can conflict; its holder is live, and stays so under the write lock.
+    let holder: i64 = sqlx::query_scalar(
+        "SELECT id FROM tasks WHERE unique_key = ? AND state IN ('ready', 'running')",
+    )
+    .bind(task.unique_key.as_deref())
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(map)?;
+    Ok(Enqueued {
+        id: task_id(holder)?,
+        existing: true,
+    })
+}
+
+async fn enqueue(
+    pool: &SqlitePool,
+    tasks: Vec<NewTask>,
+    now_ms: u64,
+) -> Result<Vec<Enqueued>, StoreError> {
+    let now = to_i64(now_ms, "enqueue time")?;
+    let mut tx = begin_immediate(pool).await?;
+    let mut answers = Vec::with_capacity(tasks.len());
+    for (position, task) in tasks.iter().enumerate() {
+        // A refusal drops `tx`: the tasks before this one are rolled back with it.
+        task.check(position)?;
+        answers.push(enqueue_one(&mut tx, task, now).await?);
+    }
+    commit(tx, answers).await
+}
+
+/// Takes the ready tasks due by `?3` from the queues of the JSON array `?4`, in claim order, as
+/// many as `?5` and each queue's free slots (its limit minus its running tasks) allow.
+const CLAIM: &str = concat!(
+    "UPDATE tasks SET state = 'running', owner = ?1, lease_expires_at_ms = ?2, \
+         claims = claims + 1, updated_at_ms = ?3 \
+     WHERE id IN ( \
+       SELECT c.id FROM ( \
+         SELECT id, queue, priority, run_at_ms, ROW_NUMBER() OVER ( \
+             PARTITION BY queue ORDER BY priority DESC, run_at_ms, id) AS place \
+         FROM tasks WHERE state = 'ready' AND run_at_ms <= ?3 \
+           AND queue IN (SELECT value FROM json_each(?4))) c \
+       LEFT JOIN queues q ON q.name = c.queue \
+       WHERE q.max_running IS NULL OR c.place <= q.max_running - ( \
+         SELECT COUNT(*) FROM tasks r WHERE r.queue = c.queue AND r.state = 'running') \
+       ORDER BY c.priority DESC, c.run_at_ms, c.id LIMIT ?5) \
+     RETURNING ",
+    task_columns!()
+);
+
+async fn claim(pool: &SqlitePool, claim: Claim) -> Result<Vec<ClaimedTask>, StoreError> {
+    let lease = to_i64(claim.now_ms.saturating_add(claim.lease_ms), "lease expiry")?;
+    let mut tx = begin_immediate(pool).await?;
+    let rows = sqlx::query(CLAIM)
+        .bind(claim.owner.as_str())
+        .bind(lease)
+        .bind(to_i64(claim.now_ms, "claim time")?)
+        .bind(to_json(&claim.queues, "queues")?)
+        .bind(i64::from(claim.max))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map)?;
+    let mut claimed = rows
+        .iter()
+        .map(|row| task_record(row).map(|task| ClaimedTask { task }))
+        .collect::<Result<Vec<_>, _>>()?;
+    stint_ports::sort_claimed(&mut claimed);
+    commit(tx, claimed).await
+}
+
+async fn renew_claims(
+    pool: &SqlitePool,
+    owner: &str,
+    lease_expires_at_ms: u64,
+) -> Result<RenewedClaims, StoreError> {
+    let mut tx = begin_immediate(pool).await?;
+    let rows = sqlx::query(
+        "UPDATE tasks SET lease_expires_at_ms = ? WHERE state = 'running' AND owner = ? \
+         RETURNING id, cancel_requested",
+    )
+    .bind(to_i64(lease_expires_at_ms, "lease expiry")?)
+    .bind(owner)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(map)?;
+    let mut renewed = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id = task_id(row.try_get("id").map_err(map)?)?;
+        renewed.push((id, row.try_get("cancel_requested").map_err(map)?));
+    }
+    commit(tx, RenewedClaims::from_rows(renewed)).await
+}
+
+async fn complete(
+    pool: &SqlitePool,
+    task: TaskId,
+    owner: &str,
+    end: &TaskEnd,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    let now = to_i64(now_ms, "completion time")?;
+    let state = end.state();
+    let error = end
+        .error()
+        .map(|error| to_json(error, "error"))
+        .transpose()?;
+    let run_at = end
+        .run_at_ms()
+        .map(|at| to_i64(at, "run_at_ms"))
+        .transpose()?;
+    let mut tx = begin_immediate(pool).await?;
+    let done = sqlx::query(
+        "UPDATE tasks SET \
+             state = CASE WHEN ?1 = 'ready' AND cancel_requested THEN 'cancelled' ELSE ?1 END, \
+             ended_at_ms = CASE WHEN ?1 <> 'ready' OR cancel_requested THEN ?4 END, \
+             run_at_ms = COALESCE(?2, run_at_ms), last_error = COALESCE(?3, last_error), \
+             owner = NULL, lease_expires_at_ms = NULL, updated_at_ms = ?4 \
+         WHERE id = ?5 AND state = 'running' AND owner = ?6",
+    )
+    .bind(state.as_str())
+    .bind(run_at)
+    .bind(error)
+    .bind(now)
+    .bind(bind_id(task)?)
+    .bind(owner)
+    .execute(&mut *tx)
+    .await
+    .map_err(map)?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::task_not_owned(task));
+    }
+    commit(tx, ()).await
+}
+
+/// One statement under the write lock: a second sweeper finds the tasks already taken back.
+async fn sweep_expired(pool: &SqlitePool, now_ms: u64) -> Result<Vec<TaskId>, StoreError> {
+    let mut tx = begin_immediate(pool).await?;
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "UPDATE tasks SET \
+             state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'ready' END, \
+             ended_at_ms = CASE WHEN cancel_requested THEN ?1 END, \
+             owner = NULL, lease_expires_at_ms = NULL, updated_at_ms = ?1 \
+         WHERE state = 'running' AND lease_expires_at_ms < ?1 RETURNING id",
+    )
+    .bind(to_i64(now_ms, "sweep time")?)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(map)?;
+    let mut swept = ids
+        .into_iter()
+        .map(task_id)
+        .collect::<Result<Vec<_>, _>>()?;
+    swept.sort_unstable();
+    commit(tx, swept).await
+}
+
+async fn cancel(
+    pool: &SqlitePool,
+    target: &CancelTarget,
+    now_ms: u64,
+) -> Result<Vec<CancelOutcome>, StoreError> {
+    let (id, run_id) = match target {
+        CancelTarget::Task(id) => (Some(bind_id(*id)?), None),
+        CancelTarget::Run(run_id) => (None, Some(run_id.as_str())),
+    };
+    let now = to_i64(now_ms, "cancel time")?;
+    let mut tx = begin_immediate(pool).await?;
+    let rows = sqlx::query("SELECT id, state FROM tasks WHERE id = ?1 OR run_id = ?2 ORDER BY id")
+        .bind(id)
+        .bind(run_id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map)?;
+    let mut found = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let state: String = row.try_get("state").map_err(map)?;
+        let state: TaskState = state.parse().map_err(StoreError::incompatible)?;
+        found.push((task_id(row.try_get("id").map_err(map)?)?, state));
+    }
+    sqlx::query(
+        "UPDATE tasks SET \
+             state = CASE state WHEN 'ready' THEN 'cancelled' ELSE state END, \
+             ended_at_ms = CASE state WHEN 'ready' THEN ?3 ELSE ended_at_ms END, \
+             cancel_requested = cancel_requested OR state = 'running', updated_at_ms = ?3 \
+         WHERE (id = ?1 OR run_id = ?2) AND state IN ('ready', 'running')",
+    )
+    .bind(id)
+    .bind(run_id)
+    .bind(now)
+    .execute(&mut *tx)
+    .await
+    .map_err(map)?;
+    let outcomes = found
+        .into_iter()
+        .map(|(id, state)| CancelOutcome::of(id, state));
+    commit(tx, outcomes.collect()).await
+}
+
+async fn retry(
+    pool: &SqlitePool,
+    task: TaskId,
+    retry_base: u32,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    let id = bind_id(task)?;
+    let mut tx = begin_immediate(pool).await?;
+    let row = sqlx::query("SELECT state, unique_key FROM tasks WHERE id = ?")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map)?;
+    let Some(row) = row else {
+        return Err(StoreError::task_not_retryable(task, None));
+    };
+    let state: String = row.try_get("state").map_err(map)?;
+    let state: TaskState = state.parse().map_err(StoreError::incompatible)?;
+    if !matches!(state, TaskState::Failed | TaskState::Cancelled) {
+        return Err(StoreError::task_not_retryable(task, Some(state)));
+    }
+    if let Some(key) = row
+        .try_get::<Option<String>, _>("unique_key")
+        .map_err(map)?
+    {
+        let holder: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM tasks WHERE unique_key = ? AND state IN ('ready', 'running')",
+        )
+        .bind(key.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map)?;
+        if let Some(holder) = holder {
+            return Err(StoreError::unique_key_held(task, &key, task_id(holder)?));
+        }
+    }
+    let now = to_i64(now_ms, "retry time")?;
+    sqlx::query(
+        "UPDATE tasks SET state = 'ready', retry_base = ?, cancel_requested = 0, run_at_ms = ?, \
+             ended_at_ms = NULL, updated_at_ms = ? WHERE id = ?",
+    )
+    .bind(retry_base)
+    .bind(now)
+    .bind(now)
+    .bind(id)
+    .execute(&mut *tx)
+    .await
+    .map_err(map)?;
+    commit(tx, ()).await
+}
+
+async fn prune(pool: &SqlitePool, ended_before_ms: u64, batch: u32) -> Result<u64, StoreError> {
+    let mut tx = begin_immediate(pool).await?;
+    let done = sqlx::query(
+        "DELETE FROM tasks WHERE id IN (SELECT id FROM tasks \
+             WHERE state IN ('finished', 'failed', 'cancelled') AND ended_at_ms < ? \
+             ORDER BY ended_at_ms, id LIMIT ?)",
+    )
+    .bind(to_i64(ended_before_ms, "prune time")?)
+    .bind(i64::from(batch))
+    .execute(&mut *tx)
+    .await
+    .map_err(map)?;
+    commit(tx, done.rows_affected()).await
+}
+
+#[async_trait]
+impl TaskQueue for SqliteStore {
+    async fn enqueue(&self, tasks: Vec<NewTask>, now_ms: u64) -> Result<Vec<Enqueued>, StoreError> {
+        enqueue(self.pool(), tasks, now_ms).await
+    }
+
+    async fn claim(&self, request: Claim) -> Result<Vec<ClaimedTask>, StoreError> {
+        claim(self.pool(), request).await
+    }
+
+    async fn renew_claims(
+        &self,
+        owner: &str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> Result<RenewedClaims, StoreError> {
+        // One host shares one clock: the caller's is the store's.
+        renew_claims(self.pool(), owner, now_ms.saturating_add(lease_ms)).await
+    }
+
+    async fn complete(
+        &self,
+        task: TaskId,
+        owner: &str,
+        end: TaskEnd,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        complete(self.pool(), task, owner, &end, now_ms).await
+    }
+
+    async fn sweep_expired(&self, now_ms: u64) -> Result<Vec<TaskId>, StoreError> {
+        sweep_expired(self.pool(), now_ms).await
+    }
+
+    async fn cancel(
+        &self,
+        target: CancelTarget,
+        now_ms: u64,
+    ) -> Result<Vec<CancelOutcome>, StoreError> {
+        cancel(self.pool(), &target, now_ms).await
+    }
+
+    async fn retry(&self, task: TaskId, retry_base: u32, now_ms: u64) -> Result<(), StoreError> {
+        retry(self.pool(), task, retry_base, now_ms).await
+    }
+
+    async fn set_queue_limit(
+        &self,
+        queue: &str,
+        max_running: Option<u32>,
+    ) -> Result<(), StoreError> {
+        let mut tx = begin_immediate(self.pool()).await?;
+        sqlx::query(
+            "INSERT INTO queues (name, max_running) VALUES (?, ?) \
+             ON CONFLICT (name) DO UPDATE SET max_running = excluded.max_running",
+        )
+        .bind(queue)
+        .bind(max_running)
+        .execute(&mut *tx)
+        .await
+        .map_err(map)?;
+        commit(tx, ()).await
+    }
+
+    async fn prune(&self, ended_before_ms: u64, batch: u32) -> Result<u64, StoreError> {
+        prune(self.pool(), ended_before_ms, batch).await
+    }
+}

@@ -1,0 +1,173 @@
+//! A claimed task's life: owner-checked completion, retry and release, lease renewal and the
+//! sweep of expired leases.
+
+use std::collections::HashSet;
+
+use stint_domain::{TaskId, TaskState};
+use stint_ports::TaskEnd;
+
+use crate::Fixture;
+use crate::queue_support::{
+    CLAIM_LEASE_MS, boom, claim, complete, enqueue, enqueue_one, new_task, task,
+};
+use crate::support::assert_conflict;
+
+/// Only the owner of a running task can end it: another owner, a task not running and a task
+/// that already ended are conflicts that change nothing. Ending records state, time and error.
+pub async fn complete_is_owner_checked(fixture: &dyn Fixture) {
+    let queue = fixture.queue();
+    let ids = enqueue(&*queue, vec![new_task("r", "a"), new_task("r", "b")]).await;
+    let ready = enqueue_one(&*queue, new_task("r", "ready")).await;
+    assert_eq!(claim(&*queue, "w", 2, 1_000).await, ids);
+    let wrong = queue.complete(ids[0], "intruder", TaskEnd::Finished, 1_500);
+    assert_conflict(wrong.await, "complete by another owner");
+    let unclaimed = queue.complete(ready, "w", TaskEnd::Finished, 1_500);
+    assert_conflict(unclaimed.await, "complete of a ready task");
+    assert_eq!(task(&*queue, ids[0]).await.state, TaskState::Running);
+
+    complete(&*queue, ids[0], "w", TaskEnd::Finished, 2_000).await;
+    let failed = TaskEnd::Failed { error: boom() };
+    complete(&*queue, ids[1], "w", failed, 2_100).await;
+    let again = queue.complete(ids[0], "w", TaskEnd::Finished, 2_200);
+    assert_conflict(again.await, "complete of an ended task");
+
+    let finished = task(&*queue, ids[0]).await;
+    assert_eq!(finished.state, TaskState::Finished);
+    assert_eq!(finished.ended_at_ms, Some(2_000));
+    assert_eq!((finished.owner, finished.lease_expires_at_ms), (None, None));
+    assert_eq!(finished.last_error, None);
+    let failed = task(&*queue, ids[1]).await;
+    assert_eq!(failed.state, TaskState::Failed);
+    assert_eq!(failed.ended_at_ms, Some(2_100));
+    assert_eq!(failed.last_error, Some(boom()));
+}
+
+/// A retryable failure puts the task back to ready with its error and new due time: not
+/// claimable before it, claimable (and counted as a second claim) from it.
+pub async fn retry_end_requeues_at_its_time(fixture: &dyn Fixture) {
+    let queue = fixture.queue();
+    let id = enqueue_one(&*queue, new_task("r", "a")).await;
+    claim(&*queue, "w", 1, 1_000).await;
+    let retry = TaskEnd::Retry {
+        run_at_ms: 5_000,
+        error: boom(),
+    };
+    complete(&*queue, id, "w", retry, 1_200).await;
+    let record = task(&*queue, id).await;
+    assert_eq!(record.state, TaskState::Ready);
+    assert_eq!(record.run_at_ms, 5_000);
+    assert_eq!(record.last_error, Some(boom()));
+    assert_eq!((record.owner, record.ended_at_ms), (None, None));
+    assert!(claim(&*queue, "w2", 1, 4_999).await.is_empty());
+    assert_eq!(claim(&*queue, "w2", 1, 5_000).await, vec![id]);
+    assert_eq!(task(&*queue, id).await.claims, 2);
+}
+
+/// A released task is ready again at once (its due time and error unchanged) for any worker;
+/// one whose cancellation was asked for is cancelled instead, and so is one given back for a
+/// retry.
+pub async fn release_gives_the_task_back_at_once(fixture: &dyn Fixture) {
+    let queue = fixture.queue();
+    let ids = enqueue(
+        &*queue,
+        vec![new_task("r", "a"), new_task("r", "b"), new_task("r", "c")],
+    )
+    .await;
+    let (id, stopped, retried) = (ids[0], ids[1], ids[2]);
+    claim(&*queue, "draining", 3, 1_000).await;
+    for asked in [stopped, retried] {
+        let target = stint_ports::CancelTarget::Task(asked);
+        queue.cancel(target, 1_050).await.expect("cancel");
+    }
+    complete(&*queue, stopped, "draining", TaskEnd::Release, 1_100).await;
+    let retry = TaskEnd::Retry {
+        run_at_ms: 0,
+        error: boom(),
+    };
+    complete(&*queue, retried, "draining", retry, 1_100).await;
+    for cancelled in [stopped, retried] {
+        let record = task(&*queue, cancelled).await;
+        assert_eq!(record.state, TaskState::Cancelled, "{cancelled}");
+        assert_eq!(record.ended_at_ms, Some(1_100));
+    }
+    complete(&*queue, id, "draining", TaskEnd::Release, 1_100).await;
+    let record = task(&*queue, id).await;
+    assert_eq!(record.state, TaskState::Ready);
+    assert_eq!((record.run_at_ms, record.last_error), (0, None));
+    assert_eq!(record.updated_at_ms, 1_100);
+    assert_eq!(claim(&*queue, "other", 1, 1_100).await, vec![id]);
+    let late = queue.complete(id, "draining", TaskEnd::Finished, 1_200);
+    assert_conflict(late.await, "complete after releasing");
+}
+
+/// Running tasks whose lease expired go back to ready, each exactly once with two sweepers on
+/// two handles at once; a lease that ends exactly now is not expired; the old owner can no
+/// longer end a swept task.
+pub async fn sweep_takes_back_each_expired_lease_once(fixture: &dyn Fixture) {
+    let queue = fixture.queue();
+    let second = fixture.second_queue().await;
+    let tasks = (0..12)
+        .map(|i| new_task("r", &format!("n{i:02}")))
+        .collect();
+    let ids = enqueue(&*queue, tasks).await;
+    let dead = claim(&*queue, "dead", 10, 1_000).await;
+    let live = claim(&*queue, "live", 2, 1_500).await;
+    let expiry = 1_000 + CLAIM_LEASE_MS;
+    assert!(queue.sweep_expired(expiry).await.expect("sweep").is_empty());
+
+    let (first, other) = tokio::join!(
+        queue.sweep_expired(expiry + 1),
+        second.sweep_expired(expiry + 1)
+    );
+    let mut swept: Vec<TaskId> = first.expect("sweep");
+    swept.extend(other.expect("sweep"));
+    let unique: HashSet<TaskId> = swept.iter().copied().collect();
+    assert_eq!(unique.len(), swept.len(), "a task was swept twice");
+    swept.sort_unstable();
+    assert_eq!(swept, dead);
+    for id in &dead {
+        let record = task(&*queue, *id).await;
+        assert_eq!(record.state, TaskState::Ready);
+        assert_eq!((record.owner, record.lease_expires_at_ms), (None, None));
+    }
+    for id in &live {
+        assert_eq!(task(&*queue, *id).await.state, TaskState::Running);
+    }
+    let zombie = queue.complete(dead[0], "dead", TaskEnd::Finished, expiry + 2);
+    assert_conflict(zombie.await, "complete after the sweep");
+    assert_eq!(ids.len(), dead.len() + live.len());
+}
+
+/// Renewal extends every running task of the owner (and no other's), so the sweep spares them,
+/// and reports which of them have a cancellation request.
+pub async fn renew_extends_leases_and_reports_cancel_requests(fixture: &dyn Fixture) {
+    let queue = fixture.queue();
+    let tasks = (0..4).map(|i| new_task("r", &format!("n{i}"))).collect();
+    let ids = enqueue(&*queue, tasks).await;
+    claim(&*queue, "w1", 3, 1_000).await;
+    claim(&*queue, "w2", 1, 1_000).await;
+    let outcome = queue
+        .cancel(stint_ports::CancelTarget::Task(ids[1]), 1_500)
+        .await
+        .expect("cancel");
+    assert_eq!(outcome, vec![stint_ports::CancelOutcome::Requested(ids[1])]);
+
+    let renewed = queue
+        .renew_claims("w1", 5_000, CLAIM_LEASE_MS)
+        .await
+        .expect("renew");
+    assert_eq!(renewed.renewed, ids[..3].to_vec());
+    assert_eq!(renewed.cancel_requested, vec![ids[1]]);
+    assert_eq!(
+        task(&*queue, ids[0]).await.lease_expires_at_ms,
+        Some(5_000 + CLAIM_LEASE_MS)
+    );
+    let swept = queue.sweep_expired(1_000 + CLAIM_LEASE_MS + 1).await;
+    assert_eq!(
+        swept.expect("sweep"),
+        vec![ids[3]],
+        "only w2's lease expired"
+    );
+    let none = queue.renew_claims("nobody", 5_000, CLAIM_LEASE_MS).await;
+    assert_eq!(none.expect("renew"), stint_ports::RenewedClaims::default());
+}
