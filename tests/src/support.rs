@@ -3,8 +3,8 @@
 use serde_json::{Value, json};
 use stint_domain::{AttemptRecord, Event, EventKind, EventRecord, NodeKey, NodeRecord, TaskError};
 use stint_ports::{
-    AttemptEnd, AttemptFilter, BeginAttempt, BegunAttempt, HeartbeatWrite, OwnedAttempt, Store,
-    StoreError,
+    AttemptEnd, AttemptFilter, BeginAttempt, BegunAttempt, EndAttempt, EventPage, HeartbeatWrite,
+    OwnedAttempt, Store, StoreError,
 };
 
 /// How long a lease lasts in the cases, from the attempt's start.
@@ -72,7 +72,14 @@ pub async fn accept_end(
     events: Vec<Event>,
 ) {
     store
-        .end_attempt(attempt, end, at, events)
+        .end_attempt(
+            attempt,
+            EndAttempt {
+                end,
+                finished_at_ms: at,
+                events,
+            },
+        )
         .await
         .unwrap_or_else(|error| panic!("end {}: {error}", attempt.key));
 }
@@ -101,9 +108,11 @@ pub async fn fail(store: &dyn Store, attempt: &OwnedAttempt, at: u64) {
     store
         .end_attempt(
             attempt,
-            failure("boom"),
-            at,
-            vec![failed_event(attempt, at, "boom")],
+            EndAttempt {
+                end: failure("boom"),
+                finished_at_ms: at,
+                events: vec![failed_event(attempt, at, "boom")],
+            },
         )
         .await
         .unwrap_or_else(|error| panic!("fail {}: {error}", attempt.key));
@@ -175,7 +184,7 @@ pub async fn node_record(store: &dyn Store, node: &NodeKey) -> NodeRecord {
 /// Every event of `run_id`.
 pub async fn events_of(store: &dyn Store, run_id: &str) -> Vec<EventRecord> {
     store
-        .read_events(run_id, 0, u32::MAX)
+        .read_events(&EventPage::new(run_id))
         .await
         .expect("read events")
 }

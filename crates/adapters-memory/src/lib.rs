@@ -67,8 +67,8 @@ mod tests {
     use serde_json::json;
     use stint_domain::{AttemptState, EventKind, EventRecord, NodeKey, TaskError};
     use stint_ports::{
-        AttemptEnd, AttemptFilter, AttemptStore, BeginAttempt, HistoryStore, OwnedAttempt,
-        StoreError,
+        AttemptEnd, AttemptFilter, AttemptStore, BeginAttempt, EndAttempt, EventPage, HistoryStore,
+        OwnedAttempt, StoreError,
     };
 
     use super::*;
@@ -121,7 +121,7 @@ mod tests {
         assert!(other.list_runs().await.expect("runs").is_empty());
         assert!(
             other
-                .read_events("run", 0, 10)
+                .read_events(&EventPage::new("run").limit(10))
                 .await
                 .expect("events")
                 .is_empty()
@@ -135,7 +135,10 @@ mod tests {
             .begin_attempt(begin(&node("n"), "a", 42))
             .await
             .expect("begin");
-        let events = store.read_events("run", 0, 10).await.expect("events");
+        let events = store
+            .read_events(&EventPage::new("run").limit(10))
+            .await
+            .expect("events");
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].seq, 1);
         assert_eq!(events[0].event.kind, EventKind::NodeStarted);
@@ -159,7 +162,7 @@ mod tests {
             error: TaskError::aborted(),
         };
         store
-            .end_attempt(&owned, end, 5, Vec::new())
+            .end_attempt(&owned, EndAttempt::new(end, 5))
             .await
             .expect("cancel");
         let filter = AttemptFilter {
@@ -196,15 +199,30 @@ mod tests {
         }
         let seqs = |records: Vec<EventRecord>| records.iter().map(|r| r.seq).collect::<Vec<_>>();
         assert_eq!(
-            seqs(store.read_events("a", 0, 10).await.expect("read")),
+            seqs(
+                store
+                    .read_events(&EventPage::new("a").limit(10))
+                    .await
+                    .expect("read")
+            ),
             vec![1, 3]
         );
         assert_eq!(
-            seqs(store.read_events("b", 0, 10).await.expect("read")),
+            seqs(
+                store
+                    .read_events(&EventPage::new("b").limit(10))
+                    .await
+                    .expect("read")
+            ),
             vec![2, 4]
         );
         assert_eq!(
-            seqs(store.read_events("b", 2, 10).await.expect("read")),
+            seqs(
+                store
+                    .read_events(&EventPage::new("b").after(2).limit(10))
+                    .await
+                    .expect("read")
+            ),
             vec![4]
         );
     }

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use serde_json::Value;
 use stint_domain::{AttemptRecord, EventRecord, NodeKey, NodeRecord, RunSummary};
-use stint_ports::{AttemptFilter, HistoryStore, StoreError};
+use stint_ports::{AttemptFilter, EventPage, HistoryStore, StoreError};
 
 use crate::MemoryStore;
 
@@ -32,12 +32,7 @@ impl HistoryStore for MemoryStore {
         Ok(self.lock().read_output(node))
     }
 
-    async fn read_events(
-        &self,
-        run_id: &str,
-        after_seq: u64,
-        limit: u32,
-    ) -> Result<Vec<EventRecord>, StoreError> {
-        Ok(self.lock().read_events(run_id, after_seq, limit))
+    async fn read_events(&self, page: &EventPage) -> Result<Vec<EventRecord>, StoreError> {
+        Ok(self.lock().read_events(page))
     }
 }

@@ -12,7 +12,8 @@ use stint_domain::{
     NodeKey, NodeRecord, ProcessPlace, RetryPolicy, RunSummary,
 };
 use stint_ports::{
-    AttemptEnd, AttemptFilter, BeginAttempt, BegunAttempt, HeartbeatWrite, OwnedAttempt, StoreError,
+    AttemptEnd, AttemptFilter, BeginAttempt, BegunAttempt, EndAttempt, EventPage, HeartbeatWrite,
+    OwnedAttempt, StoreError,
 };
 
 /// `(node_id, iteration)`: a node's key within its run. Ordered as `list_nodes` lists.
@@ -84,12 +85,14 @@ impl State {
         }
     }
 
-    pub(crate) fn read_events(&self, run_id: &str, after_seq: u64, limit: u32) -> Vec<EventRecord> {
-        let Some(run) = self.runs.get(run_id) else {
+    pub(crate) fn read_events(&self, page: &EventPage) -> Vec<EventRecord> {
+        let Some(run) = self.runs.get(&page.run_id) else {
             return Vec::new();
         };
-        let start = run.events.partition_point(|record| record.seq <= after_seq);
-        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let start = run
+            .events
+            .partition_point(|record| record.seq <= page.after_seq);
+        let limit = usize::try_from(page.limit).unwrap_or(usize::MAX);
         run.events[start..].iter().take(limit).cloned().collect()
     }
 
@@ -189,10 +192,13 @@ impl State {
     pub(crate) fn end_attempt(
         &mut self,
         attempt: &OwnedAttempt,
-        end: AttemptEnd,
-        finished_at_ms: u64,
-        events: Vec<Event>,
+        ending: EndAttempt,
     ) -> Result<(), StoreError> {
+        let EndAttempt {
+            end,
+            finished_at_ms,
+            events,
+        } = ending;
         let stored = self.owned_in_progress(attempt)?;
         let command = match &end {
             AttemptEnd::Finished { .. } => AttemptCommand::Finish,

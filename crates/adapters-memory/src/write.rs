@@ -1,9 +1,10 @@
 //! The write port on memory: each call is one critical section of the store's mutex.
 
 use async_trait::async_trait;
-use stint_domain::{AttemptKey, AttemptRecord, Event, ProcessPlace};
+use stint_domain::{AttemptKey, AttemptRecord, ProcessPlace};
 use stint_ports::{
-    AttemptEnd, AttemptStore, BeginAttempt, BegunAttempt, HeartbeatWrite, OwnedAttempt, StoreError,
+    AttemptStore, BeginAttempt, BegunAttempt, EndAttempt, HeartbeatWrite, OwnedAttempt, Renewal,
+    StoreError,
 };
 
 use crate::MemoryStore;
@@ -33,22 +34,13 @@ impl AttemptStore for MemoryStore {
     async fn renew_lease(
         &self,
         attempt: &OwnedAttempt,
-        now_ms: u64,
-        lease_ms: u64,
+        renewal: Renewal,
     ) -> Result<(), StoreError> {
-        self.lock()
-            .renew_lease(attempt, now_ms.saturating_add(lease_ms))
+        self.lock().renew_lease(attempt, renewal.expires_at_ms())
     }
 
-    async fn end_attempt(
-        &self,
-        attempt: &OwnedAttempt,
-        end: AttemptEnd,
-        finished_at_ms: u64,
-        events: Vec<Event>,
-    ) -> Result<(), StoreError> {
-        self.lock()
-            .end_attempt(attempt, end, finished_at_ms, events)
+    async fn end_attempt(&self, attempt: &OwnedAttempt, end: EndAttempt) -> Result<(), StoreError> {
+        self.lock().end_attempt(attempt, end)
     }
 
     async fn recover_abandoned(&self, now_ms: u64) -> Result<Vec<AttemptKey>, StoreError> {

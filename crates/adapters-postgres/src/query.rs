@@ -10,7 +10,7 @@ use sqlx::postgres::{PgPool, PgRow};
 use stint_domain::{
     AttemptRecord, AttemptState, EventRecord, NodeKey, NodeRecord, RunSummary, TaskError,
 };
-use stint_ports::{AttemptFilter, HistoryStore, StoreError, unreadable};
+use stint_ports::{AttemptFilter, EventPage, HistoryStore, StoreError, unreadable};
 
 use crate::PostgresStore;
 use crate::error::{OpError, retrying, to_i64, to_u32, to_u64};
@@ -238,20 +238,15 @@ impl HistoryStore for PostgresStore {
         .await
     }
 
-    async fn read_events(
-        &self,
-        run_id: &str,
-        after_seq: u64,
-        limit: u32,
-    ) -> Result<Vec<EventRecord>, StoreError> {
+    async fn read_events(&self, page: &EventPage) -> Result<Vec<EventRecord>, StoreError> {
         retrying(&self.endpoint, "reading events", || async move {
             let rows = sqlx::query(
                 "SELECT seq, body FROM events WHERE run_id = $1 AND seq > $2 \
                  ORDER BY seq LIMIT $3",
             )
-            .bind(run_id)
-            .bind(to_i64(after_seq))
-            .bind(i64::from(limit))
+            .bind(&page.run_id)
+            .bind(to_i64(page.after_seq))
+            .bind(i64::from(page.limit))
             .fetch_all(&self.pool)
             .await?;
             rows.into_iter()

@@ -8,7 +8,8 @@ use stint_domain::{
     AttemptKey, AttemptRecord, AttemptState, Event, EventKind, NodeKey, ProcessPlace, TaskError,
 };
 use stint_ports::{
-    AttemptEnd, AttemptStore, BeginAttempt, BegunAttempt, HeartbeatWrite, OwnedAttempt, StoreError,
+    AttemptEnd, AttemptStore, BeginAttempt, BegunAttempt, EndAttempt, HeartbeatWrite, OwnedAttempt,
+    Renewal, StoreError,
 };
 
 use crate::PostgresStore;
@@ -407,9 +408,9 @@ impl AttemptStore for PostgresStore {
     async fn renew_lease(
         &self,
         attempt: &OwnedAttempt,
-        now_ms: u64,
-        lease_ms: u64,
+        renewal: Renewal,
     ) -> Result<(), StoreError> {
+        let Renewal { now_ms, lease_ms } = renewal;
         let key = &attempt.key;
         let lease_now = self.lease_now(now_ms);
         retrying(&self.endpoint, "renewing a lease", || async move {
@@ -437,16 +438,16 @@ impl AttemptStore for PostgresStore {
         .await
     }
 
-    async fn end_attempt(
-        &self,
-        attempt: &OwnedAttempt,
-        end: AttemptEnd,
-        finished_at_ms: u64,
-        events: Vec<Event>,
-    ) -> Result<(), StoreError> {
-        let (end, events) = (&end, &events);
+    async fn end_attempt(&self, attempt: &OwnedAttempt, end: EndAttempt) -> Result<(), StoreError> {
+        let ending = &end;
         retrying(&self.endpoint, "ending an attempt", || {
-            end_once(&self.pool, attempt, end, finished_at_ms, events)
+            end_once(
+                &self.pool,
+                attempt,
+                &ending.end,
+                ending.finished_at_ms,
+                &ending.events,
+            )
         })
         .await
     }

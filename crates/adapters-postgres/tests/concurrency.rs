@@ -17,7 +17,8 @@ use stint_adapters_postgres::test_support::{
 use stint_adapters_postgres::{LeaseClock, PostgresStore};
 use stint_domain::{EventKind, NodeKey};
 use stint_ports::{
-    AttemptEnd, AttemptFilter, AttemptStore, BeginAttempt, HistoryStore, OwnedAttempt, StoreError,
+    AttemptEnd, AttemptFilter, AttemptStore, BeginAttempt, EndAttempt, EventPage, HistoryStore,
+    OwnedAttempt, StoreError,
 };
 
 fn begin(node: &NodeKey, owner: String, now: u64, lease: u64) -> BeginAttempt {
@@ -71,7 +72,7 @@ async fn eight_connections_racing_500_attempts_number_them_without_gaps() {
                     vcs: None,
                 };
                 store
-                    .end_attempt(&attempt, end, 2, Vec::new())
+                    .end_attempt(&attempt, EndAttempt::new(end, 2))
                     .await
                     .expect("end");
             }
@@ -101,7 +102,10 @@ async fn eight_connections_racing_500_attempts_number_them_without_gaps() {
     assert_eq!(numbers, (1..=TOTAL).collect::<Vec<_>>());
     let node_record = store.get_node(&node).await.expect("node").expect("exists");
     assert_eq!(node_record.last_attempt, TOTAL);
-    let events = store.read_events("race", 0, 10_000).await.expect("events");
+    let events = store
+        .read_events(&EventPage::new("race").limit(10_000))
+        .await
+        .expect("events");
     assert_eq!(events.len(), TOTAL as usize);
     assert!(events.windows(2).all(|pair| pair[0].seq < pair[1].seq));
     guard.drop_schema().await;
@@ -138,7 +142,7 @@ async fn two_recoverers_mark_each_of_100_expired_attempts_once() {
     assert_eq!(a.len() + b.len(), 100, "{} + {}", a.len(), b.len());
     assert!(a_keys.is_disjoint(&b_keys));
     let events = store
-        .read_events("recover", 0, 10_000)
+        .read_events(&EventPage::new("recover").limit(10_000))
         .await
         .expect("events");
     let failed = events

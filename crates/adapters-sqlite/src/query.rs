@@ -8,7 +8,7 @@ use sqlx::sqlite::{SqlitePool, SqliteRow};
 use stint_domain::{
     AttemptRecord, AttemptState, Event, EventRecord, NodeKey, NodeRecord, RunSummary,
 };
-use stint_ports::{AttemptFilter, HistoryStore, StoreError, unreadable};
+use stint_ports::{AttemptFilter, EventPage, HistoryStore, StoreError, unreadable};
 
 use crate::SqliteStore;
 use crate::error::{map, parse_json, to_i64, to_u32, to_u64};
@@ -214,17 +214,15 @@ pub(crate) async fn read_output(
 
 pub(crate) async fn read_events(
     pool: &SqlitePool,
-    run_id: &str,
-    after_seq: u64,
-    limit: u32,
+    page: &EventPage,
 ) -> Result<Vec<EventRecord>, StoreError> {
     let rows = sqlx::query(
         "SELECT seq, body FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
     )
-    .bind(run_id)
+    .bind(&page.run_id)
     // A cursor past every possible seq simply reads nothing.
-    .bind(to_i64(after_seq, "sequence number").unwrap_or(i64::MAX))
-    .bind(limit)
+    .bind(to_i64(page.after_seq, "sequence number").unwrap_or(i64::MAX))
+    .bind(page.limit)
     .fetch_all(pool)
     .await
     .map_err(map)?;
@@ -265,12 +263,7 @@ impl HistoryStore for SqliteStore {
         read_output(self.pool(), node).await
     }
 
-    async fn read_events(
-        &self,
-        run_id: &str,
-        after_seq: u64,
-        limit: u32,
-    ) -> Result<Vec<EventRecord>, StoreError> {
-        read_events(self.pool(), run_id, after_seq, limit).await
+    async fn read_events(&self, page: &EventPage) -> Result<Vec<EventRecord>, StoreError> {
+        read_events(self.pool(), page).await
     }
 }

@@ -15,7 +15,8 @@ use stint_domain::{
     AttemptKey, AttemptRecord, AttemptState, Event, EventKind, NodeKey, ProcessPlace, TaskError,
 };
 use stint_ports::{
-    AttemptEnd, AttemptStore, BeginAttempt, BegunAttempt, HeartbeatWrite, OwnedAttempt, StoreError,
+    AttemptEnd, AttemptStore, BeginAttempt, BegunAttempt, EndAttempt, HeartbeatWrite, OwnedAttempt,
+    Renewal, StoreError,
 };
 
 use crate::SqliteStore;
@@ -280,10 +281,13 @@ pub(crate) async fn record_process(
 pub(crate) async fn end_attempt(
     pool: &SqlitePool,
     attempt: &OwnedAttempt,
-    end: AttemptEnd,
-    finished_at_ms: u64,
-    events: Vec<Event>,
+    ending: EndAttempt,
 ) -> Result<(), StoreError> {
+    let EndAttempt {
+        end,
+        finished_at_ms,
+        events,
+    } = ending;
     let finished = to_i64(finished_at_ms, "finish time")?;
     let (state, error, retryable, vcs, output) = match &end {
         AttemptEnd::Finished { output, vcs } => (
@@ -444,21 +448,14 @@ impl AttemptStore for SqliteStore {
     async fn renew_lease(
         &self,
         attempt: &OwnedAttempt,
-        now_ms: u64,
-        lease_ms: u64,
+        renewal: Renewal,
     ) -> Result<(), StoreError> {
         // One host shares one clock: the caller's is the store's.
-        renew_lease(self.pool(), attempt, now_ms.saturating_add(lease_ms)).await
+        renew_lease(self.pool(), attempt, renewal.expires_at_ms()).await
     }
 
-    async fn end_attempt(
-        &self,
-        attempt: &OwnedAttempt,
-        end: AttemptEnd,
-        finished_at_ms: u64,
-        events: Vec<Event>,
-    ) -> Result<(), StoreError> {
-        end_attempt(self.pool(), attempt, end, finished_at_ms, events).await
+    async fn end_attempt(&self, attempt: &OwnedAttempt, end: EndAttempt) -> Result<(), StoreError> {
+        end_attempt(self.pool(), attempt, end).await
     }
 
     async fn recover_abandoned(&self, now_ms: u64) -> Result<Vec<AttemptKey>, StoreError> {

@@ -13,7 +13,7 @@ use serde_json::json;
 use sqlx::sqlite::SqliteOperation;
 use stint_adapters_sqlite::{SqliteOptions, SqliteStore};
 use stint_domain::{AttemptState, Event, EventKind};
-use stint_ports::{AttemptEnd, AttemptFilter, AttemptStore, HistoryStore};
+use stint_ports::{AttemptEnd, AttemptFilter, AttemptStore, EndAttempt, HistoryStore};
 
 /// Makes every insert into `events` fail, as a fault in the last statement of a step.
 async fn break_event_inserts(store: &SqliteStore) {
@@ -83,14 +83,28 @@ async fn a_fault_in_end_leaves_the_attempt_in_progress() {
     break_event_inserts(&store).await;
     let done = Event::new(&node().attempt(1), 5, EventKind::NodeFinished);
     store
-        .end_attempt(&owned(&node(), 1, "a"), finished(), 5, vec![done.clone()])
+        .end_attempt(
+            &owned(&node(), 1, "a"),
+            EndAttempt {
+                end: finished(),
+                finished_at_ms: 5,
+                events: vec![done.clone()],
+            },
+        )
         .await
         .expect_err("the NodeFinished insert fails");
     assert_in_progress(&store, events_before).await;
 
     repair(&store).await;
     store
-        .end_attempt(&owned(&node(), 1, "a"), finished(), 6, vec![done])
+        .end_attempt(
+            &owned(&node(), 1, "a"),
+            EndAttempt {
+                end: finished(),
+                finished_at_ms: 6,
+                events: vec![done],
+            },
+        )
         .await
         .expect("the same end succeeds once the fault is gone");
     assert_eq!(count(&store, "outputs").await, 1);
@@ -145,7 +159,14 @@ async fn dropping_end_mid_transaction_rolls_it_back() {
     let done = Event::new(&node().attempt(1), 5, EventKind::NodeFinished);
     let owner = owned(&node(), 1, "a");
     // Boxed, so that `drop` below drops the future itself (a pinned reference would not).
-    let mut end = Box::pin(store.end_attempt(&owner, finished(), 5, vec![done.clone()]));
+    let mut end = Box::pin(store.end_attempt(
+        &owner,
+        EndAttempt {
+            end: finished(),
+            finished_at_ms: 5,
+            events: vec![done.clone()],
+        },
+    ));
     // Dropped only once the UPDATE has changed the row: a drop before the transaction began
     // would leave the attempt in progress too, and prove nothing.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -173,7 +194,14 @@ async fn dropping_end_mid_transaction_rolls_it_back() {
     assert_in_progress(&store, events_before).await;
 
     store
-        .end_attempt(&owned(&node(), 1, "a"), finished(), 6, vec![done])
+        .end_attempt(
+            &owned(&node(), 1, "a"),
+            EndAttempt {
+                end: finished(),
+                finished_at_ms: 6,
+                events: vec![done],
+            },
+        )
         .await
         .expect("the owner can still end the attempt");
     let node = store.get_node(&node()).await.unwrap().unwrap();

@@ -9,7 +9,7 @@ use common::store_in;
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{Connection, Row};
 use stint_adapters_sqlite::{SqliteOptions, SqliteStore};
-use stint_ports::{AttemptStore, HistoryStore, StoreError};
+use stint_ports::{AttemptStore, EventPage, HistoryStore, StoreError};
 
 async fn pragma(store: &SqliteStore, name: &str) -> String {
     let sql = match name {
@@ -203,7 +203,10 @@ async fn racing_first_opens_of_a_fresh_file_all_succeed() {
         });
         for open in opens.collect::<Vec<_>>() {
             let store = open.await.unwrap().expect("every racing open succeeds");
-            store.read_events("r", 0, 10).await.unwrap();
+            store
+                .read_events(&EventPage::new("r").limit(10))
+                .await
+                .unwrap();
         }
     }
 }

@@ -10,7 +10,9 @@ use common::{begin, node, owned, store_in};
 use serde_json::json;
 use stint_adapters_sqlite::{SqliteOptions, SqliteStore};
 use stint_domain::{AttemptState, EventKind};
-use stint_ports::{AttemptEnd, AttemptFilter, AttemptStore, HistoryStore, StoreError};
+use stint_ports::{
+    AttemptEnd, AttemptFilter, AttemptStore, EndAttempt, EventPage, HistoryStore, StoreError,
+};
 
 const TOTAL: u32 = 200;
 const WORKERS: u32 = 4;
@@ -36,7 +38,10 @@ async fn worker(store: SqliteStore, name: String, quota: u32) -> (Vec<u32>, u32)
                     vcs: None,
                 };
                 store
-                    .end_attempt(&owned(&node, begun.attempt, &name), end, clock, Vec::new())
+                    .end_attempt(
+                        &owned(&node, begun.attempt, &name),
+                        EndAttempt::new(end, clock),
+                    )
                     .await
                     .expect("the owner ends its own attempt");
                 numbers.push(begun.attempt);
@@ -87,7 +92,10 @@ async fn two_pools_racing_200_attempts_get_1_to_200() {
     assert!(stored.iter().all(|a| a.state == AttemptState::Finished));
     let node = first.get_node(&node()).await.unwrap().unwrap();
     assert_eq!(node.last_attempt, TOTAL);
-    let events = first.read_events("run", 0, 10_000).await.unwrap();
+    let events = first
+        .read_events(&EventPage::new("run").limit(10_000))
+        .await
+        .unwrap();
     let started = events
         .iter()
         .filter(|e| e.event.kind == EventKind::NodeStarted)

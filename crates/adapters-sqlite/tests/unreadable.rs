@@ -6,7 +6,7 @@
 mod common;
 
 use stint_domain::TaskError;
-use stint_ports::{AttemptEnd, AttemptFilter, AttemptStore, HistoryStore};
+use stint_ports::{AttemptEnd, AttemptFilter, AttemptStore, EndAttempt, HistoryStore};
 
 #[tokio::test]
 async fn an_unreadable_checkpoint_is_skipped_and_listed_as_unreadable() {
@@ -22,7 +22,7 @@ async fn an_unreadable_checkpoint_is_skipped_and_listed_as_unreadable() {
         retryable: true,
     };
     store
-        .end_attempt(&common::owned(&node, 1, "a"), failed, 2, Vec::new())
+        .end_attempt(&common::owned(&node, 1, "a"), EndAttempt::new(failed, 2))
         .await
         .unwrap();
     let too_deep = format!("{}{}", "[".repeat(200), "]".repeat(200));

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, ensure};
 use stint_adapters_memory::MemoryStore;
 use stint_domain::{AttemptKey, EventKind, NodeKey, TaskDescriptor};
 use stint_engine::{CancellationToken, TaskContext, TaskFailure};
-use stint_ports::HistoryStore;
+use stint_ports::{EventPage, HistoryStore};
 use tokio::task::JoinSet;
 
 use crate::Settings;
@@ -58,7 +58,7 @@ async fn once(attempts: usize, rep: usize) -> Result<(Vec<f64>, Vec<f64>)> {
         let outcome = joined.context("an attempt panicked")??;
         started.insert(outcome.key.clone(), outcome.started_at_ms);
     }
-    let events = store.read_events(&run_id, 0, u32::MAX).await?;
+    let events = store.read_events(&EventPage::new(&run_id)).await?;
     let mut recorded = Vec::new();
     for record in events {
         let event = record.event;

@@ -14,7 +14,7 @@ use stint_domain::heartbeat::throttle_interval_ms;
 use stint_domain::{
     AttemptCommand, AttemptMachine, AttemptState, DomainError, Event, TaskDescriptor, TaskError,
 };
-use stint_ports::{AttemptEnd, BeginAttempt, OwnedAttempt, StoreError};
+use stint_ports::{AttemptEnd, BeginAttempt, EndAttempt, OwnedAttempt, StoreError};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -390,12 +390,12 @@ impl Engine {
         let lease = &running.lease;
         let mut pause = TERMINAL_RETRY_FIRST;
         loop {
-            let write = self.ports.store.end_attempt(
-                &running.owned,
-                end.clone(),
+            let ending = EndAttempt {
+                end: end.clone(),
                 finished_at_ms,
-                events.clone(),
-            );
+                events: events.clone(),
+            };
+            let write = self.ports.store.end_attempt(&running.owned, ending);
             let error = match tokio::time::timeout(lease.remaining()?, write).await {
                 Ok(Ok(())) => return Ok(()),
                 Ok(Err(error)) if error.is_conflict() => return Err(error.into()),

@@ -17,7 +17,7 @@
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use stint_ports::{AttemptStore, Clock, OwnedAttempt, StoreError};
+use stint_ports::{AttemptStore, Clock, OwnedAttempt, Renewal, StoreError};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
@@ -187,9 +187,13 @@ impl Renewer {
             }
             let sent = Instant::now();
             let lease_ms = u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX);
-            let renewal = self
-                .store
-                .renew_lease(&self.owned, self.clock.now_ms(), lease_ms);
+            let renewal = self.store.renew_lease(
+                &self.owned,
+                Renewal {
+                    now_ms: self.clock.now_ms(),
+                    lease_ms,
+                },
+            );
             match tokio::time::timeout_at(fence_at, renewal).await {
                 Ok(Ok(())) => {
                     if last_error.take().is_some() {

@@ -57,11 +57,11 @@ async fn a_failing_heartbeat_write_does_not_change_a_success() {
     store
         .expect_end_attempt()
         .times(1)
-        .withf(|_, end, _, events| {
-            matches!(end, AttemptEnd::Finished { output, .. } if *output == json!({"done": true}))
-                && events.len() == 1
+        .withf(|_, ending| {
+            matches!(&ending.end, AttemptEnd::Finished { output, .. } if *output == json!({"done": true}))
+                && ending.events.len() == 1
         })
-        .returning(|_, _, _, _| Ok(()));
+        .returning(|_, _| Ok(()));
     let compute = |ctx: TaskContext| async move {
         ctx.heartbeat.beat(json!({"step": 1}))?;
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -75,7 +75,7 @@ async fn a_failing_heartbeat_write_does_not_change_a_success() {
 #[tokio::test(start_paused = true)]
 async fn a_conflict_on_finish_is_a_store_conflict() {
     let mut store = begun();
-    store.expect_end_attempt().times(1).returning(|_, _, _, _| {
+    store.expect_end_attempt().times(1).returning(|_, _| {
         Err(StoreError::conflict(
             "attempt r/n#0 attempt 1 is not owned by this execution",
         ))
@@ -92,7 +92,7 @@ async fn a_lost_lease_stops_the_compute_and_writes_nothing_terminal() {
     store
         .expect_renew_lease()
         .times(1)
-        .returning(|_, _, _| Err(StoreError::conflict("owned by another execution")));
+        .returning(|_, _| Err(StoreError::conflict("owned by another execution")));
     store.expect_end_attempt().times(0);
     let d = desc_with_lease(3_000);
     let compute = |ctx: TaskContext| async move {
@@ -134,12 +134,9 @@ async fn renewals_keep_the_lease_while_the_attempt_runs() {
     store
         .expect_renew_lease()
         .times(13)
-        .withf(|_, now, lease| (now - 1_000) % 750 == 0 && *lease == 3_000)
-        .returning(|_, _, _| Ok(()));
-    store
-        .expect_end_attempt()
-        .times(1)
-        .returning(|_, _, _, _| Ok(()));
+        .withf(|_, r| (r.now_ms - 1_000) % 750 == 0 && r.lease_ms == 3_000)
+        .returning(|_, _| Ok(()));
+    store.expect_end_attempt().times(1).returning(|_, _| Ok(()));
     let d = desc_with_lease(3_000);
     let compute = |_ctx: TaskContext| works_for(Duration::from_secs(10), json!({}));
     let outcome = attempt_outcome(&engine(store), &d, compute).await;
@@ -151,7 +148,7 @@ async fn a_renewal_task_that_died_leaves_the_lease_unproven_not_the_attempt_hang
     let mut store = begun();
     store
         .expect_renew_lease()
-        .returning(|_, _, _| panic!("a bug in the store's renewal"));
+        .returning(|_, _| panic!("a bug in the store's renewal"));
     store.expect_end_attempt().times(0);
     let d = desc_with_lease(3_000);
     let compute = |_ctx: TaskContext| works_for(Duration::from_secs(5), json!({}));

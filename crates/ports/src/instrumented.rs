@@ -12,12 +12,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 use stint_domain::{
-    AttemptKey, AttemptRecord, Event, EventRecord, NodeKey, NodeRecord, ProcessPlace, RunSummary,
+    AttemptKey, AttemptRecord, EventRecord, NodeKey, NodeRecord, ProcessPlace, RunSummary,
 };
 
 use crate::{
-    AttemptEnd, AttemptFilter, AttemptStore, BeginAttempt, BegunAttempt, HeartbeatWrite,
-    HistoryStore, OwnedAttempt, StoreError,
+    AttemptFilter, AttemptStore, BeginAttempt, BegunAttempt, EndAttempt, EventPage, HeartbeatWrite,
+    HistoryStore, OwnedAttempt, Renewal, StoreError,
 };
 
 /// One operation of the write port.
@@ -195,24 +195,15 @@ impl<S: AttemptStore + ?Sized> AttemptStore for InstrumentedStore<S> {
     async fn renew_lease(
         &self,
         attempt: &OwnedAttempt,
-        now_ms: u64,
-        lease_ms: u64,
+        renewal: Renewal,
     ) -> Result<(), StoreError> {
         self.enter(WriteOp::RenewLease).await?;
-        self.inner.renew_lease(attempt, now_ms, lease_ms).await
+        self.inner.renew_lease(attempt, renewal).await
     }
 
-    async fn end_attempt(
-        &self,
-        attempt: &OwnedAttempt,
-        end: AttemptEnd,
-        finished_at_ms: u64,
-        events: Vec<Event>,
-    ) -> Result<(), StoreError> {
+    async fn end_attempt(&self, attempt: &OwnedAttempt, end: EndAttempt) -> Result<(), StoreError> {
         self.enter(WriteOp::End).await?;
-        self.inner
-            .end_attempt(attempt, end, finished_at_ms, events)
-            .await
+        self.inner.end_attempt(attempt, end).await
     }
 
     async fn recover_abandoned(&self, now_ms: u64) -> Result<Vec<AttemptKey>, StoreError> {
@@ -252,12 +243,7 @@ impl<S: HistoryStore + ?Sized> HistoryStore for InstrumentedStore<S> {
         self.inner.read_output(node).await
     }
 
-    async fn read_events(
-        &self,
-        run_id: &str,
-        after_seq: u64,
-        limit: u32,
-    ) -> Result<Vec<EventRecord>, StoreError> {
-        self.inner.read_events(run_id, after_seq, limit).await
+    async fn read_events(&self, page: &EventPage) -> Result<Vec<EventRecord>, StoreError> {
+        self.inner.read_events(page).await
     }
 }

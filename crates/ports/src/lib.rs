@@ -36,13 +36,14 @@ pub use error::{StoreError, StoreErrorSource};
 #[cfg(feature = "instrumented")]
 pub use instrumented::{InstrumentedStore, WriteOp};
 pub use probe::{Clock, VcsProbe};
-pub use query::{AttemptFilter, HistoryStore, unreadable};
+pub use query::{AttemptFilter, EventPage, HistoryStore, unreadable};
 pub use queue::{
     CancelOutcome, CancelTarget, Claim, ClaimedTask, DEFAULT_QUEUE, Enqueued, NewTask,
     QueueHistory, QueueStore, RenewedClaims, TaskEnd, TaskFilter, TaskQueue, sort_claimed,
 };
 pub use write::{
-    AttemptEnd, AttemptStore, BeginAttempt, BegunAttempt, HeartbeatWrite, OwnedAttempt,
+    AttemptEnd, AttemptStore, BeginAttempt, BegunAttempt, EndAttempt, HeartbeatWrite, OwnedAttempt,
+    Renewal,
 };
 
 #[cfg(feature = "mocks")]

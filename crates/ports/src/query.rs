@@ -19,6 +19,42 @@ pub struct AttemptFilter {
     pub iteration: Option<u32>,
 }
 
+/// Which events to read: those of one run after a cursor, up to a limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventPage {
+    /// The run.
+    pub run_id: String,
+    /// Only events with a greater sequence number (0: from the first).
+    pub after_seq: u64,
+    /// At most this many.
+    pub limit: u32,
+}
+
+impl EventPage {
+    /// Every event of `run_id`, from the first.
+    pub fn new(run_id: impl Into<String>) -> Self {
+        Self {
+            run_id: run_id.into(),
+            after_seq: 0,
+            limit: u32::MAX,
+        }
+    }
+
+    /// Only the events after sequence number `seq`.
+    #[must_use]
+    pub fn after(mut self, seq: u64) -> Self {
+        self.after_seq = seq;
+        self
+    }
+
+    /// At most `limit` events.
+    #[must_use]
+    pub fn limit(mut self, limit: u32) -> Self {
+        self.limit = limit;
+        self
+    }
+}
+
 /// The query port: the recorded history, read by the CLI's inspect commands (and any other
 /// reader). Nothing here writes.
 #[cfg_attr(feature = "mocks", mockall::automock)]
@@ -45,16 +81,12 @@ pub trait HistoryStore: Send + Sync + Debug {
     /// The stored output of a node that finished (kept when a later attempt of it failed).
     async fn read_output(&self, node: &NodeKey) -> Result<Option<Value>, StoreError>;
 
-    /// Up to `limit` events of `run_id` with a sequence number above `after_seq`, in order.
+    /// The events of `page`: up to its limit, of its run, with a sequence number above its
+    /// cursor, in order.
     ///
     /// Sequence numbers increase and are unique per database, but may have gaps. A reader that
     /// tails the log with the last `seq` it saw never misses an event committed later.
-    async fn read_events(
-        &self,
-        run_id: &str,
-        after_seq: u64,
-        limit: u32,
-    ) -> Result<Vec<EventRecord>, StoreError>;
+    async fn read_events(&self, page: &EventPage) -> Result<Vec<EventRecord>, StoreError>;
 }
 
 /// The value a listing shows for a stored JSON value it cannot read back:

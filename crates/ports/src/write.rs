@@ -88,6 +88,44 @@ pub enum AttemptEnd {
     },
 }
 
+/// One lease renewal: the lease runs `lease_ms` from now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Renewal {
+    /// Now on the caller's clock (the embedded stores' clock; PostgreSQL uses its own).
+    pub now_ms: u64,
+    /// How long the lease lasts from now.
+    pub lease_ms: u64,
+}
+
+impl Renewal {
+    /// When the lease expires on the caller's clock.
+    pub fn expires_at_ms(self) -> u64 {
+        self.now_ms.saturating_add(self.lease_ms)
+    }
+}
+
+/// Everything [`AttemptStore::end_attempt`] writes, in one transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndAttempt {
+    /// How the attempt ends.
+    pub end: AttemptEnd,
+    /// When, on the caller's clock.
+    pub finished_at_ms: u64,
+    /// The events appended with it (the node's terminal event among them).
+    pub events: Vec<Event>,
+}
+
+impl EndAttempt {
+    /// `end` at `finished_at_ms`, with no events.
+    pub fn new(end: AttemptEnd, finished_at_ms: u64) -> Self {
+        Self {
+            end,
+            finished_at_ms,
+            events: Vec::new(),
+        }
+    }
+}
+
 /// The engine's write port: everything one attempt writes, from its begin to its terminal
 /// state, and the recovery of attempts whose process died.
 ///
@@ -119,26 +157,16 @@ pub trait AttemptStore: Send + Sync + Debug {
         place: ProcessPlace,
     ) -> Result<(), StoreError>;
 
-    /// Extends the owner's lease to `lease_ms` from now: `now_ms` (the caller's clock) for the
-    /// embedded stores, the database's clock for PostgreSQL.
-    async fn renew_lease(
-        &self,
-        attempt: &OwnedAttempt,
-        now_ms: u64,
-        lease_ms: u64,
-    ) -> Result<(), StoreError>;
+    /// Extends the owner's lease to the renewal's length from now: its `now_ms` (the caller's
+    /// clock) for the embedded stores, the database's clock for PostgreSQL.
+    async fn renew_lease(&self, attempt: &OwnedAttempt, renewal: Renewal)
+    -> Result<(), StoreError>;
 
     /// Writes the attempt's terminal state, the node's state, the output (when finished) and
-    /// `events`, in one transaction, conditional on the owner token and `in-progress`.
+    /// the events, in one transaction, conditional on the owner token and `in-progress`.
     ///
     /// The node's `updated_at_ms` changes here and in `begin_attempt`, never on heartbeats.
-    async fn end_attempt(
-        &self,
-        attempt: &OwnedAttempt,
-        end: AttemptEnd,
-        finished_at_ms: u64,
-        events: Vec<Event>,
-    ) -> Result<(), StoreError>;
+    async fn end_attempt(&self, attempt: &OwnedAttempt, end: EndAttempt) -> Result<(), StoreError>;
 
     /// Marks every in-progress attempt whose lease expired before now (`now_ms` for the embedded
     /// stores, the database's clock for PostgreSQL) `failed` with

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 use stint_domain::{AttemptState, Event, EventKind, TaskError};
-use stint_ports::{AttemptEnd, OwnedAttempt, Store};
+use stint_ports::{AttemptEnd, EndAttempt, OwnedAttempt, Renewal, Store};
 
 use crate::Fixture;
 use crate::support::{
@@ -34,7 +34,15 @@ async fn assert_every_write_refused(store: &dyn Store, attempt: &OwnedAttempt, a
     let beat = heartbeat(attempt, at, Some(json!({"zombie": true})), None);
     assert_conflict(store.record_heartbeat(attempt, beat).await, "heartbeat");
     assert_conflict(
-        store.renew_lease(attempt, at, 1_000_000).await,
+        store
+            .renew_lease(
+                attempt,
+                Renewal {
+                    now_ms: at,
+                    lease_ms: 1_000_000,
+                },
+            )
+            .await,
         "renew lease",
     );
     let finished_event = Event::new(&attempt.key, at, EventKind::NodeFinished);
@@ -44,7 +52,14 @@ async fn assert_every_write_refused(store: &dyn Store, attempt: &OwnedAttempt, a
     };
     assert_conflict(
         store
-            .end_attempt(attempt, finish, at, vec![finished_event])
+            .end_attempt(
+                attempt,
+                EndAttempt {
+                    end: finish,
+                    finished_at_ms: at,
+                    events: vec![finished_event],
+                },
+            )
             .await,
         "finish",
     );
@@ -52,16 +67,20 @@ async fn assert_every_write_refused(store: &dyn Store, attempt: &OwnedAttempt, a
         store
             .end_attempt(
                 attempt,
-                failure("zombie"),
-                at,
-                vec![failed_event(attempt, at, "zombie")],
+                EndAttempt {
+                    end: failure("zombie"),
+                    finished_at_ms: at,
+                    events: vec![failed_event(attempt, at, "zombie")],
+                },
             )
             .await,
         "fail",
     );
     let cancel = cancellation();
     assert_conflict(
-        store.end_attempt(attempt, cancel, at, Vec::new()).await,
+        store
+            .end_attempt(attempt, EndAttempt::new(cancel, at))
+            .await,
         "cancel",
     );
 }
@@ -99,7 +118,13 @@ pub async fn wrong_owner_writes_are_conflicts(fixture: &dyn Fixture) {
 
     // The rightful owner is still in charge.
     store
-        .renew_lease(&owned, 69_000, 30_000)
+        .renew_lease(
+            &owned,
+            Renewal {
+                now_ms: 69_000,
+                lease_ms: 30_000,
+            },
+        )
         .await
         .expect("owner renews its lease");
     let finish = AttemptEnd::Finished {

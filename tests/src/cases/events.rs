@@ -2,7 +2,7 @@
 
 use serde_json::json;
 use stint_domain::{AttemptState, Event, EventKind, EventRecord, NodeKey, TaskError};
-use stint_ports::{AttemptEnd, OwnedAttempt, Store};
+use stint_ports::{AttemptEnd, EventPage, OwnedAttempt, Renewal, Store};
 
 use crate::Fixture;
 use crate::support::{
@@ -153,7 +153,10 @@ pub async fn events_are_ordered_and_paged(fixture: &dyn Fixture) {
     let mut paged = Vec::new();
     let mut after = 0;
     loop {
-        let page = store.read_events("mine", after, 3).await.expect("page");
+        let page = store
+            .read_events(&EventPage::new("mine").after(after).limit(3))
+            .await
+            .expect("page");
         assert!(page.len() <= 3);
         let Some(last) = page.last() else { break };
         after = last.seq;
@@ -162,14 +165,17 @@ pub async fn events_are_ordered_and_paged(fixture: &dyn Fixture) {
     assert_eq!(paged, all_mine);
 
     let from_middle = store
-        .read_events("mine", all_mine[4].seq, 100)
+        .read_events(&EventPage::new("mine").after(all_mine[4].seq).limit(100))
         .await
         .expect("read");
     assert_eq!(from_middle, all_mine[5..].to_vec());
     let last_seq = all_mine.last().map_or(0, |record| record.seq);
     // Nothing after the last event, nothing in a page of none, nothing of an unknown run.
     for (run_id, after, limit) in [("mine", last_seq, 100), ("mine", 0, 0), ("nobody", 0, 100)] {
-        let page = store.read_events(run_id, after, limit).await.expect("read");
+        let page = store
+            .read_events(&EventPage::new(run_id).after(after).limit(limit))
+            .await
+            .expect("read");
         assert!(
             page.is_empty(),
             "{run_id} after {after}, {limit} at most: {page:?}"
@@ -214,7 +220,13 @@ pub async fn heartbeat_appends_event_and_updates_times(fixture: &dyn Fixture) {
     assert_eq!(events[2].event, ping.event);
 
     store
-        .renew_lease(&owned, 31_000, 30_000)
+        .renew_lease(
+            &owned,
+            Renewal {
+                now_ms: 31_000,
+                lease_ms: 30_000,
+            },
+        )
         .await
         .expect("renew");
     let record = attempt_record(&*store, &owned).await;

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 use stint_domain::{AttemptState, Event, EventKind, NodeKey};
-use stint_ports::{AttemptEnd, AttemptFilter, Store};
+use stint_ports::{AttemptEnd, AttemptFilter, EventPage, Store};
 
 use crate::Fixture;
 use crate::support::{
@@ -140,7 +140,7 @@ pub async fn ids_are_matched_exactly(fixture: &dyn Fixture) {
         );
         assert!(
             store
-                .read_events(run_id, 0, 100)
+                .read_events(&EventPage::new(run_id).limit(100))
                 .await
                 .expect("read")
                 .is_empty(),

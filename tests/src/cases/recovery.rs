@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use serde_json::json;
 use stint_domain::{AttemptKey, AttemptState, ErrorCode, Event, EventKind, NodeKey};
-use stint_ports::{AttemptEnd, BeginAttempt, OwnedAttempt, Store, StoreError};
+use stint_ports::{AttemptEnd, BeginAttempt, EndAttempt, OwnedAttempt, Renewal, Store, StoreError};
 
 use crate::Fixture;
 use crate::support::{
@@ -123,7 +123,15 @@ pub async fn recovery_marks_each_expired_attempt_once(fixture: &dyn Fixture) {
         "zombie heartbeat",
     );
     assert_conflict(
-        store.renew_lease(zombie, NOW, 50_000).await,
+        store
+            .renew_lease(
+                zombie,
+                Renewal {
+                    now_ms: NOW,
+                    lease_ms: 50_000,
+                },
+            )
+            .await,
         "zombie renewal",
     );
     let finish = AttemptEnd::Finished {
@@ -131,7 +139,9 @@ pub async fn recovery_marks_each_expired_attempt_once(fixture: &dyn Fixture) {
         vcs: None,
     };
     assert_conflict(
-        store.end_attempt(zombie, finish, NOW + 1, Vec::new()).await,
+        store
+            .end_attempt(zombie, EndAttempt::new(finish, NOW + 1))
+            .await,
         "zombie finish",
     );
     assert_eq!(
@@ -194,7 +204,17 @@ pub async fn recovery_and_zombie_finish_race_one_wins(fixture: &dyn Fixture) {
                 vcs: None,
             };
             let event = Event::new(&owned.key, NOW, EventKind::NodeFinished);
-            match other.end_attempt(&owned, end, NOW, vec![event]).await {
+            match other
+                .end_attempt(
+                    &owned,
+                    EndAttempt {
+                        end,
+                        finished_at_ms: NOW,
+                        events: vec![event],
+                    },
+                )
+                .await
+            {
                 Ok(()) => finished.push(owned.key),
                 Err(StoreError::Conflict { .. }) => refused.push(owned.key),
                 Err(error) => panic!("finish {}: {error}", owned.key),

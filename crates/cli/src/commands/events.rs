@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use stint_domain::{EventKind, EventRecord};
-use stint_ports::Store;
+use stint_ports::{EventPage, Store};
 
 use super::inspect::{timestamp, to_json_line, unknown_run};
 use crate::args::EventsArgs;
@@ -53,7 +53,9 @@ async fn print_events(
     json: bool,
 ) -> Result<u64, CliError> {
     loop {
-        let page = store.read_events(run_id, after, EVENT_PAGE).await?;
+        let page = store
+            .read_events(&EventPage::new(run_id).after(after).limit(EVENT_PAGE))
+            .await?;
         for event in &page {
             let line = if json {
                 to_json_line(event)?

@@ -21,7 +21,9 @@ use stint_engine::{
     AttemptOutcome, CancellationToken, Engine, EngineError, EngineOptions, NodeOutcome, Ports,
     TaskContext, TaskFailure, TokioClock,
 };
-use stint_ports::{AttemptFilter, HistoryStore, InstrumentedStore, Store, VcsProbe, WriteOp};
+use stint_ports::{
+    AttemptFilter, EventPage, HistoryStore, InstrumentedStore, Store, VcsProbe, WriteOp,
+};
 
 /// The epoch the test clock starts at.
 pub const EPOCH_MS: u64 = 1_700_000_000_000;
@@ -231,7 +233,10 @@ pub async fn event_types(store: &TestStore) -> Vec<(String, u32)> {
 
 /// Every event of run `r`.
 pub async fn events(store: &TestStore) -> Vec<EventRecord> {
-    store.read_events("r", 0, 10_000).await.expect("events")
+    store
+        .read_events(&EventPage::new("r").limit(10_000))
+        .await
+        .expect("events")
 }
 
 /// Every attempt of run `r`.
