@@ -2,8 +2,9 @@
 
 use async_trait::async_trait;
 use serde_json::Value;
+use sqlx::Postgres;
 use sqlx::Row;
-use sqlx::postgres::{PgConnection, PgPool};
+use sqlx::postgres::{PgArguments, PgConnection, PgExecutor, PgPool};
 use stint_domain::{
     AttemptKey, AttemptRecord, AttemptState, Event, EventKind, NodeKey, ProcessPlace, TaskError,
 };
@@ -18,6 +19,72 @@ use crate::events::insert_events;
 
 /// Expired attempts marked per transaction by the recovery sweep.
 const RECOVERY_BATCH: i64 = 500;
+
+/// A query on the pool or in a transaction.
+type PgQuery<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
+
+/// The condition of every owned write: the attempt ($1 to $4), in progress, under the owner
+/// token ($5).
+macro_rules! owned_where {
+    () => {
+        " WHERE run_id = $1 AND node_id = $2 AND iteration = $3 AND attempt = $4 \
+           AND state = 'in-progress' AND owner = $5"
+    };
+}
+
+/// Binds `key` as $1 to $4: run, node, iteration and attempt number.
+fn bind_key<'q>(query: PgQuery<'q>, key: &'q AttemptKey) -> PgQuery<'q> {
+    query
+        .bind(key.node.run_id())
+        .bind(key.node.node_id())
+        .bind(i64::from(key.node.iteration()))
+        .bind(i64::from(key.attempt))
+}
+
+/// Runs an owned write (its condition [`owned_where!`], the key and owner bound first); one
+/// that matched no row is [`not_owned`].
+async fn execute_owned<'c>(
+    query: PgQuery<'_>,
+    executor: impl PgExecutor<'c>,
+    attempt: &OwnedAttempt,
+) -> Result<(), OpError> {
+    if query.execute(executor).await?.rows_affected() == 0 {
+        return Err(not_owned(attempt));
+    }
+    Ok(())
+}
+
+/// Attempt keys as four parallel arrays, for `unnest(text[], text[], bigint[], bigint[])`.
+#[derive(Default)]
+struct KeyArrays {
+    run_ids: Vec<String>,
+    node_ids: Vec<String>,
+    iterations: Vec<i64>,
+    numbers: Vec<i64>,
+}
+
+impl KeyArrays {
+    fn push(&mut self, key: &AttemptKey) {
+        self.run_ids.push(key.node.run_id().to_owned());
+        self.node_ids.push(key.node.node_id().to_owned());
+        self.iterations.push(i64::from(key.node.iteration()));
+        self.numbers.push(i64::from(key.attempt));
+    }
+
+    /// Binds the four arrays as the next four parameters of `query`.
+    fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+        query
+            .bind(&self.run_ids)
+            .bind(&self.node_ids)
+            .bind(&self.iterations)
+            .bind(&self.numbers)
+    }
+}
+
+/// An owned write's query: `sql` with the attempt's key and owner bound as $1 to $5.
+fn owned<'q>(sql: &'static str, attempt: &'q OwnedAttempt) -> PgQuery<'q> {
+    bind_key(sqlx::query(sql), &attempt.key).bind(&attempt.owner)
+}
 
 fn not_owned(attempt: &OwnedAttempt) -> OpError {
     OpError::Store(StoreError::not_owned(&attempt.key))
@@ -140,28 +207,18 @@ async fn heartbeat_once(
     attempt: &OwnedAttempt,
     heartbeat: &HeartbeatWrite,
 ) -> Result<(), OpError> {
-    let key = &attempt.key;
     let mut tx = pool.begin().await?;
     // A bare ping (NULL payload) keeps the stored payload; heartbeats written out of order never
     // move the received-at time back.
-    let updated = sqlx::query(
+    let sql = concat!(
         "UPDATE attempts SET heartbeat = COALESCE($6, heartbeat), \
-                             last_heartbeat_at_ms = GREATEST(last_heartbeat_at_ms, $7) \
-         WHERE run_id = $1 AND node_id = $2 AND iteration = $3 AND attempt = $4 \
-           AND state = 'in-progress' AND owner = $5",
-    )
-    .bind(key.node.run_id())
-    .bind(key.node.node_id())
-    .bind(i64::from(key.node.iteration()))
-    .bind(i64::from(key.attempt))
-    .bind(&attempt.owner)
-    .bind(&heartbeat.payload)
-    .bind(to_i64(heartbeat.received_at_ms))
-    .execute(&mut *tx)
-    .await?;
-    if updated.rows_affected() == 0 {
-        return Err(not_owned(attempt));
-    }
+                             last_heartbeat_at_ms = GREATEST(last_heartbeat_at_ms, $7)",
+        owned_where!()
+    );
+    let query = owned(sql, attempt)
+        .bind(&heartbeat.payload)
+        .bind(to_i64(heartbeat.received_at_ms));
+    execute_owned(query, &mut *tx, attempt).await?;
     insert_events(&mut tx, std::slice::from_ref(&heartbeat.event)).await?;
     tx.commit().await?;
     Ok(())
@@ -210,58 +267,42 @@ async fn end_once(
     events: &[Event],
 ) -> Result<(), OpError> {
     let key = &attempt.key;
-    let iteration = i64::from(key.node.iteration());
     let (state, error, retryable, vcs, output) = end_columns(end)?;
     let mut tx = pool.begin().await?;
-    let updated = sqlx::query(
+    let sql = concat!(
         "UPDATE attempts SET state = $6, finished_at_ms = $7, error = $8, retryable = $9, \
-                             vcs = $10 \
-         WHERE run_id = $1 AND node_id = $2 AND iteration = $3 AND attempt = $4 \
-           AND state = 'in-progress' AND owner = $5",
-    )
-    .bind(key.node.run_id())
-    .bind(key.node.node_id())
-    .bind(iteration)
-    .bind(i64::from(key.attempt))
-    .bind(&attempt.owner)
-    .bind(state.as_str())
-    .bind(to_i64(finished_at_ms))
-    .bind(error)
-    .bind(retryable)
-    .bind(vcs)
-    .execute(&mut *tx)
-    .await?;
-    if updated.rows_affected() == 0 {
-        return Err(not_owned(attempt));
-    }
-    sqlx::query(
+                             vcs = $10",
+        owned_where!()
+    );
+    let query = owned(sql, attempt)
+        .bind(state.as_str())
+        .bind(to_i64(finished_at_ms))
+        .bind(error)
+        .bind(retryable)
+        .bind(vcs);
+    execute_owned(query, &mut *tx, attempt).await?;
+    let node = sqlx::query(
         "UPDATE nodes SET state = $5, updated_at_ms = $6 \
          WHERE run_id = $1 AND node_id = $2 AND iteration = $3 AND last_attempt = $4",
-    )
-    .bind(key.node.run_id())
-    .bind(key.node.node_id())
-    .bind(iteration)
-    .bind(i64::from(key.attempt))
-    .bind(state.as_str())
-    .bind(to_i64(finished_at_ms))
-    .execute(&mut *tx)
-    .await?;
+    );
+    bind_key(node, key)
+        .bind(state.as_str())
+        .bind(to_i64(finished_at_ms))
+        .execute(&mut *tx)
+        .await?;
     if let Some(output) = output {
-        sqlx::query(
+        let upsert = sqlx::query(
             "INSERT INTO outputs (run_id, node_id, iteration, attempt, output, written_at_ms) \
              VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (run_id, node_id, iteration) DO UPDATE \
              SET attempt = EXCLUDED.attempt, output = EXCLUDED.output, \
                  written_at_ms = EXCLUDED.written_at_ms",
-        )
-        .bind(key.node.run_id())
-        .bind(key.node.node_id())
-        .bind(iteration)
-        .bind(i64::from(key.attempt))
-        .bind(output)
-        .bind(to_i64(finished_at_ms))
-        .execute(&mut *tx)
-        .await?;
+        );
+        bind_key(upsert, key)
+            .bind(output)
+            .bind(to_i64(finished_at_ms))
+            .execute(&mut *tx)
+            .await?;
     }
     insert_events(&mut tx, events).await?;
     tx.commit().await?;
@@ -291,8 +332,7 @@ async fn recover_batch(
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let (mut run_ids, mut node_ids, mut iterations, mut numbers, mut errors) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut keys, mut errors) = (KeyArrays::default(), Vec::new());
     let mut marked = Vec::with_capacity(rows.len());
     let mut events = Vec::with_capacity(rows.len());
     for row in rows {
@@ -305,44 +345,31 @@ async fn recover_batch(
         let key = node.attempt(to_u32("attempts.attempt", row.try_get("attempt")?)?);
         let lease: i64 = row.try_get("lease_expires_at_ms")?;
         let error = TaskError::abandoned(u64::try_from(lease).unwrap_or_default());
-        run_ids.push(node.run_id().to_owned());
-        node_ids.push(node.node_id().to_owned());
-        iterations.push(i64::from(node.iteration()));
-        numbers.push(i64::from(key.attempt));
+        keys.push(&key);
         errors.push(json("the error", &error)?);
         events.push(Event::new(&key, now_ms, EventKind::NodeFailed { error }));
         marked.push(key);
     }
-    sqlx::query(
+    let attempts = sqlx::query(
         "UPDATE attempts a SET state = 'failed', finished_at_ms = $1, error = u.error, \
                                retryable = TRUE \
          FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::jsonb[]) \
               AS u(run_id, node_id, iteration, attempt, error) \
          WHERE a.run_id = u.run_id AND a.node_id = u.node_id AND a.iteration = u.iteration \
            AND a.attempt = u.attempt",
-    )
-    .bind(now)
-    .bind(&run_ids)
-    .bind(&node_ids)
-    .bind(&iterations)
-    .bind(&numbers)
-    .bind(&errors)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
+    );
+    keys.bind(attempts.bind(now))
+        .bind(&errors)
+        .execute(&mut *tx)
+        .await?;
+    let nodes = sqlx::query(
         "UPDATE nodes n SET state = 'failed', updated_at_ms = $1 \
          FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[]) \
               AS u(run_id, node_id, iteration, attempt) \
          WHERE n.run_id = u.run_id AND n.node_id = u.node_id AND n.iteration = u.iteration \
            AND n.last_attempt = u.attempt",
-    )
-    .bind(now)
-    .bind(&run_ids)
-    .bind(&node_ids)
-    .bind(&iterations)
-    .bind(&numbers)
-    .execute(&mut *tx)
-    .await?;
+    );
+    keys.bind(nodes.bind(now)).execute(&mut *tx).await?;
     insert_events(&mut tx, &events).await?;
     tx.commit().await?;
     Ok(marked)
@@ -375,7 +402,6 @@ impl AttemptStore for PostgresStore {
         attempt: &OwnedAttempt,
         place: ProcessPlace,
     ) -> Result<(), StoreError> {
-        let key = &attempt.key;
         let place = &serde_json::to_value(&place).map_err(|error| {
             StoreError::incompatible(format!("the process place does not serialise: {error}"))
         })?;
@@ -383,23 +409,8 @@ impl AttemptStore for PostgresStore {
             &self.endpoint,
             "recording the process place",
             || async move {
-                let updated = sqlx::query(
-                    "UPDATE attempts SET process = $6 \
-                 WHERE run_id = $1 AND node_id = $2 AND iteration = $3 AND attempt = $4 \
-                   AND state = 'in-progress' AND owner = $5",
-                )
-                .bind(key.node.run_id())
-                .bind(key.node.node_id())
-                .bind(i64::from(key.node.iteration()))
-                .bind(i64::from(key.attempt))
-                .bind(&attempt.owner)
-                .bind(place)
-                .execute(&self.pool)
-                .await?;
-                if updated.rows_affected() == 0 {
-                    return Err(not_owned(attempt));
-                }
-                Ok(())
+                let sql = concat!("UPDATE attempts SET process = $6", owned_where!());
+                execute_owned(owned(sql, attempt).bind(place), &self.pool, attempt).await
             },
         )
         .await
@@ -410,30 +421,18 @@ impl AttemptStore for PostgresStore {
         attempt: &OwnedAttempt,
         renewal: Renewal,
     ) -> Result<(), StoreError> {
-        let Renewal { now_ms, lease_ms } = renewal;
-        let key = &attempt.key;
-        let lease_now = self.lease_now(now_ms);
+        let lease_now = self.lease_now(renewal.now_ms);
         retrying(&self.endpoint, "renewing a lease", || async move {
-            let updated = sqlx::query(concat!(
+            let sql = concat!(
                 "UPDATE attempts SET lease_expires_at_ms = COALESCE($7::bigint, ",
                 db_now_ms!(),
-                ") + $6 \
-                 WHERE run_id = $1 AND node_id = $2 AND iteration = $3 AND attempt = $4 \
-                   AND state = 'in-progress' AND owner = $5",
-            ))
-            .bind(key.node.run_id())
-            .bind(key.node.node_id())
-            .bind(i64::from(key.node.iteration()))
-            .bind(i64::from(key.attempt))
-            .bind(&attempt.owner)
-            .bind(to_i64(lease_ms))
-            .bind(lease_now)
-            .execute(&self.pool)
-            .await?;
-            if updated.rows_affected() == 0 {
-                return Err(not_owned(attempt));
-            }
-            Ok(())
+                ") + $6",
+                owned_where!()
+            );
+            let query = owned(sql, attempt)
+                .bind(to_i64(renewal.lease_ms))
+                .bind(lease_now);
+            execute_owned(query, &self.pool, attempt).await
         })
         .await
     }
