@@ -194,11 +194,7 @@ impl State {
         attempt: &OwnedAttempt,
         ending: EndAttempt,
     ) -> Result<(), StoreError> {
-        let EndAttempt {
-            end,
-            finished_at_ms,
-            events,
-        } = ending;
+        let (end, finished_at_ms, events) = (ending.end, ending.finished_at_ms, ending.events);
         let stored = self.owned_in_progress(attempt)?;
         let command = match &end {
             AttemptEnd::Finished { .. } => AttemptCommand::Finish,

@@ -97,11 +97,28 @@ fn node_record(row: &SqliteRow) -> Result<NodeRecord, StoreError> {
 
 /// The `list_attempts` statement. Each optional filter is `(? IS NULL OR column = ?)`, bound
 /// twice: one fixed statement (prepared once and cached by sqlx) instead of SQL assembled per call.
-const LIST_ATTEMPTS: &str = "SELECT run_id, node_id, iteration, attempt, state, owner, \
-    lease_expires_at_ms, started_at_ms, finished_at_ms, last_heartbeat_at_ms, heartbeat, error, \
-    retryable, vcs, metadata, working_dir, process FROM attempts WHERE run_id = ? \
-    AND (? IS NULL OR node_id = ?) AND (? IS NULL OR iteration = ?) \
-    ORDER BY node_id, iteration, attempt";
+/// The columns [`attempt_record`] reads, for a `SELECT` from `attempts`.
+macro_rules! attempt_columns {
+    () => {
+        "SELECT run_id, node_id, iteration, attempt, state, owner, lease_expires_at_ms, \
+         started_at_ms, finished_at_ms, last_heartbeat_at_ms, heartbeat, error, retryable, vcs, \
+         metadata, working_dir, process FROM attempts "
+    };
+}
+
+/// The columns [`node_record`] reads, for a `SELECT` from `nodes`.
+macro_rules! node_columns {
+    () => {
+        "SELECT run_id, node_id, iteration, state, last_attempt, updated_at_ms, output_table, \
+         label FROM nodes "
+    };
+}
+
+const LIST_ATTEMPTS: &str = concat!(
+    attempt_columns!(),
+    "WHERE run_id = ? AND (? IS NULL OR node_id = ?) AND (? IS NULL OR iteration = ?) \
+     ORDER BY node_id, iteration, attempt"
+);
 
 pub(crate) async fn list_attempts(
     pool: &SqlitePool,
@@ -124,13 +141,11 @@ pub(crate) async fn expired_attempts(
     pool: &SqlitePool,
     now_ms: u64,
 ) -> Result<Vec<AttemptRecord>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT run_id, node_id, iteration, attempt, state, owner, lease_expires_at_ms, \
-         started_at_ms, finished_at_ms, last_heartbeat_at_ms, heartbeat, error, retryable, vcs, \
-         metadata, working_dir, process FROM attempts \
-         WHERE state = 'in-progress' AND lease_expires_at_ms < ? \
-         ORDER BY run_id, node_id, iteration, attempt",
-    )
+    let rows = sqlx::query(concat!(
+        attempt_columns!(),
+        "WHERE state = 'in-progress' AND lease_expires_at_ms < ? \
+         ORDER BY run_id, node_id, iteration, attempt"
+    ))
     .bind(to_i64(now_ms, "recovery time")?)
     .fetch_all(pool)
     .await
@@ -142,10 +157,10 @@ pub(crate) async fn get_node(
     pool: &SqlitePool,
     node: &NodeKey,
 ) -> Result<Option<NodeRecord>, StoreError> {
-    let row = sqlx::query(
-        "SELECT run_id, node_id, iteration, state, last_attempt, updated_at_ms, output_table, label \
-         FROM nodes WHERE run_id = ? AND node_id = ? AND iteration = ?",
-    )
+    let row = sqlx::query(concat!(
+        node_columns!(),
+        "WHERE run_id = ? AND node_id = ? AND iteration = ?"
+    ))
     .bind(node.run_id())
     .bind(node.node_id())
     .bind(node.iteration())
@@ -159,10 +174,10 @@ pub(crate) async fn list_nodes(
     pool: &SqlitePool,
     run_id: &str,
 ) -> Result<Vec<NodeRecord>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT run_id, node_id, iteration, state, last_attempt, updated_at_ms, output_table, label \
-         FROM nodes WHERE run_id = ? ORDER BY node_id, iteration",
-    )
+    let rows = sqlx::query(concat!(
+        node_columns!(),
+        "WHERE run_id = ? ORDER BY node_id, iteration"
+    ))
     .bind(run_id)
     .fetch_all(pool)
     .await

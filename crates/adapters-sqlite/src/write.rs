@@ -283,11 +283,7 @@ pub(crate) async fn end_attempt(
     attempt: &OwnedAttempt,
     ending: EndAttempt,
 ) -> Result<(), StoreError> {
-    let EndAttempt {
-        end,
-        finished_at_ms,
-        events,
-    } = ending;
+    let (end, finished_at_ms, events) = (ending.end, ending.finished_at_ms, ending.events);
     let finished = to_i64(finished_at_ms, "finish time")?;
     let (state, error, retryable, vcs, output) = match &end {
         AttemptEnd::Finished { output, vcs } => (
