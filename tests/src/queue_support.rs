@@ -2,7 +2,7 @@
 
 use serde_json::json;
 use stint_domain::{TaskId, TaskRecord};
-use stint_ports::{Claim, NewTask, QueueStore, TaskEnd, TaskFilter};
+use stint_ports::{Claim, Completion, NewTask, QueueStore, TaskEnd, TaskFilter};
 
 /// How long a claim lasts in the queue cases.
 pub const CLAIM_LEASE_MS: u64 = 10_000;
@@ -83,7 +83,7 @@ pub async fn all_tasks(queue: &dyn QueueStore) -> Vec<TaskRecord> {
 /// Ends task `id`, held by `owner`, with `end` at `now_ms`; must be accepted.
 pub async fn complete(queue: &dyn QueueStore, id: TaskId, owner: &str, end: TaskEnd, now_ms: u64) {
     queue
-        .complete(id, owner, end, now_ms)
+        .complete(Completion::new(id, owner, end, now_ms))
         .await
         .unwrap_or_else(|error| panic!("complete {id} as {owner}: {error}"));
 }

@@ -7,7 +7,7 @@ use std::sync::{MutexGuard, PoisonError};
 use async_trait::async_trait;
 use stint_domain::{QueueStats, TaskId, TaskRecord, TaskState};
 use stint_ports::{
-    CancelOutcome, CancelTarget, Claim, ClaimedTask, Enqueued, NewTask, QueueHistory,
+    CancelOutcome, CancelTarget, Claim, ClaimedTask, Completion, Enqueued, NewTask, QueueHistory,
     RenewedClaims, StoreError, TaskEnd, TaskFilter, TaskQueue, sort_claimed,
 };
 
@@ -309,14 +309,14 @@ impl TaskQueue for MemoryStore {
         Ok(RenewedClaims::from_rows(rows))
     }
 
-    async fn complete(
-        &self,
-        task: TaskId,
-        owner: &str,
-        end: TaskEnd,
-        now_ms: u64,
-    ) -> Result<(), StoreError> {
-        self.tasks().complete(task, owner, &end, now_ms)
+    async fn complete(&self, completion: Completion) -> Result<(), StoreError> {
+        let Completion {
+            task,
+            owner,
+            end,
+            now_ms,
+        } = completion;
+        self.tasks().complete(task, &owner, &end, now_ms)
     }
 
     async fn sweep_expired(&self, now_ms: u64) -> Result<Vec<TaskId>, StoreError> {

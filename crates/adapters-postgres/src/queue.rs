@@ -14,8 +14,8 @@ use sqlx::Row;
 use sqlx::postgres::{PgConnection, PgPool};
 use stint_domain::{TaskId, TaskState};
 use stint_ports::{
-    CancelOutcome, CancelTarget, Claim, ClaimedTask, Enqueued, NewTask, RenewedClaims, StoreError,
-    TaskEnd, TaskQueue, sort_claimed,
+    CancelOutcome, CancelTarget, Claim, ClaimedTask, Completion, Enqueued, NewTask, RenewedClaims,
+    StoreError, TaskEnd, TaskQueue, sort_claimed,
 };
 
 use crate::PostgresStore;
@@ -387,16 +387,15 @@ impl TaskQueue for PostgresStore {
         .await
     }
 
-    async fn complete(
-        &self,
-        task: TaskId,
-        owner: &str,
-        end: TaskEnd,
-        now_ms: u64,
-    ) -> Result<(), StoreError> {
-        let end = &end;
+    async fn complete(&self, completion: Completion) -> Result<(), StoreError> {
+        let Completion {
+            task,
+            owner,
+            end,
+            now_ms,
+        } = &completion;
         retrying(&self.endpoint, "completing a task", || {
-            complete_once(&self.pool, task, owner, end, now_ms)
+            complete_once(&self.pool, *task, owner, end, *now_ms)
         })
         .await
     }

@@ -8,8 +8,8 @@ use sqlx::sqlite::SqlitePool;
 use sqlx::{Sqlite, SqliteConnection, Transaction};
 use stint_domain::{TaskId, TaskState};
 use stint_ports::{
-    CancelOutcome, CancelTarget, Claim, ClaimedTask, Enqueued, NewTask, RenewedClaims, StoreError,
-    TaskEnd, TaskQueue,
+    CancelOutcome, CancelTarget, Claim, ClaimedTask, Completion, Enqueued, NewTask, RenewedClaims,
+    StoreError, TaskEnd, TaskQueue,
 };
 
 use crate::SqliteStore;
@@ -342,14 +342,14 @@ impl TaskQueue for SqliteStore {
         renew_claims(self.pool(), owner, now_ms.saturating_add(lease_ms)).await
     }
 
-    async fn complete(
-        &self,
-        task: TaskId,
-        owner: &str,
-        end: TaskEnd,
-        now_ms: u64,
-    ) -> Result<(), StoreError> {
-        complete(self.pool(), task, owner, &end, now_ms).await
+    async fn complete(&self, completion: Completion) -> Result<(), StoreError> {
+        let Completion {
+            task,
+            owner,
+            end,
+            now_ms,
+        } = completion;
+        complete(self.pool(), task, &owner, &end, now_ms).await
     }
 
     async fn sweep_expired(&self, now_ms: u64) -> Result<Vec<TaskId>, StoreError> {

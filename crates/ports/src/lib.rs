@@ -38,7 +38,7 @@ pub use instrumented::{InstrumentedStore, WriteOp};
 pub use probe::{Clock, VcsProbe};
 pub use query::{AttemptFilter, EventPage, HistoryStore, unreadable};
 pub use queue::{
-    CancelOutcome, CancelTarget, Claim, ClaimedTask, DEFAULT_QUEUE, Enqueued, NewTask,
+    CancelOutcome, CancelTarget, Claim, ClaimedTask, Completion, DEFAULT_QUEUE, Enqueued, NewTask,
     QueueHistory, QueueStore, RenewedClaims, TaskEnd, TaskFilter, TaskQueue, sort_claimed,
 };
 pub use write::{

@@ -115,6 +115,31 @@ pub struct RenewedClaims {
     pub cancel_requested: Vec<TaskId>,
 }
 
+/// What [`TaskQueue::complete`] writes: how the running task `owner` holds ends (or leaves it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    /// The task.
+    pub task: TaskId,
+    /// The claimer's owner token.
+    pub owner: String,
+    /// How it ends.
+    pub end: TaskEnd,
+    /// Now, on the caller's clock.
+    pub now_ms: u64,
+}
+
+impl Completion {
+    /// `task`, held by `owner`, ends `end` at `now_ms`.
+    pub fn new(task: TaskId, owner: impl Into<String>, end: TaskEnd, now_ms: u64) -> Self {
+        Self {
+            task,
+            owner: owner.into(),
+            end,
+            now_ms,
+        }
+    }
+}
+
 /// How a running task ends, or leaves its worker.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TaskEnd {
@@ -268,13 +293,7 @@ pub trait TaskQueue: Send + Sync + Debug {
     /// Ends or gives back a running task `owner` holds; a conflict if it is not running under
     /// that owner (see [`StoreError::task_not_owned`]). A task whose cancellation was asked for
     /// does not go back to the queue: `Retry` and `Release` end it cancelled.
-    async fn complete(
-        &self,
-        task: TaskId,
-        owner: &str,
-        end: TaskEnd,
-        now_ms: u64,
-    ) -> Result<(), StoreError>;
+    async fn complete(&self, completion: Completion) -> Result<(), StoreError>;
 
     /// Takes every running task whose lease expired before now from its owner: back to ready,
     /// or cancelled when its cancellation was asked for. Each task exactly once, even with

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use stint_domain::{TaskId, TaskState};
-use stint_ports::TaskEnd;
+use stint_ports::{Completion, TaskEnd};
 
 use crate::Fixture;
 use crate::queue_support::{
@@ -19,16 +19,21 @@ pub async fn complete_is_owner_checked(fixture: &dyn Fixture) {
     let ids = enqueue(&*queue, vec![new_task("r", "a"), new_task("r", "b")]).await;
     let ready = enqueue_one(&*queue, new_task("r", "ready")).await;
     assert_eq!(claim(&*queue, "w", 2, 1_000).await, ids);
-    let wrong = queue.complete(ids[0], "intruder", TaskEnd::Finished, 1_500);
+    let wrong = queue.complete(Completion::new(
+        ids[0],
+        "intruder",
+        TaskEnd::Finished,
+        1_500,
+    ));
     assert_conflict(wrong.await, "complete by another owner");
-    let unclaimed = queue.complete(ready, "w", TaskEnd::Finished, 1_500);
+    let unclaimed = queue.complete(Completion::new(ready, "w", TaskEnd::Finished, 1_500));
     assert_conflict(unclaimed.await, "complete of a ready task");
     assert_eq!(task(&*queue, ids[0]).await.state, TaskState::Running);
 
     complete(&*queue, ids[0], "w", TaskEnd::Finished, 2_000).await;
     let failed = TaskEnd::Failed { error: boom() };
     complete(&*queue, ids[1], "w", failed, 2_100).await;
-    let again = queue.complete(ids[0], "w", TaskEnd::Finished, 2_200);
+    let again = queue.complete(Completion::new(ids[0], "w", TaskEnd::Finished, 2_200));
     assert_conflict(again.await, "complete of an ended task");
 
     let finished = task(&*queue, ids[0]).await;
@@ -96,7 +101,7 @@ pub async fn release_gives_the_task_back_at_once(fixture: &dyn Fixture) {
     assert_eq!((record.run_at_ms, record.last_error), (0, None));
     assert_eq!(record.updated_at_ms, 1_100);
     assert_eq!(claim(&*queue, "other", 1, 1_100).await, vec![id]);
-    let late = queue.complete(id, "draining", TaskEnd::Finished, 1_200);
+    let late = queue.complete(Completion::new(id, "draining", TaskEnd::Finished, 1_200));
     assert_conflict(late.await, "complete after releasing");
 }
 
@@ -133,7 +138,12 @@ pub async fn sweep_takes_back_each_expired_lease_once(fixture: &dyn Fixture) {
     for id in &live {
         assert_eq!(task(&*queue, *id).await.state, TaskState::Running);
     }
-    let zombie = queue.complete(dead[0], "dead", TaskEnd::Finished, expiry + 2);
+    let zombie = queue.complete(Completion::new(
+        dead[0],
+        "dead",
+        TaskEnd::Finished,
+        expiry + 2,
+    ));
     assert_conflict(zombie.await, "complete after the sweep");
     assert_eq!(ids.len(), dead.len() + live.len());
 }
