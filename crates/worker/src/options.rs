@@ -26,7 +26,9 @@ pub struct WorkerOptions {
     pub drain_timeout: Duration,
     /// Return once there is no work left (see [`Worker::run`](crate::Worker::run)).
     pub exit_when_empty: bool,
-    /// The token its claims are held under; unique per worker.
+    /// The token its claims are held under. It must be unique per running worker: a renewal
+    /// covers every claim of the owner, and the worker gives back those of its claims it runs
+    /// no task for, so two workers sharing an owner would give back each other's tasks.
     pub owner: String,
 }
 

@@ -81,8 +81,15 @@ impl Fixture {
     }
 
     /// A second, independent handle on the same SQLite file (as a second process would open).
+    /// On the memory store: the same store again.
     pub async fn second_handle(&self) -> Self {
-        let dir = self.dir.clone().expect("a SQLite fixture");
+        let Some(dir) = self.dir.clone() else {
+            return Self {
+                attempts: self.attempts.clone(),
+                queue: self.queue.clone(),
+                dir: None,
+            };
+        };
         let mut fixture = Self::sqlite(&dir.path().join("stint.db")).await;
         fixture.dir = Some(dir);
         fixture
