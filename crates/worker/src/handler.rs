@@ -100,7 +100,10 @@ impl Handler for Handlers {
         let spec = &task.task.spec;
         // The descriptor was built from this spec, so the kind is registered; a failure here
         // would still end the task rather than panic.
-        let run = self.registered(spec).map_err(TaskFailure::permanent)?.clone();
+        let run = self
+            .registered(spec)
+            .map_err(TaskFailure::permanent)?
+            .clone();
         let args = spec.get("args").cloned().unwrap_or(Value::Null);
         run(args, ctx).await
     }

@@ -108,7 +108,9 @@ pub(crate) async fn sweep(inner: Arc<Inner>) {
                     inner.wake.notify_one();
                 }
             }
-            Err(error) => inner.observer.store_error("sweeping expired claims", &error),
+            Err(error) => inner
+                .observer
+                .store_error("sweeping expired claims", &error),
         }
         tokio::time::sleep(inner.options.sweep_interval).await;
     }

@@ -86,7 +86,8 @@ async fn attempt(
     loop {
         let started = Arc::new(AtomicBool::new(false));
         let compute = {
-            let (handler, task, started) = (inner.handler.clone(), claimed.clone(), started.clone());
+            let (handler, task, started) =
+                (inner.handler.clone(), claimed.clone(), started.clone());
             move |ctx| {
                 started.store(true, Ordering::SeqCst);
                 async move { handler.run(task, ctx).await }

@@ -298,7 +298,9 @@ impl Loop {
                 .filter(|stats| self.inner.options.queues.contains(&stats.queue))
                 .all(|stats| stats.ready + stats.scheduled + stats.running == 0),
             Err(error) => {
-                self.inner.observer.store_error("reading queue counts", &error);
+                self.inner
+                    .observer
+                    .store_error("reading queue counts", &error);
                 false
             }
         }

@@ -50,7 +50,11 @@ async fn every_task_runs_once_with_concurrency_4(kind: Kind) {
     let mut expected = nodes.clone();
     expected.sort();
     assert_eq!(ran, expected, "every task ran exactly once");
-    assert_eq!(peak.load(Ordering::SeqCst), 4, "four ran at once, never more");
+    assert_eq!(
+        peak.load(Ordering::SeqCst),
+        4,
+        "four ran at once, never more"
+    );
     for (id, node) in ids.into_iter().zip(&nodes) {
         assert_eq!(fixture.task(id).await.state, TaskState::Finished);
         let states = fixture.attempt_states("run", node).await;
@@ -90,7 +94,11 @@ async fn one_slot_takes_tasks_by_priority(kind: Kind) {
         concurrency: 1,
         ..options()
     };
-    let report = run_to_end(&fixture.worker(Arc::new(handlers), one), Shutdown::default()).await;
+    let report = run_to_end(
+        &fixture.worker(Arc::new(handlers), one),
+        Shutdown::default(),
+    )
+    .await;
     assert_eq!(report.finished, 5);
     assert_eq!(ran.items(), vec![7, 5, 3, 0, -1]);
 }
@@ -115,7 +123,13 @@ async fn a_failing_task_is_retried_through_the_queue_then_fails(kind: Kind) {
     let seen: Log<Option<Value>> = Log::default();
     let options_of_task = json!({ "retries": 2, "backoff_ms": 100 });
     let ids = fixture
-        .enqueue(vec![task("run", "flaky", "flaky", json!(null), options_of_task)])
+        .enqueue(vec![task(
+            "run",
+            "flaky",
+            "flaky",
+            json!(null),
+            options_of_task,
+        )])
         .await;
     let worker = fixture.worker(Arc::new(failing(&seen)), options());
     let started = tokio::time::Instant::now();
@@ -132,7 +146,11 @@ async fn a_failing_task_is_retried_through_the_queue_then_fails(kind: Kind) {
     let checkpoints = seen.items();
     assert_eq!(
         checkpoints,
-        vec![None, Some(json!({"attempt": 1})), Some(json!({"attempt": 2}))],
+        vec![
+            None,
+            Some(json!({"attempt": 1})),
+            Some(json!({"attempt": 2}))
+        ],
         "each attempt resumes from the last heartbeat of the one before"
     );
 }
@@ -177,13 +195,20 @@ async fn unknown_kinds_and_panics_fail_their_task_and_the_worker_goes_on(kind: K
             task("run", "echo", "echo", json!({ "x": 1 }), json!({})),
         ])
         .await;
-    let report = run_to_end(&fixture.worker(Arc::new(handlers), options()), Shutdown::default())
-        .await;
+    let report = run_to_end(
+        &fixture.worker(Arc::new(handlers), options()),
+        Shutdown::default(),
+    )
+    .await;
     assert_eq!((report.failed, report.finished), (3, 1));
     let unknown = fixture.task(ids[0]).await;
     assert_eq!(unknown.state, TaskState::Failed);
     let message = unknown.last_error.expect("an error")["message"].clone();
-    assert!(message.as_str().is_some_and(|m| m.contains("no handler for kind")));
+    assert!(
+        message
+            .as_str()
+            .is_some_and(|m| m.contains("no handler for kind"))
+    );
     assert!(fixture.attempts_of("run", "unknown").await.is_empty());
     let typo = fixture.task(ids[1]).await.last_error.expect("an error");
     assert!(typo.to_string().contains("unknown option"));

@@ -199,12 +199,26 @@ async fn a_drain_gives_back_a_long_task_after_the_drain_timeout(kind: Kind) {
     let options = staying(Duration::from_millis(300));
     let worker = fixture.worker(Arc::new(until_cancelled(&started)), options);
     let (report, took) = stop_when_started(&worker, &started, 1, |s| s.drain.cancel()).await;
-    assert!(took >= Duration::from_millis(300), "it waited the drain timeout");
-    assert_eq!((report.released, report.cancelled, report.failed), (1, 0, 0));
+    assert!(
+        took >= Duration::from_millis(300),
+        "it waited the drain timeout"
+    );
+    assert_eq!(
+        (report.released, report.cancelled, report.failed),
+        (1, 0, 0)
+    );
     let task = fixture.task(ids[0]).await;
-    assert_eq!(task.state, TaskState::Ready, "ready again for another worker");
+    assert_eq!(
+        task.state,
+        TaskState::Ready,
+        "ready again for another worker"
+    );
     let states = fixture.attempt_states("run", "long").await;
-    assert_eq!(states, vec![AttemptState::Cancelled], "recorded cancelled, not failed");
+    assert_eq!(
+        states,
+        vec![AttemptState::Cancelled],
+        "recorded cancelled, not failed"
+    );
 }
 on_every_store!(a_drain_gives_back_a_long_task_after_the_drain_timeout);
 
@@ -227,14 +241,21 @@ async fn a_drain_lets_short_tasks_finish_and_claims_no_more(kind: Kind) {
         .await;
     let worker = fixture.worker(Arc::new(handlers), staying(Duration::from_secs(10)));
     let (report, took) = stop_when_started(&worker, &started, 4, |s| s.drain.cancel()).await;
-    assert!(took < Duration::from_secs(5), "it did not wait the drain timeout");
+    assert!(
+        took < Duration::from_secs(5),
+        "it did not wait the drain timeout"
+    );
     assert_eq!((report.finished, report.released), (4, 0));
     let mut states = HashMap::new();
     for id in ids {
         *states.entry(fixture.task(id).await.state).or_insert(0) += 1;
     }
     assert_eq!(states.get(&TaskState::Finished), Some(&4));
-    assert_eq!(states.get(&TaskState::Ready), Some(&1), "the fifth was never claimed");
+    assert_eq!(
+        states.get(&TaskState::Ready),
+        Some(&1),
+        "the fifth was never claimed"
+    );
 }
 on_every_store!(a_drain_lets_short_tasks_finish_and_claims_no_more);
 
@@ -247,7 +268,10 @@ async fn an_abort_gives_back_running_tasks_at_once(kind: Kind) {
         staying(Duration::from_secs(60)),
     );
     let (report, took) = stop_when_started(&worker, &started, 2, |s| s.abort.cancel()).await;
-    assert!(took < Duration::from_secs(5), "it did not wait the drain timeout");
+    assert!(
+        took < Duration::from_secs(5),
+        "it did not wait the drain timeout"
+    );
     assert_eq!((report.released, report.cancelled), (2, 0));
     for id in ids {
         assert_eq!(fixture.task(id).await.state, TaskState::Ready);
