@@ -133,22 +133,27 @@ fn worker_on(fixture: &Fixture, queue: &Arc<Renewals>, log: &Log<&'static str>) 
     )
 }
 
-async fn a_worker_that_cannot_renew_fences_itself_and_writes_nothing(kind: Kind) {
+/// A store, a queue on it whose renewals start in `mode`, one task of node `node` with a
+/// 400 ms attempt lease, and the log its handler writes to.
+async fn one_task(
+    kind: Kind,
+    mode: u8,
+    node: &str,
+) -> (Fixture, Arc<Renewals>, TaskId, Log<&'static str>) {
     let fixture = Fixture::new(kind).await;
     let queue = Arc::new(Renewals {
         inner: fixture.queue.clone(),
-        mode: AtomicU8::new(RENEW),
+        mode: AtomicU8::new(mode),
     });
+    let lease = json!({ "lease_ms": 400 });
     let ids = fixture
-        .enqueue(vec![task(
-            "run",
-            "f",
-            "job",
-            json!(null),
-            json!({ "lease_ms": 400 }),
-        )])
+        .enqueue(vec![task("run", node, "job", json!(null), lease)])
         .await;
-    let log: Log<&'static str> = Log::default();
+    (fixture, queue, ids[0], Log::default())
+}
+
+async fn a_worker_that_cannot_renew_fences_itself_and_writes_nothing(kind: Kind) {
+    let (fixture, queue, id, log) = one_task(kind, RENEW, "f").await;
     let worker = worker_on(&fixture, &queue, &log);
     let run = worker.run(Shutdown::default());
     tokio::pin!(run);
@@ -166,7 +171,7 @@ async fn a_worker_that_cannot_renew_fences_itself_and_writes_nothing(kind: Kind)
     );
     assert_eq!(log.items(), vec!["started", "dropped"]);
     // Nothing was written: the task is still claimed, the attempt still in progress.
-    assert_eq!(fixture.task(ids[0]).await.state, TaskState::Running);
+    assert_eq!(fixture.task(id).await.state, TaskState::Running);
     let states = fixture.attempt_states("run", "f").await;
     assert_eq!(states, vec![AttemptState::InProgress]);
 
@@ -183,21 +188,7 @@ async fn a_worker_that_cannot_renew_fences_itself_and_writes_nothing(kind: Kind)
 on_every_store!(a_worker_that_cannot_renew_fences_itself_and_writes_nothing);
 
 async fn a_task_whose_claim_was_lost_is_dropped_then_run_again(kind: Kind) {
-    let fixture = Fixture::new(kind).await;
-    let queue = Arc::new(Renewals {
-        inner: fixture.queue.clone(),
-        mode: AtomicU8::new(FORGET),
-    });
-    let ids = fixture
-        .enqueue(vec![task(
-            "run",
-            "l",
-            "job",
-            json!(null),
-            json!({ "lease_ms": 400 }),
-        )])
-        .await;
-    let log: Log<&'static str> = Log::default();
+    let (fixture, queue, id, log) = one_task(kind, FORGET, "l").await;
     let worker = worker_on(&fixture, &queue, &log);
     let run = run_to_end(&worker, Shutdown::default());
     tokio::pin!(run);
@@ -208,7 +199,7 @@ async fn a_task_whose_claim_was_lost_is_dropped_then_run_again(kind: Kind) {
         }) => {}
     }
     // Nothing terminal was written for it (a sweep may have taken it back already).
-    assert!(!fixture.task(ids[0]).await.state.is_ended());
+    assert!(!fixture.task(id).await.state.is_ended());
     queue.mode.store(RENEW, Ordering::SeqCst);
     let report = run.await;
     assert_eq!(report.finished, 1);
