@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use stint_adapters_memory::MemoryStore;
+use stint_adapters_postgres::PostgresStore;
+use stint_adapters_postgres::test_support::{SchemaGuard, fresh_schema};
 use stint_adapters_sqlite::{SqliteOptions, SqliteStore};
 use stint_domain::{AttemptRecord, AttemptState, TaskId, TaskRecord};
 use stint_engine::{Engine, EngineOptions, NoVcs, Ports, SystemClock};
@@ -21,23 +23,22 @@ use tempfile::TempDir;
 pub enum Kind {
     Memory,
     Sqlite,
+    /// A fresh schema of the PostgreSQL test server (dropped by [`drop_schemas`]).
+    Postgres,
 }
 
-/// Runs `case` once per backend, as two tests.
-#[macro_export]
-macro_rules! on_every_store {
-    ($case:ident) => {
-        mod $case {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn memory() {
-                super::$case(super::common::Kind::Memory).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$case(super::common::Kind::Sqlite).await;
-            }
-        }
-    };
+thread_local! {
+    /// The schemas the PostgreSQL case running on this thread made (each case's future runs
+    /// on its test's own thread, under `block_on`).
+    static SCHEMAS: std::cell::RefCell<Vec<SchemaGuard>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Drops the schemas the case running on this thread made.
+pub async fn drop_schemas() {
+    let guards: Vec<SchemaGuard> = SCHEMAS.with_borrow_mut(std::mem::take);
+    for guard in guards {
+        guard.drop_schema().await;
+    }
 }
 
 /// One store, seen through both the attempt ports and the queue ports.
@@ -45,6 +46,8 @@ pub struct Fixture {
     pub attempts: Arc<dyn Store>,
     pub queue: Arc<dyn QueueStore>,
     dir: Option<Arc<TempDir>>,
+    /// The URL of the PostgreSQL schema, for a second handle.
+    schema_url: Option<String>,
 }
 
 impl Fixture {
@@ -56,6 +59,19 @@ impl Fixture {
                     attempts: store.clone(),
                     queue: store,
                     dir: None,
+                    schema_url: None,
+                }
+            }
+            Kind::Postgres => {
+                let (store, guard) = fresh_schema().await;
+                let store = Arc::new(store);
+                let schema_url = Some(guard.url());
+                SCHEMAS.with_borrow_mut(|schemas| schemas.push(guard));
+                Self {
+                    attempts: store.clone(),
+                    queue: store,
+                    dir: None,
+                    schema_url,
                 }
             }
             Kind::Sqlite => {
@@ -77,17 +93,29 @@ impl Fixture {
             attempts: store.clone(),
             queue: store,
             dir: None,
+            schema_url: None,
         }
     }
 
-    /// A second, independent handle on the same SQLite file (as a second process would open).
+    /// A second, independent handle on the same SQLite file or PostgreSQL schema (as a second
+    /// process would open).
     /// On the memory store: the same store again.
     pub async fn second_handle(&self) -> Self {
+        if let Some(url) = &self.schema_url {
+            let store = Arc::new(PostgresStore::connect(url).await.expect("a second pool"));
+            return Self {
+                attempts: store.clone(),
+                queue: store,
+                dir: None,
+                schema_url: self.schema_url.clone(),
+            };
+        }
         let Some(dir) = self.dir.clone() else {
             return Self {
                 attempts: self.attempts.clone(),
                 queue: self.queue.clone(),
                 dir: None,
+                schema_url: None,
             };
         };
         let mut fixture = Self::sqlite(&dir.path().join("stint.db")).await;

@@ -1,8 +1,6 @@
 //! Tasks that stop early or change hands: a killed worker, racing workers, a node still busy,
 //! cancellation requests, drain and abort.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +11,7 @@ use stint_engine::{TaskContext, TaskFailure};
 use stint_ports::{BeginAttempt, CancelTarget};
 use stint_worker::{Handlers, Shutdown, WorkerOptions};
 
-use common::{Fixture, Kind, Log, eventually, now_ms, options, run_to_end, task};
+use crate::common::{Fixture, Kind, Log, eventually, now_ms, options, run_to_end, task};
 
 /// A handler whose tasks log their node, then run until cancelled.
 fn until_cancelled(started: &Log<String>) -> Handlers {
@@ -39,7 +37,7 @@ fn jobs(nodes: &[&str], options: Value) -> Vec<stint_ports::NewTask> {
         .collect()
 }
 
-async fn a_killed_workers_tasks_are_swept_back_and_finished(kind: Kind) {
+pub(crate) async fn a_killed_workers_tasks_are_swept_back_and_finished(kind: Kind) {
     let fixture = Fixture::new(kind).await;
     let nodes = ["k1", "k2", "k3"];
     let ids = fixture
@@ -77,9 +75,8 @@ async fn a_killed_workers_tasks_are_swept_back_and_finished(kind: Kind) {
         assert_eq!(code, Some(ErrorCode::AttemptAbandoned));
     }
 }
-on_every_store!(a_killed_workers_tasks_are_swept_back_and_finished);
 
-async fn two_workers_share_200_tasks_each_run_once(kind: Kind) {
+pub(crate) async fn two_workers_share_200_tasks_each_run_once(kind: Kind) {
     let fixture = Fixture::new(kind).await;
     let nodes: Vec<String> = (0..200).map(|i| format!("t{i}")).collect();
     let names: Vec<&str> = nodes.iter().map(String::as_str).collect();
@@ -111,9 +108,8 @@ async fn two_workers_share_200_tasks_each_run_once(kind: Kind) {
         assert_eq!(states, vec![AttemptState::Finished], "node {node}");
     }
 }
-on_every_store!(two_workers_share_200_tasks_each_run_once);
 
-async fn a_task_whose_node_is_busy_goes_back_until_recovery_frees_it(kind: Kind) {
+pub(crate) async fn a_task_whose_node_is_busy_goes_back_until_recovery_frees_it(kind: Kind) {
     let fixture = Fixture::new(kind).await;
     // A runner that died: its attempt stays in progress until its lease expires.
     let begin = BeginAttempt {
@@ -143,9 +139,8 @@ async fn a_task_whose_node_is_busy_goes_back_until_recovery_frees_it(kind: Kind)
     let states = fixture.attempt_states("run", "busy").await;
     assert_eq!(states, vec![AttemptState::Failed, AttemptState::Finished]);
 }
-on_every_store!(a_task_whose_node_is_busy_goes_back_until_recovery_frees_it);
 
-async fn a_cancel_request_ends_a_running_task_cancelled(kind: Kind) {
+pub(crate) async fn a_cancel_request_ends_a_running_task_cancelled(kind: Kind) {
     let fixture = Fixture::new(kind).await;
     let started: Log<String> = Log::default();
     let ids = fixture.enqueue(jobs(&["c"], json!({}))).await;
@@ -161,7 +156,6 @@ async fn a_cancel_request_ends_a_running_task_cancelled(kind: Kind) {
     let states = fixture.attempt_states("run", "c").await;
     assert_eq!(states, vec![AttemptState::Cancelled]);
 }
-on_every_store!(a_cancel_request_ends_a_running_task_cancelled);
 
 fn staying(drain_timeout: Duration) -> WorkerOptions {
     WorkerOptions {
@@ -192,7 +186,7 @@ async fn stop_when_started(
     (report, stopped_at.elapsed())
 }
 
-async fn a_drain_gives_back_a_long_task_after_the_drain_timeout(kind: Kind) {
+pub(crate) async fn a_drain_gives_back_a_long_task_after_the_drain_timeout(kind: Kind) {
     let fixture = Fixture::new(kind).await;
     let started: Log<String> = Log::default();
     let ids = fixture.enqueue(jobs(&["long"], json!({}))).await;
@@ -220,9 +214,8 @@ async fn a_drain_gives_back_a_long_task_after_the_drain_timeout(kind: Kind) {
         "recorded cancelled, not failed"
     );
 }
-on_every_store!(a_drain_gives_back_a_long_task_after_the_drain_timeout);
 
-async fn a_drain_lets_short_tasks_finish_and_claims_no_more(kind: Kind) {
+pub(crate) async fn a_drain_lets_short_tasks_finish_and_claims_no_more(kind: Kind) {
     let fixture = Fixture::new(kind).await;
     let started: Log<String> = Log::default();
     let handlers = {
@@ -257,9 +250,8 @@ async fn a_drain_lets_short_tasks_finish_and_claims_no_more(kind: Kind) {
         "the fifth was never claimed"
     );
 }
-on_every_store!(a_drain_lets_short_tasks_finish_and_claims_no_more);
 
-async fn an_abort_gives_back_running_tasks_at_once(kind: Kind) {
+pub(crate) async fn an_abort_gives_back_running_tasks_at_once(kind: Kind) {
     let fixture = Fixture::new(kind).await;
     let started: Log<String> = Log::default();
     let ids = fixture.enqueue(jobs(&["a1", "a2"], json!({}))).await;
@@ -277,4 +269,3 @@ async fn an_abort_gives_back_running_tasks_at_once(kind: Kind) {
         assert_eq!(fixture.task(id).await.state, TaskState::Ready);
     }
 }
-on_every_store!(an_abort_gives_back_running_tasks_at_once);

@@ -1,8 +1,6 @@
 //! Running tasks: concurrency, claim order, retries through the queue, dispatch, exit when
 //! empty, wake-ups.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -15,9 +13,9 @@ use stint_ports::NewTask;
 use stint_worker::{Handlers, Shutdown, Wakeups, WorkerOptions};
 use tokio::sync::Notify;
 
-use common::{Fixture, Kind, Log, eventually, now_ms, options, run_to_end, task};
+use crate::common::{Fixture, Kind, Log, eventually, now_ms, options, run_to_end, task};
 
-async fn every_task_runs_once_with_concurrency_4(kind: Kind) {
+pub(crate) async fn every_task_runs_once_with_concurrency_4(kind: Kind) {
     let fixture = Fixture::new(kind).await;
     let ran: Log<String> = Log::default();
     let (now, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
@@ -61,9 +59,8 @@ async fn every_task_runs_once_with_concurrency_4(kind: Kind) {
         assert_eq!(states, vec![AttemptState::Finished], "node {node}");
     }
 }
-on_every_store!(every_task_runs_once_with_concurrency_4);
 
-async fn one_slot_takes_tasks_by_priority(kind: Kind) {
+pub(crate) async fn one_slot_takes_tasks_by_priority(kind: Kind) {
     let fixture = Fixture::new(kind).await;
     let ran: Log<i64> = Log::default();
     let handlers = {
@@ -102,7 +99,6 @@ async fn one_slot_takes_tasks_by_priority(kind: Kind) {
     assert_eq!(report.finished, 5);
     assert_eq!(ran.items(), vec![7, 5, 3, 0, -1]);
 }
-on_every_store!(one_slot_takes_tasks_by_priority);
 
 /// A handler that heartbeats its attempt number, then fails retryably; logs the checkpoint each
 /// attempt started from.
@@ -118,7 +114,7 @@ fn failing(seen: &Log<Option<Value>>) -> Handlers {
     })
 }
 
-async fn a_failing_task_is_retried_through_the_queue_then_fails(kind: Kind) {
+pub(crate) async fn a_failing_task_is_retried_through_the_queue_then_fails(kind: Kind) {
     let fixture = Fixture::new(kind).await;
     let seen: Log<Option<Value>> = Log::default();
     let options_of_task = json!({ "retries": 2, "backoff_ms": 100 });
@@ -154,9 +150,8 @@ async fn a_failing_task_is_retried_through_the_queue_then_fails(kind: Kind) {
         "each attempt resumes from the last heartbeat of the one before"
     );
 }
-on_every_store!(a_failing_task_is_retried_through_the_queue_then_fails);
 
-async fn a_retried_task_gets_its_retries_again(kind: Kind) {
+pub(crate) async fn a_retried_task_gets_its_retries_again(kind: Kind) {
     let fixture = Fixture::new(kind).await;
     let seen: Log<Option<Value>> = Log::default();
     let retries = json!({ "retries": 1, "backoff_ms": 10 });
@@ -178,9 +173,8 @@ async fn a_retried_task_gets_its_retries_again(kind: Kind) {
     let states = fixture.attempt_states("run", "again").await;
     assert_eq!(states, vec![AttemptState::Failed; 4]);
 }
-on_every_store!(a_retried_task_gets_its_retries_again);
 
-async fn unknown_kinds_and_panics_fail_their_task_and_the_worker_goes_on(kind: Kind) {
+pub(crate) async fn unknown_kinds_and_panics_fail_their_task_and_the_worker_goes_on(kind: Kind) {
     let fixture = Fixture::new(kind).await;
     let handlers = Handlers::new()
         .register("echo", |args: Value, _ctx| async move { Ok(args) })
@@ -215,9 +209,8 @@ async fn unknown_kinds_and_panics_fail_their_task_and_the_worker_goes_on(kind: K
     assert_eq!(fixture.task(ids[2]).await.state, TaskState::Failed);
     assert_eq!(fixture.task(ids[3]).await.state, TaskState::Finished);
 }
-on_every_store!(unknown_kinds_and_panics_fail_their_task_and_the_worker_goes_on);
 
-async fn exit_when_empty_waits_for_scheduled_tasks_only(kind: Kind) {
+pub(crate) async fn exit_when_empty_waits_for_scheduled_tasks_only(kind: Kind) {
     let fixture = Fixture::new(kind).await;
     let handlers = Arc::new(Handlers::new().register("echo", |a, _| async move { Ok(a) }));
     let worker = fixture.worker(handlers, options());
@@ -234,7 +227,6 @@ async fn exit_when_empty_waits_for_scheduled_tasks_only(kind: Kind) {
     assert_eq!(report.finished, 1, "it waited for the scheduled task");
     assert!(started.elapsed() >= Duration::from_millis(250));
 }
-on_every_store!(exit_when_empty_waits_for_scheduled_tasks_only);
 
 #[derive(Debug, Default)]
 struct Bell(Notify);
@@ -246,7 +238,7 @@ impl Wakeups for Bell {
     }
 }
 
-async fn an_idle_worker_claims_when_woken(kind: Kind) {
+pub(crate) async fn an_idle_worker_claims_when_woken(kind: Kind) {
     let fixture = Fixture::new(kind).await;
     let handlers = Arc::new(Handlers::new().register("echo", |a, _| async move { Ok(a) }));
     let idle = WorkerOptions {
@@ -280,4 +272,3 @@ async fn an_idle_worker_claims_when_woken(kind: Kind) {
     let report = running.await.expect("joins").expect("runs");
     assert_eq!(report.finished, 2);
 }
-on_every_store!(an_idle_worker_claims_when_woken);

@@ -1,8 +1,6 @@
 //! Claims the worker cannot hold: renewals that fail (the worker fences itself) and renewals
 //! that no longer list a task (its compute is dropped).
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
@@ -17,7 +15,7 @@ use stint_ports::{
 };
 use stint_worker::{Handlers, Shutdown, Worker, WorkerError, WorkerOptions};
 
-use common::{Fixture, Kind, Log, eventually, options, run_to_end, task};
+use crate::common::{Fixture, Kind, Log, eventually, options, run_to_end, task};
 
 const RENEW: u8 = 0;
 const FAIL: u8 = 1;
@@ -152,7 +150,7 @@ async fn one_task(
     (fixture, queue, ids[0], Log::default())
 }
 
-async fn a_worker_that_cannot_renew_fences_itself_and_writes_nothing(kind: Kind) {
+pub(crate) async fn a_worker_that_cannot_renew_fences_itself_and_writes_nothing(kind: Kind) {
     let (fixture, queue, id, log) = one_task(kind, RENEW, "f").await;
     let worker = worker_on(&fixture, &queue, &log);
     let run = worker.run(Shutdown::default());
@@ -185,9 +183,8 @@ async fn a_worker_that_cannot_renew_fences_itself_and_writes_nothing(kind: Kind)
     let states = fixture.attempt_states("run", "f").await;
     assert_eq!(states, vec![AttemptState::Failed, AttemptState::Finished]);
 }
-on_every_store!(a_worker_that_cannot_renew_fences_itself_and_writes_nothing);
 
-async fn a_task_whose_claim_was_lost_is_dropped_then_run_again(kind: Kind) {
+pub(crate) async fn a_task_whose_claim_was_lost_is_dropped_then_run_again(kind: Kind) {
     let (fixture, queue, id, log) = one_task(kind, FORGET, "l").await;
     let worker = worker_on(&fixture, &queue, &log);
     let run = run_to_end(&worker, Shutdown::default());
@@ -207,4 +204,3 @@ async fn a_task_whose_claim_was_lost_is_dropped_then_run_again(kind: Kind) {
     let states = fixture.attempt_states("run", "l").await;
     assert_eq!(states, vec![AttemptState::Failed, AttemptState::Finished]);
 }
-on_every_store!(a_task_whose_claim_was_lost_is_dropped_then_run_again);
