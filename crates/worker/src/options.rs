@@ -181,6 +181,7 @@ impl Recovery for EngineRecovery {
 /// the same process at once).
 #[async_trait]
 pub trait Wakeups: Send + Sync + Debug + 'static {
-    /// Waits for the next wake-up.
+    /// Waits for the next wake-up. Must be cancel-safe: the worker drops a pending call
+    /// whenever something else wakes it, and calls again.
     async fn next(&self);
 }

@@ -118,6 +118,8 @@ impl Worker {
     /// claim finds nothing while none of its own tasks runs and no task of its queues is ready,
     /// scheduled (a retry waiting out its backoff included) or running anywhere.
     ///
+    /// Run one at a time per worker (the claims are held under its one owner token).
+    ///
     /// `Err` only for invalid options or when the worker was fenced (see
     /// [`WorkerError::Fenced`]); store errors on the way are reported to the observer and
     /// retried. Dropping the future drops every running compute and writes nothing: the claims
