@@ -24,6 +24,7 @@ macro_rules! every_case {
             stopping::a_drain_gives_back_a_long_task_after_the_drain_timeout,
             stopping::a_drain_lets_short_tasks_finish_and_claims_no_more,
             stopping::an_abort_gives_back_running_tasks_at_once,
+            stopping::a_task_whose_attempt_could_not_begin_goes_back_and_runs,
             fencing::a_worker_that_cannot_renew_fences_itself_and_writes_nothing,
             fencing::a_task_whose_claim_was_lost_is_dropped_then_run_again,
         }

@@ -8,10 +8,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use stint_domain::{AttemptState, ErrorCode, NodeKey, TaskState};
 use stint_engine::{TaskContext, TaskFailure};
-use stint_ports::{BeginAttempt, CancelTarget};
-use stint_worker::{Handlers, Shutdown, WorkerOptions};
+use stint_ports::{BeginAttempt, CancelTarget, InstrumentedStore, StoreError, WriteOp};
+use stint_worker::{Handlers, Shutdown, Worker, WorkerOptions};
 
-use crate::common::{Fixture, Kind, Log, eventually, now_ms, options, run_to_end, task};
+use crate::common::{Fixture, Kind, Log, engine_on, eventually, now_ms, options, run_to_end, task};
 
 /// A handler whose tasks log their node, then run until cancelled.
 fn until_cancelled(started: &Log<String>) -> Handlers {
@@ -268,4 +268,25 @@ pub(crate) async fn an_abort_gives_back_running_tasks_at_once(kind: Kind) {
     for id in ids {
         assert_eq!(fixture.task(id).await.state, TaskState::Ready);
     }
+}
+
+pub(crate) async fn a_task_whose_attempt_could_not_begin_goes_back_and_runs(kind: Kind) {
+    let fixture = Fixture::new(kind).await;
+    let attempts = Arc::new(InstrumentedStore::new(fixture.attempts.clone()));
+    attempts.fail_next(WriteOp::Begin, StoreError::unavailable("the store is away"));
+    let ids = fixture.enqueue(jobs(&["b"], json!({}))).await;
+    let worker = Worker::new(
+        engine_on(attempts.clone()),
+        fixture.queue.clone(),
+        Arc::new(finishing()),
+        options(),
+    );
+    // Nothing is written for the task when its begin fails; the next renewal finds its claim
+    // held by no running task and gives it back.
+    let report = run_to_end(&worker, Shutdown::default()).await;
+    assert_eq!((report.released, report.finished), (1, 1));
+    assert_eq!(attempts.calls(WriteOp::Begin), 2);
+    assert_eq!(fixture.task(ids[0]).await.claims, 2);
+    let states = fixture.attempt_states("run", "b").await;
+    assert_eq!(states, vec![AttemptState::Finished]);
 }

@@ -124,11 +124,7 @@ impl Fixture {
     }
 
     pub fn engine(&self) -> Engine {
-        let options = EngineOptions {
-            cancel_grace: Duration::from_millis(300),
-            ..EngineOptions::default()
-        };
-        Engine::with_options(Ports::new(self.attempts.clone(), Arc::new(NoVcs)), options)
+        engine_on(self.attempts.clone())
     }
 
     pub fn worker(&self, handler: Arc<dyn Handler>, options: WorkerOptions) -> Worker {
@@ -170,6 +166,15 @@ impl Fixture {
         attempts.sort_by_key(|a| a.attempt);
         attempts.into_iter().map(|a| a.state).collect()
     }
+}
+
+/// An engine on `attempts`, with a short cancel grace.
+pub fn engine_on(attempts: Arc<dyn Store>) -> Engine {
+    let options = EngineOptions {
+        cancel_grace: Duration::from_millis(300),
+        ..EngineOptions::default()
+    };
+    Engine::with_options(Ports::new(attempts, Arc::new(NoVcs)), options)
 }
 
 /// Options for tests: short leases, fast polls, exit when empty.
