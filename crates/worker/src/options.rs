@@ -185,3 +185,51 @@ pub trait Wakeups: Send + Sync + Debug + 'static {
     /// whenever something else wakes it, and calls again.
     async fn next(&self);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_no_worker_can_run_with_are_refused() {
+        assert_eq!(WorkerOptions::default().check(), Ok(()));
+        let refused = [
+            WorkerOptions {
+                queues: Vec::new(),
+                ..WorkerOptions::default()
+            },
+            WorkerOptions {
+                queues: vec![String::new()],
+                ..WorkerOptions::default()
+            },
+            WorkerOptions {
+                concurrency: 0,
+                ..WorkerOptions::default()
+            },
+            WorkerOptions {
+                claim_lease: Duration::from_millis(3),
+                ..WorkerOptions::default()
+            },
+            WorkerOptions {
+                poll_interval: Duration::ZERO,
+                ..WorkerOptions::default()
+            },
+            WorkerOptions {
+                owner: String::new(),
+                ..WorkerOptions::default()
+            },
+        ];
+        for options in refused {
+            let error = options.check().expect_err("refused");
+            assert!(matches!(error, WorkerError::InvalidOptions(_)), "{error}");
+        }
+    }
+
+    #[test]
+    fn each_default_worker_has_its_own_owner() {
+        assert_ne!(
+            WorkerOptions::default().owner,
+            WorkerOptions::default().owner
+        );
+    }
+}
