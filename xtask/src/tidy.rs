@@ -133,7 +133,9 @@ fn forbidden_dependencies() -> Vec<(&'static str, Vec<&'static str>)> {
         // Nothing in the ports knows SQL or a database.
         ("stint-ports", outward.clone()),
         // The engine does not know which store it runs on.
-        ("stint-engine", outward),
+        ("stint-engine", outward.clone()),
+        // Nor does the worker: it runs on the queue and attempt ports.
+        ("stint-worker", outward),
     ]
 }
 

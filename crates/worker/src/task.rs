@@ -1,0 +1,165 @@
+//! One claimed task, run as one attempt of its node, and the end its outcome writes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use stint_domain::{AttemptState, TaskError, TaskId};
+use stint_engine::{AttemptOutcome, CancellationToken, EngineError};
+use stint_ports::{ClaimedTask, TaskEnd};
+
+use crate::worker::Inner;
+
+/// The pauses between tries of a task's end that failed to be written: doubling up to 1 s,
+/// for as long as a claim lease.
+const COMPLETE_RETRY_FIRST: Duration = Duration::from_millis(50);
+const COMPLETE_RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// How the worker stops one running task.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Stop {
+    /// The engine's cancellation of the attempt.
+    pub(crate) cancel: CancellationToken,
+    /// Set before `cancel` when the worker itself stops the task (drain, abort): its
+    /// cancellation then gives the task back instead of ending it.
+    pub(crate) give_back: Arc<AtomicBool>,
+}
+
+impl Stop {
+    /// Cancels the task and gives it back.
+    pub(crate) fn give_back(&self) {
+        self.give_back.store(true, Ordering::SeqCst);
+        self.cancel.cancel();
+    }
+}
+
+/// What became of one task.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Settled {
+    /// `end` was written.
+    Ended(TaskEnd),
+    /// Nothing was written (the engine could not record the attempt's end, or the end could not
+    /// be written); the claim is given back by the next renewal or expires.
+    Dropped,
+}
+
+/// Runs `claimed` to a written end.
+pub(crate) async fn run(inner: Arc<Inner>, claimed: ClaimedTask, stop: Stop) -> Settled {
+    let id = claimed.task.id;
+    let end = match attempt(&inner, &claimed, &stop).await {
+        Ok(end) => end,
+        Err(error) => {
+            tracing::warn!(task = %id, %error, "the attempt's end was not recorded; the task goes back");
+            inner.observer.dropped(id, &error);
+            return Settled::Dropped;
+        }
+    };
+    if complete(&inner, id, end.clone()).await {
+        inner.observer.ended(id, &end);
+        Settled::Ended(end)
+    } else {
+        Settled::Dropped
+    }
+}
+
+/// Runs the attempt (recovering once when the node's last attempt is still in progress) and
+/// says how the task ends.
+async fn attempt(
+    inner: &Arc<Inner>,
+    claimed: &ClaimedTask,
+    stop: &Stop,
+) -> Result<TaskEnd, EngineError> {
+    let mut desc = match inner.handler.descriptor(claimed) {
+        Ok(desc) => desc,
+        Err(reason) => {
+            let error = TaskError::task_failed(format!("invalid task spec: {reason}"))
+                .with_details(json!({ "invalid_spec": reason }));
+            return Ok(TaskEnd::Failed {
+                error: to_json(&error),
+            });
+        }
+    };
+    // Failed attempts `stint retry` set aside do not count toward the retries.
+    desc.retry.retries = desc.retry.retries.saturating_add(claimed.task.retry_base);
+    let mut recovered = false;
+    loop {
+        let started = Arc::new(AtomicBool::new(false));
+        let compute = {
+            let (handler, task, started) =
+                (inner.handler.clone(), claimed.clone(), started.clone());
+            move |ctx| {
+                started.store(true, Ordering::SeqCst);
+                async move { handler.run(task, ctx).await }
+            }
+        };
+        match inner.engine.run_attempt(&desc, compute, &stop.cancel).await {
+            Ok(outcome) => return Ok(end_of(inner, &outcome, stop)),
+            // Refused at the begin: the node's last attempt is still in progress (its worker
+            // died). Recovery frees it once its lease expired; until then the task goes back.
+            Err(EngineError::Store(error))
+                if error.is_conflict() && !started.load(Ordering::SeqCst) =>
+            {
+                if recovered {
+                    return Ok(TaskEnd::Release);
+                }
+                recovered = true;
+                if let Err(error) = inner.recovery.recover(&inner.engine).await {
+                    tracing::warn!(%error, "recovery failed");
+                    return Ok(TaskEnd::Release);
+                }
+            }
+            Err(error @ (EngineError::Store(_) | EngineError::Fenced { .. })) => return Err(error),
+            // The descriptor cannot be run: no attempt began, and no retry would change that.
+            Err(error) => {
+                let error = TaskError::new(error.code(), error.to_string());
+                return Ok(TaskEnd::Failed {
+                    error: to_json(&error),
+                });
+            }
+        }
+    }
+}
+
+/// The end an attempt's outcome writes for its task.
+fn end_of(inner: &Inner, outcome: &AttemptOutcome, stop: &Stop) -> TaskEnd {
+    let error = || to_json(&outcome.error.clone().unwrap_or_else(TaskError::aborted));
+    match (outcome.state, outcome.retry) {
+        (AttemptState::Finished, _) => TaskEnd::Finished,
+        (AttemptState::Cancelled, _) if stop.give_back.load(Ordering::SeqCst) => TaskEnd::Release,
+        (AttemptState::Cancelled, _) => TaskEnd::Cancelled { error: error() },
+        (_, Some(plan)) => TaskEnd::Retry {
+            run_at_ms: inner.now_ms().saturating_add(plan.delay_ms),
+            error: error(),
+        },
+        (_, None) => TaskEnd::Failed { error: error() },
+    }
+}
+
+/// Writes `end`, retrying a write that failed for up to a claim lease; a conflict (the task is
+/// no longer this worker's) is final. Whether it was written.
+async fn complete(inner: &Inner, id: TaskId, end: TaskEnd) -> bool {
+    let give_up_at = tokio::time::Instant::now() + inner.options.claim_lease;
+    let mut pause = COMPLETE_RETRY_FIRST;
+    loop {
+        let write = inner
+            .queue
+            .complete(id, &inner.options.owner, end.clone(), inner.now_ms());
+        let error = match write.await {
+            Ok(()) => return true,
+            Err(error) => error,
+        };
+        inner.observer.store_error("completing a task", &error);
+        if error.is_conflict() || tokio::time::Instant::now() + pause > give_up_at {
+            tracing::warn!(task = %id, %error, "the task's end was not written");
+            return false;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(COMPLETE_RETRY_MAX);
+    }
+}
+
+/// The error as the task's `last_error` holds it.
+pub(crate) fn to_json(error: &TaskError) -> Value {
+    serde_json::to_value(error).unwrap_or(Value::Null)
+}

@@ -1,0 +1,430 @@
+//! The worker: its loop claims up to its free slots, runs each task as a tokio task of its own,
+//! and reacts to renewals, ended tasks, wake-ups and shutdown.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use stint_domain::{TaskError, TaskId};
+use stint_engine::Engine;
+use stint_ports::{Claim, ClaimedTask, QueueStore, TaskEnd};
+use tokio::sync::{Notify, mpsc};
+use tokio::task::{AbortHandle, JoinError, JoinSet};
+use tokio::time::Instant;
+use tokio_util::task::AbortOnDropHandle;
+
+use crate::handler::Handler;
+use crate::keeper::{KeeperReport, Renewal, keep_claims, sweep};
+use crate::options::{
+    EngineRecovery, NoopWorkerObserver, Recovery, Shutdown, Wakeups, WorkerError, WorkerObserver,
+    WorkerOptions, WorkerReport,
+};
+use crate::task::{self, Settled, Stop};
+
+/// Claims queued tasks and runs each as one attempt of its node through the engine.
+pub struct Worker {
+    engine: Arc<Engine>,
+    queue: Arc<dyn QueueStore>,
+    handler: Arc<dyn Handler>,
+    options: WorkerOptions,
+    observer: Arc<dyn WorkerObserver>,
+    recovery: Arc<dyn Recovery>,
+    wakeups: Option<Arc<dyn Wakeups>>,
+    wake: Arc<Notify>,
+}
+
+impl fmt::Debug for Worker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Worker")
+            .field("queue", &self.queue)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a run shares with the tasks it spawned.
+pub(crate) struct Inner {
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) queue: Arc<dyn QueueStore>,
+    pub(crate) handler: Arc<dyn Handler>,
+    pub(crate) options: WorkerOptions,
+    pub(crate) observer: Arc<dyn WorkerObserver>,
+    pub(crate) recovery: Arc<dyn Recovery>,
+    pub(crate) wake: Arc<Notify>,
+    swept: AtomicU64,
+}
+
+impl Inner {
+    /// The engine's clock: the time every queue write carries.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.engine.ports().clock.now_ms()
+    }
+
+    pub(crate) fn swept(&self, tasks: usize) {
+        let tasks = u64::try_from(tasks).unwrap_or(u64::MAX);
+        self.swept.fetch_add(tasks, Ordering::Relaxed);
+    }
+}
+
+impl Worker {
+    /// A worker running `queue`'s tasks with `handler` through `engine`.
+    pub fn new(
+        engine: Engine,
+        queue: Arc<dyn QueueStore>,
+        handler: Arc<dyn Handler>,
+        options: WorkerOptions,
+    ) -> Self {
+        Self {
+            engine: Arc::new(engine),
+            queue,
+            handler,
+            options,
+            observer: Arc::new(NoopWorkerObserver),
+            recovery: Arc::new(EngineRecovery),
+            wakeups: None,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Reports progress to `observer`.
+    #[must_use]
+    pub fn with_observer(mut self, observer: Arc<dyn WorkerObserver>) -> Self {
+        self.observer = observer;
+        self
+    }
+
+    /// Recovers abandoned attempts with `recover` instead of [`Engine::recover`].
+    #[must_use]
+    pub fn with_recovery(mut self, recover: Arc<dyn Recovery>) -> Self {
+        self.recovery = recover;
+        self
+    }
+
+    /// Also claims whenever `wakeups` fires, besides every poll interval.
+    #[must_use]
+    pub fn with_wakeups(mut self, wakeups: Arc<dyn Wakeups>) -> Self {
+        self.wakeups = Some(wakeups);
+        self
+    }
+
+    /// Makes an idle worker claim at once (for a submitter in the same process). A wake-up
+    /// while the worker is busy is kept for its next wait.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Claims and runs tasks until `shutdown` stops it, or, with `exit_when_empty`, until a
+    /// claim finds nothing while none of its own tasks runs and no task of its queues is ready,
+    /// scheduled (a retry waiting out its backoff included) or running anywhere.
+    ///
+    /// Run one at a time per worker (the claims are held under its one owner token).
+    ///
+    /// `Err` only for invalid options or when the worker was fenced (see
+    /// [`WorkerError::Fenced`]); store errors on the way are reported to the observer and
+    /// retried. Dropping the future drops every running compute and writes nothing: the claims
+    /// expire and any worker's sweep gives the tasks back.
+    pub async fn run(&self, shutdown: Shutdown) -> Result<WorkerReport, WorkerError> {
+        self.options.check()?;
+        let inner = Arc::new(Inner {
+            engine: self.engine.clone(),
+            queue: self.queue.clone(),
+            handler: self.handler.clone(),
+            options: self.options.clone(),
+            observer: self.observer.clone(),
+            recovery: self.recovery.clone(),
+            wake: self.wake.clone(),
+            swept: AtomicU64::new(0),
+        });
+        let (reports, renewals) = mpsc::channel(4);
+        let _keeper = AbortOnDropHandle::new(tokio::spawn(keep_claims(inner.clone(), reports)));
+        let _sweeper = AbortOnDropHandle::new(tokio::spawn(sweep(inner.clone())));
+        let mut state = Loop::new(inner.clone(), self.wakeups.clone());
+        let mut report = state.run(shutdown, renewals).await?;
+        report.swept = inner.swept.load(Ordering::Relaxed);
+        Ok(report)
+    }
+}
+
+/// One task this worker runs.
+struct Running {
+    stop: Stop,
+    abort: AbortHandle,
+    claimed_at: Instant,
+}
+
+/// How far a shutdown has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stopping {
+    No,
+    /// Draining: running tasks may finish until the deadline.
+    Until(Instant),
+    /// Every running task was told to stop and give its task back.
+    GaveBack,
+}
+
+/// The state of one [`Worker::run`].
+struct Loop {
+    inner: Arc<Inner>,
+    wakeups: Option<Arc<dyn Wakeups>>,
+    set: JoinSet<(TaskId, Settled)>,
+    running: HashMap<TaskId, Running>,
+    ids: HashMap<tokio::task::Id, TaskId>,
+    report: WorkerReport,
+    claim_now: bool,
+    stopping: Stopping,
+}
+
+impl Loop {
+    fn new(inner: Arc<Inner>, wakeups: Option<Arc<dyn Wakeups>>) -> Self {
+        Self {
+            inner,
+            wakeups,
+            set: JoinSet::new(),
+            running: HashMap::new(),
+            ids: HashMap::new(),
+            report: WorkerReport::default(),
+            claim_now: true,
+            stopping: Stopping::No,
+        }
+    }
+
+    async fn run(
+        &mut self,
+        shutdown: Shutdown,
+        mut renewals: mpsc::Receiver<KeeperReport>,
+    ) -> Result<WorkerReport, WorkerError> {
+        loop {
+            if self.stopping == Stopping::No && self.claim_now && self.free() > 0 {
+                self.claim_now = false;
+                let claimed = self.claim().await;
+                if claimed == Some(0) && self.running.is_empty() && self.nothing_left().await {
+                    return Ok(self.report);
+                }
+            }
+            if self.stopping != Stopping::No && self.running.is_empty() {
+                return Ok(self.report);
+            }
+            let drain_deadline = match self.stopping {
+                Stopping::Until(deadline) => Some(deadline),
+                _ => None,
+            };
+            let wakeups = self.wakeups.clone();
+            tokio::select! {
+                biased;
+                Some(report) = renewals.recv() => match report {
+                    KeeperReport::Renewed(renewal) => self.renewed(renewal).await,
+                    KeeperReport::Fenced(fenced) => {
+                        self.set.shutdown().await;
+                        return Err(fenced);
+                    }
+                },
+                () = shutdown.abort.cancelled(), if self.stopping != Stopping::GaveBack => {
+                    self.give_back_all();
+                }
+                () = shutdown.drain.cancelled(), if self.stopping == Stopping::No => {
+                    let deadline = Instant::now() + self.inner.options.drain_timeout;
+                    self.stopping = Stopping::Until(deadline);
+                    self.inner.observer.draining(self.running.len());
+                }
+                () = sleep_until(drain_deadline), if drain_deadline.is_some() => {
+                    self.give_back_all();
+                }
+                Some(joined) = self.set.join_next_with_id() => self.joined(joined).await,
+                () = self.inner.wake.notified() => self.claim_now = true,
+                () = next_wakeup(wakeups) => self.claim_now = true,
+                () = tokio::time::sleep(self.inner.options.poll_interval),
+                    if !self.claim_now && self.stopping == Stopping::No => self.claim_now = true,
+            }
+        }
+    }
+
+    fn free(&self) -> usize {
+        self.inner
+            .options
+            .concurrency
+            .saturating_sub(self.running.len())
+    }
+
+    /// Claims up to the free slots and starts each task; how many, or `None` when the claim
+    /// failed.
+    async fn claim(&mut self) -> Option<usize> {
+        let options = &self.inner.options;
+        let claim = Claim {
+            queues: options.queues.clone(),
+            owner: options.owner.clone(),
+            max: u32::try_from(self.free()).unwrap_or(u32::MAX),
+            now_ms: self.inner.now_ms(),
+            lease_ms: u64::try_from(options.claim_lease.as_millis()).unwrap_or(u64::MAX),
+        };
+        let tasks = match self.inner.queue.claim(claim).await {
+            Ok(tasks) => tasks,
+            Err(error) => {
+                tracing::warn!(%error, "claim failed");
+                self.inner.observer.store_error("claiming tasks", &error);
+                return None;
+            }
+        };
+        let claimed_at = Instant::now();
+        let count = tasks.len();
+        for claimed in tasks {
+            self.start(claimed, claimed_at);
+        }
+        Some(count)
+    }
+
+    fn start(&mut self, claimed: ClaimedTask, claimed_at: Instant) {
+        let id = claimed.task.id;
+        tracing::debug!(task = %id, "claimed");
+        self.inner.observer.claimed(&claimed);
+        let stop = Stop::default();
+        let run = task::run(self.inner.clone(), claimed, stop.clone());
+        let abort = self.set.spawn(async move { (id, run.await) });
+        self.ids.insert(abort.id(), id);
+        let running = Running {
+            stop,
+            abort,
+            claimed_at,
+        };
+        self.running.insert(id, running);
+    }
+
+    /// Whether no task of the worker's queues is ready, scheduled or running.
+    async fn nothing_left(&self) -> bool {
+        if !self.inner.options.exit_when_empty {
+            return false;
+        }
+        match self.inner.queue.queue_stats(self.inner.now_ms()).await {
+            Ok(stats) => stats
+                .iter()
+                .filter(|stats| self.inner.options.queues.contains(&stats.queue))
+                .all(|stats| stats.ready + stats.scheduled + stats.running == 0),
+            Err(error) => {
+                self.inner
+                    .observer
+                    .store_error("reading queue counts", &error);
+                false
+            }
+        }
+    }
+
+    fn give_back_all(&mut self) {
+        self.stopping = Stopping::GaveBack;
+        for running in self.running.values() {
+            running.stop.give_back();
+        }
+        self.inner.observer.draining(self.running.len());
+    }
+
+    /// A task's tokio task ended: count its end.
+    async fn joined(&mut self, joined: Result<(tokio::task::Id, (TaskId, Settled)), JoinError>) {
+        let (id, settled) = match joined {
+            Ok((_, ended)) => ended,
+            Err(error) => {
+                let Some(id) = self.ids.remove(&error.id()) else {
+                    return;
+                };
+                self.running.remove(&id);
+                if error.is_panic() {
+                    self.panicked(id).await;
+                }
+                return;
+            }
+        };
+        if let Some(running) = self.running.remove(&id) {
+            self.ids.remove(&running.abort.id());
+        }
+        if let Settled::Ended(end) = &settled {
+            self.count(end);
+            // A task given back (its node still busy) is not claimed again at once.
+            self.claim_now |= !matches!(end, TaskEnd::Release);
+        }
+        if self.stopping != Stopping::No {
+            self.inner.observer.draining(self.running.len());
+        }
+    }
+
+    fn count(&mut self, end: &TaskEnd) {
+        let counter = match end {
+            TaskEnd::Finished => &mut self.report.finished,
+            TaskEnd::Failed { .. } => &mut self.report.failed,
+            TaskEnd::Cancelled { .. } => &mut self.report.cancelled,
+            TaskEnd::Retry { .. } => &mut self.report.retried,
+            TaskEnd::Release => &mut self.report.released,
+        };
+        *counter += 1;
+    }
+
+    /// The handler panicked: the task ends failed (running it again would panic again); its
+    /// attempt, left in progress, is marked abandoned by recovery once its lease expires.
+    async fn panicked(&mut self, id: TaskId) {
+        tracing::error!(task = %id, "the handler panicked");
+        let error = TaskError::task_failed("the handler panicked");
+        let end = TaskEnd::Failed {
+            error: task::to_json(&error),
+        };
+        self.end_here(id, end).await;
+    }
+
+    /// Writes `end` for a task this loop holds no running future for.
+    async fn end_here(&mut self, id: TaskId, end: TaskEnd) {
+        let inner = &self.inner;
+        let now_ms = inner.now_ms();
+        match inner
+            .queue
+            .complete(id, &inner.options.owner, end.clone(), now_ms)
+            .await
+        {
+            Ok(()) => {
+                inner.observer.ended(id, &end);
+                self.count(&end);
+            }
+            // Already ended or taken back meanwhile: nothing to give back.
+            Err(error) if error.is_conflict() => {}
+            Err(error) => inner.observer.store_error("completing a task", &error),
+        }
+    }
+
+    /// A renewal came back: stop the tasks whose cancellation was asked for, drop those whose
+    /// claim was lost, give back the claims no running task holds.
+    async fn renewed(&mut self, renewal: Renewal) {
+        let claims = renewal.claims;
+        for id in &claims.cancel_requested {
+            if let Some(running) = self.running.get(id) {
+                tracing::info!(task = %id, "cancellation requested");
+                running.stop.cancel.cancel();
+            }
+        }
+        for (id, running) in &self.running {
+            if running.claimed_at <= renewal.sent && claims.renewed.binary_search(id).is_err() {
+                // Swept or ended by someone else: another worker may run it now.
+                tracing::warn!(task = %id, "claim lost; dropping the task");
+                running.abort.abort();
+            }
+        }
+        let orphans: Vec<TaskId> = claims
+            .renewed
+            .iter()
+            .filter(|id| !self.running.contains_key(id))
+            .copied()
+            .collect();
+        for id in orphans {
+            // Its attempt's end was not recorded: the task goes back to the queue.
+            self.end_here(id, TaskEnd::Release).await;
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_wakeup(wakeups: Option<Arc<dyn Wakeups>>) {
+    match wakeups {
+        Some(wakeups) => wakeups.next().await,
+        None => std::future::pending().await,
+    }
+}
