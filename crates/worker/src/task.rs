@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use stint_domain::{AttemptState, TaskError, TaskId};
 use stint_engine::{AttemptOutcome, CancellationToken, EngineError};
-use stint_ports::{ClaimedTask, TaskEnd};
+use stint_ports::{ClaimedTask, Completion, TaskEnd};
 
 use crate::worker::Inner;
 
@@ -142,9 +142,12 @@ async fn complete(inner: &Inner, id: TaskId, end: TaskEnd) -> bool {
     let give_up_at = tokio::time::Instant::now() + inner.options.claim_lease;
     let mut pause = COMPLETE_RETRY_FIRST;
     loop {
-        let write = inner
-            .queue
-            .complete(id, &inner.options.owner, end.clone(), inner.now_ms());
+        let write = inner.queue.complete(Completion::new(
+            id,
+            inner.options.owner.clone(),
+            end.clone(),
+            inner.now_ms(),
+        ));
         let error = match write.await {
             Ok(()) => return true,
             Err(error) => error,

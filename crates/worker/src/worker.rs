@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use stint_domain::{TaskError, TaskId};
 use stint_engine::Engine;
-use stint_ports::{Claim, ClaimedTask, QueueStore, TaskEnd};
+use stint_ports::{Claim, ClaimedTask, Completion, QueueStore, TaskEnd};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::{AbortHandle, JoinError, JoinSet};
 use tokio::time::Instant;
@@ -372,7 +372,12 @@ impl Loop {
         let now_ms = inner.now_ms();
         match inner
             .queue
-            .complete(id, &inner.options.owner, end.clone(), now_ms)
+            .complete(Completion::new(
+                id,
+                inner.options.owner.clone(),
+                end.clone(),
+                now_ms,
+            ))
             .await
         {
             Ok(()) => {

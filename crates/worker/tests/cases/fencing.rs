@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 use stint_domain::{AttemptState, QueueStats, TaskId, TaskRecord, TaskState};
 use stint_engine::TaskContext;
 use stint_ports::{
-    CancelOutcome, CancelTarget, Claim, ClaimedTask, Enqueued, NewTask, QueueHistory, QueueStore,
-    RenewedClaims, StoreError, TaskEnd, TaskFilter, TaskQueue,
+    CancelOutcome, CancelTarget, Claim, ClaimedTask, Completion, Enqueued, NewTask, QueueHistory,
+    QueueStore, RenewedClaims, StoreError, TaskFilter, TaskQueue,
 };
 use stint_worker::{Handlers, Shutdown, Worker, WorkerError, WorkerOptions};
 
@@ -48,14 +48,8 @@ impl TaskQueue for Renewals {
             _ => self.inner.renew_claims(owner, now_ms, lease_ms).await,
         }
     }
-    async fn complete(
-        &self,
-        task: TaskId,
-        owner: &str,
-        end: TaskEnd,
-        now_ms: u64,
-    ) -> Result<(), StoreError> {
-        self.inner.complete(task, owner, end, now_ms).await
+    async fn complete(&self, completion: Completion) -> Result<(), StoreError> {
+        self.inner.complete(completion).await
     }
     async fn sweep_expired(&self, now_ms: u64) -> Result<Vec<TaskId>, StoreError> {
         self.inner.sweep_expired(now_ms).await
