@@ -252,6 +252,21 @@ pub struct RunArgs {
     /// The loop iteration of the node.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub iteration: u32,
+    /// Retries, timeouts, output and lease: the same options as `stint submit`.
+    #[command(flatten)]
+    pub options: RunOptions,
+    /// Run even if the node already finished (a new attempt; the old output is replaced).
+    #[arg(long)]
+    pub force: bool,
+    /// The command and its arguments.
+    #[arg(required = true, last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// The options of one node's attempts, shared by `stint run` and `stint submit` (stored in a
+/// task's spec as [`CommandSpec`](crate::task_spec::CommandSpec)).
+#[derive(Debug, Clone, Args)]
+pub struct RunOptions {
     /// Extra attempts after the first failure (earlier failed attempts of the node count too).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub retries: u32,
@@ -289,12 +304,6 @@ pub struct RunArgs {
     /// On cancel or timeout: time between SIGTERM and SIGKILL to the command's process group.
     #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "10s")]
     pub grace: Duration,
-    /// Run even if the node already finished (a new attempt; the old output is replaced).
-    #[arg(long)]
-    pub force: bool,
-    /// The command and its arguments.
-    #[arg(required = true, last = true, value_name = "COMMAND")]
-    pub command: Vec<String>,
 }
 
 /// `stint runs`.
@@ -371,7 +380,8 @@ pub struct OutputArgs {
 /// `stint schema`.
 #[derive(Debug, Args)]
 pub struct SchemaArgs {
-    /// The schema to print (event, attempt, node, run, error, task-descriptor, task, queue-stats).
+    /// The schema to print (event, attempt, node, run, error, task-descriptor, task, queue-stats,
+    /// command-spec).
     pub name: Option<String>,
 }
 
