@@ -5,6 +5,13 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+mod queue;
+
+pub use queue::{
+    CancelArgs, Limit, ListedState, PruneArgs, QueueCommand, QueueLimitArgs, QueuesArgs, RetryArgs,
+    SubmitArgs, TasksArgs, parse_time,
+};
+
 /// The SQLite database used when neither `--db` nor `STINT_DB` is given.
 pub const DEFAULT_DB: &str = "sqlite://.stint/stint.db";
 
@@ -21,9 +28,10 @@ Exit codes (stable):
        reader of stdout goes away, as in `stint events RUN --follow | head -1`)
   1    failed: retries exhausted, a non-retryable failure, invalid output; or a reading command
        found nothing recorded: no database file at --db (NO_DATABASE; it is not created), an
-       unknown run (UNKNOWN_RUN) or node (UNKNOWN_NODE), a node without a current output
-       (NO_OUTPUT: its latest attempt did not finish); or stint itself could not go on: stdout
-       not writable (STDOUT), a heartbeat the pipe refused (HEARTBEAT_WRITE), RUNTIME, INTERNAL
+       unknown run (UNKNOWN_RUN), node (UNKNOWN_NODE) or task (UNKNOWN_TASK), a node without a
+       current output (NO_OUTPUT: its latest attempt did not finish); or stint itself could not go
+       on: stdout not writable (STDOUT), a heartbeat the pipe refused (HEARTBEAT_WRITE), RUNTIME,
+       INTERNAL
   2    bad usage or bad input to stint: unknown flag or command (USAGE), unreadable
        --output-schema file, invalid id, unknown schema name (INVALID_INPUT), a wrong --db: unknown
        scheme or option (STORE_INVALID_CONFIG), a heartbeat payload `stint heartbeat` refuses,
@@ -61,7 +69,7 @@ Examples:
 )]
 pub struct Cli {
     /// Database URL: sqlite://PATH or postgres://USER@HOST/DB (without USER: $PGUSER, else the OS
-    /// user, as psql). A value without `://` is a SQLite file path. The SQLite file (and its folder) is created by the first `stint run` or `stint
+    /// user, as psql). A value without `://` is a SQLite file path. The SQLite file (and its folder) is created by the first `stint run`, `stint submit` or `stint
     /// migrate`; reading commands never create it, and fail with NO_DATABASE when it is missing.
     /// `?synchronous=normal` trades SQLite's last commits on power loss for speed.
     #[arg(
@@ -121,6 +129,28 @@ pub enum Command {
     /// From inside a task: send one heartbeat (or a directive) to the stint running it.
     #[command(long_about = HEARTBEAT_LONG_ABOUT)]
     Heartbeat(HeartbeatArgs),
+    /// Store a task (a command and its run options) in a durable queue and print its id.
+    #[command(
+        long_about = queue::SUBMIT_LONG_ABOUT,
+        after_long_help = queue::SUBMIT_AFTER_LONG_HELP
+    )]
+    Submit(SubmitArgs),
+    /// List queued tasks, oldest first (`--json`: one JSON array of task records).
+    Tasks(TasksArgs),
+    /// List each queue's counts: ready, scheduled, running, failed, oldest wait, limit.
+    Queues(QueuesArgs),
+    /// Cancel a task (or every task of a run): a queued one at once, a running one at its
+    /// worker's next lease renewal.
+    Cancel(CancelArgs),
+    /// Queue a failed or cancelled task again, with a fresh retry budget (its attempts and
+    /// checkpoint are kept).
+    Retry(RetryArgs),
+    /// Delete ended tasks (finished, failed, cancelled) from the queue; their attempts and events
+    /// stay in the history.
+    Prune(PruneArgs),
+    /// Configure a queue.
+    #[command(subcommand)]
+    Queue(QueueCommand),
 }
 
 const RECOVER_AFTER_LONG_HELP: &str = "\
