@@ -177,3 +177,20 @@ fn a_batch_of_ten_thousand_lines_is_one_transaction() {
     assert_eq!(text(&output.stdout), "10000\n");
     assert_eq!(w.tasks(&["--limit", "20000"]).len(), 10_000);
 }
+
+#[test]
+fn retry_takes_the_nodes_failed_attempts_off_its_budget() {
+    let w = World::sqlite();
+    assert_exit(&w.run("r", "n", &[], "exit 3"), 1);
+    let id = w.submit(&["--run-id", "r", "--node-id", "n", "--", "true"]);
+    assert_exit(&w.stint(&["cancel", &id]), 0);
+    let output = w.stint(&["retry", &id]);
+    assert_exit(&output, 0);
+    assert_eq!(
+        text(&output.stdout),
+        format!(
+            "task {id} ready again (1 earlier failed attempt(s) no longer count toward its retries)\n"
+        )
+    );
+    assert_eq!(w.tasks(&[])[0]["retry_base"], 1);
+}

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use stint_domain::{AttemptState, QueueStats, TaskId, TaskRecord, TaskState};
-use stint_ports::{AttemptFilter, CancelOutcome, CancelTarget, TaskFilter};
+use stint_domain::{NodeKey, QueueStats, TaskId, TaskRecord, TaskState};
+use stint_ports::{CancelOutcome, CancelTarget, TaskFilter};
 
 use super::inspect::{print_table, row, timestamp, to_json};
 use crate::args::{
@@ -164,17 +164,9 @@ pub async fn retry(db: &str, args: &RetryArgs) -> Result<u8, CliError> {
             task.listed_state(now_ms())
         )));
     }
-    let filter = AttemptFilter {
-        run_id: task.run_id.clone(),
-        node_id: Some(task.node_id.clone()),
-        iteration: Some(0),
-    };
-    let attempts = store.list_attempts(&filter).await?;
-    let failed = attempts
-        .iter()
-        .filter(|a| a.state == AttemptState::Failed)
-        .count();
-    let failed = u32::try_from(failed).unwrap_or(u32::MAX);
+    let key = NodeKey::new(task.run_id.clone(), task.node_id.clone(), 0)
+        .map_err(|error| CliError::internal(format!("{id} names an invalid node: {error}")))?;
+    let (_, failed) = super::run::earlier_attempts(store.as_ref(), &key).await?;
     store.retry(id, failed, now_ms()).await?;
     stdout::line(&format!(
         "{id} ready again ({failed} earlier failed attempt(s) no longer count toward its retries)"

@@ -117,6 +117,13 @@ async fn planned_attempts(
     key: &NodeKey,
     policy: &RetryPolicy,
 ) -> Result<u32, CliError> {
+    let (earlier, failed) = earlier_attempts(store, key).await?;
+    Ok(policy.planned_attempts(earlier, failed))
+}
+
+/// How many attempts node `key` has had, and how many of them failed (the failures count
+/// toward its retries: `stint run` resumes with them, `stint retry` takes them off).
+pub async fn earlier_attempts(store: &dyn Store, key: &NodeKey) -> Result<(u32, u32), CliError> {
     let filter = AttemptFilter {
         run_id: key.run_id().to_owned(),
         node_id: Some(key.node_id().to_owned()),
@@ -129,7 +136,7 @@ async fn planned_attempts(
         .count();
     let failed = u32::try_from(failed).unwrap_or(u32::MAX);
     let earlier = u32::try_from(earlier.len()).unwrap_or(u32::MAX);
-    Ok(policy.planned_attempts(earlier, failed))
+    Ok((earlier, failed))
 }
 
 /// Ctrl-C, SIGTERM, SIGHUP (the terminal closed, the ssh session dropped) and SIGQUIT cancel the
