@@ -1,7 +1,7 @@
 //! `cargo xtask codegen [--check]`: the generated files committed to the repository.
 //!
 //! `schemas/<name>.json` holds the JSON Schema of every event, record and error type
-//! (`stint_domain::json_schemas`); `docs/cli.md` is the command-line reference rendered from
+//! (`stint_cli::json_schemas`); `docs/cli.md` is the command-line reference rendered from
 //! `stint_cli::command()`. `--check` writes nothing and names each file that has drifted.
 
 use std::fmt::Write as _;
@@ -47,7 +47,7 @@ pub fn run(root: &Path, check: bool) -> Result<()> {
 /// Everything codegen writes, in a fixed order.
 pub fn generate() -> Result<Vec<Generated>> {
     let mut files = Vec::new();
-    for (name, schema) in stint_domain::json_schemas() {
+    for (name, schema) in stint_cli::json_schemas() {
         let mut contents = serde_json::to_string_pretty(&schema)
             .with_context(|| format!("cannot serialise the {name} schema"))?;
         contents.push('\n');

@@ -5,6 +5,13 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+mod queue;
+
+pub use queue::{
+    CancelArgs, Limit, ListedState, PruneArgs, QueueCommand, QueueLimitArgs, QueuesArgs, RetryArgs,
+    SubmitArgs, TasksArgs, parse_time,
+};
+
 /// The SQLite database used when neither `--db` nor `STINT_DB` is given.
 pub const DEFAULT_DB: &str = "sqlite://.stint/stint.db";
 
@@ -21,9 +28,10 @@ Exit codes (stable):
        reader of stdout goes away, as in `stint events RUN --follow | head -1`)
   1    failed: retries exhausted, a non-retryable failure, invalid output; or a reading command
        found nothing recorded: no database file at --db (NO_DATABASE; it is not created), an
-       unknown run (UNKNOWN_RUN) or node (UNKNOWN_NODE), a node without a current output
-       (NO_OUTPUT: its latest attempt did not finish); or stint itself could not go on: stdout
-       not writable (STDOUT), a heartbeat the pipe refused (HEARTBEAT_WRITE), RUNTIME, INTERNAL
+       unknown run (UNKNOWN_RUN), node (UNKNOWN_NODE) or task (UNKNOWN_TASK), a node without a
+       current output (NO_OUTPUT: its latest attempt did not finish); or stint itself could not go
+       on: stdout not writable (STDOUT), a heartbeat the pipe refused (HEARTBEAT_WRITE), RUNTIME,
+       INTERNAL
   2    bad usage or bad input to stint: unknown flag or command (USAGE), unreadable
        --output-schema file, invalid id, unknown schema name (INVALID_INPUT), a wrong --db: unknown
        scheme or option (STORE_INVALID_CONFIG), a heartbeat payload `stint heartbeat` refuses,
@@ -61,7 +69,7 @@ Examples:
 )]
 pub struct Cli {
     /// Database URL: sqlite://PATH or postgres://USER@HOST/DB (without USER: $PGUSER, else the OS
-    /// user, as psql). A value without `://` is a SQLite file path. The SQLite file (and its folder) is created by the first `stint run` or `stint
+    /// user, as psql). A value without `://` is a SQLite file path. The SQLite file (and its folder) is created by the first `stint run`, `stint submit` or `stint
     /// migrate`; reading commands never create it, and fail with NO_DATABASE when it is missing.
     /// `?synchronous=normal` trades SQLite's last commits on power loss for speed.
     #[arg(
@@ -121,6 +129,28 @@ pub enum Command {
     /// From inside a task: send one heartbeat (or a directive) to the stint running it.
     #[command(long_about = HEARTBEAT_LONG_ABOUT)]
     Heartbeat(HeartbeatArgs),
+    /// Store a task (a command and its run options) in a durable queue and print its id.
+    #[command(
+        long_about = queue::SUBMIT_LONG_ABOUT,
+        after_long_help = queue::SUBMIT_AFTER_LONG_HELP
+    )]
+    Submit(SubmitArgs),
+    /// List queued tasks, oldest first (`--json`: one JSON array of task records).
+    Tasks(TasksArgs),
+    /// List each queue's counts: ready, scheduled, running, failed, oldest wait, limit.
+    Queues(QueuesArgs),
+    /// Cancel a task (or every task of a run): a queued one at once, a running one at its
+    /// worker's next lease renewal.
+    Cancel(CancelArgs),
+    /// Queue a failed or cancelled task again, with a fresh retry budget (its attempts and
+    /// checkpoint are kept).
+    Retry(RetryArgs),
+    /// Delete ended tasks (finished, failed, cancelled) from the queue; their attempts and events
+    /// stay in the history.
+    Prune(PruneArgs),
+    /// Configure a queue.
+    #[command(subcommand)]
+    Queue(QueueCommand),
 }
 
 const RECOVER_AFTER_LONG_HELP: &str = "\
@@ -252,6 +282,21 @@ pub struct RunArgs {
     /// The loop iteration of the node.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub iteration: u32,
+    /// Retries, timeouts, output and lease: the same options as `stint submit`.
+    #[command(flatten)]
+    pub options: RunOptions,
+    /// Run even if the node already finished (a new attempt; the old output is replaced).
+    #[arg(long)]
+    pub force: bool,
+    /// The command and its arguments.
+    #[arg(required = true, last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// The options of one node's attempts, shared by `stint run` and `stint submit` (stored in a
+/// task's spec as [`CommandSpec`](crate::task_spec::CommandSpec)).
+#[derive(Debug, Clone, Args)]
+pub struct RunOptions {
     /// Extra attempts after the first failure (earlier failed attempts of the node count too).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub retries: u32,
@@ -289,12 +334,6 @@ pub struct RunArgs {
     /// On cancel or timeout: time between SIGTERM and SIGKILL to the command's process group.
     #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "10s")]
     pub grace: Duration,
-    /// Run even if the node already finished (a new attempt; the old output is replaced).
-    #[arg(long)]
-    pub force: bool,
-    /// The command and its arguments.
-    #[arg(required = true, last = true, value_name = "COMMAND")]
-    pub command: Vec<String>,
 }
 
 /// `stint runs`.
@@ -371,7 +410,8 @@ pub struct OutputArgs {
 /// `stint schema`.
 #[derive(Debug, Args)]
 pub struct SchemaArgs {
-    /// The schema to print (event, attempt, node, run, error, task-descriptor, task, queue-stats).
+    /// The schema to print (event, attempt, node, run, error, task-descriptor, task, queue-stats,
+    /// command-spec).
     pub name: Option<String>,
 }
 

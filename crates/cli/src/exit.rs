@@ -42,6 +42,8 @@ pub enum CliCode {
     UnknownRun,
     /// The run has no such node (or iteration).
     UnknownNode,
+    /// No queued task with this id is stored (never submitted, or pruned).
+    UnknownTask,
     /// The node has no current output: it never finished, or a later attempt did not.
     NoOutput,
     /// stdout could not be written (other than its reader going away).
@@ -65,6 +67,7 @@ impl CliCode {
             Self::NoDatabase => "NO_DATABASE",
             Self::UnknownRun => "UNKNOWN_RUN",
             Self::UnknownNode => "UNKNOWN_NODE",
+            Self::UnknownTask => "UNKNOWN_TASK",
             Self::NoOutput => "NO_OUTPUT",
             Self::Stdout => "STDOUT",
             Self::StdoutClosed => "STDOUT_CLOSED",
@@ -115,6 +118,7 @@ impl Code {
                 CliCode::NoDatabase
                 | CliCode::UnknownRun
                 | CliCode::UnknownNode
+                | CliCode::UnknownTask
                 | CliCode::NoOutput
                 | CliCode::Stdout
                 | CliCode::HeartbeatWrite
@@ -278,6 +282,7 @@ mod tests {
             (CliCode::InvalidInput.into(), USAGE),
             (CliCode::NoDatabase.into(), FAILED),
             (CliCode::UnknownRun.into(), FAILED),
+            (CliCode::UnknownTask.into(), FAILED),
             (CliCode::NoOutput.into(), FAILED),
             (CliCode::Internal.into(), FAILED),
             (CliCode::StdoutClosed.into(), SUCCESS),

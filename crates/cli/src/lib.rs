@@ -18,6 +18,7 @@ mod run_id;
 mod status;
 mod stdout;
 mod store;
+pub mod task_spec;
 mod usage;
 mod vcs;
 
@@ -32,6 +33,17 @@ use exit::CliError;
 /// The full clap command of `stint` (the CLI reference in docs is generated from it).
 pub fn command() -> clap::Command {
     Cli::command()
+}
+
+/// The JSON Schemas `stint schema` prints and `schemas/` holds: the domain's records and the
+/// spec of a queued command.
+pub fn json_schemas() -> Vec<(&'static str, schemars::Schema)> {
+    let mut schemas = stint_domain::json_schemas();
+    schemas.push((
+        "command-spec",
+        schemars::schema_for!(task_spec::CommandSpec),
+    ));
+    schemas
 }
 
 /// Runs `stint` with the process's arguments and returns its exit code.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use stint_adapters_postgres::PostgresStore;
 use stint_adapters_sqlite::SqliteStore;
-use stint_ports::{Store, StoreError};
+use stint_ports::{QueueStore, Store, StoreError};
 
 use crate::exit::{CliCode, CliError};
 
@@ -40,9 +40,26 @@ pub fn backend(url: &str) -> Result<Backend, CliError> {
     Ok(Backend::Sqlite(format!("sqlite://{url}")))
 }
 
+/// Every port the CLI uses: the attempt store and history, and the queue's two ports (each real
+/// adapter serves them all).
+pub trait AnyStore: Store + QueueStore {}
+
+impl<T: Store + QueueStore + ?Sized> AnyStore for T {}
+
 /// Opens (creating and migrating as needed) the store `url` names: for commands that write.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, CliError> {
-    let store: Arc<dyn Store> = match backend(url)? {
+    Ok(open_queue(url).await?)
+}
+
+/// Opens the store `url` names only if it exists: for commands that read (see
+/// [`open_queue_existing`]).
+pub async fn open_existing(url: &str) -> Result<Arc<dyn Store>, CliError> {
+    Ok(open_queue_existing(url).await?)
+}
+
+/// [`open`], with the queue's ports too: for commands that enqueue or change tasks.
+pub async fn open_queue(url: &str) -> Result<Arc<dyn AnyStore>, CliError> {
+    let store: Arc<dyn AnyStore> = match backend(url)? {
         Backend::Sqlite(url) => Arc::new(SqliteStore::connect(&url).await?),
         Backend::Postgres(url) => Arc::new(PostgresStore::connect(&url).await?),
     };
@@ -52,8 +69,8 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, CliError> {
 /// Opens the store `url` names only if it exists: for commands that read. A missing SQLite
 /// file is [`CliCode::NoDatabase`] and nothing is created (a typo in `--db` must not look like
 /// an empty history). A PostgreSQL database exists or not on its server, which says so.
-pub async fn open_existing(url: &str) -> Result<Arc<dyn Store>, CliError> {
-    let store: Arc<dyn Store> = match backend(url)? {
+pub async fn open_queue_existing(url: &str) -> Result<Arc<dyn AnyStore>, CliError> {
+    let store: Arc<dyn AnyStore> = match backend(url)? {
         Backend::Sqlite(url) => match SqliteStore::connect_existing(&url).await? {
             Some(store) => Arc::new(store),
             None => return Err(no_database(&SqliteStore::url_path(&url)?)),

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{assert_exit, on_postgres, scenarios, text};
+use common::{assert_exit, on_postgres, queue, scenarios, text};
 use nix::sys::signal::Signal;
 use stint_adapters_postgres::test_support;
 
@@ -73,6 +73,7 @@ fn main() -> std::process::ExitCode {
         postgres_test!(scenarios::rerun_of_a_finished_node_runs_nothing),
         postgres_test!(scenarios::racing_runner_gets_a_conflict),
         postgres_test!(scenarios::json_listings_have_their_fields),
+        postgres_test!(queue::submit_list_cancel_retry_round_trip),
         (
             "a_url_without_a_user_connects_as_pguser_else_as_the_os_user",
             a_url_without_a_user_connects_as_pguser_else_as_the_os_user,

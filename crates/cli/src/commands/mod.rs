@@ -5,8 +5,10 @@ mod events;
 mod heartbeat;
 mod inspect;
 mod output;
+mod queue;
 mod run;
 mod schema;
+mod submit;
 
 use crate::args::{Cli, Command};
 use crate::exit::CliError;
@@ -25,5 +27,12 @@ pub async fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Recover => admin::recover(db, cli.quiet).await,
         Command::Migrate => admin::migrate(db, cli.quiet).await,
         Command::Heartbeat(args) => heartbeat::heartbeat(&args),
+        Command::Submit(args) => submit::submit(db, cli.quiet, args).await,
+        Command::Tasks(args) => queue::tasks(db, &args).await,
+        Command::Queues(args) => queue::queues(db, &args).await,
+        Command::Cancel(args) => queue::cancel(db, &args).await,
+        Command::Retry(args) => queue::retry(db, &args).await,
+        Command::Prune(args) => queue::prune(db, cli.quiet, &args).await,
+        Command::Queue(command) => queue::queue(db, &command).await,
     }
 }

@@ -1,13 +1,10 @@
 //! `stint run`: one node of a run, its command run as the engine's compute.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use stint_domain::{
-    AttemptState, BackoffError, BackoffPolicy, NodeKey, RetryPolicy, TaskDescriptor,
-};
+use stint_domain::{AttemptState, NodeKey, RetryPolicy};
 use stint_engine::{CancellationToken, Engine, EngineError, EngineOptions, NodeOutcome, Ports};
 use stint_ports::{AttemptFilter, Store};
 use tokio::signal::unix::{SignalKind, signal};
@@ -37,7 +34,9 @@ pub async fn run(db: &str, quiet: bool, args: RunArgs) -> Result<u8, CliError> {
         .unwrap_or_else(|| crate::run_id::default_run_id(&args.command));
     let key = NodeKey::new(run_id.clone(), args.node_id.clone(), args.iteration)
         .map_err(|error| CliError::invalid_input(error.to_string()))?;
-    let desc = descriptor(&args, key.clone())?;
+    let spec =
+        crate::task_spec::CommandSpec::from_options(&args.options, args.command.clone(), None)?;
+    let desc = spec.descriptor(key.clone())?;
     if generated {
         crate::output::note(&format!("run id {run_id}"));
     }
@@ -71,19 +70,19 @@ pub async fn run(db: &str, quiet: bool, args: RunArgs) -> Result<u8, CliError> {
     let status = Status::new(mode, key.to_string(), max_attempts);
     let options = EngineOptions {
         working_dir: std::env::current_dir().ok(),
-        cancel_grace: args.grace + GRACE_MARGIN,
+        cancel_grace: args.options.grace + GRACE_MARGIN,
         observer: status.clone(),
         ..EngineOptions::default()
     };
     let engine = Engine::with_options(engine_ports, options);
     let cancel = CancellationToken::new();
-    let _signals = watch_signals(cancel.clone(), status.clone(), args.grace)?;
+    let _signals = watch_signals(cancel.clone(), status.clone(), args.options.grace)?;
     let _ticker = status.start();
     let spec = Arc::new(CommandSpec {
         argv: args.command.clone(),
-        grace: args.grace,
-        output: args.output,
-        output_required: args.output_schema.is_some(),
+        grace: args.options.grace,
+        output: args.options.output,
+        output_required: args.options.output_schema.is_some(),
     });
     let console: Arc<dyn Console> = status.clone();
     let compute = move |ctx| process::run(spec.clone(), ctx, console.clone());
@@ -103,56 +102,6 @@ pub async fn run(db: &str, quiet: bool, args: RunArgs) -> Result<u8, CliError> {
     })
 }
 
-/// The task descriptor the flags describe.
-fn descriptor(args: &RunArgs, key: NodeKey) -> Result<TaskDescriptor, CliError> {
-    let backoff = BackoffPolicy::new(
-        millis(args.backoff_initial),
-        args.backoff_factor,
-        millis(args.backoff_max),
-    )
-    .map_err(|error| match error {
-        BackoffError::InvalidFactor { .. } => {
-            CliError::invalid_input("--backoff-factor must be a number of at least 1")
-        }
-        other => CliError::invalid_input(other.to_string()),
-    })?;
-    if args.lease.is_zero() {
-        return Err(CliError::invalid_input("--lease must be longer than 0"));
-    }
-    let mut desc = TaskDescriptor::new(key);
-    desc.label = args.label.clone();
-    desc.output_table = args.output_table.clone();
-    desc.output_schema = args.output_schema.as_deref().map(read_schema).transpose()?;
-    desc.retry = RetryPolicy {
-        retries: args.retries,
-        backoff,
-    };
-    desc.timeout_ms = args.timeout.map(millis);
-    desc.heartbeat_timeout_ms = args.heartbeat_timeout.map(millis);
-    desc.lease_ms = millis(args.lease);
-    Ok(desc)
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// The JSON Schema in `path`; unreadable or not JSON is bad input.
-fn read_schema(path: &Path) -> Result<Value, CliError> {
-    let text = std::fs::read_to_string(path).map_err(|error| {
-        CliError::invalid_input(format!(
-            "cannot read --output-schema '{}': {error}",
-            path.display()
-        ))
-    })?;
-    serde_json::from_str(&text).map_err(|error| {
-        CliError::invalid_input(format!(
-            "--output-schema '{}' is not JSON: {error}",
-            path.display()
-        ))
-    })
-}
-
 /// The stored output of `key` when the node already finished.
 async fn finished_output(store: &dyn Store, key: &NodeKey) -> Result<Option<Value>, CliError> {
     match store.get_node(key).await? {
@@ -168,6 +117,13 @@ async fn planned_attempts(
     key: &NodeKey,
     policy: &RetryPolicy,
 ) -> Result<u32, CliError> {
+    let (earlier, failed) = earlier_attempts(store, key).await?;
+    Ok(policy.planned_attempts(earlier, failed))
+}
+
+/// How many attempts node `key` has had, and how many of them failed (the failures count
+/// toward its retries: `stint run` resumes with them, `stint retry` takes them off).
+pub async fn earlier_attempts(store: &dyn Store, key: &NodeKey) -> Result<(u32, u32), CliError> {
     let filter = AttemptFilter {
         run_id: key.run_id().to_owned(),
         node_id: Some(key.node_id().to_owned()),
@@ -180,7 +136,7 @@ async fn planned_attempts(
         .count();
     let failed = u32::try_from(failed).unwrap_or(u32::MAX);
     let earlier = u32::try_from(earlier.len()).unwrap_or(u32::MAX);
-    Ok(policy.planned_attempts(earlier, failed))
+    Ok((earlier, failed))
 }
 
 /// Ctrl-C, SIGTERM, SIGHUP (the terminal closed, the ssh session dropped) and SIGQUIT cancel the

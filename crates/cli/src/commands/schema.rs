@@ -5,7 +5,7 @@ use crate::exit::{self, CliError};
 
 /// Prints the schema named `args.name`, or the list of names.
 pub fn schema(args: &SchemaArgs) -> Result<u8, CliError> {
-    let schemas = stint_domain::json_schemas();
+    let schemas = crate::json_schemas();
     let Some(name) = &args.name else {
         for (name, _) in &schemas {
             crate::stdout::line(name)?;

@@ -12,7 +12,18 @@ use super::Console;
 pub const MAX_OUTPUT_BYTES: usize = 64 * 1024 * 1024;
 
 /// Where a command's output comes from (`stint run --output`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum OutputMode {
     /// The file STINT_OUTPUT names if the command wrote it, else stdout if it is exactly one
     /// JSON value, else null (stdout is then shown live).

@@ -2,6 +2,7 @@
 //! real `stint` binary.
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
+pub mod queue;
 pub mod scenarios;
 
 use std::path::{Path, PathBuf};

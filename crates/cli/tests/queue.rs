@@ -1,0 +1,196 @@
+//! The queue's commands end to end, on a real SQLite file: what a user sees on stdout, stderr
+//! and in the exit code. The round trip also runs on PostgreSQL (`e2e_postgres`).
+
+mod common;
+
+use std::time::Instant;
+
+use common::{World, assert_exit, text};
+
+#[test]
+fn submit_list_cancel_retry_round_trip() {
+    common::queue::submit_list_cancel_retry_round_trip(&World::sqlite());
+}
+
+#[test]
+fn a_batch_with_a_bad_line_stores_nothing_and_names_the_line() {
+    let w = World::sqlite();
+    assert_exit(&w.stint(&["migrate"]), 0);
+    std::fs::write(
+        w.path("tasks.jsonl"),
+        "{\"command\":[\"true\"]}\n{\"command\":[\"true\"],\"retries\":\"two\"}\n{\"command\":[\"true\"]}\n",
+    )
+    .expect("write the batch");
+    let output = w.stint(&["submit", "--batch", "tasks.jsonl"]);
+    assert_exit(&output, 2);
+    let stderr = text(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("stint: INVALID_INPUT: --batch line 2: "),
+        "{stderr}"
+    );
+    assert!(w.tasks(&[]).is_empty(), "nothing stored");
+}
+
+#[test]
+fn a_batch_from_stdin_prints_one_id_per_line_or_the_count() {
+    let w = World::sqlite();
+    let lines = "{\"command\":[\"true\"],\"queue\":\"b\",\"timeout\":\"30s\"}\n\n{\"command\":[\"false\"],\"priority\":3}\n";
+    let output = w
+        .cmd()
+        .args(["submit", "--batch", "-"])
+        .write_stdin(lines)
+        .output()
+        .expect("stint runs");
+    assert_exit(&output, 0);
+    assert_eq!(text(&output.stdout), "1\n2\n");
+    let tasks = w.tasks(&[]);
+    assert_eq!(
+        (tasks[0]["queue"].as_str(), tasks[1]["priority"].as_i64()),
+        (Some("b"), Some(3))
+    );
+    assert_eq!(tasks[0]["spec"]["timeout_ms"], 30_000);
+    let output = w
+        .cmd()
+        .args(["-q", "submit", "--batch", "-"])
+        .write_stdin(lines)
+        .output()
+        .expect("stint runs");
+    assert_exit(&output, 0);
+    assert_eq!(text(&output.stdout), "2\n");
+}
+
+#[test]
+fn a_unique_key_held_by_a_live_task_returns_its_id() {
+    let w = World::sqlite();
+    let first = w.submit(&["--unique-key", "k", "--", "true"]);
+    let output = w.stint(&["submit", "--unique-key", "k", "--", "true"]);
+    assert_exit(&output, 0);
+    assert_eq!(text(&output.stdout).trim(), first);
+    assert!(
+        text(&output.stderr).contains("holds unique key 'k'"),
+        "{}",
+        text(&output.stderr)
+    );
+    assert_eq!(w.tasks(&[]).len(), 1);
+}
+
+#[test]
+fn a_task_due_later_is_listed_scheduled() {
+    let w = World::sqlite();
+    w.submit(&["--delay", "1h", "--", "true"]);
+    w.submit(&["--at", "2999-01-01T00:00:00+02:00", "--", "true"]);
+    w.submit(&["--", "true"]);
+    let scheduled = w.tasks(&["--state", "scheduled"]);
+    assert_eq!(scheduled.len(), 2);
+    assert_eq!(scheduled[1]["run_at_ms"], 32_472_136_800_000_u64);
+    assert_eq!(w.tasks(&["--state", "ready"]).len(), 1);
+    let table = text(&w.stint(&["tasks"]).stdout);
+    assert_eq!(table.matches("scheduled").count(), 2, "{table}");
+    assert_eq!(w.queues()[0]["scheduled"], 2);
+    let output = w.stint(&["submit", "--at", "tomorrow", "--", "true"]);
+    assert_exit(&output, 2);
+}
+
+#[test]
+fn unknown_tasks_and_reading_without_a_database_are_one_line_errors() {
+    let w = World::sqlite();
+    let output = w.stint(&["tasks"]);
+    assert_exit(&output, 1);
+    assert!(text(&output.stderr).starts_with("stint: NO_DATABASE: "));
+    assert!(
+        !w.path("state/stint.db").exists(),
+        "reading created nothing"
+    );
+    w.submit(&["--", "true"]);
+    for command in ["cancel", "retry"] {
+        let output = w.stint(&[command, "99"]);
+        assert_exit(&output, 1);
+        assert_eq!(
+            text(&output.stderr),
+            "stint: UNKNOWN_TASK: no task 99 is queued (never submitted, or pruned)\n"
+        );
+    }
+    let output = w.stint(&["retry", "1"]);
+    assert_exit(&output, 2);
+    assert!(text(&output.stderr).contains("task 1 is ready: only a failed or cancelled"));
+}
+
+#[test]
+fn prune_removes_ended_tasks_only() {
+    let w = World::sqlite();
+    let ended = w.submit(&["--", "true"]);
+    w.submit(&["--", "true"]);
+    assert_exit(&w.stint(&["cancel", &ended]), 0);
+    let output = w.stint(&["prune", "--ended-before", "1h"]);
+    assert_exit(&output, 0);
+    assert_eq!(
+        text(&output.stdout),
+        "0\n",
+        "ended just now, not an hour ago"
+    );
+    let output = w.stint(&["prune", "--ended-before", "0s", "--batch", "1"]);
+    assert_exit(&output, 0);
+    assert_eq!(text(&output.stdout), "1\n");
+    assert!(text(&output.stderr).contains("pruned 1 ended task(s) so far"));
+    let left = w.tasks(&[]);
+    assert_eq!((left.len(), left[0]["state"].as_str()), (1, Some("ready")));
+}
+
+#[test]
+fn a_queue_limit_shows_in_queues() {
+    let w = World::sqlite();
+    let output = w.stint(&["queue", "limit", "slow", "2"]);
+    assert_exit(&output, 0);
+    assert_eq!(
+        text(&output.stdout),
+        "queue slow: at most 2 running task(s)\n"
+    );
+    assert_eq!(w.queues()[0]["max_running"], 2);
+    let table = text(&w.stint(&["queues"]).stdout);
+    assert!(
+        table
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("slow") && l.ends_with('2')),
+        "{table}"
+    );
+    assert_exit(&w.stint(&["queue", "limit", "slow", "none"]), 0);
+    assert_eq!(w.queues()[0]["max_running"], serde_json::Value::Null);
+}
+
+#[test]
+#[allow(
+    clippy::print_stderr,
+    reason = "the time is for information, never asserted"
+)]
+fn a_batch_of_ten_thousand_lines_is_one_transaction() {
+    let w = World::sqlite();
+    let lines: String = (0..10_000)
+        .map(|i| format!("{{\"command\":[\"echo\",\"{i}\"],\"retries\":1}}\n"))
+        .collect();
+    std::fs::write(w.path("big.jsonl"), lines).expect("write the batch");
+    let started = Instant::now();
+    let output = w.stint(&["-q", "submit", "--batch", "big.jsonl"]);
+    eprintln!("10,000 tasks submitted in {:?}", started.elapsed());
+    assert_exit(&output, 0);
+    assert_eq!(text(&output.stdout), "10000\n");
+    assert_eq!(w.tasks(&["--limit", "20000"]).len(), 10_000);
+}
+
+#[test]
+fn retry_takes_the_nodes_failed_attempts_off_its_budget() {
+    let w = World::sqlite();
+    assert_exit(&w.run("r", "n", &[], "exit 3"), 1);
+    let id = w.submit(&["--run-id", "r", "--node-id", "n", "--", "true"]);
+    assert_exit(&w.stint(&["cancel", &id]), 0);
+    let output = w.stint(&["retry", &id]);
+    assert_exit(&output, 0);
+    assert_eq!(
+        text(&output.stdout),
+        format!(
+            "task {id} ready again (1 earlier failed attempt(s) no longer count toward its retries)\n"
+        )
+    );
+    assert_eq!(w.tasks(&[])[0]["retry_base"], 1);
+}
