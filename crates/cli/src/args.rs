@@ -9,7 +9,7 @@ mod queue;
 
 pub use queue::{
     CancelArgs, Limit, ListedState, PruneArgs, QueueCommand, QueueLimitArgs, QueuesArgs, RetryArgs,
-    SubmitArgs, TasksArgs, parse_time,
+    SubmitArgs, TasksArgs, WorkerArgs, parse_time,
 };
 
 /// The SQLite database used when neither `--db` nor `STINT_DB` is given.
@@ -151,6 +151,9 @@ pub enum Command {
     /// Configure a queue.
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// Claim queued tasks and run each as `stint run` would, until stopped.
+    #[command(long_about = queue::WORKER_LONG_ABOUT)]
+    Worker(WorkerArgs),
 }
 
 const RECOVER_AFTER_LONG_HELP: &str = "\

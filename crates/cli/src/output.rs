@@ -14,3 +14,9 @@ pub fn note(text: &str) {
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "stint: {text}");
 }
+
+/// Writes bytes a command wrote (its stderr) on stderr as they come.
+pub fn passthrough(bytes: &[u8]) {
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(bytes);
+}

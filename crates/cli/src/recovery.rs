@@ -28,7 +28,7 @@ pub const RECOVERY_LIMIT: Duration = Duration::from_secs(60);
 pub async fn recover(
     store: &Arc<dyn Store>,
     engine: &Engine,
-    note: &dyn Fn(&str),
+    note: &(dyn Fn(&str) + Sync),
 ) -> Result<Vec<AttemptKey>, CliError> {
     match tokio::time::timeout(RECOVERY_LIMIT, end_then_mark(store, engine, note)).await {
         Ok(result) => result,
@@ -43,7 +43,7 @@ pub async fn recover(
 async fn end_then_mark(
     store: &Arc<dyn Store>,
     engine: &Engine,
-    note: &dyn Fn(&str),
+    note: &(dyn Fn(&str) + Sync),
 ) -> Result<Vec<AttemptKey>, CliError> {
     let expired = store
         .expired_attempts(engine.ports().clock.now_ms())
@@ -69,7 +69,7 @@ async fn end_then_mark(
     Ok(marked)
 }
 
-async fn end_group(record: &AttemptRecord, key: &AttemptKey, note: &dyn Fn(&str)) {
+async fn end_group(record: &AttemptRecord, key: &AttemptKey, note: &(dyn Fn(&str) + Sync)) {
     if let Some(pgid) = orphans::end_orphaned_group(record).await {
         note(&format!("ended orphaned process group {pgid} of {key}"));
     }

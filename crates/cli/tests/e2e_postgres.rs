@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{assert_exit, on_postgres, queue, scenarios, text};
+use common::{assert_exit, on_postgres, queue, scenarios, text, workers};
 use nix::sys::signal::Signal;
 use stint_adapters_postgres::test_support;
 
@@ -60,6 +60,10 @@ fn a_url_without_a_user_connects_as_pguser_else_as_the_os_user() {
     });
 }
 
+fn two_workers_one_killed_run_every_task_once() {
+    on_postgres(|w| workers::two_workers_one_killed_run_every_task_once(w, 300));
+}
+
 fn main() -> std::process::ExitCode {
     test_support::run_tests(vec![
         postgres_test!(scenarios::success_prints_the_output),
@@ -74,6 +78,10 @@ fn main() -> std::process::ExitCode {
         postgres_test!(scenarios::racing_runner_gets_a_conflict),
         postgres_test!(scenarios::json_listings_have_their_fields),
         postgres_test!(queue::submit_list_cancel_retry_round_trip),
+        (
+            "two_workers_one_killed_run_every_task_once",
+            two_workers_one_killed_run_every_task_once,
+        ),
         (
             "a_url_without_a_user_connects_as_pguser_else_as_the_os_user",
             a_url_without_a_user_connects_as_pguser_else_as_the_os_user,

@@ -7,6 +7,12 @@ use std::time::Instant;
 
 use common::{World, assert_exit, text};
 
+/// Issue 17's done-when: 1,000 commands, two workers with concurrency 4, one SIGKILLed.
+#[test]
+fn two_workers_one_killed_run_every_task_once() {
+    common::workers::two_workers_one_killed_run_every_task_once(&World::sqlite(), 1000);
+}
+
 #[test]
 fn submit_list_cancel_retry_round_trip() {
     common::queue::submit_list_cancel_retry_round_trip(&World::sqlite());

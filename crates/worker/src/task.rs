@@ -5,9 +5,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use stint_domain::{AttemptState, TaskError, TaskId};
+use stint_domain::{AttemptState, TaskDescriptor, TaskError, TaskId};
 use stint_engine::{AttemptOutcome, CancellationToken, EngineError};
-use stint_ports::{ClaimedTask, Completion, TaskEnd};
+use stint_ports::{AttemptFilter, ClaimedTask, Completion, TaskEnd};
 
 use crate::worker::Inner;
 
@@ -82,6 +82,9 @@ async fn attempt(
     };
     // Failed attempts `stint retry` set aside do not count toward the retries.
     desc.retry.retries = desc.retry.retries.saturating_add(claimed.task.retry_base);
+    if let Some(end) = already_settled(inner, &desc, claimed.task.retry_base).await? {
+        return Ok(end);
+    }
     let mut recovered = false;
     loop {
         let started = Arc::new(AtomicBool::new(false));
@@ -119,6 +122,48 @@ async fn attempt(
             }
         }
     }
+}
+
+/// How the task ends without a new attempt when its node's attempts already settled it: a
+/// worker wrote the attempt's end and died before the task's, so the claim expired and the
+/// task came back. A finished node is not run again (as `stint run` does not), nor is a node
+/// whose last attempt failed for good (not retryable, or its retries spent) after the last
+/// `stint retry` (which set `retry_base` failures aside). An abandoned attempt is retryable: its
+/// task runs again.
+async fn already_settled(
+    inner: &Inner,
+    desc: &TaskDescriptor,
+    retry_base: u32,
+) -> Result<Option<TaskEnd>, EngineError> {
+    let filter = AttemptFilter {
+        run_id: desc.key.run_id().to_owned(),
+        node_id: Some(desc.key.node_id().to_owned()),
+        iteration: Some(desc.key.iteration()),
+    };
+    let attempts = inner.history.list_attempts(&filter).await?;
+    let Some(last) = attempts.last() else {
+        return Ok(None);
+    };
+    let failed = attempts
+        .iter()
+        .filter(|attempt| attempt.state == AttemptState::Failed)
+        .count();
+    let failed = u32::try_from(failed).unwrap_or(u32::MAX);
+    let error = || {
+        to_json(
+            &last
+                .error
+                .clone()
+                .unwrap_or_else(|| TaskError::task_failed("failed")),
+        )
+    };
+    Ok(match last.state {
+        AttemptState::Finished => Some(TaskEnd::Finished),
+        AttemptState::Failed if last.retryable == Some(false) && failed > retry_base => {
+            Some(TaskEnd::Failed { error: error() })
+        }
+        _ => None,
+    })
 }
 
 /// The end an attempt's outcome writes for its task.

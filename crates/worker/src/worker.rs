@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use stint_domain::{TaskError, TaskId};
 use stint_engine::Engine;
-use stint_ports::{Claim, ClaimedTask, Completion, QueueStore, TaskEnd};
+use stint_ports::{Claim, ClaimedTask, Completion, HistoryStore, QueueStore, TaskEnd};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::{AbortHandle, JoinError, JoinSet};
 use tokio::time::Instant;
@@ -26,6 +26,7 @@ use crate::task::{self, Settled, Stop};
 pub struct Worker {
     engine: Arc<Engine>,
     queue: Arc<dyn QueueStore>,
+    history: Arc<dyn HistoryStore>,
     handler: Arc<dyn Handler>,
     options: WorkerOptions,
     observer: Arc<dyn WorkerObserver>,
@@ -47,6 +48,7 @@ impl fmt::Debug for Worker {
 pub(crate) struct Inner {
     pub(crate) engine: Arc<Engine>,
     pub(crate) queue: Arc<dyn QueueStore>,
+    pub(crate) history: Arc<dyn HistoryStore>,
     pub(crate) handler: Arc<dyn Handler>,
     pub(crate) options: WorkerOptions,
     pub(crate) observer: Arc<dyn WorkerObserver>,
@@ -68,16 +70,20 @@ impl Inner {
 }
 
 impl Worker {
-    /// A worker running `queue`'s tasks with `handler` through `engine`.
+    /// A worker running `queue`'s tasks with `handler` through `engine`; `history` is the same
+    /// database's query port, read before a task runs so that a node whose attempts already
+    /// settled it (its last worker died between the two writes) is not run again.
     pub fn new(
         engine: Engine,
         queue: Arc<dyn QueueStore>,
+        history: Arc<dyn HistoryStore>,
         handler: Arc<dyn Handler>,
         options: WorkerOptions,
     ) -> Self {
         Self {
             engine: Arc::new(engine),
             queue,
+            history,
             handler,
             options,
             observer: Arc::new(NoopWorkerObserver),
@@ -129,6 +135,7 @@ impl Worker {
         let inner = Arc::new(Inner {
             engine: self.engine.clone(),
             queue: self.queue.clone(),
+            history: self.history.clone(),
             handler: self.handler.clone(),
             options: self.options.clone(),
             observer: self.observer.clone(),

@@ -253,3 +253,46 @@ mod tests {
         assert!(parse_limit("-1").is_err());
     }
 }
+
+pub(super) const WORKER_LONG_ABOUT: &str = "\
+Claim queued tasks and run each as `stint run` would (its run options, environment, heartbeats \
+on descriptor 3, checkpoint, output schema, process group, signals), in the folder it was \
+submitted from, until stopped.
+
+Tasks are claimed highest priority first, then earliest due, then in submission order, never \
+more than --concurrency at once nor more than a queue's limit (`stint queue limit`) across all \
+workers. Each claim is a lease the worker renews; a worker that cannot renew it for two thirds \
+of --lease stops its commands and exits 3 (STORE_UNAVAILABLE), writing nothing. A failed attempt \
+with retries left goes back to the queue, due after its backoff: any worker may run the next \
+attempt. Every worker sweeps for expired leases every --lease: a worker killed with SIGKILL has \
+its tasks back in the queue within about one lease (and their orphaned process groups on this \
+host ended), without a `stint recover`.
+
+SIGINT, SIGTERM or SIGHUP drain the worker: it claims nothing more, lets running tasks finish for \
+up to --drain-timeout, then cancels them and puts them back as ready (not counted as a failure). \
+A second signal (500 ms or more after the first) cancels and puts them back at once. Exit 0 once \
+stopped; 3 when fenced; 2 for bad options.";
+
+/// `stint worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// A queue to take tasks from (repeat for several).
+    #[arg(long = "queue", value_name = "NAME", default_value = stint_ports::DEFAULT_QUEUE)]
+    pub queues: Vec<String>,
+    /// How many tasks run at once.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub concurrency: usize,
+    /// How long running tasks may take to finish after SIGINT/SIGTERM before they are cancelled
+    /// and put back.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "30s")]
+    pub drain_timeout: Duration,
+    /// Exit once no task of the queues is ready, scheduled or running.
+    #[arg(long)]
+    pub exit_when_empty: bool,
+    /// How long a claim lasts without renewal (renewed every quarter of it).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "30s")]
+    pub lease: Duration,
+    /// How often an idle worker looks for ready tasks.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "100ms")]
+    pub poll: Duration,
+}

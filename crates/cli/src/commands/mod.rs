@@ -9,6 +9,7 @@ mod queue;
 mod run;
 mod schema;
 mod submit;
+mod worker;
 
 use crate::args::{Cli, Command};
 use crate::exit::CliError;
@@ -34,5 +35,6 @@ pub async fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Retry(args) => queue::retry(db, &args).await,
         Command::Prune(args) => queue::prune(db, cli.quiet, &args).await,
         Command::Queue(command) => queue::queue(db, &command).await,
+        Command::Worker(args) => worker::worker(db, cli.quiet, args).await,
     }
 }

@@ -83,6 +83,7 @@ pub async fn run(db: &str, quiet: bool, args: RunArgs) -> Result<u8, CliError> {
         grace: args.options.grace,
         output: args.options.output,
         output_required: args.options.output_schema.is_some(),
+        dir: None,
     });
     let console: Arc<dyn Console> = status.clone();
     let compute = move |ctx| process::run(spec.clone(), ctx, console.clone());

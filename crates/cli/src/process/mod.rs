@@ -18,6 +18,7 @@ mod streams;
 mod take;
 
 use std::os::unix::process::ExitStatusExt as _;
+use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,6 +67,9 @@ pub struct CommandSpec {
     pub output: OutputMode,
     /// Whether the command must produce an output (`--output-schema`).
     pub output_required: bool,
+    /// The folder to run it in; stint's own when `None` (a worker runs a task where it was
+    /// submitted).
+    pub dir: Option<PathBuf>,
 }
 
 /// The three readers of one attempt's pipes; each ends on its own.
@@ -103,6 +107,7 @@ pub async fn run(
         attempt: ctx.key.attempt,
         checkpoint: ctx.checkpoint.as_ref().map(Value::to_string),
         output_file: output_file.as_ref().map(|file| file.path().to_owned()),
+        dir: spec.dir.clone(),
     };
     let Spawned { mut child, pipes } =
         spawn::spawn(&spec.argv, &env).map_err(|error| cannot_start(&spec.argv, &error))?;

@@ -37,6 +37,8 @@ pub struct AttemptEnv {
     pub checkpoint: Option<String>,
     /// `STINT_OUTPUT`, the file the command may write its output to; unset when `None`.
     pub output_file: Option<PathBuf>,
+    /// The folder to run in; stint's own when `None`.
+    pub dir: Option<PathBuf>,
 }
 
 /// A spawned command with the read ends of its pipes.
@@ -71,6 +73,9 @@ pub fn spawn(argv: &[String], env: &AttemptEnv) -> std::io::Result<Spawned> {
     let write_fd = writer.as_raw_fd();
     let parent = i32::try_from(std::process::id()).unwrap_or(0);
     let mut command = Command::new(program);
+    if let Some(dir) = &env.dir {
+        command.current_dir(dir);
+    }
     command
         .args(args)
         .stdin(Stdio::null())

@@ -4,6 +4,7 @@
 
 pub mod queue;
 pub mod scenarios;
+pub mod workers;
 
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};

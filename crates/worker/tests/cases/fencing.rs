@@ -120,6 +120,7 @@ fn worker_on(fixture: &Fixture, queue: &Arc<Renewals>, log: &Log<&'static str>) 
     Worker::new(
         fixture.engine(),
         queue,
+        fixture.attempts.clone(),
         Arc::new(hanging_once(log)),
         options,
     )

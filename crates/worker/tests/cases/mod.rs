@@ -20,6 +20,7 @@ macro_rules! every_case {
             stopping::a_killed_workers_tasks_are_swept_back_and_finished,
             stopping::two_workers_share_200_tasks_each_run_once,
             stopping::a_task_whose_node_is_busy_goes_back_until_recovery_frees_it,
+            stopping::a_task_whose_node_already_finished_is_not_run_again,
             stopping::a_cancel_request_ends_a_running_task_cancelled,
             stopping::a_drain_gives_back_a_long_task_after_the_drain_timeout,
             stopping::a_drain_lets_short_tasks_finish_and_claims_no_more,

@@ -8,7 +8,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use stint_domain::{AttemptState, ErrorCode, NodeKey, TaskState};
 use stint_engine::{TaskContext, TaskFailure};
-use stint_ports::{BeginAttempt, CancelTarget, InstrumentedStore, StoreError, WriteOp};
+use stint_ports::{
+    AttemptEnd, BeginAttempt, CancelTarget, EndAttempt, InstrumentedStore, OwnedAttempt,
+    StoreError, WriteOp,
+};
 use stint_worker::{Handlers, Shutdown, Worker, WorkerOptions};
 
 use crate::common::{Fixture, Kind, Log, engine_on, eventually, now_ms, options, run_to_end, task};
@@ -138,6 +141,50 @@ pub(crate) async fn a_task_whose_node_is_busy_goes_back_until_recovery_frees_it(
     assert_eq!(fixture.task(ids[0]).await.state, TaskState::Finished);
     let states = fixture.attempt_states("run", "busy").await;
     assert_eq!(states, vec![AttemptState::Failed, AttemptState::Finished]);
+}
+
+/// A worker that wrote its attempt's end and died before the task's: the claim comes back, and
+/// the next worker ends the task from the node's record instead of running the node again.
+pub(crate) async fn a_task_whose_node_already_finished_is_not_run_again(kind: Kind) {
+    let fixture = Fixture::new(kind).await;
+    let node = NodeKey::new("run", "done", 0).expect("a valid key");
+    let begun = fixture
+        .attempts
+        .begin_attempt(BeginAttempt {
+            node: node.clone(),
+            owner: "dead worker".to_owned(),
+            started_at_ms: now_ms(),
+            lease_ms: 30_000,
+            metadata: Value::Null,
+            working_dir: None,
+            label: None,
+            output_table: None,
+        })
+        .await
+        .expect("the dead worker's attempt begins");
+    let owned = OwnedAttempt {
+        key: node.attempt(begun.attempt),
+        owner: "dead worker".to_owned(),
+    };
+    let finished = AttemptEnd::Finished {
+        output: json!(1),
+        vcs: None,
+    };
+    fixture
+        .attempts
+        .end_attempt(&owned, EndAttempt::new(finished, now_ms()))
+        .await
+        .expect("and finishes");
+    let ids = fixture.enqueue(jobs(&["done"], json!({}))).await;
+    let report = run_to_end(
+        &fixture.worker(Arc::new(finishing()), options()),
+        Shutdown::default(),
+    )
+    .await;
+    assert_eq!(report.finished, 1);
+    assert_eq!(fixture.task(ids[0]).await.state, TaskState::Finished);
+    let states = fixture.attempt_states("run", "done").await;
+    assert_eq!(states, vec![AttemptState::Finished], "the node ran again");
 }
 
 pub(crate) async fn a_cancel_request_ends_a_running_task_cancelled(kind: Kind) {
@@ -278,6 +325,7 @@ pub(crate) async fn a_task_whose_attempt_could_not_begin_goes_back_and_runs(kind
     let worker = Worker::new(
         engine_on(attempts.clone()),
         fixture.queue.clone(),
+        fixture.attempts.clone(),
         Arc::new(finishing()),
         options(),
     );

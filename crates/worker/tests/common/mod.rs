@@ -128,7 +128,13 @@ impl Fixture {
     }
 
     pub fn worker(&self, handler: Arc<dyn Handler>, options: WorkerOptions) -> Worker {
-        Worker::new(self.engine(), self.queue.clone(), handler, options)
+        Worker::new(
+            self.engine(),
+            self.queue.clone(),
+            self.attempts.clone(),
+            handler,
+            options,
+        )
     }
 
     pub async fn enqueue(&self, tasks: Vec<NewTask>) -> Vec<TaskId> {
