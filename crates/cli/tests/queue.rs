@@ -200,3 +200,46 @@ fn retry_takes_the_nodes_failed_attempts_off_its_budget() {
     );
     assert_eq!(w.tasks(&[])[0]["retry_base"], 1);
 }
+
+/// SIGTERM drains a worker: no new task, the running one gets --drain-timeout, then goes back to
+/// the queue as ready, its attempt recorded cancelled (not a failure); the drain shows on stderr.
+#[test]
+fn sigterm_drains_a_worker_and_puts_its_running_task_back() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    let w = World::sqlite();
+    let id = w.submit(&["--run-id", "r", "--node-id", "long", "--", "sleep", "30"]);
+    let worker = w
+        .std_cmd()
+        .args(["worker", "--drain-timeout", "300ms", "--poll", "20ms"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn stint worker");
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    while w.tasks(&["--state", "running"]).is_empty() {
+        assert!(Instant::now() < deadline, "the task never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let pid = Pid::from_raw(i32::try_from(worker.id()).expect("a pid"));
+    kill(pid, Signal::SIGTERM).expect("SIGTERM the worker");
+    let started = Instant::now();
+    let output = worker.wait_with_output().expect("the worker exits");
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(
+        started.elapsed().as_secs() < 10,
+        "the drain took {:?}",
+        started.elapsed()
+    );
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("SIGTERM: draining"), "{stderr}");
+    let tasks = w.tasks(&[]);
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks[0]["id"].to_string(), id);
+    assert_eq!(tasks[0]["state"], "ready", "put back: {tasks:?}");
+    let attempts = w.attempts("r");
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0]["state"], "cancelled", "{attempts:?}");
+}
