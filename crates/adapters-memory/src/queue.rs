@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use stint_domain::{QueueStats, TaskId, TaskRecord, TaskState};
 use stint_ports::{
     CancelOutcome, CancelTarget, Claim, ClaimedTask, Completion, Enqueued, NewTask, QueueHistory,
-    RenewedClaims, StoreError, TaskEnd, TaskFilter, TaskQueue, sort_claimed,
+    Renewal, RenewedClaims, StoreError, TaskFilter, TaskQueue, sort_claimed,
 };
 
 use crate::MemoryStore;
@@ -119,13 +119,8 @@ impl Tasks {
         claimed
     }
 
-    fn complete(
-        &mut self,
-        id: TaskId,
-        owner: &str,
-        end: &TaskEnd,
-        now_ms: u64,
-    ) -> Result<(), StoreError> {
+    fn complete(&mut self, completion: &Completion) -> Result<(), StoreError> {
+        let (id, owner, end, now_ms) = completion.parts();
         let task = self
             .tasks
             .get_mut(&id)
@@ -295,14 +290,13 @@ impl TaskQueue for MemoryStore {
     async fn renew_claims(
         &self,
         owner: &str,
-        now_ms: u64,
-        lease_ms: u64,
+        renewal: Renewal,
     ) -> Result<RenewedClaims, StoreError> {
         let mut state = self.tasks();
         let mut rows = Vec::new();
         for task in state.tasks.values_mut() {
             if task.state == TaskState::Running && task.owner.as_deref() == Some(owner) {
-                task.lease_expires_at_ms = Some(now_ms.saturating_add(lease_ms));
+                task.lease_expires_at_ms = Some(renewal.expires_at_ms());
                 rows.push((task.id, task.cancel_requested));
             }
         }
@@ -310,13 +304,7 @@ impl TaskQueue for MemoryStore {
     }
 
     async fn complete(&self, completion: Completion) -> Result<(), StoreError> {
-        let Completion {
-            task,
-            owner,
-            end,
-            now_ms,
-        } = completion;
-        self.tasks().complete(task, &owner, &end, now_ms)
+        self.tasks().complete(&completion)
     }
 
     async fn sweep_expired(&self, now_ms: u64) -> Result<Vec<TaskId>, StoreError> {

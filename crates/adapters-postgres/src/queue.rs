@@ -14,8 +14,8 @@ use sqlx::Row;
 use sqlx::postgres::{PgConnection, PgPool};
 use stint_domain::{TaskId, TaskState};
 use stint_ports::{
-    CancelOutcome, CancelTarget, Claim, ClaimedTask, Completion, Enqueued, NewTask, RenewedClaims,
-    StoreError, TaskEnd, TaskQueue, sort_claimed,
+    CancelOutcome, CancelTarget, Claim, ClaimedTask, Completion, Enqueued, NewTask, Renewal,
+    RenewedClaims, StoreError, TaskQueue, sort_claimed,
 };
 
 use crate::PostgresStore;
@@ -209,13 +209,8 @@ async fn renew_once(
     Ok(RenewedClaims::from_rows(renewed))
 }
 
-async fn complete_once(
-    pool: &PgPool,
-    task: TaskId,
-    owner: &str,
-    end: &TaskEnd,
-    now_ms: u64,
-) -> Result<(), OpError> {
+async fn complete_once(pool: &PgPool, completion: &Completion) -> Result<(), OpError> {
+    let (task, owner, end, now_ms) = completion.parts();
     // A task whose cancellation was asked for does not go back to the queue: it ends cancelled.
     let state = end.state();
     let done = sqlx::query(
@@ -377,25 +372,18 @@ impl TaskQueue for PostgresStore {
     async fn renew_claims(
         &self,
         owner: &str,
-        now_ms: u64,
-        lease_ms: u64,
+        renewal: Renewal,
     ) -> Result<RenewedClaims, StoreError> {
-        let lease_now = self.lease_now(now_ms);
+        let lease_now = self.lease_now(renewal.now_ms);
         retrying(&self.endpoint, "renewing claims", || {
-            renew_once(&self.pool, owner, lease_now, lease_ms)
+            renew_once(&self.pool, owner, lease_now, renewal.lease_ms)
         })
         .await
     }
 
     async fn complete(&self, completion: Completion) -> Result<(), StoreError> {
-        let Completion {
-            task,
-            owner,
-            end,
-            now_ms,
-        } = &completion;
         retrying(&self.endpoint, "completing a task", || {
-            complete_once(&self.pool, *task, owner, end, *now_ms)
+            complete_once(&self.pool, &completion)
         })
         .await
     }

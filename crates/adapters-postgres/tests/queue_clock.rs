@@ -5,7 +5,7 @@
 
 use serde_json::json;
 use stint_adapters_postgres::test_support::{Test, block_on, fresh_schema, run_tests};
-use stint_ports::{Claim, NewTask, QueueHistory, TaskQueue};
+use stint_ports::{Claim, NewTask, QueueHistory, Renewal, TaskQueue};
 
 fn real_now_ms() -> u64 {
     let since_epoch = std::time::SystemTime::now()
@@ -60,7 +60,13 @@ async fn claims_are_leased_and_swept_by_the_database_clock() {
         .expect("claim");
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     let renewed = store
-        .renew_claims("behind", 0, 30_000)
+        .renew_claims(
+            "behind",
+            Renewal {
+                now_ms: 0,
+                lease_ms: 30_000,
+            },
+        )
         .await
         .expect("renew");
     assert_eq!(renewed.renewed, vec![live[0].task.id]);

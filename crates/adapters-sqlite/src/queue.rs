@@ -8,8 +8,8 @@ use sqlx::sqlite::SqlitePool;
 use sqlx::{Sqlite, SqliteConnection, Transaction};
 use stint_domain::{TaskId, TaskState};
 use stint_ports::{
-    CancelOutcome, CancelTarget, Claim, ClaimedTask, Completion, Enqueued, NewTask, RenewedClaims,
-    StoreError, TaskEnd, TaskQueue,
+    CancelOutcome, CancelTarget, Claim, ClaimedTask, Completion, Enqueued, NewTask, Renewal,
+    RenewedClaims, StoreError, TaskQueue,
 };
 
 use crate::SqliteStore;
@@ -151,13 +151,8 @@ async fn renew_claims(
     commit(tx, RenewedClaims::from_rows(renewed)).await
 }
 
-async fn complete(
-    pool: &SqlitePool,
-    task: TaskId,
-    owner: &str,
-    end: &TaskEnd,
-    now_ms: u64,
-) -> Result<(), StoreError> {
+async fn complete(pool: &SqlitePool, completion: &Completion) -> Result<(), StoreError> {
+    let (task, owner, end, now_ms) = completion.parts();
     let now = to_i64(now_ms, "completion time")?;
     let state = end.state();
     let error = end
@@ -335,21 +330,14 @@ impl TaskQueue for SqliteStore {
     async fn renew_claims(
         &self,
         owner: &str,
-        now_ms: u64,
-        lease_ms: u64,
+        renewal: Renewal,
     ) -> Result<RenewedClaims, StoreError> {
         // One host shares one clock: the caller's is the store's.
-        renew_claims(self.pool(), owner, now_ms.saturating_add(lease_ms)).await
+        renew_claims(self.pool(), owner, renewal.expires_at_ms()).await
     }
 
     async fn complete(&self, completion: Completion) -> Result<(), StoreError> {
-        let Completion {
-            task,
-            owner,
-            end,
-            now_ms,
-        } = completion;
-        complete(self.pool(), task, &owner, &end, now_ms).await
+        complete(self.pool(), &completion).await
     }
 
     async fn sweep_expired(&self, now_ms: u64) -> Result<Vec<TaskId>, StoreError> {

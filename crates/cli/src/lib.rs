@@ -15,6 +15,7 @@ mod output;
 mod process;
 mod recovery;
 mod run_id;
+mod signals;
 mod status;
 mod stdout;
 mod store;

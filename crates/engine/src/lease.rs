@@ -39,6 +39,43 @@ fn fraction(lease: Duration, (num, den): (u64, u64)) -> Duration {
         .max(Duration::from_millis(1))
 }
 
+/// When a lease is renewed, retried and given up for lost: the rule of the attempt's lease
+/// keeper, for any other lease kept the same way (a worker's claims).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseSchedule {
+    period: Duration,
+    retry: Duration,
+    fence_after: Duration,
+}
+
+impl LeaseSchedule {
+    /// The schedule of a lease of `lease`: renewed every quarter of it, a failed renewal tried
+    /// again after a twentieth, fenced after two thirds without a success.
+    pub fn new(lease: Duration) -> Self {
+        Self {
+            period: fraction(lease, RENEW_FRACTION),
+            retry: fraction(lease, RETRY_FRACTION),
+            fence_after: fraction(lease, FENCE_FRACTION),
+        }
+    }
+
+    /// When the holder must stop, the lease last renewed at `renewed_at`.
+    pub fn fence_at(&self, renewed_at: Instant) -> Instant {
+        renewed_at + self.fence_after
+    }
+
+    /// When to renew next: a period after the last success, soon after a failure, and never
+    /// later than the fence.
+    pub fn next_renewal(&self, renewed_at: Instant, failing: bool) -> Instant {
+        let next = if failing {
+            Instant::now() + self.retry
+        } else {
+            renewed_at + self.period
+        };
+        next.min(self.fence_at(renewed_at))
+    }
+}
+
 /// Why an attempt's lease was lost.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum LeaseLoss {
@@ -170,18 +207,12 @@ impl LeaseKeeper {
 
 impl Renewer {
     async fn run(self) {
-        let period = fraction(self.lease, RENEW_FRACTION);
-        let retry = fraction(self.lease, RETRY_FRACTION);
-        let fence_after = fraction(self.lease, FENCE_FRACTION);
+        let schedule = LeaseSchedule::new(self.lease);
         let mut last_error: Option<StoreError> = None;
         loop {
             let renewed_at = self.shared.renewed_at();
-            let fence_at = renewed_at + fence_after;
-            let next = match last_error {
-                None => renewed_at + period,
-                Some(_) => Instant::now() + retry,
-            };
-            tokio::time::sleep_until(next.min(fence_at)).await;
+            let fence_at = schedule.fence_at(renewed_at);
+            tokio::time::sleep_until(schedule.next_renewal(renewed_at, last_error.is_some())).await;
             if Instant::now() >= fence_at {
                 return self.fence(renewed_at, last_error);
             }
@@ -232,5 +263,36 @@ impl Renewer {
             unrenewed_ms,
             last_error,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_is_renewed_every_quarter_retried_at_a_twentieth_fenced_at_two_thirds() {
+        let schedule = LeaseSchedule::new(Duration::from_secs(60));
+        let renewed_at = Instant::now();
+        assert_eq!(
+            schedule.next_renewal(renewed_at, false),
+            renewed_at + Duration::from_secs(15)
+        );
+        assert_eq!(
+            schedule.fence_at(renewed_at),
+            renewed_at + Duration::from_secs(40)
+        );
+        let retry = schedule.next_renewal(renewed_at, true);
+        assert!(retry >= renewed_at + Duration::from_secs(3), "{retry:?}");
+        assert!(
+            retry <= Instant::now() + Duration::from_secs(3),
+            "{retry:?}"
+        );
+        // Never later than the fence, however long ago the last success was.
+        let long_ago = renewed_at - Duration::from_secs(39);
+        assert_eq!(
+            schedule.next_renewal(long_ago, true),
+            schedule.fence_at(long_ago)
+        );
     }
 }

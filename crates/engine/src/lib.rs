@@ -61,6 +61,7 @@ pub use context::{ProcessRecorder, TaskContext, TaskFailure};
 pub use engine::Engine;
 pub use error::EngineError;
 pub use heartbeat::Heartbeat;
+pub use lease::LeaseSchedule;
 pub use options::{EngineOptions, NoopObserver, Observer};
 pub use outcome::{AttemptOutcome, NodeOutcome};
 pub use ports::{NoVcs, Ports, SystemClock, TokioClock};

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use stint_domain::{QueueStats, TaskId, TaskRecord, TaskState};
 
-use crate::StoreError;
+use crate::{Renewal, StoreError};
 
 /// The queue a task goes to when the submitter names none.
 pub const DEFAULT_QUEUE: &str = "default";
@@ -129,6 +129,11 @@ pub struct Completion {
 }
 
 impl Completion {
+    /// The task, owner, end and time, borrowed.
+    pub fn parts(&self) -> (TaskId, &str, &TaskEnd, u64) {
+        (self.task, &self.owner, &self.end, self.now_ms)
+    }
+
     /// `task`, held by `owner`, ends `end` at `now_ms`.
     pub fn new(task: TaskId, owner: impl Into<String>, end: TaskEnd, now_ms: u64) -> Self {
         Self {
@@ -286,8 +291,7 @@ pub trait TaskQueue: Send + Sync + Debug {
     async fn renew_claims(
         &self,
         owner: &str,
-        now_ms: u64,
-        lease_ms: u64,
+        renewal: Renewal,
     ) -> Result<RenewedClaims, StoreError>;
 
     /// Ends or gives back a running task `owner` holds; a conflict if it is not running under

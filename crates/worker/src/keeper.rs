@@ -8,8 +8,8 @@
 //! have given them back.
 
 use std::sync::Arc;
-use std::time::Duration;
 
+use stint_engine::LeaseSchedule;
 use stint_ports::{RenewedClaims, StoreError};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -31,28 +31,16 @@ pub(crate) enum KeeperReport {
     Fenced(WorkerError),
 }
 
-fn fraction(lease: Duration, num: u32, den: u32) -> Duration {
-    (lease * num / den).max(Duration::from_millis(1))
-}
-
 /// Renews the worker's claims until the receiver is dropped or the worker is fenced.
 pub(crate) async fn keep_claims(inner: Arc<Inner>, reports: mpsc::Sender<KeeperReport>) {
     let lease = inner.options.claim_lease;
     let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
-    let (period, retry, fence_after) = (
-        fraction(lease, 1, 4),
-        fraction(lease, 1, 20),
-        fraction(lease, 2, 3),
-    );
+    let schedule = LeaseSchedule::new(lease);
     let mut renewed_at = Instant::now();
     let mut last_error: Option<StoreError> = None;
     loop {
-        let fence_at = renewed_at + fence_after;
-        let next = match last_error {
-            None => renewed_at + period,
-            Some(_) => Instant::now() + retry,
-        };
-        tokio::time::sleep_until(next.min(fence_at)).await;
+        let fence_at = schedule.fence_at(renewed_at);
+        tokio::time::sleep_until(schedule.next_renewal(renewed_at, last_error.is_some())).await;
         if Instant::now() >= fence_at {
             let unrenewed = Instant::now().saturating_duration_since(renewed_at);
             let fenced = WorkerError::Fenced {
@@ -64,9 +52,13 @@ pub(crate) async fn keep_claims(inner: Arc<Inner>, reports: mpsc::Sender<KeeperR
             return;
         }
         let sent = Instant::now();
-        let renewal = inner
-            .queue
-            .renew_claims(&inner.options.owner, inner.now_ms(), lease_ms);
+        let renewal = inner.queue.renew_claims(
+            &inner.options.owner,
+            stint_ports::Renewal {
+                now_ms: inner.now_ms(),
+                lease_ms,
+            },
+        );
         match tokio::time::timeout_at(fence_at, renewal).await {
             Ok(Ok(claims)) => {
                 renewed_at = sent;

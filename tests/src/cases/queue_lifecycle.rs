@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use stint_domain::{TaskId, TaskState};
-use stint_ports::{Completion, TaskEnd};
+use stint_ports::{Completion, Renewal, TaskEnd};
 
 use crate::Fixture;
 use crate::queue_support::{
@@ -163,7 +163,13 @@ pub async fn renew_extends_leases_and_reports_cancel_requests(fixture: &dyn Fixt
     assert_eq!(outcome, vec![stint_ports::CancelOutcome::Requested(ids[1])]);
 
     let renewed = queue
-        .renew_claims("w1", 5_000, CLAIM_LEASE_MS)
+        .renew_claims(
+            "w1",
+            Renewal {
+                now_ms: 5_000,
+                lease_ms: CLAIM_LEASE_MS,
+            },
+        )
         .await
         .expect("renew");
     assert_eq!(renewed.renewed, ids[..3].to_vec());
@@ -178,6 +184,14 @@ pub async fn renew_extends_leases_and_reports_cancel_requests(fixture: &dyn Fixt
         vec![ids[3]],
         "only w2's lease expired"
     );
-    let none = queue.renew_claims("nobody", 5_000, CLAIM_LEASE_MS).await;
+    let none = queue
+        .renew_claims(
+            "nobody",
+            Renewal {
+                now_ms: 5_000,
+                lease_ms: CLAIM_LEASE_MS,
+            },
+        )
+        .await;
     assert_eq!(none.expect("renew"), stint_ports::RenewedClaims::default());
 }

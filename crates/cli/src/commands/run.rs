@@ -7,23 +7,18 @@ use serde_json::Value;
 use stint_domain::{AttemptState, NodeKey, RetryPolicy};
 use stint_engine::{CancellationToken, Engine, EngineError, EngineOptions, NodeOutcome, Ports};
 use stint_ports::{AttemptFilter, Store};
-use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::args::RunArgs;
 use crate::exit::{self, CliError};
 use crate::process::{self, CommandSpec, Console};
+use crate::signals::{self, Request};
 use crate::status::{Mode, Status};
 use crate::vcs::JjOrGit;
 
 /// Extra time the engine waits for the command after the grace period: the runner needs a
 /// moment after SIGKILL to reap the group before the engine writes the terminal state.
 const GRACE_MARGIN: Duration = Duration::from_secs(2);
-
-/// Signals this soon after the first one are the same request, not a second one: a supervisor
-/// that signals both stint and its process group, or `kill` run twice by a script, must not cut
-/// the recording of the cancellation short. A person pressing Ctrl-C again takes longer.
-const SAME_REQUEST: Duration = Duration::from_millis(500);
 
 /// Runs `args` against the store at `db`.
 pub async fn run(db: &str, quiet: bool, args: RunArgs) -> Result<u8, CliError> {
@@ -140,52 +135,25 @@ pub async fn earlier_attempts(store: &dyn Store, key: &NodeKey) -> Result<(u32, 
     Ok((earlier, failed))
 }
 
-/// Ctrl-C, SIGTERM, SIGHUP (the terminal closed, the ssh session dropped) and SIGQUIT cancel the
-/// engine's token; the process exits once the attempt's terminal state is written. A second
-/// signal, [`SAME_REQUEST`] or more after the first, does not wait for that (a store that does not answer would hold it up to its own
-/// timeouts): see [`leave_to_recovery`].
+/// Ctrl-C, SIGTERM, SIGHUP and SIGQUIT cancel the engine's token; the process exits once the
+/// attempt's terminal state is written. A second signal does not wait for that (a store that
+/// does not answer would hold it up to its own timeouts): see [`leave_to_recovery`].
 fn watch_signals(
     cancel: CancellationToken,
     status: Arc<Status>,
     grace: Duration,
 ) -> Result<AbortOnDropHandle<()>, CliError> {
-    let install = |kind| {
-        signal(kind).map_err(|error| {
-            CliError::new(
-                exit::CliCode::Runtime,
-                format!("cannot handle signals: {error}"),
-            )
-        })
-    };
-    let mut interrupt = install(SignalKind::interrupt())?;
-    let mut terminate = install(SignalKind::terminate())?;
-    let mut hangup = install(SignalKind::hangup())?;
-    let mut quit = install(SignalKind::quit())?;
-    Ok(AbortOnDropHandle::new(tokio::spawn(async move {
-        let mut first: Option<tokio::time::Instant> = None;
-        loop {
-            let name = tokio::select! {
-                _ = interrupt.recv() => "interrupt",
-                _ = terminate.recv() => "SIGTERM",
-                _ = hangup.recv() => "SIGHUP",
-                _ = quit.recv() => "SIGQUIT",
-            };
-            if let Some(first) = first {
-                if first.elapsed() < SAME_REQUEST {
-                    status.note(&format!("{name}: already cancelling"));
-                    continue;
-                }
-                leave_to_recovery(name, &status);
-            } else {
-                first = Some(tokio::time::Instant::now());
-                status.progress(&format!(
-                    "{name}: cancelling (SIGTERM to the command, SIGKILL after {})",
-                    humantime::format_duration(grace)
-                ));
-                cancel.cancel();
-            }
+    signals::watch(move |name, request| match request {
+        Request::First => {
+            status.progress(&format!(
+                "{name}: cancelling (SIGTERM to the command, SIGKILL after {})",
+                humantime::format_duration(grace)
+            ));
+            cancel.cancel();
         }
-    })))
+        Request::Same => status.note(&format!("{name}: already cancelling")),
+        Request::Again => leave_to_recovery(name, &status),
+    })
 }
 
 /// A second signal: the command's group is SIGKILLed, one line says the attempt is left to

@@ -13,21 +13,18 @@ use stint_ports::{ClaimedTask, QueueStore, Store, StoreError, TaskEnd};
 use stint_worker::{
     Handler, Recovery, Shutdown, Worker, WorkerError, WorkerObserver, WorkerOptions, WorkerReport,
 };
-use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::args::WorkerArgs;
 use crate::exit::{self, CliError};
 use crate::process::{self, Console};
+use crate::signals::{self, Request};
 use crate::task_spec::CommandSpec;
 use crate::vcs::JjOrGit;
 
 /// How long the engine waits for a cancelled command: each task's own grace is enforced by the
 /// runner (SIGTERM, then SIGKILL after it), so this only bounds a runner that does not return.
 const CANCEL_LIMIT: Duration = Duration::from_secs(600);
-
-/// Signals this soon after the first one are the same request (as in `stint run`).
-const SAME_REQUEST: Duration = Duration::from_millis(500);
 
 /// Runs a worker against the store at `db` until it is stopped (or, with `--exit-when-empty`,
 /// until its queues are empty).
@@ -235,51 +232,27 @@ fn error_line(error: &Value) -> String {
     }
 }
 
-/// SIGINT, SIGTERM, SIGHUP and SIGQUIT drain the worker; a second one, [`SAME_REQUEST`] or more
-/// after the first, aborts (running tasks are cancelled and put back at once).
+/// SIGINT, SIGTERM, SIGHUP and SIGQUIT drain the worker; a second request aborts (running tasks
+/// are cancelled and put back at once).
 fn watch_signals(
     shutdown: Shutdown,
     drain_timeout: Duration,
 ) -> Result<AbortOnDropHandle<()>, CliError> {
-    let install = |kind| {
-        signal(kind).map_err(|error| {
-            CliError::new(
-                exit::CliCode::Runtime,
-                format!("cannot handle signals: {error}"),
-            )
-        })
-    };
-    let mut interrupt = install(SignalKind::interrupt())?;
-    let mut terminate = install(SignalKind::terminate())?;
-    let mut hangup = install(SignalKind::hangup())?;
-    let mut quit = install(SignalKind::quit())?;
-    Ok(AbortOnDropHandle::new(tokio::spawn(async move {
-        let mut first: Option<tokio::time::Instant> = None;
-        loop {
-            let name = tokio::select! {
-                _ = interrupt.recv() => "interrupt",
-                _ = terminate.recv() => "SIGTERM",
-                _ = hangup.recv() => "SIGHUP",
-                _ = quit.recv() => "SIGQUIT",
-            };
-            match first {
-                Some(at) if at.elapsed() < SAME_REQUEST => {}
-                Some(_) => {
-                    crate::output::note(&format!(
-                        "{name} again: cancelling running tasks and putting them back"
-                    ));
-                    shutdown.abort.cancel();
-                }
-                None => {
-                    first = Some(tokio::time::Instant::now());
-                    crate::output::note(&format!(
-                        "{name}: draining (no new tasks; running ones get {} to finish, then are \
-                         put back; signal again to put them back now)",
-                        humantime::format_duration(drain_timeout)
-                    ));
-                    shutdown.drain.cancel();
-                }
-            }
+    signals::watch(move |name, request| match request {
+        Request::First => {
+            crate::output::note(&format!(
+                "{name}: draining (no new tasks; running ones get {} to finish, then are put \
+                 back; signal again to put them back now)",
+                humantime::format_duration(drain_timeout)
+            ));
+            shutdown.drain.cancel();
         }
-    })))
+        Request::Same => {}
+        Request::Again => {
+            crate::output::note(&format!(
+                "{name} again: cancelling running tasks and putting them back"
+            ));
+            shutdown.abort.cancel();
+        }
+    })
 }

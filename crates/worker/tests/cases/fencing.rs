@@ -11,7 +11,7 @@ use stint_domain::{AttemptState, QueueStats, TaskId, TaskRecord, TaskState};
 use stint_engine::TaskContext;
 use stint_ports::{
     CancelOutcome, CancelTarget, Claim, ClaimedTask, Completion, Enqueued, NewTask, QueueHistory,
-    QueueStore, RenewedClaims, StoreError, TaskFilter, TaskQueue,
+    QueueStore, Renewal, RenewedClaims, StoreError, TaskFilter, TaskQueue,
 };
 use stint_worker::{Handlers, Shutdown, Worker, WorkerError, WorkerOptions};
 
@@ -39,13 +39,12 @@ impl TaskQueue for Renewals {
     async fn renew_claims(
         &self,
         owner: &str,
-        now_ms: u64,
-        lease_ms: u64,
+        renewal: Renewal,
     ) -> Result<RenewedClaims, StoreError> {
         match self.mode.load(Ordering::SeqCst) {
             FAIL => Err(StoreError::unavailable("the store is away")),
             FORGET => Ok(RenewedClaims::default()),
-            _ => self.inner.renew_claims(owner, now_ms, lease_ms).await,
+            _ => self.inner.renew_claims(owner, renewal).await,
         }
     }
     async fn complete(&self, completion: Completion) -> Result<(), StoreError> {
