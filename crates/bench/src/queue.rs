@@ -151,6 +151,9 @@ pub struct QueueBench {
 enum Keep {
     Sqlite(SqliteStore, tempfile::TempDir),
     Postgres(SchemaGuard),
+    /// The memory store of the tests: no SQL, so nothing lands in a same-SQL recording.
+    #[cfg(test)]
+    Memory,
 }
 
 impl QueueBench {
@@ -178,6 +181,8 @@ impl QueueBench {
         match self.keep {
             Keep::Sqlite(store, _dir) => store.close().await,
             Keep::Postgres(guard) => guard.drop_schema().await,
+            #[cfg(test)]
+            Keep::Memory => {}
         }
     }
 }
@@ -241,26 +246,28 @@ async fn processing(db: Db, counts: Counts) -> Result<(Vec<f64>, Vec<f64>, Vec<f
     Ok((submitted, one, eight))
 }
 
-/// Tasks/s of one `enqueue` call of `n` tasks on a fresh store, per repetition.
+/// Tasks/s of one `enqueue` call of `n` tasks, after checking that all were stored.
+async fn batch_on(bench: &QueueBench, n: usize) -> Result<f64> {
+    let tasks: Vec<NewTask> = (0..n).map(|i| noop_task(&format!("b{i}"))).collect();
+    let start = Instant::now();
+    let enqueued = bench.queue.enqueue(tasks, now_ms()).await?;
+    let elapsed = start.elapsed().as_secs_f64();
+    ensure!(
+        enqueued.len() == n && enqueued.iter().all(|e| !e.existing),
+        "the batch stored {} of {n} tasks",
+        enqueued.len()
+    );
+    Ok(n as f64 / elapsed)
+}
+
+/// Tasks/s of one `enqueue` call of the batch on a fresh store, per repetition.
 async fn batch(db: Db, counts: Counts) -> Result<Vec<f64>> {
     let mut rates = Vec::new();
     for _ in 0..counts.reps {
         let bench = db.open().await?;
-        let tasks: Vec<NewTask> = (0..counts.batch)
-            .map(|i| noop_task(&format!("b{i}")))
-            .collect();
-        let start = Instant::now();
-        let enqueued = bench.queue.enqueue(tasks, now_ms()).await;
-        let elapsed = start.elapsed().as_secs_f64();
+        let rate = batch_on(&bench, counts.batch).await;
         bench.close().await;
-        let enqueued = enqueued?;
-        ensure!(
-            enqueued.len() == counts.batch && enqueued.iter().all(|e| !e.existing),
-            "the batch stored {} of {} tasks",
-            enqueued.len(),
-            counts.batch
-        );
-        rates.push(counts.batch as f64 / elapsed);
+        rates.push(rate?);
     }
     Ok(rates)
 }
@@ -331,4 +338,33 @@ pub async fn run(settings: &Settings) -> Result<Vec<Row>> {
         rows.extend(crate::queue_pickup::rows(db, counts).await?);
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use stint_adapters_memory::MemoryStore;
+
+    use super::*;
+
+    /// A bench on a memory store.
+    pub fn memory() -> QueueBench {
+        let store = Arc::new(MemoryStore::new());
+        QueueBench {
+            store: store.clone(),
+            queue: store,
+            keep: Keep::Memory,
+        }
+    }
+
+    #[tokio::test]
+    async fn every_submitted_task_is_processed_and_a_batch_is_stored_whole() {
+        let bench = memory();
+        let (submitted, processed) = process_on(&bench, 5, 2).await.expect("5 tasks processed");
+        assert!(submitted > 0.0 && processed > 0.0);
+        assert_eq!(bench.finished().await.expect("counts"), 5);
+        assert!(batch_on(&bench, 7).await.expect("a batch") > 0.0);
+        // The batch's tasks are stored, ready.
+        assert_eq!(bench.finished().await.expect("counts"), 5);
+        bench.close().await;
+    }
 }

@@ -165,3 +165,27 @@ pub async fn rows(db: Db, counts: Counts) -> Result<Vec<Row>> {
     }
     Ok(rows)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_offsets_spread_over_one_poll_interval() {
+        let offsets: Vec<f64> = (0..30).map(offset).collect();
+        assert!(offsets.iter().all(|o| (0.0..1.0).contains(o)));
+        assert!(offsets.iter().any(|&o| o < 0.1) && offsets.iter().any(|&o| o > 0.9));
+    }
+
+    #[tokio::test]
+    async fn a_woken_and_a_polled_pickup_are_timed() {
+        let bench = crate::queue::tests::memory();
+        for pickup in [Pickup::Woken, Pickup::Polled] {
+            let latencies = pickups(&bench, pickup, Duration::from_millis(10), 2)
+                .await
+                .expect("two pickups");
+            assert_eq!(latencies.len(), 2);
+        }
+        bench.close().await;
+    }
+}
