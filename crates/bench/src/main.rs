@@ -1,9 +1,9 @@
-//! `stint-bench`: what stint costs on top of the SQL it issues (issue 9), and its heartbeat,
-//! watchdog and memory figures. Row 1 compares stint with the same-SQL floor: the adapter's own
+//! `stint-bench`: what stint costs on top of the SQL it issues (issue 9), its heartbeat,
+//! watchdog and memory figures, and the queue's throughput and pickup latency (issue 17). Row 1 compares stint with the same-SQL floor: the adapter's own
 //! statements issued directly through sqlx, so the ratio is stint's Rust overhead, not a
 //! distance to the database's limit.
 //!
-//! Prints one Markdown table of five benchmarks to stdout and, with `--out`, writes it with a
+//! Prints one Markdown table of six benchmarks to stdout and, with `--out`, writes it with a
 //! description of the machine and the date. Figures are medians over repetitions with their
 //! spread; nothing here fails on speed.
 //!
@@ -28,6 +28,8 @@ mod heartbeat;
 mod lifecycle;
 mod machine;
 mod memory;
+mod queue;
+mod queue_pickup;
 mod report;
 mod same_sql;
 mod stats;
@@ -49,8 +51,8 @@ struct Args {
     /// Also write the table, with the machine's description and the date, to this file.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
-    /// Run only this benchmark (1 to 5), for profiling one of them.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=5))]
+    /// Run only this benchmark (1 to 6; 6 is the queue), for profiling one of them.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=6))]
     only: Option<u8>,
     /// Internal: measure memory in this child process and print `<before KiB> <after KiB>`.
     #[arg(long, hide = true, value_enum)]
@@ -113,6 +115,9 @@ async fn main() -> Result<()> {
     }
     if wanted(5) {
         rows.extend(heartbeat::throughput(&settings).await?);
+    }
+    if wanted(6) {
+        rows.extend(queue::run(&settings).await?);
     }
     let table = report::markdown(&rows);
     progress(&format!("done in {:.0} s", started.elapsed().as_secs_f64()));
