@@ -163,6 +163,7 @@ impl QueueBench {
         Worker::new(
             engine_on(self.store.clone()),
             self.queue.clone(),
+            self.store.clone(),
             Arc::new(handlers),
             options,
         )
