@@ -5,27 +5,27 @@ use stint_domain::{TaskId, TaskRecord};
 use stint_ports::{Claim, Completion, NewTask, QueueStore, TaskEnd, TaskFilter};
 
 /// How long a claim lasts in the queue cases.
-pub const CLAIM_LEASE_MS: u64 = 10_000;
+pub(crate) const CLAIM_LEASE_MS: u64 = 10_000;
 
 /// A task of run `run`, node `node`, in the default queue, due at 0.
-pub fn new_task(run: &str, node: &str) -> NewTask {
+pub(crate) fn new_task(run: &str, node: &str) -> NewTask {
     NewTask::new(run, node, 0, json!({"command": ["echo", node]}))
 }
 
 /// Enqueues `tasks` at 100; every one must be stored as new. Returns their ids.
-pub async fn enqueue(queue: &dyn QueueStore, tasks: Vec<NewTask>) -> Vec<TaskId> {
+pub(crate) async fn enqueue(queue: &dyn QueueStore, tasks: Vec<NewTask>) -> Vec<TaskId> {
     let answers = queue.enqueue(tasks, 100).await.expect("enqueue");
     assert!(answers.iter().all(|answer| !answer.existing));
     answers.into_iter().map(|answer| answer.id).collect()
 }
 
 /// Enqueues one task; returns its id.
-pub async fn enqueue_one(queue: &dyn QueueStore, task: NewTask) -> TaskId {
+pub(crate) async fn enqueue_one(queue: &dyn QueueStore, task: NewTask) -> TaskId {
     enqueue(queue, vec![task]).await[0]
 }
 
 /// A claim by `owner` of up to `max` tasks of `queues` at `now_ms`.
-pub fn claim_of(queues: &[&str], owner: &str, max: u32, now_ms: u64) -> Claim {
+pub(crate) fn claim_of(queues: &[&str], owner: &str, max: u32, now_ms: u64) -> Claim {
     Claim {
         queues: queues.iter().map(|queue| (*queue).to_owned()).collect(),
         owner: owner.to_owned(),
@@ -36,12 +36,17 @@ pub fn claim_of(queues: &[&str], owner: &str, max: u32, now_ms: u64) -> Claim {
 }
 
 /// Claims up to `max` tasks of the default queue; returns their ids in the order given.
-pub async fn claim(queue: &dyn QueueStore, owner: &str, max: u32, now_ms: u64) -> Vec<TaskId> {
+pub(crate) async fn claim(
+    queue: &dyn QueueStore,
+    owner: &str,
+    max: u32,
+    now_ms: u64,
+) -> Vec<TaskId> {
     claim_in(queue, &["default"], owner, max, now_ms).await
 }
 
 /// Claims up to `max` tasks of `queues`; returns their ids in the order given.
-pub async fn claim_in(
+pub(crate) async fn claim_in(
     queue: &dyn QueueStore,
     queues: &[&str],
     owner: &str,
@@ -63,7 +68,7 @@ pub async fn claim_in(
 }
 
 /// The task `id`, which must exist.
-pub async fn task(queue: &dyn QueueStore, id: TaskId) -> TaskRecord {
+pub(crate) async fn task(queue: &dyn QueueStore, id: TaskId) -> TaskRecord {
     queue
         .get_task(id)
         .await
@@ -72,7 +77,7 @@ pub async fn task(queue: &dyn QueueStore, id: TaskId) -> TaskRecord {
 }
 
 /// Every task, ascending ids.
-pub async fn all_tasks(queue: &dyn QueueStore) -> Vec<TaskRecord> {
+pub(crate) async fn all_tasks(queue: &dyn QueueStore) -> Vec<TaskRecord> {
     let filter = TaskFilter {
         limit: u32::MAX,
         ..TaskFilter::default()
@@ -81,7 +86,13 @@ pub async fn all_tasks(queue: &dyn QueueStore) -> Vec<TaskRecord> {
 }
 
 /// Ends task `id`, held by `owner`, with `end` at `now_ms`; must be accepted.
-pub async fn complete(queue: &dyn QueueStore, id: TaskId, owner: &str, end: TaskEnd, now_ms: u64) {
+pub(crate) async fn complete(
+    queue: &dyn QueueStore,
+    id: TaskId,
+    owner: &str,
+    end: TaskEnd,
+    now_ms: u64,
+) {
     queue
         .complete(Completion::new(id, owner, end, now_ms))
         .await
@@ -89,6 +100,6 @@ pub async fn complete(queue: &dyn QueueStore, id: TaskId, owner: &str, end: Task
 }
 
 /// A failure's error value.
-pub fn boom() -> serde_json::Value {
+pub(crate) fn boom() -> serde_json::Value {
     json!({"code": "TASK_FAILED", "message": "boom"})
 }

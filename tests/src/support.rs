@@ -8,15 +8,15 @@ use stint_ports::{
 };
 
 /// How long a lease lasts in the cases, from the attempt's start.
-pub const LEASE_MS: u64 = 30_000;
+pub(crate) const LEASE_MS: u64 = 30_000;
 
 /// A node key; panics on an invalid one, which would be a bug in the case itself.
-pub fn key(run_id: &str, node_id: &str, iteration: u32) -> NodeKey {
+pub(crate) fn key(run_id: &str, node_id: &str, iteration: u32) -> NodeKey {
     NodeKey::new(run_id, node_id, iteration).expect("the case uses a valid key")
 }
 
 /// A `BeginAttempt` for `node` by `owner` at `at`, leased for [`LEASE_MS`].
-pub fn begin_at(node: &NodeKey, owner: &str, at: u64) -> BeginAttempt {
+pub(crate) fn begin_at(node: &NodeKey, owner: &str, at: u64) -> BeginAttempt {
     BeginAttempt {
         node: node.clone(),
         owner: owner.to_owned(),
@@ -31,7 +31,7 @@ pub fn begin_at(node: &NodeKey, owner: &str, at: u64) -> BeginAttempt {
 
 /// Begins an attempt that must be accepted; returns what the store said and the handle to
 /// write with.
-pub async fn start(
+pub(crate) async fn start(
     store: &dyn Store,
     node: &NodeKey,
     owner: &str,
@@ -49,7 +49,7 @@ pub async fn start(
 }
 
 /// A retryable `TASK_FAILED` end.
-pub fn failure(message: &str) -> AttemptEnd {
+pub(crate) fn failure(message: &str) -> AttemptEnd {
     AttemptEnd::Failed {
         error: TaskError::task_failed(message),
         retryable: true,
@@ -57,14 +57,14 @@ pub fn failure(message: &str) -> AttemptEnd {
 }
 
 /// A cancellation's end: `TASK_ABORTED`.
-pub fn cancellation() -> AttemptEnd {
+pub(crate) fn cancellation() -> AttemptEnd {
     AttemptEnd::Cancelled {
         error: TaskError::aborted(),
     }
 }
 
 /// Ends `attempt` with `end` at `at`, appending `events`; must be accepted.
-pub async fn accept_end(
+pub(crate) async fn accept_end(
     store: &dyn Store,
     attempt: &OwnedAttempt,
     end: AttemptEnd,
@@ -85,7 +85,11 @@ pub async fn accept_end(
 }
 
 /// Records `write` on `attempt`; must be accepted.
-pub async fn accept_heartbeat(store: &dyn Store, attempt: &OwnedAttempt, write: HeartbeatWrite) {
+pub(crate) async fn accept_heartbeat(
+    store: &dyn Store,
+    attempt: &OwnedAttempt,
+    write: HeartbeatWrite,
+) {
     store
         .record_heartbeat(attempt, write)
         .await
@@ -93,7 +97,7 @@ pub async fn accept_heartbeat(store: &dyn Store, attempt: &OwnedAttempt, write: 
 }
 
 /// The `NodeFailed` event matching [`failure`].
-pub fn failed_event(attempt: &OwnedAttempt, at: u64, message: &str) -> Event {
+pub(crate) fn failed_event(attempt: &OwnedAttempt, at: u64, message: &str) -> Event {
     Event::new(
         &attempt.key,
         at,
@@ -104,7 +108,7 @@ pub fn failed_event(attempt: &OwnedAttempt, at: u64, message: &str) -> Event {
 }
 
 /// Fails `attempt` at `at` (retryable), with its `NodeFailed` event; must be accepted.
-pub async fn fail(store: &dyn Store, attempt: &OwnedAttempt, at: u64) {
+pub(crate) async fn fail(store: &dyn Store, attempt: &OwnedAttempt, at: u64) {
     store
         .end_attempt(
             attempt,
@@ -119,7 +123,7 @@ pub async fn fail(store: &dyn Store, attempt: &OwnedAttempt, at: u64) {
 }
 
 /// A heartbeat write received at `at`; `payload` `None` is a bare ping.
-pub fn heartbeat(
+pub(crate) fn heartbeat(
     attempt: &OwnedAttempt,
     at: u64,
     payload: Option<Value>,
@@ -144,7 +148,7 @@ pub fn heartbeat(
 }
 
 /// Every attempt of `node`, in order.
-pub async fn attempts_of(store: &dyn Store, node: &NodeKey) -> Vec<AttemptRecord> {
+pub(crate) async fn attempts_of(store: &dyn Store, node: &NodeKey) -> Vec<AttemptRecord> {
     let filter = AttemptFilter {
         run_id: node.run_id().to_owned(),
         node_id: Some(node.node_id().to_owned()),
@@ -155,7 +159,7 @@ pub async fn attempts_of(store: &dyn Store, node: &NodeKey) -> Vec<AttemptRecord
 
 /// The checkpoint a next attempt of `node` would get, as the query port shows it: the payload of
 /// the newest attempt that recorded one.
-pub async fn newest_payload(store: &dyn Store, node: &NodeKey) -> Option<Value> {
+pub(crate) async fn newest_payload(store: &dyn Store, node: &NodeKey) -> Option<Value> {
     attempts_of(store, node)
         .await
         .into_iter()
@@ -164,7 +168,7 @@ pub async fn newest_payload(store: &dyn Store, node: &NodeKey) -> Option<Value> 
 }
 
 /// The one attempt `attempt` names.
-pub async fn attempt_record(store: &dyn Store, attempt: &OwnedAttempt) -> AttemptRecord {
+pub(crate) async fn attempt_record(store: &dyn Store, attempt: &OwnedAttempt) -> AttemptRecord {
     attempts_of(store, &attempt.key.node)
         .await
         .into_iter()
@@ -173,7 +177,7 @@ pub async fn attempt_record(store: &dyn Store, attempt: &OwnedAttempt) -> Attemp
 }
 
 /// The node `node` as stored; it must be.
-pub async fn node_record(store: &dyn Store, node: &NodeKey) -> NodeRecord {
+pub(crate) async fn node_record(store: &dyn Store, node: &NodeKey) -> NodeRecord {
     store
         .get_node(node)
         .await
@@ -182,7 +186,7 @@ pub async fn node_record(store: &dyn Store, node: &NodeKey) -> NodeRecord {
 }
 
 /// Every event of `run_id`.
-pub async fn events_of(store: &dyn Store, run_id: &str) -> Vec<EventRecord> {
+pub(crate) async fn events_of(store: &dyn Store, run_id: &str) -> Vec<EventRecord> {
     store
         .read_events(&EventPage::new(run_id))
         .await
@@ -190,7 +194,7 @@ pub async fn events_of(store: &dyn Store, run_id: &str) -> Vec<EventRecord> {
 }
 
 /// The `type` tags of `events`, for compact assertions.
-pub fn types(events: &[EventRecord]) -> Vec<&'static str> {
+pub(crate) fn types(events: &[EventRecord]) -> Vec<&'static str> {
     events
         .iter()
         .map(|record| record.event.kind.type_name())
@@ -199,7 +203,7 @@ pub fn types(events: &[EventRecord]) -> Vec<&'static str> {
 
 /// Asserts that `result` is a [`StoreError::Conflict`]; `what` names the write for the message.
 #[track_caller]
-pub fn assert_conflict<T: std::fmt::Debug>(result: Result<T, StoreError>, what: &str) {
+pub(crate) fn assert_conflict<T: std::fmt::Debug>(result: Result<T, StoreError>, what: &str) {
     match result {
         Err(StoreError::Conflict { .. }) => {}
         other => panic!("{what}: expected a conflict, got {other:?}"),

@@ -12,10 +12,10 @@ use anyhow::{Context, Result};
 use crate::project;
 
 /// Where a full run writes its table.
-pub const TABLE: &str = "docs/benchmarks.md";
+pub(crate) const TABLE: &str = "docs/benchmarks.md";
 
 /// Runs the benchmarks.
-pub fn run(root: &Path, quick: bool) -> Result<()> {
+pub(crate) fn run(root: &Path, quick: bool) -> Result<()> {
     let sh = project::shell_at(root)?;
     let result = if quick {
         sh.cmd("cargo")

@@ -15,13 +15,13 @@ use anyhow::{Context, Result, bail};
 use crate::project;
 
 /// Where a full run's figures are written.
-pub const REPORT: &str = "docs/chaos.md";
+pub(crate) const REPORT: &str = "docs/chaos.md";
 
 /// The test binaries of crates/cli that inject faults, on SQLite and on PostgreSQL.
 const SUITES: [&str; 4] = ["faults", "faults_postgres", "crash", "crash_postgres"];
 
 /// Runs `iterations` rounds; writes the report unless `dry` (then prints it only).
-pub fn run(root: &Path, iterations: u32, dry: bool) -> Result<()> {
+pub(crate) fn run(root: &Path, iterations: u32, dry: bool) -> Result<()> {
     let sh = project::shell_at(root)?;
     let suite_args: Vec<String> = SUITES
         .iter()

@@ -8,20 +8,20 @@ use crate::{codegen, project};
 
 /// The test command, identical to the one README.md gives. The tidy checks are `#[test]`s of
 /// xtask, a workspace member, so this command runs them too.
-pub const TEST_COMMAND: &str = "cargo test --workspace --all-features";
+pub(crate) const TEST_COMMAND: &str = "cargo test --workspace --all-features";
 
 /// The steps of CI, in order, each a command line run from the workspace root.
-pub const STEPS: &[&str] = &[
+pub(crate) const STEPS: &[&str] = &[
     "cargo fmt --all -- --check",
     "cargo clippy --workspace --all-targets --all-features -- -D warnings",
     TEST_COMMAND,
 ];
 
 /// The last step, run in-process by `cargo xtask ci`.
-pub const CODEGEN_CHECK: &str = "cargo xtask codegen --check";
+pub(crate) const CODEGEN_CHECK: &str = "cargo xtask codegen --check";
 
 /// Runs every step of CI, then `codegen --check`.
-pub fn run(root: &Path) -> Result<()> {
+pub(crate) fn run(root: &Path) -> Result<()> {
     let sh = project::shell_at(root)?;
     for step in STEPS {
         println!("ci: {step}");

@@ -11,21 +11,21 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 
 /// Folder of the generated JSON Schemas, relative to the workspace root.
-pub const SCHEMA_DIR: &str = "schemas";
+pub(crate) const SCHEMA_DIR: &str = "schemas";
 /// The generated CLI reference, relative to the workspace root.
-pub const CLI_REFERENCE: &str = "docs/cli.md";
+pub(crate) const CLI_REFERENCE: &str = "docs/cli.md";
 /// Wrap width of the rendered help, fixed so the output does not depend on the terminal.
 const HELP_WIDTH: usize = 100;
 
 /// One generated file: its path relative to the workspace root and its full contents.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Generated {
+pub(crate) struct Generated {
     pub path: String,
     pub contents: String,
 }
 
 /// Writes or checks every generated file under `root`.
-pub fn run(root: &Path, check: bool) -> Result<()> {
+pub(crate) fn run(root: &Path, check: bool) -> Result<()> {
     let files = generate()?;
     if check {
         let drift = drifted(root, &files)?;
@@ -45,7 +45,7 @@ pub fn run(root: &Path, check: bool) -> Result<()> {
 }
 
 /// Everything codegen writes, in a fixed order.
-pub fn generate() -> Result<Vec<Generated>> {
+pub(crate) fn generate() -> Result<Vec<Generated>> {
     let mut files = Vec::new();
     for (name, schema) in stint_cli::json_schemas() {
         let mut contents = serde_json::to_string_pretty(&schema)
@@ -64,7 +64,7 @@ pub fn generate() -> Result<Vec<Generated>> {
 }
 
 /// Writes `files` under `root`, and removes schemas that are no longer generated.
-pub fn write(root: &Path, files: &[Generated]) -> Result<()> {
+pub(crate) fn write(root: &Path, files: &[Generated]) -> Result<()> {
     let mut changed = 0;
     for file in files {
         let path = root.join(&file.path);
@@ -91,7 +91,7 @@ pub fn write(root: &Path, files: &[Generated]) -> Result<()> {
 }
 
 /// One line per file under `root` that differs from `files`: changed, missing, or an extra schema.
-pub fn drifted(root: &Path, files: &[Generated]) -> Result<Vec<String>> {
+pub(crate) fn drifted(root: &Path, files: &[Generated]) -> Result<Vec<String>> {
     let mut drift = Vec::new();
     for file in files {
         match fs::read_to_string(root.join(&file.path)) {
@@ -125,7 +125,7 @@ fn extra_schemas(root: &Path, files: &[Generated]) -> Result<Vec<String>> {
 }
 
 /// The Markdown reference of a clap command: the long help of it and every subcommand.
-pub fn cli_reference(command: clap::Command) -> String {
+pub(crate) fn cli_reference(command: clap::Command) -> String {
     let mut command = deterministic(command);
     command.build();
     let mut out = String::from(

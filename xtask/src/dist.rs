@@ -16,18 +16,18 @@ use xshell::cmd;
 use crate::project;
 
 /// Output folder, relative to the workspace root.
-pub const DIST_DIR: &str = "dist";
+pub(crate) const DIST_DIR: &str = "dist";
 
 /// One file of the archive: where it is read from and its path inside the top folder.
 #[derive(Debug, Clone)]
-pub struct ArchiveFile {
+pub(crate) struct ArchiveFile {
     pub name: String,
     pub source: PathBuf,
     pub executable: bool,
 }
 
 /// Builds `stint` in release mode and writes the tarball and its `.sha256` into `dist/`.
-pub fn run(root: &Path) -> Result<()> {
+pub(crate) fn run(root: &Path) -> Result<()> {
     let sh = project::shell_at(root)?;
     println!("dist: cargo build --release -p stint-cli");
     cmd!(sh, "cargo build --release -p stint-cli")
@@ -110,7 +110,12 @@ fn source_date_epoch() -> u64 {
 }
 
 /// Writes `files` under the folder `top` into a gzip tarball at `out`, reproducibly.
-pub fn write_archive(out: &Path, top: &str, files: &[ArchiveFile], mtime: u64) -> Result<()> {
+pub(crate) fn write_archive(
+    out: &Path,
+    top: &str,
+    files: &[ArchiveFile],
+    mtime: u64,
+) -> Result<()> {
     let mut sorted = files.to_vec();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
     let gzip = GzBuilder::new()
@@ -200,7 +205,7 @@ fn append(
 }
 
 /// Writes `<tarball>.sha256` as `sha256sum -c` reads it: `<hex>  <file name>`.
-pub fn write_sha256(tarball: &Path) -> Result<PathBuf> {
+pub(crate) fn write_sha256(tarball: &Path) -> Result<PathBuf> {
     let bytes = fs::read(tarball).with_context(|| format!("cannot read {}", tarball.display()))?;
     let digest = hex::encode(Sha256::digest(&bytes));
     let name = file_name(tarball)?;

@@ -6,21 +6,21 @@ use anyhow::{Context, Result, bail};
 use xshell::{Shell, cmd};
 
 /// The workspace root: the parent of the xtask crate.
-pub fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     let xtask_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     // xtask/ always sits directly under the workspace root.
     xtask_dir.parent().unwrap_or(xtask_dir).to_path_buf()
 }
 
 /// A shell whose current directory is `root`.
-pub fn shell_at(root: &Path) -> Result<Shell> {
+pub(crate) fn shell_at(root: &Path) -> Result<Shell> {
     let sh = Shell::new().context("cannot start a shell")?;
     sh.change_dir(root);
     Ok(sh)
 }
 
 /// `cargo metadata --format-version 1 --no-deps` of the workspace at `root`, parsed.
-pub fn metadata(root: &Path) -> Result<serde_json::Value> {
+pub(crate) fn metadata(root: &Path) -> Result<serde_json::Value> {
     let sh = shell_at(root)?;
     let text = cmd!(sh, "cargo metadata --format-version 1 --no-deps")
         .quiet()
@@ -30,7 +30,7 @@ pub fn metadata(root: &Path) -> Result<serde_json::Value> {
 }
 
 /// The version of the workspace package `name`, as cargo resolves it.
-pub fn package_version(metadata: &serde_json::Value, name: &str) -> Result<String> {
+pub(crate) fn package_version(metadata: &serde_json::Value, name: &str) -> Result<String> {
     let packages = metadata["packages"]
         .as_array()
         .context("cargo metadata has no packages")?;
@@ -46,7 +46,7 @@ pub fn package_version(metadata: &serde_json::Value, name: &str) -> Result<Strin
 }
 
 /// The host target triple, from `rustc -vV`.
-pub fn host_triple(root: &Path) -> Result<String> {
+pub(crate) fn host_triple(root: &Path) -> Result<String> {
     let sh = shell_at(root)?;
     let text = cmd!(sh, "rustc -vV")
         .quiet()

@@ -12,10 +12,10 @@ use anyhow::{Context, Result, bail};
 use xshell::cmd;
 
 use crate::project;
-pub use version::Version;
+pub(crate) use version::Version;
 
 /// Bumps the workspace at `root` and prints what to do next.
-pub fn run_bump(root: &Path, level: &str) -> Result<()> {
+pub(crate) fn run_bump(root: &Path, level: &str) -> Result<()> {
     let new = bump(root, level, &changelog::today_utc())?;
     println!("release: every manifest now says {new}; CHANGELOG.md has a [{new}] section");
     let sh = project::shell_at(root)?;
@@ -32,7 +32,7 @@ pub fn run_bump(root: &Path, level: &str) -> Result<()> {
 
 /// Sets version `level` (major, minor, patch or X.Y.Z) in every manifest under `root` and adds its
 /// changelog section dated `today`, built from the commits since the last `v*` tag.
-pub fn bump(root: &Path, level: &str, today: &str) -> Result<Version> {
+pub(crate) fn bump(root: &Path, level: &str, today: &str) -> Result<Version> {
     let current = manifest::workspace_version(root)?;
     let new = current.next(level)?;
     let subjects = commit_subjects_since_last_tag(root)?;
@@ -68,7 +68,7 @@ fn commit_subjects_since_last_tag(root: &Path) -> Result<Vec<String>> {
 }
 
 /// Runs every release check on `root`, prints each result and the tag it would create.
-pub fn run_check(root: &Path, no_verify: bool) -> Result<()> {
+pub(crate) fn run_check(root: &Path, no_verify: bool) -> Result<()> {
     let version = manifest::workspace_version(root)?;
     let mut failures = 0;
     let mut report = |ok: bool, line: String| {

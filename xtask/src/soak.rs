@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use crate::project;
 
 /// Runs `cargo test --workspace --all-features` (PostgreSQL required) `runs` times in a row.
-pub fn run(root: &Path, runs: u32) -> Result<()> {
+pub(crate) fn run(root: &Path, runs: u32) -> Result<()> {
     let sh = project::shell_at(root)?;
     sh.cmd("cargo")
         .args(["test", "--workspace", "--all-features", "--no-run"])

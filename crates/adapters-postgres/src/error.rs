@@ -12,20 +12,20 @@ const MAX_TRIES: u32 = 5;
 
 /// SQLSTATE codes stint reacts to.
 mod sqlstate {
-    pub const UNIQUE_VIOLATION: &str = "23505";
-    pub const SERIALIZATION_FAILURE: &str = "40001";
-    pub const DEADLOCK_DETECTED: &str = "40P01";
-    pub const INVALID_PASSWORD: &str = "28P01";
-    pub const INVALID_AUTHORIZATION: &str = "28000";
-    pub const UNKNOWN_DATABASE: &str = "3D000";
-    pub const TOO_MANY_CONNECTIONS: &str = "53300";
-    pub const CANNOT_CONNECT_NOW: &str = "57P03";
+    pub(super) const UNIQUE_VIOLATION: &str = "23505";
+    pub(super) const SERIALIZATION_FAILURE: &str = "40001";
+    pub(super) const DEADLOCK_DETECTED: &str = "40P01";
+    pub(super) const INVALID_PASSWORD: &str = "28P01";
+    pub(super) const INVALID_AUTHORIZATION: &str = "28000";
+    pub(super) const UNKNOWN_DATABASE: &str = "3D000";
+    pub(super) const TOO_MANY_CONNECTIONS: &str = "53300";
+    pub(super) const CANNOT_CONNECT_NOW: &str = "57P03";
 }
 
 /// What one try of an operation can end in: a decided store error, or a database error that
 /// may deserve another try.
 #[derive(Debug)]
-pub enum OpError {
+pub(crate) enum OpError {
     /// Final: returned as is.
     Store(StoreError),
     /// Mapped by [`map_sqlx`] unless it is transient.
@@ -52,7 +52,11 @@ fn is_transient(error: &sqlx::Error) -> bool {
 }
 
 /// Runs `op` until it succeeds, fails for good, or was aborted as transient [`MAX_TRIES`] times.
-pub async fn retrying<T, F, Fut>(endpoint: &str, what: &str, mut op: F) -> Result<T, StoreError>
+pub(crate) async fn retrying<T, F, Fut>(
+    endpoint: &str,
+    what: &str,
+    mut op: F,
+) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, OpError>>,
@@ -75,7 +79,7 @@ where
 
 /// The [`StoreError`] for `error`, met while doing `what` against `endpoint` (`host:port`),
 /// with the driver's error kept as its source.
-pub fn map_sqlx(endpoint: &str, what: &str, error: sqlx::Error) -> StoreError {
+pub(crate) fn map_sqlx(endpoint: &str, what: &str, error: sqlx::Error) -> StoreError {
     let mapped = match &error {
         sqlx::Error::Migrate(migrate) => return map_migrate(endpoint, migrate),
         error => describe(endpoint, what, error),
@@ -139,7 +143,7 @@ fn describe(endpoint: &str, what: &str, error: &sqlx::Error) -> StoreError {
 }
 
 /// Migration errors: an unknown applied version means a newer stint wrote the schema.
-pub fn map_migrate(endpoint: &str, error: &MigrateError) -> StoreError {
+pub(crate) fn map_migrate(endpoint: &str, error: &MigrateError) -> StoreError {
     match error {
         MigrateError::VersionMissing(version) => StoreError::incompatible(format!(
             "the schema at {endpoint} has migration {version}, unknown to this stint: it was \
@@ -159,7 +163,7 @@ pub fn map_migrate(endpoint: &str, error: &MigrateError) -> StoreError {
 }
 
 /// Converts a stored BIGINT back to the unsigned value it was written from.
-pub fn to_u64(column: &str, value: i64) -> Result<u64, OpError> {
+pub(crate) fn to_u64(column: &str, value: i64) -> Result<u64, OpError> {
     u64::try_from(value).map_err(|_| {
         OpError::Store(StoreError::incompatible(format!(
             "column {column} holds {value}, not an unsigned number"
@@ -168,7 +172,7 @@ pub fn to_u64(column: &str, value: i64) -> Result<u64, OpError> {
 }
 
 /// Converts a stored BIGINT back to a `u32` (iteration, attempt number).
-pub fn to_u32(column: &str, value: i64) -> Result<u32, OpError> {
+pub(crate) fn to_u32(column: &str, value: i64) -> Result<u32, OpError> {
     u32::try_from(value).map_err(|_| {
         OpError::Store(StoreError::incompatible(format!(
             "column {column} holds {value}, out of range"
@@ -177,6 +181,6 @@ pub fn to_u32(column: &str, value: i64) -> Result<u32, OpError> {
 }
 
 /// Millisecond times beyond `i64::MAX` (year 292 million) are clamped rather than refused.
-pub fn to_i64(value: u64) -> i64 {
+pub(crate) fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }

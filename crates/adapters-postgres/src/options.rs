@@ -19,7 +19,7 @@ pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Everything [`crate::PostgresStore::connect`] needs, parsed from one URL.
 #[derive(Debug, Clone)]
-pub struct StoreConfig {
+pub(crate) struct StoreConfig {
     /// Connection options for sqlx (the password stays in here, never in a message).
     pub options: PgConnectOptions,
     /// `host:port` (or the socket path), for error messages.
@@ -36,7 +36,7 @@ pub struct StoreConfig {
 
 impl StoreConfig {
     /// Parses a `postgres://` or `postgresql://` URL.
-    pub fn parse(url: &str) -> Result<Self, StoreError> {
+    pub(crate) fn parse(url: &str) -> Result<Self, StoreError> {
         let (base, query) = match url.split_once('?') {
             Some((base, query)) => (base, query),
             None => (url, ""),
@@ -204,7 +204,7 @@ pub fn validate_schema(name: &str) -> Result<&str, StoreError> {
 }
 
 /// The URL with its password (if any) replaced by `***`.
-pub fn redact_password(url: &str) -> String {
+pub(crate) fn redact_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };

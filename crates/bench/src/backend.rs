@@ -15,14 +15,14 @@ use stint_ports::Store;
 
 /// A SQLite store on a file in its own temporary folder, removed on drop.
 #[derive(Debug)]
-pub struct SqliteBench {
+pub(crate) struct SqliteBench {
     pub store: SqliteStore,
     _dir: tempfile::TempDir,
 }
 
 impl SqliteBench {
     /// A fresh database opened through the store's URL, `synchronous` being `full` or `normal`.
-    pub async fn open(synchronous: &str) -> Result<Self> {
+    pub(crate) async fn open(synchronous: &str) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("stint-bench-")
             .tempdir()
@@ -36,18 +36,18 @@ impl SqliteBench {
     }
 
     /// The store's own pool, for the floor: the same connections and pragmas.
-    pub fn pool(&self) -> &SqlitePool {
+    pub(crate) fn pool(&self) -> &SqlitePool {
         self.store.pool()
     }
 
-    pub async fn close(self) {
+    pub(crate) async fn close(self) {
         self.store.close().await;
     }
 }
 
 /// A PostgreSQL store on a fresh schema, with a raw pool of the same size on that schema.
 #[derive(Debug)]
-pub struct PostgresBench {
+pub(crate) struct PostgresBench {
     pub store: Arc<dyn Store>,
     pub raw: PgPool,
     guard: SchemaGuard,
@@ -56,7 +56,7 @@ pub struct PostgresBench {
 impl PostgresBench {
     /// `Err` with the reason when nothing listens at the test server's address, or when it
     /// cannot be used.
-    pub async fn open(connections: u32) -> Result<Self, String> {
+    pub(crate) async fn open(connections: u32) -> Result<Self, String> {
         if let Availability::Skip(reason) = availability() {
             return Err(reason);
         }
@@ -79,7 +79,7 @@ impl PostgresBench {
         })
     }
 
-    pub async fn close(self) {
+    pub(crate) async fn close(self) {
         self.raw.close().await;
         self.guard.drop_schema().await;
     }
@@ -87,14 +87,14 @@ impl PostgresBench {
 
 /// A store of one backend for the heartbeat throughput row, with what keeps it alive.
 #[derive(Debug)]
-pub enum Opened {
+pub(crate) enum Opened {
     Memory(Arc<MemoryStore>),
     Sqlite(SqliteBench),
     Postgres(PostgresBench),
 }
 
 impl Opened {
-    pub fn store(&self) -> Arc<dyn Store> {
+    pub(crate) fn store(&self) -> Arc<dyn Store> {
         match self {
             Self::Memory(store) => store.clone(),
             Self::Sqlite(bench) => Arc::new(bench.store.clone()),
@@ -102,7 +102,7 @@ impl Opened {
         }
     }
 
-    pub async fn close(self) {
+    pub(crate) async fn close(self) {
         match self {
             Self::Memory(_) => {}
             Self::Sqlite(bench) => bench.close().await,
@@ -113,7 +113,7 @@ impl Opened {
 
 /// The backends of the throughput row.
 #[derive(Debug, Clone, Copy)]
-pub enum Backend {
+pub(crate) enum Backend {
     Memory,
     SqliteFull,
     SqliteNormal,
@@ -121,14 +121,14 @@ pub enum Backend {
 }
 
 impl Backend {
-    pub const ALL: [Self; 4] = [
+    pub(crate) const ALL: [Self; 4] = [
         Self::Memory,
         Self::SqliteFull,
         Self::SqliteNormal,
         Self::Postgres,
     ];
 
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Self::Memory => "memory",
             Self::SqliteFull => "SQLite FULL",
@@ -138,7 +138,7 @@ impl Backend {
     }
 
     /// Opens a fresh store; `Err` with a reason to print when it cannot be had.
-    pub async fn open(self) -> Result<Opened, String> {
+    pub(crate) async fn open(self) -> Result<Opened, String> {
         match self {
             Self::Memory => Ok(Opened::Memory(Arc::new(MemoryStore::new()))),
             Self::SqliteFull | Self::SqliteNormal => {

@@ -8,16 +8,19 @@ use sqlx::{Database, Encode, Type};
 use crate::floor_postgres::Bodies;
 
 /// The floor's lifecycle is always iteration 0 of a fresh node ...
-pub const ITERATION: i64 = 0;
+pub(crate) const ITERATION: i64 = 0;
 /// ... and its first attempt.
-pub const ATTEMPT: i64 = 1;
+pub(crate) const ATTEMPT: i64 = 1;
 
 /// A statement of either floor, with its arguments bound so far.
-pub type Statement<'q, DB> = Query<'q, DB, <DB as Database>::Arguments>;
+pub(crate) type Statement<'q, DB> = Query<'q, DB, <DB as Database>::Arguments>;
 
 /// `statement` with the lifecycle's node bound next: run, node, iteration (the key every
 /// statement of both adapters names the node by).
-pub fn bind_node<'q, DB>(statement: Statement<'q, DB>, lc: &Lifecycle<'_>) -> Statement<'q, DB>
+pub(crate) fn bind_node<'q, DB>(
+    statement: Statement<'q, DB>,
+    lc: &Lifecycle<'_>,
+) -> Statement<'q, DB>
 where
     DB: Database,
     for<'t> &'t str: Encode<'t, DB> + Type<DB>,
@@ -27,7 +30,10 @@ where
 }
 
 /// `statement` with the lifecycle's attempt bound next: its node, then the attempt number.
-pub fn bind_attempt<'q, DB>(statement: Statement<'q, DB>, lc: &Lifecycle<'_>) -> Statement<'q, DB>
+pub(crate) fn bind_attempt<'q, DB>(
+    statement: Statement<'q, DB>,
+    lc: &Lifecycle<'_>,
+) -> Statement<'q, DB>
 where
     DB: Database,
     for<'t> &'t str: Encode<'t, DB> + Type<DB>,
@@ -38,7 +44,7 @@ where
 
 /// The values of one lifecycle (begin, one heartbeat, end finished).
 #[derive(Debug)]
-pub struct Lifecycle<'a> {
+pub(crate) struct Lifecycle<'a> {
     pub run_id: &'a str,
     pub node_id: &'a str,
     pub owner: &'a str,
@@ -60,7 +66,7 @@ pub struct Lifecycle<'a> {
 
 impl Lifecycle<'static> {
     /// Placeholder values, for building templates.
-    pub fn template() -> Self {
+    pub(crate) fn template() -> Self {
         Self {
             run_id: "",
             node_id: "",
@@ -81,7 +87,7 @@ impl Lifecycle<'static> {
 
 /// An event's JSON body, in the shape the store writes: `{run_id, node_id, iteration, attempt,
 /// timestamp_ms, type, ...}` with `extra` (`,"k":v...`) appended.
-pub fn event_body(lc: &Lifecycle<'_>, kind: &str, extra: &str) -> String {
+pub(crate) fn event_body(lc: &Lifecycle<'_>, kind: &str, extra: &str) -> String {
     format!(
         r#"{{"run_id":"{}","node_id":"{}","iteration":0,"attempt":1,"timestamp_ms":{},"type":"{kind}"{extra}}}"#,
         lc.run_id, lc.node_id, lc.now_ms

@@ -62,12 +62,12 @@ const INSERT_EVENTS: &str = "WITH run_lock AS (SELECT pg_advisory_xact_lock($1))
          ORDER BY e.ord";
 
 /// The advisory lock key of a run's event sequence: the adapter's own function.
-pub use stint_adapters_postgres::run_lock_key;
+pub(crate) use stint_adapters_postgres::run_lock_key;
 
 /// The three event bodies of a lifecycle, less their per-lifecycle fields (run, node, time),
 /// parsed once before any timing: the timed region only fills those fields in.
 #[derive(Debug)]
-pub struct Bodies {
+pub(crate) struct Bodies {
     started: Map<String, Value>,
     heartbeat: Map<String, Value>,
     finished: Map<String, Value>,
@@ -75,7 +75,7 @@ pub struct Bodies {
 
 impl Bodies {
     /// The bodies of a lifecycle whose heartbeat payload is `heartbeat_len` bytes.
-    pub fn new(heartbeat_len: usize) -> Result<Self> {
+    pub(crate) fn new(heartbeat_len: usize) -> Result<Self> {
         let template = |kind: &str, extra: &str| -> Result<Map<String, Value>> {
             let lc = Lifecycle::template();
             match serde_json::from_str(&event_body(&lc, kind, extra))? {
@@ -101,7 +101,7 @@ impl Bodies {
 }
 
 /// One lifecycle: three transactions, as the store issues them.
-pub async fn lifecycle(pool: &PgPool, lc: &Lifecycle<'_>, lock_key: i64) -> Result<()> {
+pub(crate) async fn lifecycle(pool: &PgPool, lc: &Lifecycle<'_>, lock_key: i64) -> Result<()> {
     let bodies = lc
         .pg_bodies
         .context("a PostgreSQL lifecycle needs its event bodies")?;

@@ -51,7 +51,7 @@ const UPSERT_OUTPUT: &str = "INSERT INTO outputs (run_id, node_id, iteration, at
                      written_at_ms = excluded.written_at_ms";
 
 /// One lifecycle: three `BEGIN IMMEDIATE` transactions, as the store issues them.
-pub async fn lifecycle(pool: &SqlitePool, lc: &Lifecycle<'_>) -> Result<()> {
+pub(crate) async fn lifecycle(pool: &SqlitePool, lc: &Lifecycle<'_>) -> Result<()> {
     begin(pool, lc).await?;
     heartbeat(pool, lc).await?;
     finish(pool, lc).await

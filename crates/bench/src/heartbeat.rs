@@ -101,7 +101,7 @@ async fn call_cost_once(calls: usize, payload: &Value) -> Result<(Vec<f64>, u64)
 }
 
 /// Benchmark 2: median and p99 of one `beat` with a 1 KiB payload while writes take 10 ms.
-pub async fn call_cost(settings: &Settings) -> Result<Vec<Row>> {
+pub(crate) async fn call_cost(settings: &Settings) -> Result<Vec<Row>> {
     crate::progress("2: heartbeat call cost");
     let calls = if settings.quick { 20_000 } else { 100_000 };
     let payload = kib_payload();
@@ -214,7 +214,7 @@ async fn direct_once(store: Arc<dyn Store>, window: Duration, cap: u64, rep: usi
 /// Benchmark 5: heartbeats absorbed per second. Coalescing on, once: no heartbeat call waits on
 /// the store, so the figure does not depend on the backend (measured on SQLite FULL, whose
 /// writes are the slowest). Coalescing off, per backend: every heartbeat is a write.
-pub async fn throughput(settings: &Settings) -> Result<Vec<Row>> {
+pub(crate) async fn throughput(settings: &Settings) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     let on_measure = "heartbeats accepted/s, coalescing on (engine path; store writes/s)";
     let off_measure = "heartbeats written/s, coalescing off (record_heartbeat loop)";

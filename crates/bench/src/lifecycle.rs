@@ -28,12 +28,12 @@ const MEASURE: &str = "attempt lifecycles/s (begin + 1 heartbeat + finish)";
 const TARGET: f64 = 0.9;
 
 /// The engine on `store`, with no VCS and the system clock.
-pub fn engine_on(store: Arc<dyn Store>) -> Engine {
+pub(crate) fn engine_on(store: Arc<dyn Store>) -> Engine {
     Engine::new(Ports::new(store, Arc::new(NoVcs)))
 }
 
 /// One trivial attempt through the engine: one heartbeat, a small output, no schema.
-pub async fn engine_lifecycle(
+pub(crate) async fn engine_lifecycle(
     engine: &Engine,
     cancel: &CancellationToken,
     node: NodeKey,
@@ -86,7 +86,7 @@ where
 
 /// The values every floor lifecycle binds, prepared once: the floor pays only for its SQL.
 #[derive(Debug)]
-pub struct FloorValues {
+pub(crate) struct FloorValues {
     metadata: String,
     metadata_json: Value,
     working_dir: Option<String>,
@@ -99,7 +99,7 @@ pub struct FloorValues {
 }
 
 impl FloorValues {
-    pub fn new() -> Result<Self> {
+    pub(crate) fn new() -> Result<Self> {
         // What the engine binds for a default descriptor run from the current directory.
         let metadata_json = serde_json::to_value(TaskMetadata::default())?;
         let heartbeat_json = json!({"step": 1});
@@ -120,7 +120,7 @@ impl FloorValues {
         })
     }
 
-    pub fn lifecycle<'a>(&'a self, run_id: &'a str, node_id: &'a str) -> Lifecycle<'a> {
+    pub(crate) fn lifecycle<'a>(&'a self, run_id: &'a str, node_id: &'a str) -> Lifecycle<'a> {
         Lifecycle {
             run_id,
             node_id,
@@ -265,7 +265,7 @@ async fn sqlite(settings: &Settings, synchronous: &'static str, setting: &str) -
 }
 
 /// A few lifecycles first, so neither side pays for a cold connection or statement cache.
-pub async fn warm_engine(store: Arc<dyn Store>) -> Result<()> {
+pub(crate) async fn warm_engine(store: Arc<dyn Store>) -> Result<()> {
     let engine = engine_on(store);
     let cancel = CancellationToken::new();
     for i in 0..3 {
@@ -321,7 +321,7 @@ async fn postgres_on(
 }
 
 /// The four rows of benchmark 1.
-pub async fn run(settings: &Settings) -> Result<Vec<Row>> {
+pub(crate) async fn run(settings: &Settings) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     crate::progress("1: lifecycle, SQLite FULL");
     rows.push(sqlite(settings, "full", "SQLite synchronous=FULL, 1 at a time").await?);

@@ -13,7 +13,7 @@ fn first_value(text: &str, key: &str) -> Option<String> {
 }
 
 /// `CPU, N cores, M GiB, OS, Linux x.y`, from what `/proc` and `/etc/os-release` say.
-pub fn describe() -> String {
+pub(crate) fn describe() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu = first_value(&cpuinfo, "model name").unwrap_or_else(|| "unknown CPU".to_owned());
     let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
@@ -34,7 +34,7 @@ pub fn describe() -> String {
 }
 
 /// The 5-minute load average, as `/proc/loadavg` gives it.
-pub fn load_average() -> String {
+pub(crate) fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|text| text.split_whitespace().nth(1).map(str::to_owned))
@@ -42,7 +42,7 @@ pub fn load_average() -> String {
 }
 
 /// Today's date (UTC) as `YYYY-MM-DD`.
-pub fn today() -> String {
+pub(crate) fn today() -> String {
     let days = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() / 86_400) as i64;
@@ -115,7 +115,7 @@ const METHOD: &str = "\
 ";
 
 /// The whole `docs/benchmarks.md`.
-pub fn document(settings: &Settings, table: &str) -> String {
+pub(crate) fn document(settings: &Settings, table: &str) -> String {
     let mode = if settings.quick {
         "a `--quick` smoke run (3 repetitions, 0.2 s windows, smaller counts): not figures to quote"
     } else {

@@ -40,7 +40,7 @@ fn rss_kib() -> Result<u64> {
 
 /// What the child measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Probe {
+pub(crate) enum Probe {
     /// Attempts in flight through the engine.
     Engine,
     /// Attempt rows begun in the memory store alone.
@@ -48,7 +48,7 @@ pub enum Probe {
 }
 
 /// The child's work: prints `<rss before, KiB> <rss after, KiB> <future bytes>`.
-pub async fn probe(kind: Probe, count: usize) -> Result<String> {
+pub(crate) async fn probe(kind: Probe, count: usize) -> Result<String> {
     let (before, after) = match kind {
         Probe::Engine => engine_probe(count).await?,
         Probe::Store => store_probe(count).await?,
@@ -190,7 +190,7 @@ fn child(kind: Probe, count: usize) -> Result<(f64, usize)> {
 }
 
 /// The rows of benchmark 4.
-pub async fn run(settings: &Settings) -> Result<Vec<Row>> {
+pub(crate) async fn run(settings: &Settings) -> Result<Vec<Row>> {
     crate::progress("4: memory per in-flight attempt");
     let count = if settings.quick { 2_000 } else { 10_000 };
     let (mut total, mut store, mut future) = (Vec::new(), Vec::new(), 0);

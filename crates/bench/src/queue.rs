@@ -39,7 +39,7 @@ const BATCH_TARGET: f64 = 20_000.0;
 
 /// How many tasks and samples a run uses.
 #[derive(Debug, Clone, Copy)]
-pub struct Counts {
+pub(crate) struct Counts {
     /// Tasks submitted one call each, then processed.
     pub processed: usize,
     /// Tasks of the one batch call.
@@ -52,7 +52,7 @@ pub struct Counts {
 
 impl Counts {
     /// The counts, or smaller ones for `--quick`.
-    pub fn of(settings: &Settings) -> Self {
+    pub(crate) fn of(settings: &Settings) -> Self {
         if settings.quick {
             Self {
                 processed: 200,
@@ -74,15 +74,15 @@ impl Counts {
 
 /// The two durable backends of the queue rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Db {
+pub(crate) enum Db {
     Sqlite,
     Postgres,
 }
 
 impl Db {
-    pub const BOTH: [Self; 2] = [Self::Sqlite, Self::Postgres];
+    pub(crate) const BOTH: [Self; 2] = [Self::Sqlite, Self::Postgres];
 
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Self::Sqlite => "SQLite (FULL, the default)",
             Self::Postgres => "PostgreSQL (pool of 8, the default)",
@@ -98,7 +98,7 @@ impl Db {
     }
 
     /// Why this backend cannot be measured, if it cannot.
-    pub fn skip_reason(self) -> Option<String> {
+    pub(crate) fn skip_reason(self) -> Option<String> {
         match (self, availability()) {
             (Self::Postgres, Availability::Skip(reason)) => Some(reason),
             _ => None,
@@ -106,7 +106,7 @@ impl Db {
     }
 
     /// A fresh store.
-    pub async fn open(self) -> Result<QueueBench> {
+    pub(crate) async fn open(self) -> Result<QueueBench> {
         match self {
             Self::Sqlite => {
                 let dir = tempfile::Builder::new()
@@ -140,7 +140,7 @@ impl Db {
 
 /// One fresh store, seen through the attempt ports and the queue ports.
 #[derive(Debug)]
-pub struct QueueBench {
+pub(crate) struct QueueBench {
     pub store: Arc<dyn Store>,
     pub queue: Arc<dyn QueueStore>,
     keep: Keep,
@@ -158,7 +158,7 @@ enum Keep {
 
 impl QueueBench {
     /// A worker on this store running no-op tasks.
-    pub fn worker(&self, options: WorkerOptions) -> Worker {
+    pub(crate) fn worker(&self, options: WorkerOptions) -> Worker {
         let handlers = Handlers::new().register(NOOP, |_, _| async { Ok(json!(null)) });
         Worker::new(
             engine_on(self.store.clone()),
@@ -170,7 +170,7 @@ impl QueueBench {
     }
 
     /// How many tasks of the default queue ended finished.
-    pub async fn finished(&self) -> Result<u64> {
+    pub(crate) async fn finished(&self) -> Result<u64> {
         let stats = self.queue.queue_stats(now_ms()).await?;
         Ok(stats
             .iter()
@@ -178,7 +178,7 @@ impl QueueBench {
             .map_or(0, |queue| queue.finished))
     }
 
-    pub async fn close(self) {
+    pub(crate) async fn close(self) {
         match self.keep {
             Keep::Sqlite(store, _dir) => store.close().await,
             Keep::Postgres(guard) => guard.drop_schema().await,
@@ -188,12 +188,12 @@ impl QueueBench {
     }
 }
 
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemClock.now_ms()
 }
 
 /// A no-op task, its own run `run`.
-pub fn noop_task(run: &str) -> NewTask {
+pub(crate) fn noop_task(run: &str) -> NewTask {
     NewTask::new(run, "task", now_ms(), json!({ "kind": NOOP }))
 }
 
@@ -289,7 +289,7 @@ fn at_least(mut row: Row, rates: &[f64], target: f64, label: String) -> Row {
 }
 
 /// The processing and batch rows of one backend.
-pub async fn throughput_rows(db: Db, counts: Counts) -> Result<Vec<Row>> {
+pub(crate) async fn throughput_rows(db: Db, counts: Counts) -> Result<Vec<Row>> {
     let setting = db.label();
     let n = counts.processed;
     let measures = [
@@ -331,7 +331,7 @@ pub async fn throughput_rows(db: Db, counts: Counts) -> Result<Vec<Row>> {
 }
 
 /// Every row of benchmark 6.
-pub async fn run(settings: &Settings) -> Result<Vec<Row>> {
+pub(crate) async fn run(settings: &Settings) -> Result<Vec<Row>> {
     let counts = Counts::of(settings);
     let mut rows = Vec::new();
     for db in Db::BOTH {
@@ -348,7 +348,7 @@ pub(crate) mod tests {
     use super::*;
 
     /// A bench on a memory store.
-    pub fn memory() -> QueueBench {
+    pub(crate) fn memory() -> QueueBench {
         let store = Arc::new(MemoryStore::new());
         QueueBench {
             store: store.clone(),

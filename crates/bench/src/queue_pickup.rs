@@ -134,7 +134,7 @@ fn target(db: Db) -> (f64, &'static str) {
 }
 
 /// The pickup rows of one backend: one per variant.
-pub async fn rows(db: Db, counts: Counts) -> Result<Vec<Row>> {
+pub(crate) async fn rows(db: Db, counts: Counts) -> Result<Vec<Row>> {
     let measure = format!(
         "idle pickup latency, submit → finish durable: p50 / p95 ({} pickups; max)",
         counts.pickups

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 /// Whether a figure reached its target.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// At or beyond the target.
     Met,
     /// Short of the target.
@@ -19,14 +19,14 @@ pub enum Verdict {
 
 impl Verdict {
     /// `Met` when `ok`, else `Below`.
-    pub fn from_check(ok: bool) -> Self {
+    pub(crate) fn from_check(ok: bool) -> Self {
         if ok { Self::Met } else { Self::Below }
     }
 
     /// The verdict on a ratio that must be at least `target`, from every paired repetition's
     /// ratio: `Met` when all reach it, `Below` when none does, `Inconclusive` when the range
     /// crosses it (a ratio of medians of 0.92 with pairs 0.73..1.04 is no "met").
-    pub fn from_paired(ratios: &[f64], target: f64) -> Self {
+    pub(crate) fn from_paired(ratios: &[f64], target: f64) -> Self {
         if ratios.is_empty() {
             Self::Skipped("no repetitions".to_owned())
         } else if ratios.iter().all(|&r| r >= target) {
@@ -51,7 +51,7 @@ impl Verdict {
 
 /// One line of the table.
 #[derive(Debug, Clone)]
-pub struct Row {
+pub(crate) struct Row {
     /// The benchmark number (1 to 5).
     pub bench: u8,
     /// What is measured, with its unit.
@@ -71,7 +71,7 @@ pub struct Row {
 
 impl Row {
     /// A row without floor, ratio or target.
-    pub fn info(bench: u8, measure: &str, setting: &str, stint: String) -> Self {
+    pub(crate) fn info(bench: u8, measure: &str, setting: &str, stint: String) -> Self {
         Self {
             bench,
             measure: measure.to_owned(),
@@ -85,7 +85,7 @@ impl Row {
     }
 
     /// A row that could not be measured.
-    pub fn skipped(bench: u8, measure: &str, setting: &str, why: &str) -> Self {
+    pub(crate) fn skipped(bench: u8, measure: &str, setting: &str, why: &str) -> Self {
         Self {
             verdict: Verdict::Skipped(why.to_owned()),
             ..Self::info(bench, measure, setting, "n/a".to_owned())
@@ -93,7 +93,7 @@ impl Row {
     }
 
     /// The same row with a target and its verdict.
-    pub fn with_target(mut self, target: &str, met: bool) -> Self {
+    pub(crate) fn with_target(mut self, target: &str, met: bool) -> Self {
         self.target = target.to_owned();
         self.verdict = Verdict::from_check(met);
         self
@@ -101,7 +101,7 @@ impl Row {
 }
 
 /// The rows as one Markdown table.
-pub fn markdown(rows: &[Row]) -> String {
+pub(crate) fn markdown(rows: &[Row]) -> String {
     let mut out = String::new();
     out.push_str(
         "| # | measure | backend / variant | stint: median (min..max) | same-SQL floor: median (min..max) | stint / floor | target | verdict |\n",

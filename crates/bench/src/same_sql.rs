@@ -179,7 +179,7 @@ async fn compare(
 }
 
 /// Checks the SQLite floor against the store of `bench` (a fresh database).
-pub async fn check_sqlite(bench: &SqliteBench, values: &FloorValues) -> Result<()> {
+pub(crate) async fn check_sqlite(bench: &SqliteBench, values: &FloorValues) -> Result<()> {
     let _one = ONE_CHECK_AT_A_TIME.lock().await;
     let store: Arc<dyn stint_ports::Store> = Arc::new(bench.store.clone());
     warm_engine(store.clone()).await?;
@@ -194,7 +194,7 @@ pub async fn check_sqlite(bench: &SqliteBench, values: &FloorValues) -> Result<(
 }
 
 /// Checks the PostgreSQL floor against the store of `bench` (a fresh schema).
-pub async fn check_postgres(bench: &PostgresBench, values: &FloorValues) -> Result<()> {
+pub(crate) async fn check_postgres(bench: &PostgresBench, values: &FloorValues) -> Result<()> {
     let _one = ONE_CHECK_AT_A_TIME.lock().await;
     warm_engine(bench.store.clone()).await?;
     let run = "samesql-floor";

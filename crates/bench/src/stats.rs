@@ -2,7 +2,7 @@
 
 /// The median of repeated measurements with their spread.
 #[derive(Debug, Clone, Copy)]
-pub struct Spread {
+pub(crate) struct Spread {
     pub median: f64,
     pub min: f64,
     pub max: f64,
@@ -10,7 +10,7 @@ pub struct Spread {
 
 impl Spread {
     /// The median and range of `values`; `None` when there are none.
-    pub fn of(values: &[f64]) -> Option<Self> {
+    pub(crate) fn of(values: &[f64]) -> Option<Self> {
         let mut sorted = values.to_vec();
         sorted.sort_by(f64::total_cmp);
         let median = quantile_sorted(&sorted, 0.5)?;
@@ -22,7 +22,7 @@ impl Spread {
     }
 
     /// `median (min..max)`, each value written by `fmt`.
-    pub fn show(&self, fmt: impl Fn(f64) -> String) -> String {
+    pub(crate) fn show(&self, fmt: impl Fn(f64) -> String) -> String {
         format!(
             "{} ({}..{})",
             fmt(self.median),
@@ -33,7 +33,7 @@ impl Spread {
 }
 
 /// The `q` quantile (nearest rank) of `values`.
-pub fn quantile(values: &[f64], q: f64) -> Option<f64> {
+pub(crate) fn quantile(values: &[f64], q: f64) -> Option<f64> {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     quantile_sorted(&sorted, q)
@@ -49,7 +49,7 @@ fn quantile_sorted(sorted: &[f64], q: f64) -> Option<f64> {
 }
 
 /// A rate with thousands separators and no decimals (`12,345`), or one decimal below 100.
-pub fn rate(value: f64) -> String {
+pub(crate) fn rate(value: f64) -> String {
     if value < 100.0 {
         return format!("{value:.1}");
     }
@@ -66,7 +66,7 @@ pub fn rate(value: f64) -> String {
 }
 
 /// A ratio with two decimals.
-pub fn ratio(value: f64) -> String {
+pub(crate) fn ratio(value: f64) -> String {
     format!("{value:.2}")
 }
 

@@ -89,7 +89,7 @@ async fn once(attempts: usize, rep: usize) -> Result<(Vec<f64>, Vec<f64>)> {
 }
 
 /// The rows of benchmark 3.
-pub async fn run(settings: &Settings) -> Result<Vec<Row>> {
+pub(crate) async fn run(settings: &Settings) -> Result<Vec<Row>> {
     crate::progress("3: watchdog precision");
     let attempts = if settings.quick { 200 } else { 1_000 };
     let (mut rec50, mut rec99, mut obs50, mut obs99) = (vec![], vec![], vec![], vec![]);

@@ -5,18 +5,18 @@ use std::io::Write as _;
 use crate::exit::CliError;
 
 /// Writes `stint: CODE: message` on stderr.
-pub fn error_line(error: &CliError) {
+pub(crate) fn error_line(error: &CliError) {
     note(&error.to_string());
 }
 
 /// Writes `stint: text` on stderr.
-pub fn note(text: &str) {
+pub(crate) fn note(text: &str) {
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "stint: {text}");
 }
 
 /// Writes bytes a command wrote (its stderr) on stderr as they come.
-pub fn passthrough(bytes: &[u8]) {
+pub(crate) fn passthrough(bytes: &[u8]) {
     let mut err = std::io::stderr().lock();
     let _ = err.write_all(bytes);
 }

@@ -21,11 +21,11 @@ use crate::process::orphans;
 
 /// The longest recovery may take, listing and marking: past it the store counts as unavailable
 /// (a server that vanished without closing the connection would otherwise hold it forever).
-pub const RECOVERY_LIMIT: Duration = Duration::from_secs(60);
+pub(crate) const RECOVERY_LIMIT: Duration = Duration::from_secs(60);
 
 /// Ends the orphaned groups of expired attempts on this host, marks the expired attempts
 /// abandoned and returns them; `note` is told of each group ended.
-pub async fn recover(
+pub(crate) async fn recover(
     store: &Arc<dyn Store>,
     engine: &Engine,
     note: &(dyn Fn(&str) + Sync),

@@ -10,7 +10,7 @@ const SLUG_BYTES: usize = 40;
 /// The run id of `command` run in the current folder: a readable slug of the command line and a
 /// hash of the folder and the command line, e.g. `sh-count.sh-3f9a2c1b` for `sh
 /// examples/count.sh`. Stable across stint versions and machines for the same folder path.
-pub fn default_run_id(command: &[String]) -> String {
+pub(crate) fn default_run_id(command: &[String]) -> String {
     let dir = std::env::current_dir().ok();
     derive(dir.as_deref(), command)
 }

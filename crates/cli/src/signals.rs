@@ -12,11 +12,11 @@ use crate::exit::{self, CliError};
 /// Signals this soon after the first one are the same request, not a second one: a supervisor
 /// that signals both stint and its process group, or `kill` run twice by a script, must not cut
 /// the first request short. A person pressing Ctrl-C again takes longer.
-pub const SAME_REQUEST: Duration = Duration::from_millis(500);
+pub(crate) const SAME_REQUEST: Duration = Duration::from_millis(500);
 
 /// Which stop request a signal is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Request {
+pub(crate) enum Request {
     /// The first signal.
     First,
     /// A signal within [`SAME_REQUEST`] of the first: part of it.
@@ -27,7 +27,7 @@ pub enum Request {
 
 /// Calls `on` with the name and [`Request`] of every stopping signal, until the returned handle
 /// is dropped.
-pub fn watch(
+pub(crate) fn watch(
     mut on: impl FnMut(&'static str, Request) + Send + 'static,
 ) -> Result<AbortOnDropHandle<()>, CliError> {
     let install = |kind| {

@@ -20,7 +20,7 @@ use crate::process::Console;
 
 /// How stint reports progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// A live status line (stderr is a terminal).
     Live,
     /// One plain line per attempt event.
@@ -31,7 +31,7 @@ pub enum Mode {
 
 impl Mode {
     /// The mode for this process: `--quiet` wins, then whether stderr is a terminal.
-    pub fn detect(quiet: bool) -> Self {
+    pub(crate) fn detect(quiet: bool) -> Self {
         if quiet {
             Self::Quiet
         } else if std::io::stderr().is_terminal() {
@@ -55,7 +55,7 @@ struct Inner {
 
 /// The status display of one `stint run`.
 #[derive(Debug)]
-pub struct Status {
+pub(crate) struct Status {
     mode: Mode,
     bar: Option<ProgressBar>,
     node: String,
@@ -65,7 +65,7 @@ pub struct Status {
 
 impl Status {
     /// A display for `node`, whose attempts are numbered up to about `max_attempts`.
-    pub fn new(mode: Mode, node: String, max_attempts: u32) -> Arc<Self> {
+    pub(crate) fn new(mode: Mode, node: String, max_attempts: u32) -> Arc<Self> {
         let bar = (mode == Mode::Live).then(|| {
             let template = if std::env::var_os("NO_COLOR").is_some() {
                 "{spinner} {msg}"
@@ -93,7 +93,7 @@ impl Status {
     }
 
     /// Starts redrawing the live line; the redraw stops when the handle is dropped.
-    pub fn start(self: &Arc<Self>) -> Option<AbortOnDropHandle<()>> {
+    pub(crate) fn start(self: &Arc<Self>) -> Option<AbortOnDropHandle<()>> {
         let bar = self.bar.clone()?;
         bar.enable_steady_tick(Duration::from_millis(120));
         let this = Arc::clone(self);
@@ -106,7 +106,7 @@ impl Status {
     }
 
     /// Clears the live line and flushes any held-back output of the command.
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
@@ -119,12 +119,12 @@ impl Status {
     }
 
     /// The number of the attempt started last (0 before the first).
-    pub fn current_attempt(&self) -> u32 {
+    pub(crate) fn current_attempt(&self) -> u32 {
         self.inner().attempt
     }
 
     /// A progress line (`stint: text`), shown unless quiet.
-    pub fn progress(&self, text: &str) {
+    pub(crate) fn progress(&self, text: &str) {
         if self.mode != Mode::Quiet {
             self.note(text);
         }

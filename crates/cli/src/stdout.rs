@@ -11,7 +11,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use crate::exit::{CliCode, CliError};
 
 /// Writes `text` and a newline to stdout.
-pub fn line(text: &str) -> Result<(), CliError> {
+pub(crate) fn line(text: &str) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{text}")
         .and_then(|()| out.flush())
@@ -23,7 +23,7 @@ pub fn line(text: &str) -> Result<(), CliError> {
 
 /// Whether stdout's reader went away: the read end of a pipe closed, a socket or a terminal hung
 /// up. Asks without writing, so an idle `--follow` notices too.
-pub fn closed() -> bool {
+pub(crate) fn closed() -> bool {
     let stdout = std::io::stdout();
     let mut fds = [PollFd::new(stdout.as_fd(), PollFlags::POLLOUT)];
     match poll(&mut fds, PollTimeout::ZERO) {
@@ -35,6 +35,6 @@ pub fn closed() -> bool {
 }
 
 /// The quiet end of a command whose stdout reader went away.
-pub fn closed_error() -> CliError {
+pub(crate) fn closed_error() -> CliError {
     CliError::new(CliCode::StdoutClosed, "the reader of stdout went away")
 }

@@ -11,7 +11,7 @@ use crate::exit::{CliCode, CliError};
 
 /// Which adapter a URL picks.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Backend {
+pub(crate) enum Backend {
     /// `sqlite:` URLs, and plain paths (as `sqlite://PATH`).
     Sqlite(String),
     /// `postgres://` and `postgresql://` URLs.
@@ -20,7 +20,7 @@ pub enum Backend {
 
 /// Picks the adapter for `url`; an empty URL or an unknown scheme is a wrong store configuration
 /// (STORE_INVALID_CONFIG, exit 2), as a wrong option in a known scheme is.
-pub fn backend(url: &str) -> Result<Backend, CliError> {
+pub(crate) fn backend(url: &str) -> Result<Backend, CliError> {
     let invalid = |message: String| CliError::from(StoreError::invalid_config(message));
     let url = url.trim();
     if url.is_empty() {
@@ -42,23 +42,23 @@ pub fn backend(url: &str) -> Result<Backend, CliError> {
 
 /// Every port the CLI uses: the attempt store and history, and the queue's two ports (each real
 /// adapter serves them all).
-pub trait AnyStore: Store + QueueStore {}
+pub(crate) trait AnyStore: Store + QueueStore {}
 
 impl<T: Store + QueueStore + ?Sized> AnyStore for T {}
 
 /// Opens (creating and migrating as needed) the store `url` names: for commands that write.
-pub async fn open(url: &str) -> Result<Arc<dyn Store>, CliError> {
+pub(crate) async fn open(url: &str) -> Result<Arc<dyn Store>, CliError> {
     Ok(open_queue(url).await?)
 }
 
 /// Opens the store `url` names only if it exists: for commands that read (see
 /// [`open_queue_existing`]).
-pub async fn open_existing(url: &str) -> Result<Arc<dyn Store>, CliError> {
+pub(crate) async fn open_existing(url: &str) -> Result<Arc<dyn Store>, CliError> {
     Ok(open_queue_existing(url).await?)
 }
 
 /// [`open`], with the queue's ports too: for commands that enqueue or change tasks.
-pub async fn open_queue(url: &str) -> Result<Arc<dyn AnyStore>, CliError> {
+pub(crate) async fn open_queue(url: &str) -> Result<Arc<dyn AnyStore>, CliError> {
     let store: Arc<dyn AnyStore> = match backend(url)? {
         Backend::Sqlite(url) => Arc::new(SqliteStore::connect(&url).await?),
         Backend::Postgres(url) => Arc::new(PostgresStore::connect(&url).await?),
@@ -69,7 +69,7 @@ pub async fn open_queue(url: &str) -> Result<Arc<dyn AnyStore>, CliError> {
 /// Opens the store `url` names only if it exists: for commands that read. A missing SQLite
 /// file is [`CliCode::NoDatabase`] and nothing is created (a typo in `--db` must not look like
 /// an empty history). A PostgreSQL database exists or not on its server, which says so.
-pub async fn open_queue_existing(url: &str) -> Result<Arc<dyn AnyStore>, CliError> {
+pub(crate) async fn open_queue_existing(url: &str) -> Result<Arc<dyn AnyStore>, CliError> {
     let store: Arc<dyn AnyStore> = match backend(url)? {
         Backend::Sqlite(url) => match SqliteStore::connect_existing(&url).await? {
             Some(store) => Arc::new(store),

@@ -8,7 +8,7 @@ use crate::exit::CliError;
 
 /// clap's `error` for the command line `argv` as one line: the error, what it lists, its tips
 /// and the usage, then the `--help` of the subcommand `argv` names (`stint run --help`).
-pub fn one_line(error: &clap::Error, argv: &[OsString]) -> CliError {
+pub(crate) fn one_line(error: &clap::Error, argv: &[OsString]) -> CliError {
     let subcommand = subcommand(argv);
     let mut message = join(&error.render().to_string());
     if let Some(tip) = double_dash_tip(error, argv, subcommand.as_deref()) {

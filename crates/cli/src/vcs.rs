@@ -17,7 +17,7 @@ const TOOL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The jj-then-git probe.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct JjOrGit;
+pub(crate) struct JjOrGit;
 
 #[async_trait]
 impl VcsProbe for JjOrGit {

@@ -26,7 +26,7 @@ use common::World;
 
 /// `stint run --run-id RUN --node-id n FLAGS -- sh -c SCRIPT` in the background, stdout null,
 /// stderr collected by a thread.
-pub fn spawn_run(w: &World, run: &str, flags: &[&str], script: &str) -> (Child, Collected) {
+pub(crate) fn spawn_run(w: &World, run: &str, flags: &[&str], script: &str) -> (Child, Collected) {
     let mut child = w
         .run_cmd(run, "n", flags, script)
         .stdin(Stdio::null())

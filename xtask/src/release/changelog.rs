@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use super::Version;
 
 /// The changelog, relative to the workspace root.
-pub const FILE: &str = "CHANGELOG.md";
+pub(super) const FILE: &str = "CHANGELOG.md";
 const UNRELEASED: &str = "## [Unreleased]";
 const PREAMBLE: &str = "# Changelog\n\nAll notable changes to stint are documented in this file.\n";
 /// Groups in the order they are printed, each with the first words of the subjects it takes.
@@ -36,7 +36,7 @@ const GROUPS: &[(&str, &[&str])] = &[
 const OTHER_GROUP: &str = "Changed";
 
 /// Whether `changelog` has a section for `version`.
-pub fn has_section(changelog: &str, version: Version) -> bool {
+pub(super) fn has_section(changelog: &str, version: Version) -> bool {
     let heading = format!("## [{version}]");
     changelog
         .lines()
@@ -45,7 +45,7 @@ pub fn has_section(changelog: &str, version: Version) -> bool {
 
 /// `changelog` (or a new one if `None`) with the section of `version` added above the previous
 /// release. Notes under `## [Unreleased]` move into the new section, above the commit list.
-pub fn insert_release(
+pub(super) fn insert_release(
     changelog: Option<&str>,
     version: Version,
     date: &str,
@@ -120,7 +120,7 @@ fn trimmed_block(lines: &[&str]) -> String {
 }
 
 /// Today's date in UTC as `YYYY-MM-DD`.
-pub fn today_utc() -> String {
+pub(super) fn today_utc() -> String {
     let seconds = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs());
@@ -128,7 +128,7 @@ pub fn today_utc() -> String {
 }
 
 /// The proleptic Gregorian date `days` after 1970-01-01 (Howard Hinnant's `civil_from_days`).
-pub fn civil_date(days: u64) -> String {
+pub(super) fn civil_date(days: u64) -> String {
     let z = days + 719_468;
     let era = z / 146_097;
     let day_of_era = z % 146_097;

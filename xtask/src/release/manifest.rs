@@ -12,7 +12,7 @@ use super::Version;
 const DEPENDENCY_TABLES: &[&str] = &["dependencies", "dev-dependencies", "build-dependencies"];
 
 /// `[workspace.package].version` of the root manifest.
-pub fn workspace_version(root: &Path) -> Result<Version> {
+pub(super) fn workspace_version(root: &Path) -> Result<Version> {
     let doc = read(&root.join("Cargo.toml"))?;
     let version = doc["workspace"]["package"]["version"]
         .as_str()
@@ -22,7 +22,7 @@ pub fn workspace_version(root: &Path) -> Result<Version> {
 
 /// Writes `version` into every manifest: the workspace version, every package that pins its own
 /// version, and every version requirement of a path dependency.
-pub fn set_versions(root: &Path, version: Version) -> Result<()> {
+pub(super) fn set_versions(root: &Path, version: Version) -> Result<()> {
     for path in manifests(root)? {
         let mut doc = read(&path)?;
         if let Some(package) = doc.get_mut("workspace").and_then(|w| w.get_mut("package")) {
@@ -53,7 +53,7 @@ pub fn set_versions(root: &Path, version: Version) -> Result<()> {
 }
 
 /// One line per manifest field that disagrees with the workspace version.
-pub fn version_mismatches(root: &Path) -> Result<Vec<String>> {
+pub(super) fn version_mismatches(root: &Path) -> Result<Vec<String>> {
     let version = workspace_version(root)?.to_string();
     let mut mismatches = Vec::new();
     for path in manifests(root)? {
@@ -87,7 +87,7 @@ pub fn version_mismatches(root: &Path) -> Result<Vec<String>> {
 }
 
 /// The root manifest and the manifest of every member (`dir/*` globs expanded), sorted.
-pub fn manifests(root: &Path) -> Result<Vec<PathBuf>> {
+pub(super) fn manifests(root: &Path) -> Result<Vec<PathBuf>> {
     let doc = read(&root.join("Cargo.toml"))?;
     let members = doc["workspace"]["members"]
         .as_array()

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 
 /// A release version. Pre-release and build suffixes are not used by stint's releases.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Version {
+pub(crate) struct Version {
     pub major: u64,
     pub minor: u64,
     pub patch: u64,
@@ -16,7 +16,7 @@ pub struct Version {
 impl Version {
     /// The version after `self` for `level`: `major`, `minor`, `patch` or an explicit `X.Y.Z`,
     /// refused unless it is greater than `self`.
-    pub fn next(self, level: &str) -> Result<Version> {
+    pub(crate) fn next(self, level: &str) -> Result<Version> {
         let next = match level {
             "major" => Version {
                 major: self.major + 1,

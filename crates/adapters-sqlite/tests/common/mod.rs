@@ -9,19 +9,19 @@ use stint_domain::NodeKey;
 use stint_ports::{BeginAttempt, OwnedAttempt};
 
 /// A store on a fresh file in `dir`.
-pub async fn store_in(dir: &Path) -> SqliteStore {
+pub(crate) async fn store_in(dir: &Path) -> SqliteStore {
     SqliteStore::open(&dir.join("stint.db"), SqliteOptions::default())
         .await
         .expect("open store")
 }
 
 /// The node most tests use.
-pub fn node() -> NodeKey {
+pub(crate) fn node() -> NodeKey {
     NodeKey::new("run", "node", 0).expect("valid key")
 }
 
 /// A begin request for `node` owned by `owner` at time `at`.
-pub fn begin(node: &NodeKey, owner: &str, at: u64) -> BeginAttempt {
+pub(crate) fn begin(node: &NodeKey, owner: &str, at: u64) -> BeginAttempt {
     BeginAttempt {
         node: node.clone(),
         owner: owner.to_owned(),
@@ -35,7 +35,7 @@ pub fn begin(node: &NodeKey, owner: &str, at: u64) -> BeginAttempt {
 }
 
 /// The owned handle of attempt `attempt` of `node`.
-pub fn owned(node: &NodeKey, attempt: u32, owner: &str) -> OwnedAttempt {
+pub(crate) fn owned(node: &NodeKey, attempt: u32, owner: &str) -> OwnedAttempt {
     OwnedAttempt {
         key: node.attempt(attempt),
         owner: owner.to_owned(),
@@ -43,7 +43,7 @@ pub fn owned(node: &NodeKey, attempt: u32, owner: &str) -> OwnedAttempt {
 }
 
 /// Number of rows in `table`.
-pub async fn count(store: &SqliteStore, table: &str) -> i64 {
+pub(crate) async fn count(store: &SqliteStore, table: &str) -> i64 {
     let sql = match table {
         "events" => "SELECT COUNT(*) FROM events",
         "outputs" => "SELECT COUNT(*) FROM outputs",

@@ -7,7 +7,7 @@ use stint_engine::{Engine, NoVcs, Ports};
 use crate::exit::{self, CliError};
 
 /// `stint recover`: marks abandoned attempts and prints each one on stdout.
-pub async fn recover(db: &str, quiet: bool) -> Result<u8, CliError> {
+pub(super) async fn recover(db: &str, quiet: bool) -> Result<u8, CliError> {
     // Nothing to recover where nothing was recorded: a missing database is not created.
     let store = crate::store::open_existing(db).await?;
     let engine = Engine::new(Ports::new(store.clone(), Arc::new(NoVcs)));
@@ -36,7 +36,7 @@ pub async fn recover(db: &str, quiet: bool) -> Result<u8, CliError> {
 }
 
 /// `stint migrate`: opening the store applies every migration.
-pub async fn migrate(db: &str, quiet: bool) -> Result<u8, CliError> {
+pub(super) async fn migrate(db: &str, quiet: bool) -> Result<u8, CliError> {
     let _store = crate::store::open(db).await?;
     if !quiet {
         crate::output::note("database schema is up to date");

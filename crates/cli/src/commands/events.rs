@@ -17,7 +17,7 @@ const FOLLOW_POLL: Duration = Duration::from_millis(200);
 
 /// `stint events RUN_ID`: an unknown run is an error, except with `--follow`, which waits for it
 /// (saying so), as `tail -F` waits for a file.
-pub async fn events(db: &str, args: &EventsArgs) -> Result<u8, CliError> {
+pub(super) async fn events(db: &str, args: &EventsArgs) -> Result<u8, CliError> {
     let store = crate::store::open_existing(db).await?;
     let mut after = print_events(store.as_ref(), &args.run_id, args.after, args.json).await?;
     if after == args.after && store.list_nodes(&args.run_id).await?.is_empty() {

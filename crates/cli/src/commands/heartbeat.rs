@@ -9,7 +9,7 @@ use crate::args::HeartbeatArgs;
 use crate::exit::{self, CliCode, CliError};
 
 /// Writes the line `args` describe to the descriptor `STINT_HEARTBEAT_FD` names.
-pub fn heartbeat(args: &HeartbeatArgs) -> Result<u8, CliError> {
+pub(super) fn heartbeat(args: &HeartbeatArgs) -> Result<u8, CliError> {
     let line = line(args)?;
     let fd = std::env::var("STINT_HEARTBEAT_FD").map_err(|_| {
         CliError::usage("STINT_HEARTBEAT_FD is not set: `stint heartbeat` only works inside a command run by `stint run`")

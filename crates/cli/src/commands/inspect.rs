@@ -11,7 +11,7 @@ use crate::exit::{self, CliCode, CliError};
 use crate::stdout;
 
 /// `stint runs`.
-pub async fn runs(db: &str, args: &RunsArgs) -> Result<u8, CliError> {
+pub(super) async fn runs(db: &str, args: &RunsArgs) -> Result<u8, CliError> {
     let store = crate::store::open_existing(db).await?;
     let runs = store.list_runs().await?;
     if args.json {
@@ -45,7 +45,7 @@ fn run_row(run: &RunSummary) -> Vec<String> {
 }
 
 /// `stint nodes RUN_ID`: the run's nodes in the store's order (node id, then iteration).
-pub async fn nodes(db: &str, args: &NodesArgs) -> Result<u8, CliError> {
+pub(super) async fn nodes(db: &str, args: &NodesArgs) -> Result<u8, CliError> {
     let store = crate::store::open_existing(db).await?;
     let nodes = store.list_nodes(&args.run_id).await?;
     if nodes.is_empty() {
@@ -72,7 +72,7 @@ fn node_row(node: &NodeRecord) -> Vec<String> {
 }
 
 /// `stint attempts RUN_ID`.
-pub async fn attempts(db: &str, args: &AttemptsArgs) -> Result<u8, CliError> {
+pub(super) async fn attempts(db: &str, args: &AttemptsArgs) -> Result<u8, CliError> {
     let store = crate::store::open_existing(db).await?;
     let filter = AttemptFilter {
         run_id: args.run_id.clone(),
@@ -144,7 +144,7 @@ fn attempt_row(attempt: &AttemptRecord) -> Vec<String> {
 }
 
 /// No run `run_id` is recorded.
-pub fn unknown_run(run_id: &str) -> CliError {
+pub(super) fn unknown_run(run_id: &str) -> CliError {
     CliError::new(
         CliCode::UnknownRun,
         format!("no run '{run_id}' is recorded in this database (`stint runs` lists the runs)"),
@@ -152,7 +152,7 @@ pub fn unknown_run(run_id: &str) -> CliError {
 }
 
 /// Run `run_id` (which is recorded) has no node `node` (at `iteration`).
-pub fn unknown_node(run_id: &str, node: Option<&str>, iteration: Option<u32>) -> CliError {
+pub(super) fn unknown_node(run_id: &str, node: Option<&str>, iteration: Option<u32>) -> CliError {
     let node = node.map_or_else(|| "node".to_owned(), |node| format!("node '{node}'"));
     let at = iteration.map_or_else(String::new, |i| format!(" at iteration {i}"));
     CliError::new(
@@ -162,27 +162,27 @@ pub fn unknown_node(run_id: &str, node: Option<&str>, iteration: Option<u32>) ->
 }
 
 /// `value` as pretty JSON.
-pub fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, CliError> {
+pub(super) fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, CliError> {
     serde_json::to_string_pretty(value)
         .map_err(|e| CliError::internal(format!("cannot write JSON: {e}")))
 }
 
 /// `value` as JSON on one line.
-pub fn to_json_line<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, CliError> {
+pub(super) fn to_json_line<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, CliError> {
     serde_json::to_string(value).map_err(|e| CliError::internal(format!("cannot write JSON: {e}")))
 }
 
 /// RFC 3339 to the millisecond, UTC.
-pub fn timestamp(ms: u64) -> String {
+pub(super) fn timestamp(ms: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
-pub fn row<const N: usize>(cells: [&str; N]) -> Vec<String> {
+pub(super) fn row<const N: usize>(cells: [&str; N]) -> Vec<String> {
     cells.iter().map(|c| (*c).to_owned()).collect()
 }
 
 /// Prints `rows` as left-aligned columns two spaces apart.
-pub fn print_table(rows: &[Vec<String>]) -> Result<(), CliError> {
+pub(super) fn print_table(rows: &[Vec<String>]) -> Result<(), CliError> {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
         .map(|c| {

@@ -15,7 +15,7 @@ use crate::args::{Cli, Command};
 use crate::exit::CliError;
 
 /// Runs the parsed command line and returns the exit code.
-pub async fn dispatch(cli: Cli) -> Result<u8, CliError> {
+pub(crate) async fn dispatch(cli: Cli) -> Result<u8, CliError> {
     let db = cli.db.as_str();
     match cli.command {
         Command::Run(args) => run::run(db, cli.quiet, args).await,

@@ -10,7 +10,7 @@ use crate::stdout;
 
 /// Prints the node's output when its latest attempt finished. Otherwise the stored output (kept
 /// from an earlier attempt) is not current: NO_OUTPUT, unless `--last-finished` asks for it.
-pub async fn output(db: &str, quiet: bool, args: &OutputArgs) -> Result<u8, CliError> {
+pub(super) async fn output(db: &str, quiet: bool, args: &OutputArgs) -> Result<u8, CliError> {
     let key = NodeKey::new(args.run_id.clone(), args.node.clone(), args.iteration)
         .map_err(|error| CliError::invalid_input(error.to_string()))?;
     let store = crate::store::open_existing(db).await?;

@@ -15,7 +15,7 @@ use crate::exit::{self, CliCode, CliError};
 use crate::stdout;
 
 /// The time now, in milliseconds since the epoch (due times are the caller's clock).
-pub fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     let since = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
@@ -23,7 +23,7 @@ pub fn now_ms() -> u64 {
 }
 
 /// No task `id` is stored.
-pub fn unknown_task(id: TaskId) -> CliError {
+pub(super) fn unknown_task(id: TaskId) -> CliError {
     CliError::new(
         CliCode::UnknownTask,
         format!("no {id} is queued (never submitted, or pruned)"),
@@ -31,7 +31,7 @@ pub fn unknown_task(id: TaskId) -> CliError {
 }
 
 /// `stint tasks`.
-pub async fn tasks(db: &str, args: &TasksArgs) -> Result<u8, CliError> {
+pub(super) async fn tasks(db: &str, args: &TasksArgs) -> Result<u8, CliError> {
     let store = crate::store::open_queue_existing(db).await?;
     let now = now_ms();
     // Ready and scheduled are one stored state: split after reading, then cut to the limit.
@@ -80,7 +80,7 @@ fn task_row(task: &TaskRecord, now: u64) -> Vec<String> {
 }
 
 /// `stint queues`.
-pub async fn queues(db: &str, args: &QueuesArgs) -> Result<u8, CliError> {
+pub(super) async fn queues(db: &str, args: &QueuesArgs) -> Result<u8, CliError> {
     let store = crate::store::open_queue_existing(db).await?;
     let stats = store.queue_stats(now_ms()).await?;
     if args.json {
@@ -121,7 +121,7 @@ fn queue_row(stats: &QueueStats) -> Vec<String> {
 }
 
 /// `stint cancel`: one line per task of the target saying what became of it.
-pub async fn cancel(db: &str, args: &CancelArgs) -> Result<u8, CliError> {
+pub(super) async fn cancel(db: &str, args: &CancelArgs) -> Result<u8, CliError> {
     let store = crate::store::open_queue_existing(db).await?;
     let target = match (&args.task, &args.run) {
         (Some(id), _) => CancelTarget::Task(TaskId(*id)),
@@ -152,7 +152,7 @@ pub async fn cancel(db: &str, args: &CancelArgs) -> Result<u8, CliError> {
 }
 
 /// `stint retry`: the task ready again, its node's failed attempts so far no longer counted.
-pub async fn retry(db: &str, args: &RetryArgs) -> Result<u8, CliError> {
+pub(super) async fn retry(db: &str, args: &RetryArgs) -> Result<u8, CliError> {
     let store = crate::store::open_queue_existing(db).await?;
     let id = TaskId(args.task);
     let Some(task) = store.get_task(id).await? else {
@@ -175,7 +175,7 @@ pub async fn retry(db: &str, args: &RetryArgs) -> Result<u8, CliError> {
 }
 
 /// `stint prune`: bounded batches until none is left; prints the total.
-pub async fn prune(db: &str, quiet: bool, args: &PruneArgs) -> Result<u8, CliError> {
+pub(super) async fn prune(db: &str, quiet: bool, args: &PruneArgs) -> Result<u8, CliError> {
     let store = crate::store::open_queue_existing(db).await?;
     let cutoff = now_ms().saturating_sub(crate::task_spec::millis(args.ended_before));
     let mut total: u64 = 0;
@@ -194,7 +194,7 @@ pub async fn prune(db: &str, quiet: bool, args: &PruneArgs) -> Result<u8, CliErr
 }
 
 /// `stint queue ...`.
-pub async fn queue(db: &str, command: &QueueCommand) -> Result<u8, CliError> {
+pub(super) async fn queue(db: &str, command: &QueueCommand) -> Result<u8, CliError> {
     match command {
         QueueCommand::Limit(args) => limit(db, args).await,
     }

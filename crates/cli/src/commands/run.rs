@@ -21,7 +21,7 @@ use crate::vcs::JjOrGit;
 const GRACE_MARGIN: Duration = Duration::from_secs(2);
 
 /// Runs `args` against the store at `db`.
-pub async fn run(db: &str, quiet: bool, args: RunArgs) -> Result<u8, CliError> {
+pub(super) async fn run(db: &str, quiet: bool, args: RunArgs) -> Result<u8, CliError> {
     let generated = args.run_id.is_none();
     let run_id = args
         .run_id
@@ -119,7 +119,10 @@ async fn planned_attempts(
 
 /// How many attempts node `key` has had, and how many of them failed (the failures count
 /// toward its retries: `stint run` resumes with them, `stint retry` takes them off).
-pub async fn earlier_attempts(store: &dyn Store, key: &NodeKey) -> Result<(u32, u32), CliError> {
+pub(super) async fn earlier_attempts(
+    store: &dyn Store,
+    key: &NodeKey,
+) -> Result<(u32, u32), CliError> {
     let filter = AttemptFilter {
         run_id: key.run_id().to_owned(),
         node_id: Some(key.node_id().to_owned()),

@@ -4,7 +4,7 @@ use crate::args::SchemaArgs;
 use crate::exit::{self, CliError};
 
 /// Prints the schema named `args.name`, or the list of names.
-pub fn schema(args: &SchemaArgs) -> Result<u8, CliError> {
+pub(super) fn schema(args: &SchemaArgs) -> Result<u8, CliError> {
     let schemas = crate::json_schemas();
     let Some(name) = &args.name else {
         for (name, _) in &schemas {

@@ -24,7 +24,7 @@ struct TaskFields {
 }
 
 /// `stint submit`.
-pub async fn submit(db: &str, quiet: bool, args: SubmitArgs) -> Result<u8, CliError> {
+pub(super) async fn submit(db: &str, quiet: bool, args: SubmitArgs) -> Result<u8, CliError> {
     let now = super::queue::now_ms();
     let dir = std::env::current_dir()
         .ok()

@@ -28,7 +28,7 @@ const CANCEL_LIMIT: Duration = Duration::from_secs(600);
 
 /// Runs a worker against the store at `db` until it is stopped (or, with `--exit-when-empty`,
 /// until its queues are empty).
-pub async fn worker(db: &str, quiet: bool, args: WorkerArgs) -> Result<u8, CliError> {
+pub(super) async fn worker(db: &str, quiet: bool, args: WorkerArgs) -> Result<u8, CliError> {
     let any = crate::store::open_queue(db).await?;
     let store: Arc<dyn Store> = any.clone();
     let queue: Arc<dyn QueueStore> = any;

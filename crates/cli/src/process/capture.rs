@@ -9,7 +9,7 @@
 use super::Console;
 
 /// The largest output accepted, from stdout or from `$STINT_OUTPUT`.
-pub const MAX_OUTPUT_BYTES: usize = 64 * 1024 * 1024;
+pub(super) const MAX_OUTPUT_BYTES: usize = 64 * 1024 * 1024;
 
 /// Where a command's output comes from (`stint run --output`).
 #[derive(
@@ -36,7 +36,7 @@ pub enum OutputMode {
 
 /// What became of the command's stdout.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Captured {
+pub(super) enum Captured {
     /// All of it was shown live: it is not the output.
     Shown,
     /// All of it was held back (nothing shown): it may be the output.
@@ -47,7 +47,7 @@ pub enum Captured {
 
 /// The command's stdout, fed chunk by chunk.
 #[derive(Debug)]
-pub struct StdoutCapture {
+pub(super) struct StdoutCapture {
     mode: OutputMode,
     shape: Shape,
     held: Vec<u8>,
@@ -57,7 +57,7 @@ pub struct StdoutCapture {
 
 impl StdoutCapture {
     /// A capture for `mode`.
-    pub fn new(mode: OutputMode) -> Self {
+    pub(super) fn new(mode: OutputMode) -> Self {
         Self {
             mode,
             shape: Shape::Blank,
@@ -68,7 +68,7 @@ impl StdoutCapture {
     }
 
     /// Takes the next bytes of stdout, showing on `console` what cannot be the output.
-    pub fn feed(&mut self, bytes: &[u8], console: &dyn Console) {
+    pub(super) fn feed(&mut self, bytes: &[u8], console: &dyn Console) {
         if self.shown {
             console.stdout(bytes);
             return;
@@ -94,7 +94,7 @@ impl StdoutCapture {
     }
 
     /// What became of stdout.
-    pub fn finish(self) -> Captured {
+    pub(super) fn finish(self) -> Captured {
         if self.shown {
             Captured::Shown
         } else if self.too_large {

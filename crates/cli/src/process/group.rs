@@ -24,7 +24,7 @@ const POLL: Duration = Duration::from_millis(20);
 static CURRENT: AtomicI32 = AtomicI32::new(0);
 
 /// SIGKILLs the group of the command running now, if any; returns its id.
-pub fn kill_current() -> Option<i32> {
+pub(crate) fn kill_current() -> Option<i32> {
     let pgid = CURRENT.swap(0, Ordering::SeqCst);
     if pgid <= 0 {
         return None;
@@ -38,14 +38,14 @@ pub fn kill_current() -> Option<i32> {
 /// to the future running the command (the engine dropping it after its grace, a panic), no
 /// process of the group outlives it.
 #[derive(Debug)]
-pub struct GroupGuard {
+pub(super) struct GroupGuard {
     pgid: Pid,
     done: bool,
 }
 
 impl GroupGuard {
     /// Guards the group whose leader has pid `pid` (spawned as a session leader).
-    pub fn new(pid: u32) -> Self {
+    pub(super) fn new(pid: u32) -> Self {
         let raw = i32::try_from(pid).unwrap_or(i32::MAX);
         if raw > 0 {
             CURRENT.store(raw, Ordering::SeqCst);
@@ -57,7 +57,7 @@ impl GroupGuard {
     }
 
     /// Sends `signal` to every process of the group; false when the group no longer exists.
-    pub fn signal(&self, signal: Signal) -> bool {
+    pub(super) fn signal(&self, signal: Signal) -> bool {
         if self.done {
             return false;
         }
@@ -80,7 +80,7 @@ impl GroupGuard {
     }
 
     /// Whether a process of the group is still alive (zombies are gone).
-    pub fn alive(&self) -> bool {
+    pub(super) fn alive(&self) -> bool {
         if self.done || !matches!(killpg(self.pgid, None), Ok(()) | Err(Errno::EPERM)) {
             return false;
         }
@@ -89,7 +89,7 @@ impl GroupGuard {
     }
 
     /// Waits until the group is empty or `deadline` passes; true when it emptied.
-    pub async fn wait_empty(&self, deadline: Instant) -> bool {
+    pub(super) async fn wait_empty(&self, deadline: Instant) -> bool {
         let mut pause = Duration::from_millis(2);
         loop {
             if !self.alive() {
@@ -106,7 +106,7 @@ impl GroupGuard {
 
     /// Cancels the command: SIGTERM (and SIGCONT) to the group, up to `grace` for the leader and
     /// then the rest of the group to exit, SIGKILL to whatever is left, and the leader reaped.
-    pub async fn terminate(&mut self, child: &mut Child, grace: Duration) {
+    pub(super) async fn terminate(&mut self, child: &mut Child, grace: Duration) {
         let deadline = Instant::now() + grace;
         self.signal_and_continue(Signal::SIGTERM);
         // The leader first: once it is reaped, the rest of the group is polled.
@@ -116,7 +116,7 @@ impl GroupGuard {
     }
 
     /// SIGKILLs whatever is left of the group and reaps the leader.
-    pub async fn kill(&mut self, child: &mut Child) {
+    pub(super) async fn kill(&mut self, child: &mut Child) {
         self.signal_and_continue(Signal::SIGKILL);
         let _ = child.wait().await;
         // A killed process leaves the group at once; its zombie is reaped by its parent (or
@@ -141,7 +141,7 @@ impl Drop for GroupGuard {
 }
 
 /// Whether /proc lists a process of group `pgid` that is not a zombie; `None` without /proc.
-pub fn live_member(pgid: i32) -> Option<bool> {
+pub(super) fn live_member(pgid: i32) -> Option<bool> {
     let found = procfs::pids()?
         .any(|pid| procfs::stat(pid).is_some_and(|stat| stat.pgrp == pgid && stat.live()));
     Some(found)

@@ -21,11 +21,11 @@ use super::streams::{Ended, read_pipe};
 const MAX_LINE_BYTES: usize = MAX_PAYLOAD_BYTES as usize + 1024;
 
 /// The code of a heartbeat line that starts with `#` but names no known directive.
-pub const INVALID_DIRECTIVE: &str = "INVALID_DIRECTIVE";
+pub(crate) const INVALID_DIRECTIVE: &str = "INVALID_DIRECTIVE";
 
 /// What the command asked about the failure that follows; the last directive wins.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Directives {
+pub(crate) struct Directives {
     /// `#no-retry`: the failure is not retryable.
     pub no_retry: bool,
     /// `#retry-after DUR`: retry after this delay instead of the backoff.
@@ -34,7 +34,7 @@ pub struct Directives {
 
 /// One parsed line of the heartbeat pipe.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Line {
+pub(crate) enum Line {
     /// A heartbeat with a payload.
     Beat(Value),
     /// A bare ping.
@@ -46,7 +46,7 @@ pub enum Line {
 }
 
 /// Parses one line (without its newline), given the directives so far.
-pub fn parse_line(line: &str, directives: Directives) -> Line {
+pub(crate) fn parse_line(line: &str, directives: Directives) -> Line {
     let line = line.trim();
     if line.is_empty() {
         return Line::Ping;
@@ -92,11 +92,11 @@ fn parse_directive(text: &str, _before: Directives) -> Line {
 
 /// How many notes about invalid heartbeat lines are shown per attempt; the rest are counted and
 /// summed up in one line at the end.
-pub const NOTES_SHOWN: usize = 5;
+pub(crate) const NOTES_SHOWN: usize = 5;
 
 /// Reads the pipe until every writer closed it or `stop`, feeding `heartbeat`; returns the
 /// directives and how reading ended.
-pub async fn read(
+pub(crate) async fn read(
     reader: PipeReader,
     stop: CancellationToken,
     heartbeat: Heartbeat,

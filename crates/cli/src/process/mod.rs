@@ -10,8 +10,8 @@
 
 mod capture;
 mod group;
-pub mod heartbeat_pipe;
-pub mod orphans;
+pub(crate) mod heartbeat_pipe;
+pub(crate) mod orphans;
 mod procfs;
 mod spawn;
 mod streams;
@@ -30,10 +30,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
-pub use capture::OutputMode;
+pub(crate) use capture::OutputMode;
 use capture::{Captured, StdoutCapture};
 use group::GroupGuard;
-pub use group::kill_current as kill_current_group;
+pub(crate) use group::kill_current as kill_current_group;
 use heartbeat_pipe::Directives;
 use spawn::{AttemptEnv, Pipes, Spawned};
 use streams::Ended;
@@ -46,7 +46,7 @@ const DRAIN: Duration = Duration::from_secs(1);
 const AFTER_KILL: Duration = Duration::from_millis(100);
 
 /// Where the command's stdout and stderr and stint's own notes go (the status display).
-pub trait Console: Send + Sync {
+pub(crate) trait Console: Send + Sync {
     /// Bytes the command wrote on its stderr.
     fn stderr(&self, bytes: &[u8]);
     /// Bytes the command wrote on its stdout that are not its output, shown like its stderr.
@@ -58,7 +58,7 @@ pub trait Console: Send + Sync {
 /// What to run, how its output is taken, and how long a cancelled command gets between SIGTERM
 /// and SIGKILL.
 #[derive(Debug, Clone)]
-pub struct CommandSpec {
+pub(crate) struct CommandSpec {
     /// The program and its arguments.
     pub argv: Vec<String>,
     /// Time between SIGTERM and SIGKILL.
@@ -89,7 +89,7 @@ struct Read {
 }
 
 /// Runs one attempt of `spec` as the engine's compute.
-pub async fn run(
+pub(crate) async fn run(
     spec: Arc<CommandSpec>,
     ctx: TaskContext,
     console: Arc<dyn Console>,

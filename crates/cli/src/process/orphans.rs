@@ -27,7 +27,7 @@ const ENDING: Duration = Duration::from_secs(2);
 
 /// Where the group led by the command just spawned as `pid` lives; `None` without /proc (or
 /// when the command already exited).
-pub fn place_of(pid: u32) -> Option<ProcessPlace> {
+pub(crate) fn place_of(pid: u32) -> Option<ProcessPlace> {
     let stat = procfs::stat(i32::try_from(pid).ok()?)?;
     Some(ProcessPlace {
         host: procfs::host()?,
@@ -39,7 +39,7 @@ pub fn place_of(pid: u32) -> Option<ProcessPlace> {
 
 /// Ends the process group `record` names when it still runs on this machine and is provably
 /// the attempt's (see the module documentation); returns its id when it did.
-pub async fn end_orphaned_group(record: &AttemptRecord) -> Option<u32> {
+pub(crate) async fn end_orphaned_group(record: &AttemptRecord) -> Option<u32> {
     let place = record.process.as_ref()?;
     if !is_here(place) {
         return None;

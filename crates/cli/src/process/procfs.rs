@@ -4,7 +4,7 @@ use std::path::Path;
 
 /// The fields of `/proc/PID/stat` stint uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stat {
+pub(super) struct Stat {
     /// The state letter (`Z` zombie, `X` dead).
     pub state: char,
     /// The process group.
@@ -15,18 +15,18 @@ pub struct Stat {
 
 impl Stat {
     /// Whether the process still runs (a zombie has exited and only awaits its reaper).
-    pub fn live(self) -> bool {
+    pub(super) fn live(self) -> bool {
         !matches!(self.state, 'Z' | 'X')
     }
 }
 
 /// The stat line of process `pid`.
-pub fn stat(pid: i32) -> Option<Stat> {
+pub(super) fn stat(pid: i32) -> Option<Stat> {
     parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
 /// The pids /proc lists.
-pub fn pids() -> Option<impl Iterator<Item = i32>> {
+pub(super) fn pids() -> Option<impl Iterator<Item = i32>> {
     let entries = std::fs::read_dir("/proc").ok()?;
     Some(
         entries
@@ -37,7 +37,7 @@ pub fn pids() -> Option<impl Iterator<Item = i32>> {
 
 /// The value of `name` in the environment process `pid` started with (readable for processes of
 /// the same user).
-pub fn env_var(pid: i32, name: &str) -> Option<String> {
+pub(super) fn env_var(pid: i32, name: &str) -> Option<String> {
     let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
     environ.split(|&b| b == 0).find_map(|entry| {
         let (key, value) = std::str::from_utf8(entry).ok()?.split_once('=')?;
@@ -46,12 +46,12 @@ pub fn env_var(pid: i32, name: &str) -> Option<String> {
 }
 
 /// This machine's host name.
-pub fn host() -> Option<String> {
+pub(super) fn host() -> Option<String> {
     read_trimmed(Path::new("/proc/sys/kernel/hostname"))
 }
 
 /// This boot's id: it changes at every boot, so it tells a group recorded before a reboot.
-pub fn boot_id() -> Option<String> {
+pub(super) fn boot_id() -> Option<String> {
     read_trimmed(Path::new("/proc/sys/kernel/random/boot_id"))
 }
 

@@ -20,11 +20,11 @@ use tokio::process::{Child, Command};
 
 /// The descriptor the heartbeat pipe is moved to in the child. POSIX `sh` (dash) rejects
 /// multi-digit descriptors in `>&N`, so it must be a single digit; 3 is the first free one.
-pub const HEARTBEAT_FD: i32 = 3;
+pub(super) const HEARTBEAT_FD: i32 = 3;
 
 /// What the command is told about its attempt.
 #[derive(Debug, Clone)]
-pub struct AttemptEnv {
+pub(super) struct AttemptEnv {
     /// `STINT_RUN_ID`.
     pub run_id: String,
     /// `STINT_NODE_ID`.
@@ -43,7 +43,7 @@ pub struct AttemptEnv {
 
 /// A spawned command with the read ends of its pipes.
 #[derive(Debug)]
-pub struct Spawned {
+pub(super) struct Spawned {
     /// The command (leader of its own session and process group).
     pub child: Child,
     /// Its pipes.
@@ -52,7 +52,7 @@ pub struct Spawned {
 
 /// The read ends of a spawned command's pipes.
 #[derive(Debug)]
-pub struct Pipes {
+pub(super) struct Pipes {
     /// The read end of the command's stdout.
     pub stdout: PipeReader,
     /// The read end of the command's stderr.
@@ -62,7 +62,7 @@ pub struct Pipes {
 }
 
 /// Spawns `argv` as described in the module documentation.
-pub fn spawn(argv: &[String], env: &AttemptEnv) -> std::io::Result<Spawned> {
+pub(super) fn spawn(argv: &[String], env: &AttemptEnv) -> std::io::Result<Spawned> {
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"))?;
@@ -159,19 +159,19 @@ fn move_to_heartbeat_fd(write_fd: i32) -> std::io::Result<()> {
 mod unsafe_free {
     /// `setsid()`: a new session and process group led by the caller, with no controlling
     /// terminal.
-    pub fn setsid() -> i32 {
+    pub(super) fn setsid() -> i32 {
         // SAFETY: setsid has no memory-safety preconditions.
         unsafe { libc::setsid() }
     }
 
-    pub fn dup2(from: i32, to: i32) -> i32 {
+    pub(super) fn dup2(from: i32, to: i32) -> i32 {
         // SAFETY: dup2 on plain integers has no memory-safety preconditions.
         unsafe { libc::dup2(from, to) }
     }
 
     /// `prctl(PR_SET_PDEATHSIG, SIGKILL)`.
     #[cfg(target_os = "linux")]
-    pub fn kill_on_parent_death() -> i32 {
+    pub(super) fn kill_on_parent_death() -> i32 {
         let signal = libc::c_ulong::try_from(libc::SIGKILL).unwrap_or(9);
         // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number; no pointers are involved.
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal, 0, 0, 0) }
@@ -179,19 +179,19 @@ mod unsafe_free {
 
     /// `getppid()`.
     #[cfg(target_os = "linux")]
-    pub fn parent_pid() -> i32 {
+    pub(super) fn parent_pid() -> i32 {
         // SAFETY: getppid has no preconditions and cannot fail.
         unsafe { libc::getppid() }
     }
 
-    pub fn clear_cloexec(fd: i32) -> i32 {
+    pub(super) fn clear_cloexec(fd: i32) -> i32 {
         // SAFETY: fcntl(F_SETFD) on an integer descriptor has no memory-safety preconditions.
         unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }
     }
 
     /// Marks every descriptor from `first` up close-on-exec (descriptors inherited from whoever
     /// started stint included), keeping the pipe std uses to report a failed exec working.
-    pub fn cloexec_from(first: i32) {
+    pub(super) fn cloexec_from(first: i32) {
         #[cfg(target_os = "linux")]
         {
             const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;

@@ -22,11 +22,11 @@ const CHUNK_BYTES: usize = 64 * 1024;
 /// keep it going for ever).
 const FINAL_READ_BYTES: usize = 1024 * 1024;
 /// How much of the command's stderr is kept with a failure.
-pub const STDERR_TAIL_BYTES: usize = 4096;
+pub(super) const STDERR_TAIL_BYTES: usize = 4096;
 
 /// How a reader ended.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum Ended {
+pub(crate) enum Ended {
     /// Every writer closed the pipe.
     #[default]
     Eof,
@@ -37,7 +37,7 @@ pub enum Ended {
 }
 
 /// Feeds everything read from `reader` to `sink` until end-of-file or `stop`.
-pub async fn read_pipe(
+pub(super) async fn read_pipe(
     reader: PipeReader,
     stop: CancellationToken,
     mut sink: impl FnMut(&[u8]),
@@ -76,7 +76,7 @@ pub async fn read_pipe(
 
 /// Passes stderr through to `console` as it arrives; returns its last [`STDERR_TAIL_BYTES`]
 /// and how reading ended.
-pub async fn pump_stderr(
+pub(super) async fn pump_stderr(
     reader: PipeReader,
     stop: CancellationToken,
     console: Arc<dyn Console>,

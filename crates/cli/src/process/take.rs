@@ -21,13 +21,13 @@ const HEAD_CHARS: usize = 200;
 /// The per-attempt file named by `$STINT_OUTPUT`: created empty, read after the command exited,
 /// removed when dropped.
 #[derive(Debug)]
-pub struct OutputFile {
+pub(super) struct OutputFile {
     path: PathBuf,
 }
 
 impl OutputFile {
     /// Creates a fresh, empty file readable only by this user in the temporary directory.
-    pub fn create() -> std::io::Result<Self> {
+    pub(super) fn create() -> std::io::Result<Self> {
         use std::os::unix::fs::OpenOptionsExt as _;
         let path = std::env::temp_dir().join(format!("stint-output-{}.json", uuid::Uuid::new_v4()));
         std::fs::OpenOptions::new()
@@ -39,7 +39,7 @@ impl OutputFile {
     }
 
     /// Where the file is.
-    pub fn path(&self) -> &Path {
+    pub(super) fn path(&self) -> &Path {
         &self.path
     }
 
@@ -75,7 +75,7 @@ impl Drop for OutputFile {
 
 /// How the output is to be taken.
 #[derive(Debug, Clone, Copy)]
-pub struct Rules {
+pub(super) struct Rules {
     /// Where it may come from.
     pub mode: OutputMode,
     /// Whether having none is an error (`--output-schema`).
@@ -83,7 +83,7 @@ pub struct Rules {
 }
 
 /// The output of a command that exited successfully.
-pub fn take(
+pub(super) fn take(
     rules: Rules,
     file: Option<&OutputFile>,
     stdout: Captured,

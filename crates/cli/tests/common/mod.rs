@@ -2,9 +2,9 @@
 //! real `stint` binary.
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
-pub mod queue;
-pub mod scenarios;
-pub mod workers;
+pub(crate) mod queue;
+pub(crate) mod scenarios;
+pub(crate) mod workers;
 
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
@@ -13,47 +13,47 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 /// The `stint` binary under test.
-pub const STINT: &str = env!("CARGO_BIN_EXE_stint");
+pub(crate) const STINT: &str = env!("CARGO_BIN_EXE_stint");
 
 /// One test's world: a working directory and a database.
 #[derive(Debug)]
-pub struct World {
+pub(crate) struct World {
     pub dir: tempfile::TempDir,
     pub db: String,
 }
 
 impl World {
     /// A temp directory with a SQLite database file in it.
-    pub fn sqlite() -> Self {
+    pub(crate) fn sqlite() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = format!("sqlite://{}", dir.path().join("state/stint.db").display());
         Self { dir, db }
     }
 
     /// A temp directory and the database `db`.
-    pub fn with_db(db: String) -> Self {
+    pub(crate) fn with_db(db: String) -> Self {
         Self {
             dir: tempfile::tempdir().expect("temp dir"),
             db,
         }
     }
 
-    pub fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
     /// `stint ARGS` in the working directory, against the database.
-    pub fn cmd(&self) -> assert_cmd::Command {
+    pub(crate) fn cmd(&self) -> assert_cmd::Command {
         with_timeout(self.std_cmd())
     }
 
     /// What `stint ARGS` did, run to its end.
-    pub fn stint(&self, args: &[&str]) -> Output {
+    pub(crate) fn stint(&self, args: &[&str]) -> Output {
         self.cmd().args(args).output().expect("stint runs")
     }
 
     /// The same as a std command (for tests that signal the process).
-    pub fn std_cmd(&self) -> std::process::Command {
+    pub(crate) fn std_cmd(&self) -> std::process::Command {
         let mut cmd = std::process::Command::new(STINT);
         self.configure(&mut cmd);
         cmd
@@ -70,13 +70,13 @@ impl World {
     }
 
     /// `stint run --run-id RUN --node-id NODE FLAGS -- sh -c SCRIPT`, run to its end.
-    pub fn run(&self, run: &str, node: &str, flags: &[&str], script: &str) -> Output {
+    pub(crate) fn run(&self, run: &str, node: &str, flags: &[&str], script: &str) -> Output {
         let mut cmd = with_timeout(self.run_cmd(run, node, flags, script));
         cmd.output().expect("stint runs")
     }
 
     /// The same `stint run` as a std command, for a test to spawn and signal.
-    pub fn run_cmd(
+    pub(crate) fn run_cmd(
         &self,
         run: &str,
         node: &str,
@@ -91,23 +91,23 @@ impl World {
     }
 
     /// `stint attempts RUN --json`.
-    pub fn attempts(&self, run: &str) -> Vec<Value> {
+    pub(crate) fn attempts(&self, run: &str) -> Vec<Value> {
         self.read_attempts(run, false)
     }
 
     /// As [`World::attempts`], but a run not recorded yet (`UNKNOWN_RUN`) has no attempts: for
     /// polling a run that is starting, or whose runners were all killed before they began one.
-    pub fn attempts_if_any(&self, run: &str) -> Vec<Value> {
+    pub(crate) fn attempts_if_any(&self, run: &str) -> Vec<Value> {
         self.read_attempts(run, true)
     }
 
     /// `stint events RUN --json`, one value per line.
-    pub fn events(&self, run: &str) -> Vec<Value> {
+    pub(crate) fn events(&self, run: &str) -> Vec<Value> {
         self.read_events(run, false)
     }
 
     /// As [`World::events`], but a run not recorded yet (`UNKNOWN_RUN`) has no events.
-    pub fn events_if_any(&self, run: &str) -> Vec<Value> {
+    pub(crate) fn events_if_any(&self, run: &str) -> Vec<Value> {
         self.read_events(run, true)
     }
 
@@ -152,7 +152,7 @@ impl World {
 }
 
 /// `cmd` spawned in the background with its stdout and stderr discarded.
-pub fn spawn_quiet(mut cmd: std::process::Command) -> std::process::Child {
+pub(crate) fn spawn_quiet(mut cmd: std::process::Command) -> std::process::Child {
     cmd.stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -167,16 +167,16 @@ fn with_timeout(cmd: std::process::Command) -> assert_cmd::Command {
 }
 
 /// Asserts that `output` exited with `code`, showing its stderr when it did not.
-pub fn assert_exit(output: &Output, code: i32) {
+pub(crate) fn assert_exit(output: &Output, code: i32) {
     assert_eq!(output.status.code(), Some(code), "{}", text(&output.stderr));
 }
 
-pub fn text(bytes: &[u8]) -> String {
+pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// The stderr lines stint wrote about itself (`stint: ...`).
-pub fn stint_lines(output: &Output) -> Vec<String> {
+pub(crate) fn stint_lines(output: &Output) -> Vec<String> {
     text(&output.stderr)
         .lines()
         .filter(|l| l.starts_with("stint: "))
@@ -185,7 +185,7 @@ pub fn stint_lines(output: &Output) -> Vec<String> {
 }
 
 /// Waits until `path` exists and holds a line; panics after 10 s.
-pub fn wait_for_file(path: &Path) -> String {
+pub(crate) fn wait_for_file(path: &Path) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Ok(content) = std::fs::read_to_string(path)
@@ -203,7 +203,7 @@ pub fn wait_for_file(path: &Path) -> String {
 }
 
 /// Whether process `pid` is alive (a zombie counts as gone).
-pub fn alive(pid: i32) -> bool {
+pub(crate) fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => !stat
             .rsplit_once(')')
@@ -213,7 +213,7 @@ pub fn alive(pid: i32) -> bool {
 }
 
 /// Waits for `child` up to `limit`; kills it and panics when it does not exit.
-pub fn wait_with_limit(
+pub(crate) fn wait_with_limit(
     child: &mut std::process::Child,
     limit: Duration,
 ) -> std::process::ExitStatus {
@@ -261,7 +261,7 @@ macro_rules! cancelled_by_signal {
 }
 
 /// Runs `scenario` in a world on a fresh schema of the test PostgreSQL server, dropped after.
-pub fn on_postgres(scenario: impl FnOnce(&World)) {
+pub(crate) fn on_postgres(scenario: impl FnOnce(&World)) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -275,7 +275,7 @@ pub fn on_postgres(scenario: impl FnOnce(&World)) {
 
 /// Holds the write lock of the SQLite database at `db` from this (second) process for `hold`:
 /// a writer meets it as a lock held past its busy timeout.
-pub fn hold_write_lock(db: &Path, hold: Duration) {
+pub(crate) fn hold_write_lock(db: &Path, hold: Duration) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -6,7 +6,7 @@ use super::{World, assert_exit, text};
 
 impl World {
     /// `stint submit ARGS`, which must succeed; its stdout, trimmed.
-    pub fn submit(&self, args: &[&str]) -> String {
+    pub(crate) fn submit(&self, args: &[&str]) -> String {
         let mut argv = vec!["submit"];
         argv.extend_from_slice(args);
         let output = self.stint(&argv);
@@ -15,12 +15,12 @@ impl World {
     }
 
     /// `stint tasks --json ARGS`, parsed.
-    pub fn tasks(&self, args: &[&str]) -> Vec<Value> {
+    pub(crate) fn tasks(&self, args: &[&str]) -> Vec<Value> {
         self.json_array("tasks", args)
     }
 
     /// `stint queues --json`, parsed.
-    pub fn queues(&self) -> Vec<Value> {
+    pub(crate) fn queues(&self) -> Vec<Value> {
         self.json_array("queues", &[])
     }
 
@@ -38,7 +38,7 @@ impl World {
 
 /// Two submits of one command are two tasks; `tasks` and `queues` list them; a cancelled one
 /// comes back ready with `retry`, its retry budget fresh.
-pub fn submit_list_cancel_retry_round_trip(w: &World) {
+pub(crate) fn submit_list_cancel_retry_round_trip(w: &World) {
     let first = w.submit(&[
         "--retries",
         "2",

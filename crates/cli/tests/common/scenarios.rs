@@ -10,7 +10,7 @@ use super::{
     World, alive, assert_exit, spawn_quiet, stint_lines, text, wait_for_file, wait_with_limit,
 };
 
-pub fn success_prints_the_output(w: &World) {
+pub(crate) fn success_prints_the_output(w: &World) {
     let output = w.run(
         "r",
         "n",
@@ -35,7 +35,7 @@ pub fn success_prints_the_output(w: &World) {
     );
 }
 
-pub fn fails_twice_then_succeeds_with_the_checkpoint(w: &World) {
+pub(crate) fn fails_twice_then_succeeds_with_the_checkpoint(w: &World) {
     let script = r#"
         echo "{\"attempt\":$STINT_ATTEMPT}" >&3
         if [ "$STINT_ATTEMPT" -lt 3 ]; then echo "attempt $STINT_ATTEMPT fails" >&2; exit 1; fi
@@ -62,7 +62,7 @@ pub fn fails_twice_then_succeeds_with_the_checkpoint(w: &World) {
     );
 }
 
-pub fn output_schema_violation_is_not_retried(w: &World) {
+pub(crate) fn output_schema_violation_is_not_retried(w: &World) {
     std::fs::write(
         w.path("schema.json"),
         r#"{"type":"object","required":["x"]}"#,
@@ -96,7 +96,7 @@ fn run_a_sleep_that_is_stopped(w: &World, flags: &[&str]) {
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
-pub fn silent_command_hits_the_heartbeat_timeout(w: &World) {
+pub(crate) fn silent_command_hits_the_heartbeat_timeout(w: &World) {
     run_a_sleep_that_is_stopped(w, &["--heartbeat-timeout", "300ms", "--grace", "1s"]);
     assert_eq!(
         w.attempts("r")[0]["error"]["code"],
@@ -109,13 +109,13 @@ pub fn silent_command_hits_the_heartbeat_timeout(w: &World) {
     );
 }
 
-pub fn timeout_stops_a_long_command(w: &World) {
+pub(crate) fn timeout_stops_a_long_command(w: &World) {
     run_a_sleep_that_is_stopped(w, &["--timeout", "300ms", "--grace", "1s"]);
     assert_eq!(w.attempts("r")[0]["error"]["code"], "TASK_TIMEOUT");
 }
 
 /// Ctrl-C (or SIGTERM) to stint: exit 130, attempt `cancelled`, no process of the group left.
-pub fn signal_cancels_the_process_group(w: &World, signal: Signal) {
+pub(crate) fn signal_cancels_the_process_group(w: &World, signal: Signal) {
     let script = "sleep 60 & echo $! > grandchild.pid; wait";
     let mut child = spawn_quiet(w.run_cmd("r", "n", &["--grace", "2s"], script));
     let grandchild: i32 = wait_for_file(&w.path("grandchild.pid"))
@@ -139,7 +139,7 @@ pub fn signal_cancels_the_process_group(w: &World, signal: Signal) {
 }
 
 /// A command that ignores SIGTERM is SIGKILLed after `--grace`.
-pub fn sigterm_ignorer_is_killed_after_the_grace(w: &World) {
+pub(crate) fn sigterm_ignorer_is_killed_after_the_grace(w: &World) {
     let script = "trap '' TERM; echo ready > ready; while :; do sleep 0.05; done";
     let mut child = spawn_quiet(w.run_cmd("r", "n", &["--grace", "300ms"], script));
     wait_for_file(&w.path("ready"));
@@ -153,7 +153,7 @@ pub fn sigterm_ignorer_is_killed_after_the_grace(w: &World) {
     assert_eq!(w.attempts("r")[0]["state"], "cancelled");
 }
 
-pub fn rerun_of_a_finished_node_runs_nothing(w: &World) {
+pub(crate) fn rerun_of_a_finished_node_runs_nothing(w: &World) {
     let script = r#"echo ran >> runs.log; echo '{"v":1}'"#;
     assert_eq!(w.run("r", "n", &[], script).status.code(), Some(0));
     let again = w.run("r", "n", &[], script);
@@ -173,7 +173,7 @@ pub fn rerun_of_a_finished_node_runs_nothing(w: &World) {
 }
 
 /// A second `stint run` of a node with an attempt in progress is refused: exit 3.
-pub fn racing_runner_gets_a_conflict(w: &World) {
+pub(crate) fn racing_runner_gets_a_conflict(w: &World) {
     let mut first = spawn_quiet(w.run_cmd("r", "n", &[], "echo up > up; sleep 3; echo 1"));
     wait_for_file(&w.path("up"));
     let second = w.run("r", "n", &[], "echo ran-second > second; echo 2");
@@ -193,7 +193,7 @@ pub fn racing_runner_gets_a_conflict(w: &World) {
     assert_eq!(w.attempts("r").len(), 1);
 }
 
-pub fn directives_and_the_heartbeat_command(w: &World) {
+pub(crate) fn directives_and_the_heartbeat_command(w: &World) {
     let script = r#""$STINT_BIN" heartbeat '{"k":1}' && "$STINT_BIN" heartbeat --no-retry && echo 'not json' >&3 && exit 4"#;
     let flags = ["--retries", "3", "--backoff-initial", "10ms"];
     let output = w.run("r", "n", &flags, script);
@@ -205,7 +205,7 @@ pub fn directives_and_the_heartbeat_command(w: &World) {
     assert_eq!(attempts[0]["retryable"], false);
 }
 
-pub fn json_listings_have_their_fields(w: &World) {
+pub(crate) fn json_listings_have_their_fields(w: &World) {
     assert_eq!(
         w.run("r", "n", &[], r#"echo '{"a":1}'"#).status.code(),
         Some(0)

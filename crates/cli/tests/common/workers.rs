@@ -16,7 +16,7 @@ const TASK: &str = r#"echo "$STINT_NODE_ID $STINT_ATTEMPT start" >> run.log; sle
 /// Submits `tasks` commands in one batch, starts two workers with concurrency 4, SIGKILLs the
 /// first once a quarter of the tasks finished, and checks what the database and the tasks' own
 /// log hold once the second worker has emptied the queue.
-pub fn two_workers_one_killed_run_every_task_once(w: &World, tasks: usize) {
+pub(crate) fn two_workers_one_killed_run_every_task_once(w: &World, tasks: usize) {
     let batch: String = (0..tasks)
         .map(|i| {
             serde_json::json!({

@@ -22,7 +22,7 @@ const SPAWNS_AN_ORPHAN: &str = "sleep 300 & echo $! > orphan.pid; wait";
 
 /// Who runs recovery after the runner died.
 #[derive(Debug, Clone, Copy)]
-pub enum Recoverer {
+pub(crate) enum Recoverer {
     /// `stint recover`.
     Recover,
     /// `stint run` of the same node, whose command reports whether the orphan still ran.
@@ -75,7 +75,7 @@ fn gone_within(pid: i32, limit: Duration) -> bool {
 /// SIGKILL to stint leaves the command's background child running; once the lease expired,
 /// recovery ends that child's group (saying so) before it marks the attempt abandoned, and a
 /// `stint run` of the node starts its next attempt only after the group is gone.
-pub fn recovery_ends_the_orphaned_group(w: &World, recoverer: Recoverer) {
+pub(crate) fn recovery_ends_the_orphaned_group(w: &World, recoverer: Recoverer) {
     let mut runner = spawn_run(w, &["--lease", "2s"], SPAWNS_AN_ORPHAN);
     let orphan: i32 = wait_for_file(&w.path("orphan.pid")).parse().expect("pid");
     let first = placed_attempt(w);
@@ -141,7 +141,7 @@ pub fn recovery_ends_the_orphaned_group(w: &World, recoverer: Recoverer) {
 /// A second Ctrl-C while stint waits (here for a command that ignores SIGTERM, its store's
 /// write lock held by another process): the group is killed, one line says the attempt is left
 /// to recovery, and stint exits at once with code 4.
-pub fn second_ctrl_c_exits_at_once(w: &World, db_file: Option<&std::path::Path>) {
+pub(crate) fn second_ctrl_c_exits_at_once(w: &World, db_file: Option<&std::path::Path>) {
     let script = format!("trap '' TERM; {SPAWNS_AN_ORPHAN}");
     let mut runner = spawn_run(w, &["--grace", "60s"], &script);
     let orphan: i32 = wait_for_file(&w.path("orphan.pid")).parse().expect("pid");

@@ -20,7 +20,7 @@ const LEASE: &str = "2s";
 
 /// The database URL with a short SQLite busy timeout, for a recoverer that must not wait 5 s on
 /// a stopped process's write lock.
-pub fn impatient(w: &World) -> String {
+pub(crate) fn impatient(w: &World) -> String {
     if w.db.starts_with("sqlite:") {
         format!("{}?busy_timeout_ms=300", w.db)
     } else {
@@ -125,7 +125,7 @@ fn wait_for_done_or_exit(done: &std::path::Path, runner: Pid) {
 
 /// SIGSTOP a runner mid-attempt, let its lease run out, recover, SIGCONT: the resumed process
 /// must not overwrite the abandoned attempt.
-pub fn zombie_cannot_finish_an_abandoned_attempt(w: &World, recover_db: &str) {
+pub(crate) fn zombie_cannot_finish_an_abandoned_attempt(w: &World, recover_db: &str) {
     // Heartbeats until the test says go, then a marker and the output: the command finishes
     // only once its attempt was declared dead, so the zombie always wakes up holding a result.
     let script = r#"echo up > up; i=0
@@ -202,7 +202,7 @@ pub fn zombie_cannot_finish_an_abandoned_attempt(w: &World, recover_db: &str) {
 /// Two `stint run`s of one node at once: one runs, the other is refused at once with
 /// STORE_CONFLICT (exit 3); never two attempts in progress. Every other round races over an
 /// abandoned attempt, so both runners also race to recover it.
-pub fn racing_runners_never_share_a_node(w: &World) {
+pub(crate) fn racing_runners_never_share_a_node(w: &World) {
     let script = r#"echo "$STINT_ATTEMPT" >> "ran.$STINT_NODE_ID"; sleep 1.5; echo 1"#;
     for round in 0..4_u64 {
         let node = format!("race{round}");
@@ -281,7 +281,7 @@ pub fn racing_runners_never_share_a_node(w: &World) {
 }
 
 /// Several `stint recover` at once over several dead runners: each attempt is marked once.
-pub fn racing_recoverers_mark_each_attempt_once(w: &World) {
+pub(crate) fn racing_recoverers_mark_each_attempt_once(w: &World) {
     let nodes: Vec<String> = (0..4).map(|i| format!("c{i}")).collect();
     let mut dead: Vec<Child> = nodes
         .iter()
@@ -338,7 +338,7 @@ pub fn racing_recoverers_mark_each_attempt_once(w: &World) {
 
 /// SIGTERM (twice) to a runner whose command traps it: the command gets its SIGTERM and
 /// finishes its cleanup, the last heartbeat and `cancelled` are written, then stint exits 130.
-pub fn sigterm_records_cancelled_before_exiting(w: &World) {
+pub(crate) fn sigterm_records_cancelled_before_exiting(w: &World) {
     let script = r#"echo $$ > leader.pid
         trap 'sleep 0.3; echo cleaned > cleaned; exit 143' TERM
         i=0; while :; do i=$((i + 1)); echo "$i" > sent; echo "{\"n\":$i}" >&3; sleep 0.02; done"#;
@@ -378,7 +378,7 @@ pub fn sigterm_records_cancelled_before_exiting(w: &World) {
 
 /// `PR_SET_PDEATHSIG`: a SIGKILLed stint's command is killed by the kernel, so it cannot keep
 /// working beside the attempt that recovery will start next.
-pub fn a_sigkilled_stint_takes_its_command_down(w: &World) {
+pub(crate) fn a_sigkilled_stint_takes_its_command_down(w: &World) {
     // Silent on purpose: a heartbeat would die of SIGPIPE once stint is gone anyway.
     let script = "echo $$ > leader.pid; while :; do sleep 0.05; done";
     let mut child = spawn_run(w, "k", "n", &["--lease", LEASE], script);

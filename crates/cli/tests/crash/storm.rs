@@ -22,7 +22,7 @@ use crate::common::{World, alive, text};
 /// The lease every storm run gets: short, so a killed attempt is recoverable soon, yet long
 /// enough that a live runner's renewals answer before it fences itself (two thirds of it) on a
 /// loaded machine; a runner that fences anyway is counted as one that lost its lease.
-pub const LEASE: &str = "900ms";
+pub(crate) const LEASE: &str = "900ms";
 /// How many `stint run`s of the storm, at most.
 const ITERATIONS: usize = 100;
 /// The storm stops starting iterations after this long, whichever comes first.
@@ -60,7 +60,7 @@ echo "{\"n\":$i}"
 
 /// What the storm saw, printed at its end.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Counts {
+pub(crate) struct Counts {
     /// `stint run`s started.
     pub iterations: usize,
     /// Runs SIGKILLed.
@@ -96,7 +96,7 @@ struct Shared {
 }
 
 /// Runs the storm on `w`'s database and checks it; returns the counts.
-pub fn storm(w: &World, backend: &str) -> Counts {
+pub(crate) fn storm(w: &World, backend: &str) -> Counts {
     let shared = Shared {
         failed: AtomicBool::new(false),
         claimed: AtomicUsize::new(0),
@@ -408,7 +408,7 @@ fn now_ms() -> u64 {
 }
 
 /// `stint recover`; returns the attempts it printed.
-pub fn recover(w: &World) -> Vec<String> {
+pub(crate) fn recover(w: &World) -> Vec<String> {
     let output = w.stint(&["recover"]);
     assert_eq!(
         output.status.code(),
@@ -503,7 +503,7 @@ fn read_sent(path: &Path) -> Sent {
 }
 
 /// Checks everything the database holds about `run` after recovery.
-pub fn check_run(
+pub(crate) fn check_run(
     w: &World,
     run: &str,
     attempts: &[Value],

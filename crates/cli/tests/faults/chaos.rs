@@ -4,7 +4,7 @@ use std::time::Duration;
 
 /// A duration in `range` (ms) chosen by `STINT_CHAOS_SEED` (`cargo xtask chaos` sets it, a new
 /// seed each iteration), or `default` when it is unset, as in CI.
-pub fn chaos_ms(salt: u64, range: std::ops::Range<u64>, default: u64) -> Duration {
+pub(crate) fn chaos_ms(salt: u64, range: std::ops::Range<u64>, default: u64) -> Duration {
     let Some(seed) = std::env::var("STINT_CHAOS_SEED")
         .ok()
         .and_then(|seed| seed.parse::<u64>().ok())

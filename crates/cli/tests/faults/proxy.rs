@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 /// A running proxy; dropping it stops it (its runtime goes with it).
-pub struct Proxy {
+pub(crate) struct Proxy {
     pub addr: SocketAddr,
     paused: Arc<watch::Sender<bool>>,
     _runtime: tokio::runtime::Runtime,
@@ -20,7 +20,7 @@ pub struct Proxy {
 
 impl Proxy {
     /// Listens on a free loopback port and forwards every connection to `upstream`.
-    pub fn start(upstream: SocketAddr) -> Self {
+    pub(crate) fn start(upstream: SocketAddr) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -50,12 +50,12 @@ impl Proxy {
     }
 
     /// Stops moving bytes, on every connection, old and new.
-    pub fn pause(&self) {
+    pub(crate) fn pause(&self) {
         self.paused.send_replace(true);
     }
 
     /// Lets bytes through again.
-    pub fn resume(&self) {
+    pub(crate) fn resume(&self) {
         self.paused.send_replace(false);
     }
 }

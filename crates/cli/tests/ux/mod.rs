@@ -16,7 +16,7 @@ use std::process::Output;
 use crate::common::{World, assert_exit, text};
 
 /// The exit code, the whole stderr and the whole stdout of `output`.
-pub fn seen(output: &Output) -> (Option<i32>, String, String) {
+pub(crate) fn seen(output: &Output) -> (Option<i32>, String, String) {
     (
         output.status.code(),
         text(&output.stderr),
@@ -25,14 +25,14 @@ pub fn seen(output: &Output) -> (Option<i32>, String, String) {
 }
 
 /// Asserts that `output` exited with `code`; returns its stderr.
-pub fn stderr_of_exit(output: &Output, code: i32) -> String {
+pub(crate) fn stderr_of_exit(output: &Output, code: i32) -> String {
     let (exit, stderr, _) = seen(output);
     assert_eq!(exit, Some(code));
     stderr
 }
 
 /// Records run `r`, node `n`, finished with output `1`.
-pub fn world_with_a_run() -> World {
+pub(crate) fn world_with_a_run() -> World {
     let w = World::sqlite();
     let output = w.run("r", "n", &[], "echo 1");
     assert_exit(&output, 0);

@@ -9,7 +9,7 @@ use stint_domain::{
 };
 
 /// Any command, weighted so that sequences often get past `Start`.
-pub fn command() -> impl Strategy<Value = AttemptCommand> {
+pub(crate) fn command() -> impl Strategy<Value = AttemptCommand> {
     prop_oneof![
         3 => Just(AttemptCommand::Start),
         3 => (0..5_000_u64, proptest::option::of(0..2_000_000_u64)).prop_map(
@@ -36,7 +36,7 @@ pub fn command() -> impl Strategy<Value = AttemptCommand> {
 }
 
 /// Up to `max` commands, each with the (non-decreasing) time it is applied at.
-pub fn timed_commands(max: usize) -> impl Strategy<Value = Vec<(AttemptCommand, u64)>> {
+pub(crate) fn timed_commands(max: usize) -> impl Strategy<Value = Vec<(AttemptCommand, u64)>> {
     proptest::collection::vec((command(), 0..1_000_u64), 0..max).prop_map(|steps| {
         let mut now = 1_000;
         steps
@@ -50,7 +50,7 @@ pub fn timed_commands(max: usize) -> impl Strategy<Value = Vec<(AttemptCommand, 
 }
 
 /// A retry policy with a small budget and the default backoff.
-pub fn policy() -> impl Strategy<Value = RetryPolicy> {
+pub(crate) fn policy() -> impl Strategy<Value = RetryPolicy> {
     (0..5_u32).prop_map(|retries| RetryPolicy {
         retries,
         ..RetryPolicy::default()

@@ -26,14 +26,14 @@ use stint_ports::{
 };
 
 /// The epoch the test clock starts at.
-pub const EPOCH_MS: u64 = 1_700_000_000_000;
+pub(crate) const EPOCH_MS: u64 = 1_700_000_000_000;
 
 /// The revision [`FakeVcs`] reports.
-pub const FAKE_REVISION: &str = "fake-revision-1";
+pub(crate) const FAKE_REVISION: &str = "fake-revision-1";
 
 /// A VCS probe that always finds [`FAKE_REVISION`].
 #[derive(Debug, Clone, Copy, Default)]
-pub struct FakeVcs;
+pub(crate) struct FakeVcs;
 
 #[async_trait]
 impl VcsProbe for FakeVcs {
@@ -44,25 +44,25 @@ impl VcsProbe for FakeVcs {
 
 /// The store every test runs on: the in-memory store or a SQLite file, behind the ports'
 /// [`InstrumentedStore`], which counts (and can slow or fail) the engine's writes.
-pub type TestStore = Arc<InstrumentedStore<dyn Store>>;
+pub(crate) type TestStore = Arc<InstrumentedStore<dyn Store>>;
 
 /// `inner` behind an [`InstrumentedStore`].
-pub fn instrumented(inner: Arc<dyn Store>) -> TestStore {
+pub(crate) fn instrumented(inner: Arc<dyn Store>) -> TestStore {
     Arc::new(InstrumentedStore::new(inner))
 }
 
 /// A fresh in-memory store behind an [`InstrumentedStore`].
-pub fn memory_store() -> TestStore {
+pub(crate) fn memory_store() -> TestStore {
     instrumented(Arc::new(MemoryStore::default()))
 }
 
 /// How many heartbeat writes reached (or were attempted on) `store`.
-pub fn heartbeat_writes(store: &TestStore) -> u64 {
+pub(crate) fn heartbeat_writes(store: &TestStore) -> u64 {
     store.calls(WriteOp::Heartbeat)
 }
 
 /// Options with no jitter and a short grace period.
-pub fn options() -> EngineOptions {
+pub(crate) fn options() -> EngineOptions {
     EngineOptions {
         jitter: Arc::new(|| 0.0),
         cancel_grace: Duration::from_millis(100),
@@ -72,13 +72,13 @@ pub fn options() -> EngineOptions {
 
 /// An engine on `store`, [`FakeVcs`] and a tokio clock reading [`EPOCH_MS`] now (paused or
 /// not: unpaused, it follows the real clock from there).
-pub fn engine_on(store: TestStore) -> Engine {
+pub(crate) fn engine_on(store: TestStore) -> Engine {
     let ports = Ports::new(store, Arc::new(FakeVcs)).with_clock(Arc::new(TokioClock::at(EPOCH_MS)));
     Engine::with_options(ports, options())
 }
 
 /// An engine on `store` like [`engine_on`], whose computes get `grace` to stop once cancelled.
-pub fn engine_with_grace(store: TestStore, grace: Duration) -> Engine {
+pub(crate) fn engine_with_grace(store: TestStore, grace: Duration) -> Engine {
     let ports = Ports::new(store, Arc::new(FakeVcs)).with_clock(Arc::new(TokioClock::at(EPOCH_MS)));
     let options = EngineOptions {
         cancel_grace: grace,
@@ -88,7 +88,7 @@ pub fn engine_with_grace(store: TestStore, grace: Duration) -> Engine {
 }
 
 /// A fresh store and an engine on it.
-pub fn setup() -> (TestStore, Engine) {
+pub(crate) fn setup() -> (TestStore, Engine) {
     let store = memory_store();
     (store.clone(), engine_on(store))
 }
@@ -97,7 +97,7 @@ pub fn setup() -> (TestStore, Engine) {
 /// paused (only then may a scenario assert exact times; on the real clock it asserts order and
 /// lower bounds).
 #[derive(Debug)]
-pub struct Harness {
+pub(crate) struct Harness {
     pub store: TestStore,
     pub engine: Engine,
     pub paused: bool,
@@ -107,7 +107,7 @@ pub struct Harness {
 
 impl Harness {
     /// The in-memory store, for a test on tokio's paused clock.
-    pub fn memory() -> Self {
+    pub(crate) fn memory() -> Self {
         let (store, engine) = setup();
         Self {
             store,
@@ -118,7 +118,7 @@ impl Harness {
     }
 
     /// A fresh SQLite file in a temp folder, for a test on the real clock.
-    pub async fn sqlite() -> Self {
+    pub(crate) async fn sqlite() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let sqlite = SqliteStore::open(&dir.path().join("stint.db"), SqliteOptions::default())
             .await
@@ -170,32 +170,35 @@ macro_rules! scenarios {
 }
 
 /// A descriptor for node `n` of run `r`.
-pub fn desc() -> TaskDescriptor {
+pub(crate) fn desc() -> TaskDescriptor {
     TaskDescriptor::new(NodeKey::new("r", "n", 0).expect("valid key"))
 }
 
 /// [`desc`] with a lease of `lease_ms`.
-pub fn desc_with_lease(lease_ms: u64) -> TaskDescriptor {
+pub(crate) fn desc_with_lease(lease_ms: u64) -> TaskDescriptor {
     let mut d = desc();
     d.lease_ms = lease_ms;
     d
 }
 
 /// [`desc`] with `retries` retries (and the default backoff).
-pub fn desc_with_retries(retries: u32) -> TaskDescriptor {
+pub(crate) fn desc_with_retries(retries: u32) -> TaskDescriptor {
     let mut d = desc();
     d.retry.retries = retries;
     d
 }
 
 /// The body of a compute that works for `work` (on tokio's clock), then returns `output`.
-pub async fn works_for(work: Duration, output: Value) -> Result<Value, TaskFailure> {
+pub(crate) async fn works_for(work: Duration, output: Value) -> Result<Value, TaskFailure> {
     tokio::time::sleep(work).await;
     Ok(output)
 }
 
 /// `field` of every attempt of run `r`, by attempt number.
-pub async fn by_attempt<T>(store: &TestStore, field: impl Fn(AttemptRecord) -> T) -> Vec<(u32, T)> {
+pub(crate) async fn by_attempt<T>(
+    store: &TestStore,
+    field: impl Fn(AttemptRecord) -> T,
+) -> Vec<(u32, T)> {
     attempts(store)
         .await
         .into_iter()
@@ -204,7 +207,7 @@ pub async fn by_attempt<T>(store: &TestStore, field: impl Fn(AttemptRecord) -> T
 }
 
 /// `field(has_data, interval_ms)` of every `TaskHeartbeat` event of run `r`, in order.
-pub async fn heartbeat_events<T>(
+pub(crate) async fn heartbeat_events<T>(
     store: &TestStore,
     field: impl Fn(bool, Option<u64>) -> T,
 ) -> Vec<T> {
@@ -223,7 +226,7 @@ pub async fn heartbeat_events<T>(
 }
 
 /// Every event of run `r`, as `(type, attempt)` pairs.
-pub async fn event_types(store: &TestStore) -> Vec<(String, u32)> {
+pub(crate) async fn event_types(store: &TestStore) -> Vec<(String, u32)> {
     events(store)
         .await
         .into_iter()
@@ -232,7 +235,7 @@ pub async fn event_types(store: &TestStore) -> Vec<(String, u32)> {
 }
 
 /// Every event of run `r`.
-pub async fn events(store: &TestStore) -> Vec<EventRecord> {
+pub(crate) async fn events(store: &TestStore) -> Vec<EventRecord> {
     store
         .read_events(&EventPage::new("r").limit(10_000))
         .await
@@ -240,7 +243,7 @@ pub async fn events(store: &TestStore) -> Vec<EventRecord> {
 }
 
 /// Every attempt of run `r`.
-pub async fn attempts(store: &TestStore) -> Vec<AttemptRecord> {
+pub(crate) async fn attempts(store: &TestStore) -> Vec<AttemptRecord> {
     store
         .list_attempts(&AttemptFilter {
             run_id: "r".to_owned(),
@@ -251,12 +254,12 @@ pub async fn attempts(store: &TestStore) -> Vec<AttemptRecord> {
 }
 
 /// Names of the types in `events` (helper for assertions).
-pub fn names(events: &[(String, u32)]) -> Vec<&str> {
+pub(crate) fn names(events: &[(String, u32)]) -> Vec<&str> {
     events.iter().map(|(name, _)| name.as_str()).collect()
 }
 
 /// One attempt of `desc` that nobody cancels, run to its outcome; an engine error fails the test.
-pub async fn attempt_outcome<F, Fut>(
+pub(crate) async fn attempt_outcome<F, Fut>(
     engine: &Engine,
     desc: &TaskDescriptor,
     compute: F,
@@ -273,7 +276,7 @@ where
 
 /// The engine error that ends one attempt of `desc` that nobody cancels; `expected` names it in
 /// the failure when the attempt ends with an outcome instead.
-pub async fn attempt_error<F, Fut>(
+pub(crate) async fn attempt_error<F, Fut>(
     engine: &Engine,
     desc: &TaskDescriptor,
     compute: F,
@@ -292,7 +295,7 @@ where
 
 /// The node loop of `desc`, which nobody cancels, run to its outcome; an engine error fails the
 /// test.
-pub async fn node_outcome<Fut>(
+pub(crate) async fn node_outcome<Fut>(
     engine: &Engine,
     desc: &TaskDescriptor,
     compute: impl Fn(TaskContext) -> Fut,
@@ -305,11 +308,11 @@ where
 }
 
 /// The code of an attempt's error, if it failed.
-pub fn code(error: &Option<TaskError>) -> Option<ErrorCode> {
+pub(crate) fn code(error: &Option<TaskError>) -> Option<ErrorCode> {
     error.as_ref().map(|e| e.code)
 }
 
 /// Asserts the types of run `r`'s events, in order.
-pub async fn assert_event_names(store: &TestStore, expected: &[&str]) {
+pub(crate) async fn assert_event_names(store: &TestStore, expected: &[&str]) {
     assert_eq!(names(&event_types(store).await), expected);
 }

@@ -1,9 +1,9 @@
 //! The worker's cases, each an `async fn(Kind)` run once per store by `stores.rs` (memory,
 //! SQLite) and `postgres.rs`.
 
-pub mod fencing;
-pub mod running;
-pub mod stopping;
+pub(crate) mod fencing;
+pub(crate) mod running;
+pub(crate) mod stopping;
 
 /// Calls `$each! { module::case, ... }` with every case.
 #[macro_export]

@@ -20,7 +20,7 @@ use tempfile::TempDir;
 
 /// The backends every case runs on.
 #[derive(Debug, Clone, Copy)]
-pub enum Kind {
+pub(crate) enum Kind {
     Memory,
     Sqlite,
     /// A fresh schema of the PostgreSQL test server (dropped by [`drop_schemas`]).
@@ -34,7 +34,7 @@ thread_local! {
 }
 
 /// Drops the schemas the case running on this thread made.
-pub async fn drop_schemas() {
+pub(crate) async fn drop_schemas() {
     let guards: Vec<SchemaGuard> = SCHEMAS.with_borrow_mut(std::mem::take);
     for guard in guards {
         guard.drop_schema().await;
@@ -42,7 +42,7 @@ pub async fn drop_schemas() {
 }
 
 /// One store, seen through both the attempt ports and the queue ports.
-pub struct Fixture {
+pub(crate) struct Fixture {
     pub attempts: Arc<dyn Store>,
     pub queue: Arc<dyn QueueStore>,
     dir: Option<Arc<TempDir>>,
@@ -51,7 +51,7 @@ pub struct Fixture {
 }
 
 impl Fixture {
-    pub async fn new(kind: Kind) -> Self {
+    pub(crate) async fn new(kind: Kind) -> Self {
         match kind {
             Kind::Memory => {
                 let store = Arc::new(MemoryStore::new());
@@ -100,7 +100,7 @@ impl Fixture {
     /// A second, independent handle on the same SQLite file or PostgreSQL schema (as a second
     /// process would open).
     /// On the memory store: the same store again.
-    pub async fn second_handle(&self) -> Self {
+    pub(crate) async fn second_handle(&self) -> Self {
         if let Some(url) = &self.schema_url {
             let store = Arc::new(PostgresStore::connect(url).await.expect("a second pool"));
             return Self {
@@ -123,11 +123,11 @@ impl Fixture {
         fixture
     }
 
-    pub fn engine(&self) -> Engine {
+    pub(crate) fn engine(&self) -> Engine {
         engine_on(self.attempts.clone())
     }
 
-    pub fn worker(&self, handler: Arc<dyn Handler>, options: WorkerOptions) -> Worker {
+    pub(crate) fn worker(&self, handler: Arc<dyn Handler>, options: WorkerOptions) -> Worker {
         Worker::new(
             self.engine(),
             self.queue.clone(),
@@ -137,7 +137,7 @@ impl Fixture {
         )
     }
 
-    pub async fn enqueue(&self, tasks: Vec<NewTask>) -> Vec<TaskId> {
+    pub(crate) async fn enqueue(&self, tasks: Vec<NewTask>) -> Vec<TaskId> {
         let enqueued = self
             .queue
             .enqueue(tasks, now_ms())
@@ -146,7 +146,7 @@ impl Fixture {
         enqueued.into_iter().map(|e| e.id).collect()
     }
 
-    pub async fn task(&self, id: TaskId) -> TaskRecord {
+    pub(crate) async fn task(&self, id: TaskId) -> TaskRecord {
         self.queue
             .get_task(id)
             .await
@@ -154,7 +154,7 @@ impl Fixture {
             .expect("the task exists")
     }
 
-    pub async fn attempts_of(&self, run_id: &str, node_id: &str) -> Vec<AttemptRecord> {
+    pub(crate) async fn attempts_of(&self, run_id: &str, node_id: &str) -> Vec<AttemptRecord> {
         let filter = AttemptFilter {
             run_id: run_id.to_owned(),
             node_id: Some(node_id.to_owned()),
@@ -167,7 +167,7 @@ impl Fixture {
     }
 
     /// The states of the node's attempts, in order.
-    pub async fn attempt_states(&self, run_id: &str, node_id: &str) -> Vec<AttemptState> {
+    pub(crate) async fn attempt_states(&self, run_id: &str, node_id: &str) -> Vec<AttemptState> {
         let mut attempts = self.attempts_of(run_id, node_id).await;
         attempts.sort_by_key(|a| a.attempt);
         attempts.into_iter().map(|a| a.state).collect()
@@ -175,7 +175,7 @@ impl Fixture {
 }
 
 /// An engine on `attempts`, with a short cancel grace.
-pub fn engine_on(attempts: Arc<dyn Store>) -> Engine {
+pub(crate) fn engine_on(attempts: Arc<dyn Store>) -> Engine {
     let options = EngineOptions {
         cancel_grace: Duration::from_millis(300),
         ..EngineOptions::default()
@@ -184,7 +184,7 @@ pub fn engine_on(attempts: Arc<dyn Store>) -> Engine {
 }
 
 /// Options for tests: short leases, fast polls, exit when empty.
-pub fn options() -> WorkerOptions {
+pub(crate) fn options() -> WorkerOptions {
     WorkerOptions {
         concurrency: 4,
         claim_lease: Duration::from_millis(600),
@@ -196,12 +196,12 @@ pub fn options() -> WorkerOptions {
     }
 }
 
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemClock.now_ms()
 }
 
 /// A task of node `node` in run `run`, of handler kind `kind`, with `options`.
-pub fn task(run: &str, node: &str, kind: &str, args: Value, options: Value) -> NewTask {
+pub(crate) fn task(run: &str, node: &str, kind: &str, args: Value, options: Value) -> NewTask {
     NewTask::new(
         run,
         node,
@@ -211,7 +211,7 @@ pub fn task(run: &str, node: &str, kind: &str, args: Value, options: Value) -> N
 }
 
 /// Runs `worker` until it returns, failing the test after 20 s.
-pub async fn run_to_end(worker: &Worker, shutdown: Shutdown) -> WorkerReport {
+pub(crate) async fn run_to_end(worker: &Worker, shutdown: Shutdown) -> WorkerReport {
     tokio::time::timeout(Duration::from_secs(20), worker.run(shutdown))
         .await
         .expect("the worker returns in time")
@@ -219,7 +219,7 @@ pub async fn run_to_end(worker: &Worker, shutdown: Shutdown) -> WorkerReport {
 }
 
 /// Waits (up to 10 s) until `check` holds.
-pub async fn eventually<F, Fut>(what: &str, check: F)
+pub(crate) async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: Fn() -> Fut,
     Fut: Future<Output = bool>,
@@ -233,13 +233,13 @@ where
 
 /// A shared log of what handlers saw.
 #[derive(Debug, Default, Clone)]
-pub struct Log<T>(pub Arc<Mutex<Vec<T>>>);
+pub(crate) struct Log<T>(pub Arc<Mutex<Vec<T>>>);
 
 impl<T: Clone> Log<T> {
-    pub fn push(&self, item: T) {
+    pub(crate) fn push(&self, item: T) {
         self.0.lock().expect("the log's lock").push(item);
     }
-    pub fn items(&self) -> Vec<T> {
+    pub(crate) fn items(&self) -> Vec<T> {
         self.0.lock().expect("the log's lock").clone()
     }
 }
