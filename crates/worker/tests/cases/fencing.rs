@@ -194,7 +194,17 @@ pub(crate) async fn a_task_whose_claim_was_lost_is_dropped_then_run_again(kind: 
     queue.mode.store(RENEW, Ordering::SeqCst);
     let report = run.await;
     assert_eq!(report.finished, 1);
-    assert_eq!(log.items(), vec!["started", "dropped", "started"]);
+    // On a loaded machine the task may be swept back and lose its claim once more before the
+    // renewals come back: each such run is dropped and abandoned the same way. What holds is
+    // that it then runs to its one finished attempt.
+    let items = log.items();
+    assert_eq!(items[..2], ["started", "dropped"], "{items:?}");
+    assert_eq!(items.last(), Some(&"started"), "{items:?}");
     let states = fixture.attempt_states("run", "l").await;
-    assert_eq!(states, vec![AttemptState::Failed, AttemptState::Finished]);
+    let (last, earlier) = states.split_last().expect("attempts");
+    assert_eq!(*last, AttemptState::Finished, "{states:?}");
+    assert!(
+        !earlier.is_empty() && earlier.iter().all(|s| *s == AttemptState::Failed),
+        "{states:?}"
+    );
 }
