@@ -117,12 +117,12 @@ mod tests {
 
     #[test]
     fn the_same_command_in_the_same_folder_has_the_same_id() {
-        let here = Path::new("/work/project");
+        let here = Path::new("/home/me/project");
         let count = words(&["sh", "examples/count.sh"]);
         let id = derive(Some(here), &count);
         assert_eq!(id, derive(Some(here), &count));
         assert!(id.starts_with("sh-count.sh-") && id.len() == "sh-count.sh-".len() + 8);
-        assert_ne!(id, derive(Some(Path::new("/work/other")), &count));
+        assert_ne!(id, derive(Some(Path::new("/home/me/other")), &count));
         assert_ne!(
             id,
             derive(Some(here), &words(&["sh", "examples/count.sh", "2"]))
