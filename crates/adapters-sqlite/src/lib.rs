@@ -5,8 +5,11 @@
 //! ([`TaskQueue`](stint_ports::TaskQueue), [`QueueHistory`](stint_ports::QueueHistory)), on one
 //! SQLite file in
 //! WAL mode, with foreign keys on, a busy timeout and `synchronous=FULL` unless the user opts for
-//! `NORMAL`. Every write is one `BEGIN IMMEDIATE` transaction, so a crash at any instant leaves
-//! a step wholly done or not at all, and two processes on one file queue instead of deadlocking.
+//! `NORMAL`. Every write is applied by one writer task per store, in a `BEGIN IMMEDIATE`
+//! transaction that carries whatever other writes are waiting (group commit: one fsync for
+//! all of them), each in a savepoint of its own; a caller is answered once that transaction
+//! committed. So a crash at any instant leaves each write wholly done or not at all, and two
+//! processes on one file queue instead of deadlocking.
 //! The schema is embedded and migrated on open; a file written by a newer stint is refused.
 //!
 //! Invariants, stated as absences: no SQL here is assembled from values (every value is bound),
@@ -21,6 +24,7 @@ mod query;
 mod queue;
 mod queue_history;
 mod write;
+mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,6 +32,7 @@ use std::sync::Arc;
 use connect::Create;
 use sqlx::sqlite::SqlitePool;
 use stint_ports::StoreError;
+use writer::{WriteFuture, Writer};
 
 pub use options::{SqliteOptions, Synchronous};
 
@@ -36,6 +41,7 @@ pub use options::{SqliteOptions, Synchronous};
 pub struct SqliteStore {
     pool: SqlitePool,
     path: Arc<PathBuf>,
+    writer: Writer,
 }
 
 impl SqliteStore {
@@ -85,9 +91,19 @@ impl SqliteStore {
 
     fn with_pool(pool: SqlitePool, path: &Path) -> Self {
         Self {
+            writer: Writer::start(pool.clone()),
             pool,
             path: Arc::new(path.to_path_buf()),
         }
+    }
+
+    /// Applies `write` through the store's writer (group commit, see `writer.rs`).
+    pub(crate) async fn write<T, F>(&self, write: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut sqlx::SqliteConnection) -> WriteFuture<'c, T> + Send + 'static,
+    {
+        self.writer.write(write).await
     }
 
     /// The database file.

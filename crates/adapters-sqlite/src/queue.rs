@@ -1,11 +1,10 @@
-//! The queue's write port on SQLite: every write one `BEGIN IMMEDIATE` transaction, as the
-//! attempt writes are, so concurrent claimers and sweepers on any number of handles queue on the
-//! write lock and each sees what the previous one committed.
+//! The queue's write port on SQLite: every write applied by the store's writer under the write
+//! lock, as the attempt writes are (see `writer.rs`), so concurrent claimers and sweepers on any
+//! number of handles queue on the lock and each sees what the previous one committed.
 
 use async_trait::async_trait;
 use sqlx::Row;
-use sqlx::sqlite::SqlitePool;
-use sqlx::{Sqlite, SqliteConnection, Transaction};
+use sqlx::SqliteConnection;
 use stint_domain::{TaskId, TaskState};
 use stint_ports::{
     CancelOutcome, CancelTarget, Claim, ClaimedTask, Completion, Enqueued, NewTask, Renewal,
@@ -15,7 +14,6 @@ use stint_ports::{
 use crate::SqliteStore;
 use crate::error::{map, to_i64, to_json, to_u64};
 use crate::queue_history::{task_columns, task_record};
-use crate::write::begin_immediate;
 
 fn task_id(value: i64) -> Result<TaskId, StoreError> {
     Ok(TaskId(to_u64(value, "task id")?))
@@ -23,11 +21,6 @@ fn task_id(value: i64) -> Result<TaskId, StoreError> {
 
 fn bind_id(id: TaskId) -> Result<i64, StoreError> {
     to_i64(id.0, "task id")
-}
-
-async fn commit<T>(tx: Transaction<'static, Sqlite>, value: T) -> Result<T, StoreError> {
-    tx.commit().await.map_err(map)?;
-    Ok(value)
 }
 
 /// Inserts one task unless a live task holds its unique key (then answers that task's id).
@@ -74,19 +67,18 @@ async fn enqueue_one(
 }
 
 async fn enqueue(
-    pool: &SqlitePool,
+    tx: &mut SqliteConnection,
     tasks: Vec<NewTask>,
     now_ms: u64,
 ) -> Result<Vec<Enqueued>, StoreError> {
     let now = to_i64(now_ms, "enqueue time")?;
-    let mut tx = begin_immediate(pool).await?;
     let mut answers = Vec::with_capacity(tasks.len());
     for (position, task) in tasks.iter().enumerate() {
         // A refusal drops `tx`: the tasks before this one are rolled back with it.
         task.check(position)?;
-        answers.push(enqueue_one(&mut tx, task, now).await?);
+        answers.push(enqueue_one(tx, task, now).await?);
     }
-    commit(tx, answers).await
+    Ok(answers)
 }
 
 /// Takes the ready tasks due by `?3` from the queues of the JSON array `?4`, in claim order, as
@@ -108,9 +100,8 @@ const CLAIM: &str = concat!(
     task_columns!()
 );
 
-async fn claim(pool: &SqlitePool, claim: Claim) -> Result<Vec<ClaimedTask>, StoreError> {
+async fn claim(tx: &mut SqliteConnection, claim: Claim) -> Result<Vec<ClaimedTask>, StoreError> {
     let lease = to_i64(claim.now_ms.saturating_add(claim.lease_ms), "lease expiry")?;
-    let mut tx = begin_immediate(pool).await?;
     let rows = sqlx::query(CLAIM)
         .bind(claim.owner.as_str())
         .bind(lease)
@@ -125,15 +116,14 @@ async fn claim(pool: &SqlitePool, claim: Claim) -> Result<Vec<ClaimedTask>, Stor
         .map(|row| task_record(row).map(|task| ClaimedTask { task }))
         .collect::<Result<Vec<_>, _>>()?;
     stint_ports::sort_claimed(&mut claimed);
-    commit(tx, claimed).await
+    Ok(claimed)
 }
 
 async fn renew_claims(
-    pool: &SqlitePool,
+    tx: &mut SqliteConnection,
     owner: &str,
     lease_expires_at_ms: u64,
 ) -> Result<RenewedClaims, StoreError> {
-    let mut tx = begin_immediate(pool).await?;
     let rows = sqlx::query(
         "UPDATE tasks SET lease_expires_at_ms = ? WHERE state = 'running' AND owner = ? \
          RETURNING id, cancel_requested",
@@ -148,10 +138,10 @@ async fn renew_claims(
         let id = task_id(row.try_get("id").map_err(map)?)?;
         renewed.push((id, row.try_get("cancel_requested").map_err(map)?));
     }
-    commit(tx, RenewedClaims::from_rows(renewed)).await
+    Ok(RenewedClaims::from_rows(renewed))
 }
 
-async fn complete(pool: &SqlitePool, completion: &Completion) -> Result<(), StoreError> {
+async fn complete(tx: &mut SqliteConnection, completion: &Completion) -> Result<(), StoreError> {
     let (task, owner, end, now_ms) = completion.parts();
     let now = to_i64(now_ms, "completion time")?;
     let state = end.state();
@@ -163,7 +153,6 @@ async fn complete(pool: &SqlitePool, completion: &Completion) -> Result<(), Stor
         .run_at_ms()
         .map(|at| to_i64(at, "run_at_ms"))
         .transpose()?;
-    let mut tx = begin_immediate(pool).await?;
     let done = sqlx::query(
         "UPDATE tasks SET \
              state = CASE WHEN ?1 = 'ready' AND cancel_requested THEN 'cancelled' ELSE ?1 END, \
@@ -184,12 +173,11 @@ async fn complete(pool: &SqlitePool, completion: &Completion) -> Result<(), Stor
     if done.rows_affected() == 0 {
         return Err(StoreError::task_not_owned(task));
     }
-    commit(tx, ()).await
+    Ok(())
 }
 
 /// One statement under the write lock: a second sweeper finds the tasks already taken back.
-async fn sweep_expired(pool: &SqlitePool, now_ms: u64) -> Result<Vec<TaskId>, StoreError> {
-    let mut tx = begin_immediate(pool).await?;
+async fn sweep_expired(tx: &mut SqliteConnection, now_ms: u64) -> Result<Vec<TaskId>, StoreError> {
     let ids: Vec<i64> = sqlx::query_scalar(
         "UPDATE tasks SET \
              state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'ready' END, \
@@ -206,11 +194,11 @@ async fn sweep_expired(pool: &SqlitePool, now_ms: u64) -> Result<Vec<TaskId>, St
         .map(task_id)
         .collect::<Result<Vec<_>, _>>()?;
     swept.sort_unstable();
-    commit(tx, swept).await
+    Ok(swept)
 }
 
 async fn cancel(
-    pool: &SqlitePool,
+    tx: &mut SqliteConnection,
     target: &CancelTarget,
     now_ms: u64,
 ) -> Result<Vec<CancelOutcome>, StoreError> {
@@ -219,7 +207,6 @@ async fn cancel(
         CancelTarget::Run(run_id) => (None, Some(run_id.as_str())),
     };
     let now = to_i64(now_ms, "cancel time")?;
-    let mut tx = begin_immediate(pool).await?;
     let rows = sqlx::query("SELECT id, state FROM tasks WHERE id = ?1 OR run_id = ?2 ORDER BY id")
         .bind(id)
         .bind(run_id)
@@ -248,17 +235,16 @@ async fn cancel(
     let outcomes = found
         .into_iter()
         .map(|(id, state)| CancelOutcome::of(id, state));
-    commit(tx, outcomes.collect()).await
+    Ok(outcomes.collect())
 }
 
 async fn retry(
-    pool: &SqlitePool,
+    tx: &mut SqliteConnection,
     task: TaskId,
     retry_base: u32,
     now_ms: u64,
 ) -> Result<(), StoreError> {
     let id = bind_id(task)?;
-    let mut tx = begin_immediate(pool).await?;
     let row = sqlx::query("SELECT state, unique_key FROM tasks WHERE id = ?")
         .bind(id)
         .fetch_optional(&mut *tx)
@@ -299,11 +285,14 @@ async fn retry(
     .execute(&mut *tx)
     .await
     .map_err(map)?;
-    commit(tx, ()).await
+    Ok(())
 }
 
-async fn prune(pool: &SqlitePool, ended_before_ms: u64, batch: u32) -> Result<u64, StoreError> {
-    let mut tx = begin_immediate(pool).await?;
+async fn prune(
+    tx: &mut SqliteConnection,
+    ended_before_ms: u64,
+    batch: u32,
+) -> Result<u64, StoreError> {
     let done = sqlx::query(
         "DELETE FROM tasks WHERE id IN (SELECT id FROM tasks \
              WHERE state IN ('finished', 'failed', 'cancelled') AND ended_at_ms < ? \
@@ -314,17 +303,35 @@ async fn prune(pool: &SqlitePool, ended_before_ms: u64, batch: u32) -> Result<u6
     .execute(&mut *tx)
     .await
     .map_err(map)?;
-    commit(tx, done.rows_affected()).await
+    Ok(done.rows_affected())
+}
+
+async fn set_queue_limit(
+    tx: &mut SqliteConnection,
+    queue: &str,
+    max_running: Option<u32>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO queues (name, max_running) VALUES (?, ?) \
+         ON CONFLICT (name) DO UPDATE SET max_running = excluded.max_running",
+    )
+    .bind(queue)
+    .bind(max_running)
+    .execute(&mut *tx)
+    .await
+    .map_err(map)?;
+    Ok(())
 }
 
 #[async_trait]
 impl TaskQueue for SqliteStore {
     async fn enqueue(&self, tasks: Vec<NewTask>, now_ms: u64) -> Result<Vec<Enqueued>, StoreError> {
-        enqueue(self.pool(), tasks, now_ms).await
+        self.write(move |tx| Box::pin(enqueue(tx, tasks, now_ms)))
+            .await
     }
 
     async fn claim(&self, request: Claim) -> Result<Vec<ClaimedTask>, StoreError> {
-        claim(self.pool(), request).await
+        self.write(move |tx| Box::pin(claim(tx, request))).await
     }
 
     async fn renew_claims(
@@ -333,15 +340,19 @@ impl TaskQueue for SqliteStore {
         renewal: Renewal,
     ) -> Result<RenewedClaims, StoreError> {
         // One host shares one clock: the caller's is the store's.
-        renew_claims(self.pool(), owner, renewal.expires_at_ms()).await
+        let (owner, expires_at_ms) = (owner.to_owned(), renewal.expires_at_ms());
+        self.write(move |tx| Box::pin(async move { renew_claims(tx, &owner, expires_at_ms).await }))
+            .await
     }
 
     async fn complete(&self, completion: Completion) -> Result<(), StoreError> {
-        complete(self.pool(), &completion).await
+        self.write(move |tx| Box::pin(async move { complete(tx, &completion).await }))
+            .await
     }
 
     async fn sweep_expired(&self, now_ms: u64) -> Result<Vec<TaskId>, StoreError> {
-        sweep_expired(self.pool(), now_ms).await
+        self.write(move |tx| Box::pin(sweep_expired(tx, now_ms)))
+            .await
     }
 
     async fn cancel(
@@ -349,11 +360,13 @@ impl TaskQueue for SqliteStore {
         target: CancelTarget,
         now_ms: u64,
     ) -> Result<Vec<CancelOutcome>, StoreError> {
-        cancel(self.pool(), &target, now_ms).await
+        self.write(move |tx| Box::pin(async move { cancel(tx, &target, now_ms).await }))
+            .await
     }
 
     async fn retry(&self, task: TaskId, retry_base: u32, now_ms: u64) -> Result<(), StoreError> {
-        retry(self.pool(), task, retry_base, now_ms).await
+        self.write(move |tx| Box::pin(retry(tx, task, retry_base, now_ms)))
+            .await
     }
 
     async fn set_queue_limit(
@@ -361,20 +374,15 @@ impl TaskQueue for SqliteStore {
         queue: &str,
         max_running: Option<u32>,
     ) -> Result<(), StoreError> {
-        let mut tx = begin_immediate(self.pool()).await?;
-        sqlx::query(
-            "INSERT INTO queues (name, max_running) VALUES (?, ?) \
-             ON CONFLICT (name) DO UPDATE SET max_running = excluded.max_running",
-        )
-        .bind(queue)
-        .bind(max_running)
-        .execute(&mut *tx)
+        let queue = queue.to_owned();
+        self.write(move |tx| {
+            Box::pin(async move { set_queue_limit(tx, &queue, max_running).await })
+        })
         .await
-        .map_err(map)?;
-        commit(tx, ()).await
     }
 
     async fn prune(&self, ended_before_ms: u64, batch: u32) -> Result<u64, StoreError> {
-        prune(self.pool(), ended_before_ms, batch).await
+        self.write(move |tx| Box::pin(prune(tx, ended_before_ms, batch)))
+            .await
     }
 }

@@ -1,16 +1,17 @@
-//! The write port on SQLite: every write of the store, each one `BEGIN IMMEDIATE` transaction.
+//! The write port on SQLite: every write of an attempt, each applied by the store's writer in
+//! a `BEGIN IMMEDIATE` transaction it may share with other writes (see `writer.rs`).
 //!
 //! `BEGIN IMMEDIATE` takes the write lock before the first read, so a transaction never has to
 //! upgrade a read lock into a write lock: two writers queue on the busy timeout instead of one of
-//! them failing with `SQLITE_BUSY` halfway through. Dropping a transaction before its commit rolls
-//! it back, which is what makes every early return (and a cancelled future) leave no trace.
+//! them failing with `SQLITE_BUSY` halfway through. Each write runs in a savepoint of its own, so
+//! an early return (an `Err`) rolls back what that write did, and only that.
 
 use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::Row;
 use sqlx::query::Query;
-use sqlx::sqlite::{SqliteArguments, SqlitePool};
-use sqlx::{Sqlite, SqliteConnection, Transaction};
+use sqlx::sqlite::SqliteArguments;
+use sqlx::{Sqlite, SqliteConnection};
 use stint_domain::{
     AttemptKey, AttemptRecord, AttemptState, Event, EventKind, NodeKey, ProcessPlace, TaskError,
 };
@@ -23,13 +24,6 @@ use crate::SqliteStore;
 use crate::error::{map, to_i64, to_json, to_u32};
 
 type SqliteQuery<'a> = Query<'a, Sqlite, SqliteArguments>;
-
-/// Opens a write transaction on `pool`.
-pub(crate) async fn begin_immediate(
-    pool: &SqlitePool,
-) -> Result<Transaction<'static, Sqlite>, StoreError> {
-    pool.begin_with("BEGIN IMMEDIATE").await.map_err(map)
-}
 
 /// Binds the three columns of a node key, in key order.
 fn bind_node<'a>(query: SqliteQuery<'a>, node: &NodeKey) -> SqliteQuery<'a> {
@@ -70,13 +64,12 @@ pub(crate) async fn insert_events(
 }
 
 /// Allocates the next attempt number, reads the checkpoint and the earlier failures, inserts
-/// the attempt, upserts the node and appends `NodeStarted`, in one transaction.
-pub(crate) async fn begin_attempt(
-    pool: &SqlitePool,
+/// the attempt, upserts the node and appends `NodeStarted`.
+async fn begin_attempt(
+    tx: &mut SqliteConnection,
     begin: BeginAttempt,
 ) -> Result<BegunAttempt, StoreError> {
     let node = &begin.node;
-    let mut tx = begin_immediate(pool).await?;
     let summary = bind_node(
         sqlx::query(
             "SELECT COALESCE(MAX(attempt), 0) AS last_attempt, \
@@ -101,12 +94,11 @@ pub(crate) async fn begin_attempt(
     let attempt = last_attempt
         .checked_add(1)
         .ok_or_else(|| StoreError::attempt_numbers_exhausted(node))?;
-    let checkpoint = checkpoint_in(&mut tx, node).await?;
+    let checkpoint = checkpoint_in(tx, node).await?;
     let key = node.attempt(attempt);
-    insert_rows(&mut tx, &begin, &key).await?;
+    insert_rows(tx, &begin, &key).await?;
     let started = Event::new(&key, begin.started_at_ms, EventKind::NodeStarted);
-    insert_events(&mut tx, &[started]).await?;
-    tx.commit().await.map_err(map)?;
+    insert_events(tx, &[started]).await?;
     tracing::debug!(attempt = %key, failed_before, "attempt begun");
     Ok(BegunAttempt {
         attempt,
@@ -228,8 +220,8 @@ macro_rules! owned_update {
 }
 
 /// Writes one coalesced heartbeat and its event.
-pub(crate) async fn record_heartbeat(
-    pool: &SqlitePool,
+async fn record_heartbeat(
+    tx: &mut SqliteConnection,
     attempt: &OwnedAttempt,
     heartbeat: HeartbeatWrite,
 ) -> Result<(), StoreError> {
@@ -239,47 +231,41 @@ pub(crate) async fn record_heartbeat(
         .map(|p| to_json(p, "heartbeat"))
         .transpose()?;
     let received = to_i64(heartbeat.received_at_ms, "heartbeat time")?;
-    let mut tx = begin_immediate(pool).await?;
     // A bare ping (NULL payload) keeps the stored checkpoint; the received time never goes back.
     let sql = owned_update!(
         "UPDATE attempts SET heartbeat = COALESCE(?, heartbeat), \
              last_heartbeat_at_ms = MAX(COALESCE(last_heartbeat_at_ms, ?), ?)"
     );
     let query = sqlx::query(sql).bind(payload).bind(received).bind(received);
-    update_owned(&mut tx, query, attempt).await?;
-    insert_events(&mut tx, &[heartbeat.event]).await?;
-    tx.commit().await.map_err(map)
+    update_owned(tx, query, attempt).await?;
+    insert_events(tx, &[heartbeat.event]).await
 }
 
 /// Extends the owner's lease.
-pub(crate) async fn renew_lease(
-    pool: &SqlitePool,
+async fn renew_lease(
+    tx: &mut SqliteConnection,
     attempt: &OwnedAttempt,
     lease_expires_at_ms: u64,
 ) -> Result<(), StoreError> {
-    let mut tx = begin_immediate(pool).await?;
     let sql = owned_update!("UPDATE attempts SET lease_expires_at_ms = ?");
     let query = sqlx::query(sql).bind(to_i64(lease_expires_at_ms, "lease expiry")?);
-    update_owned(&mut tx, query, attempt).await?;
-    tx.commit().await.map_err(map)
+    update_owned(tx, query, attempt).await
 }
 
 /// Records where the attempt's process group lives.
-pub(crate) async fn record_process(
-    pool: &SqlitePool,
+async fn record_process(
+    tx: &mut SqliteConnection,
     attempt: &OwnedAttempt,
     place: &ProcessPlace,
 ) -> Result<(), StoreError> {
-    let mut tx = begin_immediate(pool).await?;
     let sql = owned_update!("UPDATE attempts SET process = ?");
     let query = sqlx::query(sql).bind(to_json(place, "process place")?);
-    update_owned(&mut tx, query, attempt).await?;
-    tx.commit().await.map_err(map)
+    update_owned(tx, query, attempt).await
 }
 
-/// Writes the terminal state of attempt and node, the output and `events`, in one transaction.
-pub(crate) async fn end_attempt(
-    pool: &SqlitePool,
+/// Writes the terminal state of attempt and node, the output and `events`.
+async fn end_attempt(
+    tx: &mut SqliteConnection,
     attempt: &OwnedAttempt,
     ending: EndAttempt,
 ) -> Result<(), StoreError> {
@@ -308,7 +294,6 @@ pub(crate) async fn end_attempt(
             None,
         ),
     };
-    let mut tx = begin_immediate(pool).await?;
     let sql = owned_update!(
         "UPDATE attempts SET state = ?, finished_at_ms = ?, error = ?, retryable = ?, vcs = ?"
     );
@@ -318,8 +303,8 @@ pub(crate) async fn end_attempt(
         .bind(error)
         .bind(retryable)
         .bind(vcs);
-    update_owned(&mut tx, query, attempt).await?;
-    update_node(&mut tx, &attempt.key, state, finished).await?;
+    update_owned(tx, query, attempt).await?;
+    update_node(tx, &attempt.key, state, finished).await?;
     if let Some(output) = output {
         bind_node(
             sqlx::query(
@@ -338,8 +323,7 @@ pub(crate) async fn end_attempt(
         .await
         .map_err(map)?;
     }
-    insert_events(&mut tx, &events).await?;
-    tx.commit().await.map_err(map)?;
+    insert_events(tx, &events).await?;
     tracing::debug!(attempt = %attempt.key, %state, "attempt ended");
     Ok(())
 }
@@ -365,14 +349,13 @@ async fn update_node(
 
 /// Marks every in-progress attempt whose lease expired before `now_ms` as abandoned.
 ///
-/// The sweep and the updates share one `BEGIN IMMEDIATE` transaction, so a second recoverer
-/// waits for the first to commit and then finds nothing left to mark: each attempt is marked once.
-pub(crate) async fn recover_abandoned(
-    pool: &SqlitePool,
+/// The sweep and the updates share one write transaction, so a second recoverer waits for the
+/// first to commit and then finds nothing left to mark: each attempt is marked once.
+async fn recover_abandoned(
+    tx: &mut SqliteConnection,
     now_ms: u64,
 ) -> Result<Vec<AttemptKey>, StoreError> {
     let now = to_i64(now_ms, "recovery time")?;
-    let mut tx = begin_immediate(pool).await?;
     let expired = sqlx::query(
         "SELECT run_id, node_id, iteration, attempt, lease_expires_at_ms FROM attempts \
          WHERE state = 'in-progress' AND lease_expires_at_ms < ? \
@@ -409,20 +392,20 @@ pub(crate) async fn recover_abandoned(
         if done.rows_affected() == 0 {
             continue;
         }
-        update_node(&mut tx, &key, AttemptState::Failed, now).await?;
+        update_node(tx, &key, AttemptState::Failed, now).await?;
         let failed = Event::new(&key, now_ms, EventKind::NodeFailed { error });
-        insert_events(&mut tx, &[failed]).await?;
+        insert_events(tx, &[failed]).await?;
         tracing::info!(attempt = %key, "abandoned attempt marked failed");
         marked.push(key);
     }
-    tx.commit().await.map_err(map)?;
     Ok(marked)
 }
 
 #[async_trait]
 impl AttemptStore for SqliteStore {
     async fn begin_attempt(&self, begin: BeginAttempt) -> Result<BegunAttempt, StoreError> {
-        begin_attempt(self.pool(), begin).await
+        self.write(move |tx| Box::pin(begin_attempt(tx, begin)))
+            .await
     }
 
     async fn record_heartbeat(
@@ -430,7 +413,11 @@ impl AttemptStore for SqliteStore {
         attempt: &OwnedAttempt,
         heartbeat: HeartbeatWrite,
     ) -> Result<(), StoreError> {
-        record_heartbeat(self.pool(), attempt, heartbeat).await
+        let attempt = attempt.clone();
+        self.write(move |tx| {
+            Box::pin(async move { record_heartbeat(tx, &attempt, heartbeat).await })
+        })
+        .await
     }
 
     async fn record_process(
@@ -438,7 +425,9 @@ impl AttemptStore for SqliteStore {
         attempt: &OwnedAttempt,
         place: ProcessPlace,
     ) -> Result<(), StoreError> {
-        record_process(self.pool(), attempt, &place).await
+        let attempt = attempt.clone();
+        self.write(move |tx| Box::pin(async move { record_process(tx, &attempt, &place).await }))
+            .await
     }
 
     async fn renew_lease(
@@ -447,15 +436,22 @@ impl AttemptStore for SqliteStore {
         renewal: Renewal,
     ) -> Result<(), StoreError> {
         // One host shares one clock: the caller's is the store's.
-        renew_lease(self.pool(), attempt, renewal.expires_at_ms()).await
+        let (attempt, expires_at_ms) = (attempt.clone(), renewal.expires_at_ms());
+        self.write(move |tx| {
+            Box::pin(async move { renew_lease(tx, &attempt, expires_at_ms).await })
+        })
+        .await
     }
 
     async fn end_attempt(&self, attempt: &OwnedAttempt, end: EndAttempt) -> Result<(), StoreError> {
-        end_attempt(self.pool(), attempt, end).await
+        let attempt = attempt.clone();
+        self.write(move |tx| Box::pin(async move { end_attempt(tx, &attempt, end).await }))
+            .await
     }
 
     async fn recover_abandoned(&self, now_ms: u64) -> Result<Vec<AttemptKey>, StoreError> {
-        recover_abandoned(self.pool(), now_ms).await
+        self.write(move |tx| Box::pin(recover_abandoned(tx, now_ms)))
+            .await
     }
 
     async fn expired_attempts(&self, now_ms: u64) -> Result<Vec<AttemptRecord>, StoreError> {
