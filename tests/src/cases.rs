@@ -31,7 +31,8 @@ pub use numbering::{
     racing_begins_get_distinct_numbers,
 };
 pub use process::{
-    expired_attempts_are_what_recovery_marks, process_place_is_recorded_and_owner_checked,
+    cancel_request_reaches_the_owner_at_its_next_renewal, expired_attempts_are_what_recovery_marks,
+    process_place_is_recorded_and_owner_checked,
 };
 pub use queue_admin::{
     cancel_ends_ready_and_flags_running_tasks, prune_deletes_ended_tasks_in_batches,

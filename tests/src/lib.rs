@@ -92,6 +92,7 @@ macro_rules! conformance_suite {
             recovery_and_zombie_finish_race_one_wins,
             process_place_is_recorded_and_owner_checked,
             expired_attempts_are_what_recovery_marks,
+            cancel_request_reaches_the_owner_at_its_next_renewal,
             runs_and_nodes_are_listed,
             attempts_are_filtered_and_ordered,
             keys_at_the_limits,

@@ -13,7 +13,7 @@ use stint_domain::{
 };
 use stint_ports::{
     AttemptEnd, AttemptFilter, BeginAttempt, BegunAttempt, EndAttempt, EventPage, HeartbeatWrite,
-    OwnedAttempt, StoreError,
+    OwnedAttempt, RenewedLease, StoreError,
 };
 
 /// `(node_id, iteration)`: a node's key within its run. Ordered as `list_nodes` lists.
@@ -27,6 +27,8 @@ type AttemptId = (String, u32, u32);
 #[derive(Debug, Clone)]
 struct StoredAttempt {
     record: AttemptRecord,
+    /// Its cancellation was requested; the owner learns it at its next renewal.
+    cancel_requested: bool,
     /// The domain's state machine, so the transition rules live in one place. Its retry policy is
     /// irrelevant: the store never decides retries, it only records them.
     machine: AttemptMachine,
@@ -126,8 +128,14 @@ impl State {
             .map_err(|error| StoreError::conflict(error.to_string()))?;
         let (record, node_record) = new_rows(attempt, begin);
         let run = self.runs.entry(node.run_id().to_owned()).or_default();
-        run.attempts
-            .insert(attempt_id(&key), StoredAttempt { record, machine });
+        run.attempts.insert(
+            attempt_id(&key),
+            StoredAttempt {
+                record,
+                cancel_requested: false,
+                machine,
+            },
+        );
         run.nodes.insert(id, node_record);
         self.append(events);
         tracing::debug!(attempt = %key, failed_before, "attempt begun");
@@ -173,10 +181,27 @@ impl State {
         &mut self,
         attempt: &OwnedAttempt,
         lease_expires_at_ms: u64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<RenewedLease, StoreError> {
         let stored = self.owned_in_progress(attempt)?;
         stored.record.lease_expires_at_ms = lease_expires_at_ms;
-        Ok(())
+        Ok(RenewedLease {
+            cancel_requested: stored.cancel_requested,
+        })
+    }
+
+    pub(crate) fn request_cancel(&mut self, run_id: &str) -> Vec<AttemptKey> {
+        let Some(run) = self.runs.get_mut(run_id) else {
+            return Vec::new();
+        };
+        // The map is in key order.
+        run.attempts
+            .values_mut()
+            .filter(|stored| stored.record.state == AttemptState::InProgress)
+            .map(|stored| {
+                stored.cancel_requested = true;
+                stored.machine.key().clone()
+            })
+            .collect()
     }
 
     pub(crate) fn record_process(

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use stint_domain::{AttemptKey, AttemptRecord, ProcessPlace};
 use stint_ports::{
     AttemptStore, BeginAttempt, BegunAttempt, EndAttempt, HeartbeatWrite, OwnedAttempt, Renewal,
-    StoreError,
+    RenewedLease, StoreError,
 };
 
 use crate::MemoryStore;
@@ -35,8 +35,12 @@ impl AttemptStore for MemoryStore {
         &self,
         attempt: &OwnedAttempt,
         renewal: Renewal,
-    ) -> Result<(), StoreError> {
+    ) -> Result<RenewedLease, StoreError> {
         self.lock().renew_lease(attempt, renewal.expires_at_ms())
+    }
+
+    async fn request_cancel(&self, run_id: &str) -> Result<Vec<AttemptKey>, StoreError> {
+        Ok(self.lock().request_cancel(run_id))
     }
 
     async fn end_attempt(&self, attempt: &OwnedAttempt, end: EndAttempt) -> Result<(), StoreError> {

@@ -10,7 +10,7 @@ use stint_domain::{
 };
 use stint_ports::{
     AttemptEnd, AttemptStore, BeginAttempt, BegunAttempt, EndAttempt, HeartbeatWrite, OwnedAttempt,
-    Renewal, StoreError,
+    Renewal, RenewedLease, StoreError,
 };
 
 use crate::PostgresStore;
@@ -420,19 +420,53 @@ impl AttemptStore for PostgresStore {
         &self,
         attempt: &OwnedAttempt,
         renewal: Renewal,
-    ) -> Result<(), StoreError> {
+    ) -> Result<RenewedLease, StoreError> {
         let lease_now = self.lease_now(renewal.now_ms);
         retrying(&self.endpoint, "renewing a lease", || async move {
             let sql = concat!(
                 "UPDATE attempts SET lease_expires_at_ms = COALESCE($7::bigint, ",
                 db_now_ms!(),
                 ") + $6",
-                owned_where!()
+                owned_where!(),
+                " RETURNING cancel_requested"
             );
-            let query = owned(sql, attempt)
+            let row = owned(sql, attempt)
                 .bind(to_i64(renewal.lease_ms))
-                .bind(lease_now);
-            execute_owned(query, &self.pool, attempt).await
+                .bind(lease_now)
+                .fetch_optional(&self.pool)
+                .await?;
+            let row = row.ok_or_else(|| not_owned(attempt))?;
+            Ok(RenewedLease {
+                cancel_requested: row.try_get("cancel_requested")?,
+            })
+        })
+        .await
+    }
+
+    async fn request_cancel(&self, run_id: &str) -> Result<Vec<AttemptKey>, StoreError> {
+        retrying(&self.endpoint, "requesting cancellation", || async move {
+            let rows = sqlx::query(
+                "WITH asked AS (UPDATE attempts SET cancel_requested = true \
+                     WHERE run_id = $1 AND state = 'in-progress' \
+                     RETURNING node_id, iteration, attempt) \
+                 SELECT node_id, iteration, attempt FROM asked \
+                 ORDER BY node_id, iteration, attempt",
+            )
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await?;
+            let mut asked = Vec::with_capacity(rows.len());
+            for row in rows {
+                let iteration = to_u32("iteration", row.try_get("iteration")?)?;
+                let node = NodeKey::new(run_id, row.try_get::<String, _>("node_id")?, iteration)
+                    .map_err(|error| {
+                        OpError::Store(StoreError::incompatible(format!(
+                            "stored key is invalid: {error}"
+                        )))
+                    })?;
+                asked.push(node.attempt(to_u32("attempt", row.try_get("attempt")?)?));
+            }
+            Ok(asked)
         })
         .await
     }

@@ -17,7 +17,7 @@ use stint_domain::{
 };
 use stint_ports::{
     AttemptEnd, AttemptStore, BeginAttempt, BegunAttempt, EndAttempt, HeartbeatWrite, OwnedAttempt,
-    Renewal, StoreError,
+    Renewal, RenewedLease, StoreError,
 };
 
 use crate::SqliteStore;
@@ -246,10 +246,57 @@ async fn renew_lease(
     tx: &mut SqliteConnection,
     attempt: &OwnedAttempt,
     lease_expires_at_ms: u64,
-) -> Result<(), StoreError> {
-    let sql = owned_update!("UPDATE attempts SET lease_expires_at_ms = ?");
-    let query = sqlx::query(sql).bind(to_i64(lease_expires_at_ms, "lease expiry")?);
-    update_owned(tx, query, attempt).await
+) -> Result<RenewedLease, StoreError> {
+    let sql = concat!(
+        owned_update!("UPDATE attempts SET lease_expires_at_ms = ?"),
+        " RETURNING cancel_requested"
+    );
+    let query = sqlx::query_scalar(sql).bind(to_i64(lease_expires_at_ms, "lease expiry")?);
+    let cancel_requested: Option<bool> = query
+        .bind(attempt.key.node.run_id())
+        .bind(attempt.key.node.node_id())
+        .bind(attempt.key.node.iteration())
+        .bind(attempt.key.attempt)
+        .bind(attempt.owner.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map)?;
+    let cancel_requested = cancel_requested.ok_or_else(|| not_owned(attempt))?;
+    Ok(RenewedLease { cancel_requested })
+}
+
+/// Flags the in-progress attempts of `run_id` for cancellation.
+async fn request_cancel(
+    tx: &mut SqliteConnection,
+    run_id: &str,
+) -> Result<Vec<AttemptKey>, StoreError> {
+    let rows = sqlx::query(
+        "UPDATE attempts SET cancel_requested = 1 \
+         WHERE run_id = ? AND state = 'in-progress' \
+         RETURNING node_id, iteration, attempt",
+    )
+    .bind(run_id)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(map)?;
+    let mut asked = Vec::with_capacity(rows.len());
+    for row in rows {
+        let node = NodeKey::new(
+            run_id,
+            row.try_get::<String, _>("node_id").map_err(map)?,
+            row.try_get::<u32, _>("iteration").map_err(map)?,
+        )
+        .map_err(|error| StoreError::incompatible(format!("stored key is invalid: {error}")))?;
+        asked.push(node.attempt(row.try_get::<u32, _>("attempt").map_err(map)?));
+    }
+    asked.sort_by(|a, b| {
+        (a.node.node_id(), a.node.iteration(), a.attempt).cmp(&(
+            b.node.node_id(),
+            b.node.iteration(),
+            b.attempt,
+        ))
+    });
+    Ok(asked)
 }
 
 /// Records where the attempt's process group lives.
@@ -434,13 +481,19 @@ impl AttemptStore for SqliteStore {
         &self,
         attempt: &OwnedAttempt,
         renewal: Renewal,
-    ) -> Result<(), StoreError> {
+    ) -> Result<RenewedLease, StoreError> {
         // One host shares one clock: the caller's is the store's.
         let (attempt, expires_at_ms) = (attempt.clone(), renewal.expires_at_ms());
         self.write(move |tx| {
             Box::pin(async move { renew_lease(tx, &attempt, expires_at_ms).await })
         })
         .await
+    }
+
+    async fn request_cancel(&self, run_id: &str) -> Result<Vec<AttemptKey>, StoreError> {
+        let run_id = run_id.to_owned();
+        self.write(move |tx| Box::pin(async move { request_cancel(tx, &run_id).await }))
+            .await
     }
 
     async fn end_attempt(&self, attempt: &OwnedAttempt, end: EndAttempt) -> Result<(), StoreError> {

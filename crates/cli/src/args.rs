@@ -140,7 +140,9 @@ pub enum Command {
     /// List each queue's counts: ready, scheduled, running, failed, oldest wait, limit.
     Queues(QueuesArgs),
     /// Cancel a task (or every task of a run): a queued one at once, a running one at its
-    /// worker's next lease renewal.
+    /// worker's next lease renewal. With --run, the run's attempts in progress are cancelled
+    /// too, whoever runs them (a worker or a plain `stint run`, on any machine), at their next
+    /// lease renewal.
     Cancel(CancelArgs),
     /// Queue a failed or cancelled task again, with a fresh retry budget (its attempts and
     /// checkpoint are kept).
@@ -331,7 +333,8 @@ pub struct RunOptions {
     #[arg(long, value_name = "NAME")]
     pub output_table: Option<String>,
     /// How long an attempt stays owned without a lease renewal (renewed every third of it);
-    /// after that a dead stint's attempt is marked ATTEMPT_ABANDONED by recovery.
+    /// after that a dead stint's attempt is marked ATTEMPT_ABANDONED by recovery. A `stint
+    /// cancel --run` reaches the attempt at its next renewal.
     #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "30s")]
     pub lease: Duration,
     /// On cancel or timeout: time between SIGTERM and SIGKILL to the command's process group.

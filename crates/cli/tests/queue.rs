@@ -243,3 +243,46 @@ fn sigterm_drains_a_worker_and_puts_its_running_task_back() {
     assert_eq!(attempts.len(), 1);
     assert_eq!(attempts[0]["state"], "cancelled", "{attempts:?}");
 }
+
+/// `stint cancel --run` reaches a plain `stint run` (no task at all) through its lease renewal:
+/// the command is stopped, the attempt recorded cancelled, and `stint run` exits 130.
+#[test]
+fn cancel_of_a_run_stops_a_plain_stint_run_at_its_next_renewal() {
+    let w = World::sqlite();
+    let run = w
+        .std_cmd()
+        .args(["run", "--run-id", "r", "--node-id", "long", "--lease", "2s"])
+        .args(["--", "sleep", "60"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn stint run");
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    // Until `stint run` began its attempt, the database or the run may not exist yet.
+    let in_progress = || {
+        let output = w.stint(&["attempts", "r", "--json"]);
+        output.status.success() && text(&output.stdout).contains("\"in-progress\"")
+    };
+    while !in_progress() {
+        assert!(Instant::now() < deadline, "the attempt never began");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let cancel = w.stint(&["cancel", "--run", "r"]);
+    assert!(cancel.status.success(), "{}", text(&cancel.stderr));
+    assert!(
+        text(&cancel.stdout).contains("cancellation requested"),
+        "{}",
+        text(&cancel.stdout)
+    );
+    let asked = Instant::now();
+    let output = run.wait_with_output().expect("stint run exits");
+    assert_eq!(output.status.code(), Some(130), "{}", text(&output.stderr));
+    assert!(
+        asked.elapsed().as_secs() < 10,
+        "stopped {:?} after the request (a renewal every 0.5 s)",
+        asked.elapsed()
+    );
+    let attempts = w.attempts("r");
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0]["state"], "cancelled", "{attempts:?}");
+}

@@ -230,6 +230,7 @@ impl Engine {
             loss = running.lease.lost() => Decision::Lost(loss),
             conflict = hub.lost() => Decision::Lost(LeaseLoss::Conflict(conflict)),
             () = cancel.cancelled() => Decision::Cancelled,
+            () = running.lease.cancel_requested() => Decision::Cancelled,
             () = timeout(timeout_ms.map(Duration::from_millis)) => {
                 Decision::Timeout(timeout_ms.unwrap_or(0))
             }

@@ -97,6 +97,8 @@ struct Shared {
     renewed_at: Mutex<Instant>,
     loss: OnceLock<LeaseLoss>,
     lost: CancellationToken,
+    /// Cancelled once a renewal reports that the attempt's cancellation was requested.
+    cancel_requested: CancellationToken,
 }
 
 impl Shared {
@@ -147,6 +149,7 @@ impl LeaseKeeper {
             renewed_at: Mutex::new(begun_at),
             loss: OnceLock::new(),
             lost: CancellationToken::new(),
+            cancel_requested: CancellationToken::new(),
         });
         let renewer = Renewer {
             observer,
@@ -178,6 +181,12 @@ impl LeaseKeeper {
             unrenewed_ms: 0,
             last_error: None,
         })
+    }
+
+    /// Resolves once a renewal reported that someone asked for the attempt to be cancelled
+    /// (`stint cancel --run`, on any machine).
+    pub(crate) async fn cancel_requested(&self) {
+        self.shared.cancel_requested.cancelled().await;
     }
 
     /// The loss, once the lease is lost.
@@ -226,7 +235,11 @@ impl Renewer {
                 },
             );
             match tokio::time::timeout_at(fence_at, renewal).await {
-                Ok(Ok(())) => {
+                Ok(Ok(renewed)) => {
+                    if renewed.cancel_requested && !self.shared.cancel_requested.is_cancelled() {
+                        tracing::info!(attempt = %self.owned.key, "cancellation requested");
+                        self.shared.cancel_requested.cancel();
+                    }
                     if last_error.take().is_some() {
                         tracing::info!(attempt = %self.owned.key, "lease renewed again");
                     }

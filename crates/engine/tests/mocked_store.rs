@@ -10,7 +10,7 @@ use common::{attempt_error, attempt_outcome, desc, desc_with_lease, works_for};
 use serde_json::json;
 use stint_domain::{AttemptState, ErrorCode};
 use stint_engine::{Engine, EngineError, EngineOptions, NoVcs, Ports, TaskContext, TokioClock};
-use stint_ports::{AttemptEnd, BegunAttempt, MockAttemptStore, StoreError};
+use stint_ports::{AttemptEnd, BegunAttempt, MockAttemptStore, RenewedLease, StoreError};
 
 fn engine(store: MockAttemptStore) -> Engine {
     let ports = Ports {
@@ -135,7 +135,7 @@ async fn renewals_keep_the_lease_while_the_attempt_runs() {
         .expect_renew_lease()
         .times(13)
         .withf(|_, r| (r.now_ms - 1_000) % 750 == 0 && r.lease_ms == 3_000)
-        .returning(|_, _| Ok(()));
+        .returning(|_, _| Ok(RenewedLease::default()));
     store.expect_end_attempt().times(1).returning(|_, _| Ok(()));
     let d = desc_with_lease(3_000);
     let compute = |_ctx: TaskContext| works_for(Duration::from_secs(10), json!({}));

@@ -281,3 +281,35 @@ async fn an_ineligible_task_is_refused_with_its_reason_before_any_attempt() {
     );
     assert_eq!(store.calls(WriteOp::Begin), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_cancel_request_stops_the_attempt_at_its_next_renewal() {
+    let (store, engine) = setup();
+    // Renewed every second (a quarter of the lease).
+    let d = desc_with_lease(4_000);
+    let run_id = d.key.run_id().to_owned();
+    let attempt = tokio::spawn(async move {
+        let compute = |ctx: TaskContext| async move {
+            ctx.cancel.cancelled().await;
+            Err(TaskFailure::permanent("stopped on request"))
+        };
+        engine
+            .run_attempt(&d, compute, &CancellationToken::new())
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let asked = store.request_cancel(&run_id).await.expect("request");
+    assert_eq!(asked.len(), 1, "the attempt in progress is asked");
+    let asked_at = tokio::time::Instant::now();
+    let outcome = attempt.await.expect("join").expect("run");
+    assert_eq!(outcome.state, AttemptState::Cancelled);
+    assert_eq!(
+        outcome.error.map(|error| error.code),
+        Some(ErrorCode::TaskAborted)
+    );
+    assert!(
+        asked_at.elapsed() <= Duration::from_secs(1),
+        "stopped at the next renewal, {:?} after the request",
+        asked_at.elapsed()
+    );
+}

@@ -17,7 +17,7 @@ use stint_domain::{
 
 use crate::{
     AttemptFilter, AttemptStore, BeginAttempt, BegunAttempt, EndAttempt, EventPage, HeartbeatWrite,
-    HistoryStore, OwnedAttempt, Renewal, StoreError,
+    HistoryStore, OwnedAttempt, Renewal, RenewedLease, StoreError,
 };
 
 /// One operation of the write port.
@@ -35,16 +35,19 @@ pub enum WriteOp {
     End,
     /// [`AttemptStore::recover_abandoned`].
     Recover,
+    /// [`AttemptStore::request_cancel`].
+    RequestCancel,
 }
 
 impl WriteOp {
-    const ALL: [Self; 6] = [
+    const ALL: [Self; 7] = [
         Self::Begin,
         Self::Heartbeat,
         Self::RenewLease,
         Self::RecordProcess,
         Self::End,
         Self::Recover,
+        Self::RequestCancel,
     ];
 
     fn index(self) -> usize {
@@ -196,9 +199,14 @@ impl<S: AttemptStore + ?Sized> AttemptStore for InstrumentedStore<S> {
         &self,
         attempt: &OwnedAttempt,
         renewal: Renewal,
-    ) -> Result<(), StoreError> {
+    ) -> Result<RenewedLease, StoreError> {
         self.enter(WriteOp::RenewLease).await?;
         self.inner.renew_lease(attempt, renewal).await
+    }
+
+    async fn request_cancel(&self, run_id: &str) -> Result<Vec<AttemptKey>, StoreError> {
+        self.enter(WriteOp::RequestCancel).await?;
+        self.inner.request_cancel(run_id).await
     }
 
     async fn end_attempt(&self, attempt: &OwnedAttempt, end: EndAttempt) -> Result<(), StoreError> {

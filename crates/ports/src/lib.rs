@@ -43,7 +43,7 @@ pub use queue::{
 };
 pub use write::{
     AttemptEnd, AttemptStore, BeginAttempt, BegunAttempt, EndAttempt, HeartbeatWrite, OwnedAttempt,
-    Renewal,
+    Renewal, RenewedLease,
 };
 
 #[cfg(feature = "mocks")]

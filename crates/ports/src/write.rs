@@ -104,6 +104,14 @@ impl Renewal {
     }
 }
 
+/// What a lease renewal learned besides that the lease holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RenewedLease {
+    /// Someone asked for the attempt to be cancelled ([`AttemptStore::request_cancel`]): its
+    /// owner cancels it, and it ends `cancelled`.
+    pub cancel_requested: bool,
+}
+
 /// Everything [`AttemptStore::end_attempt`] writes, in one transaction.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EndAttempt {
@@ -158,9 +166,18 @@ pub trait AttemptStore: Send + Sync + Debug {
     ) -> Result<(), StoreError>;
 
     /// Extends the owner's lease to the renewal's length from now: its `now_ms` (the caller's
-    /// clock) for the embedded stores, the database's clock for PostgreSQL.
-    async fn renew_lease(&self, attempt: &OwnedAttempt, renewal: Renewal)
-    -> Result<(), StoreError>;
+    /// clock) for the embedded stores, the database's clock for PostgreSQL. Says whether the
+    /// attempt's cancellation was requested meanwhile.
+    async fn renew_lease(
+        &self,
+        attempt: &OwnedAttempt,
+        renewal: Renewal,
+    ) -> Result<RenewedLease, StoreError>;
+
+    /// Asks the owners of the in-progress attempts of run `run_id` to cancel them: each learns
+    /// of it at its next lease renewal (on any machine) and ends its attempt `cancelled`.
+    /// Returns the attempts asked, in key order; asking twice is harmless.
+    async fn request_cancel(&self, run_id: &str) -> Result<Vec<AttemptKey>, StoreError>;
 
     /// Writes the attempt's terminal state, the node's state, the output (when finished) and
     /// the events, in one transaction, conditional on the owner token and `in-progress`.

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use stint_domain::{TaskError, TaskId};
 use stint_engine::Engine;
-use stint_ports::{Claim, ClaimedTask, Completion, HistoryStore, QueueStore, TaskEnd};
+use stint_ports::{Claim, ClaimedTask, Completion, HistoryStore, QueueStore, StoreError, TaskEnd};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::{AbortHandle, JoinError, JoinSet};
 use tokio::time::Instant;
@@ -179,8 +179,15 @@ struct Loop {
     ids: HashMap<tokio::task::Id, TaskId>,
     report: WorkerReport,
     claim_now: bool,
+    /// The claim in flight: the loop goes on (tasks end, renewals come back) while it waits for
+    /// the store, and the slots freed meanwhile go into the next claim, all at once.
+    claiming: Option<ClaimFuture>,
     stopping: Stopping,
 }
+
+/// A claim running as a task of its own (aborted when the loop drops it: a claim committed
+/// meanwhile is given back by the next renewal, as a claim no running task holds).
+type ClaimFuture = AbortOnDropHandle<Result<Vec<ClaimedTask>, StoreError>>;
 
 impl Loop {
     fn new(inner: Arc<Inner>, wakeups: Option<Arc<dyn Wakeups>>) -> Self {
@@ -192,6 +199,7 @@ impl Loop {
             ids: HashMap::new(),
             report: WorkerReport::default(),
             claim_now: true,
+            claiming: None,
             stopping: Stopping::No,
         }
     }
@@ -202,14 +210,15 @@ impl Loop {
         mut renewals: mpsc::Receiver<KeeperReport>,
     ) -> Result<WorkerReport, WorkerError> {
         loop {
-            if self.stopping == Stopping::No && self.claim_now && self.free() > 0 {
+            if self.stopping == Stopping::No
+                && self.claim_now
+                && self.claiming.is_none()
+                && self.free() > 0
+            {
                 self.claim_now = false;
-                let claimed = self.claim().await;
-                if claimed == Some(0) && self.running.is_empty() && self.nothing_left().await {
-                    return Ok(self.report);
-                }
+                self.claiming = Some(self.claim());
             }
-            if self.stopping != Stopping::No && self.running.is_empty() {
+            if self.stopping != Stopping::No && self.running.is_empty() && self.claiming.is_none() {
                 return Ok(self.report);
             }
             let drain_deadline = match self.stopping {
@@ -237,6 +246,13 @@ impl Loop {
                 () = sleep_until(drain_deadline), if drain_deadline.is_some() => {
                     self.give_back_all();
                 }
+                claimed = in_flight(&mut self.claiming) => {
+                    self.claiming = None;
+                    let claimed = self.claimed(claimed).await;
+                    if claimed == Some(0) && self.running.is_empty() && self.nothing_left().await {
+                        return Ok(self.report);
+                    }
+                }
                 Some(joined) = self.set.join_next_with_id() => self.joined(joined).await,
                 () = self.inner.wake.notified() => self.claim_now = true,
                 () = next_wakeup(wakeups) => self.claim_now = true,
@@ -253,9 +269,8 @@ impl Loop {
             .saturating_sub(self.running.len())
     }
 
-    /// Claims up to the free slots and starts each task; how many, or `None` when the claim
-    /// failed.
-    async fn claim(&mut self) -> Option<usize> {
+    /// A claim of up to the free slots, to run beside the loop.
+    fn claim(&self) -> ClaimFuture {
         let options = &self.inner.options;
         let claim = Claim {
             queues: options.queues.clone(),
@@ -264,7 +279,14 @@ impl Loop {
             now_ms: self.inner.now_ms(),
             lease_ms: u64::try_from(options.claim_lease.as_millis()).unwrap_or(u64::MAX),
         };
-        let tasks = match self.inner.queue.claim(claim).await {
+        let inner = self.inner.clone();
+        AbortOnDropHandle::new(tokio::spawn(async move { inner.queue.claim(claim).await }))
+    }
+
+    /// A claim came back: starts each task (or, once stopping, gives it back); how many, or
+    /// `None` when the claim failed.
+    async fn claimed(&mut self, claimed: Result<Vec<ClaimedTask>, StoreError>) -> Option<usize> {
+        let tasks = match claimed {
             Ok(tasks) => tasks,
             Err(error) => {
                 tracing::warn!(%error, "claim failed");
@@ -275,7 +297,12 @@ impl Loop {
         let claimed_at = Instant::now();
         let count = tasks.len();
         for claimed in tasks {
-            self.start(claimed, claimed_at);
+            if self.stopping == Stopping::No {
+                self.start(claimed, claimed_at);
+            } else {
+                // Claimed as the shutdown began: back to the queue, untouched.
+                self.end_here(claimed.task.id, TaskEnd::Release).await;
+            }
         }
         Some(count)
     }
@@ -414,6 +441,11 @@ impl Loop {
                 running.abort.abort();
             }
         }
+        if self.claiming.is_some() {
+            // The claim in flight may hold claims the renewal lists; real orphans are still
+            // listed by the next renewal.
+            return;
+        }
         let orphans: Vec<TaskId> = claims
             .renewed
             .iter()
@@ -430,6 +462,17 @@ impl Loop {
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn in_flight(claiming: &mut Option<ClaimFuture>) -> Result<Vec<ClaimedTask>, StoreError> {
+    match claiming {
+        Some(claim) => claim.await.unwrap_or_else(|error| {
+            Err(StoreError::unavailable(format!(
+                "the claim did not return: {error}"
+            )))
+        }),
         None => std::future::pending().await,
     }
 }

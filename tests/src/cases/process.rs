@@ -1,10 +1,11 @@
-//! Where an attempt's process group lives: written by its owner, read back by recovery.
+//! What reaches an attempt's process from outside: where its process group lives (written by
+//! its owner, read back by recovery), and a request to cancel it (read at its lease renewals).
 
 use stint_domain::{AttemptState, ProcessPlace};
-use stint_ports::{BeginAttempt, OwnedAttempt, Store};
+use stint_ports::{BeginAttempt, OwnedAttempt, Renewal, Store};
 
 use crate::Fixture;
-use crate::support::{assert_conflict, attempt_record, fail, key, start};
+use crate::support::{accept_end, assert_conflict, attempt_record, cancellation, fail, key, start};
 
 /// When recovery runs in these cases.
 const NOW: u64 = 10_000;
@@ -116,5 +117,50 @@ pub async fn expired_attempts_are_what_recovery_marks(fixture: &dyn Fixture) {
             .expect("expired")
             .is_empty(),
         "a marked attempt is no longer in progress"
+    );
+}
+
+/// `request_cancel` flags the run's attempts in progress, and only those: each owner's next
+/// renewal reports it; an attempt of another run, or one that ended, is not asked.
+pub async fn cancel_request_reaches_the_owner_at_its_next_renewal(fixture: &dyn Fixture) {
+    let store = fixture.store();
+    let renewal = |now_ms| Renewal {
+        now_ms,
+        lease_ms: 30_000,
+    };
+    let (_, running_a) = start(&*store, &key("run", "a", 0), "owner-a", 1_000).await;
+    let (_, running_b) = start(&*store, &key("run", "b", 2), "owner-b", 1_000).await;
+    let (_, ended) = start(&*store, &key("run", "c", 0), "owner-c", 1_000).await;
+    accept_end(&*store, &ended, cancellation(), 1_500, Vec::new()).await;
+    let (_, other_run) = start(&*store, &key("other", "a", 0), "owner-o", 1_000).await;
+
+    let before = store
+        .renew_lease(&running_a, renewal(2_000))
+        .await
+        .expect("owner renews");
+    assert!(!before.cancel_requested, "nobody asked yet");
+
+    let asked = store.request_cancel("run").await.expect("request cancel");
+    assert_eq!(asked, vec![running_a.key.clone(), running_b.key.clone()]);
+    for owned in [&running_a, &running_b] {
+        let renewed = store
+            .renew_lease(owned, renewal(3_000))
+            .await
+            .expect("the lease still holds");
+        assert!(renewed.cancel_requested, "{} was asked", owned.key);
+    }
+    let untouched = store
+        .renew_lease(&other_run, renewal(3_000))
+        .await
+        .expect("owner renews");
+    assert!(!untouched.cancel_requested, "another run is not asked");
+    assert_eq!(
+        store.request_cancel("run").await.expect("ask again"),
+        asked,
+        "asking twice is harmless"
+    );
+    assert_eq!(
+        store.request_cancel("no-such-run").await.expect("ask"),
+        Vec::new()
     );
 }

@@ -129,12 +129,18 @@ pub(super) async fn cancel(db: &str, args: &CancelArgs) -> Result<u8, CliError> 
         (None, None) => return Err(CliError::usage("give a TASK or --run RUN")),
     };
     let outcomes = store.cancel(target.clone(), now_ms()).await?;
-    if outcomes.is_empty() {
+    // A run's attempts in progress are asked too, whoever runs them: a worker, or a plain
+    // `stint run` that is no task at all.
+    let asked = match &target {
+        CancelTarget::Run(run) => store.request_cancel(run).await?,
+        CancelTarget::Task(_) => Vec::new(),
+    };
+    if outcomes.is_empty() && asked.is_empty() {
         return Err(match target {
             CancelTarget::Task(id) => unknown_task(id),
             CancelTarget::Run(run) => CliError::new(
                 CliCode::UnknownRun,
-                format!("no task of run '{run}' is queued"),
+                format!("run '{run}' has no queued task and no attempt in progress"),
             ),
         });
     }
@@ -147,6 +153,12 @@ pub(super) async fn cancel(db: &str, args: &CancelArgs) -> Result<u8, CliError> 
             ),
             CancelOutcome::AlreadyEnded(id, state) => format!("{id} already {state}: unchanged"),
         })?;
+    }
+    for attempt in asked {
+        stdout::line(&format!(
+            "attempt {attempt} is in progress: cancellation requested (its runner stops it when \
+             it next renews its lease)"
+        ))?;
     }
     Ok(exit::SUCCESS)
 }
