@@ -93,6 +93,7 @@ macro_rules! conformance_suite {
             process_place_is_recorded_and_owner_checked,
             expired_attempts_are_what_recovery_marks,
             runs_and_nodes_are_listed,
+            runs_are_paged_and_filtered,
             attempts_are_filtered_and_ordered,
             keys_at_the_limits,
             ids_are_matched_exactly,
