@@ -10,7 +10,10 @@ use crate::pages::attempt_href;
 
 const WIDTH: f64 = 1000.0;
 const LABEL: f64 = 170.0;
-const ROW: f64 = 30.0;
+const ROW: f64 = 40.0;
+/// Where a bar starts below its row's top (the space above holds the timeout's label).
+const BAR_TOP: f64 = 13.0;
+const BAR_HEIGHT: f64 = 22.0;
 const AXIS: f64 = 24.0;
 
 /// The shared axis: times from `start` to `end` drawn from `LABEL` to `WIDTH`.
@@ -114,7 +117,7 @@ fn node_row(
     } else {
         format!("{}#{}", first.node_id, first.iteration)
     };
-    let mid = top + ROW / 2.0;
+    let mid = top + BAR_TOP + BAR_HEIGHT / 2.0;
     html! {
         g.node data-node=(first.node_id) data-iteration=(first.iteration) {
             text.label x="4" y=(mid + 4.0) { title { (label) } (shorten(&label)) }
@@ -211,19 +214,19 @@ fn bar(
     html! {
         a.attempt href=(href) data-attempt=(attempt.attempt) data-state=(state) {
             title { (title) }
-            rect class={ "bar s-" (state) } x=(x) y=(top + 5.0) width=(width) height=(ROW - 10.0)
-                rx="3" {}
+            rect class={ "bar s-" (state) } x=(x) y=(top + BAR_TOP) width=(width)
+                height=(BAR_HEIGHT) rx="3" {}
             @if attempt.state == AttemptState::InProgress {
-                rect.running x=(x + width - 3.0) y=(top + 5.0) width="3" height=(ROW - 10.0) {}
+                rect.running x=(x + width - 3.0) y=(top + BAR_TOP) width="3" height=(BAR_HEIGHT) {}
             }
             @for beat in beats {
                 @let bx = axis.x(beat);
-                line.tick x1=(bx) x2=(bx) y1=(top + 7.0) y2=(top + ROW - 7.0) {}
+                line.tick x1=(bx) x2=(bx) y1=(top + BAR_TOP + 3.0) y2=(top + BAR_TOP + BAR_HEIGHT - 3.0) {}
             }
             @if let Some((fired, name)) = deadline(attempt, &own) {
                 @let dx = axis.x(fired);
-                line.deadline x1=(dx) x2=(dx) y1=(top + 1.0) y2=(top + ROW - 1.0) {}
-                text.deadline-label x=(dx + 3.0) y=(top + 10.0) { (name) }
+                line.deadline x1=(dx) x2=(dx) y1=(top + BAR_TOP - 3.0) y2=(top + BAR_TOP + BAR_HEIGHT + 2.0) {}
+                text.deadline-label x=(dx) y=(top + BAR_TOP - 4.0) text-anchor="end" { (name) " fired" }
             }
         }
     }

@@ -100,7 +100,7 @@ pub async fn run_page_draws_the_timeline(store: Arc<dyn AnyStore>) {
     );
     assert!(body.contains("backoff 2.0s before attempt 2"));
     assert!(
-        body.contains(">heartbeat timeout<"),
+        body.contains(">heartbeat timeout fired<"),
         "the deadline that fired is marked"
     );
     assert!(
