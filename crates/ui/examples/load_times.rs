@@ -81,7 +81,11 @@ async fn seed_run(store: &dyn AnyStore, index: u64) {
         })
     };
     attempt(store, &run, "fetch", at, Some(failed)).await;
-    let last = if index % 50 == 0 { None } else { finished() };
+    let last = if index.is_multiple_of(50) {
+        None
+    } else {
+        finished()
+    };
     attempt(store, &run, "fetch", at + 1_000, last).await;
     attempt(store, &run, "report", at + 2_000, finished()).await;
 }

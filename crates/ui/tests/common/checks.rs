@@ -292,6 +292,13 @@ pub async fn token_and_actions_are_enforced(store: Arc<dyn AnyStore>) {
         .expect("request");
     assert_eq!(send(&read_only, with_cookie).await.status, StatusCode::OK);
 
+    actions_are_checked(store).await;
+}
+
+/// Actions are refused while off, without the token, and from another origin; allowed, they
+/// retry and cancel.
+async fn actions_are_checked(store: Arc<dyn AnyStore>) {
+    let read_only = state_of(store.clone()).with_token("s3cret");
     let failed = get(
         &state_of(store.clone()),
         "/api/queues/etl/tasks?state=failed",

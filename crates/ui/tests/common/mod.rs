@@ -120,6 +120,35 @@ pub async fn seed(store: &dyn AnyStore, base: u64) {
     )
     .await;
 
+    seed_retried_fetch(store, base).await;
+    begin(store, "nightly", "report", base + 15_000).await;
+
+    let broken = begin(store, "broken", "load", base + 5_000).await;
+    let error = TaskError::task_failed(HTML_ERROR);
+    let failed = Event::new(
+        &broken.key,
+        base + 6_000,
+        EventKind::NodeFailed {
+            error: error.clone(),
+        },
+    );
+    end(
+        store,
+        &broken,
+        AttemptEnd::Failed {
+            error,
+            retryable: false,
+        },
+        base + 6_000,
+        vec![failed],
+    )
+    .await;
+
+    seed_queue(store, base).await;
+}
+
+/// `nightly`/`fetch`: failed by a heartbeat timeout, then retried after a backoff and finished.
+async fn seed_retried_fetch(store: &dyn AnyStore, base: u64) {
     let fetch = begin(store, "nightly", "fetch", base + 1_000).await;
     beat(store, &fetch, base + 2_000, json!({"done": 1})).await;
     beat(
@@ -180,30 +209,6 @@ pub async fn seed(store: &dyn AnyStore, base: u64) {
         )],
     )
     .await;
-    begin(store, "nightly", "report", base + 15_000).await;
-
-    let broken = begin(store, "broken", "load", base + 5_000).await;
-    let error = TaskError::task_failed(HTML_ERROR);
-    let failed = Event::new(
-        &broken.key,
-        base + 6_000,
-        EventKind::NodeFailed {
-            error: error.clone(),
-        },
-    );
-    end(
-        store,
-        &broken,
-        AttemptEnd::Failed {
-            error,
-            retryable: false,
-        },
-        base + 6_000,
-        vec![failed],
-    )
-    .await;
-
-    seed_queue(store, base).await;
 }
 
 async fn seed_queue(store: &dyn AnyStore, base: u64) {
