@@ -24,7 +24,9 @@ pub use events::{
     heartbeat_time_never_goes_back,
 };
 pub use limits::{ids_are_matched_exactly, keys_at_the_limits};
-pub use listing::{attempts_are_filtered_and_ordered, runs_and_nodes_are_listed};
+pub use listing::{
+    attempts_are_filtered_and_ordered, runs_and_nodes_are_listed, runs_are_paged_and_filtered,
+};
 pub use numbering::{
     begin_refused_while_attempt_in_progress, checkpoint_is_newest_recorded_payload,
     failed_before_counts_earlier_failures, numbering_starts_at_one_without_gaps,

@@ -94,6 +94,7 @@ macro_rules! conformance_suite {
             expired_attempts_are_what_recovery_marks,
             cancel_request_reaches_the_owner_at_its_next_renewal,
             runs_and_nodes_are_listed,
+            runs_are_paged_and_filtered,
             attempts_are_filtered_and_ordered,
             keys_at_the_limits,
             ids_are_matched_exactly,

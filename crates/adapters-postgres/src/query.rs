@@ -10,7 +10,9 @@ use sqlx::postgres::{PgPool, PgRow};
 use stint_domain::{
     AttemptRecord, AttemptState, EventRecord, NodeKey, NodeRecord, RunSummary, TaskError,
 };
-use stint_ports::{AttemptFilter, EventPage, HistoryStore, StoreError, unreadable};
+use stint_ports::{
+    AttemptFilter, EventPage, HistoryStore, RunListing, RunQuery, StoreError, unreadable,
+};
 
 use crate::PostgresStore;
 use crate::error::{OpError, retrying, to_i64, to_u32, to_u64};
@@ -190,6 +192,63 @@ pub(crate) async fn list_runs(pool: &PgPool) -> Result<Vec<RunSummary>, OpError>
         .collect()
 }
 
+/// One page of runs in one statement: the runs are counted from `nodes` (its primary key groups
+/// them), filtered, ordered and cut to the page; only the page's runs look up their first attempt.
+pub(crate) async fn list_runs_page(
+    pool: &PgPool,
+    query: &RunQuery,
+) -> Result<Vec<RunListing>, OpError> {
+    let cursor_at = query.after.as_ref().map(|c| to_i64(c.updated_at_ms));
+    let rows = sqlx::query(
+        "SELECT page.*, \
+                (SELECT MIN(a.started_at_ms) FROM attempts a WHERE a.run_id = page.run_id) \
+                    AS started_at_ms \
+         FROM (SELECT * FROM \
+                 (SELECT run_id, COUNT(*) AS nodes, \
+                         COUNT(*) FILTER (WHERE state = 'in-progress') AS in_progress, \
+                         COUNT(*) FILTER (WHERE state = 'finished') AS finished, \
+                         COUNT(*) FILTER (WHERE state = 'failed') AS failed, \
+                         COUNT(*) FILTER (WHERE state = 'cancelled') AS cancelled, \
+                         MAX(updated_at_ms) AS updated_at_ms \
+                  FROM nodes WHERE ($1::text IS NULL OR strpos(run_id, $1::text) > 0) \
+                  GROUP BY run_id) runs \
+               WHERE ($2::text IS NULL OR $2::text = CASE WHEN in_progress > 0 THEN 'in-progress' \
+                         WHEN failed > 0 THEN 'failed' WHEN cancelled > 0 THEN 'cancelled' \
+                         ELSE 'finished' END) \
+                 AND ($3::bigint IS NULL OR updated_at_ms < $3::bigint \
+                      OR (updated_at_ms = $3::bigint AND run_id > $4::text COLLATE \"C\")) \
+               ORDER BY updated_at_ms DESC, run_id COLLATE \"C\" LIMIT $5) page \
+         ORDER BY page.updated_at_ms DESC, page.run_id COLLATE \"C\"",
+    )
+    .bind(query.search.as_deref())
+    .bind(query.state.map(|state| state.as_str()))
+    .bind(cursor_at)
+    .bind(query.after.as_ref().map(|c| c.run_id.as_str()))
+    .bind(i64::from(query.limit))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let started: Option<i64> = row.try_get("started_at_ms")?;
+            Ok(RunListing {
+                summary: RunSummary {
+                    run_id: row.try_get("run_id")?,
+                    nodes: to_u64("nodes", row.try_get("nodes")?)?,
+                    in_progress: to_u64("in_progress", row.try_get("in_progress")?)?,
+                    finished: to_u64("finished", row.try_get("finished")?)?,
+                    failed: to_u64("failed", row.try_get("failed")?)?,
+                    cancelled: to_u64("cancelled", row.try_get("cancelled")?)?,
+                    updated_at_ms: to_u64("updated_at_ms", row.try_get("updated_at_ms")?)?,
+                },
+                started_at_ms: started
+                    .map(|v| to_u64("started_at_ms", v))
+                    .transpose()?
+                    .unwrap_or(0),
+            })
+        })
+        .collect()
+}
+
 pub(crate) async fn read_output(pool: &PgPool, node: &NodeKey) -> Result<Option<Value>, OpError> {
     Ok(sqlx::query_scalar(
         "SELECT output FROM outputs WHERE run_id = $1 AND node_id = $2 AND iteration = $3",
@@ -222,6 +281,13 @@ impl HistoryStore for PostgresStore {
 
     async fn list_runs(&self) -> Result<Vec<RunSummary>, StoreError> {
         retrying(&self.endpoint, "listing runs", || list_runs(&self.pool)).await
+    }
+
+    async fn list_runs_page(&self, query: &RunQuery) -> Result<Vec<RunListing>, StoreError> {
+        retrying(&self.endpoint, "listing runs", || {
+            list_runs_page(&self.pool, query)
+        })
+        .await
     }
 
     async fn list_nodes(&self, run_id: &str) -> Result<Vec<NodeRecord>, StoreError> {

@@ -8,7 +8,9 @@ use sqlx::sqlite::{SqlitePool, SqliteRow};
 use stint_domain::{
     AttemptRecord, AttemptState, Event, EventRecord, NodeKey, NodeRecord, RunSummary,
 };
-use stint_ports::{AttemptFilter, EventPage, HistoryStore, StoreError, unreadable};
+use stint_ports::{
+    AttemptFilter, EventPage, HistoryStore, RunListing, RunQuery, StoreError, unreadable,
+};
 
 use crate::SqliteStore;
 use crate::error::{map, parse_json, to_i64, to_u32, to_u64};
@@ -211,6 +213,63 @@ pub(crate) async fn list_runs(pool: &SqlitePool) -> Result<Vec<RunSummary>, Stor
         .collect()
 }
 
+/// One page of runs in one statement: the runs are counted from `nodes` (its primary key groups
+/// them), filtered, ordered and cut to the page; only the page's runs look up their first attempt.
+pub(crate) async fn list_runs_page(
+    pool: &SqlitePool,
+    query: &RunQuery,
+) -> Result<Vec<RunListing>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT page.*, \
+                (SELECT MIN(a.started_at_ms) FROM attempts a WHERE a.run_id = page.run_id) \
+                    AS started_at_ms \
+         FROM (SELECT * FROM \
+                 (SELECT run_id, COUNT(*) AS nodes, \
+                         SUM(state = 'in-progress') AS in_progress, \
+                         SUM(state = 'finished') AS finished, \
+                         SUM(state = 'failed') AS failed, \
+                         SUM(state = 'cancelled') AS cancelled, \
+                         MAX(updated_at_ms) AS updated_at_ms \
+                  FROM nodes WHERE (?1 IS NULL OR instr(run_id, ?1) > 0) GROUP BY run_id) runs \
+               WHERE (?2 IS NULL OR ?2 = CASE WHEN in_progress > 0 THEN 'in-progress' \
+                         WHEN failed > 0 THEN 'failed' WHEN cancelled > 0 THEN 'cancelled' \
+                         ELSE 'finished' END) \
+                 AND (?3 IS NULL OR updated_at_ms < ?3 OR (updated_at_ms = ?3 AND run_id > ?4)) \
+               ORDER BY updated_at_ms DESC, run_id LIMIT ?5) page \
+         ORDER BY page.updated_at_ms DESC, page.run_id",
+    )
+    .bind(query.search.as_deref())
+    .bind(query.state.map(|state| state.as_str()))
+    .bind(
+        query
+            .after
+            .as_ref()
+            .map(|c| to_i64(c.updated_at_ms, "cursor"))
+            .transpose()?,
+    )
+    .bind(query.after.as_ref().map(|c| c.run_id.as_str()))
+    .bind(i64::from(query.limit))
+    .fetch_all(pool)
+    .await
+    .map_err(map)?;
+    rows.iter()
+        .map(|row| {
+            Ok(RunListing {
+                summary: RunSummary {
+                    run_id: row.try_get("run_id").map_err(map)?,
+                    nodes: get_u64(row, "nodes")?,
+                    in_progress: get_u64(row, "in_progress")?,
+                    finished: get_u64(row, "finished")?,
+                    failed: get_u64(row, "failed")?,
+                    cancelled: get_u64(row, "cancelled")?,
+                    updated_at_ms: get_u64(row, "updated_at_ms")?,
+                },
+                started_at_ms: get_opt_u64(row, "started_at_ms")?.unwrap_or(0),
+            })
+        })
+        .collect()
+}
+
 pub(crate) async fn read_output(
     pool: &SqlitePool,
     node: &NodeKey,
@@ -268,6 +327,10 @@ impl HistoryStore for SqliteStore {
 
     async fn list_runs(&self) -> Result<Vec<RunSummary>, StoreError> {
         list_runs(self.pool()).await
+    }
+
+    async fn list_runs_page(&self, query: &RunQuery) -> Result<Vec<RunListing>, StoreError> {
+        list_runs_page(self.pool(), query).await
     }
 
     async fn list_nodes(&self, run_id: &str) -> Result<Vec<NodeRecord>, StoreError> {

@@ -6,11 +6,13 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 mod queue;
+mod ui;
 
 pub use queue::{
     CancelArgs, Limit, ListedState, PruneArgs, QueueCommand, QueueLimitArgs, QueuesArgs, RetryArgs,
     SubmitArgs, TasksArgs, WorkerArgs, parse_time,
 };
+pub use ui::UiArgs;
 
 /// The SQLite database used when neither `--db` nor `STINT_DB` is given.
 pub const DEFAULT_DB: &str = "sqlite://.stint/stint.db";
@@ -156,6 +158,9 @@ pub enum Command {
     /// Claim queued tasks and run each as `stint run` would, until stopped.
     #[command(long_about = queue::WORKER_LONG_ABOUT)]
     Worker(WorkerArgs),
+    /// Serve a web dashboard of runs, attempt timelines and queues (read-only by default).
+    #[command(long_about = ui::UI_LONG_ABOUT, after_long_help = ui::UI_AFTER_LONG_HELP)]
+    Ui(UiArgs),
 }
 
 const RECOVER_AFTER_LONG_HELP: &str = "\

@@ -17,7 +17,7 @@ use stint_domain::{
 
 use crate::{
     AttemptFilter, AttemptStore, BeginAttempt, BegunAttempt, EndAttempt, EventPage, HeartbeatWrite,
-    HistoryStore, OwnedAttempt, Renewal, RenewedLease, StoreError,
+    HistoryStore, OwnedAttempt, Renewal, RenewedLease, RunListing, RunQuery, StoreError,
 };
 
 /// One operation of the write port.
@@ -230,6 +230,10 @@ impl<S: AttemptStore + ?Sized> AttemptStore for InstrumentedStore<S> {
 impl<S: HistoryStore + ?Sized> HistoryStore for InstrumentedStore<S> {
     async fn list_runs(&self) -> Result<Vec<RunSummary>, StoreError> {
         self.inner.list_runs().await
+    }
+
+    async fn list_runs_page(&self, query: &RunQuery) -> Result<Vec<RunListing>, StoreError> {
+        self.inner.list_runs_page(query).await
     }
 
     async fn list_attempts(

@@ -36,7 +36,9 @@ pub use error::{StoreError, StoreErrorSource};
 #[cfg(feature = "instrumented")]
 pub use instrumented::{InstrumentedStore, WriteOp};
 pub use probe::{Clock, VcsProbe};
-pub use query::{AttemptFilter, EventPage, HistoryStore, unreadable};
+pub use query::{
+    AttemptFilter, EventPage, HistoryStore, RunCursor, RunListing, RunQuery, run_state, unreadable,
+};
 pub use queue::{
     CancelOutcome, CancelTarget, Claim, ClaimedTask, Completion, DEFAULT_QUEUE, Enqueued, NewTask,
     QueueHistory, QueueStore, RenewedClaims, TaskEnd, TaskFilter, TaskQueue, sort_claimed,

@@ -4,7 +4,7 @@ use std::fmt::Debug;
 
 use async_trait::async_trait;
 use serde_json::Value;
-use stint_domain::{AttemptRecord, EventRecord, NodeKey, NodeRecord, RunSummary};
+use stint_domain::{AttemptRecord, AttemptState, EventRecord, NodeKey, NodeRecord, RunSummary};
 
 use crate::StoreError;
 
@@ -55,6 +55,73 @@ impl EventPage {
     }
 }
 
+/// Where a page of runs ends: the last run listed (runs are ordered by `updated_at_ms`, newest
+/// first, then by run id in byte order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunCursor {
+    /// The last listed run's `updated_at_ms`.
+    pub updated_at_ms: u64,
+    /// The last listed run's id.
+    pub run_id: String,
+}
+
+/// Which runs to list: one page of them, most recently updated first.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RunQuery {
+    /// Only runs in this state (see [`run_state`]).
+    pub state: Option<AttemptState>,
+    /// Only runs whose id contains this text (case-sensitive).
+    pub search: Option<String>,
+    /// Only runs after this one in the listing order (the next page).
+    pub after: Option<RunCursor>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// A run as a page of [`HistoryStore::list_runs_page`] lists it: its summary and when its first
+/// attempt started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunListing {
+    /// The counts of its nodes by state.
+    pub summary: RunSummary,
+    /// When its earliest attempt started.
+    pub started_at_ms: u64,
+}
+
+/// The state of a run as a whole: in progress while any node is, else failed when any node
+/// failed, else cancelled when any was, else finished.
+pub fn run_state(summary: &RunSummary) -> AttemptState {
+    if summary.in_progress > 0 {
+        AttemptState::InProgress
+    } else if summary.failed > 0 {
+        AttemptState::Failed
+    } else if summary.cancelled > 0 {
+        AttemptState::Cancelled
+    } else {
+        AttemptState::Finished
+    }
+}
+
+impl RunQuery {
+    /// Whether `summary` passes the state and search filters (not the cursor).
+    pub fn matches(&self, summary: &RunSummary) -> bool {
+        self.state.is_none_or(|state| run_state(summary) == state)
+            && self
+                .search
+                .as_deref()
+                .is_none_or(|text| summary.run_id.contains(text))
+    }
+
+    /// Whether `summary` comes after the cursor in the listing order (true without one).
+    pub fn is_after_cursor(&self, summary: &RunSummary) -> bool {
+        self.after.as_ref().is_none_or(|cursor| {
+            summary.updated_at_ms < cursor.updated_at_ms
+                || (summary.updated_at_ms == cursor.updated_at_ms
+                    && summary.run_id.as_bytes() > cursor.run_id.as_bytes())
+        })
+    }
+}
+
 /// The query port: the recorded history, read by the CLI's inspect commands (and any other
 /// reader). Nothing here writes.
 #[cfg_attr(feature = "mocks", mockall::automock)]
@@ -62,6 +129,34 @@ impl EventPage {
 pub trait HistoryStore: Send + Sync + Debug {
     /// Every run, most recently updated first.
     async fn list_runs(&self) -> Result<Vec<RunSummary>, StoreError>;
+
+    /// One page of runs: those `query` selects, after its cursor, most recently updated first
+    /// (then by run id in byte order), at most its limit, each with its start time. The
+    /// database adapters answer with one query; this default reads every run (for small stores).
+    async fn list_runs_page(&self, query: &RunQuery) -> Result<Vec<RunListing>, StoreError> {
+        let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
+        let summaries: Vec<RunSummary> = self
+            .list_runs()
+            .await?
+            .into_iter()
+            .filter(|summary| query.matches(summary) && query.is_after_cursor(summary))
+            .take(limit)
+            .collect();
+        let mut page = Vec::with_capacity(summaries.len());
+        for summary in summaries {
+            let filter = AttemptFilter {
+                run_id: summary.run_id.clone(),
+                ..AttemptFilter::default()
+            };
+            let attempts = self.list_attempts(&filter).await?;
+            let started_at_ms = attempts.iter().map(|a| a.started_at_ms).min().unwrap_or(0);
+            page.push(RunListing {
+                summary,
+                started_at_ms,
+            });
+        }
+        Ok(page)
+    }
 
     /// The attempts that match `filter`, ordered by node id (byte order), iteration and attempt
     /// number.

@@ -174,3 +174,70 @@ pub async fn attempts_are_filtered_and_ordered(fixture: &dyn Fixture) {
     };
     assert!(store.list_attempts(&filter).await.expect("list").is_empty());
 }
+
+/// `list_runs_page` pages through runs newest first with a cursor, filters them by state and by
+/// a part of their id, and gives each its first attempt's start.
+pub async fn runs_are_paged_and_filtered(fixture: &dyn Fixture) {
+    use stint_ports::{RunCursor, RunQuery};
+    let store = fixture.store();
+    node_in_state(&*store, "run-a", "x", 0, AttemptState::Finished, 1_000).await;
+    node_in_state(&*store, "run-a", "y", 0, AttemptState::Failed, 1_100).await;
+    node_in_state(&*store, "run-b", "x", 0, AttemptState::Finished, 2_000).await;
+    node_in_state(&*store, "run-c", "x", 0, AttemptState::InProgress, 3_000).await;
+    node_in_state(&*store, "other", "x", 0, AttemptState::InProgress, 3_000).await;
+
+    let page = |query: RunQuery| {
+        let store = store.clone();
+        async move {
+            store
+                .list_runs_page(&query)
+                .await
+                .expect("page")
+                .into_iter()
+                .map(|run| (run.summary.run_id, run.started_at_ms))
+                .collect::<Vec<_>>()
+        }
+    };
+    let ids = |rows: &[(&str, u64)]| -> Vec<(String, u64)> {
+        rows.iter()
+            .map(|(id, at)| ((*id).to_owned(), *at))
+            .collect()
+    };
+    let first = page(RunQuery {
+        limit: 2,
+        ..RunQuery::default()
+    })
+    .await;
+    // Equal times are ordered by run id, in byte order.
+    assert_eq!(first, ids(&[("other", 3_000), ("run-c", 3_000)]));
+    let after = RunCursor {
+        updated_at_ms: 3_000,
+        run_id: "run-c".to_owned(),
+    };
+    let second = page(RunQuery {
+        limit: 2,
+        after: Some(after),
+        ..RunQuery::default()
+    })
+    .await;
+    assert_eq!(second, ids(&[("run-b", 2_000), ("run-a", 1_000)]));
+    let failed = page(RunQuery {
+        limit: 10,
+        state: Some(AttemptState::Failed),
+        ..RunQuery::default()
+    })
+    .await;
+    assert_eq!(
+        failed,
+        ids(&[("run-a", 1_000)]),
+        "a run with a failed node is failed"
+    );
+    let searched = page(RunQuery {
+        limit: 10,
+        search: Some("run-".to_owned()),
+        state: Some(AttemptState::Finished),
+        ..RunQuery::default()
+    })
+    .await;
+    assert_eq!(searched, ids(&[("run-b", 2_000)]));
+}

@@ -9,6 +9,7 @@ mod queue;
 mod run;
 mod schema;
 mod submit;
+mod ui;
 mod worker;
 
 use crate::args::{Cli, Command};
@@ -36,5 +37,6 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Prune(args) => queue::prune(db, cli.quiet, &args).await,
         Command::Queue(command) => queue::queue(db, &command).await,
         Command::Worker(args) => worker::worker(db, cli.quiet, args).await,
+        Command::Ui(args) => ui::ui(db, cli.quiet, &args).await,
     }
 }
