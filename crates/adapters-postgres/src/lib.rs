@@ -25,8 +25,11 @@ macro_rules! db_now_ms {
     };
 }
 
+mod enqueue;
 mod error;
 mod events;
+mod listen;
+mod notify;
 mod options;
 mod query;
 mod queue;
@@ -41,6 +44,7 @@ use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use stint_ports::StoreError;
 
+pub use listen::{PostgresWakeups, WakeupOptions};
 pub use options::{
     DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, validate_schema,
 };
@@ -75,6 +79,8 @@ pub struct PostgresStore {
     endpoint: Arc<str>,
     /// Whose clock judges leases.
     lease_clock: LeaseClock,
+    /// The channel writes that make tasks ready notify (see [`PostgresStore::wakeups`]).
+    channel: Arc<str>,
 }
 
 /// Whose clock sets and judges lease expiry.
@@ -130,6 +136,7 @@ impl PostgresStore {
             pool,
             endpoint,
             lease_clock: LeaseClock::Database,
+            channel: notify::channel(config.schema.as_deref()).into(),
         })
     }
 

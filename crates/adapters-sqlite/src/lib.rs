@@ -20,6 +20,7 @@ mod options;
 mod query;
 mod queue;
 mod queue_history;
+mod wakeups;
 mod write;
 
 use std::path::{Path, PathBuf};
@@ -30,6 +31,7 @@ use sqlx::sqlite::SqlitePool;
 use stint_ports::StoreError;
 
 pub use options::{SqliteOptions, Synchronous};
+pub use wakeups::{DEFAULT_CHECK_INTERVAL, SqliteWakeups};
 
 /// A stint store on one SQLite file. Cloning shares the connection pool.
 #[derive(Debug, Clone)]
