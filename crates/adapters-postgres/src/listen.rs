@@ -15,8 +15,8 @@
 //!   (or the listener is not connected), it says so once and wakes the worker every
 //!   `fallback_poll` until it does: polling, as without a listener.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,6 +24,7 @@ use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use stint_ports::Wakeups;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::PostgresStore;
 use crate::notify;
@@ -77,6 +78,8 @@ struct Shared {
     probe_seen: AtomicU64,
     probe_arrived: Notify,
     fallback_poll: Duration,
+    /// When the next fallback wake-up is due, while polling.
+    fallback_at: Mutex<Option<Instant>>,
 }
 
 impl Shared {
@@ -141,14 +144,25 @@ impl PostgresWakeups {
 impl Wakeups for PostgresWakeups {
     async fn next(&self) {
         let shared = &self.shared;
-        if shared.polling() {
-            tokio::select! {
-                () = shared.wake.notified() => {}
-                () = tokio::time::sleep(shared.fallback_poll) => {}
-            }
-        } else {
+        if !shared.polling() {
             shared.wake.notified().await;
+            return;
         }
+        // The deadline outlives a dropped call: a worker woken by something else more often
+        // than `fallback_poll` (its claim renewals) still gets its fallback wake-ups.
+        let at = *shared
+            .fallback_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert_with(|| Instant::now() + shared.fallback_poll);
+        tokio::select! {
+            () = shared.wake.notified() => {}
+            () = tokio::time::sleep_until(at) => {}
+        }
+        *shared
+            .fallback_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
     }
 }
 
@@ -173,6 +187,7 @@ impl PostgresStore {
             probe_seen: AtomicU64::new(0),
             probe_arrived: Notify::new(),
             fallback_poll: options.fallback_poll,
+            fallback_at: Mutex::new(None),
         });
         // A pool of one, never reaped, for the listener alone: the store's pool stays whole.
         let listener_pool = PgPoolOptions::new()
