@@ -3,7 +3,8 @@
 //! [`PostgresStore`] implements the write port ([`AttemptStore`](stint_ports::AttemptStore)) and
 //! the query port ([`HistoryStore`](stint_ports::HistoryStore)), and the queue's ports
 //! ([`TaskQueue`](stint_ports::TaskQueue), [`QueueHistory`](stint_ports::QueueHistory)), over a
-//! sqlx pool. Every query is a runtime query with
+//! sqlx pool, and [`PostgresWakeups`], the LISTEN/NOTIFY wake-ups of a worker
+//! ([`PostgresStore::wakeups`]). Every query is a runtime query with
 //! every value bound; the only identifier ever written into SQL text is the validated schema name
 //! of `?schema=`. Migrations are embedded and run on [`PostgresStore::connect`].
 //!

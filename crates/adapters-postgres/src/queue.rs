@@ -184,23 +184,30 @@ async fn complete_once(
 }
 
 /// One statement: a concurrent sweeper waits on the rows this one updates, then finds them no
-/// longer running, so each task is taken back once.
+/// longer running, so each task is taken back once. The queues of the tasks back in the queue
+/// are notified (once each), so that any listening worker takes them.
 async fn sweep_once(
     pool: &PgPool,
+    channel: &str,
     now_ms: u64,
     lease_now: Option<i64>,
 ) -> Result<Vec<TaskId>, OpError> {
     let ids: Vec<i64> = sqlx::query_scalar(concat!(
-        "UPDATE tasks SET \
+        "WITH swept AS (UPDATE tasks SET \
              state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'ready' END, \
              ended_at_ms = CASE WHEN cancel_requested THEN $1 END, \
              owner = NULL, lease_expires_at_ms = NULL, updated_at_ms = $1 \
-         WHERE state = 'running' AND lease_expires_at_ms < COALESCE($2::bigint, ",
+           WHERE state = 'running' AND lease_expires_at_ms < COALESCE($2::bigint, ",
         db_now_ms!(),
-        ") RETURNING id"
+        ") RETURNING id, queue, state), \
+         woken AS (SELECT pg_notify($3, q) FROM (SELECT DISTINCT CASE \
+             WHEN octet_length(queue) < 7900 THEN queue ELSE '' END AS q \
+             FROM swept WHERE state = 'ready') AS queues) \
+         SELECT id FROM swept WHERE (SELECT count(*) FROM woken) >= 0"
     ))
     .bind(to_i64(now_ms))
     .bind(lease_now)
+    .bind(channel)
     .fetch_all(pool)
     .await?;
     let mut swept = ids
@@ -342,7 +349,7 @@ impl TaskQueue for PostgresStore {
     async fn sweep_expired(&self, now_ms: u64) -> Result<Vec<TaskId>, StoreError> {
         let lease_now = self.lease_now(now_ms);
         retrying(&self.endpoint, "sweeping expired claims", || {
-            sweep_once(&self.pool, now_ms, lease_now)
+            sweep_once(&self.pool, &self.channel, now_ms, lease_now)
         })
         .await
     }

@@ -8,6 +8,7 @@
 //! `NORMAL`. Every write is one `BEGIN IMMEDIATE` transaction, so a crash at any instant leaves
 //! a step wholly done or not at all, and two processes on one file queue instead of deadlocking.
 //! The schema is embedded and migrated on open; a file written by a newer stint is refused.
+//! [`SqliteWakeups`] wakes a worker when another connection committed (`PRAGMA data_version`).
 //!
 //! Invariants, stated as absences: no SQL here is assembled from values (every value is bound),
 //! nothing here needs a database at compile time, and nothing here decides a retry or a state
