@@ -152,7 +152,10 @@ async fn a_listener_that_hears_nothing_polls() {
     // something else more often would: the fallback wake-ups come all the same.
     let mut wakes = 0;
     while wakes < 3 {
-        assert!(tokio::time::Instant::now() < deadline, "{wakes} fallback wake-ups");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{wakes} fallback wake-ups"
+        );
         wakes += u32::from(woken(&wakeups, Duration::from_millis(40)).await);
     }
     guard.drop_schema().await;
