@@ -3,7 +3,8 @@
 //! [`PostgresStore`] implements the write port ([`AttemptStore`](stint_ports::AttemptStore)) and
 //! the query port ([`HistoryStore`](stint_ports::HistoryStore)), and the queue's ports
 //! ([`TaskQueue`](stint_ports::TaskQueue), [`QueueHistory`](stint_ports::QueueHistory)), over a
-//! sqlx pool. Every query is a runtime query with
+//! sqlx pool, and [`PostgresWakeups`], the LISTEN/NOTIFY wake-ups of a worker
+//! ([`PostgresStore::wakeups`]). Every query is a runtime query with
 //! every value bound; the only identifier ever written into SQL text is the validated schema name
 //! of `?schema=`. Migrations are embedded and run on [`PostgresStore::connect`].
 //!
@@ -25,8 +26,11 @@ macro_rules! db_now_ms {
     };
 }
 
+mod enqueue;
 mod error;
 mod events;
+mod listen;
+mod notify;
 mod options;
 mod query;
 mod queue;
@@ -41,6 +45,7 @@ use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use stint_ports::StoreError;
 
+pub use listen::{PostgresWakeups, WakeupOptions};
 pub use options::{
     DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, validate_schema,
 };
@@ -75,6 +80,8 @@ pub struct PostgresStore {
     endpoint: Arc<str>,
     /// Whose clock judges leases.
     lease_clock: LeaseClock,
+    /// The channel writes that make tasks ready notify (see [`PostgresStore::wakeups`]).
+    channel: Arc<str>,
 }
 
 /// Whose clock sets and judges lease expiry.
@@ -130,6 +137,7 @@ impl PostgresStore {
             pool,
             endpoint,
             lease_clock: LeaseClock::Database,
+            channel: notify::channel(config.schema.as_deref()).into(),
         })
     }
 

@@ -19,7 +19,9 @@ use stint_ports::{
 };
 
 use crate::PostgresStore;
+use crate::enqueue::enqueue_once;
 use crate::error::{OpError, retrying, to_i64, to_u64};
+use crate::notify;
 use crate::queue_history::{task_columns, task_record, task_state};
 
 /// Now on the database's clock, in milliseconds since the epoch, as SQL (as the attempt writes
@@ -32,71 +34,6 @@ macro_rules! db_now_ms {
 
 fn task_id(value: i64) -> Result<TaskId, OpError> {
     Ok(TaskId(to_u64("tasks.id", value)?))
-}
-
-/// Inserts one task unless a live task holds its unique key (then answers that task's id).
-async fn enqueue_one(
-    conn: &mut PgConnection,
-    task: &NewTask,
-    now: i64,
-) -> Result<Enqueued, OpError> {
-    // The holder read after a conflict may have ended in between: then the key is free again.
-    for _ in 0..3 {
-        let inserted: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO tasks (queue, run_id, node_id, priority, run_at_ms, spec, unique_key, \
-                 state, created_at_ms, updated_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'ready', $8, $8) \
-             ON CONFLICT DO NOTHING RETURNING id",
-        )
-        .bind(&task.queue)
-        .bind(&task.run_id)
-        .bind(&task.node_id)
-        .bind(task.priority)
-        .bind(to_i64(task.run_at_ms))
-        .bind(&task.spec)
-        .bind(&task.unique_key)
-        .bind(now)
-        .fetch_optional(&mut *conn)
-        .await?;
-        if let Some(id) = inserted {
-            return Ok(Enqueued {
-                id: task_id(id)?,
-                existing: false,
-            });
-        }
-        let holder: Option<i64> = sqlx::query_scalar(
-            "SELECT id FROM tasks WHERE unique_key = $1 AND state IN ('ready', 'running')",
-        )
-        .bind(&task.unique_key)
-        .fetch_optional(&mut *conn)
-        .await?;
-        if let Some(id) = holder {
-            return Ok(Enqueued {
-                id: task_id(id)?,
-                existing: true,
-            });
-        }
-    }
-    Err(OpError::Store(StoreError::conflict(format!(
-        "enqueueing: the unique key {:?} kept changing hands",
-        task.unique_key
-    ))))
-}
-
-async fn enqueue_once(
-    pool: &PgPool,
-    tasks: &[NewTask],
-    now_ms: u64,
-) -> Result<Vec<Enqueued>, OpError> {
-    let mut tx = pool.begin().await?;
-    let mut answers = Vec::with_capacity(tasks.len());
-    for (position, task) in tasks.iter().enumerate() {
-        // A refusal drops `tx`: the tasks before this one are rolled back with it.
-        task.check(position)?;
-        answers.push(enqueue_one(&mut tx, task, to_i64(now_ms)).await?);
-    }
-    tx.commit().await?;
-    Ok(answers)
 }
 
 /// How many tasks each of `claim.queues` may give: its limit minus its running tasks for a queue
@@ -209,17 +146,26 @@ async fn renew_once(
     Ok(RenewedClaims::from_rows(renewed))
 }
 
-async fn complete_once(pool: &PgPool, completion: &Completion) -> Result<(), OpError> {
+async fn complete_once(
+    pool: &PgPool,
+    channel: &str,
+    completion: &Completion,
+) -> Result<(), OpError> {
     let (task, owner, end, now_ms) = completion.parts();
     // A task whose cancellation was asked for does not go back to the queue: it ends cancelled.
+    // A task back in the queue and due at once wakes the listening workers (on commit).
     let state = end.state();
-    let done = sqlx::query(
-        "UPDATE tasks SET \
+    let row = sqlx::query(
+        "WITH done AS (UPDATE tasks SET \
              state = CASE WHEN $1 = 'ready' AND cancel_requested THEN 'cancelled' ELSE $1 END, \
              ended_at_ms = CASE WHEN $1 <> 'ready' OR cancel_requested THEN $4 END, \
              run_at_ms = COALESCE($2, run_at_ms), last_error = COALESCE($3, last_error), \
              owner = NULL, lease_expires_at_ms = NULL, updated_at_ms = $4 \
-         WHERE id = $5 AND state = 'running' AND owner = $6",
+           WHERE id = $5 AND state = 'running' AND owner = $6 \
+           RETURNING queue, state, run_at_ms), \
+         woken AS (SELECT pg_notify($7, CASE WHEN octet_length(queue) < 7900 THEN queue \
+             ELSE '' END) FROM done WHERE state = 'ready' AND run_at_ms <= $4) \
+         SELECT (SELECT count(*) FROM done) AS ended, (SELECT count(*) FROM woken) AS woken",
     )
     .bind(state.as_str())
     .bind(end.run_at_ms().map(to_i64))
@@ -227,32 +173,41 @@ async fn complete_once(pool: &PgPool, completion: &Completion) -> Result<(), OpE
     .bind(to_i64(now_ms))
     .bind(to_i64(task.0))
     .bind(owner)
-    .execute(pool)
+    .bind(channel)
+    .fetch_one(pool)
     .await?;
-    if done.rows_affected() == 0 {
+    let ended: i64 = row.try_get("ended")?;
+    if ended == 0 {
         return Err(OpError::Store(StoreError::task_not_owned(task)));
     }
     Ok(())
 }
 
 /// One statement: a concurrent sweeper waits on the rows this one updates, then finds them no
-/// longer running, so each task is taken back once.
+/// longer running, so each task is taken back once. The queues of the tasks back in the queue
+/// are notified (once each), so that any listening worker takes them.
 async fn sweep_once(
     pool: &PgPool,
+    channel: &str,
     now_ms: u64,
     lease_now: Option<i64>,
 ) -> Result<Vec<TaskId>, OpError> {
     let ids: Vec<i64> = sqlx::query_scalar(concat!(
-        "UPDATE tasks SET \
+        "WITH swept AS (UPDATE tasks SET \
              state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'ready' END, \
              ended_at_ms = CASE WHEN cancel_requested THEN $1 END, \
              owner = NULL, lease_expires_at_ms = NULL, updated_at_ms = $1 \
-         WHERE state = 'running' AND lease_expires_at_ms < COALESCE($2::bigint, ",
+           WHERE state = 'running' AND lease_expires_at_ms < COALESCE($2::bigint, ",
         db_now_ms!(),
-        ") RETURNING id"
+        ") RETURNING id, queue, state), \
+         woken AS (SELECT pg_notify($3, q) FROM (SELECT DISTINCT CASE \
+             WHEN octet_length(queue) < 7900 THEN queue ELSE '' END AS q \
+             FROM swept WHERE state = 'ready') AS queues) \
+         SELECT id FROM swept WHERE (SELECT count(*) FROM woken) >= 0"
     ))
     .bind(to_i64(now_ms))
     .bind(lease_now)
+    .bind(channel)
     .fetch_all(pool)
     .await?;
     let mut swept = ids
@@ -305,13 +260,14 @@ async fn cancel_once(
 
 async fn retry_once(
     pool: &PgPool,
+    channel: &str,
     task: TaskId,
     retry_base: u32,
     now_ms: u64,
 ) -> Result<(), OpError> {
     let id = to_i64(task.0);
     let mut tx = pool.begin().await?;
-    let row = sqlx::query("SELECT state, unique_key FROM tasks WHERE id = $1 FOR UPDATE")
+    let row = sqlx::query("SELECT state, unique_key, queue FROM tasks WHERE id = $1 FOR UPDATE")
         .bind(id)
         .fetch_optional(&mut *tx)
         .await?;
@@ -347,6 +303,8 @@ async fn retry_once(
     .bind(to_i64(now_ms))
     .execute(&mut *tx)
     .await?;
+    let queue: String = row.try_get("queue")?;
+    notify::queues(&mut tx, channel, &[queue.as_str()]).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -356,7 +314,7 @@ impl TaskQueue for PostgresStore {
     async fn enqueue(&self, tasks: Vec<NewTask>, now_ms: u64) -> Result<Vec<Enqueued>, StoreError> {
         let tasks = &tasks;
         retrying(&self.endpoint, "enqueueing tasks", || {
-            enqueue_once(&self.pool, tasks, now_ms)
+            enqueue_once(&self.pool, &self.channel, tasks, now_ms)
         })
         .await
     }
@@ -383,7 +341,7 @@ impl TaskQueue for PostgresStore {
 
     async fn complete(&self, completion: Completion) -> Result<(), StoreError> {
         retrying(&self.endpoint, "completing a task", || {
-            complete_once(&self.pool, &completion)
+            complete_once(&self.pool, &self.channel, &completion)
         })
         .await
     }
@@ -391,7 +349,7 @@ impl TaskQueue for PostgresStore {
     async fn sweep_expired(&self, now_ms: u64) -> Result<Vec<TaskId>, StoreError> {
         let lease_now = self.lease_now(now_ms);
         retrying(&self.endpoint, "sweeping expired claims", || {
-            sweep_once(&self.pool, now_ms, lease_now)
+            sweep_once(&self.pool, &self.channel, now_ms, lease_now)
         })
         .await
     }
@@ -410,7 +368,7 @@ impl TaskQueue for PostgresStore {
 
     async fn retry(&self, task: TaskId, retry_base: u32, now_ms: u64) -> Result<(), StoreError> {
         retrying(&self.endpoint, "retrying a task", || {
-            retry_once(&self.pool, task, retry_base, now_ms)
+            retry_once(&self.pool, &self.channel, task, retry_base, now_ms)
         })
         .await
     }

@@ -11,6 +11,7 @@
 //! committed. So a crash at any instant leaves each write wholly done or not at all, and two
 //! processes on one file queue instead of deadlocking.
 //! The schema is embedded and migrated on open; a file written by a newer stint is refused.
+//! [`SqliteWakeups`] wakes a worker when another connection committed (`PRAGMA data_version`).
 //!
 //! Invariants, stated as absences: no SQL here is assembled from values (every value is bound),
 //! nothing here needs a database at compile time, and nothing here decides a retry or a state
@@ -23,6 +24,7 @@ mod options;
 mod query;
 mod queue;
 mod queue_history;
+mod wakeups;
 mod write;
 mod writer;
 
@@ -35,6 +37,7 @@ use stint_ports::StoreError;
 use writer::{WriteFuture, Writer};
 
 pub use options::{SqliteOptions, Synchronous};
+pub use wakeups::{DEFAULT_CHECK_INTERVAL, SqliteWakeups};
 
 /// A stint store on one SQLite file. Cloning shares the connection pool.
 #[derive(Debug, Clone)]

@@ -15,12 +15,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, ensure};
 use serde_json::json;
+use stint_adapters_postgres::PostgresStore;
 use stint_adapters_postgres::test_support::{
     Availability, SchemaGuard, availability, try_fresh_schema_with,
 };
 use stint_adapters_sqlite::{SqliteOptions, SqliteStore};
 use stint_engine::SystemClock;
-use stint_ports::{Clock, DEFAULT_QUEUE, NewTask, QueueStore, Store};
+use stint_ports::{Clock, DEFAULT_QUEUE, NewTask, QueueStore, Store, Wakeups};
 use stint_worker::{Handlers, Shutdown, Worker, WorkerOptions};
 
 use crate::Settings;
@@ -89,6 +90,14 @@ impl Db {
         }
     }
 
+    /// The store's own wake-up, as the pickup rows name it.
+    pub(crate) fn wakeup(self) -> &'static str {
+        match self {
+            Self::Sqlite => "the `data_version` check (every 5 ms)",
+            Self::Postgres => "LISTEN/NOTIFY",
+        }
+    }
+
     /// The best peer's tasks/s at concurrency 8 on this machine (issue 17).
     fn best_peer(self) -> (&'static str, f64) {
         match self {
@@ -127,11 +136,12 @@ impl Db {
                 let (store, guard) = try_fresh_schema_with("")
                     .await
                     .map_err(|error| anyhow!("the PostgreSQL test server failed: {error}"))?;
+                let keep = Keep::Postgres(store.clone(), guard);
                 let store = Arc::new(store);
                 Ok(QueueBench {
                     store: store.clone(),
                     queue: store,
-                    keep: Keep::Postgres(guard),
+                    keep,
                 })
             }
         }
@@ -150,7 +160,7 @@ pub(crate) struct QueueBench {
 #[derive(Debug)]
 enum Keep {
     Sqlite(SqliteStore, tempfile::TempDir),
-    Postgres(SchemaGuard),
+    Postgres(PostgresStore, SchemaGuard),
     /// The memory store of the tests: no SQL, so nothing lands in a same-SQL recording.
     #[cfg(test)]
     Memory,
@@ -169,6 +179,22 @@ impl QueueBench {
         )
     }
 
+    /// The store's own wake-ups for a worker of the default queue: LISTEN/NOTIFY on
+    /// PostgreSQL, the `data_version` check on SQLite (`None` on the memory store).
+    pub(crate) async fn wakeups(&self) -> Result<Option<Arc<dyn Wakeups>>> {
+        Ok(match &self.keep {
+            Keep::Sqlite(store, _) => Some(Arc::new(
+                store
+                    .wakeups(stint_adapters_sqlite::DEFAULT_CHECK_INTERVAL)
+                    .await
+                    .context("starting the data_version check")?,
+            )),
+            Keep::Postgres(store, _) => Some(Arc::new(store.wakeups(&[DEFAULT_QUEUE.to_owned()]))),
+            #[cfg(test)]
+            Keep::Memory => None,
+        })
+    }
+
     /// How many tasks of the default queue ended finished.
     pub(crate) async fn finished(&self) -> Result<u64> {
         let stats = self.queue.queue_stats(now_ms()).await?;
@@ -181,7 +207,10 @@ impl QueueBench {
     pub(crate) async fn close(self) {
         match self.keep {
             Keep::Sqlite(store, _dir) => store.close().await,
-            Keep::Postgres(guard) => guard.drop_schema().await,
+            Keep::Postgres(store, guard) => {
+                store.close().await;
+                guard.drop_schema().await;
+            }
             #[cfg(test)]
             Keep::Memory => {}
         }

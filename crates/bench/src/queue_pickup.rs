@@ -3,7 +3,9 @@
 //! task's finished state is committed (`WorkerObserver::ended` follows the store's `complete`).
 //!
 //! Woken: the submitter calls `Worker::wake` after its `enqueue`, as one in the same process
-//! would. Polled: nothing wakes the worker; it finds the task at its next poll. Between two
+//! would. Woken by the store: the submitter does not call it; the store's own wake-up does
+//! (PostgreSQL's LISTEN/NOTIFY, SQLite's `data_version` check), as for a submitter in another
+//! process. Polled: nothing wakes the worker; it finds the task at its next poll. Between two
 //! pickups the worker idles for one poll interval and a varying part of another, so submits
 //! fall all over the poll cycle.
 
@@ -40,15 +42,22 @@ impl WorkerObserver for Finished {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pickup {
     Woken,
+    /// By the store's wake-ups.
+    Store,
     Polled,
 }
 
 /// The variants measured: how the worker learns of the task, and its poll interval.
-const VARIANTS: [(Pickup, Duration, &str); 3] = [
+const VARIANTS: [(Pickup, Duration, &str); 4] = [
     (
         Pickup::Woken,
         Duration::from_millis(100),
         "woken by `Worker::wake`, poll interval 100 ms (the default)",
+    ),
+    (
+        Pickup::Store,
+        Duration::from_millis(100),
+        "no `Worker::wake`, poll interval 100 ms (the default)",
     ),
     (
         Pickup::Polled,
@@ -76,14 +85,18 @@ async fn pickups(
     count: usize,
 ) -> Result<Vec<f64>> {
     let (sender, mut ended) = mpsc::unbounded_channel();
-    let worker = Arc::new(
-        bench
-            .worker(WorkerOptions {
-                poll_interval: poll,
-                ..WorkerOptions::default()
-            })
-            .with_observer(Arc::new(Finished(sender))),
-    );
+    let mut worker = bench
+        .worker(WorkerOptions {
+            poll_interval: poll,
+            ..WorkerOptions::default()
+        })
+        .with_observer(Arc::new(Finished(sender)));
+    if pickup == Pickup::Store
+        && let Some(wakeups) = bench.wakeups().await?
+    {
+        worker = worker.with_wakeups(wakeups);
+    }
+    let worker = Arc::new(worker);
     let shutdown = Shutdown::default();
     let running = tokio::spawn({
         let (worker, shutdown) = (worker.clone(), shutdown.clone());
@@ -142,7 +155,10 @@ pub(crate) async fn rows(db: Db, counts: Counts) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     let (goal, label) = target(db);
     for (pickup, poll, variant) in VARIANTS {
-        let setting = format!("{}, {variant}", db.label());
+        let setting = match pickup {
+            Pickup::Store => format!("{}, woken by {}, {variant}", db.label(), db.wakeup()),
+            _ => format!("{}, {variant}", db.label()),
+        };
         if let Some(why) = db.skip_reason() {
             rows.push(Row::skipped(6, &measure, &setting, &why));
             continue;
@@ -180,7 +196,7 @@ mod tests {
     #[tokio::test]
     async fn a_woken_and_a_polled_pickup_are_timed() {
         let bench = crate::queue::tests::memory();
-        for pickup in [Pickup::Woken, Pickup::Polled] {
+        for pickup in [Pickup::Woken, Pickup::Store, Pickup::Polled] {
             let latencies = pickups(&bench, pickup, Duration::from_millis(10), 2)
                 .await
                 .expect("two pickups");

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use stint_adapters_postgres::PostgresStore;
 use stint_adapters_sqlite::SqliteStore;
-use stint_ports::{QueueStore, Store, StoreError};
+use stint_ports::{QueueStore, Store, StoreError, Wakeups};
 
 use crate::exit::{CliCode, CliError};
 
@@ -64,6 +64,28 @@ pub(crate) async fn open_queue(url: &str) -> Result<Arc<dyn AnyStore>, CliError>
         Backend::Postgres(url) => Arc::new(PostgresStore::connect(&url).await?),
     };
     Ok(store)
+}
+
+/// [`open_queue`], with the store's wake-ups for a worker of `queues`: LISTEN/NOTIFY on
+/// PostgreSQL, the `data_version` check on SQLite.
+pub(crate) async fn open_worker(
+    url: &str,
+    queues: &[String],
+) -> Result<(Arc<dyn AnyStore>, Arc<dyn Wakeups>), CliError> {
+    Ok(match backend(url)? {
+        Backend::Sqlite(url) => {
+            let store = SqliteStore::connect(&url).await?;
+            let wakeups = store
+                .wakeups(stint_adapters_sqlite::DEFAULT_CHECK_INTERVAL)
+                .await?;
+            (Arc::new(store), Arc::new(wakeups))
+        }
+        Backend::Postgres(url) => {
+            let store = PostgresStore::connect(&url).await?;
+            let wakeups = store.wakeups(queues);
+            (Arc::new(store), Arc::new(wakeups))
+        }
+    })
 }
 
 /// Opens the store `url` names only if it exists: for commands that read. A missing SQLite

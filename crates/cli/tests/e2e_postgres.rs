@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{assert_exit, on_postgres, queue, scenarios, text, workers};
+use common::{assert_exit, on_postgres, queue, scenarios, text, wakeups, workers};
 use nix::sys::signal::Signal;
 use stint_adapters_postgres::test_support;
 
@@ -78,6 +78,7 @@ fn main() -> std::process::ExitCode {
         postgres_test!(scenarios::racing_runner_gets_a_conflict),
         postgres_test!(scenarios::json_listings_have_their_fields),
         postgres_test!(queue::submit_list_cancel_retry_round_trip),
+        postgres_test!(wakeups::an_idle_worker_runs_a_task_submitted_by_another_process),
         (
             "two_workers_one_killed_run_every_task_once",
             two_workers_one_killed_run_every_task_once,

@@ -286,3 +286,10 @@ fn cancel_of_a_run_stops_a_plain_stint_run_at_its_next_renewal() {
     assert_eq!(attempts.len(), 1);
     assert_eq!(attempts[0]["state"], "cancelled", "{attempts:?}");
 }
+
+/// A worker polling every 30 s runs a task a separate `stint submit` stored within seconds: the
+/// `data_version` check woke it.
+#[test]
+fn an_idle_worker_is_woken_by_a_submit_from_another_process() {
+    common::wakeups::an_idle_worker_runs_a_task_submitted_by_another_process(&World::sqlite());
+}

@@ -8,7 +8,7 @@
 //!   outputs, event pages for tailing);
 //! - [`VcsProbe`] and [`Clock`], the engine's view of the repository and of time;
 //! - [`TaskQueue`] and [`QueueHistory`], the durable queue's write and query ports (a backend
-//!   serving both is a [`QueueStore`]).
+//!   serving both is a [`QueueStore`]), and [`Wakeups`], how a store wakes an idle worker.
 //!
 //! Every real backend implements both stores, as [`Store`]. The `instrumented` feature adds
 //! [`InstrumentedStore`], the one wrapper that counts, slows and fails writes for tests and
@@ -30,6 +30,7 @@ mod instrumented;
 mod probe;
 mod query;
 mod queue;
+mod wakeups;
 mod write;
 
 pub use error::{StoreError, StoreErrorSource};
@@ -43,6 +44,7 @@ pub use queue::{
     CancelOutcome, CancelTarget, Claim, ClaimedTask, Completion, DEFAULT_QUEUE, Enqueued, NewTask,
     QueueHistory, QueueStore, RenewedClaims, TaskEnd, TaskFilter, TaskQueue, sort_claimed,
 };
+pub use wakeups::Wakeups;
 pub use write::{
     AttemptEnd, AttemptStore, BeginAttempt, BegunAttempt, EndAttempt, HeartbeatWrite, OwnedAttempt,
     Renewal, RenewedLease,

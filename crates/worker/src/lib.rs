@@ -26,7 +26,9 @@ mod worker;
 
 pub use handler::{Handler, Handlers};
 pub use options::{
-    EngineRecovery, NoopWorkerObserver, Recovery, Shutdown, Wakeups, WorkerError, WorkerObserver,
+    EngineRecovery, NoopWorkerObserver, Recovery, Shutdown, WorkerError, WorkerObserver,
     WorkerOptions, WorkerReport,
 };
+/// A source of wake-ups (defined in `stint-ports`, so that adapters implement it).
+pub use stint_ports::Wakeups;
 pub use worker::Worker;

@@ -1,5 +1,5 @@
 //! What a worker is told (options, shutdown), what it tells (observer, report, error), and the
-//! hooks it calls (recovery, wake-ups).
+//! hook it calls (recovery).
 
 use std::fmt::Debug;
 use std::time::Duration;
@@ -173,17 +173,6 @@ impl Recovery for EngineRecovery {
     async fn recover(&self, engine: &Engine) -> Result<Vec<AttemptKey>, EngineError> {
         engine.recover().await
     }
-}
-
-/// A source of wake-ups from outside the process: resolves when a task may have become
-/// claimable. The seam for PostgreSQL's LISTEN/NOTIFY (not implemented yet: every store is
-/// polled every `poll_interval`, and [`Worker::wake`](crate::Worker::wake) wakes a worker in
-/// the same process at once).
-#[async_trait]
-pub trait Wakeups: Send + Sync + Debug + 'static {
-    /// Waits for the next wake-up. Must be cancel-safe: the worker drops a pending call
-    /// whenever something else wakes it, and calls again.
-    async fn next(&self);
 }
 
 #[cfg(test)]

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use stint_domain::{TaskError, TaskId};
 use stint_engine::Engine;
-use stint_ports::{Claim, ClaimedTask, Completion, HistoryStore, QueueStore, StoreError, TaskEnd};
+use stint_ports::{
+    Claim, ClaimedTask, Completion, HistoryStore, QueueStore, StoreError, TaskEnd, Wakeups,
+};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::{AbortHandle, JoinError, JoinSet};
 use tokio::time::Instant;
@@ -17,7 +19,7 @@ use tokio_util::task::AbortOnDropHandle;
 use crate::handler::Handler;
 use crate::keeper::{KeeperReport, Renewal, keep_claims, sweep};
 use crate::options::{
-    EngineRecovery, NoopWorkerObserver, Recovery, Shutdown, Wakeups, WorkerError, WorkerObserver,
+    EngineRecovery, NoopWorkerObserver, Recovery, Shutdown, WorkerError, WorkerObserver,
     WorkerOptions, WorkerReport,
 };
 use crate::task::{self, Settled, Stop};

@@ -29,7 +29,7 @@ const CANCEL_LIMIT: Duration = Duration::from_secs(600);
 /// Runs a worker against the store at `db` until it is stopped (or, with `--exit-when-empty`,
 /// until its queues are empty).
 pub(super) async fn worker(db: &str, quiet: bool, args: WorkerArgs) -> Result<u8, CliError> {
-    let any = crate::store::open_queue(db).await?;
+    let (any, wakeups) = crate::store::open_worker(db, &args.queues).await?;
     let store: Arc<dyn Store> = any.clone();
     let queue: Arc<dyn QueueStore> = any;
     let engine = Engine::with_options(
@@ -54,7 +54,8 @@ pub(super) async fn worker(db: &str, quiet: bool, args: WorkerArgs) -> Result<u8
     let tasks = Arc::new(CommandTasks { quiet });
     let worker = Worker::new(engine, queue, store.clone(), tasks, options)
         .with_observer(progress.clone())
-        .with_recovery(Arc::new(CliRecovery { store, quiet }));
+        .with_recovery(Arc::new(CliRecovery { store, quiet }))
+        .with_wakeups(wakeups);
     let shutdown = Shutdown::default();
     let _signals = watch_signals(shutdown.clone(), args.drain_timeout)?;
     match worker.run(shutdown).await {

@@ -4,6 +4,7 @@
 
 pub(crate) mod queue;
 pub(crate) mod scenarios;
+pub(crate) mod wakeups;
 pub(crate) mod workers;
 
 use std::path::{Path, PathBuf};

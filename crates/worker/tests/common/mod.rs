@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use stint_adapters_memory::MemoryStore;
-use stint_adapters_postgres::PostgresStore;
 use stint_adapters_postgres::test_support::{SchemaGuard, fresh_schema};
+use stint_adapters_postgres::{PostgresStore, WakeupOptions};
 use stint_adapters_sqlite::{SqliteOptions, SqliteStore};
 use stint_domain::{AttemptRecord, AttemptState, TaskId, TaskRecord};
 use stint_engine::{Engine, EngineOptions, NoVcs, Ports, SystemClock};
 use stint_ports::{AttemptFilter, Clock, NewTask, QueueStore, Store};
-use stint_worker::{Handler, Shutdown, Worker, WorkerOptions, WorkerReport};
+use stint_worker::{Handler, Shutdown, Wakeups, Worker, WorkerOptions, WorkerReport};
 use tempfile::TempDir;
 
 /// The backends every case runs on.
@@ -48,6 +48,16 @@ pub(crate) struct Fixture {
     dir: Option<Arc<TempDir>>,
     /// The URL of the PostgreSQL schema, for a second handle.
     schema_url: Option<String>,
+    /// The store itself, for its wake-ups.
+    concrete: Concrete,
+}
+
+/// The store of a fixture, as its own type.
+#[derive(Clone)]
+enum Concrete {
+    Memory,
+    Sqlite(SqliteStore),
+    Postgres(PostgresStore),
 }
 
 impl Fixture {
@@ -60,10 +70,12 @@ impl Fixture {
                     queue: store,
                     dir: None,
                     schema_url: None,
+                    concrete: Concrete::Memory,
                 }
             }
             Kind::Postgres => {
                 let (store, guard) = fresh_schema().await;
+                let concrete = Concrete::Postgres(store.clone());
                 let store = Arc::new(store);
                 let schema_url = Some(guard.url());
                 SCHEMAS.with_borrow_mut(|schemas| schemas.push(guard));
@@ -72,6 +84,7 @@ impl Fixture {
                     queue: store,
                     dir: None,
                     schema_url,
+                    concrete,
                 }
             }
             Kind::Sqlite => {
@@ -84,16 +97,17 @@ impl Fixture {
     }
 
     async fn sqlite(path: &Path) -> Self {
-        let store = Arc::new(
-            SqliteStore::open(path, SqliteOptions::default())
-                .await
-                .expect("the SQLite store opens"),
-        );
+        let store = SqliteStore::open(path, SqliteOptions::default())
+            .await
+            .expect("the SQLite store opens");
+        let concrete = Concrete::Sqlite(store.clone());
+        let store = Arc::new(store);
         Self {
             attempts: store.clone(),
             queue: store,
             dir: None,
             schema_url: None,
+            concrete,
         }
     }
 
@@ -102,12 +116,15 @@ impl Fixture {
     /// On the memory store: the same store again.
     pub(crate) async fn second_handle(&self) -> Self {
         if let Some(url) = &self.schema_url {
-            let store = Arc::new(PostgresStore::connect(url).await.expect("a second pool"));
+            let store = PostgresStore::connect(url).await.expect("a second pool");
+            let concrete = Concrete::Postgres(store.clone());
+            let store = Arc::new(store);
             return Self {
                 attempts: store.clone(),
                 queue: store,
                 dir: None,
                 schema_url: self.schema_url.clone(),
+                concrete,
             };
         }
         let Some(dir) = self.dir.clone() else {
@@ -116,11 +133,31 @@ impl Fixture {
                 queue: self.queue.clone(),
                 dir: None,
                 schema_url: None,
+                concrete: self.concrete.clone(),
             };
         };
         let mut fixture = Self::sqlite(&dir.path().join("stint.db")).await;
         fixture.dir = Some(dir);
         fixture
+    }
+
+    /// The store's wake-ups for a worker of `queues` (`None` on the memory store, which has
+    /// none); `options` for PostgreSQL's listener.
+    pub(crate) async fn wakeups(
+        &self,
+        queues: &[String],
+        options: WakeupOptions,
+    ) -> Option<Arc<dyn Wakeups>> {
+        match &self.concrete {
+            Concrete::Memory => None,
+            Concrete::Sqlite(store) => Some(Arc::new(
+                store
+                    .wakeups(stint_adapters_sqlite::DEFAULT_CHECK_INTERVAL)
+                    .await
+                    .expect("the data_version check starts"),
+            )),
+            Concrete::Postgres(store) => Some(Arc::new(store.wakeups_with(queues, options))),
+        }
     }
 
     pub(crate) fn engine(&self) -> Engine {
