@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 use stint_domain::{AttemptState, NodeKey, RetryPolicy};
-use stint_engine::{CancellationToken, Engine, EngineError, EngineOptions, NodeOutcome, Ports};
+use stint_engine::{
+    CancellationToken, Engine, EngineError, EngineOptions, NodeOutcome, Ports, TaskContext,
+};
 use stint_ports::{AttemptFilter, Store};
 use tokio_util::task::AbortOnDropHandle;
 
@@ -14,14 +16,31 @@ use crate::exit::{self, CliError};
 use crate::process::{self, CommandSpec, Console};
 use crate::signals::{self, Request};
 use crate::status::{Mode, Status};
+use crate::telemetry::Exporting;
 use crate::vcs::JjOrGit;
 
 /// Extra time the engine waits for the command after the grace period: the runner needs a
 /// moment after SIGKILL to reap the group before the engine writes the terminal state.
 const GRACE_MARGIN: Duration = Duration::from_secs(2);
 
-/// Runs `args` against the store at `db`.
+/// Runs `args` against the store at `db`, exporting spans and metrics when asked to (flushed
+/// before it returns, within the telemetry's bound).
 pub(super) async fn run(db: &str, quiet: bool, args: RunArgs) -> Result<u8, CliError> {
+    let exporting = Exporting::start(&args.telemetry, None)?;
+    let result = run_node(db, quiet, args, exporting.as_ref()).await;
+    if let Some(exporting) = exporting {
+        exporting.finish();
+    }
+    result
+}
+
+/// Runs the node `args` names.
+async fn run_node(
+    db: &str,
+    quiet: bool,
+    args: RunArgs,
+    exporting: Option<&Exporting>,
+) -> Result<u8, CliError> {
     let generated = args.run_id.is_none();
     let run_id = args
         .run_id
@@ -66,7 +85,7 @@ pub(super) async fn run(db: &str, quiet: bool, args: RunArgs) -> Result<u8, CliE
     let options = EngineOptions {
         working_dir: std::env::current_dir().ok(),
         cancel_grace: args.options.grace + GRACE_MARGIN,
-        observer: status.clone(),
+        observer: exporting.map_or_else(|| status.clone() as _, |e| e.observer(status.clone())),
         ..EngineOptions::default()
     };
     let engine = Engine::with_options(engine_ports, options);
@@ -79,9 +98,20 @@ pub(super) async fn run(db: &str, quiet: bool, args: RunArgs) -> Result<u8, CliE
         output: args.options.output,
         output_required: args.options.output_schema.is_some(),
         dir: None,
+        env: Vec::new(),
     });
     let console: Arc<dyn Console> = status.clone();
-    let compute = move |ctx| process::run(spec.clone(), ctx, console.clone());
+    let spans = exporting.and_then(|e| e.spans.clone());
+    let compute = move |ctx: TaskContext| {
+        let spec = match &spans {
+            Some(spans) => Arc::new(CommandSpec {
+                env: crate::telemetry::command_env(Some(spans), &ctx.key),
+                ..(*spec).clone()
+            }),
+            None => spec.clone(),
+        };
+        process::run(spec, ctx, console.clone())
+    };
     let result = engine.run_node(&desc, compute, &cancel).await;
     status.finish();
     conclude(result, &key, &cancel).map_err(|mut error| {
