@@ -116,14 +116,14 @@ impl WorkerObserver for WorkerTelemetry {
     }
 }
 
-/// Records the depth of every queue (`stint.queue.depth`, by queue and state: ready,
-/// scheduled, running) every `every`, until dropped.
+/// Records the depth of `queues` (`stint.queue.depth`, by queue and state: ready, scheduled,
+/// running) every `every`, until dropped.
 #[derive(Debug)]
 pub struct QueueDepth(tokio::task::JoinHandle<()>);
 
 impl QueueDepth {
     /// Starts sampling `history` on the current Tokio runtime.
-    pub fn start(history: Arc<dyn QueueHistory>, every: Duration) -> Self {
+    pub fn start(history: Arc<dyn QueueHistory>, queues: Vec<String>, every: Duration) -> Self {
         let gauge: Gauge<u64> = opentelemetry::global::meter("stint")
             .u64_gauge("stint.queue.depth")
             .with_description("Tasks in a queue, by state (ready, scheduled, running)")
@@ -136,7 +136,7 @@ impl QueueDepth {
                 let Ok(stats) = history.queue_stats(now_ms()).await else {
                     continue;
                 };
-                for queue in stats {
+                for queue in stats.into_iter().filter(|q| queues.contains(&q.queue)) {
                     for (state, depth) in [
                         ("ready", queue.ready),
                         ("scheduled", queue.scheduled),

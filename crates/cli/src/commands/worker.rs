@@ -56,7 +56,8 @@ async fn run_worker(
     let store: Arc<dyn Store> = any.clone();
     let queue: Arc<dyn QueueStore> = any;
     let _metrics = serve_metrics(exporting, args.metrics_addr, quiet).await?;
-    let _depth = exporting.map(|_| QueueDepth::start(queue.clone(), QUEUE_DEPTH_EVERY));
+    let _depth =
+        exporting.map(|_| QueueDepth::start(queue.clone(), args.queues.clone(), QUEUE_DEPTH_EVERY));
     let spans = exporting.and_then(|e| e.spans.clone());
     let observer: Arc<dyn Observer> = match &spans {
         Some(spans) => spans.clone(),
