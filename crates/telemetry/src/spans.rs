@@ -98,6 +98,10 @@ impl SpanObserver {
             set_end(&mut span, state, error);
             span.end();
         }
+        // Only a failed node is run again (a retry, or a worker's next claim) and links back.
+        if state != AttemptState::Failed {
+            spans.previous.remove(key);
+        }
     }
 
     /// The context a command of attempt `key` is handed (its attempt span's).

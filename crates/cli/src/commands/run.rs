@@ -4,11 +4,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use stint_domain::{AttemptState, NodeKey, RetryPolicy};
+use stint_domain::{AttemptKey, AttemptState, NodeKey, RetryPolicy};
 use stint_engine::{
     CancellationToken, Engine, EngineError, EngineOptions, NodeOutcome, Ports, TaskContext,
 };
 use stint_ports::{AttemptFilter, Store};
+use stint_telemetry::SpanObserver;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::args::RunArgs;
@@ -69,15 +70,7 @@ async fn run_node(
             crate::output::note(&format!("marked {abandoned} failed (ATTEMPT_ABANDONED)"));
         }
     }
-    if !args.force
-        && let Some(output) = finished_output(store.as_ref(), &key).await?
-    {
-        if mode != Mode::Quiet {
-            crate::output::note(&format!(
-                "{key} already finished; printing its stored output (--force runs it again)"
-            ));
-        }
-        crate::print_stdout(&output.to_string());
+    if printed_stored_output(store.as_ref(), &key, args.force, mode).await? {
         return Ok(exit::SUCCESS);
     }
     let max_attempts = planned_attempts(store.as_ref(), &key, &desc.retry).await?;
@@ -103,13 +96,7 @@ async fn run_node(
     let console: Arc<dyn Console> = status.clone();
     let spans = exporting.and_then(|e| e.spans.clone());
     let compute = move |ctx: TaskContext| {
-        let spec = match &spans {
-            Some(spans) => Arc::new(CommandSpec {
-                env: crate::telemetry::command_env(Some(spans), &ctx.key),
-                ..(*spec).clone()
-            }),
-            None => spec.clone(),
-        };
+        let spec = for_attempt(&spec, spans.as_deref(), &ctx.key);
         process::run(spec, ctx, console.clone())
     };
     let result = engine.run_node(&desc, compute, &cancel).await;
@@ -126,6 +113,45 @@ async fn run_node(
         }
         error
     })
+}
+
+/// The command of one attempt: `spec`, handed the attempt span's trace context when spans are
+/// exported.
+fn for_attempt(
+    spec: &Arc<CommandSpec>,
+    spans: Option<&SpanObserver>,
+    key: &AttemptKey,
+) -> Arc<CommandSpec> {
+    match spans {
+        Some(spans) => Arc::new(CommandSpec {
+            env: crate::telemetry::command_env(Some(spans), key),
+            ..(**spec).clone()
+        }),
+        None => spec.clone(),
+    }
+}
+
+/// Prints the stored output of `key` when the node already finished (and `force` is not set);
+/// whether it did.
+async fn printed_stored_output(
+    store: &dyn Store,
+    key: &NodeKey,
+    force: bool,
+    mode: Mode,
+) -> Result<bool, CliError> {
+    if force {
+        return Ok(false);
+    }
+    let Some(output) = finished_output(store, key).await? else {
+        return Ok(false);
+    };
+    if mode != Mode::Quiet {
+        crate::output::note(&format!(
+            "{key} already finished; printing its stored output (--force runs it again)"
+        ));
+    }
+    crate::print_stdout(&output.to_string());
+    Ok(true)
 }
 
 /// The stored output of `key` when the node already finished.
