@@ -256,3 +256,112 @@ fn record_ids_in_log_span(context: &SpanContext) {
     current.record("trace_id", tracing::field::display(context.trace_id()));
     current.record("span_id", tracing::field::display(context.span_id()));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+
+    const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    fn observer() -> (SpanObserver, InMemorySpanExporter, SdkTracerProvider) {
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let parent = TraceParent {
+            traceparent: PARENT.to_owned(),
+            tracestate: None,
+        };
+        let spans = SpanObserver::new(provider.tracer("test"), Some(parent), None);
+        (spans, exporter, provider)
+    }
+
+    fn ended(key: &AttemptKey, state: AttemptState, error: Option<TaskError>) -> AttemptOutcome {
+        AttemptOutcome {
+            key: key.clone(),
+            state,
+            output: None,
+            error,
+            retry: None,
+            started_at_ms: 0,
+            finished_at_ms: 1,
+        }
+    }
+
+    #[test]
+    fn a_retry_is_a_second_child_that_links_to_the_first() {
+        let (spans, exporter, _provider) = observer();
+        let desc = TaskDescriptor::new(NodeKey::new("r", "n", 0).expect("key"));
+        spans.node_started(&desc);
+        let first = desc.key.attempt(1);
+        spans.attempt_started(&first, None);
+        let handed = spans
+            .traceparent(&first)
+            .expect("an open attempt has a context");
+        spans.heartbeat(&first, None);
+        spans.attempt_ended(&ended(
+            &first,
+            AttemptState::Failed,
+            Some(TaskError::task_failed("x")),
+        ));
+        assert_eq!(
+            spans.traceparent(&first),
+            None,
+            "an ended attempt hands out nothing"
+        );
+        let second = desc.key.attempt(2);
+        spans.attempt_started(&second, None);
+        spans.attempt_ended(&ended(&second, AttemptState::Finished, None));
+        spans.end_node(&desc.key, AttemptState::Finished, None);
+
+        let finished = exporter.get_finished_spans().expect("spans");
+        let by_name = |name: &str| {
+            finished
+                .iter()
+                .filter(|s| s.name == name)
+                .collect::<Vec<_>>()
+        };
+        let node = by_name("stint.node")[0];
+        assert_eq!(node.parent_span_id.to_string(), "00f067aa0ba902b7");
+        let attempts = by_name("stint.attempt");
+        assert_eq!(attempts.len(), 2);
+        assert!(
+            attempts
+                .iter()
+                .all(|a| a.parent_span_id == node.span_context.span_id())
+        );
+        assert_eq!(
+            handed.traceparent,
+            format!(
+                "00-{}-{}-01",
+                attempts[0].span_context.trace_id(),
+                attempts[0].span_context.span_id()
+            )
+        );
+        assert_eq!(attempts[0].events.len(), 1, "the heartbeat");
+        assert!(attempts[0].links.is_empty());
+        assert_eq!(
+            attempts[1].links.links[0].span_context.span_id(),
+            attempts[0].span_context.span_id()
+        );
+    }
+
+    #[test]
+    fn ending_a_node_ends_an_attempt_whose_end_was_not_recorded() {
+        let (spans, exporter, _provider) = observer();
+        let key = NodeKey::new("r", "n", 0).expect("key");
+        spans.start_node(&key, None, Some("q"));
+        spans.attempt_started(&key.attempt(1), None);
+        let error = TaskError::task_failed("lost");
+        spans.end_node(&key, AttemptState::Failed, Some(&error));
+        let finished = exporter.get_finished_spans().expect("spans");
+        assert_eq!(finished.len(), 2, "{finished:#?}");
+        assert!(
+            finished
+                .iter()
+                .all(|s| matches!(s.status, Status::Error { .. }))
+        );
+    }
+}
