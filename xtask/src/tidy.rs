@@ -16,6 +16,7 @@ const LIBRARY_CRATES: &[&str] = &[
     "crates/adapters-memory",
     "crates/adapters-sqlite",
     "crates/adapters-postgres",
+    "crates/telemetry",
 ];
 const PRINT_MACROS: &[&str] = &["println!", "eprintln!", "print!", "eprint!", "dbg!"];
 /// Async runtimes, clock crates and network clients: none may reach `stint-domain` (nor may

@@ -53,6 +53,12 @@ Environment:
   RUST_LOG   turns on tracing logs on stderr (e.g. RUST_LOG=stint_engine=debug,stint_cli=debug),
              coloured only when stderr is a terminal
   NO_COLOR   no colour in the status line or the logs
+  OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_PROTOCOL (http/protobuf or grpc),
+  OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_SDK_DISABLED
+             OTLP export of spans and metrics from `run` and `worker` (see --otlp-endpoint)
+  TRACEPARENT, TRACESTATE
+             W3C trace context: the parent of `run`'s spans, stored with a task by `submit`;
+             a command run by stint gets its attempt span's in the same variables
 
 Examples:
   stint run --run-id nightly --node-id build -- sh -c 'echo {} >&3; make >&2; echo 42'
@@ -88,9 +94,35 @@ pub struct Cli {
     #[arg(long, short, global = true)]
     pub quiet: bool,
 
+    /// The format of the tracing logs `RUST_LOG` turns on: `human` (one readable line each), or
+    /// `json` (one JSON object per line, with the trace and span ids of the node and attempt
+    /// spans when spans are exported).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, value_name = "FORMAT")]
+    pub log_format: LogFormat,
+
     /// The command to run.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The format of stint's tracing logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per event.
+    Human,
+    /// One JSON object per line (tracing-subscriber's JSON format).
+    Json,
+}
+
+/// Where spans and metrics go: shared by `stint run` and `stint worker`.
+#[derive(Debug, Clone, Args)]
+pub struct TelemetryArgs {
+    /// Send spans and metrics over OTLP to the collector at URL (e.g. http://127.0.0.1:4318;
+    /// with OTEL_EXPORTER_OTLP_PROTOCOL=grpc, http://127.0.0.1:4317). It wins over
+    /// OTEL_EXPORTER_OTLP_ENDPOINT; OTEL_SDK_DISABLED=true turns export off. Without either,
+    /// nothing is exported and nothing is built for it.
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// The commands of `stint`.
@@ -298,6 +330,9 @@ pub struct RunArgs {
     /// Run even if the node already finished (a new attempt; the old output is replaced).
     #[arg(long)]
     pub force: bool,
+    /// OTLP export.
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
     /// The command and its arguments.
     #[arg(required = true, last = true, value_name = "COMMAND")]
     pub command: Vec<String>,

@@ -20,6 +20,7 @@ mod status;
 mod stdout;
 mod store;
 pub mod task_spec;
+mod telemetry;
 mod usage;
 mod vcs;
 
@@ -63,7 +64,7 @@ where
         Ok(cli) => cli,
         Err(error) => return usage_error(&error, &argv),
     };
-    init_tracing();
+    init_tracing(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -112,19 +113,28 @@ fn usage_error(error: &clap::Error, argv: &[std::ffi::OsString]) -> ExitCode {
     }
 }
 
-/// `RUST_LOG` turns on tracing logs on stderr; without it stint logs nothing. They are coloured
-/// only on a terminal, and never with `NO_COLOR`.
-fn init_tracing() {
+/// `RUST_LOG` turns on tracing logs on stderr; without it stint logs nothing. Human lines are
+/// coloured only on a terminal, and never with `NO_COLOR`. JSON lines carry the current span's
+/// fields, among them the node's or attempt's `trace_id` and `span_id` when spans are exported.
+fn init_tracing(format: args::LogFormat) {
     use std::io::IsTerminal as _;
     let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG") else {
         return;
     };
-    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let _ = tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(colour)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        args::LogFormat::Human => {
+            let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            logs.with_ansi(colour).try_init()
+        }
+        args::LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 /// Writes `text` and a newline to stdout, ignoring failures (`stint run`'s output; the reading

@@ -65,6 +65,30 @@ pub struct CommandSpec {
     pub lease_ms: u64,
     /// Time between SIGTERM and SIGKILL on cancel or timeout.
     pub grace_ms: u64,
+    /// The submitter's W3C trace context (its `TRACEPARENT`): the worker's spans of the task
+    /// continue that trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_context: Option<TraceContext>,
+}
+
+/// A W3C trace context, as its two headers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TraceContext {
+    /// `00-<trace id>-<parent span id>-<flags>`.
+    pub traceparent: String,
+    /// Vendor entries, when there are any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<String>,
+}
+
+impl TraceContext {
+    /// The valid context in `TRACEPARENT` (and `TRACESTATE`), if any.
+    pub fn from_env() -> Option<Self> {
+        stint_telemetry::TraceParent::from_env().map(|parent| Self {
+            traceparent: parent.traceparent,
+            tracestate: parent.tracestate,
+        })
+    }
 }
 
 impl CommandSpec {
@@ -96,6 +120,7 @@ impl CommandSpec {
             output_table: options.output_table.clone(),
             lease_ms: millis(options.lease),
             grace_ms: millis(options.grace),
+            trace_context: None,
         })
     }
 

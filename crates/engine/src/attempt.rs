@@ -86,7 +86,12 @@ impl Engine {
         Fut: Future<Output = Result<Value, TaskFailure>> + Send,
     {
         let running = self.begin(desc).await?;
-        let span = tracing::info_span!("attempt", attempt = %running.owned.key);
+        let span = tracing::info_span!(
+            "attempt",
+            attempt = %running.owned.key,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty
+        );
         let ended = self
             .drive(desc, validator, &running, compute, cancel)
             .instrument(span)

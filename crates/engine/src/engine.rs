@@ -99,10 +99,19 @@ impl Engine {
     {
         check_descriptor(desc)?;
         let validator = OutputValidator::compile(desc.output_schema.as_ref())?;
-        let span = tracing::info_span!("node", node = %desc.key);
-        self.node_loop(desc, &validator, compute, cancel)
-            .instrument(span)
-            .await
+        // `trace_id` and `span_id` are filled in by an observer that exports spans.
+        let span = tracing::info_span!(
+            "node",
+            node = %desc.key,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty
+        );
+        let ended = self
+            .node_loop(desc, &validator, compute, cancel)
+            .instrument(span.clone())
+            .await;
+        span.in_scope(|| self.options.observer.node_ended(desc, ended.as_ref()));
+        ended
     }
 
     async fn node_loop<F, Fut>(
@@ -117,6 +126,7 @@ impl Engine {
         Fut: Future<Output = Result<Value, TaskFailure>> + Send,
     {
         let started_at_ms = self.ports.clock.now_ms();
+        self.options.observer.node_started(desc);
         let mut attempts: Vec<AttemptOutcome> = Vec::new();
         let outcome = loop {
             let attempt = self.attempt(desc, validator, &compute, cancel).await?;

@@ -6,16 +6,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use stint_domain::AttemptKey;
+use stint_domain::{AttemptKey, TaskDescriptor};
 use stint_ports::StoreError;
 
-use crate::outcome::AttemptOutcome;
+use crate::error::EngineError;
+use crate::outcome::{AttemptOutcome, NodeOutcome};
 
 /// Hooks for progress displays; every method has an empty default.
 ///
 /// Called synchronously from the engine: keep them short and never block.
 pub trait Observer: Send + Sync {
-    /// An attempt began; `checkpoint` is what it was handed.
+    /// [`Engine::run_node`](crate::Engine::run_node) began `desc`, before its first attempt.
+    /// Called inside the node's `tracing` span.
+    fn node_started(&self, _desc: &TaskDescriptor) {}
+    /// [`Engine::run_node`](crate::Engine::run_node) ended `desc`: with its outcome, or with
+    /// the error that stopped it (its last attempt's end was then not recorded).
+    fn node_ended(&self, _desc: &TaskDescriptor, _outcome: Result<&NodeOutcome, &EngineError>) {}
+    /// An attempt began; `checkpoint` is what it was handed. Called inside the attempt's
+    /// `tracing` span, before the compute starts.
     fn attempt_started(&self, _key: &AttemptKey, _checkpoint: Option<&Value>) {}
     /// A heartbeat was written (after coalescing); `payload` is `None` for a bare ping.
     fn heartbeat(&self, _key: &AttemptKey, _payload: Option<&Value>) {}

@@ -232,6 +232,15 @@ fn split_offset(text: &str) -> Option<(&str, i64)> {
     Some((base, sign * (hours * 3600 + minutes * 60)))
 }
 
+/// `HOST:PORT`, or a bare port on loopback.
+fn parse_metrics_addr(text: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    text.parse()
+        .map_err(|_| format!("expected HOST:PORT such as 127.0.0.1:9464, or a port, not {text:?}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,4 +304,13 @@ pub struct WorkerArgs {
     /// How often an idle worker looks for ready tasks.
     #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "100ms")]
     pub poll: Duration,
+    /// Serve the worker's metrics (the engine's, plus queue depth, claim latency and running
+    /// tasks per queue) in the Prometheus text format on http://ADDR/metrics. A bare port
+    /// (9464) listens on loopback (127.0.0.1:9464); name another address (0.0.0.0:9464) only
+    /// when the port is meant to be reachable from other hosts.
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// OTLP export.
+    #[command(flatten)]
+    pub telemetry: super::TelemetryArgs,
 }

@@ -4,9 +4,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use stint_domain::{AttemptState, NodeKey, RetryPolicy};
-use stint_engine::{CancellationToken, Engine, EngineError, EngineOptions, NodeOutcome, Ports};
+use stint_domain::{AttemptKey, AttemptState, NodeKey, RetryPolicy};
+use stint_engine::{
+    CancellationToken, Engine, EngineError, EngineOptions, NodeOutcome, Ports, TaskContext,
+};
 use stint_ports::{AttemptFilter, Store};
+use stint_telemetry::SpanObserver;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::args::RunArgs;
@@ -14,14 +17,31 @@ use crate::exit::{self, CliError};
 use crate::process::{self, CommandSpec, Console};
 use crate::signals::{self, Request};
 use crate::status::{Mode, Status};
+use crate::telemetry::Exporting;
 use crate::vcs::JjOrGit;
 
 /// Extra time the engine waits for the command after the grace period: the runner needs a
 /// moment after SIGKILL to reap the group before the engine writes the terminal state.
 const GRACE_MARGIN: Duration = Duration::from_secs(2);
 
-/// Runs `args` against the store at `db`.
+/// Runs `args` against the store at `db`, exporting spans and metrics when asked to (flushed
+/// before it returns, within the telemetry's bound).
 pub(super) async fn run(db: &str, quiet: bool, args: RunArgs) -> Result<u8, CliError> {
+    let exporting = Exporting::start(&args.telemetry, None)?;
+    let result = run_node(db, quiet, args, exporting.as_ref()).await;
+    if let Some(exporting) = exporting {
+        exporting.finish();
+    }
+    result
+}
+
+/// Runs the node `args` names.
+async fn run_node(
+    db: &str,
+    quiet: bool,
+    args: RunArgs,
+    exporting: Option<&Exporting>,
+) -> Result<u8, CliError> {
     let generated = args.run_id.is_none();
     let run_id = args
         .run_id
@@ -50,15 +70,7 @@ pub(super) async fn run(db: &str, quiet: bool, args: RunArgs) -> Result<u8, CliE
             crate::output::note(&format!("marked {abandoned} failed (ATTEMPT_ABANDONED)"));
         }
     }
-    if !args.force
-        && let Some(output) = finished_output(store.as_ref(), &key).await?
-    {
-        if mode != Mode::Quiet {
-            crate::output::note(&format!(
-                "{key} already finished; printing its stored output (--force runs it again)"
-            ));
-        }
-        crate::print_stdout(&output.to_string());
+    if printed_stored_output(store.as_ref(), &key, args.force, mode).await? {
         return Ok(exit::SUCCESS);
     }
     let max_attempts = planned_attempts(store.as_ref(), &key, &desc.retry).await?;
@@ -66,7 +78,7 @@ pub(super) async fn run(db: &str, quiet: bool, args: RunArgs) -> Result<u8, CliE
     let options = EngineOptions {
         working_dir: std::env::current_dir().ok(),
         cancel_grace: args.options.grace + GRACE_MARGIN,
-        observer: status.clone(),
+        observer: exporting.map_or_else(|| status.clone() as _, |e| e.observer(status.clone())),
         ..EngineOptions::default()
     };
     let engine = Engine::with_options(engine_ports, options);
@@ -79,9 +91,14 @@ pub(super) async fn run(db: &str, quiet: bool, args: RunArgs) -> Result<u8, CliE
         output: args.options.output,
         output_required: args.options.output_schema.is_some(),
         dir: None,
+        env: Vec::new(),
     });
     let console: Arc<dyn Console> = status.clone();
-    let compute = move |ctx| process::run(spec.clone(), ctx, console.clone());
+    let spans = exporting.and_then(|e| e.spans.clone());
+    let compute = move |ctx: TaskContext| {
+        let spec = for_attempt(&spec, spans.as_deref(), &ctx.key);
+        process::run(spec, ctx, console.clone())
+    };
     let result = engine.run_node(&desc, compute, &cancel).await;
     status.finish();
     conclude(result, &key, &cancel).map_err(|mut error| {
@@ -96,6 +113,45 @@ pub(super) async fn run(db: &str, quiet: bool, args: RunArgs) -> Result<u8, CliE
         }
         error
     })
+}
+
+/// The command of one attempt: `spec`, handed the attempt span's trace context when spans are
+/// exported.
+fn for_attempt(
+    spec: &Arc<CommandSpec>,
+    spans: Option<&SpanObserver>,
+    key: &AttemptKey,
+) -> Arc<CommandSpec> {
+    match spans {
+        Some(spans) => Arc::new(CommandSpec {
+            env: crate::telemetry::command_env(Some(spans), key),
+            ..(**spec).clone()
+        }),
+        None => spec.clone(),
+    }
+}
+
+/// Prints the stored output of `key` when the node already finished (and `force` is not set);
+/// whether it did.
+async fn printed_stored_output(
+    store: &dyn Store,
+    key: &NodeKey,
+    force: bool,
+    mode: Mode,
+) -> Result<bool, CliError> {
+    if force {
+        return Ok(false);
+    }
+    let Some(output) = finished_output(store, key).await? else {
+        return Ok(false);
+    };
+    if mode != Mode::Quiet {
+        crate::output::note(&format!(
+            "{key} already finished; printing its stored output (--force runs it again)"
+        ));
+    }
+    crate::print_stdout(&output.to_string());
+    Ok(true)
 }
 
 /// The stored output of `key` when the node already finished.

@@ -9,7 +9,7 @@ use stint_ports::{Enqueued, NewTask};
 
 use crate::args::{RunOptions, SubmitArgs, parse_duration, parse_time};
 use crate::exit::{self, CliError};
-use crate::task_spec::{CommandSpec, millis};
+use crate::task_spec::{CommandSpec, TraceContext, millis};
 
 /// What one task is, before it becomes a [`NewTask`]: the flags of `submit`, or one batch line
 /// over them.
@@ -98,8 +98,9 @@ fn new_task(
     let node_id = fields.node_id.unwrap_or_else(new_node_id);
     let key = NodeKey::new(run_id.clone(), node_id.clone(), 0)
         .map_err(|error| CliError::invalid_input(error.to_string()))?;
-    let spec = CommandSpec::from_options(options, fields.command, dir.map(str::to_owned))?;
+    let mut spec = CommandSpec::from_options(options, fields.command, dir.map(str::to_owned))?;
     spec.descriptor(key)?;
+    spec.trace_context = TraceContext::from_env();
     let spec = serde_json::to_value(&spec)
         .map_err(|error| CliError::internal(format!("cannot write the task's spec: {error}")))?;
     Ok(NewTask {

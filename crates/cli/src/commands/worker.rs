@@ -1,6 +1,7 @@
 //! `stint worker`: claims queued command tasks and runs each as `stint run` would, through the
 //! `stint-worker` crate.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,8 +9,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 use stint_domain::{AttemptKey, NodeKey, TaskDescriptor, TaskId};
-use stint_engine::{Engine, EngineError, EngineOptions, Ports, TaskContext, TaskFailure};
+use stint_engine::{
+    Engine, EngineError, EngineOptions, NoopObserver, Observer, Ports, TaskContext, TaskFailure,
+};
 use stint_ports::{ClaimedTask, QueueStore, Store, StoreError, TaskEnd};
+use stint_telemetry::{MetricsServer, QueueDepth, SpanObserver, WorkerObservers, WorkerTelemetry};
 use stint_worker::{
     Handler, Recovery, Shutdown, Worker, WorkerError, WorkerObserver, WorkerOptions, WorkerReport,
 };
@@ -20,23 +24,51 @@ use crate::exit::{self, CliError};
 use crate::process::{self, Console};
 use crate::signals::{self, Request};
 use crate::task_spec::CommandSpec;
+use crate::telemetry::Exporting;
 use crate::vcs::JjOrGit;
 
 /// How long the engine waits for a cancelled command: each task's own grace is enforced by the
 /// runner (SIGTERM, then SIGKILL after it), so this only bounds a runner that does not return.
 const CANCEL_LIMIT: Duration = Duration::from_secs(600);
 
+/// How often the queues' depth is sampled for the metrics.
+const QUEUE_DEPTH_EVERY: Duration = Duration::from_secs(5);
+
 /// Runs a worker against the store at `db` until it is stopped (or, with `--exit-when-empty`,
-/// until its queues are empty).
+/// until its queues are empty), exporting spans and metrics when asked to.
 pub(super) async fn worker(db: &str, quiet: bool, args: WorkerArgs) -> Result<u8, CliError> {
+    let exporting = Exporting::start(&args.telemetry, args.metrics_addr)?;
+    let result = run_worker(db, quiet, args, exporting.as_ref()).await;
+    if let Some(exporting) = exporting {
+        exporting.finish();
+    }
+    result
+}
+
+/// The worker loop, with the metrics endpoint and the queue-depth sampler when asked for.
+async fn run_worker(
+    db: &str,
+    quiet: bool,
+    args: WorkerArgs,
+    exporting: Option<&Exporting>,
+) -> Result<u8, CliError> {
     let (any, wakeups) = crate::store::open_worker(db, &args.queues).await?;
     let store: Arc<dyn Store> = any.clone();
     let queue: Arc<dyn QueueStore> = any;
+    let _metrics = serve_metrics(exporting, args.metrics_addr, quiet).await?;
+    let _depth =
+        exporting.map(|_| QueueDepth::start(queue.clone(), args.queues.clone(), QUEUE_DEPTH_EVERY));
+    let spans = exporting.and_then(|e| e.spans.clone());
+    let observer: Arc<dyn Observer> = match &spans {
+        Some(spans) => spans.clone(),
+        None => Arc::new(NoopObserver),
+    };
     let engine = Engine::with_options(
         Ports::new(store.clone(), Arc::new(JjOrGit)),
         EngineOptions {
             working_dir: std::env::current_dir().ok(),
             cancel_grace: CANCEL_LIMIT,
+            observer,
             ..EngineOptions::default()
         },
     );
@@ -51,9 +83,13 @@ pub(super) async fn worker(db: &str, quiet: bool, args: WorkerArgs) -> Result<u8
         ..WorkerOptions::default()
     };
     let progress = Arc::new(Progress { quiet });
-    let tasks = Arc::new(CommandTasks { quiet });
+    let mut observers: Vec<Arc<dyn WorkerObserver>> = vec![progress.clone()];
+    if exporting.is_some() {
+        observers.push(Arc::new(WorkerTelemetry::new(spans.clone())));
+    }
+    let tasks = Arc::new(CommandTasks { quiet, spans });
     let worker = Worker::new(engine, queue, store.clone(), tasks, options)
-        .with_observer(progress.clone())
+        .with_observer(Arc::new(WorkerObservers(observers)))
         .with_recovery(Arc::new(CliRecovery { store, quiet }))
         .with_wakeups(wakeups);
     let shutdown = Shutdown::default();
@@ -68,10 +104,36 @@ pub(super) async fn worker(db: &str, quiet: bool, args: WorkerArgs) -> Result<u8
     }
 }
 
+/// Serves the metrics on `addr` (`--metrics-addr`), saying where unless `quiet`; a port in use
+/// is bad input (exit 2).
+async fn serve_metrics(
+    exporting: Option<&Exporting>,
+    addr: Option<SocketAddr>,
+    quiet: bool,
+) -> Result<Option<MetricsServer>, CliError> {
+    let (Some(addr), Some(prometheus)) = (addr, exporting.and_then(Exporting::prometheus)) else {
+        return Ok(None);
+    };
+    let server = prometheus.serve(addr).await.map_err(|error| {
+        CliError::invalid_input(format!(
+            "cannot serve metrics on {addr} (--metrics-addr): {error}"
+        ))
+    })?;
+    if !quiet {
+        crate::output::note(&format!(
+            "metrics on http://{}/metrics",
+            server.local_addr()
+        ));
+    }
+    Ok(Some(server))
+}
+
 /// Runs command tasks: the spec `stint submit` stored, as `stint run` runs a command.
 #[derive(Debug)]
 struct CommandTasks {
     quiet: bool,
+    /// The attempt spans, whose context each command is handed.
+    spans: Option<Arc<SpanObserver>>,
 }
 
 /// The command spec of `task`; anything else is not a task this worker can run.
@@ -98,6 +160,7 @@ impl Handler for CommandTasks {
             output: spec.output,
             dir: spec.dir.map(PathBuf::from),
             argv: spec.command,
+            env: crate::telemetry::command_env(self.spans.as_deref(), &ctx.key),
         });
         let console: Arc<dyn Console> = Arc::new(TaskConsole {
             task: task.task.id,

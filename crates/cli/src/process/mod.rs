@@ -70,6 +70,8 @@ pub(crate) struct CommandSpec {
     /// The folder to run it in; stint's own when `None` (a worker runs a task where it was
     /// submitted).
     pub dir: Option<PathBuf>,
+    /// More variables for the command (its attempt span's `TRACEPARENT`, say).
+    pub env: Vec<(String, String)>,
 }
 
 /// The three readers of one attempt's pipes; each ends on its own.
@@ -108,6 +110,7 @@ pub(crate) async fn run(
         checkpoint: ctx.checkpoint.as_ref().map(Value::to_string),
         output_file: output_file.as_ref().map(|file| file.path().to_owned()),
         dir: spec.dir.clone(),
+        extra: spec.env.clone(),
     };
     let Spawned { mut child, pipes } =
         spawn::spawn(&spec.argv, &env).map_err(|error| cannot_start(&spec.argv, &error))?;

@@ -39,6 +39,8 @@ pub(super) struct AttemptEnv {
     pub output_file: Option<PathBuf>,
     /// The folder to run in; stint's own when `None`.
     pub dir: Option<PathBuf>,
+    /// More variables, set last.
+    pub extra: Vec<(String, String)>,
 }
 
 /// A spawned command with the read ends of its pipes.
@@ -95,6 +97,7 @@ pub(super) fn spawn(argv: &[String], env: &AttemptEnv) -> std::io::Result<Spawne
         Some(path) => command.env("STINT_OUTPUT", path),
         None => command.env_remove("STINT_OUTPUT"),
     };
+    command.envs(env.extra.iter().map(|(name, value)| (name, value)));
     // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
     // functions (setsid, dup2, fcntl, close_range, prctl, getppid) on integers; it allocates
     // nothing and takes no lock.
