@@ -8,8 +8,7 @@
 use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::Row;
-use sqlx::query::Query;
-use sqlx::sqlite::{SqliteArguments, SqlitePool};
+use sqlx::sqlite::SqlitePool;
 use sqlx::{Sqlite, SqliteConnection, Transaction};
 use stint_domain::{
     AttemptKey, AttemptRecord, AttemptState, Event, EventKind, NodeKey, ProcessPlace, TaskError,
@@ -21,22 +20,13 @@ use stint_ports::{
 
 use crate::SqliteStore;
 use crate::error::{map, to_i64, to_json, to_u32};
-
-type SqliteQuery<'a> = Query<'a, Sqlite, SqliteArguments>;
+use crate::query::{SqliteQuery, bind_node};
 
 /// Opens a write transaction on `pool`.
 pub(crate) async fn begin_immediate(
     pool: &SqlitePool,
 ) -> Result<Transaction<'static, Sqlite>, StoreError> {
     pool.begin_with("BEGIN IMMEDIATE").await.map_err(map)
-}
-
-/// Binds the three columns of a node key, in key order.
-fn bind_node<'a>(query: SqliteQuery<'a>, node: &NodeKey) -> SqliteQuery<'a> {
-    query
-        .bind(node.run_id().to_owned())
-        .bind(node.node_id().to_owned())
-        .bind(node.iteration())
 }
 
 /// Binds the four columns of an attempt key, in key order.
