@@ -11,6 +11,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::args::RunArgs;
 use crate::exit::{self, CliError};
+use crate::output::Notes;
 use crate::process::{self, CommandSpec, Console};
 use crate::signals::{self, Request};
 use crate::status::{Mode, Status};
@@ -38,26 +39,19 @@ pub(super) async fn run(db: &str, quiet: bool, args: RunArgs) -> Result<u8, CliE
     let store = crate::store::open(db).await?;
     let engine_ports = Ports::new(store.clone(), Arc::new(JjOrGit));
     let mode = Mode::detect(quiet);
-    let note = |text: &str| {
-        if mode != Mode::Quiet {
-            crate::output::note(text);
-        }
-    };
+    let notes = Notes { quiet };
+    let recover_engine = Engine::new(engine_ports.clone());
     let recovered =
-        crate::recovery::recover(&store, &Engine::new(engine_ports.clone()), &note).await?;
+        crate::recovery::recover(&store, &recover_engine, &|text| notes.note(text)).await?;
     for abandoned in &recovered {
-        if mode != Mode::Quiet {
-            crate::output::note(&format!("marked {abandoned} failed (ATTEMPT_ABANDONED)"));
-        }
+        notes.note(&format!("marked {abandoned} failed (ATTEMPT_ABANDONED)"));
     }
     if !args.force
         && let Some(output) = finished_output(store.as_ref(), &key).await?
     {
-        if mode != Mode::Quiet {
-            crate::output::note(&format!(
-                "{key} already finished; printing its stored output (--force runs it again)"
-            ));
-        }
+        notes.note(&format!(
+            "{key} already finished; printing its stored output (--force runs it again)"
+        ));
         crate::print_stdout(&output.to_string());
         return Ok(exit::SUCCESS);
     }

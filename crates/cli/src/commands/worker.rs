@@ -17,6 +17,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::args::WorkerArgs;
 use crate::exit::{self, CliError};
+use crate::output::Notes;
 use crate::process::{self, Console};
 use crate::signals::{self, Request};
 use crate::task_spec::CommandSpec;
@@ -50,11 +51,12 @@ pub(super) async fn worker(db: &str, quiet: bool, args: WorkerArgs) -> Result<u8
         exit_when_empty: args.exit_when_empty,
         ..WorkerOptions::default()
     };
-    let progress = Arc::new(Progress { quiet });
-    let tasks = Arc::new(CommandTasks { quiet });
+    let notes = Notes { quiet };
+    let progress = Arc::new(Progress { notes });
+    let tasks = Arc::new(CommandTasks { notes });
     let worker = Worker::new(engine, queue, store.clone(), tasks, options)
         .with_observer(progress.clone())
-        .with_recovery(Arc::new(CliRecovery { store, quiet }));
+        .with_recovery(Arc::new(CliRecovery { store, notes }));
     let shutdown = Shutdown::default();
     let _signals = watch_signals(shutdown.clone(), args.drain_timeout)?;
     match worker.run(shutdown).await {
@@ -70,7 +72,7 @@ pub(super) async fn worker(db: &str, quiet: bool, args: WorkerArgs) -> Result<u8
 /// Runs command tasks: the spec `stint submit` stored, as `stint run` runs a command.
 #[derive(Debug)]
 struct CommandTasks {
-    quiet: bool,
+    notes: Notes,
 }
 
 /// The command spec of `task`; anything else is not a task this worker can run.
@@ -100,7 +102,7 @@ impl Handler for CommandTasks {
         });
         let console: Arc<dyn Console> = Arc::new(TaskConsole {
             task: task.task.id,
-            quiet: self.quiet,
+            notes: self.notes,
         });
         process::run(command, ctx, console).await
     }
@@ -110,7 +112,7 @@ impl Handler for CommandTasks {
 /// stint's own lines naming the task.
 struct TaskConsole {
     task: TaskId,
-    quiet: bool,
+    notes: Notes,
 }
 
 impl Console for TaskConsole {
@@ -123,9 +125,7 @@ impl Console for TaskConsole {
     }
 
     fn note(&self, text: &str) {
-        if !self.quiet {
-            crate::output::note(&format!("{}: {text}", self.task));
-        }
+        self.notes.note(&format!("{}: {text}", self.task));
     }
 }
 
@@ -134,19 +134,14 @@ impl Console for TaskConsole {
 #[derive(Debug)]
 struct CliRecovery {
     store: Arc<dyn Store>,
-    quiet: bool,
+    notes: Notes,
 }
 
 #[async_trait]
 impl Recovery for CliRecovery {
     async fn recover(&self, engine: &Engine) -> Result<Vec<AttemptKey>, EngineError> {
-        let quiet = self.quiet;
-        let note = move |text: &str| {
-            if !quiet {
-                crate::output::note(text);
-            }
-        };
-        crate::recovery::recover(&self.store, engine, &note)
+        let notes = self.notes;
+        crate::recovery::recover(&self.store, engine, &|text| notes.note(text))
             .await
             .map_err(|error| EngineError::Store(StoreError::unavailable(error.message)))
     }
@@ -155,18 +150,12 @@ impl Recovery for CliRecovery {
 /// The worker's progress on stderr, one line per event (none with `-q`).
 #[derive(Debug)]
 struct Progress {
-    quiet: bool,
+    notes: Notes,
 }
 
 impl Progress {
-    fn say(&self, text: &str) {
-        if !self.quiet {
-            crate::output::note(text);
-        }
-    }
-
     fn report(&self, report: &WorkerReport) {
-        self.say(&format!(
+        self.notes.note(&format!(
             "worker stopped: {} finished, {} failed, {} cancelled, {} retried later, {} put back, \
              {} swept",
             report.finished,
@@ -182,7 +171,7 @@ impl Progress {
 impl WorkerObserver for Progress {
     fn claimed(&self, task: &ClaimedTask) {
         let task = &task.task;
-        self.say(&format!(
+        self.notes.note(&format!(
             "{} ({}/{}) started",
             task.id, task.run_id, task.node_id
         ));
@@ -196,22 +185,23 @@ impl WorkerObserver for Progress {
             TaskEnd::Retry { error, .. } => format!("failed, retried later: {}", error_line(error)),
             TaskEnd::Release => "put back in the queue".to_owned(),
         };
-        self.say(&format!("{task} {how}"));
+        self.notes.note(&format!("{task} {how}"));
     }
 
     fn dropped(&self, task: TaskId, error: &EngineError) {
-        self.say(&format!(
+        self.notes.note(&format!(
             "{task}: nothing recorded ({error}); left to the sweep"
         ));
     }
 
     fn draining(&self, running: usize) {
-        self.say(&format!("draining: {running} task(s) still running"));
+        self.notes
+            .note(&format!("draining: {running} task(s) still running"));
     }
 
     fn swept(&self, attempts: &[AttemptKey], tasks: &[TaskId]) {
         if !attempts.is_empty() || !tasks.is_empty() {
-            self.say(&format!(
+            self.notes.note(&format!(
                 "swept: {} abandoned attempt(s) marked, {} task(s) back in the queue",
                 attempts.len(),
                 tasks.len()
@@ -220,7 +210,8 @@ impl WorkerObserver for Progress {
     }
 
     fn store_error(&self, during: &str, error: &StoreError) {
-        self.say(&format!("{during}: {error} (trying again)"));
+        self.notes
+            .note(&format!("{during}: {error} (trying again)"));
     }
 }
 
