@@ -168,11 +168,7 @@ pub(crate) fn heartbeat(
 
 /// Every attempt of `node`, in order.
 pub(crate) async fn attempts_of(store: &dyn Store, node: &NodeKey) -> Vec<AttemptRecord> {
-    let filter = AttemptFilter {
-        run_id: node.run_id().to_owned(),
-        node_id: Some(node.node_id().to_owned()),
-        iteration: Some(node.iteration()),
-    };
+    let filter = AttemptFilter::node(node);
     store.list_attempts(&filter).await.expect("list attempts")
 }
 

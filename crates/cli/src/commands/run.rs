@@ -117,11 +117,7 @@ pub(super) async fn earlier_attempts(
     store: &dyn Store,
     key: &NodeKey,
 ) -> Result<(u32, u32), CliError> {
-    let filter = AttemptFilter {
-        run_id: key.run_id().to_owned(),
-        node_id: Some(key.node_id().to_owned()),
-        iteration: Some(key.iteration()),
-    };
+    let filter = AttemptFilter::node(key);
     let earlier = store.list_attempts(&filter).await?;
     let failed = earlier
         .iter()
