@@ -64,7 +64,6 @@ impl std::fmt::Debug for MemoryStore {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
     use stint_domain::{AttemptState, EventKind, EventRecord, NodeKey, TaskError};
     use stint_ports::{
         AttemptEnd, AttemptFilter, AttemptStore, BeginAttempt, EndAttempt, EventPage, HistoryStore,
@@ -79,14 +78,8 @@ mod tests {
 
     fn begin(node: &NodeKey, owner: &str, at: u64) -> BeginAttempt {
         BeginAttempt {
-            node: node.clone(),
-            owner: owner.to_owned(),
-            started_at_ms: at,
-            lease_ms: 30_000,
-            metadata: json!({"prompt": "p"}),
-            working_dir: None,
             label: Some("label".to_owned()),
-            output_table: Some("out".to_owned()),
+            ..BeginAttempt::new(node.clone(), owner, at, 30_000)
         }
     }
 

@@ -22,16 +22,7 @@ use stint_ports::{
 };
 
 fn begin(node: &NodeKey, owner: String, now: u64, lease: u64) -> BeginAttempt {
-    BeginAttempt {
-        node: node.clone(),
-        owner,
-        started_at_ms: now,
-        lease_ms: lease - now,
-        metadata: json!({"prompt": "p"}),
-        working_dir: None,
-        label: Some("label".to_owned()),
-        output_table: Some("out".to_owned()),
-    }
+    BeginAttempt::new(node.clone(), owner, now, lease - now)
 }
 
 async fn eight_connections_racing_500_attempts_number_them_without_gaps() {
