@@ -205,6 +205,17 @@ async fn update_owned(
     Ok(())
 }
 
+/// Runs an owner-conditional update as a write transaction of its own.
+async fn update_owned_alone(
+    pool: &SqlitePool,
+    query: SqliteQuery<'_>,
+    attempt: &OwnedAttempt,
+) -> Result<(), StoreError> {
+    let mut tx = begin_immediate(pool).await?;
+    update_owned(&mut tx, query, attempt).await?;
+    tx.commit().await.map_err(map)
+}
+
 /// `$head` followed by the owner-conditional `WHERE` every later write of an attempt carries.
 /// A macro rather than `format!`, so the SQL stays a `&'static str` with nothing spliced in.
 macro_rules! owned_update {
@@ -247,11 +258,9 @@ pub(crate) async fn renew_lease(
     attempt: &OwnedAttempt,
     lease_expires_at_ms: u64,
 ) -> Result<(), StoreError> {
-    let mut tx = begin_immediate(pool).await?;
     let sql = owned_update!("UPDATE attempts SET lease_expires_at_ms = ?");
     let query = sqlx::query(sql).bind(to_i64(lease_expires_at_ms, "lease expiry")?);
-    update_owned(&mut tx, query, attempt).await?;
-    tx.commit().await.map_err(map)
+    update_owned_alone(pool, query, attempt).await
 }
 
 /// Records where the attempt's process group lives.
@@ -260,11 +269,9 @@ pub(crate) async fn record_process(
     attempt: &OwnedAttempt,
     place: &ProcessPlace,
 ) -> Result<(), StoreError> {
-    let mut tx = begin_immediate(pool).await?;
     let sql = owned_update!("UPDATE attempts SET process = ?");
     let query = sqlx::query(sql).bind(to_json(place, "process place")?);
-    update_owned(&mut tx, query, attempt).await?;
-    tx.commit().await.map_err(map)
+    update_owned_alone(pool, query, attempt).await
 }
 
 /// Writes the terminal state of attempt and node, the output and `events`, in one transaction.
