@@ -32,19 +32,22 @@ async fn repair(store: &SqliteStore) {
         .unwrap();
 }
 
-fn finished() -> AttemptEnd {
-    AttemptEnd::Finished {
+/// The end that finishes the attempt at `at` with an output, appending `done`.
+fn finish(at: u64, done: Event) -> EndAttempt {
+    let end = AttemptEnd::Finished {
         output: json!({"answer": 42}),
         vcs: Some("abc".to_owned()),
+    };
+    EndAttempt {
+        end,
+        finished_at_ms: at,
+        events: vec![done],
     }
 }
 
 async fn assert_in_progress(store: &SqliteStore, events_before: i64) {
     let attempts = store
-        .list_attempts(&AttemptFilter {
-            run_id: "run".to_owned(),
-            ..AttemptFilter::default()
-        })
+        .list_attempts(&AttemptFilter::run("run"))
         .await
         .unwrap();
     assert_eq!(attempts.len(), 1);
@@ -83,28 +86,14 @@ async fn a_fault_in_end_leaves_the_attempt_in_progress() {
     break_event_inserts(&store).await;
     let done = Event::new(&node().attempt(1), 5, EventKind::NodeFinished);
     store
-        .end_attempt(
-            &owned(&node(), 1, "a"),
-            EndAttempt {
-                end: finished(),
-                finished_at_ms: 5,
-                events: vec![done.clone()],
-            },
-        )
+        .end_attempt(&owned(&node(), 1, "a"), finish(5, done.clone()))
         .await
         .expect_err("the NodeFinished insert fails");
     assert_in_progress(&store, events_before).await;
 
     repair(&store).await;
     store
-        .end_attempt(
-            &owned(&node(), 1, "a"),
-            EndAttempt {
-                end: finished(),
-                finished_at_ms: 6,
-                events: vec![done],
-            },
-        )
+        .end_attempt(&owned(&node(), 1, "a"), finish(6, done))
         .await
         .expect("the same end succeeds once the fault is gone");
     assert_eq!(count(&store, "outputs").await, 1);
@@ -159,14 +148,7 @@ async fn dropping_end_mid_transaction_rolls_it_back() {
     let done = Event::new(&node().attempt(1), 5, EventKind::NodeFinished);
     let owner = owned(&node(), 1, "a");
     // Boxed, so that `drop` below drops the future itself (a pinned reference would not).
-    let mut end = Box::pin(store.end_attempt(
-        &owner,
-        EndAttempt {
-            end: finished(),
-            finished_at_ms: 5,
-            events: vec![done.clone()],
-        },
-    ));
+    let mut end = Box::pin(store.end_attempt(&owner, finish(5, done.clone())));
     // Dropped only once the UPDATE has changed the row: a drop before the transaction began
     // would leave the attempt in progress too, and prove nothing.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -194,14 +176,7 @@ async fn dropping_end_mid_transaction_rolls_it_back() {
     assert_in_progress(&store, events_before).await;
 
     store
-        .end_attempt(
-            &owned(&node(), 1, "a"),
-            EndAttempt {
-                end: finished(),
-                finished_at_ms: 6,
-                events: vec![done],
-            },
-        )
+        .end_attempt(&owned(&node(), 1, "a"), finish(6, done))
         .await
         .expect("the owner can still end the attempt");
     let node = store.get_node(&node()).await.unwrap().unwrap();
