@@ -158,10 +158,7 @@ mod tests {
             .end_attempt(&owned, EndAttempt::new(end, 5))
             .await
             .expect("cancel");
-        let filter = AttemptFilter {
-            run_id: "run".to_owned(),
-            ..AttemptFilter::default()
-        };
+        let filter = AttemptFilter::run("run");
         let attempts = store.list_attempts(&filter).await.expect("list");
         assert_eq!(attempts[0].state, AttemptState::Cancelled);
         assert_eq!(attempts[0].retryable, None);

@@ -20,6 +20,14 @@ pub struct AttemptFilter {
 }
 
 impl AttemptFilter {
+    /// Every attempt of `run_id`.
+    pub fn run(run_id: impl Into<String>) -> Self {
+        Self {
+            run_id: run_id.into(),
+            ..Self::default()
+        }
+    }
+
     /// Every attempt of `node`.
     pub fn node(node: &NodeKey) -> Self {
         Self {

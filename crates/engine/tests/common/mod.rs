@@ -245,10 +245,7 @@ pub(crate) async fn events(store: &TestStore) -> Vec<EventRecord> {
 /// Every attempt of run `r`.
 pub(crate) async fn attempts(store: &TestStore) -> Vec<AttemptRecord> {
     store
-        .list_attempts(&AttemptFilter {
-            run_id: "r".to_owned(),
-            ..AttemptFilter::default()
-        })
+        .list_attempts(&AttemptFilter::run("r"))
         .await
         .expect("attempts")
 }
