@@ -64,7 +64,7 @@ impl std::fmt::Debug for MemoryStore {
 
 #[cfg(test)]
 mod tests {
-    use stint_domain::{AttemptState, EventKind, EventRecord, NodeKey, TaskError};
+    use stint_domain::{AttemptState, EventKind, NodeKey, TaskError};
     use stint_ports::{
         AttemptEnd, AttemptFilter, AttemptStore, BeginAttempt, EndAttempt, EventPage, HistoryStore,
         OwnedAttempt, StoreError,
@@ -187,33 +187,12 @@ mod tests {
                 .await
                 .expect("begin");
         }
-        let seqs = |records: Vec<EventRecord>| records.iter().map(|r| r.seq).collect::<Vec<_>>();
-        assert_eq!(
-            seqs(
-                store
-                    .read_events(&EventPage::new("a").limit(10))
-                    .await
-                    .expect("read")
-            ),
-            vec![1, 3]
-        );
-        assert_eq!(
-            seqs(
-                store
-                    .read_events(&EventPage::new("b").limit(10))
-                    .await
-                    .expect("read")
-            ),
-            vec![2, 4]
-        );
-        assert_eq!(
-            seqs(
-                store
-                    .read_events(&EventPage::new("b").after(2).limit(10))
-                    .await
-                    .expect("read")
-            ),
-            vec![4]
-        );
+        let seqs = async |page: EventPage| -> Vec<u64> {
+            let records = store.read_events(&page).await.expect("read");
+            records.iter().map(|r| r.seq).collect()
+        };
+        assert_eq!(seqs(EventPage::new("a").limit(10)).await, vec![1, 3]);
+        assert_eq!(seqs(EventPage::new("b").limit(10)).await, vec![2, 4]);
+        assert_eq!(seqs(EventPage::new("b").after(2).limit(10)).await, vec![4]);
     }
 }
