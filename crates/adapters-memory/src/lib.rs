@@ -83,6 +83,16 @@ mod tests {
         }
     }
 
+    /// A store in which `owner` began an attempt of node `n` at `at`.
+    async fn with_one_attempt(owner: &str, at: u64) -> MemoryStore {
+        let store = MemoryStore::new();
+        store
+            .begin_attempt(begin(&node("n"), owner, at))
+            .await
+            .expect("begin");
+        store
+    }
+
     #[tokio::test]
     async fn a_clone_is_another_handle_on_the_same_data() {
         let first = MemoryStore::new();
@@ -105,12 +115,8 @@ mod tests {
 
     #[tokio::test]
     async fn separate_stores_share_nothing() {
-        let first = MemoryStore::new();
+        let _first = with_one_attempt("a", 10).await;
         let other = MemoryStore::default();
-        first
-            .begin_attempt(begin(&node("n"), "a", 10))
-            .await
-            .expect("begin");
         assert!(other.list_runs().await.expect("runs").is_empty());
         assert!(
             other
@@ -123,11 +129,7 @@ mod tests {
 
     #[tokio::test]
     async fn begin_appends_node_started_at_the_start_time() {
-        let store = MemoryStore::new();
-        store
-            .begin_attempt(begin(&node("n"), "a", 42))
-            .await
-            .expect("begin");
+        let store = with_one_attempt("a", 42).await;
         let events = store
             .read_events(&EventPage::new("run").limit(10))
             .await
@@ -141,12 +143,8 @@ mod tests {
 
     #[tokio::test]
     async fn cancelled_attempt_keeps_its_error_and_no_retryable_flag() {
-        let store = MemoryStore::new();
+        let store = with_one_attempt("a", 0).await;
         let key = node("n");
-        store
-            .begin_attempt(begin(&key, "a", 0))
-            .await
-            .expect("begin");
         let owned = OwnedAttempt {
             key: key.attempt(1),
             owner: "a".to_owned(),
@@ -168,11 +166,7 @@ mod tests {
 
     #[tokio::test]
     async fn debug_shows_a_summary_not_the_contents() {
-        let store = MemoryStore::new();
-        store
-            .begin_attempt(begin(&node("n"), "secret-owner", 0))
-            .await
-            .expect("begin");
+        let store = with_one_attempt("secret-owner", 0).await;
         let shown = format!("{store:?}");
         assert_eq!(shown, "MemoryStore { runs: 1, attempts: 1, last_seq: 1 }");
     }
