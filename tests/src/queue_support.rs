@@ -115,3 +115,8 @@ pub(crate) async fn complete(
 pub(crate) fn boom() -> serde_json::Value {
     json!({"code": "TASK_FAILED", "message": "boom"})
 }
+
+/// The end of a task that failed with [`boom`].
+pub(crate) fn failure() -> TaskEnd {
+    TaskEnd::Failed { error: boom() }
+}
