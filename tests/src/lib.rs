@@ -33,28 +33,56 @@ pub trait Fixture: Send + Sync {
     async fn teardown(self: Box<Self>) {}
 }
 
-/// The fixture of a store whose clones are handles on the same data (the in-memory store): both
-/// [`Fixture::store`] and [`Fixture::second_store`] (and the queue's two handles) hand out a
-/// clone, and there is nothing to release.
+/// Where one test's store lives (a temp file, a fresh schema, memory), and how a second handle on
+/// it is opened: with [`OnDatabase`], it makes the test's [`Fixture`].
+#[async_trait]
+pub trait Database: Send + Sync + 'static {
+    /// The store this database is opened as.
+    type Store: Store + QueueStore + Clone + 'static;
+
+    /// A second, independent handle on the database `store` is on (its own pool, as a second
+    /// process would open; for a store whose clones share its data, a clone).
+    async fn second(&self, store: &Self::Store) -> Self::Store;
+
+    /// Closes `store` and releases the database (drops the schema, deletes the file).
+    async fn release(self, store: Self::Store)
+    where
+        Self: Sized,
+    {
+        drop(store);
+    }
+}
+
+/// The [`Fixture`] of a store on a [`Database`]: the queue's handles are the store's.
 #[derive(Debug)]
-pub struct SharedStore<S>(pub S);
+pub struct OnDatabase<D: Database> {
+    /// The store under test.
+    pub store: D::Store,
+    /// Where it lives.
+    pub database: D,
+}
 
 #[async_trait]
-impl<S: Store + QueueStore + Clone + 'static> Fixture for SharedStore<S> {
+impl<D: Database> Fixture for OnDatabase<D> {
     fn store(&self) -> Arc<dyn Store> {
-        Arc::new(self.0.clone())
+        Arc::new(self.store.clone())
     }
 
     async fn second_store(&self) -> Arc<dyn Store> {
-        self.store()
+        Arc::new(self.database.second(&self.store).await)
     }
 
     fn queue(&self) -> Arc<dyn QueueStore> {
-        Arc::new(self.0.clone())
+        Arc::new(self.store.clone())
     }
 
     async fn second_queue(&self) -> Arc<dyn QueueStore> {
-        self.queue()
+        Arc::new(self.database.second(&self.store).await)
+    }
+
+    async fn teardown(self: Box<Self>) {
+        let Self { store, database } = *self;
+        database.release(store).await;
     }
 }
 

@@ -19,6 +19,18 @@ pub(crate) async fn enqueue(queue: &dyn QueueStore, tasks: Vec<NewTask>) -> Vec<
     answers.into_iter().map(|answer| answer.id).collect()
 }
 
+/// Enqueues `count` tasks of `run_id`, nodes `n00`, `n01`...; returns their ids in that order.
+pub(crate) async fn enqueue_numbered(
+    queue: &dyn QueueStore,
+    run_id: &str,
+    count: usize,
+) -> Vec<TaskId> {
+    let tasks = (0..count)
+        .map(|i| new_task(run_id, &format!("n{i:02}")))
+        .collect();
+    enqueue(queue, tasks).await
+}
+
 /// Enqueues one task; returns its id.
 pub(crate) async fn enqueue_one(queue: &dyn QueueStore, task: NewTask) -> TaskId {
     enqueue(queue, vec![task]).await[0]
@@ -102,4 +114,9 @@ pub(crate) async fn complete(
 /// A failure's error value.
 pub(crate) fn boom() -> serde_json::Value {
     json!({"code": "TASK_FAILED", "message": "boom"})
+}
+
+/// The end of a task that failed with [`boom`].
+pub(crate) fn failure() -> TaskEnd {
+    TaskEnd::Failed { error: boom() }
 }

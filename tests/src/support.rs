@@ -29,6 +29,25 @@ pub(crate) fn begin_at(node: &NodeKey, owner: &str, at: u64) -> BeginAttempt {
     }
 }
 
+/// Begins an attempt of `node` at 1 000 whose lease ends at `lease_expires_at_ms`; its owner is
+/// named after the node.
+pub(crate) async fn begin_leased(
+    store: &dyn Store,
+    node: &NodeKey,
+    lease_expires_at_ms: u64,
+) -> OwnedAttempt {
+    let owner = format!("owner of {}", node.node_id());
+    let begin = BeginAttempt {
+        lease_ms: lease_expires_at_ms - 1_000,
+        ..begin_at(node, &owner, 1_000)
+    };
+    let begun = store.begin_attempt(begin).await.expect("begin");
+    OwnedAttempt {
+        key: node.attempt(begun.attempt),
+        owner,
+    }
+}
+
 /// Begins an attempt that must be accepted; returns what the store said and the handle to
 /// write with.
 pub(crate) async fn start(
@@ -149,11 +168,7 @@ pub(crate) fn heartbeat(
 
 /// Every attempt of `node`, in order.
 pub(crate) async fn attempts_of(store: &dyn Store, node: &NodeKey) -> Vec<AttemptRecord> {
-    let filter = AttemptFilter {
-        run_id: node.run_id().to_owned(),
-        node_id: Some(node.node_id().to_owned()),
-        iteration: Some(node.iteration()),
-    };
+    let filter = AttemptFilter::node(node);
     store.list_attempts(&filter).await.expect("list attempts")
 }
 

@@ -8,11 +8,27 @@
 //! hold each attempt across a scheduling point, and assert that some writes were refused, so a
 //! race that did not happen fails instead of passing.
 
+use async_trait::async_trait;
 use stint_adapters_memory::MemoryStore;
-use stint_tests::{Fixture, SharedStore};
+use stint_tests::{Database, Fixture, OnDatabase};
+
+/// The store's own memory: its clones are handles on the same data, and nothing is released.
+struct Memory;
+
+#[async_trait]
+impl Database for Memory {
+    type Store = MemoryStore;
+
+    async fn second(&self, store: &MemoryStore) -> MemoryStore {
+        store.clone()
+    }
+}
 
 async fn factory() -> Box<dyn Fixture> {
-    Box::new(SharedStore(MemoryStore::new()))
+    Box::new(OnDatabase {
+        store: MemoryStore::new(),
+        database: Memory,
+    })
 }
 
 stint_tests::conformance_suite!(factory);

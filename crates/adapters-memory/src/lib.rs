@@ -64,8 +64,7 @@ impl std::fmt::Debug for MemoryStore {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-    use stint_domain::{AttemptState, EventKind, EventRecord, NodeKey, TaskError};
+    use stint_domain::{AttemptState, EventKind, NodeKey, TaskError};
     use stint_ports::{
         AttemptEnd, AttemptFilter, AttemptStore, BeginAttempt, EndAttempt, EventPage, HistoryStore,
         OwnedAttempt, StoreError,
@@ -79,15 +78,19 @@ mod tests {
 
     fn begin(node: &NodeKey, owner: &str, at: u64) -> BeginAttempt {
         BeginAttempt {
-            node: node.clone(),
-            owner: owner.to_owned(),
-            started_at_ms: at,
-            lease_ms: 30_000,
-            metadata: json!({"prompt": "p"}),
-            working_dir: None,
             label: Some("label".to_owned()),
-            output_table: Some("out".to_owned()),
+            ..BeginAttempt::new(node.clone(), owner, at, 30_000)
         }
+    }
+
+    /// A store in which `owner` began an attempt of node `n` at `at`.
+    async fn with_one_attempt(owner: &str, at: u64) -> MemoryStore {
+        let store = MemoryStore::new();
+        store
+            .begin_attempt(begin(&node("n"), owner, at))
+            .await
+            .expect("begin");
+        store
     }
 
     #[tokio::test]
@@ -112,12 +115,8 @@ mod tests {
 
     #[tokio::test]
     async fn separate_stores_share_nothing() {
-        let first = MemoryStore::new();
+        let _first = with_one_attempt("a", 10).await;
         let other = MemoryStore::default();
-        first
-            .begin_attempt(begin(&node("n"), "a", 10))
-            .await
-            .expect("begin");
         assert!(other.list_runs().await.expect("runs").is_empty());
         assert!(
             other
@@ -130,11 +129,7 @@ mod tests {
 
     #[tokio::test]
     async fn begin_appends_node_started_at_the_start_time() {
-        let store = MemoryStore::new();
-        store
-            .begin_attempt(begin(&node("n"), "a", 42))
-            .await
-            .expect("begin");
+        let store = with_one_attempt("a", 42).await;
         let events = store
             .read_events(&EventPage::new("run").limit(10))
             .await
@@ -148,12 +143,8 @@ mod tests {
 
     #[tokio::test]
     async fn cancelled_attempt_keeps_its_error_and_no_retryable_flag() {
-        let store = MemoryStore::new();
+        let store = with_one_attempt("a", 0).await;
         let key = node("n");
-        store
-            .begin_attempt(begin(&key, "a", 0))
-            .await
-            .expect("begin");
         let owned = OwnedAttempt {
             key: key.attempt(1),
             owner: "a".to_owned(),
@@ -165,10 +156,7 @@ mod tests {
             .end_attempt(&owned, EndAttempt::new(end, 5))
             .await
             .expect("cancel");
-        let filter = AttemptFilter {
-            run_id: "run".to_owned(),
-            ..AttemptFilter::default()
-        };
+        let filter = AttemptFilter::run("run");
         let attempts = store.list_attempts(&filter).await.expect("list");
         assert_eq!(attempts[0].state, AttemptState::Cancelled);
         assert_eq!(attempts[0].retryable, None);
@@ -178,11 +166,7 @@ mod tests {
 
     #[tokio::test]
     async fn debug_shows_a_summary_not_the_contents() {
-        let store = MemoryStore::new();
-        store
-            .begin_attempt(begin(&node("n"), "secret-owner", 0))
-            .await
-            .expect("begin");
+        let store = with_one_attempt("secret-owner", 0).await;
         let shown = format!("{store:?}");
         assert_eq!(shown, "MemoryStore { runs: 1, attempts: 1, last_seq: 1 }");
     }
@@ -197,33 +181,12 @@ mod tests {
                 .await
                 .expect("begin");
         }
-        let seqs = |records: Vec<EventRecord>| records.iter().map(|r| r.seq).collect::<Vec<_>>();
-        assert_eq!(
-            seqs(
-                store
-                    .read_events(&EventPage::new("a").limit(10))
-                    .await
-                    .expect("read")
-            ),
-            vec![1, 3]
-        );
-        assert_eq!(
-            seqs(
-                store
-                    .read_events(&EventPage::new("b").limit(10))
-                    .await
-                    .expect("read")
-            ),
-            vec![2, 4]
-        );
-        assert_eq!(
-            seqs(
-                store
-                    .read_events(&EventPage::new("b").after(2).limit(10))
-                    .await
-                    .expect("read")
-            ),
-            vec![4]
-        );
+        let seqs = async |page: EventPage| -> Vec<u64> {
+            let records = store.read_events(&page).await.expect("read");
+            records.iter().map(|r| r.seq).collect()
+        };
+        assert_eq!(seqs(EventPage::new("a").limit(10)).await, vec![1, 3]);
+        assert_eq!(seqs(EventPage::new("b").limit(10)).await, vec![2, 4]);
+        assert_eq!(seqs(EventPage::new("b").after(2).limit(10)).await, vec![4]);
     }
 }

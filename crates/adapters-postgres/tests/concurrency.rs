@@ -22,16 +22,7 @@ use stint_ports::{
 };
 
 fn begin(node: &NodeKey, owner: String, now: u64, lease: u64) -> BeginAttempt {
-    BeginAttempt {
-        node: node.clone(),
-        owner,
-        started_at_ms: now,
-        lease_ms: lease - now,
-        metadata: json!({"prompt": "p"}),
-        working_dir: None,
-        label: Some("label".to_owned()),
-        output_table: Some("out".to_owned()),
-    }
+    BeginAttempt::new(node.clone(), owner, now, lease - now)
 }
 
 async fn eight_connections_racing_500_attempts_number_them_without_gaps() {
@@ -88,10 +79,7 @@ async fn eight_connections_racing_500_attempts_number_them_without_gaps() {
         "eight connections on one node and no begin was refused: they never raced"
     );
     let store = guard.connect().await;
-    let filter = AttemptFilter {
-        run_id: "race".to_owned(),
-        ..AttemptFilter::default()
-    };
+    let filter = AttemptFilter::run("race");
     let numbers: Vec<u32> = store
         .list_attempts(&filter)
         .await
@@ -150,10 +138,7 @@ async fn two_recoverers_mark_each_of_100_expired_attempts_once() {
         .filter(|record| matches!(record.event.kind, EventKind::NodeFailed { .. }))
         .count();
     assert_eq!(failed, 100);
-    let filter = AttemptFilter {
-        run_id: "recover".to_owned(),
-        ..AttemptFilter::default()
-    };
+    let filter = AttemptFilter::run("recover");
     for attempt in store.list_attempts(&filter).await.expect("list") {
         if attempt.node_id == "alive" {
             assert_eq!(attempt.state.as_str(), "in-progress");

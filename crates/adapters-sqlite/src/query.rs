@@ -1,10 +1,11 @@
-//! The query port on SQLite. Every read of the store is one of single statements in autocommit, which under WAL never block a
-//! writer and never wait for one.
+//! The query port on SQLite. Every read of the store is one of single statements in autocommit,
+//! which under WAL never block a writer and never wait for one.
 
 use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::Row;
-use sqlx::sqlite::{SqlitePool, SqliteRow};
+use sqlx::query::Query;
+use sqlx::sqlite::{Sqlite, SqliteArguments, SqlitePool, SqliteRow};
 use stint_domain::{
     AttemptRecord, AttemptState, Event, EventRecord, NodeKey, NodeRecord, RunSummary,
 };
@@ -97,8 +98,6 @@ fn node_record(row: &SqliteRow) -> Result<NodeRecord, StoreError> {
     })
 }
 
-/// The `list_attempts` statement. Each optional filter is `(? IS NULL OR column = ?)`, bound
-/// twice: one fixed statement (prepared once and cached by sqlx) instead of SQL assembled per call.
 /// The columns [`attempt_record`] reads, for a `SELECT` from `attempts`.
 macro_rules! attempt_columns {
     () => {
@@ -116,26 +115,45 @@ macro_rules! node_columns {
     };
 }
 
+/// The `list_attempts` statement. Each optional filter is `(? IS NULL OR column = ?)`, bound
+/// twice: one fixed statement (prepared once and cached by sqlx) instead of SQL assembled per call.
 const LIST_ATTEMPTS: &str = concat!(
     attempt_columns!(),
     "WHERE run_id = ? AND (? IS NULL OR node_id = ?) AND (? IS NULL OR iteration = ?) \
      ORDER BY node_id, iteration, attempt"
 );
 
-pub(crate) async fn list_attempts(
+/// A statement with its parameters bound.
+pub(crate) type SqliteQuery<'a> = Query<'a, Sqlite, SqliteArguments>;
+
+/// Binds the three columns of a node key, in key order.
+pub(crate) fn bind_node<'a>(query: SqliteQuery<'a>, node: &NodeKey) -> SqliteQuery<'a> {
+    query
+        .bind(node.run_id().to_owned())
+        .bind(node.node_id().to_owned())
+        .bind(node.iteration())
+}
+
+/// Runs `query` and reads each row it returns with `record`.
+async fn fetch_all<T>(
     pool: &SqlitePool,
-    filter: &AttemptFilter,
-) -> Result<Vec<AttemptRecord>, StoreError> {
-    let rows = sqlx::query(LIST_ATTEMPTS)
-        .bind(filter.run_id.as_str())
-        .bind(filter.node_id.as_deref())
-        .bind(filter.node_id.as_deref())
-        .bind(filter.iteration)
-        .bind(filter.iteration)
-        .fetch_all(pool)
+    query: SqliteQuery<'_>,
+    record: impl FnMut(&SqliteRow) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let rows = query.fetch_all(pool).await.map_err(map)?;
+    rows.iter().map(record).collect()
+}
+
+/// Runs `sql`, whose three parameters are a node key, for the one row it finds, if any.
+async fn fetch_node_row(
+    pool: &SqlitePool,
+    sql: &'static str,
+    node: &NodeKey,
+) -> Result<Option<SqliteRow>, StoreError> {
+    bind_node(sqlx::query(sql), node)
+        .fetch_optional(pool)
         .await
-        .map_err(map)?;
-    rows.iter().map(attempt_record).collect()
+        .map_err(map)
 }
 
 /// The in-progress attempts whose lease expired before `now_ms`, in key order.
@@ -143,83 +161,34 @@ pub(crate) async fn expired_attempts(
     pool: &SqlitePool,
     now_ms: u64,
 ) -> Result<Vec<AttemptRecord>, StoreError> {
-    let rows = sqlx::query(concat!(
+    let query = sqlx::query(concat!(
         attempt_columns!(),
         "WHERE state = 'in-progress' AND lease_expires_at_ms < ? \
          ORDER BY run_id, node_id, iteration, attempt"
     ))
-    .bind(to_i64(now_ms, "recovery time")?)
-    .fetch_all(pool)
-    .await
-    .map_err(map)?;
-    rows.iter().map(attempt_record).collect()
+    .bind(to_i64(now_ms, "recovery time")?);
+    fetch_all(pool, query, attempt_record).await
 }
 
-pub(crate) async fn get_node(
-    pool: &SqlitePool,
-    node: &NodeKey,
-) -> Result<Option<NodeRecord>, StoreError> {
-    let row = sqlx::query(concat!(
-        node_columns!(),
-        "WHERE run_id = ? AND node_id = ? AND iteration = ?"
-    ))
-    .bind(node.run_id())
-    .bind(node.node_id())
-    .bind(node.iteration())
-    .fetch_optional(pool)
-    .await
-    .map_err(map)?;
-    row.as_ref().map(node_record).transpose()
-}
-
-pub(crate) async fn list_nodes(
-    pool: &SqlitePool,
-    run_id: &str,
-) -> Result<Vec<NodeRecord>, StoreError> {
-    let rows = sqlx::query(concat!(
-        node_columns!(),
-        "WHERE run_id = ? ORDER BY node_id, iteration"
-    ))
-    .bind(run_id)
-    .fetch_all(pool)
-    .await
-    .map_err(map)?;
-    rows.iter().map(node_record).collect()
-}
-
-pub(crate) async fn list_runs(pool: &SqlitePool) -> Result<Vec<RunSummary>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT run_id, COUNT(*) AS nodes, \
-                SUM(state = 'in-progress') AS in_progress, SUM(state = 'finished') AS finished, \
-                SUM(state = 'failed') AS failed, SUM(state = 'cancelled') AS cancelled, \
-                MAX(updated_at_ms) AS updated_at_ms \
-         FROM nodes GROUP BY run_id ORDER BY updated_at_ms DESC, run_id",
-    )
-    .fetch_all(pool)
-    .await
-    .map_err(map)?;
-    rows.iter()
-        .map(|row| {
-            Ok(RunSummary {
-                run_id: row.try_get("run_id").map_err(map)?,
-                nodes: get_u64(row, "nodes")?,
-                in_progress: get_u64(row, "in_progress")?,
-                finished: get_u64(row, "finished")?,
-                failed: get_u64(row, "failed")?,
-                cancelled: get_u64(row, "cancelled")?,
-                updated_at_ms: get_u64(row, "updated_at_ms")?,
-            })
-        })
-        .collect()
+fn run_summary(row: &SqliteRow) -> Result<RunSummary, StoreError> {
+    Ok(RunSummary {
+        run_id: row.try_get("run_id").map_err(map)?,
+        nodes: get_u64(row, "nodes")?,
+        in_progress: get_u64(row, "in_progress")?,
+        finished: get_u64(row, "finished")?,
+        failed: get_u64(row, "failed")?,
+        cancelled: get_u64(row, "cancelled")?,
+        updated_at_ms: get_u64(row, "updated_at_ms")?,
+    })
 }
 
 /// One page of runs in one statement: the runs are counted from `nodes` (its primary key groups
 /// them), filtered, ordered and cut to the page; only the page's runs look up their first attempt.
-pub(crate) async fn list_runs_page(
+async fn list_runs_page(
     pool: &SqlitePool,
     query: &RunQuery,
 ) -> Result<Vec<RunListing>, StoreError> {
-    let rows = sqlx::query(
+    let query = sqlx::query(
         "SELECT page.*, \
                 (SELECT MIN(a.started_at_ms) FROM attempts a WHERE a.run_id = page.run_id) \
                     AS started_at_ms \
@@ -238,7 +207,7 @@ pub(crate) async fn list_runs_page(
                ORDER BY updated_at_ms DESC, run_id LIMIT ?5) page \
          ORDER BY page.updated_at_ms DESC, page.run_id",
     )
-    .bind(query.search.as_deref())
+    .bind(query.search.clone())
     .bind(query.state.map(|state| state.as_str()))
     .bind(
         query
@@ -247,69 +216,24 @@ pub(crate) async fn list_runs_page(
             .map(|c| to_i64(c.updated_at_ms, "cursor"))
             .transpose()?,
     )
-    .bind(query.after.as_ref().map(|c| c.run_id.as_str()))
-    .bind(i64::from(query.limit))
-    .fetch_all(pool)
-    .await
-    .map_err(map)?;
-    rows.iter()
-        .map(|row| {
-            Ok(RunListing {
-                summary: RunSummary {
-                    run_id: row.try_get("run_id").map_err(map)?,
-                    nodes: get_u64(row, "nodes")?,
-                    in_progress: get_u64(row, "in_progress")?,
-                    finished: get_u64(row, "finished")?,
-                    failed: get_u64(row, "failed")?,
-                    cancelled: get_u64(row, "cancelled")?,
-                    updated_at_ms: get_u64(row, "updated_at_ms")?,
-                },
-                started_at_ms: get_opt_u64(row, "started_at_ms")?.unwrap_or(0),
-            })
+    .bind(query.after.as_ref().map(|c| c.run_id.clone()))
+    .bind(i64::from(query.limit));
+    fetch_all(pool, query, |row| {
+        Ok(RunListing {
+            summary: run_summary(row)?,
+            started_at_ms: get_opt_u64(row, "started_at_ms")?.unwrap_or(0),
         })
-        .collect()
+    })
+    .await
 }
 
-pub(crate) async fn read_output(
-    pool: &SqlitePool,
-    node: &NodeKey,
-) -> Result<Option<Value>, StoreError> {
-    let text: Option<String> = sqlx::query_scalar(
-        "SELECT output FROM outputs WHERE run_id = ? AND node_id = ? AND iteration = ?",
-    )
-    .bind(node.run_id())
-    .bind(node.node_id())
-    .bind(node.iteration())
-    .fetch_optional(pool)
-    .await
-    .map_err(map)?;
-    text.map(|t| parse_json(&t, "output")).transpose()
-}
-
-pub(crate) async fn read_events(
-    pool: &SqlitePool,
-    page: &EventPage,
-) -> Result<Vec<EventRecord>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT seq, body FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-    )
-    .bind(&page.run_id)
-    // A cursor past every possible seq simply reads nothing.
-    .bind(to_i64(page.after_seq, "sequence number").unwrap_or(i64::MAX))
-    .bind(page.limit)
-    .fetch_all(pool)
-    .await
-    .map_err(map)?;
-    rows.iter()
-        .map(|row| {
-            let body: String = row.try_get("body").map_err(map)?;
-            let event: Event = parse_json(&body, "event")?;
-            Ok(EventRecord {
-                seq: get_u64(row, "seq")?,
-                event,
-            })
-        })
-        .collect()
+fn event_record(row: &SqliteRow) -> Result<EventRecord, StoreError> {
+    let body: String = row.try_get("body").map_err(map)?;
+    let event: Event = parse_json(&body, "event")?;
+    Ok(EventRecord {
+        seq: get_u64(row, "seq")?,
+        event,
+    })
 }
 
 #[async_trait]
@@ -318,15 +242,33 @@ impl HistoryStore for SqliteStore {
         &self,
         filter: &AttemptFilter,
     ) -> Result<Vec<AttemptRecord>, StoreError> {
-        list_attempts(self.pool(), filter).await
+        let query = sqlx::query(LIST_ATTEMPTS)
+            .bind(filter.run_id.as_str())
+            .bind(filter.node_id.as_deref())
+            .bind(filter.node_id.as_deref())
+            .bind(filter.iteration)
+            .bind(filter.iteration);
+        fetch_all(self.pool(), query, attempt_record).await
     }
 
     async fn get_node(&self, node: &NodeKey) -> Result<Option<NodeRecord>, StoreError> {
-        get_node(self.pool(), node).await
+        let sql = concat!(
+            node_columns!(),
+            "WHERE run_id = ? AND node_id = ? AND iteration = ?"
+        );
+        let row = fetch_node_row(self.pool(), sql, node).await?;
+        row.as_ref().map(node_record).transpose()
     }
 
     async fn list_runs(&self) -> Result<Vec<RunSummary>, StoreError> {
-        list_runs(self.pool()).await
+        let query = sqlx::query(
+            "SELECT run_id, COUNT(*) AS nodes, \
+                    SUM(state = 'in-progress') AS in_progress, SUM(state = 'finished') AS finished, \
+                    SUM(state = 'failed') AS failed, SUM(state = 'cancelled') AS cancelled, \
+                    MAX(updated_at_ms) AS updated_at_ms \
+             FROM nodes GROUP BY run_id ORDER BY updated_at_ms DESC, run_id",
+        );
+        fetch_all(self.pool(), query, run_summary).await
     }
 
     async fn list_runs_page(&self, query: &RunQuery) -> Result<Vec<RunListing>, StoreError> {
@@ -334,14 +276,32 @@ impl HistoryStore for SqliteStore {
     }
 
     async fn list_nodes(&self, run_id: &str) -> Result<Vec<NodeRecord>, StoreError> {
-        list_nodes(self.pool(), run_id).await
+        let query = sqlx::query(concat!(
+            node_columns!(),
+            "WHERE run_id = ? ORDER BY node_id, iteration"
+        ))
+        .bind(run_id);
+        fetch_all(self.pool(), query, node_record).await
     }
 
     async fn read_output(&self, node: &NodeKey) -> Result<Option<Value>, StoreError> {
-        read_output(self.pool(), node).await
+        let sql = "SELECT output FROM outputs WHERE run_id = ? AND node_id = ? AND iteration = ?";
+        let row = fetch_node_row(self.pool(), sql, node).await?;
+        row.map(|row| {
+            let text: String = row.try_get("output").map_err(map)?;
+            parse_json(&text, "output")
+        })
+        .transpose()
     }
 
     async fn read_events(&self, page: &EventPage) -> Result<Vec<EventRecord>, StoreError> {
-        read_events(self.pool(), page).await
+        let query = sqlx::query(
+            "SELECT seq, body FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(&page.run_id)
+        // A cursor past every possible seq simply reads nothing.
+        .bind(to_i64(page.after_seq, "sequence number").unwrap_or(i64::MAX))
+        .bind(page.limit);
+        fetch_all(self.pool(), query, event_record).await
     }
 }

@@ -9,9 +9,7 @@
 use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::Row;
-use sqlx::query::Query;
-use sqlx::sqlite::SqliteArguments;
-use sqlx::{Sqlite, SqliteConnection};
+use sqlx::SqliteConnection;
 use stint_domain::{
     AttemptKey, AttemptRecord, AttemptState, Event, EventKind, NodeKey, ProcessPlace, TaskError,
 };
@@ -22,16 +20,7 @@ use stint_ports::{
 
 use crate::SqliteStore;
 use crate::error::{map, to_i64, to_json, to_u32};
-
-type SqliteQuery<'a> = Query<'a, Sqlite, SqliteArguments>;
-
-/// Binds the three columns of a node key, in key order.
-fn bind_node<'a>(query: SqliteQuery<'a>, node: &NodeKey) -> SqliteQuery<'a> {
-    query
-        .bind(node.run_id().to_owned())
-        .bind(node.node_id().to_owned())
-        .bind(node.iteration())
-}
+use crate::query::{SqliteQuery, bind_node};
 
 /// Binds the four columns of an attempt key, in key order.
 fn bind_attempt<'a>(query: SqliteQuery<'a>, key: &AttemptKey) -> SqliteQuery<'a> {

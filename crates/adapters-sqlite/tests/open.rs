@@ -102,13 +102,7 @@ async fn a_schema_from_a_newer_stint_is_refused_naming_the_version() {
     .await
     .unwrap();
     store.close().await;
-    let error = SqliteStore::open(store.path(), SqliteOptions::default())
-        .await
-        .expect_err("newer schema refused");
-    assert!(
-        matches!(error, StoreError::Incompatible { .. }),
-        "{error:?}"
-    );
+    let error = refused_as_incompatible(store.path(), "newer schema refused").await;
     let message = error.to_string();
     assert!(
         message.contains("99990101000000") && message.contains("newer stint"),
@@ -116,18 +110,24 @@ async fn a_schema_from_a_newer_stint_is_refused_naming_the_version() {
     );
 }
 
+/// Opens `path`, which must be refused as incompatible (`why`); returns the error.
+async fn refused_as_incompatible(path: &std::path::Path, why: &str) -> StoreError {
+    let error = SqliteStore::open(path, SqliteOptions::default())
+        .await
+        .expect_err(why);
+    assert!(
+        matches!(error, StoreError::Incompatible { .. }),
+        "{error:?}"
+    );
+    error
+}
+
 #[tokio::test]
 async fn a_file_that_is_not_a_database_is_refused_naming_the_path() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("notes.db");
     std::fs::write(&path, "these are my notes, not a database\n".repeat(200)).unwrap();
-    let error = SqliteStore::open(&path, SqliteOptions::default())
-        .await
-        .expect_err("garbage refused");
-    assert!(
-        matches!(error, StoreError::Incompatible { .. }),
-        "{error:?}"
-    );
+    let error = refused_as_incompatible(&path, "garbage refused").await;
     let message = error.to_string();
     assert!(message.contains(&path.display().to_string()), "{message}");
     // Said once, in the user's words; SQLite's own wording stays in the error's source.

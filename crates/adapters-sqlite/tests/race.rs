@@ -81,10 +81,7 @@ async fn two_pools_racing_200_attempts_get_1_to_200() {
     assert_eq!(numbers, (1..=TOTAL).collect::<Vec<_>>());
 
     let stored = first
-        .list_attempts(&AttemptFilter {
-            run_id: "run".to_owned(),
-            ..AttemptFilter::default()
-        })
+        .list_attempts(&AttemptFilter::run("run"))
         .await
         .unwrap();
     let stored_numbers: Vec<u32> = stored.iter().map(|a| a.attempt).collect();

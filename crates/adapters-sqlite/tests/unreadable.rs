@@ -39,10 +39,7 @@ async fn an_unreadable_checkpoint_is_skipped_and_listed_as_unreadable() {
         .expect("the node runs again");
     assert_eq!((begun.attempt, begun.checkpoint), (2, None));
 
-    let filter = AttemptFilter {
-        run_id: node.run_id().to_owned(),
-        ..AttemptFilter::default()
-    };
+    let filter = AttemptFilter::run(node.run_id());
     let listed = store
         .list_attempts(&filter)
         .await

@@ -15,6 +15,22 @@ pub(crate) fn note(text: &str) {
     let _ = writeln!(err, "stint: {text}");
 }
 
+/// The notes a command writes on stderr about its progress, which `-q` silences.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Notes {
+    /// Whether `-q` was given: then nothing is written.
+    pub(crate) quiet: bool,
+}
+
+impl Notes {
+    /// Writes `stint: text` on stderr, unless quiet.
+    pub(crate) fn note(self, text: &str) {
+        if !self.quiet {
+            note(text);
+        }
+    }
+}
+
 /// Writes bytes a command wrote (its stderr) on stderr as they come.
 pub(crate) fn passthrough(bytes: &[u8]) {
     let mut err = std::io::stderr().lock();

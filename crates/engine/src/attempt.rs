@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::context::{ProcessRecorder, TaskContext, TaskFailure};
+use crate::context::{ComputeOnce, ProcessRecorder, TaskContext, TaskFailure};
 use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::heartbeat::{HeartbeatHub, WriterPorts, lock_machine};
@@ -74,17 +74,13 @@ const TERMINAL_RETRY_MAX: Duration = Duration::from_secs(1);
 
 impl Engine {
     /// Runs one attempt of `desc` to its recorded end.
-    pub(crate) async fn attempt<F, Fut>(
+    pub(crate) async fn attempt<C: ComputeOnce>(
         &self,
         desc: &TaskDescriptor,
         validator: &OutputValidator,
-        compute: F,
+        compute: C,
         cancel: &CancellationToken,
-    ) -> Result<AttemptOutcome, EngineError>
-    where
-        F: FnOnce(TaskContext) -> Fut,
-        Fut: Future<Output = Result<Value, TaskFailure>> + Send,
-    {
+    ) -> Result<AttemptOutcome, EngineError> {
         let running = self.begin(desc).await?;
         let span = tracing::info_span!(
             "attempt",
@@ -149,18 +145,14 @@ impl Engine {
     }
 
     /// Everything after the begin: the race, the flush, the terminal write.
-    async fn drive<F, Fut>(
+    async fn drive<C: ComputeOnce>(
         &self,
         desc: &TaskDescriptor,
         validator: &OutputValidator,
         running: &Running,
-        compute: F,
+        compute: C,
         cancel: &CancellationToken,
-    ) -> Result<AttemptOutcome, EngineError>
-    where
-        F: FnOnce(TaskContext) -> Fut,
-        Fut: Future<Output = Result<Value, TaskFailure>> + Send,
-    {
+    ) -> Result<AttemptOutcome, EngineError> {
         let key = running.owned.key.clone();
         self.options
             .observer
@@ -196,18 +188,14 @@ impl Engine {
     /// period to clean up, then dropped; when the lease is lost it is dropped at once (for a
     /// command: its process group is killed), since the attempt may be run again elsewhere.
     /// Returns the decision and when it was made.
-    async fn race<F, Fut>(
+    async fn race<C: ComputeOnce>(
         &self,
         desc: &TaskDescriptor,
         hub: &HeartbeatHub,
         running: &Running,
-        compute: F,
+        compute: C,
         cancel: &CancellationToken,
-    ) -> (Decision, u64)
-    where
-        F: FnOnce(TaskContext) -> Fut,
-        Fut: Future<Output = Result<Value, TaskFailure>> + Send,
-    {
+    ) -> (Decision, u64) {
         let task_cancel = CancellationToken::new();
         let compute = compute(TaskContext {
             key: running.owned.key.clone(),

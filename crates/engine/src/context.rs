@@ -1,5 +1,6 @@
-//! What a compute sees: its context, and how it reports failure.
+//! What a compute is and sees: its context, and how it reports failure.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +30,27 @@ pub struct TaskContext {
     /// Where a compute that runs a process group says where it lives.
     pub process: ProcessRecorder,
 }
+
+/// What an attempt runs: a closure (or any `FnOnce`) given the [`TaskContext`] that returns a
+/// `Send` future of the output or the failure. Every such closure is one.
+pub trait ComputeOnce: FnOnce(TaskContext) -> <Self as ComputeOnce>::Future {
+    /// The future the compute returns.
+    type Future: Future<Output = Result<Value, TaskFailure>> + Send;
+}
+
+impl<F, Fut> ComputeOnce for F
+where
+    F: FnOnce(TaskContext) -> Fut,
+    Fut: Future<Output = Result<Value, TaskFailure>> + Send,
+{
+    type Future = Fut;
+}
+
+/// A [`ComputeOnce`] that can be called again, once for each attempt of a node: any `Fn`
+/// closure of the same shape. A reference to one is a [`ComputeOnce`].
+pub trait Compute: ComputeOnce + Fn(TaskContext) -> <Self as ComputeOnce>::Future {}
+
+impl<F> Compute for F where F: ComputeOnce + Fn(TaskContext) -> <F as ComputeOnce>::Future {}
 
 /// Records where the attempt's process group lives, for a compute that starts one (the CLI's
 /// command runner does, right after spawning): recovery on that host then ends a group its dead

@@ -2,16 +2,14 @@
 //! out, sleeping the backoff in between (cancellable).
 
 use std::fmt;
-use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::Value;
 use stint_domain::{AttemptKey, AttemptState, TaskDescriptor, TaskError};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::context::{TaskContext, TaskFailure};
+use crate::context::{Compute, ComputeOnce};
 use crate::error::EngineError;
 use crate::metrics::Metrics;
 use crate::options::EngineOptions;
@@ -62,16 +60,12 @@ impl Engine {
     ///
     /// `Err` means the end could not be recorded: a store failure, or a `STORE_CONFLICT` when
     /// another execution owns the attempt (the compute was stopped, nothing terminal written).
-    pub async fn run_attempt<F, Fut>(
+    pub async fn run_attempt<C: ComputeOnce>(
         &self,
         desc: &TaskDescriptor,
-        compute: F,
+        compute: C,
         cancel: &CancellationToken,
-    ) -> Result<AttemptOutcome, EngineError>
-    where
-        F: FnOnce(TaskContext) -> Fut,
-        Fut: Future<Output = Result<Value, TaskFailure>> + Send,
-    {
+    ) -> Result<AttemptOutcome, EngineError> {
         check_descriptor(desc)?;
         let validator = OutputValidator::compile(desc.output_schema.as_ref())?;
         self.attempt(desc, &validator, compute, cancel).await
@@ -87,16 +81,12 @@ impl Engine {
     ///
     /// A cancellation during the backoff between attempts ends the node `Cancelled` with
     /// `TASK_ABORTED` without starting another attempt; the last attempt stays `failed`.
-    pub async fn run_node<F, Fut>(
+    pub async fn run_node<C: Compute>(
         &self,
         desc: &TaskDescriptor,
-        compute: F,
+        compute: C,
         cancel: &CancellationToken,
-    ) -> Result<NodeOutcome, EngineError>
-    where
-        F: Fn(TaskContext) -> Fut,
-        Fut: Future<Output = Result<Value, TaskFailure>> + Send,
-    {
+    ) -> Result<NodeOutcome, EngineError> {
         check_descriptor(desc)?;
         let validator = OutputValidator::compile(desc.output_schema.as_ref())?;
         // `trace_id` and `span_id` are filled in by an observer that exports spans.
@@ -114,17 +104,13 @@ impl Engine {
         ended
     }
 
-    async fn node_loop<F, Fut>(
+    async fn node_loop<C: Compute>(
         &self,
         desc: &TaskDescriptor,
         validator: &OutputValidator,
-        compute: F,
+        compute: C,
         cancel: &CancellationToken,
-    ) -> Result<NodeOutcome, EngineError>
-    where
-        F: Fn(TaskContext) -> Fut,
-        Fut: Future<Output = Result<Value, TaskFailure>> + Send,
-    {
+    ) -> Result<NodeOutcome, EngineError> {
         let started_at_ms = self.ports.clock.now_ms();
         self.options.observer.node_started(desc);
         let mut attempts: Vec<AttemptOutcome> = Vec::new();

@@ -57,7 +57,7 @@ mod output;
 mod ports;
 mod timers;
 
-pub use context::{ProcessRecorder, TaskContext, TaskFailure};
+pub use context::{Compute, ComputeOnce, ProcessRecorder, TaskContext, TaskFailure};
 pub use engine::Engine;
 pub use error::EngineError;
 pub use heartbeat::Heartbeat;

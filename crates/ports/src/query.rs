@@ -19,6 +19,25 @@ pub struct AttemptFilter {
     pub iteration: Option<u32>,
 }
 
+impl AttemptFilter {
+    /// Every attempt of `run_id`.
+    pub fn run(run_id: impl Into<String>) -> Self {
+        Self {
+            run_id: run_id.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Every attempt of `node`.
+    pub fn node(node: &NodeKey) -> Self {
+        Self {
+            run_id: node.run_id().to_owned(),
+            node_id: Some(node.node_id().to_owned()),
+            iteration: Some(node.iteration()),
+        }
+    }
+}
+
 /// Which events to read: those of one run after a cursor, up to a limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventPage {

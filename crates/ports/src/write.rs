@@ -40,6 +40,23 @@ pub struct BeginAttempt {
     pub output_table: Option<String>,
 }
 
+impl BeginAttempt {
+    /// A begin of `node` by `owner` at `started_at_ms`, leased for `lease_ms`, with no metadata
+    /// (`null`), working directory, label or output table.
+    pub fn new(node: NodeKey, owner: impl Into<String>, started_at_ms: u64, lease_ms: u64) -> Self {
+        Self {
+            node,
+            owner: owner.into(),
+            started_at_ms,
+            lease_ms,
+            metadata: Value::Null,
+            working_dir: None,
+            label: None,
+            output_table: None,
+        }
+    }
+}
+
 /// What [`AttemptStore::begin_attempt`] learned and allocated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BegunAttempt {

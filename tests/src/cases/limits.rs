@@ -130,10 +130,7 @@ pub async fn ids_are_matched_exactly(fixture: &dyn Fixture) {
             store.list_nodes(run_id).await.expect("nodes").is_empty(),
             "{run_id:?}"
         );
-        let filter = AttemptFilter {
-            run_id: run_id.to_owned(),
-            ..AttemptFilter::default()
-        };
+        let filter = AttemptFilter::run(run_id);
         assert!(
             store.list_attempts(&filter).await.expect("list").is_empty(),
             "{run_id:?}"

@@ -168,10 +168,7 @@ pub async fn attempts_are_filtered_and_ordered(fixture: &dyn Fixture) {
         owned(&[("b", 10, 1), ("b", 10, 2)])
     );
     assert!(listed(Some("z"), None).await.is_empty());
-    let filter = AttemptFilter {
-        run_id: "nobody".to_owned(),
-        ..AttemptFilter::default()
-    };
+    let filter = AttemptFilter::run("nobody");
     assert!(store.list_attempts(&filter).await.expect("list").is_empty());
 }
 

@@ -2,10 +2,12 @@
 //! its owner, read back by recovery), and a request to cancel it (read at its lease renewals).
 
 use stint_domain::{AttemptState, ProcessPlace};
-use stint_ports::{BeginAttempt, OwnedAttempt, Renewal, Store};
+use stint_ports::{OwnedAttempt, Renewal};
 
 use crate::Fixture;
-use crate::support::{accept_end, assert_conflict, attempt_record, cancellation, fail, key, start};
+use crate::support::{
+    accept_end, assert_conflict, attempt_record, begin_leased, cancellation, fail, key, start,
+};
 
 /// When recovery runs in these cases.
 const NOW: u64 = 10_000;
@@ -16,21 +18,6 @@ fn place(pgid: u32) -> ProcessPlace {
         boot_id: Some("6f1c2d3e-0000-4000-8000-000000000001".to_owned()),
         pgid,
         started: 123_456_789,
-    }
-}
-
-/// Begins an attempt of `node` whose lease ends at `lease_expires_at_ms`.
-async fn begin_leased(store: &dyn Store, node_id: &str, lease_expires_at_ms: u64) -> OwnedAttempt {
-    let node = key("run", node_id, 0);
-    let owner = format!("owner of {node_id}");
-    let begin = BeginAttempt {
-        lease_ms: lease_expires_at_ms - 1_000,
-        ..crate::support::begin_at(&node, &owner, 1_000)
-    };
-    let begun = store.begin_attempt(begin).await.expect("begin");
-    OwnedAttempt {
-        key: node.attempt(begun.attempt),
-        owner,
     }
 }
 
@@ -81,14 +68,14 @@ pub async fn process_place_is_recorded_and_owner_checked(fixture: &dyn Fixture) 
 /// mark at the same time, and writes nothing.
 pub async fn expired_attempts_are_what_recovery_marks(fixture: &dyn Fixture) {
     let store = fixture.store();
-    let dead = begin_leased(&*store, "dead", 2_000).await;
+    let dead = begin_leased(&*store, &key("run", "dead", 0), 2_000).await;
     store
         .record_process(&dead, place(77))
         .await
         .expect("record");
-    let silent = begin_leased(&*store, "silent", 3_000).await;
-    let live = begin_leased(&*store, "live", NOW + 1).await;
-    let boundary = begin_leased(&*store, "boundary", NOW).await;
+    let silent = begin_leased(&*store, &key("run", "silent", 0), 3_000).await;
+    let live = begin_leased(&*store, &key("run", "live", 0), NOW + 1).await;
+    let boundary = begin_leased(&*store, &key("run", "boundary", 0), NOW).await;
 
     let expired = store.expired_attempts(NOW).await.expect("expired");
     let listed: Vec<(u32, &str, Option<&ProcessPlace>)> = expired

@@ -5,7 +5,7 @@ use stint_ports::{CancelOutcome, CancelTarget, NewTask, TaskEnd};
 
 use crate::Fixture;
 use crate::queue_support::{
-    CLAIM_LEASE_MS, all_tasks, boom, claim, complete, enqueue, enqueue_one, new_task, task,
+    CLAIM_LEASE_MS, all_tasks, boom, claim, complete, enqueue, enqueue_one, failure, new_task, task,
 };
 use crate::support::assert_conflict;
 
@@ -81,14 +81,7 @@ pub async fn retry_requeues_failed_and_cancelled_tasks(fixture: &dyn Fixture) {
     .await;
     let (failed, cancelled) = (ids[0], ids[1]);
     claim(&*queue, "w", 2, 1_000).await;
-    complete(
-        &*queue,
-        failed,
-        "w",
-        TaskEnd::Failed { error: boom() },
-        1_100,
-    )
-    .await;
+    complete(&*queue, failed, "w", failure(), 1_100).await;
     let stop = TaskEnd::Cancelled { error: boom() };
     queue
         .cancel(CancelTarget::Task(cancelled), 1_150)
@@ -120,14 +113,7 @@ pub async fn retry_requeues_failed_and_cancelled_tasks(fixture: &dyn Fixture) {
 
     let first = enqueue_one(&*queue, keyed.clone()).await;
     claim(&*queue, "w", 5, 2_300).await;
-    complete(
-        &*queue,
-        first,
-        "w",
-        TaskEnd::Failed { error: boom() },
-        2_400,
-    )
-    .await;
+    complete(&*queue, first, "w", failure(), 2_400).await;
     let holder = enqueue_one(&*queue, keyed).await;
     let taken = queue.retry(first, 1, 2_500).await;
     match taken {
@@ -227,5 +213,5 @@ async fn claim_two(
 ) {
     let claimed = crate::queue_support::claim_in(queue, &["a"], "w", 2, 100).await;
     assert_eq!(claimed, vec![run, fail]);
-    complete(queue, fail, "w", TaskEnd::Failed { error: boom() }, 200).await;
+    complete(queue, fail, "w", failure(), 200).await;
 }

@@ -8,7 +8,7 @@ use stint_domain::{TaskId, TaskState};
 use stint_ports::{NewTask, QueueStore, TaskEnd};
 
 use crate::Fixture;
-use crate::queue_support::{claim, claim_in, complete, enqueue, new_task, task};
+use crate::queue_support::{claim, claim_in, complete, enqueue, enqueue_numbered, new_task, task};
 
 /// Claimers racing in one round: they wait for each other, then claim `max` at a time, each
 /// claim held for a millisecond (as a worker would start it) before the next.
@@ -47,10 +47,7 @@ async fn race_claims(
 pub async fn racing_claimers_take_each_task_once(fixture: &dyn Fixture) {
     let queue = fixture.queue();
     let second = fixture.second_queue().await;
-    let tasks = (0..60)
-        .map(|i| new_task("run", &format!("n{i:02}")))
-        .collect();
-    let ids = enqueue(&*queue, tasks).await;
+    let ids = enqueue_numbered(&*queue, "run", 60).await;
     let racers = vec![queue.clone(), second.clone(), queue.clone(), second];
     let results = race_claims(racers, &["default"], 2).await;
     let winners = results.iter().filter(|won| !won.is_empty()).count();

@@ -8,7 +8,8 @@ use stint_ports::{Completion, Renewal, TaskEnd};
 
 use crate::Fixture;
 use crate::queue_support::{
-    CLAIM_LEASE_MS, boom, claim, complete, enqueue, enqueue_one, new_task, task,
+    CLAIM_LEASE_MS, boom, claim, complete, enqueue, enqueue_numbered, enqueue_one, failure,
+    new_task, task,
 };
 use crate::support::assert_conflict;
 
@@ -31,8 +32,7 @@ pub async fn complete_is_owner_checked(fixture: &dyn Fixture) {
     assert_eq!(task(&*queue, ids[0]).await.state, TaskState::Running);
 
     complete(&*queue, ids[0], "w", TaskEnd::Finished, 2_000).await;
-    let failed = TaskEnd::Failed { error: boom() };
-    complete(&*queue, ids[1], "w", failed, 2_100).await;
+    complete(&*queue, ids[1], "w", failure(), 2_100).await;
     let again = queue.complete(Completion::new(ids[0], "w", TaskEnd::Finished, 2_200));
     assert_conflict(again.await, "complete of an ended task");
 
@@ -111,10 +111,7 @@ pub async fn release_gives_the_task_back_at_once(fixture: &dyn Fixture) {
 pub async fn sweep_takes_back_each_expired_lease_once(fixture: &dyn Fixture) {
     let queue = fixture.queue();
     let second = fixture.second_queue().await;
-    let tasks = (0..12)
-        .map(|i| new_task("r", &format!("n{i:02}")))
-        .collect();
-    let ids = enqueue(&*queue, tasks).await;
+    let ids = enqueue_numbered(&*queue, "r", 12).await;
     let dead = claim(&*queue, "dead", 10, 1_000).await;
     let live = claim(&*queue, "live", 2, 1_500).await;
     let expiry = 1_000 + CLAIM_LEASE_MS;

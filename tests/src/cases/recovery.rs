@@ -3,30 +3,16 @@
 use std::collections::HashSet;
 
 use serde_json::json;
-use stint_domain::{AttemptKey, AttemptState, ErrorCode, Event, EventKind, NodeKey};
-use stint_ports::{AttemptEnd, BeginAttempt, EndAttempt, OwnedAttempt, Renewal, Store, StoreError};
+use stint_domain::{AttemptKey, AttemptState, ErrorCode, Event, EventKind};
+use stint_ports::{AttemptEnd, EndAttempt, Renewal, StoreError};
 
 use crate::Fixture;
 use crate::support::{
-    accept_heartbeat, assert_conflict, attempt_record, events_of, heartbeat, key,
+    accept_heartbeat, assert_conflict, attempt_record, begin_leased, events_of, heartbeat, key,
 };
 
 /// When recovery runs in these cases.
 const NOW: u64 = 10_000;
-
-/// Begins an attempt of `node` whose lease ends at `lease_expires_at_ms`.
-async fn begin_leased(store: &dyn Store, node: &NodeKey, lease_expires_at_ms: u64) -> OwnedAttempt {
-    let owner = format!("owner of {}", node.node_id());
-    let begin = BeginAttempt {
-        lease_ms: lease_expires_at_ms - 1_000,
-        ..crate::support::begin_at(node, &owner, 1_000)
-    };
-    let begun = store.begin_attempt(begin).await.expect("begin");
-    OwnedAttempt {
-        key: node.attempt(begun.attempt),
-        owner,
-    }
-}
 
 /// Every in-progress attempt with an expired lease is marked failed with `ATTEMPT_ABANDONED`
 /// (retryable) exactly once, even with two recoverers on two handles at once; live attempts

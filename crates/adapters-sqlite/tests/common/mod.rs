@@ -3,7 +3,6 @@
 
 use std::path::Path;
 
-use serde_json::json;
 use stint_adapters_sqlite::{SqliteOptions, SqliteStore};
 use stint_domain::NodeKey;
 use stint_ports::{BeginAttempt, OwnedAttempt};
@@ -20,18 +19,9 @@ pub(crate) fn node() -> NodeKey {
     NodeKey::new("run", "node", 0).expect("valid key")
 }
 
-/// A begin request for `node` owned by `owner` at time `at`.
+/// A begin request for `node` owned by `owner` at time `at`, leased for 30 s.
 pub(crate) fn begin(node: &NodeKey, owner: &str, at: u64) -> BeginAttempt {
-    BeginAttempt {
-        node: node.clone(),
-        owner: owner.to_owned(),
-        started_at_ms: at,
-        lease_ms: 30_000,
-        metadata: json!({"prompt": "p"}),
-        working_dir: None,
-        label: Some("label".to_owned()),
-        output_table: Some("out".to_owned()),
-    }
+    BeginAttempt::new(node.clone(), owner, at, 30_000)
 }
 
 /// The owned handle of attempt `attempt` of `node`.

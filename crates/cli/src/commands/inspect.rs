@@ -14,22 +14,20 @@ use crate::stdout;
 pub(super) async fn runs(db: &str, args: &RunsArgs) -> Result<u8, CliError> {
     let store = crate::store::open_existing(db).await?;
     let runs = store.list_runs().await?;
-    if args.json {
-        stdout::line(&to_json(&runs)?)?;
-        return Ok(exit::SUCCESS);
-    }
-    let mut rows = vec![row([
-        "RUN",
-        "NODES",
-        "RUNNING",
-        "FINISHED",
-        "FAILED",
-        "CANCELLED",
-        "UPDATED",
-    ])];
-    rows.extend(runs.iter().map(run_row));
-    print_table(&rows)?;
-    Ok(exit::SUCCESS)
+    print_listing(
+        args.json,
+        &runs,
+        [
+            "RUN",
+            "NODES",
+            "RUNNING",
+            "FINISHED",
+            "FAILED",
+            "CANCELLED",
+            "UPDATED",
+        ],
+        run_row,
+    )
 }
 
 fn run_row(run: &RunSummary) -> Vec<String> {
@@ -51,14 +49,12 @@ pub(super) async fn nodes(db: &str, args: &NodesArgs) -> Result<u8, CliError> {
     if nodes.is_empty() {
         return Err(unknown_run(&args.run_id));
     }
-    if args.json {
-        stdout::line(&to_json(&nodes)?)?;
-        return Ok(exit::SUCCESS);
-    }
-    let mut rows = vec![row(["NODE", "ITER", "STATE", "ATTEMPT", "UPDATED"])];
-    rows.extend(nodes.iter().map(node_row));
-    print_table(&rows)?;
-    Ok(exit::SUCCESS)
+    print_listing(
+        args.json,
+        &nodes,
+        ["NODE", "ITER", "STATE", "ATTEMPT", "UPDATED"],
+        node_row,
+    )
 }
 
 fn node_row(node: &NodeRecord) -> Vec<String> {
@@ -86,16 +82,14 @@ pub(super) async fn attempts(db: &str, args: &AttemptsArgs) -> Result<u8, CliErr
         // written together with its first attempt): read again.
         attempts = store.list_attempts(&filter).await?;
     }
-    if args.json {
-        stdout::line(&to_json(&attempts)?)?;
-        return Ok(exit::SUCCESS);
-    }
-    let mut rows = vec![row([
-        "NODE", "ITER", "ATTEMPT", "STATE", "STARTED", "TOOK", "ERROR",
-    ])];
-    rows.extend(attempts.iter().map(attempt_row));
-    print_table(&rows)?;
-    Ok(exit::SUCCESS)
+    print_listing(
+        args.json,
+        &attempts,
+        [
+            "NODE", "ITER", "ATTEMPT", "STATE", "STARTED", "TOOK", "ERROR",
+        ],
+        attempt_row,
+    )
 }
 
 /// Fails with UNKNOWN_RUN when no run `filter.run_id` is recorded, and with UNKNOWN_NODE when
@@ -175,6 +169,24 @@ pub(super) fn to_json_line<T: serde::Serialize + ?Sized>(value: &T) -> Result<St
 /// RFC 3339 to the millisecond, UTC.
 pub(super) fn timestamp(ms: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// Prints `items` as one JSON array with `--json`, else as a table: `header`, then a row of
+/// each item.
+pub(super) fn print_listing<T: serde::Serialize, const N: usize>(
+    json: bool,
+    items: &[T],
+    header: [&str; N],
+    row_of: impl FnMut(&T) -> Vec<String>,
+) -> Result<u8, CliError> {
+    if json {
+        stdout::line(&to_json(items)?)?;
+        return Ok(exit::SUCCESS);
+    }
+    let mut rows = vec![row(header)];
+    rows.extend(items.iter().map(row_of));
+    print_table(&rows)?;
+    Ok(exit::SUCCESS)
 }
 
 pub(super) fn row<const N: usize>(cells: [&str; N]) -> Vec<String> {

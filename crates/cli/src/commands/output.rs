@@ -70,11 +70,7 @@ async fn latest_attempt(
     key: &NodeKey,
     node: &NodeRecord,
 ) -> Result<Latest, CliError> {
-    let filter = AttemptFilter {
-        run_id: key.run_id().to_owned(),
-        node_id: Some(key.node_id().to_owned()),
-        iteration: Some(key.iteration()),
-    };
+    let filter = AttemptFilter::node(key);
     let attempts = store.list_attempts(&filter).await?;
     let finished = attempts
         .iter()

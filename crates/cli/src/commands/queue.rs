@@ -6,7 +6,7 @@ use std::time::Duration;
 use stint_domain::{NodeKey, QueueStats, TaskId, TaskRecord, TaskState};
 use stint_ports::{CancelOutcome, CancelTarget, TaskFilter};
 
-use super::inspect::{print_table, row, timestamp, to_json};
+use super::inspect::{print_listing, timestamp};
 use crate::args::{
     CancelArgs, ListedState, PruneArgs, QueueCommand, QueueLimitArgs, QueuesArgs, RetryArgs,
     TasksArgs,
@@ -54,16 +54,14 @@ pub(super) async fn tasks(db: &str, args: &TasksArgs) -> Result<u8, CliError> {
         tasks.retain(|task| task.listed_state(now) == wanted);
         tasks.truncate(usize::try_from(args.limit).unwrap_or(usize::MAX));
     }
-    if args.json {
-        stdout::line(&to_json(&tasks)?)?;
-        return Ok(exit::SUCCESS);
-    }
-    let mut rows = vec![row([
-        "ID", "QUEUE", "STATE", "PRIORITY", "RUN", "NODE", "CLAIMS", "DUE",
-    ])];
-    rows.extend(tasks.iter().map(|task| task_row(task, now)));
-    print_table(&rows)?;
-    Ok(exit::SUCCESS)
+    print_listing(
+        args.json,
+        &tasks,
+        [
+            "ID", "QUEUE", "STATE", "PRIORITY", "RUN", "NODE", "CLAIMS", "DUE",
+        ],
+        |task| task_row(task, now),
+    )
 }
 
 fn task_row(task: &TaskRecord, now: u64) -> Vec<String> {
@@ -83,22 +81,20 @@ fn task_row(task: &TaskRecord, now: u64) -> Vec<String> {
 pub(super) async fn queues(db: &str, args: &QueuesArgs) -> Result<u8, CliError> {
     let store = crate::store::open_queue_existing(db).await?;
     let stats = store.queue_stats(now_ms()).await?;
-    if args.json {
-        stdout::line(&to_json(&stats)?)?;
-        return Ok(exit::SUCCESS);
-    }
-    let mut rows = vec![row([
-        "QUEUE",
-        "READY",
-        "SCHEDULED",
-        "RUNNING",
-        "FAILED",
-        "OLDEST READY",
-        "LIMIT",
-    ])];
-    rows.extend(stats.iter().map(queue_row));
-    print_table(&rows)?;
-    Ok(exit::SUCCESS)
+    print_listing(
+        args.json,
+        &stats,
+        [
+            "QUEUE",
+            "READY",
+            "SCHEDULED",
+            "RUNNING",
+            "FAILED",
+            "OLDEST READY",
+            "LIMIT",
+        ],
+        queue_row,
+    )
 }
 
 fn queue_row(stats: &QueueStats) -> Vec<String> {

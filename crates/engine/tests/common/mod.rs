@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use std::future::Future;
 use std::path::Path;
 
 use serde_json::Value;
@@ -18,8 +17,8 @@ use stint_domain::{
     AttemptRecord, ErrorCode, EventKind, EventRecord, NodeKey, TaskDescriptor, TaskError,
 };
 use stint_engine::{
-    AttemptOutcome, CancellationToken, Engine, EngineError, EngineOptions, NodeOutcome, Ports,
-    TaskContext, TaskFailure, TokioClock,
+    AttemptOutcome, CancellationToken, Compute, ComputeOnce, Engine, EngineError, EngineOptions,
+    NodeOutcome, Ports, TaskFailure, TokioClock,
 };
 use stint_ports::{
     AttemptFilter, EventPage, HistoryStore, InstrumentedStore, Store, VcsProbe, WriteOp,
@@ -245,10 +244,7 @@ pub(crate) async fn events(store: &TestStore) -> Vec<EventRecord> {
 /// Every attempt of run `r`.
 pub(crate) async fn attempts(store: &TestStore) -> Vec<AttemptRecord> {
     store
-        .list_attempts(&AttemptFilter {
-            run_id: "r".to_owned(),
-            ..AttemptFilter::default()
-        })
+        .list_attempts(&AttemptFilter::run("r"))
         .await
         .expect("attempts")
 }
@@ -259,15 +255,11 @@ pub(crate) fn names(events: &[(String, u32)]) -> Vec<&str> {
 }
 
 /// One attempt of `desc` that nobody cancels, run to its outcome; an engine error fails the test.
-pub(crate) async fn attempt_outcome<F, Fut>(
+pub(crate) async fn attempt_outcome(
     engine: &Engine,
     desc: &TaskDescriptor,
-    compute: F,
-) -> AttemptOutcome
-where
-    F: FnOnce(TaskContext) -> Fut,
-    Fut: Future<Output = Result<Value, TaskFailure>> + Send,
-{
+    compute: impl ComputeOnce,
+) -> AttemptOutcome {
     engine
         .run_attempt(desc, compute, &CancellationToken::new())
         .await
@@ -276,16 +268,12 @@ where
 
 /// The engine error that ends one attempt of `desc` that nobody cancels; `expected` names it in
 /// the failure when the attempt ends with an outcome instead.
-pub(crate) async fn attempt_error<F, Fut>(
+pub(crate) async fn attempt_error(
     engine: &Engine,
     desc: &TaskDescriptor,
-    compute: F,
+    compute: impl ComputeOnce,
     expected: &str,
-) -> EngineError
-where
-    F: FnOnce(TaskContext) -> Fut,
-    Fut: Future<Output = Result<Value, TaskFailure>> + Send,
-{
+) -> EngineError {
     let never = CancellationToken::new();
     engine
         .run_attempt(desc, compute, &never)
@@ -295,14 +283,11 @@ where
 
 /// The node loop of `desc`, which nobody cancels, run to its outcome; an engine error fails the
 /// test.
-pub(crate) async fn node_outcome<Fut>(
+pub(crate) async fn node_outcome(
     engine: &Engine,
     desc: &TaskDescriptor,
-    compute: impl Fn(TaskContext) -> Fut,
-) -> NodeOutcome
-where
-    Fut: Future<Output = Result<Value, TaskFailure>> + Send,
-{
+    compute: impl Compute,
+) -> NodeOutcome {
     let never = CancellationToken::new();
     engine.run_node(desc, compute, &never).await.expect("run")
 }
