@@ -35,6 +35,7 @@ mod options;
 mod query;
 mod queue;
 mod queue_history;
+mod recovery;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 mod write;

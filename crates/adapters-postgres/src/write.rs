@@ -6,7 +6,7 @@ use sqlx::Postgres;
 use sqlx::Row;
 use sqlx::postgres::{PgArguments, PgConnection, PgExecutor, PgPool};
 use stint_domain::{
-    AttemptKey, AttemptRecord, AttemptState, Event, EventKind, NodeKey, ProcessPlace, TaskError,
+    AttemptKey, AttemptRecord, AttemptState, Event, EventKind, NodeKey, ProcessPlace,
 };
 use stint_ports::{
     AttemptEnd, AttemptStore, BeginAttempt, BegunAttempt, EndAttempt, HeartbeatWrite, OwnedAttempt,
@@ -17,11 +17,8 @@ use crate::PostgresStore;
 use crate::error::{OpError, retrying, to_i64, to_u32};
 use crate::events::insert_events;
 
-/// Expired attempts marked per transaction by the recovery sweep.
-const RECOVERY_BATCH: i64 = 500;
-
 /// A query on the pool or in a transaction.
-type PgQuery<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
+pub(crate) type PgQuery<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
 
 /// The condition of every owned write: the attempt ($1 to $4), in progress, under the owner
 /// token ($5).
@@ -56,7 +53,7 @@ async fn execute_owned<'c>(
 
 /// Attempt keys as four parallel arrays, for `unnest(text[], text[], bigint[], bigint[])`.
 #[derive(Default)]
-struct KeyArrays {
+pub(crate) struct KeyArrays {
     run_ids: Vec<String>,
     node_ids: Vec<String>,
     iterations: Vec<i64>,
@@ -64,7 +61,7 @@ struct KeyArrays {
 }
 
 impl KeyArrays {
-    fn push(&mut self, key: &AttemptKey) {
+    pub(crate) fn push(&mut self, key: &AttemptKey) {
         self.run_ids.push(key.node.run_id().to_owned());
         self.node_ids.push(key.node.node_id().to_owned());
         self.iterations.push(i64::from(key.node.iteration()));
@@ -72,7 +69,7 @@ impl KeyArrays {
     }
 
     /// Binds the four arrays as the next four parameters of `query`.
-    fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+    pub(crate) fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
         query
             .bind(&self.run_ids)
             .bind(&self.node_ids)
@@ -90,7 +87,7 @@ fn not_owned(attempt: &OwnedAttempt) -> OpError {
     OpError::Store(StoreError::not_owned(&attempt.key))
 }
 
-fn json(what: &str, value: &impl serde::Serialize) -> Result<Value, OpError> {
+pub(crate) fn json(what: &str, value: &impl serde::Serialize) -> Result<Value, OpError> {
     serde_json::to_value(value).map_err(|error| {
         OpError::Store(StoreError::incompatible(format!(
             "{what} does not serialise: {error}"
@@ -309,72 +306,6 @@ async fn end_once(
     Ok(())
 }
 
-/// Marks one batch of expired attempts; returns them (an empty batch ends the sweep).
-async fn recover_batch(
-    pool: &PgPool,
-    now_ms: u64,
-    lease_now: Option<i64>,
-) -> Result<Vec<AttemptKey>, OpError> {
-    let now = to_i64(now_ms);
-    let mut tx = pool.begin().await?;
-    // SKIP LOCKED: an attempt another recoverer (or its owner, ending it) holds is left to them;
-    // one it already marked no longer matches once its lock is released.
-    let rows = sqlx::query(concat!(
-        "SELECT run_id, node_id, iteration, attempt, lease_expires_at_ms FROM attempts \
-         WHERE state = 'in-progress' AND lease_expires_at_ms < COALESCE($1::bigint, ",
-        db_now_ms!(),
-        ") ORDER BY lease_expires_at_ms LIMIT $2 FOR UPDATE SKIP LOCKED",
-    ))
-    .bind(lease_now)
-    .bind(RECOVERY_BATCH)
-    .fetch_all(&mut *tx)
-    .await?;
-    if rows.is_empty() {
-        return Ok(Vec::new());
-    }
-    let (mut keys, mut errors) = (KeyArrays::default(), Vec::new());
-    let mut marked = Vec::with_capacity(rows.len());
-    let mut events = Vec::with_capacity(rows.len());
-    for row in rows {
-        let node = NodeKey::new(
-            row.try_get::<String, _>("run_id")?,
-            row.try_get::<String, _>("node_id")?,
-            to_u32("attempts.iteration", row.try_get("iteration")?)?,
-        )
-        .map_err(|error| OpError::Store(StoreError::incompatible(error.to_string())))?;
-        let key = node.attempt(to_u32("attempts.attempt", row.try_get("attempt")?)?);
-        let lease: i64 = row.try_get("lease_expires_at_ms")?;
-        let error = TaskError::abandoned(u64::try_from(lease).unwrap_or_default());
-        keys.push(&key);
-        errors.push(json("the error", &error)?);
-        events.push(Event::new(&key, now_ms, EventKind::NodeFailed { error }));
-        marked.push(key);
-    }
-    let attempts = sqlx::query(
-        "UPDATE attempts a SET state = 'failed', finished_at_ms = $1, error = u.error, \
-                               retryable = TRUE \
-         FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::jsonb[]) \
-              AS u(run_id, node_id, iteration, attempt, error) \
-         WHERE a.run_id = u.run_id AND a.node_id = u.node_id AND a.iteration = u.iteration \
-           AND a.attempt = u.attempt",
-    );
-    keys.bind(attempts.bind(now))
-        .bind(&errors)
-        .execute(&mut *tx)
-        .await?;
-    let nodes = sqlx::query(
-        "UPDATE nodes n SET state = 'failed', updated_at_ms = $1 \
-         FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[]) \
-              AS u(run_id, node_id, iteration, attempt) \
-         WHERE n.run_id = u.run_id AND n.node_id = u.node_id AND n.iteration = u.iteration \
-           AND n.last_attempt = u.attempt",
-    );
-    keys.bind(nodes.bind(now)).execute(&mut *tx).await?;
-    insert_events(&mut tx, &events).await?;
-    tx.commit().await?;
-    Ok(marked)
-}
-
 #[async_trait]
 impl AttemptStore for PostgresStore {
     async fn begin_attempt(&self, begin: BeginAttempt) -> Result<BegunAttempt, StoreError> {
@@ -489,10 +420,10 @@ impl AttemptStore for PostgresStore {
         let mut marked = Vec::new();
         loop {
             let batch = retrying(&self.endpoint, "recovering abandoned attempts", || {
-                recover_batch(&self.pool, now_ms, self.lease_now(now_ms))
+                crate::recovery::recover_batch(&self.pool, now_ms, self.lease_now(now_ms))
             })
             .await?;
-            let done = (batch.len() as i64) < RECOVERY_BATCH;
+            let done = (batch.len() as i64) < crate::recovery::RECOVERY_BATCH;
             marked.extend(batch);
             if done {
                 if !marked.is_empty() {

@@ -24,6 +24,7 @@ mod options;
 mod query;
 mod queue;
 mod queue_history;
+mod recovery;
 mod wakeups;
 mod write;
 mod writer;

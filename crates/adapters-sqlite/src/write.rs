@@ -11,7 +11,7 @@ use serde_json::Value;
 use sqlx::Row;
 use sqlx::SqliteConnection;
 use stint_domain::{
-    AttemptKey, AttemptRecord, AttemptState, Event, EventKind, NodeKey, ProcessPlace, TaskError,
+    AttemptKey, AttemptRecord, AttemptState, Event, EventKind, NodeKey, ProcessPlace,
 };
 use stint_ports::{
     AttemptEnd, AttemptStore, BeginAttempt, BegunAttempt, EndAttempt, HeartbeatWrite, OwnedAttempt,
@@ -23,7 +23,7 @@ use crate::error::{map, to_i64, to_json, to_u32};
 use crate::query::{SqliteQuery, bind_node};
 
 /// Binds the four columns of an attempt key, in key order.
-fn bind_attempt<'a>(query: SqliteQuery<'a>, key: &AttemptKey) -> SqliteQuery<'a> {
+pub(crate) fn bind_attempt<'a>(query: SqliteQuery<'a>, key: &AttemptKey) -> SqliteQuery<'a> {
     bind_node(query, &key.node).bind(key.attempt)
 }
 
@@ -365,7 +365,7 @@ async fn end_attempt(
 }
 
 /// Gives the node of `key` the state of that attempt, if it is still the node's last attempt.
-async fn update_node(
+pub(crate) async fn update_node(
     tx: &mut SqliteConnection,
     key: &AttemptKey,
     state: AttemptState,
@@ -381,60 +381,6 @@ async fn update_node(
     .await
     .map_err(map)?;
     Ok(())
-}
-
-/// Marks every in-progress attempt whose lease expired before `now_ms` as abandoned.
-///
-/// The sweep and the updates share one write transaction, so a second recoverer waits for the
-/// first to commit and then finds nothing left to mark: each attempt is marked once.
-async fn recover_abandoned(
-    tx: &mut SqliteConnection,
-    now_ms: u64,
-) -> Result<Vec<AttemptKey>, StoreError> {
-    let now = to_i64(now_ms, "recovery time")?;
-    let expired = sqlx::query(
-        "SELECT run_id, node_id, iteration, attempt, lease_expires_at_ms FROM attempts \
-         WHERE state = 'in-progress' AND lease_expires_at_ms < ? \
-         ORDER BY run_id, node_id, iteration, attempt",
-    )
-    .bind(now)
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(map)?;
-    let mut marked = Vec::with_capacity(expired.len());
-    for row in expired {
-        let node = NodeKey::new(
-            row.try_get::<String, _>("run_id").map_err(map)?,
-            row.try_get::<String, _>("node_id").map_err(map)?,
-            row.try_get::<u32, _>("iteration").map_err(map)?,
-        )
-        .map_err(|error| StoreError::incompatible(format!("stored key is invalid: {error}")))?;
-        let key = node.attempt(row.try_get::<u32, _>("attempt").map_err(map)?);
-        let lease: i64 = row.try_get("lease_expires_at_ms").map_err(map)?;
-        let error = TaskError::abandoned(crate::error::to_u64(lease, "lease expiry")?);
-        let done = bind_attempt(
-            sqlx::query(
-                "UPDATE attempts SET state = 'failed', error = ?, retryable = 1, finished_at_ms = ? \
-                 WHERE run_id = ? AND node_id = ? AND iteration = ? AND attempt = ? \
-                 AND state = 'in-progress'",
-            )
-            .bind(to_json(&error, "error")?)
-            .bind(now),
-            &key,
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(map)?;
-        if done.rows_affected() == 0 {
-            continue;
-        }
-        update_node(tx, &key, AttemptState::Failed, now).await?;
-        let failed = Event::new(&key, now_ms, EventKind::NodeFailed { error });
-        insert_events(tx, &[failed]).await?;
-        tracing::info!(attempt = %key, "abandoned attempt marked failed");
-        marked.push(key);
-    }
-    Ok(marked)
 }
 
 #[async_trait]
@@ -492,7 +438,7 @@ impl AttemptStore for SqliteStore {
     }
 
     async fn recover_abandoned(&self, now_ms: u64) -> Result<Vec<AttemptKey>, StoreError> {
-        self.write(move |tx| Box::pin(recover_abandoned(tx, now_ms)))
+        self.write(move |tx| Box::pin(crate::recovery::recover_abandoned(tx, now_ms)))
             .await
     }
 

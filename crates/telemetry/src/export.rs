@@ -86,31 +86,38 @@ impl<E: PushMetricExporter> PushMetricExporter for Watched<E> {
 #[error("cannot build the OTLP exporter: {0}")]
 pub struct ExporterError(#[from] opentelemetry_otlp::ExporterBuildError);
 
+/// Builds the exporter of one signal from its builder, over the protocol `config` asks for.
+/// The span and metric builders share no trait, so a macro spells the choice once.
+macro_rules! build_exporter {
+    ($builder:expr, $config:expr, $path:literal) => {{
+        let endpoint = $config.signal_endpoint($path);
+        match $config.protocol {
+            Protocol::HttpProtobuf => {
+                let builder = $builder.with_http();
+                match endpoint {
+                    Some(endpoint) => builder.with_endpoint(endpoint).build()?,
+                    None => builder.build()?,
+                }
+            }
+            Protocol::Grpc => {
+                let builder = $builder.with_tonic();
+                match endpoint {
+                    Some(endpoint) => builder.with_endpoint(endpoint).build()?,
+                    None => builder.build()?,
+                }
+            }
+        }
+    }};
+}
+
 /// The span exporter `config` asks for. gRPC needs a Tokio runtime entered on this thread.
 pub(crate) fn spans(
     config: &Config,
     failures: &Failures,
 ) -> Result<Watched<opentelemetry_otlp::SpanExporter>, ExporterError> {
     let builder = opentelemetry_otlp::SpanExporter::builder();
-    let endpoint = config.signal_endpoint("/v1/traces");
-    let inner = match config.protocol {
-        Protocol::HttpProtobuf => {
-            let builder = builder.with_http();
-            match endpoint {
-                Some(endpoint) => builder.with_endpoint(endpoint).build()?,
-                None => builder.build()?,
-            }
-        }
-        Protocol::Grpc => {
-            let builder = builder.with_tonic();
-            match endpoint {
-                Some(endpoint) => builder.with_endpoint(endpoint).build()?,
-                None => builder.build()?,
-            }
-        }
-    };
     Ok(Watched {
-        inner,
+        inner: build_exporter!(builder, config, "/v1/traces"),
         failures: failures.clone(),
     })
 }
@@ -121,25 +128,8 @@ pub(crate) fn metrics(
     failures: &Failures,
 ) -> Result<Watched<opentelemetry_otlp::MetricExporter>, ExporterError> {
     let builder = opentelemetry_otlp::MetricExporter::builder();
-    let endpoint = config.signal_endpoint("/v1/metrics");
-    let inner = match config.protocol {
-        Protocol::HttpProtobuf => {
-            let builder = builder.with_http();
-            match endpoint {
-                Some(endpoint) => builder.with_endpoint(endpoint).build()?,
-                None => builder.build()?,
-            }
-        }
-        Protocol::Grpc => {
-            let builder = builder.with_tonic();
-            match endpoint {
-                Some(endpoint) => builder.with_endpoint(endpoint).build()?,
-                None => builder.build()?,
-            }
-        }
-    };
     Ok(Watched {
-        inner,
+        inner: build_exporter!(builder, config, "/v1/metrics"),
         failures: failures.clone(),
     })
 }
