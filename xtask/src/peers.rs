@@ -315,7 +315,7 @@ pub(crate) fn splice(document: &str, section: &str) -> String {
             + "\n";
     }
     match document.find("\n## How each row is measured") {
-        Some(at) => format!("{}\n{section}{}", &document[..=at], &document[at..]),
+        Some(at) => format!("{}{section}{}", &document[..=at], &document[at..]),
         None if document.is_empty() => section,
         None => format!("{}\n\n{section}", document.trim_end()),
     }
