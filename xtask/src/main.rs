@@ -11,6 +11,7 @@ mod chaos;
 mod ci;
 mod codegen;
 mod dist;
+mod peers;
 mod project;
 mod release;
 mod soak;
@@ -50,6 +51,11 @@ enum Command {
         /// A smoke run in under a minute (debug build, fewer repetitions); writes nothing.
         #[arg(long)]
         quick: bool,
+        /// Instead: build the peers of bench/peers (outside the workspace) and measure them and
+        /// stint on the same queue workload in one run; writes the "Peers" section of
+        /// docs/benchmarks.md.
+        #[arg(long, conflicts_with = "quick")]
+        peers: bool,
     },
     /// Run the fault-injection and crash suites again and again with random fault timings (not
     /// in CI); a full run writes docs/chaos.md.
@@ -107,7 +113,7 @@ fn run(cli: Cli) -> Result<()> {
             ReleaseCommand::Bump { level } => release::run_bump(&root, &level),
             ReleaseCommand::Check { no_verify } => release::run_check(&root, no_verify),
         },
-        Command::Bench { quick } => bench::run(&root, quick),
+        Command::Bench { quick, peers } => bench::run(&root, quick, peers),
         Command::Dist => dist::run(&root),
         Command::Chaos {
             iterations,

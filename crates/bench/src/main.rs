@@ -28,6 +28,7 @@ mod heartbeat;
 mod lifecycle;
 mod machine;
 mod memory;
+mod peers;
 mod queue;
 mod queue_pickup;
 mod report;
@@ -54,6 +55,11 @@ struct Args {
     /// Run only this benchmark (1 to 6; 6 is the queue), for profiling one of them.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=6))]
     only: Option<u8>,
+    /// Only stint's rows of the peer comparison (`cargo xtask bench --peers`): the queue
+    /// workload at concurrency 1, 8 and 64 and idle pickup, on SQLite and PostgreSQL, as JSON
+    /// lines on stdout.
+    #[arg(long, conflicts_with_all = ["out", "only"])]
+    peers_json: bool,
     /// Internal: measure memory in this child process and print `<before KiB> <after KiB>`.
     #[arg(long, hide = true, value_enum)]
     memory_probe: Option<memory::Probe>,
@@ -84,6 +90,9 @@ async fn main() -> Result<()> {
     if let Some(kind) = args.memory_probe {
         println!("{}", memory::probe(kind, args.probe_count).await?);
         return Ok(());
+    }
+    if args.peers_json {
+        return peers::run(args.quick).await;
     }
     let settings = if args.quick {
         Settings {

@@ -204,6 +204,59 @@ impl QueueBench {
             .map_or(0, |queue| queue.finished))
     }
 
+    /// The durability settings in force, as the store's own connections report them at run
+    /// time: `journal_mode` and `synchronous` of every pooled SQLite connection, or
+    /// `synchronous_commit` and `fsync` of the PostgreSQL server.
+    pub(crate) async fn durability(&self) -> Result<String> {
+        match &self.keep {
+            Keep::Sqlite(store, _) => {
+                let pool = store.pool();
+                let mut conns = Vec::new();
+                for _ in 0..pool.size() {
+                    conns.push(pool.acquire().await?);
+                }
+                let mut seen = Vec::new();
+                for conn in &mut conns {
+                    let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+                        .fetch_one(&mut **conn)
+                        .await?;
+                    let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                        .fetch_one(&mut **conn)
+                        .await?;
+                    seen.push(format!(
+                        "journal_mode={journal}, synchronous={}",
+                        match sync {
+                            0 => "OFF",
+                            1 => "NORMAL",
+                            2 => "FULL",
+                            _ => "EXTRA",
+                        }
+                    ));
+                }
+                let total = seen.len();
+                seen.sort();
+                seen.dedup();
+                Ok(format!(
+                    "{} (all {total} pool connections)",
+                    seen.join("; ")
+                ))
+            }
+            Keep::Postgres(_, guard) => {
+                use sqlx::Connection as _;
+                let options: sqlx::postgres::PgConnectOptions = guard.url().parse()?;
+                let mut conn = sqlx::PgConnection::connect_with(&options).await?;
+                let (sync, fsync): (String, String) = sqlx::query_as(
+                    "SELECT current_setting('synchronous_commit'), current_setting('fsync')",
+                )
+                .fetch_one(&mut conn)
+                .await?;
+                Ok(format!("synchronous_commit={sync}, fsync={fsync}"))
+            }
+            #[cfg(test)]
+            Keep::Memory => Ok("memory".to_owned()),
+        }
+    }
+
     pub(crate) async fn close(self) {
         match self.keep {
             Keep::Sqlite(store, _dir) => store.close().await,
@@ -228,7 +281,11 @@ pub(crate) fn noop_task(run: &str) -> NewTask {
 
 /// Submits `n` tasks one call each, then runs them with one worker of `concurrency`; returns
 /// (submitted/s, processed/s) after checking that all `n` ended finished.
-async fn process_on(bench: &QueueBench, n: usize, concurrency: usize) -> Result<(f64, f64)> {
+pub(crate) async fn process_on(
+    bench: &QueueBench,
+    n: usize,
+    concurrency: usize,
+) -> Result<(f64, f64)> {
     let start = Instant::now();
     for i in 0..n {
         bench

@@ -40,10 +40,12 @@ impl WorkerObserver for Finished {
 
 /// How the worker learns of the task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Pickup {
+pub(crate) enum Pickup {
+    /// The submitter calls `Worker::wake` after its `enqueue`.
     Woken,
-    /// By the store's wake-ups.
+    /// By the store's wake-ups (LISTEN/NOTIFY, `data_version`).
     Store,
+    /// Nothing wakes the worker; it finds the task at its next poll.
     Polled,
 }
 
@@ -78,7 +80,7 @@ fn offset(i: usize) -> f64 {
 }
 
 /// `count` pickup latencies, in ms, of one idle worker (after one untimed warm-up pickup).
-async fn pickups(
+pub(crate) async fn pickups(
     bench: &QueueBench,
     pickup: Pickup,
     poll: Duration,

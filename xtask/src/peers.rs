@@ -1,0 +1,552 @@
+//! `cargo xtask bench --peers`: stint and its peers on the same queue workload, in one run on
+//! one machine, written as the "Peers" section of `docs/benchmarks.md` (issue 18).
+//!
+//! The peers live in `bench/peers/`, outside the workspace and outside the normal build: one
+//! package per Cargo graph that can hold them (effectum's rusqlite links an older
+//! `libsqlite3-sys` than sqlx, so it has a package of its own; the sqlx 0.8 peers share the
+//! other), each with its own lock file. This command builds them in release mode, runs every
+//! peer as its own process with a time limit, runs stint's rows through `stint-bench
+//! --peers-json`, and writes the table. A peer that does not build or run gets a row saying so.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+
+use crate::bench::TABLE;
+
+/// The heading of the section this command owns in `docs/benchmarks.md`.
+pub(crate) const HEADING: &str = "## Peers";
+
+/// How long one peer (all its runs) may take before it is stopped.
+const PEER_LIMIT: Duration = Duration::from_secs(20 * 60);
+
+/// Jobs of the workload, concurrencies and timed pickups.
+const JOBS: usize = 2_000;
+const CONCURRENCY: [usize; 3] = [1, 8, 64];
+const PICKUPS: usize = 30;
+
+/// One peer: its `--peer` name, the package under `bench/peers/` whose binary runs it, and
+/// its backend.
+#[derive(Debug, Clone, Copy)]
+struct Peer {
+    name: &'static str,
+    label: &'static str,
+    package: &'static str,
+    backend: &'static str,
+}
+
+const PEERS: [Peer; 5] = [
+    Peer {
+        name: "effectum",
+        label: "effectum 0.7",
+        package: "effectum",
+        backend: "SQLite",
+    },
+    Peer {
+        name: "apalis-sqlite",
+        label: "apalis-sqlite 1.0",
+        package: "sqlx",
+        backend: "SQLite",
+    },
+    Peer {
+        name: "apalis-postgres",
+        label: "apalis-postgres 1.0",
+        package: "sqlx",
+        backend: "PostgreSQL",
+    },
+    Peer {
+        name: "awa",
+        label: "awa 0.6",
+        package: "sqlx",
+        backend: "PostgreSQL",
+    },
+    Peer {
+        name: "underway",
+        label: "underway 0.2",
+        package: "sqlx",
+        backend: "PostgreSQL",
+    },
+];
+
+/// What one system (stint on a backend, or a peer) produced.
+#[derive(Debug, Default)]
+struct Results {
+    /// Jobs/s by concurrency.
+    rates: BTreeMap<usize, f64>,
+    /// Submit rates (jobs/s) of the throughput runs.
+    submits: Vec<f64>,
+    /// (variant, p50, p95) of each pickup measurement.
+    pickups: Vec<(String, f64, f64)>,
+    /// Observed durability settings (distinct).
+    durability: Vec<String>,
+    /// Failures, as `what: error`.
+    errors: Vec<String>,
+}
+
+impl Results {
+    fn add(&mut self, line: &Value) {
+        let text = |key: &str| line[key].as_str().unwrap_or_default().to_owned();
+        let durability = text("durability");
+        if !durability.is_empty() && !self.durability.contains(&durability) {
+            self.durability.push(durability);
+        }
+        match line["kind"].as_str() {
+            Some("throughput") => {
+                if let (Some(c), Some(rate)) =
+                    (line["concurrency"].as_u64(), line["jobs_per_s"].as_f64())
+                {
+                    self.rates.insert(usize::try_from(c).unwrap_or(0), rate);
+                }
+                if let Some(submit) = line["submit_jobs_per_s"].as_f64() {
+                    self.submits.push(submit);
+                }
+            }
+            Some("pickup") => {
+                if let (Some(p50), Some(p95)) = (line["p50_ms"].as_f64(), line["p95_ms"].as_f64()) {
+                    self.pickups.push((text("variant"), p50, p95));
+                }
+            }
+            _ => self
+                .errors
+                .push(format!("{}: {}", text("what"), first_line(&text("error")))),
+        }
+    }
+}
+
+fn first_line(text: &str) -> String {
+    let line = text.lines().next().unwrap_or_default();
+    let mut short: String = line.chars().take(200).collect();
+    if line.chars().count() > 200 {
+        short.push('…');
+    }
+    short
+}
+
+/// The target folder of the peer packages: `<workspace target>/peers`.
+fn peers_target(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), PathBuf::from)
+        .join("peers")
+}
+
+/// Builds `bench/peers/<package>` in release mode; `Err` carries why it did not build.
+fn build(root: &Path, package: &str) -> Result<PathBuf, String> {
+    let manifest = root.join("bench/peers").join(package).join("Cargo.toml");
+    let target = peers_target(root);
+    eprintln!("peers: building bench/peers/{package} (release)");
+    let output = Command::new("cargo")
+        .args(["build", "--release", "--locked", "--manifest-path"])
+        .arg(&manifest)
+        .env("CARGO_TARGET_DIR", &target)
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| format!("cargo did not start: {e}"))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let reason = stderr
+            .lines()
+            .find(|l| l.starts_with("error"))
+            .unwrap_or("cargo build failed");
+        eprint!("{stderr}");
+        return Err(first_line(reason));
+    }
+    Ok(target
+        .join("release")
+        .join(format!("stint-peers-{package}")))
+}
+
+/// Runs `command`, collecting stdout, stopping it after `limit`. Returns stdout and whether it
+/// was stopped.
+fn run_limited(mut command: Command, limit: Duration) -> Result<(String, bool)> {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting a benchmark process")?;
+    let mut stdout = child.stdout.take().context("no stdout")?;
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    let start = Instant::now();
+    let mut stopped = false;
+    loop {
+        if child.try_wait()?.is_some() {
+            break;
+        }
+        if start.elapsed() > limit {
+            // Only this child, which this command started.
+            let _ = child.kill();
+            let _ = child.wait();
+            stopped = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let text = reader.join().unwrap_or_default();
+    Ok((text, stopped))
+}
+
+fn parse_into(results: &mut BTreeMap<String, Results>, key: &str, text: &str) {
+    for line in text.lines().filter(|l| l.starts_with('{')) {
+        if let Ok(value) = serde_json::from_str::<Value>(line) {
+            results.entry(key.to_owned()).or_default().add(&value);
+        }
+    }
+}
+
+/// Runs everything and writes the section.
+pub(crate) fn run(root: &Path) -> Result<()> {
+    let started = Instant::now();
+    let mut results: BTreeMap<String, Results> = BTreeMap::new();
+    let mut binaries: BTreeMap<&str, Result<PathBuf, String>> = BTreeMap::new();
+    for peer in PEERS {
+        binaries
+            .entry(peer.package)
+            .or_insert_with(|| build(root, peer.package));
+    }
+    // stint's rows first, built and run by the workspace's own cargo.
+    let status = Command::new("cargo")
+        .args(["build", "--release", "-p", "stint-bench"])
+        .current_dir(root)
+        .status()
+        .context("building stint-bench")?;
+    anyhow::ensure!(status.success(), "stint-bench did not build");
+    let mut stint = Command::new("cargo");
+    stint
+        .args([
+            "run",
+            "--release",
+            "-q",
+            "-p",
+            "stint-bench",
+            "--",
+            "--peers-json",
+        ])
+        .current_dir(root);
+    eprintln!("peers: stint (stint-bench --peers-json)");
+    let (text, stopped) = run_limited(stint, 2 * PEER_LIMIT)?;
+    for line in text.lines().filter(|l| l.starts_with('{')) {
+        if let Ok(value) = serde_json::from_str::<Value>(line) {
+            let backend = value["backend"].as_str().unwrap_or("?").to_owned();
+            results
+                .entry(format!("stint {backend}"))
+                .or_default()
+                .add(&value);
+        }
+    }
+    if stopped {
+        results
+            .entry("stint".to_owned())
+            .or_default()
+            .errors
+            .push(format!("stopped after {} s", 2 * PEER_LIMIT.as_secs()));
+    }
+    for peer in PEERS {
+        let entry = results.entry(peer.label.to_owned()).or_default();
+        let binary = match binaries.get(peer.package) {
+            Some(Ok(binary)) => binary.clone(),
+            Some(Err(reason)) => {
+                entry.errors.push(format!("did not build: {reason}"));
+                continue;
+            }
+            None => continue,
+        };
+        eprintln!("peers: {}", peer.label);
+        let mut command = Command::new(binary);
+        command.current_dir(std::env::temp_dir()).args([
+            "--peer",
+            peer.name,
+            "--jobs",
+            &JOBS.to_string(),
+            "--concurrency",
+            &CONCURRENCY.map(|c| c.to_string()).join(","),
+            "--pickups",
+            &if peer.name.starts_with("apalis") {
+                0
+            } else {
+                PICKUPS
+            }
+            .to_string(),
+        ]);
+        let (text, stopped) = run_limited(command, PEER_LIMIT)?;
+        parse_into(&mut results, peer.label, &text);
+        if stopped {
+            results
+                .entry(peer.label.to_owned())
+                .or_default()
+                .errors
+                .push(format!(
+                    "stopped after {} s (the rows it finished are shown)",
+                    PEER_LIMIT.as_secs()
+                ));
+        }
+    }
+    let section = section(&results, started.elapsed());
+    let path = root.join(TABLE);
+    let document = std::fs::read_to_string(&path).unwrap_or_default();
+    std::fs::write(&path, splice(&document, &section))
+        .with_context(|| format!("writing {TABLE}"))?;
+    print!("{section}");
+    println!("peers: section written to {TABLE}");
+    Ok(())
+}
+
+/// `document` with its Peers section replaced by `section` (or `section` inserted before the
+/// "How each row is measured" heading, or appended).
+pub(crate) fn splice(document: &str, section: &str) -> String {
+    let section = format!("{}\n", section.trim_end());
+    if let Some(start) = document.find(&format!("\n{HEADING}\n")) {
+        let start = start + 1;
+        let rest = &document[start + HEADING.len()..];
+        let end = rest
+            .find("\n## ")
+            .map_or(document.len(), |i| start + HEADING.len() + i + 1);
+        return format!("{}{section}\n{}", &document[..start], &document[end..])
+            .trim_end()
+            .to_owned()
+            + "\n";
+    }
+    match document.find("\n## How each row is measured") {
+        Some(at) => format!("{}{section}{}", &document[..=at], &document[at..]),
+        None if document.is_empty() => section,
+        None => format!("{}\n\n{section}", document.trim_end()),
+    }
+}
+
+/// The Peers section of `document`, if it has one (kept by a full `cargo xtask bench`).
+pub(crate) fn existing(document: &str) -> Option<String> {
+    let start = document.find(&format!("\n{HEADING}\n"))? + 1;
+    let rest = &document[start + HEADING.len()..];
+    let end = rest
+        .find("\n## ")
+        .map_or(document.len(), |i| start + HEADING.len() + i + 1);
+    Some(document[start..end].to_owned())
+}
+
+fn rate(value: f64) -> String {
+    if value >= 100.0 {
+        let whole = value.round() as u64;
+        let digits = whole.to_string();
+        let mut out = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i).is_multiple_of(3) {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        out
+    } else {
+        format!("{value:.1}")
+    }
+}
+
+fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied()
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn machine() -> String {
+    let field = |text: &str, key: &str| {
+        text.lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_once([':', '=']))
+            .map(|(_, v)| v.trim().trim_matches('"').to_owned())
+    };
+    let cpu = field(&read("/proc/cpuinfo"), "model name").unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let memory = field(&read("/proc/meminfo"), "MemTotal")
+        .and_then(|v| v.trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or_else(
+            || "unknown memory".into(),
+            |kib| format!("{:.0} GiB RAM", kib / 1024.0 / 1024.0),
+        );
+    let os = field(&read("/etc/os-release"), "PRETTY_NAME").unwrap_or_else(|| "Linux".into());
+    format!("{cpu}, {cores} cores, {memory}, {os}")
+}
+
+fn today() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|_| "unknown date".into())
+}
+
+fn load() -> String {
+    read("/proc/loadavg")
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("unknown")
+        .to_owned()
+}
+
+/// The systems in table order: stint on each backend, then its peers on that backend.
+fn order() -> Vec<(String, &'static str)> {
+    let mut rows = Vec::new();
+    for backend in ["SQLite", "PostgreSQL"] {
+        rows.push((format!("stint {backend}"), backend));
+        for peer in PEERS.iter().filter(|p| p.backend == backend) {
+            rows.push((peer.label.to_owned(), backend));
+        }
+    }
+    rows
+}
+
+fn pickup_cell(results: &Results) -> String {
+    results
+        .pickups
+        .iter()
+        .map(|(variant, p50, p95)| {
+            let variant = if variant.is_empty() {
+                String::new()
+            } else {
+                format!(" ({variant})")
+            };
+            format!("{p50:.1} / {p95:.1} ms{variant}")
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The section: the rows, the durability observed, and the same-run ratios.
+fn section(results: &BTreeMap<String, Results>, took: Duration) -> String {
+    let empty = Results::default();
+    let mut out = format!(
+        "{HEADING}\n\n\
+         Written by `cargo xtask bench --peers` on {date} (UTC), in {minutes:.0} minutes: stint and \
+         each peer measured in the same run, on the same machine, one after the other. \
+         Machine: {machine}; a shared machine running other work at the same time (5-minute \
+         load average {load} when the section was written), so figures move from run to run: \
+         compare within this table, not with the one above. One run per figure.\n\n\
+         Workload (issue 18): {JOBS} no-op jobs enqueued one call each (*submit*), then one \
+         worker at concurrency 1, 8 and 64 until the system's own store says all {JOBS} are \
+         done (a fresh store per run: a SQLite file in a temporary folder, or a fresh \
+         PostgreSQL database per peer run, a fresh schema for stint); *idle pickup*: one job \
+         enqueued to an idle worker every 100-200 ms, timed until its completion is visible in \
+         the store ({PICKUPS} pickups after one untimed; p50 / p95). Every system runs at its \
+         own defaults; the durability column is what its connections reported at run time.\n\n\
+         | system | backend | submit, jobs/s | conc 1, jobs/s | conc 8, jobs/s | conc 64, jobs/s \
+         | idle pickup p50 / p95 | durability (observed at run time) |\n\
+         |---|---|---|---|---|---|---|---|\n",
+        date = today(),
+        minutes = took.as_secs_f64() / 60.0,
+        machine = machine(),
+        load = load(),
+    );
+    for (name, backend) in order() {
+        let r = results.get(&name).unwrap_or(&empty);
+        let cell = |c: usize| r.rates.get(&c).map_or_else(|| "—".to_owned(), |v| rate(*v));
+        let submit = median(&r.submits).map_or_else(|| "—".to_owned(), rate);
+        let mut durability = r.durability.join("; ");
+        if !r.errors.is_empty() {
+            if !durability.is_empty() {
+                durability.push_str("; ");
+            }
+            durability.push_str(&format!("**{}**", r.errors.join("; ")));
+        }
+        let shown = if name.starts_with("stint") {
+            "**stint**".to_owned()
+        } else {
+            name.clone()
+        };
+        out.push_str(&format!(
+            "| {shown} | {backend} | {submit} | {} | {} | {} | {} | {} |\n",
+            cell(1),
+            cell(8),
+            cell(64),
+            pickup_cell(r),
+            durability.replace('|', "/"),
+        ));
+    }
+    out.push_str(
+        "\nSame-run ratios, stint / peer on the same backend: jobs/s (> 1: stint faster) and idle \
+         pickup p50 (< 1: stint faster; stint's polled figure, the default with nothing calling \
+         `Worker::wake`, and in brackets woken).\n\n\
+         | peer | backend | conc 1 | conc 8 | conc 64 | pickup p50 |\n|---|---|---|---|---|---|\n",
+    );
+    for peer in PEERS {
+        let p = results.get(peer.label).unwrap_or(&empty);
+        let s = results
+            .get(&format!("stint {}", peer.backend))
+            .unwrap_or(&empty);
+        let ratio = |c: usize| match (s.rates.get(&c), p.rates.get(&c)) {
+            (Some(a), Some(b)) if *b > 0.0 => format!("{:.2}", a / b),
+            _ => "—".to_owned(),
+        };
+        let p50 = |variant: &str| {
+            s.pickups
+                .iter()
+                .find(|(v, _, _)| v.starts_with(variant))
+                .map(|(_, p50, _)| *p50)
+        };
+        let pickup = match (p.pickups.first(), p50("polled"), p50("woken")) {
+            (Some((_, peer_p50, _)), Some(polled), woken) if *peer_p50 > 0.0 => {
+                let woken = woken.map_or_else(String::new, |w| format!(" ({:.2})", w / peer_p50));
+                format!("{:.2}{woken}", polled / peer_p50)
+            }
+            _ => "—".to_owned(),
+        };
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {pickup} |\n",
+            peer.label,
+            peer.backend,
+            ratio(1),
+            ratio(8),
+            ratio(64),
+        ));
+    }
+    out.push_str(
+        "\napalis's idle pickup is not measured by this command: in trial runs on this machine \
+         (2026-11-30) an idle job's completion became visible in apalis-sqlite's store only \
+         after about 30 s at the defaults (p50 29.9 s over 3 pickups; the same on \
+         apalis-postgres), and still after more than 30 s with `batch_size(1)` and a 10 ms \
+         poll; 30 such pickups per peer would take 15 minutes. Not investigated further.\n\
+         \nHow: `bench/peers/` holds the peers, outside the workspace and the normal build \
+         (effectum's rusqlite links an older `libsqlite3-sys` than sqlx, so effectum has a \
+         package of its own; apalis (on sqlx 0.9), awa and underway (on sqlx 0.8) share the \
+         other; each has its own `Cargo.lock`). Each handler bumps a counter; once all handlers ran, the bench asks the \
+         peer's own store (effectum `num_active_jobs`, apalis `status = 'Done'`, awa \
+         `admin::state_counts`, underway `state = 'succeeded'`) every 1 ms until all are done, \
+         so a run ends when its last completion is committed. stint's rows come from \
+         `stint-bench --peers-json`, the same code as benchmark 6 above (its worker returns once \
+         the queue is empty and every task's finish is committed).\n",
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_section_is_replaced_in_place_or_inserted_before_the_method() {
+        let doc = "# B\n\ntable\n\n## How each row is measured\n\n1. x\n";
+        let once = splice(doc, "## Peers\n\nfirst\n");
+        assert!(once.contains("table\n\n## Peers\n\nfirst\n\n## How each row"));
+        let twice = splice(&once, "## Peers\n\nsecond\n");
+        assert!(!twice.contains("first"));
+        assert!(twice.contains("## Peers\n\nsecond\n\n## How each row is measured"));
+        assert_eq!(existing(&twice).as_deref(), Some("## Peers\n\nsecond\n\n"));
+        assert_eq!(existing(doc), None);
+    }
+
+    #[test]
+    fn rates_have_thousands_separators() {
+        assert_eq!(rate(2_775.4), "2,775");
+        assert_eq!(rate(612.0), "612");
+        assert_eq!(rate(42.25), "42.2");
+    }
+}
