@@ -40,14 +40,18 @@ fn finished() -> AttemptEnd {
     }
 }
 
-async fn assert_in_progress(store: &SqliteStore, events_before: i64) {
-    let attempts = store
+async fn run_attempts(store: &SqliteStore) -> Vec<stint_domain::AttemptRecord> {
+    store
         .list_attempts(&AttemptFilter {
             run_id: "run".to_owned(),
             ..AttemptFilter::default()
         })
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn assert_in_progress(store: &SqliteStore, events_before: i64) {
+    let attempts = run_attempts(store).await;
     assert_eq!(attempts.len(), 1);
     assert_eq!(attempts[0].state, AttemptState::InProgress);
     assert_eq!(attempts[0].finished_at_ms, None);
@@ -193,13 +197,7 @@ async fn dropping_end_mid_write_leaves_it_whole() {
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    let attempts = store
-        .list_attempts(&AttemptFilter {
-            run_id: "run".to_owned(),
-            ..AttemptFilter::default()
-        })
-        .await
-        .unwrap();
+    let attempts = run_attempts(&store).await;
     assert_eq!(attempts[0].state, AttemptState::Finished);
     assert_eq!(attempts[0].finished_at_ms, Some(5));
     assert_eq!(attempts[0].vcs.as_deref(), Some("abc"));
