@@ -90,10 +90,21 @@ pub(crate) async fn two_workers_share_200_tasks_each_run_once(kind: Kind) {
         claim_lease: Duration::from_secs(5),
         ..options()
     };
+    // Each task works 10 ms, so neither worker can drain all 200 before the other's first
+    // claim gets the write lock (two handles on one SQLite file take turns at SQLite's busy
+    // back-off, which does not queue them fairly).
+    let working = || {
+        Arc::new(
+            Handlers::new().register("job", |args: Value, _ctx| async move {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                Ok(args)
+            }),
+        )
+    };
     let (first, second) = (
-        fixture.worker(Arc::new(finishing()), options.clone()),
+        fixture.worker(working(), options.clone()),
         other.worker(
-            Arc::new(finishing()),
+            working(),
             WorkerOptions {
                 owner: "second".to_owned(),
                 ..options
