@@ -154,8 +154,14 @@ async fn write_batches(pool: SqlitePool, mut waiting: mpsc::Receiver<Box<dyn Pen
                 continue;
             }
         };
-        let answers = apply_each(&mut tx, batch.drain(..)).await;
-        let committed = tx.commit().await.map_err(map);
+        let (answers, committed) = match apply_each(&mut tx, batch.drain(..)).await {
+            Ok(answers) => {
+                let committed = tx.commit().await.map_err(map);
+                (answers, committed)
+            }
+            // Dropping the transaction rolls the whole batch back.
+            Err((answers, error)) => (answers, Err(error)),
+        };
         if let Err(error) = &committed {
             tracing::warn!(%error, writes = answers.len(), "a group commit failed");
         }
@@ -167,35 +173,47 @@ async fn write_batches(pool: SqlitePool, mut waiting: mpsc::Receiver<Box<dyn Pen
 
 /// Applies each write of `batch` inside its own savepoint of `tx`. The answers of the writes
 /// that succeeded, for after the COMMIT; those that failed are rolled back to their savepoint
-/// and answered already.
+/// and answered already. When a savepoint itself cannot be taken, released or rolled back, the
+/// transaction's state is unknown: the writes not yet run are refused, and `Err` has the answers
+/// of those that ran, for the caller to roll the whole transaction back and answer them with the
+/// error (so that no write is answered `Err` and committed, or committed half).
 async fn apply_each(
     tx: &mut SqliteConnection,
-    batch: impl Iterator<Item = Box<dyn Pending>>,
-) -> Vec<Answer> {
+    mut batch: impl Iterator<Item = Box<dyn Pending>>,
+) -> Result<Vec<Answer>, (Vec<Answer>, StoreError)> {
     let mut answers = Vec::with_capacity(MAX_BATCH);
-    for pending in batch {
+    while let Some(pending) = batch.next() {
         let mut savepoint = match tx.begin().await {
             Ok(savepoint) => savepoint,
             Err(error) => {
-                pending.refuse(map(error));
-                continue;
+                let error = map(error);
+                pending.refuse(error.clone());
+                refuse(batch, &error);
+                return Err((answers, error));
             }
         };
-        match pending.apply(&mut savepoint).await {
+        let broken = match pending.apply(&mut savepoint).await {
             Ok(answer) => match savepoint.commit().await {
-                Ok(()) => answers.push(answer),
-                Err(error) => answer(Err(map(error))),
-            },
-            // Answered with its error already. A rollback that fails leaves the transaction in
-            // a state its COMMIT reports to every other write.
-            Err(_) => {
-                if let Err(error) = savepoint.rollback().await {
-                    tracing::warn!(%error, "rolling back a failed write to its savepoint failed");
+                Ok(()) => {
+                    answers.push(answer);
+                    None
                 }
-            }
+                Err(error) => {
+                    let error = map(error);
+                    answer(Err(error.clone()));
+                    Some(error)
+                }
+            },
+            // Answered with its own error already.
+            Err(_) => savepoint.rollback().await.err().map(map),
+        };
+        if let Some(error) = broken {
+            tracing::warn!(%error, "a savepoint failed; the whole batch is rolled back");
+            refuse(batch, &error);
+            return Err((answers, error));
         }
     }
-    answers
+    Ok(answers)
 }
 
 /// Answers every write of `batch` with `error`, without running it.
