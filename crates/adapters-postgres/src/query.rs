@@ -177,19 +177,20 @@ pub(crate) async fn list_runs(pool: &PgPool) -> Result<Vec<RunSummary>, OpError>
     )
     .fetch_all(pool)
     .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(RunSummary {
-                run_id: row.try_get("run_id")?,
-                nodes: to_u64("nodes", row.try_get("nodes")?)?,
-                in_progress: to_u64("in_progress", row.try_get("in_progress")?)?,
-                finished: to_u64("finished", row.try_get("finished")?)?,
-                failed: to_u64("failed", row.try_get("failed")?)?,
-                cancelled: to_u64("cancelled", row.try_get("cancelled")?)?,
-                updated_at_ms: to_u64("updated_at_ms", row.try_get("updated_at_ms")?)?,
-            })
-        })
-        .collect()
+    rows.iter().map(run_summary).collect()
+}
+
+/// A row of run counts (`run_id`, `nodes`, the count of each state, `updated_at_ms`).
+fn run_summary(row: &PgRow) -> Result<RunSummary, OpError> {
+    Ok(RunSummary {
+        run_id: row.try_get("run_id")?,
+        nodes: to_u64("nodes", row.try_get("nodes")?)?,
+        in_progress: to_u64("in_progress", row.try_get("in_progress")?)?,
+        finished: to_u64("finished", row.try_get("finished")?)?,
+        failed: to_u64("failed", row.try_get("failed")?)?,
+        cancelled: to_u64("cancelled", row.try_get("cancelled")?)?,
+        updated_at_ms: to_u64("updated_at_ms", row.try_get("updated_at_ms")?)?,
+    })
 }
 
 /// One page of runs in one statement: the runs are counted from `nodes` (its primary key groups
@@ -229,21 +230,9 @@ pub(crate) async fn list_runs_page(
     .await?;
     rows.iter()
         .map(|row| {
-            let started: Option<i64> = row.try_get("started_at_ms")?;
             Ok(RunListing {
-                summary: RunSummary {
-                    run_id: row.try_get("run_id")?,
-                    nodes: to_u64("nodes", row.try_get("nodes")?)?,
-                    in_progress: to_u64("in_progress", row.try_get("in_progress")?)?,
-                    finished: to_u64("finished", row.try_get("finished")?)?,
-                    failed: to_u64("failed", row.try_get("failed")?)?,
-                    cancelled: to_u64("cancelled", row.try_get("cancelled")?)?,
-                    updated_at_ms: to_u64("updated_at_ms", row.try_get("updated_at_ms")?)?,
-                },
-                started_at_ms: started
-                    .map(|v| to_u64("started_at_ms", v))
-                    .transpose()?
-                    .unwrap_or(0),
+                summary: run_summary(row)?,
+                started_at_ms: optional_u64(row, "started_at_ms")?.unwrap_or(0),
             })
         })
         .collect()
