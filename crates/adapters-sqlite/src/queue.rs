@@ -81,33 +81,71 @@ async fn enqueue(
     Ok(answers)
 }
 
-/// Takes the ready tasks due by `?3` from the queues of the JSON array `?4`, in claim order, as
-/// many as `?5` and each queue's free slots (its limit minus its running tasks) allow.
-const CLAIM: &str = concat!(
+/// The free slots of queue `?1` (its limit minus its running tasks), `NULL` when it has no
+/// limit.
+const FREE_SLOTS: &str = "SELECT (SELECT max_running FROM queues WHERE name = ?1) - \
+     (SELECT COUNT(*) FROM tasks WHERE queue = ?1 AND state = 'running')";
+
+/// The first `?3` ready tasks of queue `?1` due by `?2`, in claim order: a walk of the
+/// `tasks_claimable` index that stops after `?3` rows, however many tasks are ready.
+const READY: &str = "SELECT id, priority, run_at_ms FROM tasks \
+     WHERE state = 'ready' AND queue = ?1 AND run_at_ms <= ?2 \
+     ORDER BY priority DESC, run_at_ms, id LIMIT ?3";
+
+/// Takes the tasks of the JSON array of ids `?4`.
+const TAKE: &str = concat!(
     "UPDATE tasks SET state = 'running', owner = ?1, lease_expires_at_ms = ?2, \
          claims = claims + 1, updated_at_ms = ?3 \
-     WHERE id IN ( \
-       SELECT c.id FROM ( \
-         SELECT id, queue, priority, run_at_ms, ROW_NUMBER() OVER ( \
-             PARTITION BY queue ORDER BY priority DESC, run_at_ms, id) AS place \
-         FROM tasks WHERE state = 'ready' AND run_at_ms <= ?3 \
-           AND queue IN (SELECT value FROM json_each(?4))) c \
-       LEFT JOIN queues q ON q.name = c.queue \
-       WHERE q.max_running IS NULL OR c.place <= q.max_running - ( \
-         SELECT COUNT(*) FROM tasks r WHERE r.queue = c.queue AND r.state = 'running') \
-       ORDER BY c.priority DESC, c.run_at_ms, c.id LIMIT ?5) \
-     RETURNING ",
+     WHERE id IN (SELECT value FROM json_each(?4)) RETURNING ",
     task_columns!()
 );
 
+/// The ids of the ready tasks a claim takes: up to each queue's free slots from each queue,
+/// then the first `claim.max` of them all in claim order (priority, due time, id).
+async fn claimable(tx: &mut SqliteConnection, claim: &Claim) -> Result<Vec<i64>, StoreError> {
+    let now = to_i64(claim.now_ms, "claim time")?;
+    let max = i64::from(claim.max);
+    let mut ready: Vec<(i64, i64, i64)> = Vec::new();
+    for queue in &claim.queues {
+        let free: Option<i64> = sqlx::query_scalar(FREE_SLOTS)
+            .bind(queue.as_str())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map)?;
+        let slots = free.map_or(max, |free| free.clamp(0, max));
+        if slots == 0 {
+            continue;
+        }
+        let rows: Vec<(i64, i64, i64)> = sqlx::query_as(READY)
+            .bind(queue.as_str())
+            .bind(now)
+            .bind(slots)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map)?;
+        ready.extend(rows);
+    }
+    ready.sort_unstable_by_key(|&(id, priority, run_at)| (std::cmp::Reverse(priority), run_at, id));
+    // A queue named twice yields its tasks twice.
+    ready.dedup();
+    Ok(ready
+        .into_iter()
+        .take(usize::try_from(claim.max).unwrap_or(usize::MAX))
+        .map(|(id, _, _)| id)
+        .collect())
+}
+
 async fn claim(tx: &mut SqliteConnection, claim: Claim) -> Result<Vec<ClaimedTask>, StoreError> {
+    let ids = claimable(tx, &claim).await?;
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
     let lease = to_i64(claim.now_ms.saturating_add(claim.lease_ms), "lease expiry")?;
-    let rows = sqlx::query(CLAIM)
+    let rows = sqlx::query(TAKE)
         .bind(claim.owner.as_str())
         .bind(lease)
         .bind(to_i64(claim.now_ms, "claim time")?)
-        .bind(to_json(&claim.queues, "queues")?)
-        .bind(i64::from(claim.max))
+        .bind(to_json(&ids, "task ids")?)
         .fetch_all(&mut *tx)
         .await
         .map_err(map)?;

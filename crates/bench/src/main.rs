@@ -60,6 +60,13 @@ struct Args {
     /// lines on stdout.
     #[arg(long, conflicts_with_all = ["out", "only"])]
     peers_json: bool,
+    /// With `--peers-json`: only the throughput rows of this concurrency (no pickup rows), for
+    /// profiling one of them.
+    #[arg(long, value_name = "N", requires = "peers_json")]
+    peers_concurrency: Option<usize>,
+    /// With `--peers-json`: only this backend.
+    #[arg(long, value_enum, requires = "peers_json")]
+    peers_backend: Option<queue::Db>,
     /// Internal: measure memory in this child process and print `<before KiB> <after KiB>`.
     #[arg(long, hide = true, value_enum)]
     memory_probe: Option<memory::Probe>,
@@ -92,7 +99,11 @@ async fn main() -> Result<()> {
         return Ok(());
     }
     if args.peers_json {
-        return peers::run(args.quick).await;
+        let only = peers::Only {
+            backend: args.peers_backend,
+            concurrency: args.peers_concurrency,
+        };
+        return peers::run(args.quick, only).await;
     }
     let settings = if args.quick {
         Settings {

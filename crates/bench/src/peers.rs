@@ -87,15 +87,28 @@ async fn pickup(db: Db, pickup: Pickup, count: usize) -> Result<()> {
     Ok(())
 }
 
-/// Every stint row of the comparison; a failed row is an `error` line, the others go on.
-pub(crate) async fn run(quick: bool) -> Result<()> {
+/// Which rows to run (`None`: all), for profiling one of them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Only {
+    pub(crate) backend: Option<Db>,
+    /// One concurrency's throughput row, and no pickup rows.
+    pub(crate) concurrency: Option<usize>,
+}
+
+/// Every stint row of the comparison (or those `only` names); a failed row is an `error`
+/// line, the others go on.
+pub(crate) async fn run(quick: bool, only: Only) -> Result<()> {
     let (jobs, count) = if quick { (200, 5) } else { (2_000, 30) };
-    for db in Db::BOTH {
+    let backends = Db::BOTH
+        .into_iter()
+        .filter(|db| only.backend.is_none_or(|only| only == *db));
+    for db in backends {
         if let Some(why) = db.skip_reason() {
             error(db, "all", &anyhow::anyhow!(why));
             continue;
         }
-        for concurrency in CONCURRENCY {
+        let concurrencies = only.concurrency.map_or(CONCURRENCY.to_vec(), |c| vec![c]);
+        for concurrency in concurrencies {
             crate::progress(&format!(
                 "peers: stint, {}, {jobs} tasks at concurrency {concurrency}",
                 backend(db)
@@ -104,7 +117,12 @@ pub(crate) async fn run(quick: bool) -> Result<()> {
                 error(db, &format!("concurrency {concurrency}"), &e);
             }
         }
-        for kind in [Pickup::Woken, Pickup::Store, Pickup::Polled] {
+        let pickups = if only.concurrency.is_some() {
+            Vec::new()
+        } else {
+            vec![Pickup::Woken, Pickup::Store, Pickup::Polled]
+        };
+        for kind in pickups {
             crate::progress(&format!("peers: stint, {}, idle pickup", backend(db)));
             if let Err(e) = pickup(db, kind, count).await {
                 error(db, "pickup", &e);

@@ -74,7 +74,7 @@ impl Counts {
 }
 
 /// The two durable backends of the queue rows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Db {
     Sqlite,
     Postgres,
