@@ -1,6 +1,7 @@
 //! What every peer binary shares: its command line, the completion counter its handlers bump,
-//! the idle-pickup loop and the JSON line it prints. Included with `#[path]` by each package
-//! (the packages cannot share a Cargo graph, so they share this file instead).
+//! the throughput run and the idle-pickup loop every peer goes through, and the JSON lines it
+//! prints. Included with `#[path]` by each package (the packages cannot share a Cargo graph, so
+//! they share this file instead).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -160,22 +161,196 @@ where
     Ok(latencies)
 }
 
+/// How a peer's result lines name it and its setup.
+#[derive(Debug)]
+pub struct About {
+    /// The peer and its version.
+    pub name: &'static str,
+    /// The store it runs on (`SQLite` or `PostgreSQL`).
+    pub backend: &'static str,
+    /// How it is set up for the throughput runs (C is the concurrency).
+    pub throughput: &'static str,
+    /// How it is set up for the idle pickups.
+    pub pickup: &'static str,
+}
+
+/// One peer on one fresh store, as [`throughput`] and [`pickup`] drive it: what differs
+/// between the peers is how a job is enqueued, how a worker starts and stops, and how the
+/// store is asked whether the jobs are done. Its handlers bump the [`Progress`] it was opened
+/// with.
+pub trait Peer: Sized {
+    /// A started worker, until [`Peer::stop`].
+    type Worker;
+
+    /// How the result lines name the peer and its setup.
+    fn about(&self) -> &'static About;
+
+    /// Enqueues the `i`th no-op job, one call.
+    async fn enqueue(&self, i: usize) -> Result<()>;
+
+    /// Starts a worker at `concurrency`.
+    async fn start(&self, concurrency: usize) -> Result<Self::Worker>;
+
+    /// Starts the worker of the idle pickups: at concurrency 1 unless the peer needs more set.
+    async fn start_idle(&self) -> Result<Self::Worker> {
+        self.start(1).await
+    }
+
+    /// Whether the store says at least `n` jobs are done.
+    async fn done(&self, n: usize) -> Result<bool>;
+
+    /// One idle pickup: enqueues the `i`th job, then waits for its handler (on `progress`) and
+    /// polls the store every [`DONE_POLL`] until it says the job is done.
+    async fn pick_up(&self, progress: &Progress, i: usize) -> Result<()> {
+        self.enqueue(i).await?;
+        progress.wait_for(i + 1).await;
+        while !self.done(i + 1).await? {
+            tokio::time::sleep(DONE_POLL).await;
+        }
+        Ok(())
+    }
+
+    /// What the peer checks of its worker once a throughput run of `jobs` is done; nothing
+    /// unless it says otherwise.
+    fn check(&self, _worker: &Self::Worker, _jobs: usize) -> Result<()> {
+        Ok(())
+    }
+
+    /// Stops the worker.
+    async fn stop(&self, worker: Self::Worker) -> Result<()>;
+
+    /// What the store says about its durability, read before it is closed.
+    async fn close(self) -> Result<String>;
+}
+
+/// One measurement of a peer, on a store of its own.
+#[derive(Debug, Clone, Copy)]
+pub enum Measurement {
+    /// `jobs` jobs enqueued one call each, then processed by one worker at `concurrency`.
+    Throughput {
+        /// How many jobs.
+        jobs: usize,
+        /// The worker's concurrency.
+        concurrency: usize,
+    },
+    /// `count` idle pickups timed, after one untimed.
+    Pickup {
+        /// How many pickups are timed.
+        count: usize,
+    },
+}
+
+/// Sets up the peer `open` makes (handing it the counter its handlers are to bump), takes
+/// `measurement` of it, and prints the result line.
+pub async fn run<P, O, OF>(open: O, measurement: Measurement) -> Result<()>
+where
+    P: Peer,
+    O: FnOnce(Arc<Progress>) -> OF,
+    OF: Future<Output = Result<P>>,
+{
+    let progress = Progress::new();
+    let peer = open(progress.clone()).await?;
+    match measurement {
+        Measurement::Throughput { jobs, concurrency } => {
+            throughput(peer, &progress, jobs, concurrency).await
+        }
+        Measurement::Pickup { count } => pickup(peer, &progress, count).await,
+    }
+}
+
+/// One throughput run: `jobs` jobs enqueued one call each (timed), then one worker at
+/// `concurrency` until the store says all are done (timed); prints the throughput line.
+async fn throughput<P: Peer>(
+    peer: P,
+    progress: &Progress,
+    jobs: usize,
+    concurrency: usize,
+) -> Result<()> {
+    let start = Instant::now();
+    for i in 0..jobs {
+        peer.enqueue(i).await?;
+    }
+    let submit = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let worker = peer.start(concurrency).await?;
+    let result = until_done(progress, jobs, || peer.done(jobs)).await;
+    let seconds = start.elapsed().as_secs_f64();
+    let checked = result.and_then(|()| peer.check(&worker, jobs));
+    let stopped = peer.stop(worker).await;
+    checked?;
+    stopped?;
+    let about = peer.about();
+    let durability = peer.close().await?;
+    emit(&throughput_line(
+        about,
+        concurrency,
+        jobs,
+        submit,
+        seconds,
+        &durability,
+    ));
+    Ok(())
+}
+
+/// The idle pickups: `count` timed (after one untimed) by [`pickups`] with the worker of
+/// [`Peer::start_idle`]; prints the pickup line.
+async fn pickup<P: Peer>(peer: P, progress: &Progress, count: usize) -> Result<()> {
+    let worker = peer.start_idle().await?;
+    let result = pickups(count, |i| peer.pick_up(progress, i)).await;
+    let stopped = peer.stop(worker).await;
+    let latencies = result?;
+    stopped?;
+    let about = peer.about();
+    let durability = peer.close().await?;
+    emit(&pickup_line(about, &latencies, &durability));
+    Ok(())
+}
+
+/// Every measurement of one peer, as `args` asks for them, each by `run`: a throughput run at
+/// each concurrency, then the idle pickups. A failed measurement is printed as an error line
+/// under `name` on `backend`, and the others go on.
+pub async fn measure<R, RF>(args: &Args, name: &str, backend: &str, mut run: R)
+where
+    R: FnMut(Measurement) -> RF,
+    RF: Future<Output = Result<()>>,
+{
+    for &concurrency in &args.concurrency {
+        progress(&format!(
+            "{name}: {} jobs at concurrency {concurrency}",
+            args.jobs
+        ));
+        let jobs = args.jobs;
+        if let Err(error) = run(Measurement::Throughput { jobs, concurrency }).await {
+            emit(&error_line(
+                name,
+                backend,
+                &format!("concurrency {concurrency}"),
+                &error,
+            ));
+        }
+    }
+    if args.pickups > 0 {
+        progress(&format!("{name}: idle pickup"));
+        let count = args.pickups;
+        if let Err(error) = run(Measurement::Pickup { count }).await {
+            emit(&error_line(name, backend, "pickup", &error));
+        }
+    }
+}
+
 /// One throughput result line.
-#[allow(clippy::too_many_arguments)]
 pub fn throughput_line(
-    peer: &str,
-    backend: &str,
+    about: &About,
     concurrency: usize,
     jobs: usize,
     submit_seconds: f64,
     seconds: f64,
     durability: &str,
-    defaults: &str,
 ) -> Value {
     json!({
         "kind": "throughput",
-        "peer": peer,
-        "backend": backend,
+        "peer": about.name,
+        "backend": about.backend,
         "concurrency": concurrency,
         "jobs": jobs,
         "submit_seconds": submit_seconds,
@@ -183,28 +358,22 @@ pub fn throughput_line(
         "seconds": seconds,
         "jobs_per_s": jobs as f64 / seconds,
         "durability": durability,
-        "defaults": defaults,
+        "defaults": about.throughput,
     })
 }
 
 /// One idle-pickup result line.
-pub fn pickup_line(
-    peer: &str,
-    backend: &str,
-    latencies: &[f64],
-    durability: &str,
-    defaults: &str,
-) -> Value {
+pub fn pickup_line(about: &About, latencies: &[f64], durability: &str) -> Value {
     json!({
         "kind": "pickup",
-        "peer": peer,
-        "backend": backend,
+        "peer": about.name,
+        "backend": about.backend,
         "pickups": latencies.len(),
         "p50_ms": quantile(latencies, 0.5),
         "p95_ms": quantile(latencies, 0.95),
         "max_ms": quantile(latencies, 1.0),
         "durability": durability,
-        "defaults": defaults,
+        "defaults": about.pickup,
     })
 }
 

@@ -3,9 +3,33 @@
 
 mod common;
 
-use std::time::Instant;
+use std::process::{Child, Output};
+use std::time::{Duration, Instant};
 
 use common::{World, assert_exit, text};
+
+/// Polls `done` every 20 ms until it says yes; fails with `never` after 20 s.
+fn wait_until(never: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "{never}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits for `child`, just asked to stop, and checks that it exits with `code` within 10 s
+/// (`what` names the wait in the failure message); returns its output.
+fn exits_within_10s(child: Child, code: i32, what: &str) -> Output {
+    let asked = Instant::now();
+    let output = child.wait_with_output().expect("the process exits");
+    assert_eq!(output.status.code(), Some(code), "{}", text(&output.stderr));
+    assert!(
+        asked.elapsed().as_secs() < 10,
+        "{what} took {:?}",
+        asked.elapsed()
+    );
+    output
+}
 
 /// Issue 17's done-when: 1,000 commands, two workers with concurrency 4, one SIGKILLed.
 #[test]
@@ -217,22 +241,13 @@ fn sigterm_drains_a_worker_and_puts_its_running_task_back() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn stint worker");
-    let deadline = Instant::now() + std::time::Duration::from_secs(20);
-    while w.tasks(&["--state", "running"]).is_empty() {
-        assert!(Instant::now() < deadline, "the task never started");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_until("the task never started", || {
+        !w.tasks(&["--state", "running"]).is_empty()
+    });
     std::thread::sleep(std::time::Duration::from_millis(200));
     let pid = Pid::from_raw(i32::try_from(worker.id()).expect("a pid"));
     kill(pid, Signal::SIGTERM).expect("SIGTERM the worker");
-    let started = Instant::now();
-    let output = worker.wait_with_output().expect("the worker exits");
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
-    assert!(
-        started.elapsed().as_secs() < 10,
-        "the drain took {:?}",
-        started.elapsed()
-    );
+    let output = exits_within_10s(worker, 0, "the drain");
     let stderr = text(&output.stderr);
     assert!(stderr.contains("SIGTERM: draining"), "{stderr}");
     let tasks = w.tasks(&[]);
@@ -257,16 +272,11 @@ fn cancel_of_a_run_stops_a_plain_stint_run_at_its_next_renewal() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn stint run");
-    let deadline = Instant::now() + std::time::Duration::from_secs(20);
     // Until `stint run` began its attempt, the database or the run may not exist yet.
-    let in_progress = || {
+    wait_until("the attempt never began", || {
         let output = w.stint(&["attempts", "r", "--json"]);
         output.status.success() && text(&output.stdout).contains("\"in-progress\"")
-    };
-    while !in_progress() {
-        assert!(Instant::now() < deadline, "the attempt never began");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    });
     let cancel = w.stint(&["cancel", "--run", "r"]);
     assert!(cancel.status.success(), "{}", text(&cancel.stderr));
     assert!(
@@ -274,14 +284,8 @@ fn cancel_of_a_run_stops_a_plain_stint_run_at_its_next_renewal() {
         "{}",
         text(&cancel.stdout)
     );
-    let asked = Instant::now();
-    let output = run.wait_with_output().expect("stint run exits");
-    assert_eq!(output.status.code(), Some(130), "{}", text(&output.stderr));
-    assert!(
-        asked.elapsed().as_secs() < 10,
-        "stopped {:?} after the request (a renewal every 0.5 s)",
-        asked.elapsed()
-    );
+    // A renewal every 0.5 s.
+    exits_within_10s(run, 130, "stopping after the request");
     let attempts = w.attempts("r");
     assert_eq!(attempts.len(), 1);
     assert_eq!(attempts[0]["state"], "cancelled", "{attempts:?}");

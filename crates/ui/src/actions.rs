@@ -3,13 +3,16 @@
 //! come from a page of this server (same-origin check), so another site cannot make a browser
 //! that holds the token's cookie send it.
 
+use std::sync::Arc;
+
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde_json::json;
-use stint_domain::{AttemptState, TaskId, TaskState};
-use stint_ports::{AttemptFilter, CancelOutcome, CancelTarget};
+use stint_domain::{AttemptState, TaskId, TaskRecord, TaskState};
+use stint_ports::{AttemptFilter, CancelOutcome, CancelTarget, TaskQueue};
 
 use crate::UiState;
 use crate::error::{ApiError, UiError};
@@ -36,65 +39,92 @@ fn permitted(state: &UiState, headers: &HeaderMap) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// A form goes back to the queue's page; a script (`Accept: application/json`) gets JSON.
-fn answer(headers: &HeaderMap, queue: &str, body: serde_json::Value) -> Response {
-    let wants_json = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("application/json"));
-    if wants_json {
-        Json(body).into_response()
-    } else {
-        Redirect::to(&format!("/queues/{}", segment(queue))).into_response()
+/// What an action starts from, once it is permitted: the id of the task the path names, its
+/// record, the queue port to write through, and the request's headers (for the answer).
+pub(crate) struct Action {
+    id: u64,
+    record: TaskRecord,
+    queue: Arc<dyn TaskQueue>,
+    headers: HeaderMap,
+}
+
+impl Action {
+    /// The answer to the action, which ended in `outcome`: a form goes back to the queue's page;
+    /// a script (`Accept: application/json`) gets the task and the outcome as JSON.
+    fn answer(&self, outcome: &str) -> Response {
+        let wants_json = self
+            .headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("application/json"));
+        if wants_json {
+            Json(json!({ "task": self.id, "outcome": outcome })).into_response()
+        } else {
+            Redirect::to(&format!("/queues/{}", segment(&self.record.queue))).into_response()
+        }
     }
 }
 
-async fn task(state: &UiState, id: u64) -> Result<stint_domain::TaskRecord, ApiError> {
-    Ok(state
-        .queue
-        .get_task(TaskId(id))
-        .await?
-        .ok_or_else(|| UiError::not_found("UNKNOWN_TASK", format!("no task {id} is queued")))?)
+impl FromRequestParts<UiState> for Action {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &UiState) -> Result<Self, Response> {
+        let Path(id) = Path::<u64>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let headers = parts.headers.clone();
+        permitted(state, &headers).map_err(IntoResponse::into_response)?;
+        let record = state
+            .queue
+            .get_task(TaskId(id))
+            .await
+            .map_err(|e| ApiError::from(e).into_response())?
+            .ok_or_else(|| {
+                ApiError::from(UiError::not_found(
+                    "UNKNOWN_TASK",
+                    format!("no task {id} is queued"),
+                ))
+                .into_response()
+            })?;
+        let queue = state.actions.clone().ok_or_else(|| {
+            UiError::refused(StatusCode::FORBIDDEN, "ACTIONS_DISABLED", "read-only")
+                .json()
+                .into_response()
+        })?;
+        Ok(Self {
+            id,
+            record,
+            queue,
+            headers,
+        })
+    }
 }
 
 /// `POST /api/tasks/ID/cancel`: a ready task is cancelled, a running one asked to stop.
-pub(crate) async fn cancel(
-    State(state): State<UiState>,
-    Path(id): Path<u64>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    permitted(&state, &headers)?;
-    let record = task(&state, id).await?;
-    let queue = state
-        .actions
-        .as_ref()
-        .ok_or_else(|| UiError::refused(StatusCode::FORBIDDEN, "ACTIONS_DISABLED", "read-only"))?;
-    let outcomes = queue
-        .cancel(CancelTarget::Task(TaskId(id)), now_ms())
+pub(crate) async fn cancel(action: Action) -> Result<Response, ApiError> {
+    let outcomes = action
+        .queue
+        .cancel(CancelTarget::Task(TaskId(action.id)), now_ms())
         .await?;
     let outcome = match outcomes.first() {
         Some(CancelOutcome::Cancelled(_)) => "cancelled",
         Some(CancelOutcome::Requested(_)) => "cancel requested",
         Some(CancelOutcome::AlreadyEnded(..)) | None => "already ended",
     };
-    tracing::info!(task = id, outcome, "stint ui: cancel");
-    Ok(answer(
-        &headers,
-        &record.queue,
-        json!({ "task": id, "outcome": outcome }),
-    ))
+    tracing::info!(task = action.id, outcome, "stint ui: cancel");
+    Ok(action.answer(outcome))
 }
 
 /// `POST /api/tasks/ID/retry`: a failed or cancelled task is ready again, its node's failed
 /// attempts so far no longer counted toward its retries (as `stint retry`).
 pub(crate) async fn retry(
     State(state): State<UiState>,
-    Path(id): Path<u64>,
-    headers: HeaderMap,
+    action: Action,
 ) -> Result<Response, ApiError> {
-    permitted(&state, &headers)?;
-    let record = task(&state, id).await?;
-    if !matches!(record.state, TaskState::Failed | TaskState::Cancelled) {
+    if !matches!(
+        action.record.state,
+        TaskState::Failed | TaskState::Cancelled
+    ) {
         return Err(UiError::refused(
             StatusCode::CONFLICT,
             "INVALID_INPUT",
@@ -103,8 +133,8 @@ pub(crate) async fn retry(
         .json());
     }
     let filter = AttemptFilter {
-        run_id: record.run_id.clone(),
-        node_id: Some(record.node_id.clone()),
+        run_id: action.record.run_id.clone(),
+        node_id: Some(action.record.node_id.clone()),
         iteration: Some(0),
     };
     let failed = state
@@ -114,21 +144,14 @@ pub(crate) async fn retry(
         .iter()
         .filter(|a| a.state == AttemptState::Failed)
         .count();
-    let queue = state
-        .actions
-        .as_ref()
-        .ok_or_else(|| UiError::refused(StatusCode::FORBIDDEN, "ACTIONS_DISABLED", "read-only"))?;
-    queue
+    action
+        .queue
         .retry(
-            TaskId(id),
+            TaskId(action.id),
             u32::try_from(failed).unwrap_or(u32::MAX),
             now_ms(),
         )
         .await?;
-    tracing::info!(task = id, "stint ui: retry");
-    Ok(answer(
-        &headers,
-        &record.queue,
-        json!({ "task": id, "outcome": "ready" }),
-    ))
+    tracing::info!(task = action.id, "stint ui: retry");
+    Ok(action.answer("ready"))
 }

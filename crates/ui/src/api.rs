@@ -10,7 +10,7 @@ use stint_ports::{AttemptFilter, EventPage, RunCursor, RunListing, RunQuery, run
 
 use crate::UiState;
 use crate::error::{ApiError, UiError};
-use crate::format::{now_ms, segment};
+use crate::format::{now_ms, segment, state_filter};
 
 /// At most this many events are read for one run's page.
 pub(crate) const EVENT_LIMIT: u32 = 20_000;
@@ -122,16 +122,10 @@ fn parse_cursor(text: &str) -> Result<RunCursor, UiError> {
 
 /// Reads the page of runs `params` asks for.
 pub(crate) async fn runs_page(state: &UiState, params: &RunsParams) -> Result<RunsPage, UiError> {
-    let filter_state = match params.state.as_deref().filter(|s| !s.is_empty()) {
-        Some(text) => Some(text.parse::<AttemptState>().map_err(|_| {
-            UiError::refused(
-                axum::http::StatusCode::BAD_REQUEST,
-                "INVALID_INPUT",
-                "`state` is one of in-progress, finished, failed, cancelled",
-            )
-        })?),
-        None => None,
-    };
+    let filter_state = state_filter::<AttemptState>(
+        params.state.as_deref(),
+        "`state` is one of in-progress, finished, failed, cancelled",
+    )?;
     let limit = params.limit.unwrap_or(RUNS_PER_PAGE).clamp(1, 500);
     let query = RunQuery {
         state: filter_state,

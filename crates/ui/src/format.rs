@@ -1,9 +1,13 @@
 //! How values are shown: times, durations, JSON, and ids inside URLs.
 
 use std::fmt::Write as _;
+use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use axum::http::StatusCode;
 use serde_json::Value;
+
+use crate::error::UiError;
 
 /// The time now, in milliseconds since the epoch.
 pub(crate) fn now_ms() -> u64 {
@@ -11,6 +15,20 @@ pub(crate) fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The `state` a listing's query string filters on: none when it is absent or empty, else the
+/// state it names; `refusal` says which states there are when it names none.
+pub(crate) fn state_filter<S: FromStr>(
+    text: Option<&str>,
+    refusal: &str,
+) -> Result<Option<S>, UiError> {
+    text.filter(|s| !s.is_empty())
+        .map(|text| {
+            text.parse::<S>()
+                .map_err(|_| UiError::refused(StatusCode::BAD_REQUEST, "INVALID_INPUT", refusal))
+        })
+        .transpose()
 }
 
 /// `ms` since the epoch as an RFC 3339 time in UTC, to the second.

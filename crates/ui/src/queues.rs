@@ -10,7 +10,7 @@ use stint_ports::TaskFilter;
 
 use crate::UiState;
 use crate::error::{ApiError, UiError};
-use crate::format::{duration, now_ms, segment, time};
+use crate::format::{duration, now_ms, segment, state_filter, time};
 use crate::pages::{badge, json_link, layout, run_href};
 
 /// Minutes of throughput shown.
@@ -123,16 +123,10 @@ async fn load_tasks(
     queue: &str,
     params: &TasksParams,
 ) -> Result<Vec<TaskRecord>, UiError> {
-    let wanted = match params.state.as_deref().filter(|s| !s.is_empty()) {
-        None => None,
-        Some(text) => Some(text.parse::<TaskState>().map_err(|_| {
-            UiError::refused(
-                axum::http::StatusCode::BAD_REQUEST,
-                "INVALID_INPUT",
-                "`state` is one of ready, running, finished, failed, cancelled",
-            )
-        })?),
-    };
+    let wanted = state_filter::<TaskState>(
+        params.state.as_deref(),
+        "`state` is one of ready, running, finished, failed, cancelled",
+    )?;
     let filter = TaskFilter {
         queue: Some(queue.to_owned()),
         state: wanted,

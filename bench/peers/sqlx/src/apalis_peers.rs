@@ -1,7 +1,6 @@
 //! apalis 1.0 on SQLite (`apalis-sqlite`) and on PostgreSQL (`apalis-postgres`).
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::{Context, Result};
 use apalis::prelude::*;
@@ -9,12 +8,25 @@ use apalis_postgres::PostgresStorage;
 use apalis_sqlite::SqliteStorage;
 use sqlx09::postgres::{PgPool, PgPoolOptions};
 use sqlx09::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use tokio::task::JoinHandle;
 
-use crate::common::{self, Args, Progress, emit, pickup_line, throughput_line, until_done};
-use crate::pg::FreshDb;
+use crate::common::{About, Peer, Progress};
+use crate::pg::{self, PgPeer};
 
-const SQLITE: &str = "apalis-sqlite 1.0";
-const POSTGRES: &str = "apalis-postgres 1.0";
+/// How the result lines name apalis on SQLite and its setup.
+static SQLITE: About = About {
+    name: "apalis-sqlite 1.0",
+    backend: "SQLite",
+    throughput: DEFAULTS,
+    pickup: PICKUP_DEFAULTS,
+};
+/// How the result lines name apalis on PostgreSQL and its setup.
+static POSTGRES: About = About {
+    name: "apalis-postgres 1.0",
+    backend: "PostgreSQL",
+    throughput: DEFAULTS,
+    pickup: PICKUP_DEFAULTS,
+};
 /// The poll interval of the pickup rows, the 10 ms that issue 17 measured apalis with.
 const PICKUP_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
@@ -41,20 +53,11 @@ impl Configure for apalis_postgres::Config {
     }
 }
 const DEFAULTS: &str = "Storage::new defaults (polling, batch 10), `.concurrency(C)`";
+const PICKUP_DEFAULTS: &str = "batch_size(1) and poll_with_interval(10 ms): at the defaults (batch 10) an idle job's completion waited for the 30 s heartbeat (p50 29.9 s over 3 pickups); concurrency 1";
 
 async fn noop(_job: u32, progress: Data<Arc<Progress>>) -> Result<(), BoxDynError> {
     progress.hit();
     Ok(())
-}
-
-/// A SQLite pool on a fresh file, set up by `SqliteStorage::setup`.
-async fn sqlite_pool(dir: &tempfile::TempDir) -> Result<SqlitePool> {
-    let options = SqliteConnectOptions::new()
-        .filename(dir.path().join("apalis.db"))
-        .create_if_missing(true);
-    let pool = SqlitePoolOptions::new().connect_with(options).await?;
-    SqliteStorage::setup(&pool).await?;
-    Ok(pool)
 }
 
 /// `journal_mode` and `synchronous` of every connection of the pool: `SqliteStorage::setup`
@@ -98,32 +101,10 @@ async fn sqlite_durability(pool: &SqlitePool) -> Result<String> {
     Ok(parts.join("; "))
 }
 
-async fn sqlite_done(pool: &SqlitePool, n: usize) -> Result<bool> {
-    let done: i64 = sqlx09::query_scalar("SELECT COUNT(*) FROM Jobs WHERE status = 'Done'")
-        .fetch_one(pool)
-        .await?;
-    Ok(done as usize >= n)
-}
+/// A worker spawned on a backend; aborting the task stops it.
+type Running = JoinHandle<Result<(), WorkerError>>;
 
-/// `synchronous_commit` and `fsync` as a connection of apalis's pool sees them.
-async fn pg_durability(pool: &PgPool) -> Result<String> {
-    let (sync, fsync): (String, String) =
-        sqlx09::query_as("SELECT current_setting('synchronous_commit'), current_setting('fsync')")
-            .fetch_one(pool)
-            .await?;
-    Ok(format!(
-        "synchronous_commit={sync}, fsync={fsync} (read through the peer's pool)"
-    ))
-}
-
-async fn pg_done(pool: &PgPool, n: usize) -> Result<bool> {
-    let done: i64 = sqlx09::query_scalar("SELECT COUNT(*) FROM apalis.jobs WHERE status = 'Done'")
-        .fetch_one(pool)
-        .await?;
-    Ok(done as usize >= n)
-}
-
-/// Spawns a worker on `backend` at `concurrency`; abort the handle to stop it.
+/// Spawns a worker on `backend` at `concurrency`, its handler bumping `progress`.
 macro_rules! spawn_worker {
     ($backend:expr, $progress:expr, $concurrency:expr) => {{
         let worker = WorkerBuilder::new("peers-bench")
@@ -135,148 +116,144 @@ macro_rules! spawn_worker {
     }};
 }
 
-pub async fn sqlite_throughput(jobs: usize, concurrency: usize) -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let pool = sqlite_pool(&dir).await?;
-    let mut storage = SqliteStorage::<u32>::new(&pool);
-    let start = Instant::now();
-    for i in 0..jobs {
-        storage.push(i as u32).await.context("push")?;
+/// Either backend's storage of `u32` jobs, with its pool.
+enum Store {
+    /// On a fresh file in a temporary folder (removed when the store is dropped).
+    Sqlite {
+        storage: SqliteStorage<u32>,
+        pool: SqlitePool,
+        _dir: tempfile::TempDir,
+    },
+    /// On a database of its own.
+    Postgres {
+        storage: PostgresStorage<u32>,
+        pool: PgPool,
+    },
+}
+
+/// apalis on a store set up by the backend's own `setup`, and the counter its handler bumps.
+pub struct Apalis {
+    store: Store,
+    progress: Arc<Progress>,
+}
+
+impl Apalis {
+    /// apalis on a fresh SQLite file, its handler bumping `progress`.
+    pub async fn sqlite(progress: Arc<Progress>) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let options = SqliteConnectOptions::new()
+            .filename(dir.path().join("apalis.db"))
+            .create_if_missing(true);
+        let pool = SqlitePoolOptions::new().connect_with(options).await?;
+        SqliteStorage::setup(&pool).await?;
+        let storage = SqliteStorage::new(&pool);
+        let store = Store::Sqlite {
+            storage,
+            pool,
+            _dir: dir,
+        };
+        Ok(Self { store, progress })
     }
-    let submit = start.elapsed().as_secs_f64();
-    let progress = Progress::new();
-    let start = Instant::now();
-    let running = spawn_worker!(storage, progress, concurrency);
-    let result = until_done(&progress, jobs, || sqlite_done(&pool, jobs)).await;
-    let seconds = start.elapsed().as_secs_f64();
-    running.abort();
-    result?;
-    let durability = sqlite_durability(&pool).await?;
-    pool.close().await;
-    emit(&throughput_line(
-        SQLITE,
-        "SQLite",
-        concurrency,
-        jobs,
-        submit,
-        seconds,
-        &durability,
-        DEFAULTS,
-    ));
-    Ok(())
 }
 
-pub async fn sqlite_pickup(count: usize) -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let pool = sqlite_pool(&dir).await?;
-    let storage = SqliteStorage::<u32>::new(&pool);
-    let progress = Progress::new();
-    let running = spawn_worker!(storage
-            .clone()
-            .with_config(pickup_config())
-            .poll_with_interval(PICKUP_POLL), progress, 1);
-    let result = common::pickups(count, |i| {
-        let (mut storage, pool, progress) = (storage.clone(), pool.clone(), progress.clone());
-        async move {
-            storage.push(i as u32).await.context("push")?;
-            progress.wait_for(i + 1).await;
-            while !sqlite_done(&pool, i + 1).await? {
-                tokio::time::sleep(common::DONE_POLL).await;
-            }
-            Ok(())
-        }
-    })
-    .await;
-    running.abort();
-    let latencies = result?;
-    let durability = sqlite_durability(&pool).await?;
-    pool.close().await;
-    emit(&pickup_line(
-        SQLITE,
-        "SQLite",
-        &latencies,
-        &durability,
-        "batch_size(1) and poll_with_interval(10 ms): at the defaults (batch 10) an idle job's completion waited for the 30 s heartbeat (p50 29.9 s over 3 pickups); concurrency 1",
-    ));
-    Ok(())
-}
+/// apalis-postgres.
+impl PgPeer for Apalis {
+    const DB: &'static str = "apalis";
 
-pub async fn pg_throughput(args: &Args, concurrency: usize) -> Result<()> {
-    let db = FreshDb::create(&args.pg_url, "apalis").await?;
-    let result = pg_throughput_on(&db, args.jobs, concurrency).await;
-    db.drop_db().await?;
-    result
-}
-
-async fn pg_throughput_on(db: &FreshDb, jobs: usize, concurrency: usize) -> Result<()> {
-    let pool = PgPoolOptions::new().connect(&db.url).await?;
-    PostgresStorage::setup(&pool).await?;
-    let mut storage = PostgresStorage::<u32>::new(&pool);
-    let start = Instant::now();
-    for i in 0..jobs {
-        storage.push(i as u32).await.context("push")?;
+    async fn open(url: &str, progress: Arc<Progress>) -> Result<Self> {
+        let pool = PgPoolOptions::new().connect(url).await?;
+        PostgresStorage::setup(&pool).await?;
+        let storage = PostgresStorage::new(&pool);
+        let store = Store::Postgres { storage, pool };
+        Ok(Self { store, progress })
     }
-    let submit = start.elapsed().as_secs_f64();
-    let progress = Progress::new();
-    let start = Instant::now();
-    let running = spawn_worker!(storage, progress, concurrency);
-    let result = until_done(&progress, jobs, || pg_done(&pool, jobs)).await;
-    let seconds = start.elapsed().as_secs_f64();
-    running.abort();
-    result?;
-    let durability = pg_durability(&pool).await?;
-    pool.close().await;
-    emit(&throughput_line(
-        POSTGRES,
-        "PostgreSQL",
-        concurrency,
-        jobs,
-        submit,
-        seconds,
-        &durability,
-        DEFAULTS,
-    ));
-    Ok(())
 }
 
-pub async fn pg_pickup(args: &Args) -> Result<()> {
-    let db = FreshDb::create(&args.pg_url, "apalis").await?;
-    let result = pg_pickup_on(&db, args.pickups).await;
-    db.drop_db().await?;
-    result
-}
+impl Peer for Apalis {
+    type Worker = Running;
 
-async fn pg_pickup_on(db: &FreshDb, count: usize) -> Result<()> {
-    let pool = PgPoolOptions::new().connect(&db.url).await?;
-    PostgresStorage::setup(&pool).await?;
-    let storage = PostgresStorage::<u32>::new(&pool);
-    let progress = Progress::new();
-    let running = spawn_worker!(storage
-            .clone()
-            .with_config(pickup_config())
-            .poll_with_interval(PICKUP_POLL), progress, 1);
-    let result = common::pickups(count, |i| {
-        let (mut storage, pool, progress) = (storage.clone(), pool.clone(), progress.clone());
-        async move {
-            storage.push(i as u32).await.context("push")?;
-            progress.wait_for(i + 1).await;
-            while !pg_done(&pool, i + 1).await? {
-                tokio::time::sleep(common::DONE_POLL).await;
-            }
-            Ok(())
+    fn about(&self) -> &'static About {
+        match self.store {
+            Store::Sqlite { .. } => &SQLITE,
+            Store::Postgres { .. } => &POSTGRES,
         }
-    })
-    .await;
-    running.abort();
-    let latencies = result?;
-    let durability = pg_durability(&pool).await?;
-    pool.close().await;
-    emit(&pickup_line(
-        POSTGRES,
-        "PostgreSQL",
-        &latencies,
-        &durability,
-        "batch_size(1) and poll_with_interval(10 ms): at the defaults (batch 10) an idle job's completion waited for the 30 s heartbeat (p50 29.9 s over 3 pickups); concurrency 1",
-    ));
-    Ok(())
+    }
+
+    async fn enqueue(&self, i: usize) -> Result<()> {
+        let job = i as u32;
+        match &self.store {
+            Store::Sqlite { storage, .. } => storage.clone().push(job).await.context("push"),
+            Store::Postgres { storage, .. } => storage.clone().push(job).await.context("push"),
+        }
+    }
+
+    async fn start(&self, concurrency: usize) -> Result<Running> {
+        let progress = &self.progress;
+        Ok(match &self.store {
+            Store::Sqlite { storage, .. } => spawn_worker!(storage.clone(), progress, concurrency),
+            Store::Postgres { storage, .. } => {
+                spawn_worker!(storage.clone(), progress, concurrency)
+            }
+        })
+    }
+
+    /// The worker at `batch_size(1)` and a poll every [`PICKUP_POLL`], concurrency 1.
+    async fn start_idle(&self) -> Result<Running> {
+        let progress = &self.progress;
+        Ok(match &self.store {
+            Store::Sqlite { storage, .. } => spawn_worker!(
+                storage
+                    .clone()
+                    .with_config(pickup_config())
+                    .poll_with_interval(PICKUP_POLL),
+                progress,
+                1
+            ),
+            Store::Postgres { storage, .. } => spawn_worker!(
+                storage
+                    .clone()
+                    .with_config(pickup_config())
+                    .poll_with_interval(PICKUP_POLL),
+                progress,
+                1
+            ),
+        })
+    }
+
+    async fn done(&self, n: usize) -> Result<bool> {
+        let done: i64 = match &self.store {
+            Store::Sqlite { pool, .. } => {
+                sqlx09::query_scalar("SELECT COUNT(*) FROM Jobs WHERE status = 'Done'")
+                    .fetch_one(pool)
+                    .await?
+            }
+            Store::Postgres { pool, .. } => {
+                sqlx09::query_scalar("SELECT COUNT(*) FROM apalis.jobs WHERE status = 'Done'")
+                    .fetch_one(pool)
+                    .await?
+            }
+        };
+        Ok(done as usize >= n)
+    }
+
+    async fn stop(&self, running: Running) -> Result<()> {
+        running.abort();
+        Ok(())
+    }
+
+    async fn close(self) -> Result<String> {
+        match self.store {
+            Store::Sqlite { pool, _dir, .. } => {
+                let durability = sqlite_durability(&pool).await?;
+                pool.close().await;
+                Ok(durability)
+            }
+            Store::Postgres { pool, .. } => {
+                let (sync, fsync): (String, String) =
+                    sqlx09::query_as(pg::DURABILITY).fetch_one(&pool).await?;
+                pool.close().await;
+                Ok(pg::durability_line(&sync, &fsync))
+            }
+        }
+    }
 }

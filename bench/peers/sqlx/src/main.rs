@@ -13,29 +13,22 @@ mod pg;
 mod underway_peer;
 
 use anyhow::{Result, bail};
-use common::{Args, emit, error_line};
+use common::{Args, Measurement};
+
+use crate::apalis_peers::Apalis;
+use crate::awa_peer::Awa;
+use crate::underway_peer::Underway;
 
 /// The peers of this binary, as `--peer` names them.
 const PEERS: [&str; 4] = ["apalis-sqlite", "apalis-postgres", "awa", "underway"];
 
-/// One throughput run of `peer`.
-async fn throughput(args: &Args, peer: &str, concurrency: usize) -> Result<()> {
+/// One measurement of `peer`.
+async fn run(args: &Args, peer: &str, measurement: Measurement) -> Result<()> {
     match peer {
-        "apalis-sqlite" => apalis_peers::sqlite_throughput(args.jobs, concurrency).await,
-        "apalis-postgres" => apalis_peers::pg_throughput(args, concurrency).await,
-        "awa" => awa_peer::throughput(args, concurrency).await,
-        "underway" => underway_peer::throughput(args, concurrency).await,
-        other => bail!("unknown peer {other}"),
-    }
-}
-
-/// The idle-pickup measurement of `peer`.
-async fn pickup(args: &Args, peer: &str) -> Result<()> {
-    match peer {
-        "apalis-sqlite" => apalis_peers::sqlite_pickup(args.pickups).await,
-        "apalis-postgres" => apalis_peers::pg_pickup(args).await,
-        "awa" => awa_peer::pickup(args).await,
-        "underway" => underway_peer::pickup(args).await,
+        "apalis-sqlite" => common::run(Apalis::sqlite, measurement).await,
+        "apalis-postgres" => pg::run::<Apalis>(&args.pg_url, measurement).await,
+        "awa" => pg::run::<Awa>(&args.pg_url, measurement).await,
+        "underway" => pg::run::<Underway>(&args.pg_url, measurement).await,
         other => bail!("unknown peer {other}"),
     }
 }
@@ -59,26 +52,10 @@ async fn main() -> Result<()> {
         bail!("unknown peer {}; this binary runs {PEERS:?}", args.peer);
     };
     for peer in peers {
-        for &concurrency in &args.concurrency {
-            common::progress(&format!(
-                "{peer}: {} jobs at concurrency {concurrency}",
-                args.jobs
-            ));
-            if let Err(error) = throughput(&args, peer, concurrency).await {
-                emit(&error_line(
-                    peer,
-                    backend(peer),
-                    &format!("concurrency {concurrency}"),
-                    &error,
-                ));
-            }
-        }
-        if args.pickups > 0 {
-            common::progress(&format!("{peer}: idle pickup"));
-            if let Err(error) = pickup(&args, peer).await {
-                emit(&error_line(peer, backend(peer), "pickup", &error));
-            }
-        }
+        common::measure(&args, peer, backend(peer), |measurement| {
+            run(&args, peer, measurement)
+        })
+        .await;
     }
     Ok(())
 }

@@ -33,6 +33,30 @@ fn the_only(spans: Vec<Span>, what: &str) -> Span {
     spans.into_iter().next().expect("one span")
 }
 
+/// The one node span `collector` was sent, checked to continue the trace of [`traceparent`]
+/// as a child of its span (`whose` names that span in the failure messages).
+fn the_traced_node(collector: &Receiver, whose: &str) -> Span {
+    let node = the_only(collector.spans("stint.node"), "node");
+    assert_eq!(hex(&node.trace_id), TRACE, "the trace of {whose}");
+    assert_eq!(
+        hex(&node.parent_span_id),
+        PARENT_SPAN,
+        "{whose} is the parent"
+    );
+    node
+}
+
+/// Checks that `span` has each attribute of `expected` (key, value).
+fn assert_attributes(span: &Span, expected: &[(&str, &str)]) {
+    for (key, value) in expected {
+        assert_eq!(
+            attribute(&span.attributes, key).as_deref(),
+            Some(*value),
+            "{key} of {span:#?}"
+        );
+    }
+}
+
 fn attempt(spans: &[Span], n: u32) -> Span {
     spans
         .iter()
@@ -64,28 +88,15 @@ fn run_sends_node_and_attempt_spans_and_metrics_over_http() {
         .expect("stint runs");
     assert_exit(&output, 0);
 
-    let node = the_only(collector.spans("stint.node"), "node");
-    assert_eq!(hex(&node.trace_id), TRACE, "the trace of TRACEPARENT");
-    assert_eq!(
-        hex(&node.parent_span_id),
-        PARENT_SPAN,
-        "TRACEPARENT is the parent"
-    );
-    assert_eq!(
-        attribute(&node.attributes, "stint.run_id").as_deref(),
-        Some("r1")
-    );
-    assert_eq!(
-        attribute(&node.attributes, "stint.node_id").as_deref(),
-        Some("build")
-    );
-    assert_eq!(
-        attribute(&node.attributes, "stint.iteration").as_deref(),
-        Some("0")
-    );
-    assert_eq!(
-        attribute(&node.attributes, "stint.state").as_deref(),
-        Some("finished")
+    let node = the_traced_node(&collector, "TRACEPARENT");
+    assert_attributes(
+        &node,
+        &[
+            ("stint.run_id", "r1"),
+            ("stint.node_id", "build"),
+            ("stint.iteration", "0"),
+            ("stint.state", "finished"),
+        ],
     );
     assert!(node.events.iter().any(|e| e.name == "retry scheduled"));
 
@@ -103,18 +114,14 @@ fn run_sends_node_and_attempt_spans_and_metrics_over_http() {
             "{span:#?}"
         );
     }
-    assert_eq!(
-        attribute(&first.attributes, "stint.state").as_deref(),
-        Some("failed")
+    assert_attributes(
+        &first,
+        &[
+            ("stint.state", "failed"),
+            ("stint.error.code", "TASK_FAILED"),
+        ],
     );
-    assert_eq!(
-        attribute(&first.attributes, "stint.error.code").as_deref(),
-        Some("TASK_FAILED")
-    );
-    assert_eq!(
-        attribute(&second.attributes, "stint.state").as_deref(),
-        Some("finished")
-    );
+    assert_attributes(&second, &[("stint.state", "finished")]);
     assert!(first.links.is_empty());
     assert_eq!(
         second.links.len(),
@@ -198,10 +205,7 @@ fn the_heartbeat_timeout_is_an_event_of_the_attempt_span() {
         attempt.events.iter().any(|e| e.name == "heartbeat timeout"),
         "{attempt:#?}"
     );
-    assert_eq!(
-        attribute(&attempt.attributes, "stint.error.code").as_deref(),
-        Some("TASK_HEARTBEAT_TIMEOUT")
-    );
+    assert_attributes(&attempt, &[("stint.error.code", "TASK_HEARTBEAT_TIMEOUT")]);
 }
 
 #[test]

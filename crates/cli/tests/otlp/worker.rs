@@ -7,8 +7,8 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::{World, assert_exit, text};
-use crate::receiver::{Receiver, attribute, hex};
-use crate::{PARENT_SPAN, TRACE, the_only, traceparent};
+use crate::receiver::{Receiver, hex};
+use crate::{TRACE, assert_attributes, the_only, the_traced_node, traceparent};
 
 #[test]
 fn a_submitted_task_continues_the_submitters_trace() {
@@ -40,26 +40,13 @@ fn a_submitted_task_continues_the_submitters_trace() {
         .expect("stint worker runs");
     assert_exit(&worked, 0);
 
-    let node = the_only(collector.spans("stint.node"), "node");
-    assert_eq!(hex(&node.trace_id), TRACE, "the submitter's trace");
-    assert_eq!(
-        hex(&node.parent_span_id),
-        PARENT_SPAN,
-        "the submitter's span is the parent"
-    );
-    assert_eq!(
-        attribute(&node.attributes, "stint.queue").as_deref(),
-        Some("builds")
-    );
+    let node = the_traced_node(&collector, "the submitter's span");
+    assert_attributes(&node, &[("stint.queue", "builds")]);
     let attempt = the_only(collector.spans("stint.attempt"), "attempt");
     assert_eq!(attempt.parent_span_id, node.span_id);
-    assert_eq!(
-        attribute(&attempt.attributes, "stint.queue").as_deref(),
-        Some("builds")
-    );
-    assert_eq!(
-        attribute(&attempt.attributes, "stint.state").as_deref(),
-        Some("finished")
+    assert_attributes(
+        &attempt,
+        &[("stint.queue", "builds"), ("stint.state", "finished")],
     );
     let seen = std::fs::read_to_string(w.path("seen")).expect("seen");
     assert_eq!(
