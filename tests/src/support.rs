@@ -97,6 +97,7 @@ pub(crate) async fn accept_end(
                 end,
                 finished_at_ms: at,
                 events,
+                task: None,
             },
         )
         .await
@@ -135,6 +136,7 @@ pub(crate) async fn fail(store: &dyn Store, attempt: &OwnedAttempt, at: u64) {
                 end: failure("boom"),
                 finished_at_ms: at,
                 events: vec![failed_event(attempt, at, "boom")],
+                task: None,
             },
         )
         .await

@@ -262,6 +262,11 @@ impl Tasks {
 }
 
 impl MemoryStore {
+    /// Ends `completion`'s task if its claim is still the completion's owner's; whether it did.
+    pub(crate) fn end_claimed(&self, completion: &Completion) -> bool {
+        self.tasks().complete(completion).is_ok()
+    }
+
     fn tasks(&self) -> MutexGuard<'_, Tasks> {
         // As with the attempts: every operation validates before it mutates, so a poisoned
         // lock's data is still consistent.

@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use stint_domain::{AttemptKey, AttemptRecord, ProcessPlace};
 use stint_ports::{
-    AttemptStore, BeginAttempt, BegunAttempt, EndAttempt, HeartbeatWrite, OwnedAttempt, Renewal,
-    RenewedLease, StoreError,
+    AttemptEnded, AttemptStore, BeginAttempt, BegunAttempt, EndAttempt, HeartbeatWrite,
+    OwnedAttempt, Renewal, RenewedLease, StoreError,
 };
 
 use crate::MemoryStore;
@@ -43,8 +43,18 @@ impl AttemptStore for MemoryStore {
         Ok(self.lock().request_cancel(run_id))
     }
 
-    async fn end_attempt(&self, attempt: &OwnedAttempt, end: EndAttempt) -> Result<(), StoreError> {
-        self.lock().end_attempt(attempt, end)
+    async fn end_attempt(
+        &self,
+        attempt: &OwnedAttempt,
+        mut end: EndAttempt,
+    ) -> Result<AttemptEnded, StoreError> {
+        let task = end.task.take();
+        // The attempt's lock is held while the task is ended: nobody sees one without the other.
+        let mut state = self.lock();
+        state.end_attempt(attempt, end)?;
+        let task_ended = task.is_some_and(|task| self.end_claimed(&task));
+        drop(state);
+        Ok(AttemptEnded { task_ended })
     }
 
     async fn recover_abandoned(&self, now_ms: u64) -> Result<Vec<AttemptKey>, StoreError> {

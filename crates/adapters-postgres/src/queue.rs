@@ -11,7 +11,7 @@
 
 use async_trait::async_trait;
 use sqlx::Row;
-use sqlx::postgres::{PgConnection, PgPool};
+use sqlx::postgres::{PgConnection, PgExecutor, PgPool};
 use stint_domain::{TaskId, TaskState};
 use stint_ports::{
     CancelOutcome, CancelTarget, Claim, ClaimedTask, Completion, Enqueued, NewTask, Renewal,
@@ -151,6 +151,19 @@ async fn complete_once(
     channel: &str,
     completion: &Completion,
 ) -> Result<(), OpError> {
+    if complete_in(pool, channel, completion).await? {
+        Ok(())
+    } else {
+        Err(OpError::Store(StoreError::task_not_owned(completion.task)))
+    }
+}
+
+/// Ends `completion`'s task if its claim is still the completion's owner's; whether it did.
+pub(crate) async fn complete_in<'e>(
+    conn: impl PgExecutor<'e>,
+    channel: &str,
+    completion: &Completion,
+) -> Result<bool, OpError> {
     let (task, owner, end, now_ms) = completion.parts();
     // A task whose cancellation was asked for does not go back to the queue: it ends cancelled.
     // A task back in the queue and due at once wakes the listening workers (on commit).
@@ -174,13 +187,10 @@ async fn complete_once(
     .bind(to_i64(task.0))
     .bind(owner)
     .bind(channel)
-    .fetch_one(pool)
+    .fetch_one(conn)
     .await?;
     let ended: i64 = row.try_get("ended")?;
-    if ended == 0 {
-        return Err(OpError::Store(StoreError::task_not_owned(task)));
-    }
-    Ok(())
+    Ok(ended > 0)
 }
 
 /// One statement: a concurrent sweeper waits on the rows this one updates, then finds them no

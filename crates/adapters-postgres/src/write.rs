@@ -9,13 +9,14 @@ use stint_domain::{
     AttemptKey, AttemptRecord, AttemptState, Event, EventKind, NodeKey, ProcessPlace,
 };
 use stint_ports::{
-    AttemptEnd, AttemptStore, BeginAttempt, BegunAttempt, EndAttempt, HeartbeatWrite, OwnedAttempt,
-    Renewal, RenewedLease, StoreError,
+    AttemptEnd, AttemptEnded, AttemptStore, BeginAttempt, BegunAttempt, EndAttempt, HeartbeatWrite,
+    OwnedAttempt, Renewal, RenewedLease, StoreError,
 };
 
 use crate::PostgresStore;
 use crate::error::{OpError, retrying, to_i64, to_u32};
 use crate::events::insert_events;
+use crate::queue::complete_in;
 
 /// A query on the pool or in a transaction.
 pub(crate) type PgQuery<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
@@ -258,13 +259,13 @@ fn end_columns(end: &AttemptEnd) -> Result<EndColumns<'_>, OpError> {
 
 async fn end_once(
     pool: &PgPool,
+    channel: &str,
     attempt: &OwnedAttempt,
-    end: &AttemptEnd,
-    finished_at_ms: u64,
-    events: &[Event],
-) -> Result<(), OpError> {
+    ending: &EndAttempt,
+) -> Result<AttemptEnded, OpError> {
     let key = &attempt.key;
-    let (state, error, retryable, vcs, output) = end_columns(end)?;
+    let (finished_at_ms, events) = (ending.finished_at_ms, &ending.events);
+    let (state, error, retryable, vcs, output) = end_columns(&ending.end)?;
     let mut tx = pool.begin().await?;
     let sql = concat!(
         "UPDATE attempts SET state = $6, finished_at_ms = $7, error = $8, retryable = $9, \
@@ -301,9 +302,14 @@ async fn end_once(
             .execute(&mut *tx)
             .await?;
     }
+    let task_ended = match &ending.task {
+        Some(task) => complete_in(&mut *tx, channel, task).await?,
+        None => false,
+    };
+    // Last: the events take the run's lock, held until the commit.
     insert_events(&mut tx, events).await?;
     tx.commit().await?;
-    Ok(())
+    Ok(AttemptEnded { task_ended })
 }
 
 #[async_trait]
@@ -402,16 +408,14 @@ impl AttemptStore for PostgresStore {
         .await
     }
 
-    async fn end_attempt(&self, attempt: &OwnedAttempt, end: EndAttempt) -> Result<(), StoreError> {
+    async fn end_attempt(
+        &self,
+        attempt: &OwnedAttempt,
+        end: EndAttempt,
+    ) -> Result<AttemptEnded, StoreError> {
         let ending = &end;
         retrying(&self.endpoint, "ending an attempt", || {
-            end_once(
-                &self.pool,
-                attempt,
-                &ending.end,
-                ending.finished_at_ms,
-                &ending.events,
-            )
+            end_once(&self.pool, &self.channel, attempt, ending)
         })
         .await
     }

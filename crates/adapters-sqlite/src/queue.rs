@@ -180,6 +180,18 @@ async fn renew_claims(
 }
 
 async fn complete(tx: &mut SqliteConnection, completion: &Completion) -> Result<(), StoreError> {
+    if complete_claimed(tx, completion).await? {
+        Ok(())
+    } else {
+        Err(StoreError::task_not_owned(completion.task))
+    }
+}
+
+/// Ends `completion`'s task if its claim is still the completion's owner's; whether it did.
+pub(crate) async fn complete_claimed(
+    tx: &mut SqliteConnection,
+    completion: &Completion,
+) -> Result<bool, StoreError> {
     let (task, owner, end, now_ms) = completion.parts();
     let now = to_i64(now_ms, "completion time")?;
     let state = end.state();
@@ -208,10 +220,7 @@ async fn complete(tx: &mut SqliteConnection, completion: &Completion) -> Result<
     .execute(&mut *tx)
     .await
     .map_err(map)?;
-    if done.rows_affected() == 0 {
-        return Err(StoreError::task_not_owned(task));
-    }
-    Ok(())
+    Ok(done.rows_affected() > 0)
 }
 
 /// One statement under the write lock: a second sweeper finds the tasks already taken back.

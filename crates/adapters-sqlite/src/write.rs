@@ -14,8 +14,8 @@ use stint_domain::{
     AttemptKey, AttemptRecord, AttemptState, Event, EventKind, NodeKey, ProcessPlace,
 };
 use stint_ports::{
-    AttemptEnd, AttemptStore, BeginAttempt, BegunAttempt, EndAttempt, HeartbeatWrite, OwnedAttempt,
-    Renewal, RenewedLease, StoreError,
+    AttemptEnd, AttemptEnded, AttemptStore, BeginAttempt, BegunAttempt, EndAttempt, HeartbeatWrite,
+    OwnedAttempt, Renewal, RenewedLease, StoreError,
 };
 
 use crate::SqliteStore;
@@ -299,12 +299,12 @@ async fn record_process(
     update_owned(tx, query, attempt).await
 }
 
-/// Writes the terminal state of attempt and node, the output and `events`.
+/// Writes the terminal state of attempt and node, the output, `events` and the task's end.
 async fn end_attempt(
     tx: &mut SqliteConnection,
     attempt: &OwnedAttempt,
     ending: EndAttempt,
-) -> Result<(), StoreError> {
+) -> Result<AttemptEnded, StoreError> {
     let (end, finished_at_ms, events) = (ending.end, ending.finished_at_ms, ending.events);
     let finished = to_i64(finished_at_ms, "finish time")?;
     let (state, error, retryable, vcs, output) = match &end {
@@ -360,8 +360,12 @@ async fn end_attempt(
         .map_err(map)?;
     }
     insert_events(tx, &events).await?;
-    tracing::debug!(attempt = %attempt.key, %state, "attempt ended");
-    Ok(())
+    let task_ended = match &ending.task {
+        Some(task) => crate::queue::complete_claimed(tx, task).await?,
+        None => false,
+    };
+    tracing::debug!(attempt = %attempt.key, %state, task_ended, "attempt ended");
+    Ok(AttemptEnded { task_ended })
 }
 
 /// Gives the node of `key` the state of that attempt, if it is still the node's last attempt.
@@ -431,7 +435,11 @@ impl AttemptStore for SqliteStore {
             .await
     }
 
-    async fn end_attempt(&self, attempt: &OwnedAttempt, end: EndAttempt) -> Result<(), StoreError> {
+    async fn end_attempt(
+        &self,
+        attempt: &OwnedAttempt,
+        end: EndAttempt,
+    ) -> Result<AttemptEnded, StoreError> {
         let attempt = attempt.clone();
         self.write(move |tx| Box::pin(async move { end_attempt(tx, &attempt, end).await }))
             .await

@@ -94,6 +94,7 @@ async fn a_fault_in_end_leaves_the_attempt_in_progress() {
                 end: finished(),
                 finished_at_ms: 5,
                 events: vec![done.clone()],
+                task: None,
             },
         )
         .await
@@ -108,6 +109,7 @@ async fn a_fault_in_end_leaves_the_attempt_in_progress() {
                 end: finished(),
                 finished_at_ms: 6,
                 events: vec![done],
+                task: None,
             },
         )
         .await
@@ -170,6 +172,7 @@ async fn dropping_end_mid_write_leaves_it_whole() {
             end: finished(),
             finished_at_ms: 5,
             events: vec![done.clone()],
+            task: None,
         },
     ));
     // Dropped only once the UPDATE has changed the row: a drop before the write began leaves the

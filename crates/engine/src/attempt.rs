@@ -12,15 +12,15 @@ use std::time::Duration;
 use serde_json::Value;
 use stint_domain::heartbeat::throttle_interval_ms;
 use stint_domain::{
-    AttemptCommand, AttemptMachine, AttemptState, DomainError, Event, TaskDescriptor, TaskError,
+    AttemptCommand, AttemptMachine, AttemptState, DomainError, TaskDescriptor, TaskError,
 };
-use stint_ports::{AttemptEnd, BeginAttempt, EndAttempt, OwnedAttempt, StoreError};
+use stint_ports::{AttemptEnd, AttemptEnded, BeginAttempt, EndAttempt, OwnedAttempt, StoreError};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::context::{ComputeOnce, ProcessRecorder, TaskContext, TaskFailure};
-use crate::engine::Engine;
+use crate::engine::{Engine, TaskEndFn};
 use crate::error::EngineError;
 use crate::heartbeat::{HeartbeatHub, WriterPorts, lock_machine};
 use crate::lease::{LeaseKeeper, LeaseLoss};
@@ -54,6 +54,13 @@ struct Running {
     lease: LeaseKeeper,
 }
 
+/// The decision, and what else the terminal write carries.
+struct Settled<'a> {
+    decision: Decision,
+    decided_at_ms: u64,
+    task_end: Option<TaskEndFn<'a>>,
+}
+
 /// What the decision makes the attempt write.
 struct Settlement {
     command: AttemptCommand,
@@ -80,6 +87,7 @@ impl Engine {
         validator: &OutputValidator,
         compute: C,
         cancel: &CancellationToken,
+        task_end: Option<TaskEndFn<'_>>,
     ) -> Result<AttemptOutcome, EngineError> {
         let running = self.begin(desc).await?;
         let span = tracing::info_span!(
@@ -89,7 +97,7 @@ impl Engine {
             span_id = tracing::field::Empty
         );
         let ended = self
-            .drive(desc, validator, &running, compute, cancel)
+            .drive(desc, validator, &running, compute, cancel, task_end)
             .instrument(span)
             .await;
         running.lease.stop().await;
@@ -152,6 +160,7 @@ impl Engine {
         running: &Running,
         compute: C,
         cancel: &CancellationToken,
+        task_end: Option<TaskEndFn<'_>>,
     ) -> Result<AttemptOutcome, EngineError> {
         let key = running.owned.key.clone();
         self.options
@@ -179,8 +188,12 @@ impl Engine {
             return Err(loss.into());
         }
         self.flush(hub, &running.lease).await?;
-        self.settle(desc, validator, running, decision, decided_at_ms)
-            .await
+        let settled = Settled {
+            decision,
+            decided_at_ms,
+            task_end,
+        };
+        self.settle(desc, validator, running, settled).await
     }
 
     /// Runs the compute against the timeout, the watchdog, cancellation and the lease. When
@@ -268,16 +281,16 @@ impl Engine {
         }
     }
 
-    /// Validates the output, applies the terminal command and writes it.
+    /// Validates the output, applies the terminal command and writes it (with the task's end,
+    /// when there is a task).
     async fn settle(
         &self,
         desc: &TaskDescriptor,
         validator: &OutputValidator,
         running: &Running,
-        decision: Decision,
-        decided_at_ms: u64,
+        settled: Settled<'_>,
     ) -> Result<AttemptOutcome, EngineError> {
-        let settlement = self.settlement(validator, decision, decided_at_ms)?;
+        let settlement = self.settlement(validator, settled.decision, settled.decided_at_ms)?;
         let vcs = match settlement.output {
             Some(_) => self.vcs_revision().await,
             None => None,
@@ -305,18 +318,23 @@ impl Engine {
                 retryable: settlement.retryable,
             },
         };
-        let finished_at_ms = self.ports.clock.now_ms();
-        self.write_terminal(running, end, finished_at_ms, events)
-            .await?;
-        let outcome = AttemptOutcome {
+        let mut outcome = AttemptOutcome {
             key: running.owned.key.clone(),
             state,
             output: settlement.output,
             error,
             retry,
             started_at_ms: running.started_at_ms,
-            finished_at_ms,
+            finished_at_ms: self.ports.clock.now_ms(),
+            task_ended: false,
         };
+        let ending = EndAttempt {
+            end,
+            finished_at_ms: outcome.finished_at_ms,
+            events,
+            task: settled.task_end.and_then(|task_end| task_end(&outcome)),
+        };
+        outcome.task_ended = self.write_terminal(running, ending).await?.task_ended;
         self.record_end(desc, &outcome);
         Ok(outcome)
     }
@@ -377,21 +395,14 @@ impl Engine {
     async fn write_terminal(
         &self,
         running: &Running,
-        end: AttemptEnd,
-        finished_at_ms: u64,
-        events: Vec<Event>,
-    ) -> Result<(), EngineError> {
+        ending: EndAttempt,
+    ) -> Result<AttemptEnded, EngineError> {
         let lease = &running.lease;
         let mut pause = TERMINAL_RETRY_FIRST;
         loop {
-            let ending = EndAttempt {
-                end: end.clone(),
-                finished_at_ms,
-                events: events.clone(),
-            };
-            let write = self.ports.store.end_attempt(&running.owned, ending);
+            let write = self.ports.store.end_attempt(&running.owned, ending.clone());
             let error = match tokio::time::timeout(lease.remaining()?, write).await {
-                Ok(Ok(())) => return Ok(()),
+                Ok(Ok(ended)) => return Ok(ended),
                 Ok(Err(error)) if error.is_conflict() => return Err(error.into()),
                 Ok(Err(error)) => error,
                 Err(_elapsed) => StoreError::unavailable("the terminal write did not return"),

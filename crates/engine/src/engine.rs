@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use stint_domain::{AttemptKey, AttemptState, TaskDescriptor, TaskError};
+use stint_ports::Completion;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -16,6 +17,10 @@ use crate::options::EngineOptions;
 use crate::outcome::{AttemptOutcome, NodeOutcome};
 use crate::output::OutputValidator;
 use crate::ports::Ports;
+
+/// How a queue task ends, given the outcome of the attempt that ran it (see
+/// [`Engine::run_task_attempt`]); `None` leaves the task to its caller.
+pub type TaskEndFn<'a> = Box<dyn FnOnce(&AttemptOutcome) -> Option<Completion> + Send + 'a>;
 
 /// Runs attempts of tasks against a set of ports.
 pub struct Engine {
@@ -68,7 +73,25 @@ impl Engine {
     ) -> Result<AttemptOutcome, EngineError> {
         check_descriptor(desc)?;
         let validator = OutputValidator::compile(desc.output_schema.as_ref())?;
-        self.attempt(desc, &validator, compute, cancel).await
+        self.attempt(desc, &validator, compute, cancel, None).await
+    }
+
+    /// As [`Engine::run_attempt`], for an attempt that runs a queue task: `task_end` says, from
+    /// the attempt's outcome, how the task ends, and that end is written in the attempt's
+    /// terminal transaction (one commit for both; no crash leaves one ended and the other
+    /// running). The outcome's `task_ended` says whether it was: `false` when the task's claim
+    /// was no longer `task_end`'s owner's, and then the attempt's end was written alone.
+    pub async fn run_task_attempt<C: ComputeOnce>(
+        &self,
+        desc: &TaskDescriptor,
+        compute: C,
+        cancel: &CancellationToken,
+        task_end: TaskEndFn<'_>,
+    ) -> Result<AttemptOutcome, EngineError> {
+        check_descriptor(desc)?;
+        let validator = OutputValidator::compile(desc.output_schema.as_ref())?;
+        self.attempt(desc, &validator, compute, cancel, Some(task_end))
+            .await
     }
 
     /// Runs attempts of `desc` until one finishes, one is cancelled, or retries run out.
@@ -115,7 +138,9 @@ impl Engine {
         self.options.observer.node_started(desc);
         let mut attempts: Vec<AttemptOutcome> = Vec::new();
         let outcome = loop {
-            let attempt = self.attempt(desc, validator, &compute, cancel).await?;
+            let attempt = self
+                .attempt(desc, validator, &compute, cancel, None)
+                .await?;
             let retry = attempt.retry;
             attempts.push(attempt);
             let Some(plan) = retry else {

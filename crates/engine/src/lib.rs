@@ -58,7 +58,7 @@ mod ports;
 mod timers;
 
 pub use context::{Compute, ComputeOnce, ProcessRecorder, TaskContext, TaskFailure};
-pub use engine::Engine;
+pub use engine::{Engine, TaskEndFn};
 pub use error::EngineError;
 pub use heartbeat::Heartbeat;
 pub use lease::LeaseSchedule;

@@ -21,6 +21,9 @@ pub struct AttemptOutcome {
     pub started_at_ms: u64,
     /// When its terminal state was written (ms since the epoch).
     pub finished_at_ms: u64,
+    /// Whether the queue task [`Engine::run_task_attempt`](crate::Engine::run_task_attempt)
+    /// was given was ended in the attempt's terminal write (always `false` otherwise).
+    pub task_ended: bool,
 }
 
 /// How a node ended, with every attempt this call ran.

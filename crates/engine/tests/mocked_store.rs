@@ -10,7 +10,9 @@ use common::{attempt_error, attempt_outcome, desc, desc_with_lease, works_for};
 use serde_json::json;
 use stint_domain::{AttemptState, ErrorCode};
 use stint_engine::{Engine, EngineError, EngineOptions, NoVcs, Ports, TaskContext, TokioClock};
-use stint_ports::{AttemptEnd, BegunAttempt, MockAttemptStore, RenewedLease, StoreError};
+use stint_ports::{
+    AttemptEnd, AttemptEnded, BegunAttempt, MockAttemptStore, RenewedLease, StoreError,
+};
 
 fn engine(store: MockAttemptStore) -> Engine {
     let ports = Ports {
@@ -61,7 +63,7 @@ async fn a_failing_heartbeat_write_does_not_change_a_success() {
             matches!(&ending.end, AttemptEnd::Finished { output, .. } if *output == json!({"done": true}))
                 && ending.events.len() == 1
         })
-        .returning(|_, _| Ok(()));
+        .returning(|_, _| Ok(AttemptEnded::default()));
     let compute = |ctx: TaskContext| async move {
         ctx.heartbeat.beat(json!({"step": 1}))?;
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -136,7 +138,10 @@ async fn renewals_keep_the_lease_while_the_attempt_runs() {
         .times(13)
         .withf(|_, r| (r.now_ms - 1_000) % 750 == 0 && r.lease_ms == 3_000)
         .returning(|_, _| Ok(RenewedLease::default()));
-    store.expect_end_attempt().times(1).returning(|_, _| Ok(()));
+    store
+        .expect_end_attempt()
+        .times(1)
+        .returning(|_, _| Ok(AttemptEnded::default()));
     let d = desc_with_lease(3_000);
     let compute = |_ctx: TaskContext| works_for(Duration::from_secs(10), json!({}));
     let outcome = attempt_outcome(&engine(store), &d, compute).await;

@@ -16,8 +16,9 @@ use stint_domain::{
 };
 
 use crate::{
-    AttemptFilter, AttemptStore, BeginAttempt, BegunAttempt, EndAttempt, EventPage, HeartbeatWrite,
-    HistoryStore, OwnedAttempt, Renewal, RenewedLease, RunListing, RunQuery, StoreError,
+    AttemptEnded, AttemptFilter, AttemptStore, BeginAttempt, BegunAttempt, EndAttempt, EventPage,
+    HeartbeatWrite, HistoryStore, OwnedAttempt, Renewal, RenewedLease, RunListing, RunQuery,
+    StoreError,
 };
 
 /// One operation of the write port.
@@ -209,7 +210,11 @@ impl<S: AttemptStore + ?Sized> AttemptStore for InstrumentedStore<S> {
         self.inner.request_cancel(run_id).await
     }
 
-    async fn end_attempt(&self, attempt: &OwnedAttempt, end: EndAttempt) -> Result<(), StoreError> {
+    async fn end_attempt(
+        &self,
+        attempt: &OwnedAttempt,
+        end: EndAttempt,
+    ) -> Result<AttemptEnded, StoreError> {
         self.enter(WriteOp::End).await?;
         self.inner.end_attempt(attempt, end).await
     }

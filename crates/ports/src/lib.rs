@@ -46,8 +46,8 @@ pub use queue::{
 };
 pub use wakeups::Wakeups;
 pub use write::{
-    AttemptEnd, AttemptStore, BeginAttempt, BegunAttempt, EndAttempt, HeartbeatWrite, OwnedAttempt,
-    Renewal, RenewedLease,
+    AttemptEnd, AttemptEnded, AttemptStore, BeginAttempt, BegunAttempt, EndAttempt, HeartbeatWrite,
+    OwnedAttempt, Renewal, RenewedLease,
 };
 
 #[cfg(feature = "mocks")]

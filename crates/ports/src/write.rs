@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use stint_domain::{AttemptKey, AttemptRecord, Event, NodeKey, ProcessPlace, TaskError};
 
-use crate::StoreError;
+use crate::{Completion, StoreError};
 
 /// An attempt together with the token of the execution that owns it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -138,17 +138,32 @@ pub struct EndAttempt {
     pub finished_at_ms: u64,
     /// The events appended with it (the node's terminal event among them).
     pub events: Vec<Event>,
+    /// The queue task this attempt ran for, ended in the same transaction, as
+    /// [`TaskQueue::complete`](crate::TaskQueue::complete) would end it, if its claim is still
+    /// the completion's owner's (see [`AttemptEnded::task_ended`]). A worker's attempt and its
+    /// task then end in one commit: no crash can leave one ended and the other running.
+    pub task: Option<Completion>,
 }
 
 impl EndAttempt {
-    /// `end` at `finished_at_ms`, with no events.
+    /// `end` at `finished_at_ms`, with no events and no task.
     pub fn new(end: AttemptEnd, finished_at_ms: u64) -> Self {
         Self {
             end,
             finished_at_ms,
             events: Vec::new(),
+            task: None,
         }
     }
+}
+
+/// What [`AttemptStore::end_attempt`] wrote besides the attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AttemptEnded {
+    /// Whether [`EndAttempt::task`] was ended with the attempt: `false` without one, and when
+    /// the task's claim is no longer its owner's (swept, or ended by someone else), in which
+    /// case nothing of the task was written and the attempt's end was written all the same.
+    pub task_ended: bool,
 }
 
 /// The engine's write port: everything one attempt writes, from its begin to its terminal
@@ -196,11 +211,16 @@ pub trait AttemptStore: Send + Sync + Debug {
     /// Returns the attempts asked, in key order; asking twice is harmless.
     async fn request_cancel(&self, run_id: &str) -> Result<Vec<AttemptKey>, StoreError>;
 
-    /// Writes the attempt's terminal state, the node's state, the output (when finished) and
-    /// the events, in one transaction, conditional on the owner token and `in-progress`.
+    /// Writes the attempt's terminal state, the node's state, the output (when finished), the
+    /// events and the end of [`EndAttempt::task`], in one transaction, conditional on the owner
+    /// token and `in-progress`.
     ///
     /// The node's `updated_at_ms` changes here and in `begin_attempt`, never on heartbeats.
-    async fn end_attempt(&self, attempt: &OwnedAttempt, end: EndAttempt) -> Result<(), StoreError>;
+    async fn end_attempt(
+        &self,
+        attempt: &OwnedAttempt,
+        end: EndAttempt,
+    ) -> Result<AttemptEnded, StoreError>;
 
     /// Marks every in-progress attempt whose lease expired before now (`now_ms` for the embedded
     /// stores, the database's clock for PostgreSQL) `failed` with

@@ -287,6 +287,7 @@ mod tests {
             retry: None,
             started_at_ms: 0,
             finished_at_ms: 1,
+            task_ended: false,
         }
     }
 

@@ -63,6 +63,7 @@ async fn attempt(store: &dyn AnyStore, run: &str, node: &str, at: u64, end: Opti
         end,
         finished_at_ms: at + 900,
         events: vec![],
+        task: None,
     };
     store.end_attempt(&owned, write).await.expect("end");
 }

@@ -1,12 +1,12 @@
 //! One claimed task, run as one attempt of its node, and the end its outcome writes.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use stint_domain::{AttemptState, TaskDescriptor, TaskError, TaskId};
-use stint_engine::{AttemptOutcome, CancellationToken, EngineError};
+use stint_engine::{AttemptOutcome, CancellationToken, EngineError, TaskEndFn};
 use stint_ports::{AttemptFilter, ClaimedTask, Completion, TaskEnd};
 
 use crate::worker::Inner;
@@ -44,18 +44,34 @@ pub(crate) enum Settled {
     Dropped,
 }
 
+/// How a task ends, and whether that end was already written with its attempt's.
+struct Ending {
+    end: TaskEnd,
+    written: bool,
+}
+
+impl Ending {
+    /// An end still to be written.
+    fn unwritten(end: TaskEnd) -> Self {
+        Self {
+            end,
+            written: false,
+        }
+    }
+}
+
 /// Runs `claimed` to a written end.
 pub(crate) async fn run(inner: Arc<Inner>, claimed: ClaimedTask, stop: Stop) -> Settled {
     let id = claimed.task.id;
-    let end = match attempt(&inner, &claimed, &stop).await {
-        Ok(end) => end,
+    let Ending { end, written } = match attempt(&inner, &claimed, &stop).await {
+        Ok(ending) => ending,
         Err(error) => {
             tracing::warn!(task = %id, %error, "the attempt's end was not recorded; the task goes back");
             inner.observer.dropped(id, &error);
             return Settled::Dropped;
         }
     };
-    if complete(&inner, id, end.clone()).await {
+    if written || complete(&inner, id, end.clone()).await {
         inner.observer.ended(id, &end);
         Settled::Ended(end)
     } else {
@@ -64,26 +80,27 @@ pub(crate) async fn run(inner: Arc<Inner>, claimed: ClaimedTask, stop: Stop) -> 
 }
 
 /// Runs the attempt (recovering once when the node's last attempt is still in progress) and
-/// says how the task ends.
+/// says how the task ends. The attempt's terminal write ends the task too, in one commit, when
+/// the task is still this worker's.
 async fn attempt(
     inner: &Arc<Inner>,
     claimed: &ClaimedTask,
     stop: &Stop,
-) -> Result<TaskEnd, EngineError> {
+) -> Result<Ending, EngineError> {
     let mut desc = match inner.handler.descriptor(claimed) {
         Ok(desc) => desc,
         Err(reason) => {
             let error = TaskError::task_failed(format!("invalid task spec: {reason}"))
                 .with_details(json!({ "invalid_spec": reason }));
-            return Ok(TaskEnd::Failed {
+            return Ok(Ending::unwritten(TaskEnd::Failed {
                 error: to_json(&error),
-            });
+            }));
         }
     };
     // Failed attempts `stint retry` set aside do not count toward the retries.
     desc.retry.retries = desc.retry.retries.saturating_add(claimed.task.retry_base);
     if let Some(end) = already_settled(inner, &desc, claimed.task.retry_base).await? {
-        return Ok(end);
+        return Ok(Ending::unwritten(end));
     }
     let mut recovered = false;
     loop {
@@ -96,29 +113,46 @@ async fn attempt(
                 async move { handler.run(task, ctx).await }
             }
         };
-        match inner.engine.run_attempt(&desc, compute, &stop.cancel).await {
-            Ok(outcome) => return Ok(end_of(inner, &outcome, stop)),
+        // The end handed to the terminal write, kept to be reported as written.
+        let handed = Mutex::new(None);
+        let task_end: TaskEndFn<'_> = Box::new(|outcome| {
+            let end = end_of(inner, outcome, stop);
+            *handed.lock().unwrap_or_else(PoisonError::into_inner) = Some(end.clone());
+            let owner = inner.options.owner.clone();
+            Some(Completion::new(claimed.task.id, owner, end, inner.now_ms()))
+        });
+        let run = inner
+            .engine
+            .run_task_attempt(&desc, compute, &stop.cancel, task_end);
+        match run.await {
+            Ok(outcome) => {
+                let handed = handed.into_inner().unwrap_or_else(PoisonError::into_inner);
+                return Ok(Ending {
+                    end: handed.unwrap_or_else(|| end_of(inner, &outcome, stop)),
+                    written: outcome.task_ended,
+                });
+            }
             // Refused at the begin: the node's last attempt is still in progress (its worker
             // died). Recovery frees it once its lease expired; until then the task goes back.
             Err(EngineError::Store(error))
                 if error.is_conflict() && !started.load(Ordering::SeqCst) =>
             {
                 if recovered {
-                    return Ok(TaskEnd::Release);
+                    return Ok(Ending::unwritten(TaskEnd::Release));
                 }
                 recovered = true;
                 if let Err(error) = inner.recovery.recover(&inner.engine).await {
                     tracing::warn!(%error, "recovery failed");
-                    return Ok(TaskEnd::Release);
+                    return Ok(Ending::unwritten(TaskEnd::Release));
                 }
             }
             Err(error @ (EngineError::Store(_) | EngineError::Fenced { .. })) => return Err(error),
             // The descriptor cannot be run: no attempt began, and no retry would change that.
             Err(error) => {
                 let error = TaskError::new(error.code(), error.to_string());
-                return Ok(TaskEnd::Failed {
+                return Ok(Ending::unwritten(TaskEnd::Failed {
                     error: to_json(&error),
-                });
+                }));
             }
         }
     }

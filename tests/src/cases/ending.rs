@@ -58,6 +58,7 @@ async fn assert_every_write_refused(store: &dyn Store, attempt: &OwnedAttempt, a
                     end: finish,
                     finished_at_ms: at,
                     events: vec![finished_event],
+                    task: None,
                 },
             )
             .await,
@@ -71,6 +72,7 @@ async fn assert_every_write_refused(store: &dyn Store, attempt: &OwnedAttempt, a
                     end: failure("zombie"),
                     finished_at_ms: at,
                     events: vec![failed_event(attempt, at, "zombie")],
+                    task: None,
                 },
             )
             .await,

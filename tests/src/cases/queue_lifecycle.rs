@@ -3,15 +3,16 @@
 
 use std::collections::HashSet;
 
-use stint_domain::{TaskId, TaskState};
-use stint_ports::{Completion, Renewal, TaskEnd};
+use serde_json::json;
+use stint_domain::{AttemptState, TaskId, TaskState};
+use stint_ports::{AttemptEnd, Completion, EndAttempt, Renewal, TaskEnd};
 
 use crate::Fixture;
 use crate::queue_support::{
     CLAIM_LEASE_MS, boom, claim, complete, enqueue, enqueue_numbered, enqueue_one, failure,
     new_task, task,
 };
-use crate::support::assert_conflict;
+use crate::support::{assert_conflict, attempt_record, key, start};
 
 /// Only the owner of a running task can end it: another owner, a task not running and a task
 /// that already ended are conflicts that change nothing. Ending records state, time and error.
@@ -191,4 +192,52 @@ pub async fn renew_extends_leases_and_reports_cancel_requests(fixture: &dyn Fixt
         )
         .await;
     assert_eq!(none.expect("renew"), stint_ports::RenewedClaims::default());
+}
+
+/// An attempt's terminal write ends the queue task it ran for in the same transaction, while
+/// the task's claim is still the completion's owner's; once the claim is gone (swept and taken
+/// by another worker) the attempt's end is still written, and the task is left as it is.
+pub async fn attempt_end_ends_its_claimed_task_in_one_write(fixture: &dyn Fixture) {
+    let (store, queue) = (fixture.store(), fixture.queue());
+    let ids = enqueue(&*queue, vec![new_task("r", "a"), new_task("r", "b")]).await;
+    assert_eq!(claim(&*queue, "w", 2, 1_000).await, ids);
+    let (_, first) = start(&*store, &key("r", "a", 0), "attempt a", 1_100).await;
+    let (_, second) = start(&*store, &key("r", "b", 0), "attempt b", 1_100).await;
+    let ending = |task: TaskId, end: TaskEnd| EndAttempt {
+        task: Some(Completion::new(task, "w", end, 2_000)),
+        ..EndAttempt::new(
+            AttemptEnd::Finished {
+                output: json!({ "n": 1 }),
+                vcs: None,
+            },
+            2_000,
+        )
+    };
+
+    let ended = store.end_attempt(&first, ending(ids[0], TaskEnd::Finished));
+    assert!(ended.await.expect("end of a").task_ended);
+    let finished = task(&*queue, ids[0]).await;
+    assert_eq!(finished.state, TaskState::Finished);
+    assert_eq!((finished.ended_at_ms, finished.owner), (Some(2_000), None));
+    assert_eq!(
+        attempt_record(&*store, &first).await.state,
+        AttemptState::Finished
+    );
+
+    // The claim on b expires and another worker takes it: the attempt still ends, the task
+    // stays the other worker's.
+    let swept = queue.sweep_expired(1_000 + CLAIM_LEASE_MS + 1).await;
+    assert_eq!(swept.expect("sweep"), vec![ids[1]]);
+    assert_eq!(claim(&*queue, "w2", 1, 20_000).await, vec![ids[1]]);
+    let ended = store.end_attempt(&second, ending(ids[1], TaskEnd::Finished));
+    assert!(!ended.await.expect("end of b").task_ended);
+    let taken = task(&*queue, ids[1]).await;
+    assert_eq!(
+        (taken.state, taken.owner.as_deref()),
+        (TaskState::Running, Some("w2"))
+    );
+    assert_eq!(
+        attempt_record(&*store, &second).await.state,
+        AttemptState::Finished
+    );
 }

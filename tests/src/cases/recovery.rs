@@ -197,11 +197,12 @@ pub async fn recovery_and_zombie_finish_race_one_wins(fixture: &dyn Fixture) {
                         end,
                         finished_at_ms: NOW,
                         events: vec![event],
+                        task: None,
                     },
                 )
                 .await
             {
-                Ok(()) => finished.push(owned.key),
+                Ok(_) => finished.push(owned.key),
                 Err(StoreError::Conflict { .. }) => refused.push(owned.key),
                 Err(error) => panic!("finish {}: {error}", owned.key),
             }

@@ -73,6 +73,7 @@ async fn serve(configure: impl FnOnce(UiState, Arc<dyn AnyStore>) -> UiState) ->
             },
             finished_at_ms: at + 42_000 + day * 5_000,
             events: vec![],
+            task: None,
         };
         store.end_attempt(&attempt, end).await.expect("end");
     }

@@ -96,6 +96,7 @@ async fn end(
         end,
         finished_at_ms: at,
         events,
+        task: None,
     };
     store.end_attempt(attempt, write).await.expect("end");
 }
