@@ -267,40 +267,40 @@ async fn end_once(
     let (finished_at_ms, events) = (ending.finished_at_ms, &ending.events);
     let (state, error, retryable, vcs, output) = end_columns(&ending.end)?;
     let mut tx = pool.begin().await?;
+    // One statement for attempt, node and output: the node and the output are written only when
+    // the owner-conditional update of the attempt matched.
     let sql = concat!(
-        "UPDATE attempts SET state = $6, finished_at_ms = $7, error = $8, retryable = $9, \
-                             vcs = $10",
-        owned_where!()
+        "WITH ended AS (UPDATE attempts SET state = $6, finished_at_ms = $7, error = $8, \
+                          retryable = $9, vcs = $10",
+        owned_where!(),
+        " RETURNING 1), \
+         node AS (UPDATE nodes SET state = $6, updated_at_ms = $7 \
+           WHERE run_id = $1 AND node_id = $2 AND iteration = $3 AND last_attempt = $4 \
+             AND EXISTS (SELECT 1 FROM ended)), \
+         output AS (INSERT INTO outputs (run_id, node_id, iteration, attempt, output, \
+                                         written_at_ms) \
+           SELECT $1, $2, $3, $4, $11::jsonb, $7 FROM ended WHERE $11::jsonb IS NOT NULL \
+           ON CONFLICT (run_id, node_id, iteration) DO UPDATE \
+           SET attempt = EXCLUDED.attempt, output = EXCLUDED.output, \
+               written_at_ms = EXCLUDED.written_at_ms) \
+         SELECT count(*) FROM ended"
     );
-    let query = owned(sql, attempt)
+    let ended: i64 = sqlx::query_scalar(sql)
+        .bind(key.node.run_id())
+        .bind(key.node.node_id())
+        .bind(i64::from(key.node.iteration()))
+        .bind(i64::from(key.attempt))
+        .bind(&attempt.owner)
         .bind(state.as_str())
         .bind(to_i64(finished_at_ms))
         .bind(error)
         .bind(retryable)
-        .bind(vcs);
-    execute_owned(query, &mut *tx, attempt).await?;
-    let node = sqlx::query(
-        "UPDATE nodes SET state = $5, updated_at_ms = $6 \
-         WHERE run_id = $1 AND node_id = $2 AND iteration = $3 AND last_attempt = $4",
-    );
-    bind_key(node, key)
-        .bind(state.as_str())
-        .bind(to_i64(finished_at_ms))
-        .execute(&mut *tx)
+        .bind(vcs)
+        .bind(output)
+        .fetch_one(&mut *tx)
         .await?;
-    if let Some(output) = output {
-        let upsert = sqlx::query(
-            "INSERT INTO outputs (run_id, node_id, iteration, attempt, output, written_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (run_id, node_id, iteration) DO UPDATE \
-             SET attempt = EXCLUDED.attempt, output = EXCLUDED.output, \
-                 written_at_ms = EXCLUDED.written_at_ms",
-        );
-        bind_key(upsert, key)
-            .bind(output)
-            .bind(to_i64(finished_at_ms))
-            .execute(&mut *tx)
-            .await?;
+    if ended == 0 {
+        return Err(not_owned(attempt));
     }
     let task_ended = match &ending.task {
         Some(task) => complete_in(&mut *tx, channel, task).await?,

@@ -231,9 +231,17 @@ fn string_size(text: &str) -> u64 {
     let bytes = text.as_bytes();
     // Almost every byte of a payload needs no escape: count the ones that do in one branch-free
     // pass, and look closer only when there are some.
+    // Counted in chunks with a byte-wide counter, which vectorises: summing widened flags one
+    // byte at a time did not, and was 40% of a heartbeat call on a 1 KiB payload. A chunk is
+    // short enough (64 < 256) that its count fits in a byte.
     let escaped: u64 = bytes
-        .iter()
-        .map(|&byte| u64::from(needs_escape(byte)))
+        .chunks(64)
+        .map(|chunk| {
+            let count = chunk
+                .iter()
+                .fold(0_u8, |count, &byte| count + u8::from(needs_escape(byte)));
+            u64::from(count)
+        })
         .sum();
     let mut size = 2 + bytes.len() as u64 + escaped;
     if escaped > 0 {
