@@ -55,6 +55,8 @@ use crate::error::{map_migrate, map_sqlx};
 #[doc(hidden)]
 pub use crate::events::run_lock_key;
 use crate::options::StoreConfig;
+#[doc(hidden)]
+pub use crate::write::END_ATTEMPT;
 
 /// Server-side bounds of every pooled session, so that nothing a stint process started can hold
 /// the database for long, even when the process is cut off from it (a network partition): a

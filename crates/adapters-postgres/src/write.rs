@@ -257,6 +257,29 @@ fn end_columns(end: &AttemptEnd) -> Result<EndColumns<'_>, OpError> {
     })
 }
 
+/// The terminal write of attempt, node and output, in one statement: the node and the output are
+/// written only when the owner-conditional update of the attempt matched, whose row count it
+/// answers. `$6` state, `$7` time, `$8` error, `$9` retryable, `$10` VCS revision, `$11` output.
+///
+/// Public for the benchmark's same-SQL floor only.
+#[doc(hidden)]
+pub const END_ATTEMPT: &str = concat!(
+    "WITH ended AS (UPDATE attempts SET state = $6, finished_at_ms = $7, error = $8, \
+                      retryable = $9, vcs = $10",
+    owned_where!(),
+    " RETURNING 1), \
+     node AS (UPDATE nodes SET state = $6, updated_at_ms = $7 \
+       WHERE run_id = $1 AND node_id = $2 AND iteration = $3 AND last_attempt = $4 \
+         AND EXISTS (SELECT 1 FROM ended)), \
+     output AS (INSERT INTO outputs (run_id, node_id, iteration, attempt, output, \
+                                     written_at_ms) \
+       SELECT $1, $2, $3, $4, $11::jsonb, $7 FROM ended WHERE $11::jsonb IS NOT NULL \
+       ON CONFLICT (run_id, node_id, iteration) DO UPDATE \
+       SET attempt = EXCLUDED.attempt, output = EXCLUDED.output, \
+           written_at_ms = EXCLUDED.written_at_ms) \
+     SELECT count(*) FROM ended"
+);
+
 async fn end_once(
     pool: &PgPool,
     channel: &str,
@@ -267,25 +290,7 @@ async fn end_once(
     let (finished_at_ms, events) = (ending.finished_at_ms, &ending.events);
     let (state, error, retryable, vcs, output) = end_columns(&ending.end)?;
     let mut tx = pool.begin().await?;
-    // One statement for attempt, node and output: the node and the output are written only when
-    // the owner-conditional update of the attempt matched.
-    let sql = concat!(
-        "WITH ended AS (UPDATE attempts SET state = $6, finished_at_ms = $7, error = $8, \
-                          retryable = $9, vcs = $10",
-        owned_where!(),
-        " RETURNING 1), \
-         node AS (UPDATE nodes SET state = $6, updated_at_ms = $7 \
-           WHERE run_id = $1 AND node_id = $2 AND iteration = $3 AND last_attempt = $4 \
-             AND EXISTS (SELECT 1 FROM ended)), \
-         output AS (INSERT INTO outputs (run_id, node_id, iteration, attempt, output, \
-                                         written_at_ms) \
-           SELECT $1, $2, $3, $4, $11::jsonb, $7 FROM ended WHERE $11::jsonb IS NOT NULL \
-           ON CONFLICT (run_id, node_id, iteration) DO UPDATE \
-           SET attempt = EXCLUDED.attempt, output = EXCLUDED.output, \
-               written_at_ms = EXCLUDED.written_at_ms) \
-         SELECT count(*) FROM ended"
-    );
-    let ended: i64 = sqlx::query_scalar(sql)
+    let ended: i64 = sqlx::query_scalar(END_ATTEMPT)
         .bind(key.node.run_id())
         .bind(key.node.node_id())
         .bind(i64::from(key.node.iteration()))

@@ -10,8 +10,8 @@
 
 use anyhow::{Context as _, Result};
 use serde_json::{Map, Value};
-use sqlx::Transaction;
 use sqlx::postgres::{PgPool, Postgres};
+use sqlx::{Row as _, Transaction};
 
 use crate::floor::{ATTEMPT, ITERATION, Lifecycle, bind_attempt, bind_node, event_body};
 
@@ -42,17 +42,6 @@ const HEARTBEAT: &str = "UPDATE attempts SET heartbeat = COALESCE($6, heartbeat)
                              last_heartbeat_at_ms = GREATEST(last_heartbeat_at_ms, $7) \
          WHERE run_id = $1 AND node_id = $2 AND iteration = $3 AND attempt = $4 \
            AND state = 'in-progress' AND owner = $5";
-const END_ATTEMPT: &str = "UPDATE attempts SET state = $6, finished_at_ms = $7, error = $8, retryable = $9, \
-                             vcs = $10 \
-         WHERE run_id = $1 AND node_id = $2 AND iteration = $3 AND attempt = $4 \
-           AND state = 'in-progress' AND owner = $5";
-const END_NODE: &str = "UPDATE nodes SET state = $5, updated_at_ms = $6 \
-         WHERE run_id = $1 AND node_id = $2 AND iteration = $3 AND last_attempt = $4";
-const UPSERT_OUTPUT: &str = "INSERT INTO outputs (run_id, node_id, iteration, attempt, output, written_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (run_id, node_id, iteration) DO UPDATE \
-             SET attempt = EXCLUDED.attempt, output = EXCLUDED.output, \
-                 written_at_ms = EXCLUDED.written_at_ms";
 const INSERT_EVENTS: &str = "WITH run_lock AS (SELECT pg_advisory_xact_lock($1)) \
          INSERT INTO events (run_id, node_id, iteration, attempt, type, timestamp_ms, body) \
          SELECT e.run_id, e.node_id, e.iteration, e.attempt, e.type, e.timestamp_ms, e.body \
@@ -61,6 +50,8 @@ const INSERT_EVENTS: &str = "WITH run_lock AS (SELECT pg_advisory_xact_lock($1))
               AS e(run_id, node_id, iteration, attempt, type, timestamp_ms, body, ord) \
          ORDER BY e.ord";
 
+/// The terminal write: the adapter's own statement.
+use stint_adapters_postgres::END_ATTEMPT;
 /// The advisory lock key of a run's event sequence: the adapter's own function.
 pub(crate) use stint_adapters_postgres::run_lock_key;
 
@@ -150,30 +141,24 @@ async fn heartbeat(pool: &PgPool, lc: &Lifecycle<'_>, lock_key: i64, body: Value
     commit_with_event(tx, lc, lock_key, "TaskHeartbeat", body).await
 }
 
-/// `end_attempt` finished: the attempt, the node, the output, `NodeFinished`.
+/// `end_attempt` finished: the attempt, the node and the output in one statement, then
+/// `NodeFinished`.
 async fn finish(pool: &PgPool, lc: &Lifecycle<'_>, lock_key: i64, body: Value) -> Result<()> {
     let at = lc.now_ms;
     let mut tx = pool.begin().await?;
     // Finished: no error, no retryable flag, no VCS.
-    bind_attempt(sqlx::query(END_ATTEMPT), lc)
+    let row = bind_attempt(sqlx::query(END_ATTEMPT), lc)
         .bind(lc.owner)
         .bind("finished")
         .bind(at)
         .bind(None::<Value>)
         .bind(None::<bool>)
         .bind(None::<&str>)
-        .execute(&mut *tx)
-        .await?;
-    bind_attempt(sqlx::query(END_NODE), lc)
-        .bind("finished")
-        .bind(at)
-        .execute(&mut *tx)
-        .await?;
-    bind_attempt(sqlx::query(UPSERT_OUTPUT), lc)
         .bind(lc.output_json)
-        .bind(at)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
+    let ended: i64 = row.try_get(0)?;
+    anyhow::ensure!(ended == 1, "the floor's end matched {ended} attempts");
     commit_with_event(tx, lc, lock_key, "NodeFinished", body).await
 }
 

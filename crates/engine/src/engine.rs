@@ -71,9 +71,7 @@ impl Engine {
         compute: C,
         cancel: &CancellationToken,
     ) -> Result<AttemptOutcome, EngineError> {
-        check_descriptor(desc)?;
-        let validator = OutputValidator::compile(desc.output_schema.as_ref())?;
-        self.attempt(desc, &validator, compute, cancel, None).await
+        self.checked_attempt(desc, compute, cancel, None).await
     }
 
     /// As [`Engine::run_attempt`], for an attempt that runs a queue task: `task_end` says, from
@@ -88,9 +86,22 @@ impl Engine {
         cancel: &CancellationToken,
         task_end: TaskEndFn<'_>,
     ) -> Result<AttemptOutcome, EngineError> {
+        self.checked_attempt(desc, compute, cancel, Some(task_end))
+            .await
+    }
+
+    /// One attempt of a descriptor that passed [`check_descriptor`], with its output schema
+    /// compiled.
+    async fn checked_attempt<C: ComputeOnce>(
+        &self,
+        desc: &TaskDescriptor,
+        compute: C,
+        cancel: &CancellationToken,
+        task_end: Option<TaskEndFn<'_>>,
+    ) -> Result<AttemptOutcome, EngineError> {
         check_descriptor(desc)?;
         let validator = OutputValidator::compile(desc.output_schema.as_ref())?;
-        self.attempt(desc, &validator, compute, cancel, Some(task_end))
+        self.attempt(desc, &validator, compute, cancel, task_end)
             .await
     }
 
