@@ -24,6 +24,10 @@ pub(crate) struct Stop {
     /// Set before `cancel` when the worker itself stops the task (drain, abort): its
     /// cancellation then gives the task back instead of ending it.
     pub(crate) give_back: Arc<AtomicBool>,
+    /// Set once the attempt's outcome is decided and its terminal write (which ends the task
+    /// too) is under way: the compute is over, so a renewal that no longer lists the task has
+    /// nothing left to stop (the write is owner-checked), and must not abort it mid-write.
+    pub(crate) settling: Arc<AtomicBool>,
 }
 
 impl Stop {
@@ -116,6 +120,7 @@ async fn attempt(
         // The end handed to the terminal write, kept to be reported as written.
         let handed = Mutex::new(None);
         let task_end: TaskEndFn<'_> = Box::new(|outcome| {
+            stop.settling.store(true, Ordering::SeqCst);
             let end = end_of(inner, outcome, stop);
             *handed.lock().unwrap_or_else(PoisonError::into_inner) = Some(end.clone());
             let owner = inner.options.owner.clone();

@@ -437,7 +437,11 @@ impl Loop {
             }
         }
         for (id, running) in &self.running {
-            if running.claimed_at <= renewal.sent && claims.renewed.binary_search(id).is_err() {
+            let settling = running.stop.settling.load(Ordering::SeqCst);
+            if running.claimed_at <= renewal.sent
+                && !settling
+                && claims.renewed.binary_search(id).is_err()
+            {
                 // Swept or ended by someone else: another worker may run it now.
                 tracing::warn!(task = %id, "claim lost; dropping the task");
                 running.abort.abort();

@@ -1,8 +1,9 @@
 //! Claims the worker cannot hold: renewals that fail (the worker fences itself) and renewals
-//! that no longer list a task (its compute is dropped).
+//! that no longer list a task (its compute is dropped); and a queue that refuses every separate
+//! `complete`, which a task's end does not need (it rides on its attempt's terminal write).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,11 +22,13 @@ const RENEW: u8 = 0;
 const FAIL: u8 = 1;
 const FORGET: u8 = 2;
 
-/// A queue whose renewals can fail, or answer without renewing anything.
+/// A queue whose renewals can fail, or answer without renewing anything, and whose `complete`
+/// can be refused.
 #[derive(Debug)]
 struct Renewals {
     inner: Arc<dyn QueueStore>,
     mode: AtomicU8,
+    refuse_complete: AtomicBool,
 }
 
 #[async_trait]
@@ -48,6 +51,9 @@ impl TaskQueue for Renewals {
         }
     }
     async fn complete(&self, completion: Completion) -> Result<(), StoreError> {
+        if self.refuse_complete.load(Ordering::SeqCst) {
+            return Err(StoreError::unavailable("complete is refused"));
+        }
         self.inner.complete(completion).await
     }
     async fn sweep_expired(&self, now_ms: u64) -> Result<Vec<TaskId>, StoreError> {
@@ -136,6 +142,7 @@ async fn one_task(
     let queue = Arc::new(Renewals {
         inner: fixture.queue.clone(),
         mode: AtomicU8::new(mode),
+        refuse_complete: AtomicBool::new(false),
     });
     let lease = json!({ "lease_ms": 400 });
     let ids = fixture
@@ -207,4 +214,36 @@ pub(crate) async fn a_task_whose_claim_was_lost_is_dropped_then_run_again(kind: 
         !earlier.is_empty() && earlier.iter().all(|s| *s == AttemptState::Failed),
         "{states:?}"
     );
+}
+
+pub(crate) async fn a_task_ends_with_its_attempt_in_one_write(kind: Kind) {
+    let (fixture, queue, first, log) = one_task(kind, RENEW, "first").await;
+    let more = vec![
+        task("run", "second", "job", json!(null), json!({})),
+        task("run", "third", "job", json!(null), json!({})),
+    ];
+    let mut ids = fixture.enqueue(more).await;
+    ids.insert(0, first);
+    // Every separate completion fails: the tasks can end only with their attempts.
+    queue.refuse_complete.store(true, Ordering::SeqCst);
+    let handlers =
+        Handlers::new().register(
+            "job",
+            |args: Value, _ctx: TaskContext| async move { Ok(args) },
+        );
+    let worker = Worker::new(
+        fixture.engine(),
+        queue.clone(),
+        fixture.attempts.clone(),
+        Arc::new(handlers),
+        options(),
+    );
+    let report = run_to_end(&worker, Shutdown::default()).await;
+    assert_eq!(report.finished, 3, "{report:?}");
+    for id in ids {
+        let record = fixture.task(id).await;
+        assert_eq!(record.state, TaskState::Finished, "{record:?}");
+        assert_eq!(record.owner, None);
+    }
+    assert!(log.items().is_empty());
 }

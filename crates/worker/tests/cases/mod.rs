@@ -29,6 +29,7 @@ macro_rules! every_case {
             stopping::a_task_whose_attempt_could_not_begin_goes_back_and_runs,
             fencing::a_worker_that_cannot_renew_fences_itself_and_writes_nothing,
             fencing::a_task_whose_claim_was_lost_is_dropped_then_run_again,
+            fencing::a_task_ends_with_its_attempt_in_one_write,
             wakeups::a_task_submitted_elsewhere_wakes_an_idle_worker,
         }
     };

@@ -42,7 +42,7 @@ pub(crate) async fn every_task_runs_once_with_concurrency_4(kind: Kind) {
     let worker = fixture.worker(Arc::new(handlers), options());
     let report = run_to_end(&worker, Shutdown::default()).await;
 
-    assert_eq!(report.finished, 24);
+    assert_eq!(report.finished, 24, "{report:?}");
     let mut ran = ran.items();
     ran.sort();
     let mut expected = nodes.clone();
