@@ -1,4 +1,6 @@
-//! Mapping of sqlx and SQLite errors, and of out-of-range numbers, onto [`StoreError`].
+//! Mapping of sqlx and rusqlite errors (the pool's and the writer's), and of out-of-range numbers,
+//! onto [`StoreError`]. Both drivers report SQLite's result codes, and each is classified the same
+//! way: a caller cannot tell which connection failed.
 
 use std::path::Path;
 
@@ -50,6 +52,47 @@ pub(crate) fn map(error: sqlx::Error) -> StoreError {
     }
 }
 
+/// Maps an error met on the writer's connection, as [`map`] maps the pool's: the same cases for
+/// the same result codes, with sqlx's wording of a database error.
+pub(crate) fn map_rusqlite(error: rusqlite::Error) -> StoreError {
+    use rusqlite::Error as E;
+    use rusqlite::ffi::ErrorCode;
+    if let E::SqliteFailure(failure, message) = &error {
+        let shown = message.as_deref().unwrap_or("");
+        let said = format!(
+            "error returned from database: (code: {}) {shown}",
+            failure.extended_code
+        );
+        return match failure.code {
+            _ if matches!(
+                failure.extended_code,
+                rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                    | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+            ) =>
+            {
+                StoreError::conflict(format!("unique key taken: {shown}"))
+            }
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => StoreError::unavailable_from(
+                "the database stayed locked past the busy timeout",
+                error,
+            ),
+            ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => {
+                StoreError::incompatible_from("the database is corrupt", error)
+            }
+            _ => StoreError::unavailable_from(said, error),
+        };
+    }
+    match error {
+        E::FromSqlConversionFailure(..)
+        | E::IntegralValueOutOfRange(..)
+        | E::InvalidColumnType(..)
+        | E::Utf8Error(..) => {
+            StoreError::incompatible_from(format!("a row does not decode: {error}"), error)
+        }
+        other => StoreError::unavailable_from(other.to_string(), other),
+    }
+}
+
 /// Maps an error met while opening the database at `path`, naming the path.
 pub(crate) fn map_open(path: &Path, error: sqlx::Error) -> StoreError {
     let shown = path.display();
@@ -61,17 +104,24 @@ pub(crate) fn map_open(path: &Path, error: sqlx::Error) -> StoreError {
             format!("{shown}: cannot open or create the database"),
             error,
         ),
-        _ => match map(error) {
-            StoreError::Unavailable { message, source } => StoreError::Unavailable {
-                message: format!("{shown}: {message}"),
-                source,
-            },
-            StoreError::Incompatible { message, source } => StoreError::Incompatible {
-                message: format!("{shown}: {message}"),
-                source,
-            },
-            other => other,
+        _ => name_path(path, map(error)),
+    }
+}
+
+/// `error` with the path of the database it concerns before its message, when it is about the
+/// store (unavailable or incompatible) rather than stint's own decision.
+pub(crate) fn name_path(path: &Path, error: StoreError) -> StoreError {
+    let shown = path.display();
+    match error {
+        StoreError::Unavailable { message, source } => StoreError::Unavailable {
+            message: format!("{shown}: {message}"),
+            source,
         },
+        StoreError::Incompatible { message, source } => StoreError::Incompatible {
+            message: format!("{shown}: {message}"),
+            source,
+        },
+        other => other,
     }
 }
 

@@ -5,11 +5,13 @@
 //! ([`TaskQueue`](stint_ports::TaskQueue), [`QueueHistory`](stint_ports::QueueHistory)), on one
 //! SQLite file in
 //! WAL mode, with foreign keys on, a busy timeout and `synchronous=FULL` unless the user opts for
-//! `NORMAL`. Every write is applied by one writer task per store, in a `BEGIN IMMEDIATE`
-//! transaction that carries whatever other writes are waiting (group commit: one fsync for
-//! all of them), each in a savepoint of its own; a caller is answered once that transaction
-//! committed. So a crash at any instant leaves each write wholly done or not at all, and two
-//! processes on one file queue instead of deadlocking.
+//! `NORMAL`. Every write is applied by one writer thread per store, on a connection of its own
+//! (`rusqlite`, called directly), in a `BEGIN IMMEDIATE` transaction that carries whatever other
+//! writes are waiting (group commit: one fsync for all of them), each in a savepoint of its own;
+//! a caller is answered once that transaction committed. So a crash at any instant leaves each
+//! write wholly done or not at all, and two processes on one file queue instead of deadlocking.
+//! Reads and the migrations go through an sqlx connection pool; under WAL they never wait for
+//! the writer.
 //! The schema is embedded and migrated on open; a file written by a newer stint is refused.
 //! [`SqliteWakeups`] wakes a worker when another connection committed (`PRAGMA data_version`).
 //!
@@ -35,12 +37,12 @@ use std::sync::Arc;
 use connect::Create;
 use sqlx::sqlite::SqlitePool;
 use stint_ports::StoreError;
-use writer::{WriteFuture, Writer};
+use writer::Writer;
 
 pub use options::{SqliteOptions, Synchronous};
 pub use wakeups::{DEFAULT_CHECK_INTERVAL, SqliteWakeups};
 
-/// A stint store on one SQLite file. Cloning shares the connection pool.
+/// A stint store on one SQLite file. Cloning shares the connection pool and the writer.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -61,7 +63,7 @@ impl SqliteStore {
     /// its schema up to date.
     pub async fn open(path: &Path, options: SqliteOptions) -> Result<Self, StoreError> {
         let pool = connect::open_pool(path, &options, Create::IfMissing).await?;
-        Ok(Self::with_pool(pool, path))
+        Self::with_pool(pool, path, &options).await
     }
 
     /// As [`SqliteStore::connect`], but only when the database file exists: `Ok(None)` when
@@ -85,7 +87,7 @@ impl SqliteStore {
             _ => {}
         }
         let pool = connect::open_pool(path, &options, Create::Never).await?;
-        Ok(Some(Self::with_pool(pool, path)))
+        Self::with_pool(pool, path, &options).await.map(Some)
     }
 
     /// The database file a `sqlite:` URL names; checks the URL, opens nothing.
@@ -93,21 +95,49 @@ impl SqliteStore {
         Ok(options::parse_url(url)?.path)
     }
 
-    fn with_pool(pool: SqlitePool, path: &Path) -> Self {
-        Self {
-            writer: Writer::start(pool.clone()),
+    /// The store on `pool`'s file, once its writer's connection is open.
+    async fn with_pool(
+        pool: SqlitePool,
+        path: &Path,
+        options: &SqliteOptions,
+    ) -> Result<Self, StoreError> {
+        let writer = match Writer::start(path, options).await {
+            Ok(writer) => writer,
+            Err(error) => {
+                pool.close().await;
+                return Err(error);
+            }
+        };
+        Ok(Self {
+            writer,
             pool,
             path: Arc::new(path.to_path_buf()),
-        }
+        })
     }
 
-    /// Applies `write` through the store's writer (group commit, see `writer.rs`).
+    /// Applies `write` through the store's writer (group commit, see `writer.rs`): on the
+    /// writer thread, inside a savepoint of a transaction it may share with other writes.
     pub(crate) async fn write<T, F>(&self, write: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut sqlx::SqliteConnection) -> WriteFuture<'c, T> + Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
     {
         self.writer.write(write).await
+    }
+
+    /// Runs `inspect` on the writer's connection, on the writer thread, inside a write of its
+    /// own. For tests that watch the writer through SQLite's hooks (its commits, its row
+    /// changes); not part of the store's interface.
+    #[doc(hidden)]
+    pub async fn with_writer_connection<F>(&self, inspect: F) -> Result<(), StoreError>
+    where
+        F: FnOnce(&rusqlite::Connection) + Send + 'static,
+    {
+        self.write(move |conn| {
+            inspect(conn);
+            Ok(())
+        })
+        .await
     }
 
     /// The database file.
@@ -120,8 +150,11 @@ impl SqliteStore {
         &self.pool
     }
 
-    /// Closes every connection of the pool, waiting for those in use to come back.
+    /// Stops the writer once the writes handed to it are answered (later ones are refused) and
+    /// closes its connection, then closes every connection of the pool, waiting for those in use
+    /// to come back.
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 }

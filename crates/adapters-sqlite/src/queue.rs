@@ -3,8 +3,7 @@
 //! number of handles queue on the lock and each sees what the previous one committed.
 
 use async_trait::async_trait;
-use sqlx::Row;
-use sqlx::SqliteConnection;
+use rusqlite::{Connection, OptionalExtension, params};
 use stint_domain::{TaskId, TaskState};
 use stint_ports::{
     CancelOutcome, CancelTarget, Claim, ClaimedTask, Completion, Enqueued, NewTask, Renewal,
@@ -12,8 +11,9 @@ use stint_ports::{
 };
 
 use crate::SqliteStore;
-use crate::error::{map, to_i64, to_json, to_u64};
-use crate::queue_history::{task_columns, task_record};
+use crate::error::{map_rusqlite as map, to_i64, to_json, to_u64};
+use crate::queue_history::{task_columns, task_record_of};
+use crate::writer::statement;
 
 fn task_id(value: i64) -> Result<TaskId, StoreError> {
     Ok(TaskId(to_u64(value, "task id")?))
@@ -23,28 +23,32 @@ fn bind_id(id: TaskId) -> Result<i64, StoreError> {
     to_i64(id.0, "task id")
 }
 
+/// The live task holding `unique_key`, if any.
+const HOLDER: &str = "SELECT id FROM tasks WHERE unique_key = ? AND state IN ('ready', 'running')";
+
 /// Inserts one task unless a live task holds its unique key (then answers that task's id).
-async fn enqueue_one(
-    conn: &mut SqliteConnection,
-    task: &NewTask,
-    now: i64,
-) -> Result<Enqueued, StoreError> {
-    let inserted: Option<i64> = sqlx::query_scalar(
+fn enqueue_one(conn: &Connection, task: &NewTask, now: i64) -> Result<Enqueued, StoreError> {
+    let inserted: Option<i64> = statement(
+        conn,
         "INSERT INTO tasks (queue, run_id, node_id, priority, run_at_ms, spec, unique_key, state, \
              created_at_ms, updated_at_ms) \
          VALUES (?, ?, ?, ?, ?, ?, ?, 'ready', ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+    )?
+    .query_row(
+        params![
+            task.queue,
+            task.run_id,
+            task.node_id,
+            task.priority,
+            to_i64(task.run_at_ms, "run_at_ms")?,
+            to_json(&task.spec, "spec")?,
+            task.unique_key,
+            now,
+            now,
+        ],
+        |row| row.get(0),
     )
-    .bind(task.queue.as_str())
-    .bind(task.run_id.as_str())
-    .bind(task.node_id.as_str())
-    .bind(task.priority)
-    .bind(to_i64(task.run_at_ms, "run_at_ms")?)
-    .bind(to_json(&task.spec, "spec")?)
-    .bind(task.unique_key.as_deref())
-    .bind(now)
-    .bind(now)
-    .fetch_optional(&mut *conn)
-    .await
+    .optional()
     .map_err(map)?;
     if let Some(id) = inserted {
         return Ok(Enqueued {
@@ -53,30 +57,22 @@ async fn enqueue_one(
         });
     }
     // Only the unique key can conflict; its holder is live, and stays so under the write lock.
-    let holder: i64 = sqlx::query_scalar(
-        "SELECT id FROM tasks WHERE unique_key = ? AND state IN ('ready', 'running')",
-    )
-    .bind(task.unique_key.as_deref())
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(map)?;
+    let holder: i64 = statement(conn, HOLDER)?
+        .query_row([&task.unique_key], |row| row.get(0))
+        .map_err(map)?;
     Ok(Enqueued {
         id: task_id(holder)?,
         existing: true,
     })
 }
 
-async fn enqueue(
-    tx: &mut SqliteConnection,
-    tasks: Vec<NewTask>,
-    now_ms: u64,
-) -> Result<Vec<Enqueued>, StoreError> {
+fn enqueue(tx: &Connection, tasks: &[NewTask], now_ms: u64) -> Result<Vec<Enqueued>, StoreError> {
     let now = to_i64(now_ms, "enqueue time")?;
     let mut answers = Vec::with_capacity(tasks.len());
     for (position, task) in tasks.iter().enumerate() {
-        // A refusal drops `tx`: the tasks before this one are rolled back with it.
+        // A refusal rolls the write back: the tasks before this one go with it.
         task.check(position)?;
-        answers.push(enqueue_one(tx, task, now).await?);
+        answers.push(enqueue_one(tx, task, now)?);
     }
     Ok(answers)
 }
@@ -102,28 +98,27 @@ const TAKE: &str = concat!(
 
 /// The ids of the ready tasks a claim takes: up to each queue's free slots from each queue,
 /// then the first `claim.max` of them all in claim order (priority, due time, id).
-async fn claimable(tx: &mut SqliteConnection, claim: &Claim) -> Result<Vec<i64>, StoreError> {
+fn claimable(tx: &Connection, claim: &Claim) -> Result<Vec<i64>, StoreError> {
     let now = to_i64(claim.now_ms, "claim time")?;
     let max = i64::from(claim.max);
     let mut ready: Vec<(i64, i64, i64)> = Vec::new();
     for queue in &claim.queues {
-        let free: Option<i64> = sqlx::query_scalar(FREE_SLOTS)
-            .bind(queue.as_str())
-            .fetch_one(&mut *tx)
-            .await
+        let free: Option<i64> = statement(tx, FREE_SLOTS)?
+            .query_row([queue], |row| row.get(0))
             .map_err(map)?;
         let slots = free.map_or(max, |free| free.clamp(0, max));
         if slots == 0 {
             continue;
         }
-        let rows: Vec<(i64, i64, i64)> = sqlx::query_as(READY)
-            .bind(queue.as_str())
-            .bind(now)
-            .bind(slots)
-            .fetch_all(&mut *tx)
-            .await
+        let mut select = statement(tx, READY)?;
+        let rows = select
+            .query_map(params![queue, now, slots], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
             .map_err(map)?;
-        ready.extend(rows);
+        for row in rows {
+            ready.push(row.map_err(map)?);
+        }
     }
     ready.sort_unstable_by_key(|&(id, priority, run_at)| (std::cmp::Reverse(priority), run_at, id));
     // A queue named twice yields its tasks twice.
@@ -135,52 +130,57 @@ async fn claimable(tx: &mut SqliteConnection, claim: &Claim) -> Result<Vec<i64>,
         .collect())
 }
 
-async fn claim(tx: &mut SqliteConnection, claim: Claim) -> Result<Vec<ClaimedTask>, StoreError> {
-    let ids = claimable(tx, &claim).await?;
+fn claim(tx: &Connection, claim: &Claim) -> Result<Vec<ClaimedTask>, StoreError> {
+    let ids = claimable(tx, claim)?;
     if ids.is_empty() {
         return Ok(Vec::new());
     }
     let lease = to_i64(claim.now_ms.saturating_add(claim.lease_ms), "lease expiry")?;
-    let rows = sqlx::query(TAKE)
-        .bind(claim.owner.as_str())
-        .bind(lease)
-        .bind(to_i64(claim.now_ms, "claim time")?)
-        .bind(to_json(&ids, "task ids")?)
-        .fetch_all(&mut *tx)
-        .await
+    let mut take = statement(tx, TAKE)?;
+    let mut rows = take
+        .query(params![
+            claim.owner,
+            lease,
+            to_i64(claim.now_ms, "claim time")?,
+            to_json(&ids, "task ids")?,
+        ])
         .map_err(map)?;
-    let mut claimed = rows
-        .iter()
-        .map(|row| task_record(row).map(|task| ClaimedTask { task }))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut claimed = Vec::with_capacity(ids.len());
+    while let Some(row) = rows.next().map_err(map)? {
+        claimed.push(ClaimedTask {
+            task: task_record_of(row)?,
+        });
+    }
     stint_ports::sort_claimed(&mut claimed);
     Ok(claimed)
 }
 
-async fn renew_claims(
-    tx: &mut SqliteConnection,
+fn renew_claims(
+    tx: &Connection,
     owner: &str,
     lease_expires_at_ms: u64,
 ) -> Result<RenewedClaims, StoreError> {
-    let rows = sqlx::query(
+    let mut update = statement(
+        tx,
         "UPDATE tasks SET lease_expires_at_ms = ? WHERE state = 'running' AND owner = ? \
          RETURNING id, cancel_requested",
-    )
-    .bind(to_i64(lease_expires_at_ms, "lease expiry")?)
-    .bind(owner)
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(map)?;
-    let mut renewed = Vec::with_capacity(rows.len());
+    )?;
+    let rows = update
+        .query_map(
+            params![to_i64(lease_expires_at_ms, "lease expiry")?, owner],
+            |row| Ok((row.get::<_, i64>(0)?, row.get::<_, bool>(1)?)),
+        )
+        .map_err(map)?;
+    let mut renewed = Vec::new();
     for row in rows {
-        let id = task_id(row.try_get("id").map_err(map)?)?;
-        renewed.push((id, row.try_get("cancel_requested").map_err(map)?));
+        let (id, cancel_requested) = row.map_err(map)?;
+        renewed.push((task_id(id)?, cancel_requested));
     }
     Ok(RenewedClaims::from_rows(renewed))
 }
 
-async fn complete(tx: &mut SqliteConnection, completion: &Completion) -> Result<(), StoreError> {
-    if complete_claimed(tx, completion).await? {
+fn complete(tx: &Connection, completion: &Completion) -> Result<(), StoreError> {
+    if complete_claimed(tx, completion)? {
         Ok(())
     } else {
         Err(StoreError::task_not_owned(completion.task))
@@ -188,8 +188,8 @@ async fn complete(tx: &mut SqliteConnection, completion: &Completion) -> Result<
 }
 
 /// Ends `completion`'s task if its claim is still the completion's owner's; whether it did.
-pub(crate) async fn complete_claimed(
-    tx: &mut SqliteConnection,
+pub(crate) fn complete_claimed(
+    tx: &Connection,
     completion: &Completion,
 ) -> Result<bool, StoreError> {
     let (task, owner, end, now_ms) = completion.parts();
@@ -203,49 +203,50 @@ pub(crate) async fn complete_claimed(
         .run_at_ms()
         .map(|at| to_i64(at, "run_at_ms"))
         .transpose()?;
-    let done = sqlx::query(
+    let changed = statement(
+        tx,
         "UPDATE tasks SET \
              state = CASE WHEN ?1 = 'ready' AND cancel_requested THEN 'cancelled' ELSE ?1 END, \
              ended_at_ms = CASE WHEN ?1 <> 'ready' OR cancel_requested THEN ?4 END, \
              run_at_ms = COALESCE(?2, run_at_ms), last_error = COALESCE(?3, last_error), \
              owner = NULL, lease_expires_at_ms = NULL, updated_at_ms = ?4 \
          WHERE id = ?5 AND state = 'running' AND owner = ?6",
-    )
-    .bind(state.as_str())
-    .bind(run_at)
-    .bind(error)
-    .bind(now)
-    .bind(bind_id(task)?)
-    .bind(owner)
-    .execute(&mut *tx)
-    .await
+    )?
+    .execute(params![
+        state.as_str(),
+        run_at,
+        error,
+        now,
+        bind_id(task)?,
+        owner
+    ])
     .map_err(map)?;
-    Ok(done.rows_affected() > 0)
+    Ok(changed > 0)
 }
 
 /// One statement under the write lock: a second sweeper finds the tasks already taken back.
-async fn sweep_expired(tx: &mut SqliteConnection, now_ms: u64) -> Result<Vec<TaskId>, StoreError> {
-    let ids: Vec<i64> = sqlx::query_scalar(
+fn sweep_expired(tx: &Connection, now_ms: u64) -> Result<Vec<TaskId>, StoreError> {
+    let mut update = statement(
+        tx,
         "UPDATE tasks SET \
              state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'ready' END, \
              ended_at_ms = CASE WHEN cancel_requested THEN ?1 END, \
              owner = NULL, lease_expires_at_ms = NULL, updated_at_ms = ?1 \
          WHERE state = 'running' AND lease_expires_at_ms < ?1 RETURNING id",
-    )
-    .bind(to_i64(now_ms, "sweep time")?)
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(map)?;
-    let mut swept = ids
-        .into_iter()
-        .map(task_id)
-        .collect::<Result<Vec<_>, _>>()?;
+    )?;
+    let ids = update
+        .query_map([to_i64(now_ms, "sweep time")?], |row| row.get::<_, i64>(0))
+        .map_err(map)?;
+    let mut swept = Vec::new();
+    for id in ids {
+        swept.push(task_id(id.map_err(map)?)?);
+    }
     swept.sort_unstable();
     Ok(swept)
 }
 
-async fn cancel(
-    tx: &mut SqliteConnection,
+fn cancel(
+    tx: &Connection,
     target: &CancelTarget,
     now_ms: u64,
 ) -> Result<Vec<CancelOutcome>, StoreError> {
@@ -254,30 +255,30 @@ async fn cancel(
         CancelTarget::Run(run_id) => (None, Some(run_id.as_str())),
     };
     let now = to_i64(now_ms, "cancel time")?;
-    let rows = sqlx::query("SELECT id, state FROM tasks WHERE id = ?1 OR run_id = ?2 ORDER BY id")
-        .bind(id)
-        .bind(run_id)
-        .fetch_all(&mut *tx)
-        .await
+    let mut select = statement(
+        tx,
+        "SELECT id, state FROM tasks WHERE id = ?1 OR run_id = ?2 ORDER BY id",
+    )?;
+    let rows = select
+        .query_map(params![id, run_id], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+        })
         .map_err(map)?;
-    let mut found = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let state: String = row.try_get("state").map_err(map)?;
+    let mut found = Vec::new();
+    for row in rows {
+        let (task, state) = row.map_err(map)?;
         let state: TaskState = state.parse().map_err(StoreError::incompatible)?;
-        found.push((task_id(row.try_get("id").map_err(map)?)?, state));
+        found.push((task_id(task)?, state));
     }
-    sqlx::query(
+    statement(
+        tx,
         "UPDATE tasks SET \
              state = CASE state WHEN 'ready' THEN 'cancelled' ELSE state END, \
              ended_at_ms = CASE state WHEN 'ready' THEN ?3 ELSE ended_at_ms END, \
              cancel_requested = cancel_requested OR state = 'running', updated_at_ms = ?3 \
          WHERE (id = ?1 OR run_id = ?2) AND state IN ('ready', 'running')",
-    )
-    .bind(id)
-    .bind(run_id)
-    .bind(now)
-    .execute(&mut *tx)
-    .await
+    )?
+    .execute(params![id, run_id, now])
     .map_err(map)?;
     let outcomes = found
         .into_iter()
@@ -285,87 +286,66 @@ async fn cancel(
     Ok(outcomes.collect())
 }
 
-async fn retry(
-    tx: &mut SqliteConnection,
-    task: TaskId,
-    retry_base: u32,
-    now_ms: u64,
-) -> Result<(), StoreError> {
+fn retry(tx: &Connection, task: TaskId, retry_base: u32, now_ms: u64) -> Result<(), StoreError> {
     let id = bind_id(task)?;
-    let row = sqlx::query("SELECT state, unique_key FROM tasks WHERE id = ?")
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(map)?;
-    let Some(row) = row else {
+    let row: Option<(String, Option<String>)> =
+        statement(tx, "SELECT state, unique_key FROM tasks WHERE id = ?")?
+            .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()
+            .map_err(map)?;
+    let Some((state, unique_key)) = row else {
         return Err(StoreError::task_not_retryable(task, None));
     };
-    let state: String = row.try_get("state").map_err(map)?;
     let state: TaskState = state.parse().map_err(StoreError::incompatible)?;
     if !matches!(state, TaskState::Failed | TaskState::Cancelled) {
         return Err(StoreError::task_not_retryable(task, Some(state)));
     }
-    if let Some(key) = row
-        .try_get::<Option<String>, _>("unique_key")
-        .map_err(map)?
-    {
-        let holder: Option<i64> = sqlx::query_scalar(
-            "SELECT id FROM tasks WHERE unique_key = ? AND state IN ('ready', 'running')",
-        )
-        .bind(key.as_str())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(map)?;
+    if let Some(key) = unique_key {
+        let holder: Option<i64> = statement(tx, HOLDER)?
+            .query_row([&key], |row| row.get(0))
+            .optional()
+            .map_err(map)?;
         if let Some(holder) = holder {
             return Err(StoreError::unique_key_held(task, &key, task_id(holder)?));
         }
     }
     let now = to_i64(now_ms, "retry time")?;
-    sqlx::query(
+    statement(
+        tx,
         "UPDATE tasks SET state = 'ready', retry_base = ?, cancel_requested = 0, run_at_ms = ?, \
              ended_at_ms = NULL, updated_at_ms = ? WHERE id = ?",
-    )
-    .bind(retry_base)
-    .bind(now)
-    .bind(now)
-    .bind(id)
-    .execute(&mut *tx)
-    .await
+    )?
+    .execute(params![retry_base, now, now, id])
     .map_err(map)?;
     Ok(())
 }
 
-async fn prune(
-    tx: &mut SqliteConnection,
-    ended_before_ms: u64,
-    batch: u32,
-) -> Result<u64, StoreError> {
-    let done = sqlx::query(
+fn prune(tx: &Connection, ended_before_ms: u64, batch: u32) -> Result<u64, StoreError> {
+    let deleted = statement(
+        tx,
         "DELETE FROM tasks WHERE id IN (SELECT id FROM tasks \
              WHERE state IN ('finished', 'failed', 'cancelled') AND ended_at_ms < ? \
              ORDER BY ended_at_ms, id LIMIT ?)",
-    )
-    .bind(to_i64(ended_before_ms, "prune time")?)
-    .bind(i64::from(batch))
-    .execute(&mut *tx)
-    .await
+    )?
+    .execute(params![
+        to_i64(ended_before_ms, "prune time")?,
+        i64::from(batch)
+    ])
     .map_err(map)?;
-    Ok(done.rows_affected())
+    Ok(deleted as u64)
 }
 
-async fn set_queue_limit(
-    tx: &mut SqliteConnection,
+fn set_queue_limit(
+    tx: &Connection,
     queue: &str,
     max_running: Option<u32>,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    statement(
+        tx,
         "INSERT INTO queues (name, max_running) VALUES (?, ?) \
          ON CONFLICT (name) DO UPDATE SET max_running = excluded.max_running",
-    )
-    .bind(queue)
-    .bind(max_running)
-    .execute(&mut *tx)
-    .await
+    )?
+    .execute(params![queue, max_running])
     .map_err(map)?;
     Ok(())
 }
@@ -373,12 +353,11 @@ async fn set_queue_limit(
 #[async_trait]
 impl TaskQueue for SqliteStore {
     async fn enqueue(&self, tasks: Vec<NewTask>, now_ms: u64) -> Result<Vec<Enqueued>, StoreError> {
-        self.write(move |tx| Box::pin(enqueue(tx, tasks, now_ms)))
-            .await
+        self.write(move |tx| enqueue(tx, &tasks, now_ms)).await
     }
 
     async fn claim(&self, request: Claim) -> Result<Vec<ClaimedTask>, StoreError> {
-        self.write(move |tx| Box::pin(claim(tx, request))).await
+        self.write(move |tx| claim(tx, &request)).await
     }
 
     async fn renew_claims(
@@ -388,18 +367,16 @@ impl TaskQueue for SqliteStore {
     ) -> Result<RenewedClaims, StoreError> {
         // One host shares one clock: the caller's is the store's.
         let (owner, expires_at_ms) = (owner.to_owned(), renewal.expires_at_ms());
-        self.write(move |tx| Box::pin(async move { renew_claims(tx, &owner, expires_at_ms).await }))
+        self.write(move |tx| renew_claims(tx, &owner, expires_at_ms))
             .await
     }
 
     async fn complete(&self, completion: Completion) -> Result<(), StoreError> {
-        self.write(move |tx| Box::pin(async move { complete(tx, &completion).await }))
-            .await
+        self.write(move |tx| complete(tx, &completion)).await
     }
 
     async fn sweep_expired(&self, now_ms: u64) -> Result<Vec<TaskId>, StoreError> {
-        self.write(move |tx| Box::pin(sweep_expired(tx, now_ms)))
-            .await
+        self.write(move |tx| sweep_expired(tx, now_ms)).await
     }
 
     async fn cancel(
@@ -407,12 +384,11 @@ impl TaskQueue for SqliteStore {
         target: CancelTarget,
         now_ms: u64,
     ) -> Result<Vec<CancelOutcome>, StoreError> {
-        self.write(move |tx| Box::pin(async move { cancel(tx, &target, now_ms).await }))
-            .await
+        self.write(move |tx| cancel(tx, &target, now_ms)).await
     }
 
     async fn retry(&self, task: TaskId, retry_base: u32, now_ms: u64) -> Result<(), StoreError> {
-        self.write(move |tx| Box::pin(retry(tx, task, retry_base, now_ms)))
+        self.write(move |tx| retry(tx, task, retry_base, now_ms))
             .await
     }
 
@@ -422,14 +398,12 @@ impl TaskQueue for SqliteStore {
         max_running: Option<u32>,
     ) -> Result<(), StoreError> {
         let queue = queue.to_owned();
-        self.write(move |tx| {
-            Box::pin(async move { set_queue_limit(tx, &queue, max_running).await })
-        })
-        .await
+        self.write(move |tx| set_queue_limit(tx, &queue, max_running))
+            .await
     }
 
     async fn prune(&self, ended_before_ms: u64, batch: u32) -> Result<u64, StoreError> {
-        self.write(move |tx| Box::pin(prune(tx, ended_before_ms, batch)))
+        self.write(move |tx| prune(tx, ended_before_ms, batch))
             .await
     }
 }

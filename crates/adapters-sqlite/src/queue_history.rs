@@ -1,5 +1,6 @@
-//! The queue's query port on SQLite, and the task row as read back (shared with the writes that
-//! return rows). Reads are single statements in autocommit, as the history's are.
+//! The queue's query port on SQLite, and the task row as read back, from the pool's rows and from
+//! the writer's (the writes that return rows). Reads are single statements in autocommit, as the
+//! history's are.
 
 use async_trait::async_trait;
 use sqlx::Row;
@@ -8,7 +9,7 @@ use stint_domain::{QueueStats, TaskId, TaskRecord};
 use stint_ports::{QueueHistory, StoreError, TaskFilter};
 
 use crate::SqliteStore;
-use crate::error::{map, parse_json, to_i64, to_u32, to_u64};
+use crate::error::{map, map_rusqlite, parse_json, to_i64, to_u32, to_u64};
 
 /// The columns of a task, in the order [`task_record`] reads them; a macro so that statements
 /// stay `&'static str`.
@@ -60,6 +61,47 @@ pub(crate) fn task_record(row: &SqliteRow) -> Result<TaskRecord, StoreError> {
         updated_at_ms: unsigned(row, "updated_at_ms")?,
         ended_at_ms: unsigned_opt(row, "ended_at_ms")?,
         last_error: json_opt(row, "last_error")?,
+    })
+}
+
+/// A nullable JSON column of the writer's row.
+fn json_opt_of(
+    row: &rusqlite::Row<'_>,
+    index: usize,
+    column: &str,
+) -> Result<Option<serde_json::Value>, StoreError> {
+    let text: Option<String> = row.get(index).map_err(map_rusqlite)?;
+    text.map(|text| parse_json(&text, column)).transpose()
+}
+
+/// A task row read back on the writer's connection (a claim's `RETURNING`), its columns in
+/// [`task_columns`] order: what [`task_record`] reads from the pool's rows.
+pub(crate) fn task_record_of(row: &rusqlite::Row<'_>) -> Result<TaskRecord, StoreError> {
+    let get_u64 = |index, column| to_u64(row.get(index).map_err(map_rusqlite)?, column);
+    let get_opt_u64 = |index, column| -> Result<Option<u64>, StoreError> {
+        let value: Option<i64> = row.get(index).map_err(map_rusqlite)?;
+        value.map(|value| to_u64(value, column)).transpose()
+    };
+    let state: String = row.get(8).map_err(map_rusqlite)?;
+    Ok(TaskRecord {
+        id: TaskId(get_u64(0, "id")?),
+        queue: row.get(1).map_err(map_rusqlite)?,
+        run_id: row.get(2).map_err(map_rusqlite)?,
+        node_id: row.get(3).map_err(map_rusqlite)?,
+        priority: row.get(4).map_err(map_rusqlite)?,
+        run_at_ms: get_u64(5, "run_at_ms")?,
+        spec: json_opt_of(row, 6, "spec")?.unwrap_or_default(),
+        unique_key: row.get(7).map_err(map_rusqlite)?,
+        state: state.parse().map_err(StoreError::incompatible)?,
+        claims: to_u32(row.get(9).map_err(map_rusqlite)?, "claims")?,
+        owner: row.get(10).map_err(map_rusqlite)?,
+        lease_expires_at_ms: get_opt_u64(11, "lease_expires_at_ms")?,
+        cancel_requested: row.get(12).map_err(map_rusqlite)?,
+        retry_base: to_u32(row.get(13).map_err(map_rusqlite)?, "retry_base")?,
+        created_at_ms: get_u64(14, "created_at_ms")?,
+        updated_at_ms: get_u64(15, "updated_at_ms")?,
+        ended_at_ms: get_opt_u64(16, "ended_at_ms")?,
+        last_error: json_opt_of(row, 17, "last_error")?,
     })
 }
 

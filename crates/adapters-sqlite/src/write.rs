@@ -7,9 +7,9 @@
 //! an early return (an `Err`) rolls back what that write did, and only that.
 
 use async_trait::async_trait;
+use rusqlite::types::ToSql;
+use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
-use sqlx::Row;
-use sqlx::SqliteConnection;
 use stint_domain::{
     AttemptKey, AttemptRecord, AttemptState, Event, EventKind, NodeKey, ProcessPlace,
 };
@@ -19,75 +19,62 @@ use stint_ports::{
 };
 
 use crate::SqliteStore;
-use crate::error::{map, to_i64, to_json, to_u32};
-use crate::query::{SqliteQuery, bind_node};
-
-/// Binds the four columns of an attempt key, in key order.
-pub(crate) fn bind_attempt<'a>(query: SqliteQuery<'a>, key: &AttemptKey) -> SqliteQuery<'a> {
-    bind_node(query, &key.node).bind(key.attempt)
-}
+use crate::error::{map_rusqlite as map, to_i64, to_json, to_u32};
+use crate::writer::statement;
 
 /// Appends `events` inside the caller's transaction, in order.
-pub(crate) async fn insert_events(
-    conn: &mut SqliteConnection,
-    events: &[Event],
-) -> Result<(), StoreError> {
+pub(crate) fn insert_events(conn: &Connection, events: &[Event]) -> Result<(), StoreError> {
+    let mut insert = statement(
+        conn,
+        "INSERT INTO events (run_id, node_id, iteration, attempt, type, timestamp_ms, body) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )?;
     for event in events {
         let body = to_json(event, "event")?;
-        sqlx::query(
-            "INSERT INTO events (run_id, node_id, iteration, attempt, type, timestamp_ms, body) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(event.run_id.as_str())
-        .bind(event.node_id.as_str())
-        .bind(event.iteration)
-        .bind(event.attempt)
-        .bind(event.kind.type_name())
-        .bind(to_i64(event.timestamp_ms, "timestamp")?)
-        .bind(body)
-        .execute(&mut *conn)
-        .await
-        .map_err(map)?;
+        insert
+            .execute(params![
+                event.run_id,
+                event.node_id,
+                event.iteration,
+                event.attempt,
+                event.kind.type_name(),
+                to_i64(event.timestamp_ms, "timestamp")?,
+                body,
+            ])
+            .map_err(map)?;
     }
     Ok(())
 }
 
 /// Allocates the next attempt number, reads the checkpoint and the earlier failures, inserts
 /// the attempt, upserts the node and appends `NodeStarted`.
-async fn begin_attempt(
-    tx: &mut SqliteConnection,
-    begin: BeginAttempt,
-) -> Result<BegunAttempt, StoreError> {
+fn begin_attempt(tx: &Connection, begin: &BeginAttempt) -> Result<BegunAttempt, StoreError> {
     let node = &begin.node;
-    let summary = bind_node(
-        sqlx::query(
-            "SELECT COALESCE(MAX(attempt), 0) AS last_attempt, \
-                    COALESCE(SUM(state = 'in-progress'), 0) AS in_progress, \
-                    COALESCE(SUM(state = 'failed'), 0) AS failed \
-             FROM attempts WHERE run_id = ? AND node_id = ? AND iteration = ?",
-        ),
-        node,
+    let (last_attempt, in_progress, failed): (i64, i64, i64) = statement(
+        tx,
+        "SELECT COALESCE(MAX(attempt), 0) AS last_attempt, \
+                COALESCE(SUM(state = 'in-progress'), 0) AS in_progress, \
+                COALESCE(SUM(state = 'failed'), 0) AS failed \
+         FROM attempts WHERE run_id = ? AND node_id = ? AND iteration = ?",
+    )?
+    .query_row(
+        params![node.run_id(), node.node_id(), node.iteration()],
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
     )
-    .fetch_one(&mut *tx)
-    .await
     .map_err(map)?;
-    let last_attempt = to_u32(
-        summary.try_get("last_attempt").map_err(map)?,
-        "attempt number",
-    )?;
-    let in_progress: i64 = summary.try_get("in_progress").map_err(map)?;
+    let last_attempt = to_u32(last_attempt, "attempt number")?;
     if in_progress > 0 {
         return Err(StoreError::attempt_in_progress(node, last_attempt));
     }
-    let failed_before = to_u32(summary.try_get("failed").map_err(map)?, "failure count")?;
+    let failed_before = to_u32(failed, "failure count")?;
     let attempt = last_attempt
         .checked_add(1)
         .ok_or_else(|| StoreError::attempt_numbers_exhausted(node))?;
-    let checkpoint = checkpoint_in(tx, node).await?;
+    let checkpoint = checkpoint_in(tx, node)?;
     let key = node.attempt(attempt);
-    insert_rows(tx, &begin, &key).await?;
+    insert_rows(tx, begin, &key)?;
     let started = Event::new(&key, begin.started_at_ms, EventKind::NodeStarted);
-    insert_events(tx, &[started]).await?;
+    insert_events(tx, &[started])?;
     tracing::debug!(attempt = %key, failed_before, "attempt begun");
     Ok(BegunAttempt {
         attempt,
@@ -97,74 +84,75 @@ async fn begin_attempt(
 }
 
 /// Inserts the attempt row of `key` (`in-progress`) and upserts its node's row.
-async fn insert_rows(
-    conn: &mut SqliteConnection,
+fn insert_rows(
+    conn: &Connection,
     begin: &BeginAttempt,
     key: &AttemptKey,
 ) -> Result<(), StoreError> {
     let node = &begin.node;
     let started_at_ms = to_i64(begin.started_at_ms, "start time")?;
-    bind_attempt(
-        sqlx::query(
-            "INSERT INTO attempts (run_id, node_id, iteration, attempt, state, owner, \
-                 lease_expires_at_ms, started_at_ms, metadata, working_dir) \
-             VALUES (?, ?, ?, ?, 'in-progress', ?, ?, ?, ?, ?)",
-        ),
-        key,
-    )
-    .bind(begin.owner.as_str())
-    .bind(to_i64(
+    let lease_expires_at_ms = to_i64(
         begin.started_at_ms.saturating_add(begin.lease_ms),
         "lease expiry",
-    )?)
-    .bind(started_at_ms)
-    .bind(to_json(&begin.metadata, "metadata")?)
-    .bind(begin.working_dir.as_deref())
-    .execute(&mut *conn)
-    .await
+    )?;
+    statement(
+        conn,
+        "INSERT INTO attempts (run_id, node_id, iteration, attempt, state, owner, \
+             lease_expires_at_ms, started_at_ms, metadata, working_dir) \
+         VALUES (?, ?, ?, ?, 'in-progress', ?, ?, ?, ?, ?)",
+    )?
+    .execute(params![
+        node.run_id(),
+        node.node_id(),
+        node.iteration(),
+        key.attempt,
+        begin.owner,
+        lease_expires_at_ms,
+        started_at_ms,
+        to_json(&begin.metadata, "metadata")?,
+        begin.working_dir,
+    ])
     .map_err(map)?;
-    bind_node(
-        sqlx::query(
-            "INSERT INTO nodes (run_id, node_id, iteration, state, last_attempt, updated_at_ms, \
-                 output_table, label) \
-             VALUES (?, ?, ?, 'in-progress', ?, ?, ?, ?) \
-             ON CONFLICT (run_id, node_id, iteration) DO UPDATE SET \
-                 state = excluded.state, last_attempt = excluded.last_attempt, \
-                 updated_at_ms = excluded.updated_at_ms, output_table = excluded.output_table, \
-                 label = excluded.label",
-        ),
-        node,
-    )
-    .bind(key.attempt)
-    .bind(started_at_ms)
-    .bind(begin.output_table.as_deref())
-    .bind(begin.label.as_deref())
-    .execute(&mut *conn)
-    .await
+    statement(
+        conn,
+        "INSERT INTO nodes (run_id, node_id, iteration, state, last_attempt, updated_at_ms, \
+             output_table, label) \
+         VALUES (?, ?, ?, 'in-progress', ?, ?, ?, ?) \
+         ON CONFLICT (run_id, node_id, iteration) DO UPDATE SET \
+             state = excluded.state, last_attempt = excluded.last_attempt, \
+             updated_at_ms = excluded.updated_at_ms, output_table = excluded.output_table, \
+             label = excluded.label",
+    )?
+    .execute(params![
+        node.run_id(),
+        node.node_id(),
+        node.iteration(),
+        key.attempt,
+        started_at_ms,
+        begin.output_table,
+        begin.label,
+    ])
     .map_err(map)?;
     Ok(())
 }
 
 /// The payload of the newest attempt of `node` that recorded one.
-async fn checkpoint_in(
-    conn: &mut SqliteConnection,
-    node: &NodeKey,
-) -> Result<Option<Value>, StoreError> {
-    let row = bind_node(
-        sqlx::query(
-            "SELECT heartbeat FROM attempts \
-             WHERE run_id = ? AND node_id = ? AND iteration = ? AND heartbeat IS NOT NULL \
-             ORDER BY attempt DESC LIMIT 1",
-        ),
-        node,
+fn checkpoint_in(conn: &Connection, node: &NodeKey) -> Result<Option<Value>, StoreError> {
+    let text: Option<String> = statement(
+        conn,
+        "SELECT heartbeat FROM attempts \
+         WHERE run_id = ? AND node_id = ? AND iteration = ? AND heartbeat IS NOT NULL \
+         ORDER BY attempt DESC LIMIT 1",
+    )?
+    .query_row(
+        params![node.run_id(), node.node_id(), node.iteration()],
+        |row| row.get(0),
     )
-    .fetch_optional(&mut *conn)
-    .await
+    .optional()
     .map_err(map)?;
-    let Some(row) = row else {
+    let Some(text) = text else {
         return Ok(None);
     };
-    let text: String = row.try_get(0).map_err(map)?;
     // A checkpoint this version cannot read back must not stop the node from running again.
     Ok(serde_json::from_str(&text)
         .inspect_err(|error| {
@@ -178,19 +166,26 @@ fn not_owned(attempt: &OwnedAttempt) -> StoreError {
     StoreError::not_owned(&attempt.key)
 }
 
-/// Runs an owner-conditional update in `tx`; zero rows is a conflict (and the caller's
-/// transaction, dropped by the `?`, rolls back).
-async fn update_owned(
-    tx: &mut SqliteConnection,
-    query: SqliteQuery<'_>,
+/// Runs the owner-conditional update `sql` with `values`, then the attempt's key and owner for
+/// its `WHERE`; zero rows is a conflict (and the writer rolls the write back).
+fn update_owned(
+    tx: &Connection,
+    sql: &'static str,
+    values: &[&dyn ToSql],
     attempt: &OwnedAttempt,
 ) -> Result<(), StoreError> {
-    let done = bind_attempt(query, &attempt.key)
-        .bind(attempt.owner.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(map)?;
-    if done.rows_affected() == 0 {
+    let node = &attempt.key.node;
+    let (run_id, node_id, iteration) = (node.run_id(), node.node_id(), node.iteration());
+    let mut bound = values.to_vec();
+    bound.extend_from_slice(&[
+        &run_id,
+        &node_id,
+        &iteration,
+        &attempt.key.attempt,
+        &attempt.owner,
+    ]);
+    let changed = statement(tx, sql)?.execute(bound.as_slice()).map_err(map)?;
+    if changed == 0 {
         return Err(not_owned(attempt));
     }
     Ok(())
@@ -209,8 +204,8 @@ macro_rules! owned_update {
 }
 
 /// Writes one coalesced heartbeat and its event.
-async fn record_heartbeat(
-    tx: &mut SqliteConnection,
+fn record_heartbeat(
+    tx: &Connection,
     attempt: &OwnedAttempt,
     heartbeat: HeartbeatWrite,
 ) -> Result<(), StoreError> {
@@ -225,14 +220,13 @@ async fn record_heartbeat(
         "UPDATE attempts SET heartbeat = COALESCE(?, heartbeat), \
              last_heartbeat_at_ms = MAX(COALESCE(last_heartbeat_at_ms, ?), ?)"
     );
-    let query = sqlx::query(sql).bind(payload).bind(received).bind(received);
-    update_owned(tx, query, attempt).await?;
-    insert_events(tx, &[heartbeat.event]).await
+    update_owned(tx, sql, &[&payload, &received, &received], attempt)?;
+    insert_events(tx, &[heartbeat.event])
 }
 
 /// Extends the owner's lease.
-async fn renew_lease(
-    tx: &mut SqliteConnection,
+fn renew_lease(
+    tx: &Connection,
     attempt: &OwnedAttempt,
     lease_expires_at_ms: u64,
 ) -> Result<RenewedLease, StoreError> {
@@ -240,43 +234,48 @@ async fn renew_lease(
         owned_update!("UPDATE attempts SET lease_expires_at_ms = ?"),
         " RETURNING cancel_requested"
     );
-    let query = sqlx::query_scalar(sql).bind(to_i64(lease_expires_at_ms, "lease expiry")?);
-    let cancel_requested: Option<bool> = query
-        .bind(attempt.key.node.run_id())
-        .bind(attempt.key.node.node_id())
-        .bind(attempt.key.node.iteration())
-        .bind(attempt.key.attempt)
-        .bind(attempt.owner.as_str())
-        .fetch_optional(&mut *tx)
-        .await
+    let node = &attempt.key.node;
+    let cancel_requested: Option<bool> = statement(tx, sql)?
+        .query_row(
+            params![
+                to_i64(lease_expires_at_ms, "lease expiry")?,
+                node.run_id(),
+                node.node_id(),
+                node.iteration(),
+                attempt.key.attempt,
+                attempt.owner,
+            ],
+            |row| row.get(0),
+        )
+        .optional()
         .map_err(map)?;
     let cancel_requested = cancel_requested.ok_or_else(|| not_owned(attempt))?;
     Ok(RenewedLease { cancel_requested })
 }
 
 /// Flags the in-progress attempts of `run_id` for cancellation.
-async fn request_cancel(
-    tx: &mut SqliteConnection,
-    run_id: &str,
-) -> Result<Vec<AttemptKey>, StoreError> {
-    let rows = sqlx::query(
+fn request_cancel(tx: &Connection, run_id: &str) -> Result<Vec<AttemptKey>, StoreError> {
+    let mut update = statement(
+        tx,
         "UPDATE attempts SET cancel_requested = 1 \
          WHERE run_id = ? AND state = 'in-progress' \
          RETURNING node_id, iteration, attempt",
-    )
-    .bind(run_id)
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(map)?;
-    let mut asked = Vec::with_capacity(rows.len());
+    )?;
+    let rows = update
+        .query_map([run_id], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, u32>(1)?,
+                row.get::<_, u32>(2)?,
+            ))
+        })
+        .map_err(map)?;
+    let mut asked = Vec::new();
     for row in rows {
-        let node = NodeKey::new(
-            run_id,
-            row.try_get::<String, _>("node_id").map_err(map)?,
-            row.try_get::<u32, _>("iteration").map_err(map)?,
-        )
-        .map_err(|error| StoreError::incompatible(format!("stored key is invalid: {error}")))?;
-        asked.push(node.attempt(row.try_get::<u32, _>("attempt").map_err(map)?));
+        let (node_id, iteration, attempt) = row.map_err(map)?;
+        let node = NodeKey::new(run_id, node_id, iteration)
+            .map_err(|error| StoreError::incompatible(format!("stored key is invalid: {error}")))?;
+        asked.push(node.attempt(attempt));
     }
     asked.sort_by(|a, b| {
         (a.node.node_id(), a.node.iteration(), a.attempt).cmp(&(
@@ -289,19 +288,18 @@ async fn request_cancel(
 }
 
 /// Records where the attempt's process group lives.
-async fn record_process(
-    tx: &mut SqliteConnection,
+fn record_process(
+    tx: &Connection,
     attempt: &OwnedAttempt,
     place: &ProcessPlace,
 ) -> Result<(), StoreError> {
     let sql = owned_update!("UPDATE attempts SET process = ?");
-    let query = sqlx::query(sql).bind(to_json(place, "process place")?);
-    update_owned(tx, query, attempt).await
+    update_owned(tx, sql, &[&to_json(place, "process place")?], attempt)
 }
 
 /// Writes the terminal state of attempt and node, the output, `events` and the task's end.
-async fn end_attempt(
-    tx: &mut SqliteConnection,
+fn end_attempt(
+    tx: &Connection,
     attempt: &OwnedAttempt,
     ending: EndAttempt,
 ) -> Result<AttemptEnded, StoreError> {
@@ -333,35 +331,32 @@ async fn end_attempt(
     let sql = owned_update!(
         "UPDATE attempts SET state = ?, finished_at_ms = ?, error = ?, retryable = ?, vcs = ?"
     );
-    let query = sqlx::query(sql)
-        .bind(state.as_str())
-        .bind(finished)
-        .bind(error)
-        .bind(retryable)
-        .bind(vcs);
-    update_owned(tx, query, attempt).await?;
-    update_node(tx, &attempt.key, state, finished).await?;
+    let values: [&dyn ToSql; 5] = [&state.as_str(), &finished, &error, &retryable, &vcs];
+    update_owned(tx, sql, &values, attempt)?;
+    update_node(tx, &attempt.key, state, finished)?;
     if let Some(output) = output {
-        bind_node(
-            sqlx::query(
-                "INSERT INTO outputs (run_id, node_id, iteration, attempt, output, written_at_ms) \
-                 VALUES (?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (run_id, node_id, iteration) DO UPDATE SET \
-                     attempt = excluded.attempt, output = excluded.output, \
-                     written_at_ms = excluded.written_at_ms",
-            ),
-            &attempt.key.node,
-        )
-        .bind(attempt.key.attempt)
-        .bind(output)
-        .bind(finished)
-        .execute(&mut *tx)
-        .await
+        let node = &attempt.key.node;
+        statement(
+            tx,
+            "INSERT INTO outputs (run_id, node_id, iteration, attempt, output, written_at_ms) \
+             VALUES (?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (run_id, node_id, iteration) DO UPDATE SET \
+                 attempt = excluded.attempt, output = excluded.output, \
+                 written_at_ms = excluded.written_at_ms",
+        )?
+        .execute(params![
+            node.run_id(),
+            node.node_id(),
+            node.iteration(),
+            attempt.key.attempt,
+            output,
+            finished,
+        ])
         .map_err(map)?;
     }
-    insert_events(tx, &events).await?;
+    insert_events(tx, &events)?;
     let task_ended = match &ending.task {
-        Some(task) => crate::queue::complete_claimed(tx, task).await?,
+        Some(task) => crate::queue::complete_claimed(tx, task)?,
         None => false,
     };
     tracing::debug!(attempt = %attempt.key, %state, task_ended, "attempt ended");
@@ -369,20 +364,25 @@ async fn end_attempt(
 }
 
 /// Gives the node of `key` the state of that attempt, if it is still the node's last attempt.
-pub(crate) async fn update_node(
-    tx: &mut SqliteConnection,
+pub(crate) fn update_node(
+    tx: &Connection,
     key: &AttemptKey,
     state: AttemptState,
     updated_at_ms: i64,
 ) -> Result<(), StoreError> {
-    bind_attempt(
-        sqlx::query("UPDATE nodes SET state = ?, updated_at_ms = ? WHERE run_id = ? AND node_id = ? AND iteration = ? AND last_attempt = ?")
-            .bind(state.as_str())
-            .bind(updated_at_ms),
-        key,
-    )
-    .execute(&mut *tx)
-    .await
+    statement(
+        tx,
+        "UPDATE nodes SET state = ?, updated_at_ms = ? \
+         WHERE run_id = ? AND node_id = ? AND iteration = ? AND last_attempt = ?",
+    )?
+    .execute(params![
+        state.as_str(),
+        updated_at_ms,
+        key.node.run_id(),
+        key.node.node_id(),
+        key.node.iteration(),
+        key.attempt,
+    ])
     .map_err(map)?;
     Ok(())
 }
@@ -390,8 +390,7 @@ pub(crate) async fn update_node(
 #[async_trait]
 impl AttemptStore for SqliteStore {
     async fn begin_attempt(&self, begin: BeginAttempt) -> Result<BegunAttempt, StoreError> {
-        self.write(move |tx| Box::pin(begin_attempt(tx, begin)))
-            .await
+        self.write(move |tx| begin_attempt(tx, &begin)).await
     }
 
     async fn record_heartbeat(
@@ -400,10 +399,8 @@ impl AttemptStore for SqliteStore {
         heartbeat: HeartbeatWrite,
     ) -> Result<(), StoreError> {
         let attempt = attempt.clone();
-        self.write(move |tx| {
-            Box::pin(async move { record_heartbeat(tx, &attempt, heartbeat).await })
-        })
-        .await
+        self.write(move |tx| record_heartbeat(tx, &attempt, heartbeat))
+            .await
     }
 
     async fn record_process(
@@ -412,7 +409,7 @@ impl AttemptStore for SqliteStore {
         place: ProcessPlace,
     ) -> Result<(), StoreError> {
         let attempt = attempt.clone();
-        self.write(move |tx| Box::pin(async move { record_process(tx, &attempt, &place).await }))
+        self.write(move |tx| record_process(tx, &attempt, &place))
             .await
     }
 
@@ -423,16 +420,13 @@ impl AttemptStore for SqliteStore {
     ) -> Result<RenewedLease, StoreError> {
         // One host shares one clock: the caller's is the store's.
         let (attempt, expires_at_ms) = (attempt.clone(), renewal.expires_at_ms());
-        self.write(move |tx| {
-            Box::pin(async move { renew_lease(tx, &attempt, expires_at_ms).await })
-        })
-        .await
+        self.write(move |tx| renew_lease(tx, &attempt, expires_at_ms))
+            .await
     }
 
     async fn request_cancel(&self, run_id: &str) -> Result<Vec<AttemptKey>, StoreError> {
         let run_id = run_id.to_owned();
-        self.write(move |tx| Box::pin(async move { request_cancel(tx, &run_id).await }))
-            .await
+        self.write(move |tx| request_cancel(tx, &run_id)).await
     }
 
     async fn end_attempt(
@@ -441,12 +435,11 @@ impl AttemptStore for SqliteStore {
         end: EndAttempt,
     ) -> Result<AttemptEnded, StoreError> {
         let attempt = attempt.clone();
-        self.write(move |tx| Box::pin(async move { end_attempt(tx, &attempt, end).await }))
-            .await
+        self.write(move |tx| end_attempt(tx, &attempt, end)).await
     }
 
     async fn recover_abandoned(&self, now_ms: u64) -> Result<Vec<AttemptKey>, StoreError> {
-        self.write(move |tx| Box::pin(crate::recovery::recover_abandoned(tx, now_ms)))
+        self.write(move |tx| crate::recovery::recover_abandoned(tx, now_ms))
             .await
     }
 

@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{begin, count, node, owned, store_in};
+use rusqlite::hooks::Action;
 use serde_json::json;
-use sqlx::sqlite::SqliteOperation;
-use stint_adapters_sqlite::{SqliteOptions, SqliteStore};
+use stint_adapters_sqlite::SqliteStore;
 use stint_domain::{AttemptState, Event, EventKind};
 use stint_ports::{AttemptEnd, AttemptFilter, AttemptStore, EndAttempt, HistoryStore};
 
@@ -117,37 +117,28 @@ async fn a_fault_in_end_leaves_the_attempt_in_progress() {
     assert_eq!(count(&store, "outputs").await, 1);
 }
 
-/// Sets `marker` once a statement on any of the store's `connections` changes a row of
-/// `attempts` (SQLite's update hook, called as the row changes, before the statement's triggers
-/// run).
-async fn mark_attempt_updates(store: &SqliteStore, connections: u32, marker: &Arc<AtomicBool>) {
-    let mut held = Vec::new();
-    for _ in 0..connections {
-        held.push(store.pool().acquire().await.unwrap());
-    }
-    for conn in &mut held {
-        let mut handle = conn.lock_handle().await.unwrap();
-        let marker = marker.clone();
-        handle.set_update_hook(move |change| {
-            if change.table == "attempts" && matches!(change.operation, SqliteOperation::Update) {
-                marker.store(true, Ordering::SeqCst);
-            }
-        });
-    }
+/// Sets `marker` once a statement of the store's writer changes a row of `attempts` (SQLite's
+/// update hook on the writer's connection, called as the row changes, before the statement's
+/// triggers run).
+async fn mark_attempt_updates(store: &SqliteStore, marker: &Arc<AtomicBool>) {
+    let marker = marker.clone();
+    store
+        .with_writer_connection(move |conn| {
+            conn.update_hook(Some(move |action, _: &str, table: &str, _| {
+                if table == "attempts" && action == Action::SQLITE_UPDATE {
+                    marker.store(true, Ordering::SeqCst);
+                }
+            }))
+            .unwrap();
+        })
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_end_mid_write_leaves_it_whole() {
     let dir = tempfile::tempdir().unwrap();
-    // Every connection of the pool carries the marker, so the end's does.
-    const CONNECTIONS: u32 = 2;
-    let options = SqliteOptions {
-        max_connections: CONNECTIONS,
-        ..SqliteOptions::default()
-    };
-    let store = SqliteStore::open(&dir.path().join("stint.db"), options)
-        .await
-        .unwrap();
+    let store = store_in(dir.path()).await;
     store.begin_attempt(begin(&node(), "a", 1)).await.unwrap();
     let events_before = count(&store, "events").await;
     // Makes the attempt UPDATE (the first statement of end_attempt) burn CPU for a while after
@@ -162,7 +153,7 @@ async fn dropping_end_mid_write_leaves_it_whole() {
     .await
     .unwrap();
     let updated = Arc::new(AtomicBool::new(false));
-    mark_attempt_updates(&store, CONNECTIONS, &updated).await;
+    mark_attempt_updates(&store, &updated).await;
     let done = Event::new(&node().attempt(1), 5, EventKind::NodeFinished);
     let owner = owned(&node(), 1, "a");
     // Boxed, so that `drop` below drops the future itself (a pinned reference would not).

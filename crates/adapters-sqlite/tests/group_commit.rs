@@ -59,20 +59,20 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// Counts the commits made on every connection of `store`'s pool.
+/// Counts the commits made by `store`'s writer, on its connection (SQLite's commit hook).
 async fn count_commits(store: &SqliteStore) -> Arc<AtomicUsize> {
     let commits = Arc::new(AtomicUsize::new(0));
-    let mut held = Vec::new();
-    for _ in 0..SqliteOptions::default().max_connections {
-        held.push(store.pool().acquire().await.unwrap());
-    }
-    for conn in &mut held {
-        let commits = commits.clone();
-        conn.lock_handle().await.unwrap().set_commit_hook(move || {
-            commits.fetch_add(1, Ordering::SeqCst);
-            true
-        });
-    }
+    let counter = commits.clone();
+    store
+        .with_writer_connection(move |conn| {
+            conn.commit_hook(Some(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                false
+            }))
+            .unwrap();
+        })
+        .await
+        .unwrap();
     commits
 }
 
