@@ -40,6 +40,7 @@ mod recovery;
 pub mod test_support;
 mod write;
 
+use std::future::Future;
 use std::sync::Arc;
 
 use sqlx::Connection;
@@ -51,7 +52,7 @@ pub use options::{
     DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, validate_schema,
 };
 
-use crate::error::{map_migrate, map_sqlx};
+use crate::error::{OpError, map_migrate, map_sqlx};
 #[doc(hidden)]
 pub use crate::events::run_lock_key;
 use crate::options::StoreConfig;
@@ -184,6 +185,20 @@ impl PostgresStore {
             LeaseClock::Caller => Some(crate::error::to_i64(caller_now_ms)),
             LeaseClock::Database => None,
         }
+    }
+
+    /// Runs `op` on this store's pool as [`error::retrying`] does: again while PostgreSQL aborts
+    /// it as transient, and with `what` and the endpoint named in the error it ends in.
+    pub(crate) async fn retrying<'a, T, F, Fut>(
+        &'a self,
+        what: &str,
+        mut op: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnMut(&'a PgPool) -> Fut,
+        Fut: Future<Output = Result<T, OpError>>,
+    {
+        crate::error::retrying(&self.endpoint, what, || op(&self.pool)).await
     }
 
     /// The value of the server setting `name` in a session of this store's pool (for tests and

@@ -15,7 +15,7 @@ use stint_ports::{
 };
 
 use crate::PostgresStore;
-use crate::error::{OpError, retrying, to_i64, to_u32, to_u64};
+use crate::error::{OpError, to_i64, to_u32, to_u64};
 
 /// The JSON columns are read as text and parsed here, so a value serde_json cannot read back
 /// (nested deeper than its limit) is listed as a marker instead of failing the listing.
@@ -255,46 +255,36 @@ impl HistoryStore for PostgresStore {
         &self,
         filter: &AttemptFilter,
     ) -> Result<Vec<AttemptRecord>, StoreError> {
-        retrying(&self.endpoint, "listing attempts", || {
-            list_attempts(&self.pool, filter)
-        })
-        .await
+        self.retrying("listing attempts", |pool| list_attempts(pool, filter))
+            .await
     }
 
     async fn get_node(&self, node: &NodeKey) -> Result<Option<NodeRecord>, StoreError> {
-        retrying(&self.endpoint, "reading a node", || {
-            get_node(&self.pool, node)
-        })
-        .await
+        self.retrying("reading a node", |pool| get_node(pool, node))
+            .await
     }
 
     async fn list_runs(&self) -> Result<Vec<RunSummary>, StoreError> {
-        retrying(&self.endpoint, "listing runs", || list_runs(&self.pool)).await
+        self.retrying("listing runs", list_runs).await
     }
 
     async fn list_runs_page(&self, query: &RunQuery) -> Result<Vec<RunListing>, StoreError> {
-        retrying(&self.endpoint, "listing runs", || {
-            list_runs_page(&self.pool, query)
-        })
-        .await
+        self.retrying("listing runs", |pool| list_runs_page(pool, query))
+            .await
     }
 
     async fn list_nodes(&self, run_id: &str) -> Result<Vec<NodeRecord>, StoreError> {
-        retrying(&self.endpoint, "listing nodes", || {
-            list_nodes(&self.pool, run_id)
-        })
-        .await
+        self.retrying("listing nodes", |pool| list_nodes(pool, run_id))
+            .await
     }
 
     async fn read_output(&self, node: &NodeKey) -> Result<Option<Value>, StoreError> {
-        retrying(&self.endpoint, "reading an output", || {
-            read_output(&self.pool, node)
-        })
-        .await
+        self.retrying("reading an output", |pool| read_output(pool, node))
+            .await
     }
 
     async fn read_events(&self, page: &EventPage) -> Result<Vec<EventRecord>, StoreError> {
-        retrying(&self.endpoint, "reading events", || async move {
+        self.retrying("reading events", |pool| async move {
             let rows = sqlx::query(
                 "SELECT seq, body FROM events WHERE run_id = $1 AND seq > $2 \
                  ORDER BY seq LIMIT $3",
@@ -302,7 +292,7 @@ impl HistoryStore for PostgresStore {
             .bind(&page.run_id)
             .bind(to_i64(page.after_seq))
             .bind(i64::from(page.limit))
-            .fetch_all(&self.pool)
+            .fetch_all(pool)
             .await?;
             rows.into_iter()
                 .map(|row| crate::events::decode_event(row.try_get("seq")?, row.try_get("body")?))

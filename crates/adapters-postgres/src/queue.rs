@@ -20,7 +20,7 @@ use stint_ports::{
 
 use crate::PostgresStore;
 use crate::enqueue::enqueue_once;
-use crate::error::{OpError, retrying, to_i64, to_u64};
+use crate::error::{OpError, to_i64, to_u64};
 use crate::notify;
 use crate::queue_history::{task_columns, task_record, task_state};
 
@@ -323,18 +323,16 @@ async fn retry_once(
 impl TaskQueue for PostgresStore {
     async fn enqueue(&self, tasks: Vec<NewTask>, now_ms: u64) -> Result<Vec<Enqueued>, StoreError> {
         let tasks = &tasks;
-        retrying(&self.endpoint, "enqueueing tasks", || {
-            enqueue_once(&self.pool, &self.channel, tasks, now_ms)
+        self.retrying("enqueueing tasks", |pool| {
+            enqueue_once(pool, &self.channel, tasks, now_ms)
         })
         .await
     }
 
     async fn claim(&self, claim: Claim) -> Result<Vec<ClaimedTask>, StoreError> {
         let (claim, lease_now) = (&claim, self.lease_now(claim.now_ms));
-        retrying(&self.endpoint, "claiming tasks", || {
-            claim_once(&self.pool, claim, lease_now)
-        })
-        .await
+        self.retrying("claiming tasks", |pool| claim_once(pool, claim, lease_now))
+            .await
     }
 
     async fn renew_claims(
@@ -343,23 +341,23 @@ impl TaskQueue for PostgresStore {
         renewal: Renewal,
     ) -> Result<RenewedClaims, StoreError> {
         let lease_now = self.lease_now(renewal.now_ms);
-        retrying(&self.endpoint, "renewing claims", || {
-            renew_once(&self.pool, owner, lease_now, renewal.lease_ms)
+        self.retrying("renewing claims", |pool| {
+            renew_once(pool, owner, lease_now, renewal.lease_ms)
         })
         .await
     }
 
     async fn complete(&self, completion: Completion) -> Result<(), StoreError> {
-        retrying(&self.endpoint, "completing a task", || {
-            complete_once(&self.pool, &self.channel, &completion)
+        self.retrying("completing a task", |pool| {
+            complete_once(pool, &self.channel, &completion)
         })
         .await
     }
 
     async fn sweep_expired(&self, now_ms: u64) -> Result<Vec<TaskId>, StoreError> {
         let lease_now = self.lease_now(now_ms);
-        retrying(&self.endpoint, "sweeping expired claims", || {
-            sweep_once(&self.pool, &self.channel, now_ms, lease_now)
+        self.retrying("sweeping expired claims", |pool| {
+            sweep_once(pool, &self.channel, now_ms, lease_now)
         })
         .await
     }
@@ -370,15 +368,13 @@ impl TaskQueue for PostgresStore {
         now_ms: u64,
     ) -> Result<Vec<CancelOutcome>, StoreError> {
         let target = &target;
-        retrying(&self.endpoint, "cancelling tasks", || {
-            cancel_once(&self.pool, target, now_ms)
-        })
-        .await
+        self.retrying("cancelling tasks", |pool| cancel_once(pool, target, now_ms))
+            .await
     }
 
     async fn retry(&self, task: TaskId, retry_base: u32, now_ms: u64) -> Result<(), StoreError> {
-        retrying(&self.endpoint, "retrying a task", || {
-            retry_once(&self.pool, &self.channel, task, retry_base, now_ms)
+        self.retrying("retrying a task", |pool| {
+            retry_once(pool, &self.channel, task, retry_base, now_ms)
         })
         .await
     }
@@ -388,14 +384,14 @@ impl TaskQueue for PostgresStore {
         queue: &str,
         max_running: Option<u32>,
     ) -> Result<(), StoreError> {
-        retrying(&self.endpoint, "setting a queue limit", || async move {
+        self.retrying("setting a queue limit", |pool| async move {
             sqlx::query(
                 "INSERT INTO queues (name, max_running) VALUES ($1, $2) \
                  ON CONFLICT (name) DO UPDATE SET max_running = excluded.max_running",
             )
             .bind(queue)
             .bind(max_running.map(i64::from))
-            .execute(&self.pool)
+            .execute(pool)
             .await?;
             Ok(())
         })
@@ -403,7 +399,7 @@ impl TaskQueue for PostgresStore {
     }
 
     async fn prune(&self, ended_before_ms: u64, batch: u32) -> Result<u64, StoreError> {
-        retrying(&self.endpoint, "pruning tasks", || async move {
+        self.retrying("pruning tasks", |pool| async move {
             let done = sqlx::query(
                 "DELETE FROM tasks WHERE id IN (SELECT id FROM tasks \
                      WHERE state IN ('finished', 'failed', 'cancelled') AND ended_at_ms < $1 \
@@ -411,7 +407,7 @@ impl TaskQueue for PostgresStore {
             )
             .bind(to_i64(ended_before_ms))
             .bind(i64::from(batch))
-            .execute(&self.pool)
+            .execute(pool)
             .await?;
             Ok(done.rows_affected())
         })

@@ -8,7 +8,7 @@ use stint_domain::{QueueStats, TaskId, TaskRecord};
 use stint_ports::{QueueHistory, StoreError, TaskFilter};
 
 use crate::PostgresStore;
-use crate::error::{OpError, retrying, to_i64, to_u32, to_u64};
+use crate::error::{OpError, to_i64, to_u32, to_u64};
 
 /// The columns of a task, in the order [`task_record`] reads them; a macro so that statements
 /// stay `&'static str`.
@@ -115,14 +115,14 @@ async fn list_tasks(pool: &PgPool, filter: &TaskFilter) -> Result<Vec<TaskRecord
 #[async_trait]
 impl QueueHistory for PostgresStore {
     async fn get_task(&self, id: TaskId) -> Result<Option<TaskRecord>, StoreError> {
-        retrying(&self.endpoint, "reading a task", || async move {
+        self.retrying("reading a task", |pool| async move {
             let row = sqlx::query(concat!(
                 "SELECT ",
                 task_columns!(),
                 " FROM tasks WHERE id = $1"
             ))
             .bind(to_i64(id.0))
-            .fetch_optional(&self.pool)
+            .fetch_optional(pool)
             .await?;
             row.as_ref().map(task_record).transpose()
         })
@@ -130,17 +130,15 @@ impl QueueHistory for PostgresStore {
     }
 
     async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskRecord>, StoreError> {
-        retrying(&self.endpoint, "listing tasks", || {
-            list_tasks(&self.pool, filter)
-        })
-        .await
+        self.retrying("listing tasks", |pool| list_tasks(pool, filter))
+            .await
     }
 
     async fn queue_stats(&self, now_ms: u64) -> Result<Vec<QueueStats>, StoreError> {
-        retrying(&self.endpoint, "counting queues", || async move {
+        self.retrying("counting queues", |pool| async move {
             let rows = sqlx::query(QUEUE_STATS)
                 .bind(to_i64(now_ms))
-                .fetch_all(&self.pool)
+                .fetch_all(pool)
                 .await?;
             rows.iter()
                 .map(|row| queue_stats_row(row, now_ms))

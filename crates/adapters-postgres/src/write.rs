@@ -14,7 +14,7 @@ use stint_ports::{
 };
 
 use crate::PostgresStore;
-use crate::error::{OpError, retrying, to_i64, to_u32};
+use crate::error::{OpError, to_i64, to_u32};
 use crate::events::insert_events;
 use crate::queue::complete_in;
 
@@ -321,8 +321,8 @@ async fn end_once(
 impl AttemptStore for PostgresStore {
     async fn begin_attempt(&self, begin: BeginAttempt) -> Result<BegunAttempt, StoreError> {
         let begin = &begin;
-        retrying(&self.endpoint, "beginning an attempt", || {
-            begin_once(&self.pool, begin, self.lease_now(begin.started_at_ms))
+        self.retrying("beginning an attempt", |pool| {
+            begin_once(pool, begin, self.lease_now(begin.started_at_ms))
         })
         .await
     }
@@ -333,8 +333,8 @@ impl AttemptStore for PostgresStore {
         heartbeat: HeartbeatWrite,
     ) -> Result<(), StoreError> {
         let heartbeat = &heartbeat;
-        retrying(&self.endpoint, "recording a heartbeat", || {
-            heartbeat_once(&self.pool, attempt, heartbeat)
+        self.retrying("recording a heartbeat", |pool| {
+            heartbeat_once(pool, attempt, heartbeat)
         })
         .await
     }
@@ -347,14 +347,10 @@ impl AttemptStore for PostgresStore {
         let place = &serde_json::to_value(&place).map_err(|error| {
             StoreError::incompatible(format!("the process place does not serialise: {error}"))
         })?;
-        retrying(
-            &self.endpoint,
-            "recording the process place",
-            || async move {
-                let sql = concat!("UPDATE attempts SET process = $6", owned_where!());
-                execute_owned(owned(sql, attempt).bind(place), &self.pool, attempt).await
-            },
-        )
+        self.retrying("recording the process place", |pool| async move {
+            let sql = concat!("UPDATE attempts SET process = $6", owned_where!());
+            execute_owned(owned(sql, attempt).bind(place), pool, attempt).await
+        })
         .await
     }
 
@@ -364,7 +360,7 @@ impl AttemptStore for PostgresStore {
         renewal: Renewal,
     ) -> Result<RenewedLease, StoreError> {
         let lease_now = self.lease_now(renewal.now_ms);
-        retrying(&self.endpoint, "renewing a lease", || async move {
+        self.retrying("renewing a lease", |pool| async move {
             let sql = concat!(
                 "UPDATE attempts SET lease_expires_at_ms = COALESCE($7::bigint, ",
                 db_now_ms!(),
@@ -375,7 +371,7 @@ impl AttemptStore for PostgresStore {
             let row = owned(sql, attempt)
                 .bind(to_i64(renewal.lease_ms))
                 .bind(lease_now)
-                .fetch_optional(&self.pool)
+                .fetch_optional(pool)
                 .await?;
             let row = row.ok_or_else(|| not_owned(attempt))?;
             Ok(RenewedLease {
@@ -386,7 +382,7 @@ impl AttemptStore for PostgresStore {
     }
 
     async fn request_cancel(&self, run_id: &str) -> Result<Vec<AttemptKey>, StoreError> {
-        retrying(&self.endpoint, "requesting cancellation", || async move {
+        self.retrying("requesting cancellation", |pool| async move {
             let rows = sqlx::query(
                 "WITH asked AS (UPDATE attempts SET cancel_requested = true \
                      WHERE run_id = $1 AND state = 'in-progress' \
@@ -395,7 +391,7 @@ impl AttemptStore for PostgresStore {
                  ORDER BY node_id, iteration, attempt",
             )
             .bind(run_id)
-            .fetch_all(&self.pool)
+            .fetch_all(pool)
             .await?;
             let mut asked = Vec::with_capacity(rows.len());
             for row in rows {
@@ -419,8 +415,8 @@ impl AttemptStore for PostgresStore {
         end: EndAttempt,
     ) -> Result<AttemptEnded, StoreError> {
         let ending = &end;
-        retrying(&self.endpoint, "ending an attempt", || {
-            end_once(&self.pool, &self.channel, attempt, ending)
+        self.retrying("ending an attempt", |pool| {
+            end_once(pool, &self.channel, attempt, ending)
         })
         .await
     }
@@ -428,10 +424,11 @@ impl AttemptStore for PostgresStore {
     async fn recover_abandoned(&self, now_ms: u64) -> Result<Vec<AttemptKey>, StoreError> {
         let mut marked = Vec::new();
         loop {
-            let batch = retrying(&self.endpoint, "recovering abandoned attempts", || {
-                crate::recovery::recover_batch(&self.pool, now_ms, self.lease_now(now_ms))
-            })
-            .await?;
+            let batch = self
+                .retrying("recovering abandoned attempts", |pool| {
+                    crate::recovery::recover_batch(pool, now_ms, self.lease_now(now_ms))
+                })
+                .await?;
             let done = (batch.len() as i64) < crate::recovery::RECOVERY_BATCH;
             marked.extend(batch);
             if done {
@@ -444,8 +441,8 @@ impl AttemptStore for PostgresStore {
     }
 
     async fn expired_attempts(&self, now_ms: u64) -> Result<Vec<AttemptRecord>, StoreError> {
-        retrying(&self.endpoint, "listing expired attempts", || {
-            crate::query::expired_attempts(&self.pool, self.lease_now(now_ms))
+        self.retrying("listing expired attempts", |pool| {
+            crate::query::expired_attempts(pool, self.lease_now(now_ms))
         })
         .await
     }

@@ -65,6 +65,19 @@ impl Exporting {
     }
 }
 
+/// What `body` returns, run with `exporting`, whose telemetry is then exported within its
+/// bound (see [`Exporting::finish`]) whether `body` succeeded or not.
+pub(crate) async fn exporting_around<T>(
+    exporting: Option<Exporting>,
+    body: impl AsyncFnOnce(Option<&Exporting>) -> T,
+) -> T {
+    let result = body(exporting.as_ref()).await;
+    if let Some(exporting) = exporting {
+        exporting.finish();
+    }
+    result
+}
+
 /// The variables that hand attempt `key`'s span context to its command (none without spans).
 pub(crate) fn command_env(spans: Option<&SpanObserver>, key: &AttemptKey) -> Vec<(String, String)> {
     spans

@@ -52,11 +52,8 @@ fn second_ctrl_c_exits_at_once_on_postgres() {
 
 fn main() -> std::process::ExitCode {
     let tests: Vec<test_support::Test> = vec![
-        ("kill_storm_on_postgres", kill_storm_on_postgres),
-        (
-            "zombie_cannot_finish_an_abandoned_attempt_on_postgres",
-            zombie_cannot_finish_an_abandoned_attempt_on_postgres,
-        ),
+        named_test!(kill_storm_on_postgres),
+        named_test!(zombie_cannot_finish_an_abandoned_attempt_on_postgres),
         postgres_test!(
             crash_scenarios::racing_runners_never_share_a_node,
             "_on_postgres"
@@ -65,26 +62,14 @@ fn main() -> std::process::ExitCode {
             crash_scenarios::racing_recoverers_mark_each_attempt_once,
             "_on_postgres"
         ),
-        (
-            "sigterm_cancels_the_process_group_on_postgres",
-            sigterm_cancels_the_process_group_on_postgres,
-        ),
+        named_test!(sigterm_cancels_the_process_group_on_postgres),
         postgres_test!(
             crash_scenarios::sigterm_records_cancelled_before_exiting,
             "_on_postgres"
         ),
-        (
-            "recover_ends_an_orphaned_group_on_postgres",
-            recover_ends_an_orphaned_group_on_postgres,
-        ),
-        (
-            "run_ends_an_orphaned_group_before_running_the_node_on_postgres",
-            run_ends_an_orphaned_group_before_running_the_node_on_postgres,
-        ),
-        (
-            "second_ctrl_c_exits_at_once_on_postgres",
-            second_ctrl_c_exits_at_once_on_postgres,
-        ),
+        named_test!(recover_ends_an_orphaned_group_on_postgres),
+        named_test!(run_ends_an_orphaned_group_before_running_the_node_on_postgres),
+        named_test!(second_ctrl_c_exits_at_once_on_postgres),
     ];
     test_support::run_tests_with(tests, Vec::new(), Some(1))
 }

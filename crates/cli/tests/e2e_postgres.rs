@@ -70,22 +70,13 @@ fn main() -> std::process::ExitCode {
         postgres_test!(scenarios::fails_twice_then_succeeds_with_the_checkpoint),
         postgres_test!(scenarios::output_schema_violation_is_not_retried),
         postgres_test!(scenarios::timeout_stops_a_long_command),
-        (
-            "sigint_cancels_the_process_group",
-            sigint_cancels_the_process_group,
-        ),
+        named_test!(sigint_cancels_the_process_group),
         postgres_test!(scenarios::rerun_of_a_finished_node_runs_nothing),
         postgres_test!(scenarios::racing_runner_gets_a_conflict),
         postgres_test!(scenarios::json_listings_have_their_fields),
         postgres_test!(queue::submit_list_cancel_retry_round_trip),
         postgres_test!(wakeups::an_idle_worker_runs_a_task_submitted_by_another_process),
-        (
-            "two_workers_one_killed_run_every_task_once",
-            two_workers_one_killed_run_every_task_once,
-        ),
-        (
-            "a_url_without_a_user_connects_as_pguser_else_as_the_os_user",
-            a_url_without_a_user_connects_as_pguser_else_as_the_os_user,
-        ),
+        named_test!(two_workers_one_killed_run_every_task_once),
+        named_test!(a_url_without_a_user_connects_as_pguser_else_as_the_os_user),
     ])
 }

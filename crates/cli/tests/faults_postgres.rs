@@ -142,8 +142,7 @@ fn a_partitioned_runner_fences_itself_and_the_node_never_runs_twice_at_once() {
 }
 
 fn main() -> std::process::ExitCode {
-    test_support::run_tests(vec![(
-        "a_partitioned_runner_fences_itself_and_the_node_never_runs_twice_at_once",
-        a_partitioned_runner_fences_itself_and_the_node_never_runs_twice_at_once,
+    test_support::run_tests(vec![named_test!(
+        a_partitioned_runner_fences_itself_and_the_node_never_runs_twice_at_once
     )])
 }

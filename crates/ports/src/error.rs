@@ -71,10 +71,7 @@ impl StoreError {
         message: impl Into<String>,
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
-        Self::Unavailable {
-            message: message.into(),
-            source: Some(Arc::new(source)),
-        }
+        Self::unavailable(message).caused_by(source)
     }
 
     /// An invalid configuration with `message`.
@@ -97,19 +94,17 @@ impl StoreError {
         message: impl Into<String>,
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
-        Self::Incompatible {
-            message: message.into(),
-            source: Some(Arc::new(source)),
-        }
+        Self::incompatible(message).caused_by(source)
     }
 
     /// The same error, caused by the driver's `source`: kept for an unavailable or incompatible
     /// store (the other cases are decided by stint, not by a driver failure, and stay as they are).
     #[must_use]
     pub fn caused_by(self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        let source: Option<StoreErrorSource> = Some(Arc::new(source));
         match self {
-            Self::Unavailable { message, .. } => Self::unavailable_from(message, source),
-            Self::Incompatible { message, .. } => Self::incompatible_from(message, source),
+            Self::Unavailable { message, .. } => Self::Unavailable { message, source },
+            Self::Incompatible { message, .. } => Self::Incompatible { message, source },
             other => other,
         }
     }

@@ -171,64 +171,42 @@ impl<S: ?Sized> fmt::Debug for InstrumentedStore<S> {
     }
 }
 
-#[async_trait]
-impl<S: AttemptStore + ?Sized> AttemptStore for InstrumentedStore<S> {
-    async fn begin_attempt(&self, begin: BeginAttempt) -> Result<BegunAttempt, StoreError> {
-        self.enter(WriteOp::Begin).await?;
-        self.inner.begin_attempt(begin).await
-    }
+/// Implements the write port for [`InstrumentedStore`]: each listed method enters its
+/// [`WriteOp`] (counted, delayed, maybe failed) and then calls the same method of `inner`.
+///
+/// A macro because the port's methods differ in their arguments and `async_trait` rewrites
+/// each signature, which no generic function can produce.
+macro_rules! instrumented_writes {
+    ($($op:ident => $method:ident($($arg:ident: $ty:ty),*) -> $out:ty;)*) => {
+        #[async_trait]
+        impl<S: AttemptStore + ?Sized> AttemptStore for InstrumentedStore<S> {
+            $(
+                async fn $method(&self, $($arg: $ty),*) -> Result<$out, StoreError> {
+                    self.enter(WriteOp::$op).await?;
+                    self.inner.$method($($arg),*).await
+                }
+            )*
 
-    async fn record_heartbeat(
-        &self,
-        attempt: &OwnedAttempt,
-        heartbeat: HeartbeatWrite,
-    ) -> Result<(), StoreError> {
-        self.enter(WriteOp::Heartbeat).await?;
-        self.inner.record_heartbeat(attempt, heartbeat).await
-    }
+            /// A read, so neither counted nor failed: the recovery it serves is
+            /// [`WriteOp::Recover`]'s.
+            async fn expired_attempts(
+                &self,
+                now_ms: u64,
+            ) -> Result<Vec<AttemptRecord>, StoreError> {
+                self.inner.expired_attempts(now_ms).await
+            }
+        }
+    };
+}
 
-    async fn record_process(
-        &self,
-        attempt: &OwnedAttempt,
-        place: ProcessPlace,
-    ) -> Result<(), StoreError> {
-        self.enter(WriteOp::RecordProcess).await?;
-        self.inner.record_process(attempt, place).await
-    }
-
-    async fn renew_lease(
-        &self,
-        attempt: &OwnedAttempt,
-        renewal: Renewal,
-    ) -> Result<RenewedLease, StoreError> {
-        self.enter(WriteOp::RenewLease).await?;
-        self.inner.renew_lease(attempt, renewal).await
-    }
-
-    async fn request_cancel(&self, run_id: &str) -> Result<Vec<AttemptKey>, StoreError> {
-        self.enter(WriteOp::RequestCancel).await?;
-        self.inner.request_cancel(run_id).await
-    }
-
-    async fn end_attempt(
-        &self,
-        attempt: &OwnedAttempt,
-        end: EndAttempt,
-    ) -> Result<AttemptEnded, StoreError> {
-        self.enter(WriteOp::End).await?;
-        self.inner.end_attempt(attempt, end).await
-    }
-
-    async fn recover_abandoned(&self, now_ms: u64) -> Result<Vec<AttemptKey>, StoreError> {
-        self.enter(WriteOp::Recover).await?;
-        self.inner.recover_abandoned(now_ms).await
-    }
-
-    /// A read, so neither counted nor failed: the recovery it serves is
-    /// [`WriteOp::Recover`]'s.
-    async fn expired_attempts(&self, now_ms: u64) -> Result<Vec<AttemptRecord>, StoreError> {
-        self.inner.expired_attempts(now_ms).await
-    }
+instrumented_writes! {
+    Begin => begin_attempt(begin: BeginAttempt) -> BegunAttempt;
+    Heartbeat => record_heartbeat(attempt: &OwnedAttempt, heartbeat: HeartbeatWrite) -> ();
+    RecordProcess => record_process(attempt: &OwnedAttempt, place: ProcessPlace) -> ();
+    RenewLease => renew_lease(attempt: &OwnedAttempt, renewal: Renewal) -> RenewedLease;
+    RequestCancel => request_cancel(run_id: &str) -> Vec<AttemptKey>;
+    End => end_attempt(attempt: &OwnedAttempt, end: EndAttempt) -> AttemptEnded;
+    Recover => recover_abandoned(now_ms: u64) -> Vec<AttemptKey>;
 }
 
 #[async_trait]

@@ -17,7 +17,7 @@ use crate::exit::{self, CliError};
 use crate::process::{self, CommandSpec, Console};
 use crate::signals::{self, Request};
 use crate::status::{Mode, Status};
-use crate::telemetry::Exporting;
+use crate::telemetry::{Exporting, exporting_around};
 use crate::vcs::JjOrGit;
 
 /// Extra time the engine waits for the command after the grace period: the runner needs a
@@ -28,11 +28,10 @@ const GRACE_MARGIN: Duration = Duration::from_secs(2);
 /// before it returns, within the telemetry's bound).
 pub(super) async fn run(db: &str, quiet: bool, args: RunArgs) -> Result<u8, CliError> {
     let exporting = Exporting::start(&args.telemetry, None)?;
-    let result = run_node(db, quiet, args, exporting.as_ref()).await;
-    if let Some(exporting) = exporting {
-        exporting.finish();
-    }
-    result
+    exporting_around(exporting, async |exporting| {
+        run_node(db, quiet, args, exporting).await
+    })
+    .await
 }
 
 /// Runs the node `args` names.

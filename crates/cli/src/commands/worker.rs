@@ -24,7 +24,7 @@ use crate::exit::{self, CliError};
 use crate::process::{self, Console};
 use crate::signals::{self, Request};
 use crate::task_spec::CommandSpec;
-use crate::telemetry::Exporting;
+use crate::telemetry::{Exporting, exporting_around};
 use crate::vcs::JjOrGit;
 
 /// How long the engine waits for a cancelled command: each task's own grace is enforced by the
@@ -38,11 +38,10 @@ const QUEUE_DEPTH_EVERY: Duration = Duration::from_secs(5);
 /// until its queues are empty), exporting spans and metrics when asked to.
 pub(super) async fn worker(db: &str, quiet: bool, args: WorkerArgs) -> Result<u8, CliError> {
     let exporting = Exporting::start(&args.telemetry, args.metrics_addr)?;
-    let result = run_worker(db, quiet, args, exporting.as_ref()).await;
-    if let Some(exporting) = exporting {
-        exporting.finish();
-    }
-    result
+    exporting_around(exporting, async |exporting| {
+        run_worker(db, quiet, args, exporting).await
+    })
+    .await
 }
 
 /// The worker loop, with the metrics endpoint and the queue-depth sampler when asked for.

@@ -243,6 +243,15 @@ macro_rules! postgres_test {
     };
 }
 
+/// The `(name, body)` of a `harness = false` test written as the function `test` of the test
+/// file itself, named as the function.
+#[macro_export]
+macro_rules! named_test {
+    ($test:ident) => {
+        (stringify!($test), $test as fn())
+    };
+}
+
 /// One `#[test]` per signal that must cancel a run like Ctrl-C:
 /// [`scenarios::signal_cancels_the_process_group`] in a fresh SQLite world.
 #[macro_export]

@@ -6,6 +6,7 @@ mod common;
 mod receiver;
 mod worker;
 
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::{World, assert_exit, text};
@@ -57,6 +58,31 @@ fn assert_attributes(span: &Span, expected: &[(&str, &str)]) {
     }
 }
 
+/// What `stint ARGS` (the parts of `args` in turn) did with each variable of `env` set, run to
+/// its end and checked to have exited with `code`.
+fn stint_with(w: &World, env: &[(&str, &str)], args: &[&[&str]], code: i32) -> Output {
+    let mut cmd = w.cmd();
+    cmd.envs(env.iter().copied());
+    for part in args {
+        cmd.args(*part);
+    }
+    let output = cmd.output().expect("stint runs");
+    assert_exit(&output, code);
+    output
+}
+
+/// [`stint_with`] for `stint run --otlp-endpoint COLLECTOR ARGS`.
+fn run_exported(
+    w: &World,
+    collector: &Receiver,
+    env: &[(&str, &str)],
+    args: &[&str],
+    code: i32,
+) -> Output {
+    let url = collector.url();
+    stint_with(w, env, &[&["run", "--otlp-endpoint", &url], args], code)
+}
+
 fn attempt(spans: &[Span], n: u32) -> Span {
     spans
         .iter()
@@ -69,24 +95,20 @@ fn attempt(spans: &[Span], n: u32) -> Span {
 fn run_sends_node_and_attempt_spans_and_metrics_over_http() {
     let collector = Receiver::http();
     let w = World::sqlite();
-    let output = w
-        .cmd()
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url())
-        .env("OTEL_SERVICE_NAME", "nightly-builds")
-        .env("TRACEPARENT", traceparent())
-        .args([
-            "run",
-            "--run-id",
-            "r1",
-            "--node-id",
-            "build",
-            "--retries",
-            "1",
-        ])
-        .args(["--backoff-initial", "50ms", "--", "sh", "-c", FAIL_ONCE])
-        .output()
-        .expect("stint runs");
-    assert_exit(&output, 0);
+    let (url, parent) = (collector.url(), traceparent());
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", url.as_str()),
+        ("OTEL_SERVICE_NAME", "nightly-builds"),
+        ("TRACEPARENT", &parent),
+    ];
+    let node = ["run", "--run-id", "r1", "--node-id", "build"];
+    let retried = ["--retries", "1", "--backoff-initial", "50ms"];
+    stint_with(
+        &w,
+        &env,
+        &[&node, &retried, &["--", "sh", "-c", FAIL_ONCE]],
+        0,
+    );
 
     let node = the_traced_node(&collector, "TRACEPARENT");
     assert_attributes(
@@ -161,14 +183,14 @@ fn run_sends_node_and_attempt_spans_and_metrics_over_http() {
 fn run_sends_spans_and_metrics_over_grpc() {
     let collector = Receiver::grpc();
     let w = World::sqlite();
-    let output = w
-        .cmd()
-        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-        .args(["run", "--otlp-endpoint", &collector.url(), "--run-id", "g1"])
-        .args(["--", "sh", "-c", "echo 42"])
-        .output()
-        .expect("stint runs");
-    assert_exit(&output, 0);
+    let env = [("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")];
+    run_exported(
+        &w,
+        &collector,
+        &env,
+        &["--run-id", "g1", "--", "sh", "-c", "echo 42"],
+        0,
+    );
     let node = the_only(collector.spans("stint.node"), "node");
     assert!(
         node.parent_span_id.is_empty(),
@@ -185,21 +207,9 @@ fn run_sends_spans_and_metrics_over_grpc() {
 fn the_heartbeat_timeout_is_an_event_of_the_attempt_span() {
     let collector = Receiver::http();
     let w = World::sqlite();
-    let output = w
-        .cmd()
-        .args(["run", "--otlp-endpoint", &collector.url(), "--run-id", "h1"])
-        .args([
-            "--heartbeat-timeout",
-            "300ms",
-            "--grace",
-            "100ms",
-            "--",
-            "sleep",
-            "10",
-        ])
-        .output()
-        .expect("stint runs");
-    assert_exit(&output, 1);
+    let bounds = ["--heartbeat-timeout", "300ms", "--grace", "100ms"];
+    let args = [&["--run-id", "h1"], &bounds[..], &["--", "sleep", "10"]].concat();
+    run_exported(&w, &collector, &[], &args, 1);
     let attempt = the_only(collector.spans("stint.attempt"), "attempt");
     assert!(
         attempt.events.iter().any(|e| e.name == "heartbeat timeout"),
@@ -217,17 +227,14 @@ fn a_collector_that_never_answers_costs_at_most_the_flush_bound() {
     let without = started.elapsed();
     assert_exit(&baseline, 0);
     let started = Instant::now();
-    let output = w
-        .cmd()
-        .env(
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            format!("http://{}", silent.addr),
-        )
-        .args(["run", "--run-id", "slow", "--", "sh", "-c", "echo 1"])
-        .output()
-        .expect("stint runs");
+    let endpoint = format!("http://{}", silent.addr);
+    let output = stint_with(
+        &w,
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)],
+        &[&["run", "--run-id", "slow", "--", "sh", "-c", "echo 1"]],
+        0,
+    );
     let with = started.elapsed();
-    assert_exit(&output, 0);
     assert_eq!(
         text(&output.stdout).trim(),
         "1",
@@ -251,20 +258,14 @@ fn a_collector_that_never_answers_costs_at_most_the_flush_bound() {
 fn sdk_disabled_sends_nothing() {
     let collector = Receiver::http();
     let w = World::sqlite();
-    let output = w
-        .cmd()
-        .env("OTEL_SDK_DISABLED", "true")
-        .args([
-            "run",
-            "--otlp-endpoint",
-            &collector.url(),
-            "--run-id",
-            "off",
-        ])
-        .args(["--", "sh", "-c", "echo 1"])
-        .output()
-        .expect("stint runs");
-    assert_exit(&output, 0);
+    let env = [("OTEL_SDK_DISABLED", "true")];
+    run_exported(
+        &w,
+        &collector,
+        &env,
+        &["--run-id", "off", "--", "sh", "-c", "echo 1"],
+        0,
+    );
     assert!(collector.with(|r| r.spans.is_empty() && r.metrics.is_empty()));
 }
 
@@ -282,21 +283,14 @@ fn a_bad_endpoint_is_one_line_and_exit_2() {
 fn json_logs_carry_the_trace_and_span_ids() {
     let collector = Receiver::http();
     let w = World::sqlite();
-    let output = w
-        .cmd()
-        .env("RUST_LOG", "info")
-        .env("TRACEPARENT", traceparent())
-        .args([
-            "--log-format",
-            "json",
-            "run",
-            "--otlp-endpoint",
-            &collector.url(),
-        ])
-        .args(["--run-id", "j1", "--", "sh", "-c", "echo 1"])
-        .output()
-        .expect("stint runs");
-    assert_exit(&output, 0);
+    let (url, parent) = (collector.url(), traceparent());
+    let run = ["--log-format", "json", "run", "--otlp-endpoint", &url];
+    let output = stint_with(
+        &w,
+        &[("RUST_LOG", "info"), ("TRACEPARENT", &parent)],
+        &[&run, &["--run-id", "j1", "--", "sh", "-c", "echo 1"]],
+        0,
+    );
     let attempt = the_only(collector.spans("stint.attempt"), "attempt");
     let lines: Vec<serde_json::Value> = text(&output.stderr)
         .lines()

@@ -44,8 +44,14 @@ impl Receiver {
     pub(crate) fn http() -> Self {
         Self::start(|listener, received| async move {
             let app = axum::Router::new()
-                .route("/v1/traces", axum::routing::post(traces_http))
-                .route("/v1/metrics", axum::routing::post(metrics_http))
+                .route(
+                    "/v1/traces",
+                    axum::routing::post(export_http::<ExportTraceServiceRequest>),
+                )
+                .route(
+                    "/v1/metrics",
+                    axum::routing::post(export_http::<ExportMetricsServiceRequest>),
+                )
                 .with_state(received);
             let _ = axum::serve(listener, app).await;
         })
@@ -112,76 +118,80 @@ impl Receiver {
     }
 }
 
-fn record_traces(received: &Shared, request: ExportTraceServiceRequest) {
-    let mut received = received.lock().unwrap_or_else(PoisonError::into_inner);
-    for resource in request.resource_spans {
-        if let Some(name) = resource
-            .resource
-            .as_ref()
-            .and_then(|r| attribute(&r.attributes, "service.name"))
-        {
-            received.service_names.push(name);
-        }
-        for scope in resource.scope_spans {
-            received.spans.extend(scope.spans);
+/// An OTLP export request: what the receiver keeps of it, and the answer it gets.
+trait Export: prost::Message + Default + Sized + 'static {
+    /// The (empty, accepting) response.
+    type Response: prost::Message + Default;
+
+    /// Keeps what the request carries.
+    fn record(self, received: &Shared);
+}
+
+impl Export for ExportTraceServiceRequest {
+    type Response = ExportTraceServiceResponse;
+
+    fn record(self, received: &Shared) {
+        let mut received = received.lock().unwrap_or_else(PoisonError::into_inner);
+        for resource in self.resource_spans {
+            if let Some(name) = resource
+                .resource
+                .as_ref()
+                .and_then(|r| attribute(&r.attributes, "service.name"))
+            {
+                received.service_names.push(name);
+            }
+            for scope in resource.scope_spans {
+                received.spans.extend(scope.spans);
+            }
         }
     }
 }
 
-fn record_metrics(received: &Shared, request: ExportMetricsServiceRequest) {
-    let mut received = received.lock().unwrap_or_else(PoisonError::into_inner);
-    for resource in request.resource_metrics {
-        for scope in resource.scope_metrics {
-            received.metrics.extend(scope.metrics);
+impl Export for ExportMetricsServiceRequest {
+    type Response = ExportMetricsServiceResponse;
+
+    fn record(self, received: &Shared) {
+        let mut received = received.lock().unwrap_or_else(PoisonError::into_inner);
+        for resource in self.resource_metrics {
+            for scope in resource.scope_metrics {
+                received.metrics.extend(scope.metrics);
+            }
         }
     }
 }
 
-async fn traces_http(
+/// One OTLP/HTTP export: the protobuf body decoded and recorded, the response encoded.
+async fn export_http<R: Export>(
     axum::extract::State(received): axum::extract::State<Shared>,
     body: axum::body::Bytes,
 ) -> ([(&'static str, &'static str); 1], Vec<u8>) {
-    let request = ExportTraceServiceRequest::decode(body).expect("an OTLP trace request");
-    record_traces(&received, request);
-    protobuf(ExportTraceServiceResponse::default().encode_to_vec())
-}
-
-async fn metrics_http(
-    axum::extract::State(received): axum::extract::State<Shared>,
-    body: axum::body::Bytes,
-) -> ([(&'static str, &'static str); 1], Vec<u8>) {
-    let request = ExportMetricsServiceRequest::decode(body).expect("an OTLP metrics request");
-    record_metrics(&received, request);
-    protobuf(ExportMetricsServiceResponse::default().encode_to_vec())
-}
-
-fn protobuf(body: Vec<u8>) -> ([(&'static str, &'static str); 1], Vec<u8>) {
-    ([("content-type", "application/x-protobuf")], body)
+    let request = R::decode(body).expect("an OTLP export request");
+    request.record(&received);
+    let response = R::Response::default().encode_to_vec();
+    ([("content-type", "application/x-protobuf")], response)
 }
 
 struct Grpc(Shared);
 
-#[tonic::async_trait]
-impl TraceService for Grpc {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        record_traces(&self.0, request.into_inner());
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
+/// Implements the OTLP/gRPC service trait `$service`, whose one method `export` takes a
+/// `$request`, for [`Grpc`]. A macro because each service is a trait of its own.
+macro_rules! grpc_export {
+    ($service:ident, $request:ty) => {
+        #[tonic::async_trait]
+        impl $service for Grpc {
+            async fn export(
+                &self,
+                request: tonic::Request<$request>,
+            ) -> Result<tonic::Response<<$request as Export>::Response>, tonic::Status> {
+                request.into_inner().record(&self.0);
+                Ok(tonic::Response::new(Default::default()))
+            }
+        }
+    };
 }
 
-#[tonic::async_trait]
-impl MetricsService for Grpc {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportMetricsServiceRequest>,
-    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
-        record_metrics(&self.0, request.into_inner());
-        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
-    }
-}
+grpc_export!(TraceService, ExportTraceServiceRequest);
+grpc_export!(MetricsService, ExportMetricsServiceRequest);
 
 /// A port that accepts connections and never answers (a collector that hangs).
 pub(crate) struct Silent {

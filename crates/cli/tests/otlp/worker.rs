@@ -8,29 +8,22 @@ use std::time::{Duration, Instant};
 
 use crate::common::{World, assert_exit, text};
 use crate::receiver::{Receiver, hex};
-use crate::{TRACE, assert_attributes, the_only, the_traced_node, traceparent};
+use crate::{TRACE, assert_attributes, stint_with, the_only, the_traced_node, traceparent};
 
 #[test]
 fn a_submitted_task_continues_the_submitters_trace() {
     let collector = Receiver::http();
     let w = World::sqlite();
-    let submitted = w
-        .cmd()
-        .env("TRACEPARENT", traceparent())
-        .args([
-            "-q",
-            "submit",
-            "--queue",
-            "builds",
-            "--run-id",
-            "w1",
-            "--node-id",
-            "n1",
-        ])
-        .args(["--", "sh", "-c", r#"echo "$TRACEPARENT" > seen; echo 1"#])
-        .output()
-        .expect("stint submits");
-    assert_exit(&submitted, 0);
+    let submit = ["-q", "submit", "--queue", "builds"];
+    let node = ["--run-id", "w1", "--node-id", "n1"];
+    let script = ["--", "sh", "-c", r#"echo "$TRACEPARENT" > seen; echo 1"#];
+    let parent = traceparent();
+    stint_with(
+        &w,
+        &[("TRACEPARENT", &parent)],
+        &[&submit, &node, &script],
+        0,
+    );
     let worked = w
         .cmd()
         .env_remove("TRACEPARENT")
