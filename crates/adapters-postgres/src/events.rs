@@ -23,6 +23,19 @@ pub fn run_lock_key(run_id: &str) -> i64 {
     hash as i64
 }
 
+/// Appends events (column arrays `$2` to `$8`, in order) under run `$1`'s advisory lock. The
+/// lock sits in the FROM clause: no row reaches the insert (and draws a seq) before it is held.
+///
+/// Public for the benchmark's same-SQL floor only.
+#[doc(hidden)]
+pub const INSERT_EVENTS: &str = "WITH run_lock AS (SELECT pg_advisory_xact_lock($1)) \
+     INSERT INTO events (run_id, node_id, iteration, attempt, type, timestamp_ms, body) \
+     SELECT e.run_id, e.node_id, e.iteration, e.attempt, e.type, e.timestamp_ms, e.body \
+     FROM run_lock, unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[], \
+                           $7::bigint[], $8::jsonb[]) WITH ORDINALITY \
+          AS e(run_id, node_id, iteration, attempt, type, timestamp_ms, body, ord) \
+     ORDER BY e.ord";
+
 /// Inserts `events` in order inside the caller's transaction.
 ///
 /// Identity values are handed out at insert, not at commit, so without care a reader tailing
@@ -51,27 +64,17 @@ pub(crate) async fn insert_events(
     for event in events {
         columns.push(event)?;
     }
-    // The lock sits in the FROM clause: no row reaches the insert (and draws a seq) before it
-    // is held.
-    sqlx::query(
-        "WITH run_lock AS (SELECT pg_advisory_xact_lock($1)) \
-         INSERT INTO events (run_id, node_id, iteration, attempt, type, timestamp_ms, body) \
-         SELECT e.run_id, e.node_id, e.iteration, e.attempt, e.type, e.timestamp_ms, e.body \
-         FROM run_lock, unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[], \
-                               $7::bigint[], $8::jsonb[]) WITH ORDINALITY \
-              AS e(run_id, node_id, iteration, attempt, type, timestamp_ms, body, ord) \
-         ORDER BY e.ord",
-    )
-    .bind(last_key)
-    .bind(columns.run_ids)
-    .bind(columns.node_ids)
-    .bind(columns.iterations)
-    .bind(columns.attempts)
-    .bind(columns.types)
-    .bind(columns.timestamps)
-    .bind(columns.bodies)
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query(INSERT_EVENTS)
+        .bind(last_key)
+        .bind(columns.run_ids)
+        .bind(columns.node_ids)
+        .bind(columns.iterations)
+        .bind(columns.attempts)
+        .bind(columns.types)
+        .bind(columns.timestamps)
+        .bind(columns.bodies)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 

@@ -96,24 +96,66 @@ pub(crate) fn json(what: &str, value: &impl serde::Serialize) -> Result<Value, O
     })
 }
 
+/// The statements of one attempt's lifecycle (besides [`END_ATTEMPT`] and the events'
+/// insert), public for the benchmark's same-SQL floor only, which issues them as they are.
+///
+/// Creates the node's row on its first begin, and takes its row lock either way: `$4` start
+/// time, `$5` output table, `$6` label.
+#[doc(hidden)]
+pub const LOCK_NODE: &str = "INSERT INTO nodes (run_id, node_id, iteration, state, last_attempt, \
+         updated_at_ms, output_table, label) \
+     VALUES ($1, $2, $3, 'in-progress', 0, $4, $5, $6) \
+     ON CONFLICT (run_id, node_id, iteration) DO UPDATE SET last_attempt = nodes.last_attempt";
+
+/// The node's highest attempt number, its failed and running attempts, and its checkpoint.
+#[doc(hidden)]
+pub const SUMMARY: &str = "SELECT COALESCE(MAX(attempt), 0) AS highest, \
+        COUNT(*) FILTER (WHERE state = 'failed') AS failed, \
+        COUNT(*) FILTER (WHERE state = 'in-progress') AS running, \
+        (SELECT heartbeat::text FROM attempts \
+          WHERE run_id = $1 AND node_id = $2 AND iteration = $3 \
+            AND heartbeat IS NOT NULL \
+          ORDER BY attempt DESC LIMIT 1) AS checkpoint \
+     FROM attempts WHERE run_id = $1 AND node_id = $2 AND iteration = $3";
+
+/// Inserts the attempt and points its node at it: `$4` attempt, `$5` owner, `$6` lease,
+/// `$7` start time, `$8` metadata, `$9` working directory, `$10` output table, `$11` label,
+/// `$12` the lease's start when not the database's clock.
+#[doc(hidden)]
+pub const INSERT_ATTEMPT: &str = concat!(
+    "WITH inserted AS ( \
+       INSERT INTO attempts (run_id, node_id, iteration, attempt, state, owner, \
+                             lease_expires_at_ms, started_at_ms, metadata, working_dir) \
+       VALUES ($1, $2, $3, $4, 'in-progress', $5, COALESCE($12::bigint, ",
+    db_now_ms!(),
+    ") + $6, $7, $8, $9)) \
+     UPDATE nodes SET state = 'in-progress', last_attempt = $4, updated_at_ms = $7, \
+                      output_table = $10, label = $11 \
+     WHERE run_id = $1 AND node_id = $2 AND iteration = $3",
+);
+
+/// One heartbeat: `$6` payload (a bare ping's NULL keeps the stored one), `$7` received-at
+/// time, which never moves back.
+#[doc(hidden)]
+pub const HEARTBEAT: &str = concat!(
+    "UPDATE attempts SET heartbeat = COALESCE($6, heartbeat), \
+                         last_heartbeat_at_ms = GREATEST(last_heartbeat_at_ms, $7)",
+    owned_where!()
+);
+
 /// Creates the node on its first attempt and, either way, holds its row lock to commit: every
 /// begin of this node on any machine waits here, so the numbering that follows cannot race.
 async fn lock_node(tx: &mut PgConnection, begin: &BeginAttempt) -> Result<(), OpError> {
     let node = &begin.node;
-    sqlx::query(
-        "INSERT INTO nodes (run_id, node_id, iteration, state, last_attempt, updated_at_ms, \
-                            output_table, label) \
-         VALUES ($1, $2, $3, 'in-progress', 0, $4, $5, $6) \
-         ON CONFLICT (run_id, node_id, iteration) DO UPDATE SET last_attempt = nodes.last_attempt",
-    )
-    .bind(node.run_id())
-    .bind(node.node_id())
-    .bind(i64::from(node.iteration()))
-    .bind(to_i64(begin.started_at_ms))
-    .bind(&begin.output_table)
-    .bind(&begin.label)
-    .execute(&mut *tx)
-    .await?;
+    sqlx::query(LOCK_NODE)
+        .bind(node.run_id())
+        .bind(node.node_id())
+        .bind(i64::from(node.iteration()))
+        .bind(to_i64(begin.started_at_ms))
+        .bind(&begin.output_table)
+        .bind(&begin.label)
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }
 
@@ -127,21 +169,12 @@ async fn begin_once(
     let mut tx = pool.begin().await?;
     lock_node(&mut tx, begin).await?;
     // A new statement, so (read committed) it sees what the previous lock holder committed.
-    let summary = sqlx::query(
-        "SELECT COALESCE(MAX(attempt), 0) AS highest, \
-                COUNT(*) FILTER (WHERE state = 'failed') AS failed, \
-                COUNT(*) FILTER (WHERE state = 'in-progress') AS running, \
-                (SELECT heartbeat::text FROM attempts \
-                  WHERE run_id = $1 AND node_id = $2 AND iteration = $3 \
-                    AND heartbeat IS NOT NULL \
-                  ORDER BY attempt DESC LIMIT 1) AS checkpoint \
-         FROM attempts WHERE run_id = $1 AND node_id = $2 AND iteration = $3",
-    )
-    .bind(node.run_id())
-    .bind(node.node_id())
-    .bind(iteration)
-    .fetch_one(&mut *tx)
-    .await?;
+    let summary = sqlx::query(SUMMARY)
+        .bind(node.run_id())
+        .bind(node.node_id())
+        .bind(iteration)
+        .fetch_one(&mut *tx)
+        .await?;
     let highest = to_u32("attempts.attempt", summary.try_get("highest")?)?;
     if summary.try_get::<i64, _>("running")? > 0 {
         return Err(OpError::Store(StoreError::attempt_in_progress(
@@ -151,31 +184,21 @@ async fn begin_once(
     let attempt = highest
         .checked_add(1)
         .ok_or_else(|| OpError::Store(StoreError::attempt_numbers_exhausted(node)))?;
-    sqlx::query(concat!(
-        "WITH inserted AS ( \
-           INSERT INTO attempts (run_id, node_id, iteration, attempt, state, owner, \
-                                 lease_expires_at_ms, started_at_ms, metadata, working_dir) \
-           VALUES ($1, $2, $3, $4, 'in-progress', $5, COALESCE($12::bigint, ",
-        db_now_ms!(),
-        ") + $6, $7, $8, $9)) \
-         UPDATE nodes SET state = 'in-progress', last_attempt = $4, updated_at_ms = $7, \
-                          output_table = $10, label = $11 \
-         WHERE run_id = $1 AND node_id = $2 AND iteration = $3",
-    ))
-    .bind(node.run_id())
-    .bind(node.node_id())
-    .bind(iteration)
-    .bind(i64::from(attempt))
-    .bind(&begin.owner)
-    .bind(to_i64(begin.lease_ms))
-    .bind(to_i64(begin.started_at_ms))
-    .bind(&begin.metadata)
-    .bind(&begin.working_dir)
-    .bind(&begin.output_table)
-    .bind(&begin.label)
-    .bind(lease_now)
-    .execute(&mut *tx)
-    .await?;
+    sqlx::query(INSERT_ATTEMPT)
+        .bind(node.run_id())
+        .bind(node.node_id())
+        .bind(iteration)
+        .bind(i64::from(attempt))
+        .bind(&begin.owner)
+        .bind(to_i64(begin.lease_ms))
+        .bind(to_i64(begin.started_at_ms))
+        .bind(&begin.metadata)
+        .bind(&begin.working_dir)
+        .bind(&begin.output_table)
+        .bind(&begin.label)
+        .bind(lease_now)
+        .execute(&mut *tx)
+        .await?;
     let started = Event::new(
         &node.attempt(attempt),
         begin.started_at_ms,
@@ -208,12 +231,7 @@ async fn heartbeat_once(
     let mut tx = pool.begin().await?;
     // A bare ping (NULL payload) keeps the stored payload; heartbeats written out of order never
     // move the received-at time back.
-    let sql = concat!(
-        "UPDATE attempts SET heartbeat = COALESCE($6, heartbeat), \
-                             last_heartbeat_at_ms = GREATEST(last_heartbeat_at_ms, $7)",
-        owned_where!()
-    );
-    let query = owned(sql, attempt)
+    let query = owned(HEARTBEAT, attempt)
         .bind(&heartbeat.payload)
         .bind(to_i64(heartbeat.received_at_ms));
     execute_owned(query, &mut *tx, attempt).await?;

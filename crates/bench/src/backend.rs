@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::SqlitePool;
 use stint_adapters_memory::MemoryStore;
 use stint_adapters_postgres::test_support::{
     Availability, SchemaGuard, availability, server_url, try_fresh_schema_with,
@@ -17,6 +16,7 @@ use stint_ports::Store;
 #[derive(Debug)]
 pub(crate) struct SqliteBench {
     pub store: SqliteStore,
+    synchronous: String,
     _dir: tempfile::TempDir,
 }
 
@@ -32,12 +32,22 @@ impl SqliteBench {
         let store = SqliteStore::connect(&url)
             .await
             .context("opening the SQLite store")?;
-        Ok(Self { store, _dir: dir })
+        Ok(Self {
+            store,
+            synchronous: synchronous.to_owned(),
+            _dir: dir,
+        })
     }
 
-    /// The store's own pool, for the floor: the same connections and pragmas.
-    pub(crate) fn pool(&self) -> &SqlitePool {
-        self.store.pool()
+    /// A connection for the floor, opened as the store's writer opens its own: WAL (the file's
+    /// mode already), the store's `synchronous`, its busy timeout, foreign keys on.
+    pub(crate) fn floor_connection(&self) -> Result<rusqlite::Connection> {
+        let conn = rusqlite::Connection::open(self.store.path())
+            .context("opening the floor's connection")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.pragma_update(None, "synchronous", &self.synchronous)?;
+        Ok(conn)
     }
 
     pub(crate) async fn close(self) {

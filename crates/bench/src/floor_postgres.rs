@@ -3,10 +3,10 @@
 //! same schema. What stint costs beyond it is stint's own (Rust) overhead; the floor is not the
 //! database's limit.
 //!
-//! Statement texts are copied from the adapter (`crates/adapters-postgres/src/write.rs` and
-//! `events.rs`), so both sides are planned and cached alike; [`crate::same_sql`] checks before
-//! every measurement that they are still the adapter's. The event advisory-lock key is the
-//! adapter's own function.
+//! The statements are the adapter's own (exported, hidden, for this floor), so both sides are
+//! planned and cached alike; [`crate::same_sql`] checks before every measurement that the floor
+//! issues them in the adapter's order. The event advisory-lock key is the adapter's own
+//! function.
 
 use anyhow::{Context as _, Result};
 use serde_json::{Map, Value};
@@ -15,45 +15,12 @@ use sqlx::{Row as _, Transaction};
 
 use crate::floor::{ATTEMPT, ITERATION, Lifecycle, bind_attempt, bind_node, event_body};
 
-const UPSERT_NODE: &str = "INSERT INTO nodes (run_id, node_id, iteration, state, last_attempt, updated_at_ms, \
-                            output_table, label) \
-         VALUES ($1, $2, $3, 'in-progress', 0, $4, $5, $6) \
-         ON CONFLICT (run_id, node_id, iteration) DO UPDATE SET last_attempt = nodes.last_attempt";
-const SUMMARY: &str = "SELECT COALESCE(MAX(attempt), 0) AS highest, \
-                COUNT(*) FILTER (WHERE state = 'failed') AS failed, \
-                COUNT(*) FILTER (WHERE state = 'in-progress') AS running, \
-                (SELECT heartbeat::text FROM attempts \
-                  WHERE run_id = $1 AND node_id = $2 AND iteration = $3 \
-                    AND heartbeat IS NOT NULL \
-                  ORDER BY attempt DESC LIMIT 1) AS checkpoint \
-         FROM attempts WHERE run_id = $1 AND node_id = $2 AND iteration = $3";
-const INSERT_ATTEMPT: &str = concat!(
-    "WITH inserted AS ( \
-           INSERT INTO attempts (run_id, node_id, iteration, attempt, state, owner, \
-                                 lease_expires_at_ms, started_at_ms, metadata, working_dir) \
-           VALUES ($1, $2, $3, $4, 'in-progress', $5, COALESCE($12::bigint, ",
-    "(extract(epoch from clock_timestamp()) * 1000)::bigint",
-    ") + $6, $7, $8, $9)) \
-         UPDATE nodes SET state = 'in-progress', last_attempt = $4, updated_at_ms = $7, \
-                          output_table = $10, label = $11 \
-         WHERE run_id = $1 AND node_id = $2 AND iteration = $3",
-);
-const HEARTBEAT: &str = "UPDATE attempts SET heartbeat = COALESCE($6, heartbeat), \
-                             last_heartbeat_at_ms = GREATEST(last_heartbeat_at_ms, $7) \
-         WHERE run_id = $1 AND node_id = $2 AND iteration = $3 AND attempt = $4 \
-           AND state = 'in-progress' AND owner = $5";
-const INSERT_EVENTS: &str = "WITH run_lock AS (SELECT pg_advisory_xact_lock($1)) \
-         INSERT INTO events (run_id, node_id, iteration, attempt, type, timestamp_ms, body) \
-         SELECT e.run_id, e.node_id, e.iteration, e.attempt, e.type, e.timestamp_ms, e.body \
-         FROM run_lock, unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[], \
-                               $7::bigint[], $8::jsonb[]) WITH ORDINALITY \
-              AS e(run_id, node_id, iteration, attempt, type, timestamp_ms, body, ord) \
-         ORDER BY e.ord";
-
-/// The terminal write: the adapter's own statement.
-use stint_adapters_postgres::END_ATTEMPT;
 /// The advisory lock key of a run's event sequence: the adapter's own function.
 pub(crate) use stint_adapters_postgres::run_lock_key;
+/// The adapter's own statements.
+use stint_adapters_postgres::{
+    END_ATTEMPT, HEARTBEAT, INSERT_ATTEMPT, INSERT_EVENTS, LOCK_NODE, SUMMARY,
+};
 
 /// The three event bodies of a lifecycle, less their per-lifecycle fields (run, node, time),
 /// parsed once before any timing: the timed region only fills those fields in.
@@ -106,7 +73,7 @@ async fn begin(pool: &PgPool, lc: &Lifecycle<'_>, lock_key: i64, body: Value) ->
     // No output table, no label.
     let (output_table, label) = (None::<String>, None::<String>);
     let mut tx = pool.begin().await?;
-    bind_node(sqlx::query(UPSERT_NODE), lc)
+    bind_node(sqlx::query(LOCK_NODE), lc)
         .bind(lc.now_ms)
         .bind(&output_table)
         .bind(&label)

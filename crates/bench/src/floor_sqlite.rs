@@ -1,17 +1,18 @@
 //! The SQLite same-SQL floor: the statements and transactions `SqliteStore` issues for begin, one
-//! heartbeat and a finished end, written out by hand on the store's own pool. No port, no domain
-//! types, no serde of them, no error mapping: only what the database has to be told. What stint
-//! costs beyond it is stint's own (Rust) overhead; the floor is not the database's limit.
+//! heartbeat and a finished end, written out by hand on a connection of the floor's own, opened
+//! as the store's writer opens its connection (rusqlite, the same pragmas), and run on the
+//! calling thread. No port, no domain types, no serde of them, no error mapping, no hand-over to
+//! a writer thread: only what the database has to be told. What stint costs beyond it is stint's
+//! own (Rust) overhead; the floor is not the database's limit.
 //!
 //! The statement texts are copied from the adapter (`crates/adapters-sqlite/src/write.rs`) so that
-//! both sides hit the same prepared-statement cache entries and query plans; [`crate::same_sql`]
-//! checks, before every measurement and in a test, that they are still the adapter's.
+//! both sides plan alike; [`crate::same_sql`] checks, before every measurement and in a test,
+//! that they are still the adapter's (SQLite's own statement trace on both connections).
 
 use anyhow::Result;
-use sqlx::Transaction;
-use sqlx::sqlite::{Sqlite, SqlitePool};
+use rusqlite::{Connection, params};
 
-use crate::floor::{Lifecycle, bind_attempt, bind_node, event_body};
+use crate::floor::{ATTEMPT, ITERATION, Lifecycle, event_body};
 
 const SUMMARY: &str = "SELECT COALESCE(MAX(attempt), 0) AS last_attempt, \
                     COALESCE(SUM(state = 'in-progress'), 0) AS in_progress, \
@@ -51,95 +52,105 @@ const UPSERT_OUTPUT: &str = "INSERT INTO outputs (run_id, node_id, iteration, at
                      written_at_ms = excluded.written_at_ms";
 
 /// One lifecycle: three `BEGIN IMMEDIATE` transactions, as the store issues them.
-pub(crate) async fn lifecycle(pool: &SqlitePool, lc: &Lifecycle<'_>) -> Result<()> {
-    begin(pool, lc).await?;
-    heartbeat(pool, lc).await?;
-    finish(pool, lc).await
+pub(crate) fn lifecycle(conn: &Connection, lc: &Lifecycle<'_>) -> Result<()> {
+    begin(conn, lc)?;
+    heartbeat(conn, lc)?;
+    finish(conn, lc)
 }
 
 /// `begin_attempt`: the node's summary and checkpoint, the attempt, the node, `NodeStarted`.
-async fn begin(pool: &SqlitePool, lc: &Lifecycle<'_>) -> Result<()> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    bind_node(sqlx::query(SUMMARY), lc)
-        .fetch_one(&mut *tx)
-        .await?;
-    bind_node(sqlx::query(CHECKPOINT), lc)
-        .fetch_optional(&mut *tx)
-        .await?;
-    bind_attempt(sqlx::query(INSERT_ATTEMPT), lc)
-        .bind(lc.owner)
-        .bind(lc.now_ms + lc.lease_ms)
-        .bind(lc.now_ms)
-        .bind(lc.metadata)
-        .bind(lc.working_dir)
-        .execute(&mut *tx)
-        .await?;
+fn begin(conn: &Connection, lc: &Lifecycle<'_>) -> Result<()> {
+    let node = params![lc.run_id, lc.node_id, ITERATION];
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    conn.prepare_cached(SUMMARY)?
+        .query_row(node, |row| row.get::<_, i64>(0))?;
+    conn.prepare_cached(CHECKPOINT)?.query(node)?.next()?;
+    conn.prepare_cached(INSERT_ATTEMPT)?.execute(params![
+        lc.run_id,
+        lc.node_id,
+        ITERATION,
+        ATTEMPT,
+        lc.owner,
+        lc.now_ms + lc.lease_ms,
+        lc.now_ms,
+        lc.metadata,
+        lc.working_dir,
+    ])?;
     // No output table, no label.
-    bind_attempt(sqlx::query(UPSERT_NODE), lc)
-        .bind(lc.now_ms)
-        .bind(None::<&str>)
-        .bind(None::<&str>)
-        .execute(&mut *tx)
-        .await?;
-    commit_with_event(tx, lc, "NodeStarted", "").await
+    conn.prepare_cached(UPSERT_NODE)?.execute(params![
+        lc.run_id,
+        lc.node_id,
+        ITERATION,
+        ATTEMPT,
+        lc.now_ms,
+        None::<&str>,
+        None::<&str>,
+    ])?;
+    commit_with_event(conn, lc, "NodeStarted", "")
 }
 
 /// `record_heartbeat` with a payload, and its `TaskHeartbeat`.
-async fn heartbeat(pool: &SqlitePool, lc: &Lifecycle<'_>) -> Result<()> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let payload = sqlx::query(HEARTBEAT)
-        .bind(Some(lc.heartbeat))
-        .bind(lc.now_ms)
-        .bind(lc.now_ms);
-    bind_attempt(payload, lc)
-        .bind(lc.owner)
-        .execute(&mut *tx)
-        .await?;
+fn heartbeat(conn: &Connection, lc: &Lifecycle<'_>) -> Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    conn.prepare_cached(HEARTBEAT)?.execute(params![
+        Some(lc.heartbeat),
+        lc.now_ms,
+        lc.now_ms,
+        lc.run_id,
+        lc.node_id,
+        ITERATION,
+        ATTEMPT,
+        lc.owner,
+    ])?;
     let extra = format!(
         r#","has_data":true,"data_size_bytes":{}"#,
         lc.heartbeat.len()
     );
-    commit_with_event(tx, lc, "TaskHeartbeat", &extra).await
+    commit_with_event(conn, lc, "TaskHeartbeat", &extra)
 }
 
 /// `end_attempt` finished: the attempt, the node, the output, `NodeFinished`.
-async fn finish(pool: &SqlitePool, lc: &Lifecycle<'_>) -> Result<()> {
+fn finish(conn: &Connection, lc: &Lifecycle<'_>) -> Result<()> {
     let at = lc.now_ms;
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    conn.execute_batch("BEGIN IMMEDIATE")?;
     // Finished: no error, no retryable flag, no VCS.
-    let ending = sqlx::query(END_ATTEMPT)
-        .bind("finished")
-        .bind(at)
-        .bind(None::<String>)
-        .bind(None::<bool>)
-        .bind(None::<String>);
-    bind_attempt(ending, lc)
-        .bind(lc.owner)
-        .execute(&mut *tx)
-        .await?;
-    let node = sqlx::query(END_NODE).bind("finished").bind(at);
-    bind_attempt(node, lc).execute(&mut *tx).await?;
-    bind_attempt(sqlx::query(UPSERT_OUTPUT), lc)
-        .bind(lc.output)
-        .bind(at)
-        .execute(&mut *tx)
-        .await?;
-    commit_with_event(tx, lc, "NodeFinished", "").await
+    conn.prepare_cached(END_ATTEMPT)?.execute(params![
+        "finished",
+        at,
+        None::<String>,
+        None::<bool>,
+        None::<String>,
+        lc.run_id,
+        lc.node_id,
+        ITERATION,
+        ATTEMPT,
+        lc.owner,
+    ])?;
+    conn.prepare_cached(END_NODE)?.execute(params![
+        "finished", at, lc.run_id, lc.node_id, ITERATION, ATTEMPT,
+    ])?;
+    conn.prepare_cached(UPSERT_OUTPUT)?.execute(params![
+        lc.run_id, lc.node_id, ITERATION, ATTEMPT, lc.output, at,
+    ])?;
+    commit_with_event(conn, lc, "NodeFinished", "")
 }
 
 /// The transaction's event, then its commit: how every store transaction ends.
-async fn commit_with_event(
-    mut tx: Transaction<'_, Sqlite>,
+fn commit_with_event(
+    conn: &Connection,
     lc: &Lifecycle<'_>,
     kind: &'static str,
     extra: &str,
 ) -> Result<()> {
-    bind_attempt(sqlx::query(INSERT_EVENT), lc)
-        .bind(kind)
-        .bind(lc.now_ms)
-        .bind(event_body(lc, kind, extra))
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
+    conn.prepare_cached(INSERT_EVENT)?.execute(params![
+        lc.run_id,
+        lc.node_id,
+        ITERATION,
+        ATTEMPT,
+        kind,
+        lc.now_ms,
+        event_body(lc, kind, extra),
+    ])?;
+    conn.execute_batch("COMMIT")?;
     Ok(())
 }

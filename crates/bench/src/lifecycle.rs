@@ -6,7 +6,7 @@
 //! the floor still issues exactly the adapter's statements.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, ensure};
@@ -244,15 +244,15 @@ async fn sqlite(settings: &Settings, synchronous: &'static str, setting: &str) -
         let values = values.clone();
         async move {
             let bench = SqliteBench::open(synchronous).await?;
-            let pool = bench.pool().clone();
+            let conn = Arc::new(Mutex::new(bench.floor_connection()?));
             let run = format!("floor{rep}");
             let lc = values.lifecycle(&run, "warm");
-            floor_sqlite::lifecycle(&pool, &lc).await?;
+            floor_sqlite::lifecycle(&lock(&conn), &lc)?;
             let rate = per_second(1, window, move |worker, i| {
-                let (pool, values, run) = (pool.clone(), values.clone(), run.clone());
+                let (conn, values, run) = (conn.clone(), values.clone(), run.clone());
                 async move {
                     let node = format!("w{worker}-{i}");
-                    floor_sqlite::lifecycle(&pool, &values.lifecycle(&run, &node)).await
+                    floor_sqlite::lifecycle(&lock(&conn), &values.lifecycle(&run, &node))
                 }
             })
             .await;
@@ -332,4 +332,9 @@ pub(crate) async fn run(settings: &Settings) -> Result<Vec<Row>> {
     crate::progress("1: lifecycle, PostgreSQL pool of 8");
     rows.push(postgres(settings, 8, "PostgreSQL, pool of 8, 8 concurrent attempts").await?);
     Ok(rows)
+}
+
+/// The floor's connection, locked (one floor worker uses it at a time).
+fn lock(conn: &Mutex<rusqlite::Connection>) -> MutexGuard<'_, rusqlite::Connection> {
+    conn.lock().unwrap_or_else(PoisonError::into_inner)
 }

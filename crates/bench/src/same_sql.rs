@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use anyhow::{Result, bail};
+use rusqlite::trace::{TraceEvent, TraceEventCodes};
 use stint_domain::NodeKey;
 use stint_engine::CancellationToken;
 use tracing::field::{Field, Visit};
@@ -146,8 +147,8 @@ fn is_connection_setup(statement: &str) -> bool {
     statement.starts_with("PRAGMA ") || statement.starts_with("SET ")
 }
 
-/// Records one engine lifecycle and one floor lifecycle; fails naming the first difference.
-/// The caller holds [`ONE_CHECK_AT_A_TIME`].
+/// Records one engine lifecycle and one floor lifecycle through sqlx's statement events; fails
+/// naming the first difference. The caller holds [`ONE_CHECK_AT_A_TIME`].
 async fn compare(
     backend: &str,
     stint: impl Future<Output = Result<()>>,
@@ -156,13 +157,18 @@ async fn compare(
     let recorder = recorder()?;
     let stint = statements_of(&recorder, stint).await?;
     let floor = statements_of(&recorder, floor).await?;
+    differ(backend, &stint, &floor)
+}
+
+/// Fails naming the first statement where the adapter's and the floor's lifecycles differ.
+fn differ(backend: &str, stint: &[String], floor: &[String]) -> Result<()> {
     if stint.is_empty() {
         bail!("{backend}: no statement was recorded for the engine's lifecycle");
     }
     if stint != floor {
         let position = stint
             .iter()
-            .zip(&floor)
+            .zip(floor)
             .position(|(s, f)| s != f)
             .unwrap_or(stint.len().min(floor.len()));
         bail!(
@@ -178,19 +184,84 @@ async fn compare(
     Ok(())
 }
 
+/// The statements SQLite ran on a traced connection while recording (`Some`).
+static SQLITE_TRACE: Mutex<Option<Vec<String>>> = Mutex::new(None);
+
+/// SQLite's statement trace, installed on the store's writer and on the floor's connection.
+fn trace_sqlite(event: TraceEvent<'_>) {
+    if let TraceEvent::Stmt(_, sql) = event
+        && let Some(statements) = SQLITE_TRACE
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+    {
+        statements.push(normalise(sql));
+    }
+}
+
+/// The statements SQLite ran on the traced connections while `work` ran, in order, less the
+/// transaction control around them (the writer wraps each write in a savepoint of a
+/// transaction it may share; the floor runs one transaction of its own per write).
+async fn sqlite_statements_of(work: impl Future<Output = Result<()>>) -> Result<Vec<String>> {
+    let trace = || SQLITE_TRACE.lock().unwrap_or_else(PoisonError::into_inner);
+    *trace() = Some(Vec::new());
+    let done = work.await;
+    let recorded = trace().take().unwrap_or_default();
+    done?;
+    Ok(recorded
+        .into_iter()
+        .filter(|statement| !is_connection_setup(statement) && !is_transaction_control(statement))
+        .collect())
+}
+
+fn is_transaction_control(statement: &str) -> bool {
+    ["BEGIN", "COMMIT", "SAVEPOINT", "RELEASE", "ROLLBACK"]
+        .iter()
+        .any(|word| statement.starts_with(word))
+}
+
+/// The floor's connection for `bench`, traced; the store's writer traced too.
+async fn traced_floor(bench: &SqliteBench) -> Result<rusqlite::Connection> {
+    bench
+        .store
+        .with_writer_connection(|conn| {
+            conn.trace_v2(TraceEventCodes::SQLITE_TRACE_STMT, Some(trace_sqlite));
+        })
+        .await?;
+    let conn = bench.floor_connection()?;
+    conn.trace_v2(TraceEventCodes::SQLITE_TRACE_STMT, Some(trace_sqlite));
+    Ok(conn)
+}
+
 /// Checks the SQLite floor against the store of `bench` (a fresh database).
 pub(crate) async fn check_sqlite(bench: &SqliteBench, values: &FloorValues) -> Result<()> {
+    check_sqlite_with(bench, values, |_| Ok(())).await
+}
+
+/// [`check_sqlite`], with `more` run on the floor's connection after its lifecycle.
+async fn check_sqlite_with(
+    bench: &SqliteBench,
+    values: &FloorValues,
+    more: impl FnOnce(&rusqlite::Connection) -> Result<()>,
+) -> Result<()> {
     let _one = ONE_CHECK_AT_A_TIME.lock().await;
     let store: Arc<dyn stint_ports::Store> = Arc::new(bench.store.clone());
     warm_engine(store.clone()).await?;
-    floor_sqlite::lifecycle(bench.pool(), &values.lifecycle("samesql-floor", "warm")).await?;
+    let floor_conn = traced_floor(bench).await?;
+    floor_sqlite::lifecycle(&floor_conn, &values.lifecycle("samesql-floor", "warm"))?;
     let engine = engine_on(store);
     let cancel = CancellationToken::new();
-    let stint =
-        async { engine_lifecycle(&engine, &cancel, NodeKey::new("samesql", "n", 0)?).await };
+    let stint = sqlite_statements_of(async {
+        engine_lifecycle(&engine, &cancel, NodeKey::new("samesql", "n", 0)?).await
+    })
+    .await?;
     let lifecycle = values.lifecycle("samesql-floor", "n");
-    let floor = floor_sqlite::lifecycle(bench.pool(), &lifecycle);
-    compare("SQLite", stint, floor).await
+    let floor = sqlite_statements_of(async {
+        floor_sqlite::lifecycle(&floor_conn, &lifecycle)?;
+        more(&floor_conn)
+    })
+    .await?;
+    differ("SQLite", &stint, &floor)
 }
 
 /// Checks the PostgreSQL floor against the store of `bench` (a fresh schema).
@@ -223,22 +294,11 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_floor_statement_that_differs_is_caught() {
-        let _one = ONE_CHECK_AT_A_TIME.lock().await;
         let values = FloorValues::new().expect("floor values");
         let bench = SqliteBench::open("normal").await.expect("a SQLite store");
-        let store: Arc<dyn stint_ports::Store> = Arc::new(bench.store.clone());
-        warm_engine(store.clone()).await.expect("warm");
-        let engine = engine_on(store);
-        let cancel = CancellationToken::new();
-        let stint =
-            async { engine_lifecycle(&engine, &cancel, NodeKey::new("samesql", "n", 0)?).await };
         // The floor's lifecycle with one statement more than the adapter's.
-        let floor = async {
-            floor_sqlite::lifecycle(bench.pool(), &values.lifecycle("samesql-floor", "n")).await?;
-            sqlx::query("SELECT 1").execute(bench.pool()).await?;
-            Ok(())
-        };
-        let error = compare("SQLite", stint, floor)
+        let extra = |conn: &rusqlite::Connection| Ok(conn.execute_batch("SELECT 1")?);
+        let error = check_sqlite_with(&bench, &values, extra)
             .await
             .expect_err("an extra statement is a difference");
         assert!(error.to_string().contains("SELECT 1"), "{error}");
