@@ -31,8 +31,10 @@
 //! The thread ends, closing its connection, when the store is closed or every handle to it is
 //! dropped.
 
+use std::cell::Cell;
 use std::fmt;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use rusqlite::{CachedStatement, Connection, OpenFlags, Transaction, TransactionBehavior};
 use stint_ports::StoreError;
@@ -144,6 +146,37 @@ fn stopped() -> StoreError {
     StoreError::unavailable("the store's writer stopped (the store was closed)")
 }
 
+/// How often a writer that finds the file locked by another connection tries again.
+const BUSY_POLL: Duration = Duration::from_micros(200);
+
+thread_local! {
+    /// The store's busy timeout, on its writer's thread (each store has a thread of its own).
+    static BUSY_TIMEOUT: Cell<Duration> = const { Cell::new(Duration::ZERO) };
+    /// When the current wait for the lock began.
+    static BUSY_SINCE: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// The writer's busy handler: tries again every [`BUSY_POLL`] until the store's busy timeout has
+/// passed. SQLite's own handler backs off to 100 ms between tries; the writer of another store on
+/// the same file (another process) that commits batch after batch leaves the lock free for only
+/// microseconds between its transactions, and a waiter that looks ten times a second can miss
+/// every one of them until its timeout (two stores racing on one file did, one run in a few).
+fn wait_for_the_lock(count: i32) -> bool {
+    let now = Instant::now();
+    let since = match BUSY_SINCE.get() {
+        Some(since) if count > 0 => since,
+        _ => {
+            BUSY_SINCE.set(Some(now));
+            now
+        }
+    };
+    if now.duration_since(since) >= BUSY_TIMEOUT.get() {
+        return false;
+    }
+    std::thread::sleep(BUSY_POLL);
+    true
+}
+
 /// Opens the writer's connection with the settings of the pool's connections.
 fn connect(path: &Path, options: &SqliteOptions) -> Result<Connection, StoreError> {
     // As sqlx opens: read-write without creating (the pool created the file), no mutex (one
@@ -154,7 +187,8 @@ fn connect(path: &Path, options: &SqliteOptions) -> Result<Connection, StoreErro
         | OpenFlags::SQLITE_OPEN_PRIVATE_CACHE;
     let named = |error| name_path(path, map_rusqlite(error));
     let conn = Connection::open_with_flags(path, flags).map_err(named)?;
-    conn.busy_timeout(options.busy_timeout).map_err(named)?;
+    BUSY_TIMEOUT.set(options.busy_timeout);
+    conn.busy_handler(Some(wait_for_the_lock)).map_err(named)?;
     conn.execute_batch(match options.synchronous {
         Synchronous::Full => SETTINGS_FULL,
         Synchronous::Normal => SETTINGS_NORMAL,
