@@ -5,6 +5,7 @@ use stint_domain::{Event, EventRecord};
 use stint_ports::StoreError;
 
 use crate::error::{OpError, to_i64, to_u64};
+use crate::write::PgQuery;
 
 /// The advisory lock key of a run's event sequence: FNV-1a (64-bit) of the run id's UTF-8 bytes,
 /// its bits read as an `i64`, fixed so that every stint binary on every machine, of every
@@ -23,64 +24,39 @@ pub fn run_lock_key(run_id: &str) -> i64 {
     hash as i64
 }
 
-/// Appends events (column arrays `$2` to `$8`, in order) under run `$1`'s advisory lock. The
-/// lock sits in the FROM clause: no row reaches the insert (and draws a seq) before it is held.
-///
-/// Public for the benchmark's same-SQL floor only.
-#[doc(hidden)]
-pub const INSERT_EVENTS: &str = "WITH run_lock AS (SELECT pg_advisory_xact_lock($1)) \
-     INSERT INTO events (run_id, node_id, iteration, attempt, type, timestamp_ms, body) \
-     SELECT e.run_id, e.node_id, e.iteration, e.attempt, e.type, e.timestamp_ms, e.body \
-     FROM run_lock, unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[], \
-                           $7::bigint[], $8::jsonb[]) WITH ORDINALITY \
-          AS e(run_id, node_id, iteration, attempt, type, timestamp_ms, body, ord) \
-     ORDER BY e.ord";
+/// Appends the events bound by [`EventColumns::bind`] under their runs' advisory locks (the
+/// arguments every write function that records events takes last).
+const INSERT_EVENTS: &str = "SELECT stint_insert_events($1, $2, $3, $4, $5, $6, $7, $8)";
 
-/// Inserts `events` in order inside the caller's transaction.
-///
-/// Identity values are handed out at insert, not at commit, so without care a reader tailing
-/// `seq > last` could pass over a lower seq whose transaction commits later. Taking the run's
-/// advisory lock (transaction-scoped, so held until commit or rollback) before the insert makes
-/// the allocation of a run's seqs and the commits of their transactions happen in one order.
-/// Callers insert events last in their transaction, so the lock is held only for the insert and
-/// the commit. Locks of several runs are taken in key order, so two writers cannot deadlock.
+/// Inserts `events` in order inside the caller's transaction (see [`EventColumns`]).
 pub(crate) async fn insert_events(
     conn: &mut PgConnection,
     events: &[Event],
 ) -> Result<(), OpError> {
-    let mut keys: Vec<i64> = events.iter().map(|e| run_lock_key(&e.run_id)).collect();
-    keys.sort_unstable();
-    keys.dedup();
-    let Some((&last_key, earlier_keys)) = keys.split_last() else {
+    if events.is_empty() {
         return Ok(());
-    };
-    for key in earlier_keys {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(key)
-            .execute(&mut *conn)
-            .await?;
     }
-    let mut columns = EventColumns::default();
-    for event in events {
-        columns.push(event)?;
-    }
-    sqlx::query(INSERT_EVENTS)
-        .bind(last_key)
-        .bind(columns.run_ids)
-        .bind(columns.node_ids)
-        .bind(columns.iterations)
-        .bind(columns.attempts)
-        .bind(columns.types)
-        .bind(columns.timestamps)
-        .bind(columns.bodies)
-        .execute(&mut *conn)
+    let columns = EventColumns::of(events)?;
+    columns
+        .bind(sqlx::query(INSERT_EVENTS))
+        .execute(conn)
         .await?;
     Ok(())
 }
 
-/// Events as bound arrays, one per column, so any number goes in one statement.
+/// Events as bound arrays, one per column, so any number goes in one statement, with the
+/// advisory lock keys of their runs (ascending, each once).
+///
+/// Identity values are handed out at insert, not at commit, so without care a reader tailing
+/// `seq > last` could pass over a lower seq whose transaction commits later. The database
+/// function that inserts them (`stint_insert_events`) first takes each run's advisory lock
+/// (transaction-scoped, so held until commit or rollback), which makes the allocation of a run's
+/// seqs and the commits of their transactions happen in one order. Writers insert events last
+/// in their transaction, so the lock is held only for the insert and the commit; locks of
+/// several runs are taken in key order, so two writers cannot deadlock.
 #[derive(Default)]
-struct EventColumns {
+pub(crate) struct EventColumns {
+    lock_keys: Vec<i64>,
     run_ids: Vec<String>,
     node_ids: Vec<String>,
     iterations: Vec<i64>,
@@ -91,12 +67,24 @@ struct EventColumns {
 }
 
 impl EventColumns {
+    /// The columns of `events`.
+    pub(crate) fn of(events: &[Event]) -> Result<Self, OpError> {
+        let mut columns = Self::default();
+        for event in events {
+            columns.push(event)?;
+        }
+        columns.lock_keys.sort_unstable();
+        columns.lock_keys.dedup();
+        Ok(columns)
+    }
+
     fn push(&mut self, event: &Event) -> Result<(), OpError> {
         let body = serde_json::to_value(event).map_err(|error| {
             OpError::Store(StoreError::incompatible(format!(
                 "an event does not serialise: {error}"
             )))
         })?;
+        self.lock_keys.push(run_lock_key(&event.run_id));
         self.run_ids.push(event.run_id.clone());
         self.node_ids.push(event.node_id.clone());
         self.iterations.push(event.iteration.into());
@@ -105,6 +93,19 @@ impl EventColumns {
         self.timestamps.push(to_i64(event.timestamp_ms));
         self.bodies.push(body);
         Ok(())
+    }
+
+    /// Binds the lock keys and the seven columns as the next eight parameters of `query`.
+    pub(crate) fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+        query
+            .bind(&self.lock_keys)
+            .bind(&self.run_ids)
+            .bind(&self.node_ids)
+            .bind(&self.iterations)
+            .bind(&self.attempts)
+            .bind(&self.types)
+            .bind(&self.timestamps)
+            .bind(&self.bodies)
     }
 }
 

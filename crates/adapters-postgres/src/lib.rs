@@ -54,10 +54,10 @@ pub use options::{
 
 use crate::error::{OpError, map_migrate, map_sqlx};
 #[doc(hidden)]
-pub use crate::events::{INSERT_EVENTS, run_lock_key};
+pub use crate::events::run_lock_key;
 use crate::options::StoreConfig;
 #[doc(hidden)]
-pub use crate::write::{END_ATTEMPT, HEARTBEAT, INSERT_ATTEMPT, LOCK_NODE, SUMMARY};
+pub use crate::write::{BEGIN_ATTEMPT, END_ATTEMPT, HEARTBEAT};
 
 /// Server-side bounds of every pooled session, so that nothing a stint process started can hold
 /// the database for long, even when the process is cut off from it (a network partition): a

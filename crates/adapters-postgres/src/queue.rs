@@ -11,7 +11,7 @@
 
 use async_trait::async_trait;
 use sqlx::Row;
-use sqlx::postgres::{PgConnection, PgExecutor, PgPool};
+use sqlx::postgres::PgPool;
 use stint_domain::{TaskId, TaskState};
 use stint_ports::{
     CancelOutcome, CancelTarget, Claim, ClaimedTask, Completion, Enqueued, NewTask, Renewal,
@@ -23,6 +23,7 @@ use crate::enqueue::enqueue_once;
 use crate::error::{OpError, to_i64, to_u64};
 use crate::notify;
 use crate::queue_history::{task_columns, task_record, task_state};
+use crate::write::PgQuery;
 
 /// Now on the database's clock, in milliseconds since the epoch, as SQL (as the attempt writes
 /// compute it).
@@ -36,62 +37,13 @@ fn task_id(value: i64) -> Result<TaskId, OpError> {
     Ok(TaskId(to_u64("tasks.id", value)?))
 }
 
-/// How many tasks each of `claim.queues` may give: its limit minus its running tasks for a queue
-/// with a limit (whose row stays locked to commit), `claim.max` for the others.
-async fn free_slots(
-    conn: &mut PgConnection,
-    claim: &Claim,
-) -> Result<(Vec<String>, Vec<i64>), OpError> {
-    let mut names = claim.queues.clone();
-    names.sort_unstable();
-    names.dedup();
-    let locked = sqlx::query(
-        "SELECT name FROM queues \
-         WHERE name = ANY($1) AND max_running IS NOT NULL ORDER BY name FOR UPDATE",
-    )
-    .bind(&names)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut slots = vec![i64::from(claim.max); names.len()];
-    if locked.is_empty() {
-        return Ok((names, slots));
-    }
-    // A new statement after the locks: it sees the claims the previous holder committed.
-    let limits = sqlx::query(
-        "SELECT q.name, q.max_running, (SELECT COUNT(*) FROM tasks t \
-                 WHERE t.queue = q.name AND t.state = 'running') AS running \
-         FROM queues q WHERE q.name = ANY($1) AND q.max_running IS NOT NULL",
-    )
-    .bind(&names)
-    .fetch_all(&mut *conn)
-    .await?;
-    for limit in &limits {
-        let name: String = limit.try_get("name")?;
-        let max: i64 = limit.try_get("max_running")?;
-        let running: i64 = limit.try_get("running")?;
-        if let Ok(index) = names.binary_search(&name) {
-            slots[index] = (max - running).clamp(0, i64::from(claim.max));
-        }
-    }
-    Ok((names, slots))
-}
-
-/// Takes, for each queue of `$1` with its slots in `$2`, its first ready tasks due by `$3`
-/// (skipping those another transaction holds), then the first `$4` of them all.
+/// Claims tasks (`stint_claim`, migration 0005, which holds the rules: queue limits, order,
+/// skipping locked tasks): `$1` queues, `$2` most tasks, `$3` now, `$4` owner, `$5` the lease's
+/// start when not the database's clock, `$6` lease.
 const CLAIM: &str = concat!(
-    "WITH picked AS ( \
-       SELECT t.id AS pick_id FROM unnest($1::text[], $2::bigint[]) AS q(name, slots) \
-       CROSS JOIN LATERAL ( \
-         SELECT id, priority, run_at_ms FROM tasks \
-         WHERE state = 'ready' AND queue = q.name AND run_at_ms <= $3 \
-         ORDER BY priority DESC, run_at_ms, id LIMIT q.slots FOR UPDATE SKIP LOCKED) t \
-       ORDER BY t.priority DESC, t.run_at_ms, t.id LIMIT $4) \
-     UPDATE tasks SET state = 'running', owner = $5, \
-         lease_expires_at_ms = COALESCE($6::bigint, ",
-    db_now_ms!(),
-    ") + $7, claims = claims + 1, updated_at_ms = $3 \
-     FROM picked WHERE tasks.id = picked.pick_id RETURNING ",
-    task_columns!()
+    "SELECT ",
+    task_columns!(),
+    " FROM stint_claim($1, $2, $3, $4, $5, $6)"
 );
 
 async fn claim_once(
@@ -99,23 +51,19 @@ async fn claim_once(
     claim: &Claim,
     lease_now: Option<i64>,
 ) -> Result<Vec<ClaimedTask>, OpError> {
-    let mut tx = pool.begin().await?;
-    let (names, slots) = free_slots(&mut tx, claim).await?;
     let rows = sqlx::query(CLAIM)
-        .bind(&names)
-        .bind(&slots)
-        .bind(to_i64(claim.now_ms))
+        .bind(&claim.queues)
         .bind(i64::from(claim.max))
+        .bind(to_i64(claim.now_ms))
         .bind(&claim.owner)
         .bind(lease_now)
         .bind(to_i64(claim.lease_ms))
-        .fetch_all(&mut *tx)
+        .fetch_all(pool)
         .await?;
     let mut claimed = rows
         .iter()
         .map(|row| task_record(row).map(|task| ClaimedTask { task }))
         .collect::<Result<Vec<_>, _>>()?;
-    tx.commit().await?;
     sort_claimed(&mut claimed);
     Ok(claimed)
 }
@@ -146,51 +94,66 @@ async fn renew_once(
     Ok(RenewedClaims::from_rows(renewed))
 }
 
+/// Ends a task if its claim is still the completion's owner's (`stint_complete_task`): `$1`
+/// task, `$2` owner, `$3` state, `$4` due time when it goes back to the queue, `$5` error, `$6`
+/// now, `$7` the channel that wakes workers. Answers whether it did.
+const COMPLETE_TASK: &str = "SELECT stint_complete_task($1, $2, $3, $4, $5, $6, $7)";
+
+/// A task's end as bound parameters: those of [`COMPLETE_TASK`], also taken by the attempt's
+/// terminal write (all NULL there when the attempt has no task).
+pub(crate) struct TaskEndColumns<'a> {
+    task: Option<i64>,
+    owner: Option<&'a str>,
+    state: Option<&'static str>,
+    run_at_ms: Option<i64>,
+    error: Option<&'a serde_json::Value>,
+    now_ms: Option<i64>,
+    channel: &'a str,
+}
+
+impl<'a> TaskEndColumns<'a> {
+    pub(crate) fn of(completion: Option<&'a Completion>, channel: &'a str) -> Self {
+        let parts = completion.map(Completion::parts);
+        Self {
+            task: parts.map(|(task, ..)| to_i64(task.0)),
+            owner: parts.map(|(_, owner, ..)| owner),
+            state: parts.map(|(_, _, end, _)| end.state().as_str()),
+            run_at_ms: parts.and_then(|(_, _, end, _)| end.run_at_ms().map(to_i64)),
+            error: parts.and_then(|(_, _, end, _)| end.error()),
+            now_ms: parts.map(|(.., now_ms)| to_i64(now_ms)),
+            channel,
+        }
+    }
+
+    /// Binds the task's end as the next seven parameters of `query`.
+    pub(crate) fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+        query
+            .bind(self.task)
+            .bind(self.owner)
+            .bind(self.state)
+            .bind(self.run_at_ms)
+            .bind(self.error)
+            .bind(self.now_ms)
+            .bind(self.channel)
+    }
+}
+
 async fn complete_once(
     pool: &PgPool,
     channel: &str,
     completion: &Completion,
 ) -> Result<(), OpError> {
-    if complete_in(pool, channel, completion).await? {
+    let columns = TaskEndColumns::of(Some(completion), channel);
+    let ended: bool = columns
+        .bind(sqlx::query(COMPLETE_TASK))
+        .fetch_one(pool)
+        .await?
+        .try_get(0)?;
+    if ended {
         Ok(())
     } else {
         Err(OpError::Store(StoreError::task_not_owned(completion.task)))
     }
-}
-
-/// Ends `completion`'s task if its claim is still the completion's owner's; whether it did.
-pub(crate) async fn complete_in<'e>(
-    conn: impl PgExecutor<'e>,
-    channel: &str,
-    completion: &Completion,
-) -> Result<bool, OpError> {
-    let (task, owner, end, now_ms) = completion.parts();
-    // A task whose cancellation was asked for does not go back to the queue: it ends cancelled.
-    // A task back in the queue and due at once wakes the listening workers (on commit).
-    let state = end.state();
-    let row = sqlx::query(
-        "WITH done AS (UPDATE tasks SET \
-             state = CASE WHEN $1 = 'ready' AND cancel_requested THEN 'cancelled' ELSE $1 END, \
-             ended_at_ms = CASE WHEN $1 <> 'ready' OR cancel_requested THEN $4 END, \
-             run_at_ms = COALESCE($2, run_at_ms), last_error = COALESCE($3, last_error), \
-             owner = NULL, lease_expires_at_ms = NULL, updated_at_ms = $4 \
-           WHERE id = $5 AND state = 'running' AND owner = $6 \
-           RETURNING queue, state, run_at_ms), \
-         woken AS (SELECT pg_notify($7, CASE WHEN octet_length(queue) < 7900 THEN queue \
-             ELSE '' END) FROM done WHERE state = 'ready' AND run_at_ms <= $4) \
-         SELECT (SELECT count(*) FROM done) AS ended, (SELECT count(*) FROM woken) AS woken",
-    )
-    .bind(state.as_str())
-    .bind(end.run_at_ms().map(to_i64))
-    .bind(end.error())
-    .bind(to_i64(now_ms))
-    .bind(to_i64(task.0))
-    .bind(owner)
-    .bind(channel)
-    .fetch_one(conn)
-    .await?;
-    let ended: i64 = row.try_get("ended")?;
-    Ok(ended > 0)
 }
 
 /// One statement: a concurrent sweeper waits on the rows this one updates, then finds them no

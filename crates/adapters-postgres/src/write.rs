@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::Postgres;
 use sqlx::Row;
-use sqlx::postgres::{PgArguments, PgConnection, PgExecutor, PgPool};
+use sqlx::postgres::{PgArguments, PgExecutor, PgPool};
 use stint_domain::{
     AttemptKey, AttemptRecord, AttemptState, Event, EventKind, NodeKey, ProcessPlace,
 };
@@ -15,8 +15,8 @@ use stint_ports::{
 
 use crate::PostgresStore;
 use crate::error::{OpError, to_i64, to_u32};
-use crate::events::insert_events;
-use crate::queue::complete_in;
+use crate::events::{EventColumns, run_lock_key};
+use crate::queue::TaskEndColumns;
 
 /// A query on the pool or in a transaction.
 pub(crate) type PgQuery<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
@@ -96,68 +96,23 @@ pub(crate) fn json(what: &str, value: &impl serde::Serialize) -> Result<Value, O
     })
 }
 
-/// The statements of one attempt's lifecycle (besides [`END_ATTEMPT`] and the events'
-/// insert), public for the benchmark's same-SQL floor only, which issues them as they are.
+/// Begins the next attempt of a node (`stint_begin_attempt`, migration 0005): `$1` to `$3`
+/// the node, `$4` owner, `$5` lease, `$6` start time, `$7` metadata, `$8` working directory,
+/// `$9` output table, `$10` label, `$11` the lease's start when not the database's clock,
+/// `$12` the run's event lock, `$13` and `$14` the `NodeStarted` event's type and body (its
+/// attempt number is filled in by the function).
 ///
-/// Creates the node's row on its first begin, and takes its row lock either way: `$4` start
-/// time, `$5` output table, `$6` label.
+/// Public, as the statements below, for the benchmark's same-SQL floor only, which issues them
+/// as they are.
 #[doc(hidden)]
-pub const LOCK_NODE: &str = "INSERT INTO nodes (run_id, node_id, iteration, state, last_attempt, \
-         updated_at_ms, output_table, label) \
-     VALUES ($1, $2, $3, 'in-progress', 0, $4, $5, $6) \
-     ON CONFLICT (run_id, node_id, iteration) DO UPDATE SET last_attempt = nodes.last_attempt";
+pub const BEGIN_ATTEMPT: &str = "SELECT highest, began, failed, running, checkpoint \
+     FROM stint_begin_attempt($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
 
-/// The node's highest attempt number, its failed and running attempts, and its checkpoint.
+/// One heartbeat (`stint_record_heartbeat`): the attempt and owner as `$1` to `$5`, `$6`
+/// payload (NULL for a bare ping), `$7` received-at time, then the events' columns.
 #[doc(hidden)]
-pub const SUMMARY: &str = "SELECT COALESCE(MAX(attempt), 0) AS highest, \
-        COUNT(*) FILTER (WHERE state = 'failed') AS failed, \
-        COUNT(*) FILTER (WHERE state = 'in-progress') AS running, \
-        (SELECT heartbeat::text FROM attempts \
-          WHERE run_id = $1 AND node_id = $2 AND iteration = $3 \
-            AND heartbeat IS NOT NULL \
-          ORDER BY attempt DESC LIMIT 1) AS checkpoint \
-     FROM attempts WHERE run_id = $1 AND node_id = $2 AND iteration = $3";
-
-/// Inserts the attempt and points its node at it: `$4` attempt, `$5` owner, `$6` lease,
-/// `$7` start time, `$8` metadata, `$9` working directory, `$10` output table, `$11` label,
-/// `$12` the lease's start when not the database's clock.
-#[doc(hidden)]
-pub const INSERT_ATTEMPT: &str = concat!(
-    "WITH inserted AS ( \
-       INSERT INTO attempts (run_id, node_id, iteration, attempt, state, owner, \
-                             lease_expires_at_ms, started_at_ms, metadata, working_dir) \
-       VALUES ($1, $2, $3, $4, 'in-progress', $5, COALESCE($12::bigint, ",
-    db_now_ms!(),
-    ") + $6, $7, $8, $9)) \
-     UPDATE nodes SET state = 'in-progress', last_attempt = $4, updated_at_ms = $7, \
-                      output_table = $10, label = $11 \
-     WHERE run_id = $1 AND node_id = $2 AND iteration = $3",
-);
-
-/// One heartbeat: `$6` payload (a bare ping's NULL keeps the stored one), `$7` received-at
-/// time, which never moves back.
-#[doc(hidden)]
-pub const HEARTBEAT: &str = concat!(
-    "UPDATE attempts SET heartbeat = COALESCE($6, heartbeat), \
-                         last_heartbeat_at_ms = GREATEST(last_heartbeat_at_ms, $7)",
-    owned_where!()
-);
-
-/// Creates the node on its first attempt and, either way, holds its row lock to commit: every
-/// begin of this node on any machine waits here, so the numbering that follows cannot race.
-async fn lock_node(tx: &mut PgConnection, begin: &BeginAttempt) -> Result<(), OpError> {
-    let node = &begin.node;
-    sqlx::query(LOCK_NODE)
-        .bind(node.run_id())
-        .bind(node.node_id())
-        .bind(i64::from(node.iteration()))
-        .bind(to_i64(begin.started_at_ms))
-        .bind(&begin.output_table)
-        .bind(&begin.label)
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
-}
+pub const HEARTBEAT: &str = "SELECT stint_record_heartbeat($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
+     $14, $15)";
 
 async fn begin_once(
     pool: &PgPool,
@@ -165,30 +120,16 @@ async fn begin_once(
     lease_now: Option<i64>,
 ) -> Result<BegunAttempt, OpError> {
     let node = &begin.node;
-    let iteration = i64::from(node.iteration());
-    let mut tx = pool.begin().await?;
-    lock_node(&mut tx, begin).await?;
-    // A new statement, so (read committed) it sees what the previous lock holder committed.
-    let summary = sqlx::query(SUMMARY)
+    // The attempt number is the function's to fill in.
+    let started = Event::new(
+        &node.attempt(0),
+        begin.started_at_ms,
+        EventKind::NodeStarted,
+    );
+    let row = sqlx::query(BEGIN_ATTEMPT)
         .bind(node.run_id())
         .bind(node.node_id())
-        .bind(iteration)
-        .fetch_one(&mut *tx)
-        .await?;
-    let highest = to_u32("attempts.attempt", summary.try_get("highest")?)?;
-    if summary.try_get::<i64, _>("running")? > 0 {
-        return Err(OpError::Store(StoreError::attempt_in_progress(
-            node, highest,
-        )));
-    }
-    let attempt = highest
-        .checked_add(1)
-        .ok_or_else(|| OpError::Store(StoreError::attempt_numbers_exhausted(node)))?;
-    sqlx::query(INSERT_ATTEMPT)
-        .bind(node.run_id())
-        .bind(node.node_id())
-        .bind(iteration)
-        .bind(i64::from(attempt))
+        .bind(i64::from(node.iteration()))
         .bind(&begin.owner)
         .bind(to_i64(begin.lease_ms))
         .bind(to_i64(begin.started_at_ms))
@@ -197,19 +138,25 @@ async fn begin_once(
         .bind(&begin.output_table)
         .bind(&begin.label)
         .bind(lease_now)
-        .execute(&mut *tx)
+        .bind(run_lock_key(node.run_id()))
+        .bind(started.kind.type_name())
+        .bind(json("an event", &started)?)
+        .fetch_one(pool)
         .await?;
-    let started = Event::new(
-        &node.attempt(attempt),
-        begin.started_at_ms,
-        EventKind::NodeStarted,
-    );
-    insert_events(&mut tx, &[started]).await?;
-    tx.commit().await?;
+    let highest = to_u32("attempts.attempt", row.try_get("highest")?)?;
+    if row.try_get::<i64, _>("running")? > 0 {
+        return Err(OpError::Store(StoreError::attempt_in_progress(
+            node, highest,
+        )));
+    }
+    let attempt = highest
+        .checked_add(1)
+        .filter(|_| row.try_get("began").unwrap_or(false))
+        .ok_or_else(|| OpError::Store(StoreError::attempt_numbers_exhausted(node)))?;
     Ok(BegunAttempt {
         attempt,
-        checkpoint: readable_checkpoint(node, summary.try_get("checkpoint")?),
-        failed_before: to_u32("failed attempts", summary.try_get("failed")?)?,
+        checkpoint: readable_checkpoint(node, row.try_get("checkpoint")?),
+        failed_before: to_u32("failed attempts", row.try_get("failed")?)?,
     })
 }
 
@@ -228,16 +175,16 @@ async fn heartbeat_once(
     attempt: &OwnedAttempt,
     heartbeat: &HeartbeatWrite,
 ) -> Result<(), OpError> {
-    let mut tx = pool.begin().await?;
-    // A bare ping (NULL payload) keeps the stored payload; heartbeats written out of order never
-    // move the received-at time back.
+    let events = EventColumns::of(std::slice::from_ref(&heartbeat.event))?;
     let query = owned(HEARTBEAT, attempt)
         .bind(&heartbeat.payload)
         .bind(to_i64(heartbeat.received_at_ms));
-    execute_owned(query, &mut *tx, attempt).await?;
-    insert_events(&mut tx, std::slice::from_ref(&heartbeat.event)).await?;
-    tx.commit().await?;
-    Ok(())
+    let written: bool = events.bind(query).fetch_one(pool).await?.try_get(0)?;
+    if written {
+        Ok(())
+    } else {
+        Err(not_owned(attempt))
+    }
 }
 
 /// The columns an [`AttemptEnd`] writes: state, error, retryable, VCS revision and output.
@@ -275,28 +222,15 @@ fn end_columns(end: &AttemptEnd) -> Result<EndColumns<'_>, OpError> {
     })
 }
 
-/// The terminal write of attempt, node and output, in one statement: the node and the output are
-/// written only when the owner-conditional update of the attempt matched, whose row count it
-/// answers. `$6` state, `$7` time, `$8` error, `$9` retryable, `$10` VCS revision, `$11` output.
-///
-/// Public for the benchmark's same-SQL floor only.
+/// The terminal write (`stint_end_attempt`): the attempt and owner as `$1` to `$5`, `$6`
+/// state, `$7` time, `$8` error, `$9` retryable, `$10` VCS revision, `$11` output, then the
+/// task's end as [`crate::queue::COMPLETE_TASK`] binds it (`$12` to `$18`, all NULL for an
+/// attempt without a task), then the events' columns. Answers whether the attempt ended (nothing
+/// is written when it was no longer the owner's) and whether its task did.
 #[doc(hidden)]
-pub const END_ATTEMPT: &str = concat!(
-    "WITH ended AS (UPDATE attempts SET state = $6, finished_at_ms = $7, error = $8, \
-                      retryable = $9, vcs = $10",
-    owned_where!(),
-    " RETURNING 1), \
-     node AS (UPDATE nodes SET state = $6, updated_at_ms = $7 \
-       WHERE run_id = $1 AND node_id = $2 AND iteration = $3 AND last_attempt = $4 \
-         AND EXISTS (SELECT 1 FROM ended)), \
-     output AS (INSERT INTO outputs (run_id, node_id, iteration, attempt, output, \
-                                     written_at_ms) \
-       SELECT $1, $2, $3, $4, $11::jsonb, $7 FROM ended WHERE $11::jsonb IS NOT NULL \
-       ON CONFLICT (run_id, node_id, iteration) DO UPDATE \
-       SET attempt = EXCLUDED.attempt, output = EXCLUDED.output, \
-           written_at_ms = EXCLUDED.written_at_ms) \
-     SELECT count(*) FROM ended"
-);
+pub const END_ATTEMPT: &str = "SELECT ended, task_ended FROM stint_end_attempt($1, $2, $3, $4, \
+     $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, \
+     $24, $25, $26)";
 
 async fn end_once(
     pool: &PgPool,
@@ -304,35 +238,23 @@ async fn end_once(
     attempt: &OwnedAttempt,
     ending: &EndAttempt,
 ) -> Result<AttemptEnded, OpError> {
-    let key = &attempt.key;
-    let (finished_at_ms, events) = (ending.finished_at_ms, &ending.events);
     let (state, error, retryable, vcs, output) = end_columns(&ending.end)?;
-    let mut tx = pool.begin().await?;
-    let ended: i64 = sqlx::query_scalar(END_ATTEMPT)
-        .bind(key.node.run_id())
-        .bind(key.node.node_id())
-        .bind(i64::from(key.node.iteration()))
-        .bind(i64::from(key.attempt))
-        .bind(&attempt.owner)
+    let events = EventColumns::of(&ending.events)?;
+    let query = owned(END_ATTEMPT, attempt)
         .bind(state.as_str())
-        .bind(to_i64(finished_at_ms))
+        .bind(to_i64(ending.finished_at_ms))
         .bind(error)
         .bind(retryable)
         .bind(vcs)
-        .bind(output)
-        .fetch_one(&mut *tx)
-        .await?;
-    if ended == 0 {
+        .bind(output);
+    let task = TaskEndColumns::of(ending.task.as_ref(), channel);
+    let row = events.bind(task.bind(query)).fetch_one(pool).await?;
+    if !row.try_get::<bool, _>("ended")? {
         return Err(not_owned(attempt));
     }
-    let task_ended = match &ending.task {
-        Some(task) => complete_in(&mut *tx, channel, task).await?,
-        None => false,
-    };
-    // Last: the events take the run's lock, held until the commit.
-    insert_events(&mut tx, events).await?;
-    tx.commit().await?;
-    Ok(AttemptEnded { task_ended })
+    Ok(AttemptEnded {
+        task_ended: row.try_get("task_ended")?,
+    })
 }
 
 #[async_trait]

@@ -1,5 +1,6 @@
 //! The PostgreSQL same-SQL floor: the statements and transactions `PostgresStore` issues for
-//! begin, one heartbeat and a finished end, written out by hand on a pool of the same size on the
+//! begin, one heartbeat and a finished end (one statement each, calling the adapter's database
+//! functions), written out by hand on a pool of the same size on the
 //! same schema. What stint costs beyond it is stint's own (Rust) overhead; the floor is not the
 //! database's limit.
 //!
@@ -10,17 +11,15 @@
 
 use anyhow::{Context as _, Result};
 use serde_json::{Map, Value};
+use sqlx::Row as _;
 use sqlx::postgres::{PgPool, Postgres};
-use sqlx::{Row as _, Transaction};
 
-use crate::floor::{ATTEMPT, ITERATION, Lifecycle, bind_attempt, bind_node, event_body};
+use crate::floor::{ATTEMPT, ITERATION, Lifecycle, Statement, bind_attempt, bind_node, event_body};
 
 /// The advisory lock key of a run's event sequence: the adapter's own function.
 pub(crate) use stint_adapters_postgres::run_lock_key;
 /// The adapter's own statements.
-use stint_adapters_postgres::{
-    END_ATTEMPT, HEARTBEAT, INSERT_ATTEMPT, INSERT_EVENTS, LOCK_NODE, SUMMARY,
-};
+use stint_adapters_postgres::{BEGIN_ATTEMPT, END_ATTEMPT, HEARTBEAT};
 
 /// The three event bodies of a lifecycle, less their per-lifecycle fields (run, node, time),
 /// parsed once before any timing: the timed region only fills those fields in.
@@ -58,7 +57,7 @@ impl Bodies {
     }
 }
 
-/// One lifecycle: three transactions, as the store issues them.
+/// One lifecycle: three statements (each its own transaction), as the store issues them.
 pub(crate) async fn lifecycle(pool: &PgPool, lc: &Lifecycle<'_>, lock_key: i64) -> Result<()> {
     let bodies = lc
         .pg_bodies
@@ -72,16 +71,7 @@ pub(crate) async fn lifecycle(pool: &PgPool, lc: &Lifecycle<'_>, lock_key: i64) 
 async fn begin(pool: &PgPool, lc: &Lifecycle<'_>, lock_key: i64, body: Value) -> Result<()> {
     // No output table, no label.
     let (output_table, label) = (None::<String>, None::<String>);
-    let mut tx = pool.begin().await?;
-    bind_node(sqlx::query(LOCK_NODE), lc)
-        .bind(lc.now_ms)
-        .bind(&output_table)
-        .bind(&label)
-        .execute(&mut *tx)
-        .await?;
-    let summary = bind_node(sqlx::query(SUMMARY), lc);
-    summary.fetch_one(&mut *tx).await?;
-    bind_attempt(sqlx::query(INSERT_ATTEMPT), lc)
+    let row = bind_node(sqlx::query(BEGIN_ATTEMPT), lc)
         .bind(lc.owner)
         .bind(lc.lease_ms)
         .bind(lc.now_ms)
@@ -91,54 +81,76 @@ async fn begin(pool: &PgPool, lc: &Lifecycle<'_>, lock_key: i64, body: Value) ->
         .bind(&label)
         // The database's clock sets the lease, as the adapter's default does.
         .bind(None::<i64>)
-        .execute(&mut *tx)
+        .bind(lock_key)
+        .bind("NodeStarted")
+        .bind(body)
+        .fetch_one(pool)
         .await?;
-    commit_with_event(tx, lc, lock_key, "NodeStarted", body).await
+    anyhow::ensure!(
+        row.try_get::<bool, _>("began")?,
+        "the floor's begin did not begin"
+    );
+    Ok(())
 }
 
 /// `record_heartbeat` with a payload, and its `TaskHeartbeat`.
 async fn heartbeat(pool: &PgPool, lc: &Lifecycle<'_>, lock_key: i64, body: Value) -> Result<()> {
-    let mut tx = pool.begin().await?;
-    bind_attempt(sqlx::query(HEARTBEAT), lc)
+    let statement = bind_attempt(sqlx::query(HEARTBEAT), lc)
         .bind(lc.owner)
         .bind(Some(lc.heartbeat_json))
-        .bind(lc.now_ms)
-        .execute(&mut *tx)
+        .bind(lc.now_ms);
+    let row = bind_event(statement, lc, lock_key, "TaskHeartbeat", body)
+        .fetch_one(pool)
         .await?;
-    commit_with_event(tx, lc, lock_key, "TaskHeartbeat", body).await
+    anyhow::ensure!(
+        row.try_get::<bool, _>(0)?,
+        "the floor's heartbeat was refused"
+    );
+    Ok(())
 }
 
-/// `end_attempt` finished: the attempt, the node and the output in one statement, then
-/// `NodeFinished`.
+/// `end_attempt` finished: the attempt, the node, the output and `NodeFinished`.
 async fn finish(pool: &PgPool, lc: &Lifecycle<'_>, lock_key: i64, body: Value) -> Result<()> {
-    let at = lc.now_ms;
-    let mut tx = pool.begin().await?;
-    // Finished: no error, no retryable flag, no VCS.
-    let row = bind_attempt(sqlx::query(END_ATTEMPT), lc)
+    // Finished: no error, no retryable flag, no VCS; no task.
+    let statement = bind_attempt(sqlx::query(END_ATTEMPT), lc)
         .bind(lc.owner)
         .bind("finished")
-        .bind(at)
+        .bind(lc.now_ms)
         .bind(None::<Value>)
         .bind(None::<bool>)
         .bind(None::<&str>)
         .bind(lc.output_json)
-        .fetch_one(&mut *tx)
+        .bind(None::<i64>)
+        .bind(None::<&str>)
+        .bind(None::<&str>)
+        .bind(None::<i64>)
+        .bind(None::<&Value>)
+        .bind(None::<i64>)
+        .bind(STORE_CHANNEL);
+    let row = bind_event(statement, lc, lock_key, "NodeFinished", body)
+        .fetch_one(pool)
         .await?;
-    let ended: i64 = row.try_get(0)?;
-    anyhow::ensure!(ended == 1, "the floor's end matched {ended} attempts");
-    commit_with_event(tx, lc, lock_key, "NodeFinished", body).await
+    anyhow::ensure!(
+        row.try_get::<bool, _>("ended")?,
+        "the floor's end matched no attempt"
+    );
+    Ok(())
 }
 
-/// The transaction's event, then its commit: how every store transaction ends.
-async fn commit_with_event(
-    mut tx: Transaction<'_, Postgres>,
-    lc: &Lifecycle<'_>,
+/// The channel the bench's store notifies (unused by an end without a task).
+const STORE_CHANNEL: &str = "stint_tasks";
+
+/// `statement` with one event of the lifecycle's attempt bound next: its run's lock, then its
+/// columns.
+fn bind_event<'q>(
+    statement: Statement<'q, Postgres>,
+    lc: &Lifecycle<'q>,
     lock_key: i64,
     kind: &'static str,
     body: Value,
-) -> Result<()> {
-    sqlx::query(INSERT_EVENTS)
-        .bind(lock_key)
+) -> Statement<'q, Postgres> {
+    statement
+        .bind(vec![lock_key])
         .bind(vec![lc.run_id])
         .bind(vec![lc.node_id])
         .bind(vec![ITERATION])
@@ -146,8 +158,4 @@ async fn commit_with_event(
         .bind(vec![kind])
         .bind(vec![lc.now_ms])
         .bind(vec![body])
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(())
 }
