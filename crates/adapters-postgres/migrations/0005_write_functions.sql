@@ -12,32 +12,33 @@
 CREATE FUNCTION stint_now_ms() RETURNS bigint
 LANGUAGE sql VOLATILE AS $$ SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint $$;
 
--- Appends events (one array per column, in order) under the advisory locks `lock_keys` of their
--- runs, taken in the order given (ascending: two writers never wait on each other in a cycle).
--- A lock is held until commit, so the seqs of a run are drawn and committed in one order and a
--- reader tailing `seq > last` never passes over one that commits later.
-CREATE FUNCTION stint_insert_events(
-    lock_keys bigint[], run_ids text[], node_ids text[], iterations bigint[],
-    attempt_numbers bigint[], types text[], timestamps bigint[], bodies jsonb[]
-) RETURNS void
+-- Appends events (a JSON array of their bodies, in order: each body holds the event's run, node,
+-- iteration, attempt, type and time) under the advisory locks `lock_keys` (a JSON array) of
+-- their runs, taken in the order given (ascending: two writers never wait on each other in a
+-- cycle). A lock is held until commit, so the seqs of a run are drawn and committed in one order
+-- and a reader tailing `seq > last` never passes over one that commits later.
+CREATE FUNCTION stint_insert_events(lock_keys jsonb, bodies jsonb) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     lock_key bigint;
 BEGIN
-    FOREACH lock_key IN ARRAY lock_keys LOOP
+    FOR lock_key IN SELECT l.k::bigint
+                      FROM jsonb_array_elements_text(lock_keys) WITH ORDINALITY AS l(k, ord)
+                     ORDER BY l.ord LOOP
         PERFORM pg_advisory_xact_lock(lock_key);
     END LOOP;
     INSERT INTO events (run_id, node_id, iteration, attempt, type, timestamp_ms, body)
-    SELECT e.run_id, e.node_id, e.iteration, e.attempt, e.type, e.timestamp_ms, e.body
-    FROM unnest(run_ids, node_ids, iterations, attempt_numbers, types, timestamps, bodies)
-         WITH ORDINALITY AS e(run_id, node_id, iteration, attempt, type, timestamp_ms, body, ord)
-    ORDER BY e.ord;
+    SELECT e.body->>'run_id', e.body->>'node_id', (e.body->>'iteration')::bigint,
+           (e.body->>'attempt')::bigint, e.body->>'type', (e.body->>'timestamp_ms')::bigint,
+           e.body
+      FROM jsonb_array_elements(bodies) WITH ORDINALITY AS e(body, ord)
+     ORDER BY e.ord;
 END $$;
 
 -- Begins the next attempt of a node unless one is in progress. The node's row (created on its
 -- first begin) stays locked to commit: every begin of this node on any machine waits here, so
 -- the numbering that follows cannot race. `started` is the NodeStarted event's body, its
--- attempt number filled in here.
+-- attempt number filled in here; `lock_key` its run's event lock.
 --
 -- Answers the node's highest attempt number before this begin, whether the attempt began (not
 -- when one is in progress or the numbers ran out), the failed and in-progress attempts, and the
@@ -45,7 +46,7 @@ END $$;
 CREATE FUNCTION stint_begin_attempt(
     p_run_id text, p_node_id text, p_iteration bigint, p_owner text, p_lease_ms bigint,
     p_started_at_ms bigint, p_metadata jsonb, p_working_dir text, p_output_table text,
-    p_label text, p_lease_now bigint, p_lock_key bigint, p_type text, p_started jsonb
+    p_label text, p_lease_now bigint, p_lock_key bigint, p_started jsonb
 ) RETURNS TABLE (highest bigint, began boolean, failed bigint, running bigint, checkpoint text)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -86,9 +87,8 @@ BEGIN
                      label = p_label
      WHERE run_id = p_run_id AND node_id = p_node_id AND iteration = p_iteration;
     PERFORM stint_insert_events(
-        ARRAY[p_lock_key], ARRAY[p_run_id], ARRAY[p_node_id], ARRAY[p_iteration],
-        ARRAY[v_highest + 1], ARRAY[p_type], ARRAY[p_started_at_ms],
-        ARRAY[p_started || jsonb_build_object('attempt', v_highest + 1)]);
+        jsonb_build_array(p_lock_key),
+        jsonb_build_array(p_started || jsonb_build_object('attempt', v_highest + 1)));
     RETURN QUERY SELECT v_highest, true, v_failed, 0::bigint, v_checkpoint;
 END $$;
 
@@ -98,8 +98,7 @@ END $$;
 CREATE FUNCTION stint_record_heartbeat(
     p_run_id text, p_node_id text, p_iteration bigint, p_attempt bigint, p_owner text,
     p_payload jsonb, p_received_at_ms bigint,
-    lock_keys bigint[], run_ids text[], node_ids text[], iterations bigint[],
-    attempt_numbers bigint[], types text[], timestamps bigint[], bodies jsonb[]
+    lock_keys jsonb, events jsonb
 ) RETURNS boolean
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -110,8 +109,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN false;
     END IF;
-    PERFORM stint_insert_events(lock_keys, run_ids, node_ids, iterations, attempt_numbers,
-                                types, timestamps, bodies);
+    PERFORM stint_insert_events(lock_keys, events);
     RETURN true;
 END $$;
 
@@ -158,8 +156,7 @@ CREATE FUNCTION stint_end_attempt(
     p_output jsonb,
     p_task bigint, p_task_owner text, p_task_state text, p_task_run_at_ms bigint,
     p_task_error jsonb, p_task_now_ms bigint, p_channel text,
-    lock_keys bigint[], run_ids text[], node_ids text[], iterations bigint[],
-    attempt_numbers bigint[], types text[], timestamps bigint[], bodies jsonb[]
+    lock_keys jsonb, events jsonb
 ) RETURNS TABLE (ended boolean, task_ended boolean)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -189,8 +186,7 @@ BEGIN
                                             p_channel);
     END IF;
     -- Last: the events take their runs' locks, held until the commit.
-    PERFORM stint_insert_events(lock_keys, run_ids, node_ids, iterations, attempt_numbers,
-                                types, timestamps, bodies);
+    PERFORM stint_insert_events(lock_keys, events);
     RETURN QUERY SELECT true, v_task_ended;
 END $$;
 
@@ -237,4 +233,48 @@ BEGIN
         claims = claims + 1, updated_at_ms = p_now_ms
     FROM picked WHERE tasks.id = picked.pick_id
     RETURNING tasks.*;
+END $$;
+
+-- Applies a batch of attempt writes in the caller's one transaction (group commit: one WAL
+-- flush for them all) and answers one JSON object per write, in order. Each write is an object
+-- with its kind in "op" ("begin", "heartbeat" or "end") and the arguments of the function above
+-- it calls by name; an argument that is absent is NULL, and a JSON null in a JSON argument is
+-- that JSON value (an output may be null). "lock_keys" and "events" are the events' run locks and bodies.
+-- A write that is refused (not the owner's, one in progress) answers so and writes nothing; one
+-- that raises an error aborts the batch, whose writes the caller then applies one by one.
+CREATE FUNCTION stint_write_batch(ops jsonb) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    op jsonb;
+    answer jsonb;
+    answers jsonb[] := '{}';
+BEGIN
+    FOR op IN SELECT o.item FROM jsonb_array_elements(ops) WITH ORDINALITY AS o(item, ord)
+               ORDER BY o.ord LOOP
+        CASE op->>'op'
+        WHEN 'begin' THEN
+            SELECT to_jsonb(b) INTO answer FROM stint_begin_attempt(
+                op->>'run_id', op->>'node_id', (op->>'iteration')::bigint, op->>'owner',
+                (op->>'lease_ms')::bigint, (op->>'started_at_ms')::bigint, op->'metadata',
+                op->>'working_dir', op->>'output_table', op->>'label',
+                (op->>'lease_now')::bigint, (op->>'lock_key')::bigint, op->'started') AS b;
+        WHEN 'heartbeat' THEN
+            answer := jsonb_build_object('written', stint_record_heartbeat(
+                op->>'run_id', op->>'node_id', (op->>'iteration')::bigint,
+                (op->>'attempt')::bigint, op->>'owner', op->'payload',
+                (op->>'received_at_ms')::bigint, op->'lock_keys', op->'events'));
+        WHEN 'end' THEN
+            SELECT to_jsonb(e) INTO answer FROM stint_end_attempt(
+                op->>'run_id', op->>'node_id', (op->>'iteration')::bigint,
+                (op->>'attempt')::bigint, op->>'owner', op->>'state',
+                (op->>'finished_at_ms')::bigint, op->'error', (op->>'retryable')::boolean,
+                op->>'vcs', op->'output',
+                (op->>'task')::bigint, op->>'task_owner', op->>'task_state',
+                (op->>'task_run_at_ms')::bigint, op->'task_error',
+                (op->>'task_now_ms')::bigint, op->>'channel', op->'lock_keys',
+                op->'events') AS e;
+        END CASE;
+        answers := answers || answer;
+    END LOOP;
+    RETURN to_jsonb(answers);
 END $$;

@@ -1,11 +1,11 @@
 //! The event log: appends under a per-run advisory lock, and the decoding of stored events.
 
 use sqlx::postgres::PgConnection;
+use sqlx::types::Json;
 use stint_domain::{Event, EventRecord};
 use stint_ports::StoreError;
 
-use crate::error::{OpError, to_i64, to_u64};
-use crate::write::PgQuery;
+use crate::error::{OpError, to_u64};
 
 /// The advisory lock key of a run's event sequence: FNV-1a (64-bit) of the run id's UTF-8 bytes,
 /// its bits read as an `i64`, fixed so that every stint binary on every machine, of every
@@ -24,11 +24,10 @@ pub fn run_lock_key(run_id: &str) -> i64 {
     hash as i64
 }
 
-/// Appends the events bound by [`EventColumns::bind`] under their runs' advisory locks (the
-/// arguments every write function that records events takes last).
-const INSERT_EVENTS: &str = "SELECT stint_insert_events($1, $2, $3, $4, $5, $6, $7, $8)";
+/// Appends events: `$1` their runs' lock keys, `$2` their bodies (see [`EventBodies`]).
+const INSERT_EVENTS: &str = "SELECT stint_insert_events($1, $2)";
 
-/// Inserts `events` in order inside the caller's transaction (see [`EventColumns`]).
+/// Inserts `events` in order inside the caller's transaction (see [`EventBodies`]).
 pub(crate) async fn insert_events(
     conn: &mut PgConnection,
     events: &[Event],
@@ -36,16 +35,17 @@ pub(crate) async fn insert_events(
     if events.is_empty() {
         return Ok(());
     }
-    let columns = EventColumns::of(events)?;
-    columns
-        .bind(sqlx::query(INSERT_EVENTS))
+    let events = EventBodies::of(events)?;
+    sqlx::query(INSERT_EVENTS)
+        .bind(Json(&events.lock_keys))
+        .bind(Json(&events.events))
         .execute(conn)
         .await?;
     Ok(())
 }
 
-/// Events as bound arrays, one per column, so any number goes in one statement, with the
-/// advisory lock keys of their runs (ascending, each once).
+/// Events as the database functions take them: their bodies (each holds the columns the row
+/// is stored with), and the advisory lock keys of their runs (ascending, each once).
 ///
 /// Identity values are handed out at insert, not at commit, so without care a reader tailing
 /// `seq > last` could pass over a lower seq whose transaction commits later. The database
@@ -54,58 +54,29 @@ pub(crate) async fn insert_events(
 /// seqs and the commits of their transactions happen in one order. Writers insert events last
 /// in their transaction, so the lock is held only for the insert and the commit; locks of
 /// several runs are taken in key order, so two writers cannot deadlock.
-#[derive(Default)]
-pub(crate) struct EventColumns {
+#[derive(Default, serde::Serialize)]
+pub(crate) struct EventBodies {
     lock_keys: Vec<i64>,
-    run_ids: Vec<String>,
-    node_ids: Vec<String>,
-    iterations: Vec<i64>,
-    attempts: Vec<i64>,
-    types: Vec<&'static str>,
-    timestamps: Vec<i64>,
-    bodies: Vec<serde_json::Value>,
+    events: Vec<serde_json::Value>,
 }
 
-impl EventColumns {
-    /// The columns of `events`.
+impl EventBodies {
+    /// The bodies and locks of `events`.
     pub(crate) fn of(events: &[Event]) -> Result<Self, OpError> {
-        let mut columns = Self::default();
-        for event in events {
-            columns.push(event)?;
-        }
-        columns.lock_keys.sort_unstable();
-        columns.lock_keys.dedup();
-        Ok(columns)
-    }
-
-    fn push(&mut self, event: &Event) -> Result<(), OpError> {
-        let body = serde_json::to_value(event).map_err(|error| {
-            OpError::Store(StoreError::incompatible(format!(
-                "an event does not serialise: {error}"
-            )))
-        })?;
-        self.lock_keys.push(run_lock_key(&event.run_id));
-        self.run_ids.push(event.run_id.clone());
-        self.node_ids.push(event.node_id.clone());
-        self.iterations.push(event.iteration.into());
-        self.attempts.push(event.attempt.into());
-        self.types.push(event.kind.type_name());
-        self.timestamps.push(to_i64(event.timestamp_ms));
-        self.bodies.push(body);
-        Ok(())
-    }
-
-    /// Binds the lock keys and the seven columns as the next eight parameters of `query`.
-    pub(crate) fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
-        query
-            .bind(&self.lock_keys)
-            .bind(&self.run_ids)
-            .bind(&self.node_ids)
-            .bind(&self.iterations)
-            .bind(&self.attempts)
-            .bind(&self.types)
-            .bind(&self.timestamps)
-            .bind(&self.bodies)
+        let mut lock_keys: Vec<i64> = events.iter().map(|e| run_lock_key(&e.run_id)).collect();
+        lock_keys.sort_unstable();
+        lock_keys.dedup();
+        let events = events
+            .iter()
+            .map(|event| {
+                serde_json::to_value(event).map_err(|error| {
+                    OpError::Store(StoreError::incompatible(format!(
+                        "an event does not serialise: {error}"
+                    )))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { lock_keys, events })
     }
 }
 

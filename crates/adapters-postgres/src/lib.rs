@@ -26,11 +26,13 @@ macro_rules! db_now_ms {
     };
 }
 
+mod combiner;
 mod enqueue;
 mod error;
 mod events;
 mod listen;
 mod notify;
+mod ops;
 mod options;
 mod query;
 mod queue;
@@ -52,12 +54,13 @@ pub use options::{
     DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, validate_schema,
 };
 
+#[doc(hidden)]
+pub use crate::combiner::WRITE_BATCH;
+use crate::combiner::{Combined, Combiner};
 use crate::error::{OpError, map_migrate, map_sqlx};
 #[doc(hidden)]
 pub use crate::events::run_lock_key;
 use crate::options::StoreConfig;
-#[doc(hidden)]
-pub use crate::write::{BEGIN_ATTEMPT, END_ATTEMPT, HEARTBEAT};
 
 /// Server-side bounds of every pooled session, so that nothing a stint process started can hold
 /// the database for long, even when the process is cut off from it (a network partition): a
@@ -86,6 +89,8 @@ pub struct PostgresStore {
     lease_clock: LeaseClock,
     /// The channel writes that make tasks ready notify (see [`PostgresStore::wakeups`]).
     channel: Arc<str>,
+    /// Where the attempt writes go to share commits.
+    combiner: Combiner,
 }
 
 /// Whose clock sets and judges lease expiry.
@@ -138,6 +143,7 @@ impl PostgresStore {
         }
         tracing::debug!(endpoint = %endpoint, schema = ?config.schema, "PostgreSQL store open");
         Ok(Self {
+            combiner: Combiner::start(pool.clone(), endpoint.clone()),
             pool,
             endpoint,
             lease_clock: LeaseClock::Database,
@@ -199,6 +205,25 @@ impl PostgresStore {
         Fut: Future<Output = Result<T, OpError>>,
     {
         crate::error::retrying(&self.endpoint, what, || op(&self.pool)).await
+    }
+
+    /// Applies the attempt write `op` through the combiner (see [`combiner`]): one try, answered
+    /// as `T`. `lock_key` is the event-lock key of its run.
+    pub(crate) async fn combined<T: serde::de::DeserializeOwned>(
+        &self,
+        pool: &PgPool,
+        op: &impl serde::Serialize,
+        lock_key: i64,
+    ) -> Result<T, OpError> {
+        let op = crate::write::json("a write", op)?;
+        match self.combiner.write(pool, op, lock_key).await {
+            Combined::Done(answer) => serde_json::from_value(answer).map_err(|error| {
+                OpError::Store(StoreError::incompatible(format!(
+                    "a write's answer does not decode: {error}"
+                )))
+            }),
+            Combined::Failed(error) => Err(error),
+        }
     }
 
     /// The value of the server setting `name` in a session of this store's pool (for tests and

@@ -101,12 +101,20 @@ const COMPLETE_TASK: &str = "SELECT stint_complete_task($1, $2, $3, $4, $5, $6, 
 
 /// A task's end as bound parameters: those of [`COMPLETE_TASK`], also taken by the attempt's
 /// terminal write (all NULL there when the attempt has no task).
+///
+/// As a combined write's fields (see `stint_write_batch`), each is named after its parameter.
+#[derive(serde::Serialize)]
 pub(crate) struct TaskEndColumns<'a> {
     task: Option<i64>,
+    #[serde(rename = "task_owner")]
     owner: Option<&'a str>,
+    #[serde(rename = "task_state")]
     state: Option<&'static str>,
+    #[serde(rename = "task_run_at_ms")]
     run_at_ms: Option<i64>,
+    #[serde(rename = "task_error", skip_serializing_if = "Option::is_none")]
     error: Option<&'a serde_json::Value>,
+    #[serde(rename = "task_now_ms")]
     now_ms: Option<i64>,
     channel: &'a str,
 }

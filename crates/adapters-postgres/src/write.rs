@@ -15,7 +15,10 @@ use stint_ports::{
 
 use crate::PostgresStore;
 use crate::error::{OpError, to_i64, to_u32};
-use crate::events::{EventColumns, run_lock_key};
+use crate::events::{EventBodies, run_lock_key};
+use crate::ops::{
+    BeginAnswer, BeginOp, EndAnswer, EndOp, HeartbeatAnswer, HeartbeatOp, OwnedKey, WriteOp,
+};
 use crate::queue::TaskEndColumns;
 
 /// A query on the pool or in a transaction.
@@ -96,28 +99,10 @@ pub(crate) fn json(what: &str, value: &impl serde::Serialize) -> Result<Value, O
     })
 }
 
-/// Begins the next attempt of a node (`stint_begin_attempt`, migration 0005): `$1` to `$3`
-/// the node, `$4` owner, `$5` lease, `$6` start time, `$7` metadata, `$8` working directory,
-/// `$9` output table, `$10` label, `$11` the lease's start when not the database's clock,
-/// `$12` the run's event lock, `$13` and `$14` the `NodeStarted` event's type and body (its
-/// attempt number is filled in by the function).
-///
-/// Public, as the statements below, for the benchmark's same-SQL floor only, which issues them
-/// as they are.
-#[doc(hidden)]
-pub const BEGIN_ATTEMPT: &str = "SELECT highest, began, failed, running, checkpoint \
-     FROM stint_begin_attempt($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
-
-/// One heartbeat (`stint_record_heartbeat`): the attempt and owner as `$1` to `$5`, `$6`
-/// payload (NULL for a bare ping), `$7` received-at time, then the events' columns.
-#[doc(hidden)]
-pub const HEARTBEAT: &str = "SELECT stint_record_heartbeat($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
-     $14, $15)";
-
 async fn begin_once(
+    store: &PostgresStore,
     pool: &PgPool,
     begin: &BeginAttempt,
-    lease_now: Option<i64>,
 ) -> Result<BegunAttempt, OpError> {
     let node = &begin.node;
     // The attempt number is the function's to fill in.
@@ -126,37 +111,37 @@ async fn begin_once(
         begin.started_at_ms,
         EventKind::NodeStarted,
     );
-    let row = sqlx::query(BEGIN_ATTEMPT)
-        .bind(node.run_id())
-        .bind(node.node_id())
-        .bind(i64::from(node.iteration()))
-        .bind(&begin.owner)
-        .bind(to_i64(begin.lease_ms))
-        .bind(to_i64(begin.started_at_ms))
-        .bind(&begin.metadata)
-        .bind(&begin.working_dir)
-        .bind(&begin.output_table)
-        .bind(&begin.label)
-        .bind(lease_now)
-        .bind(run_lock_key(node.run_id()))
-        .bind(started.kind.type_name())
-        .bind(json("an event", &started)?)
-        .fetch_one(pool)
-        .await?;
-    let highest = to_u32("attempts.attempt", row.try_get("highest")?)?;
-    if row.try_get::<i64, _>("running")? > 0 {
+    let lock_key = run_lock_key(node.run_id());
+    let op = WriteOp::Begin(BeginOp {
+        run_id: node.run_id(),
+        node_id: node.node_id(),
+        iteration: node.iteration(),
+        owner: &begin.owner,
+        lease_ms: to_i64(begin.lease_ms),
+        started_at_ms: to_i64(begin.started_at_ms),
+        metadata: &begin.metadata,
+        working_dir: begin.working_dir.as_deref(),
+        output_table: begin.output_table.as_deref(),
+        label: begin.label.as_deref(),
+        lease_now: store.lease_now(begin.started_at_ms),
+        lock_key,
+        started: json("an event", &started)?,
+    });
+    let answer: BeginAnswer = store.combined(pool, &op, lock_key).await?;
+    let highest = to_u32("attempts.attempt", answer.highest)?;
+    if answer.running > 0 {
         return Err(OpError::Store(StoreError::attempt_in_progress(
             node, highest,
         )));
     }
     let attempt = highest
         .checked_add(1)
-        .filter(|_| row.try_get("began").unwrap_or(false))
+        .filter(|_| answer.began)
         .ok_or_else(|| OpError::Store(StoreError::attempt_numbers_exhausted(node)))?;
     Ok(BegunAttempt {
         attempt,
-        checkpoint: readable_checkpoint(node, row.try_get("checkpoint")?),
-        failed_before: to_u32("failed attempts", row.try_get("failed")?)?,
+        checkpoint: readable_checkpoint(node, answer.checkpoint),
+        failed_before: to_u32("failed attempts", answer.failed)?,
     })
 }
 
@@ -171,16 +156,20 @@ fn readable_checkpoint(node: &NodeKey, text: Option<String>) -> Option<Value> {
 }
 
 async fn heartbeat_once(
+    store: &PostgresStore,
     pool: &PgPool,
     attempt: &OwnedAttempt,
     heartbeat: &HeartbeatWrite,
 ) -> Result<(), OpError> {
-    let events = EventColumns::of(std::slice::from_ref(&heartbeat.event))?;
-    let query = owned(HEARTBEAT, attempt)
-        .bind(&heartbeat.payload)
-        .bind(to_i64(heartbeat.received_at_ms));
-    let written: bool = events.bind(query).fetch_one(pool).await?.try_get(0)?;
-    if written {
+    let op = WriteOp::Heartbeat(HeartbeatOp {
+        key: OwnedKey::of(attempt),
+        payload: heartbeat.payload.as_ref(),
+        received_at_ms: to_i64(heartbeat.received_at_ms),
+        events: EventBodies::of(std::slice::from_ref(&heartbeat.event))?,
+    });
+    let lock_key = run_lock_key(attempt.key.node.run_id());
+    let answer: HeartbeatAnswer = store.combined(pool, &op, lock_key).await?;
+    if answer.written {
         Ok(())
     } else {
         Err(not_owned(attempt))
@@ -222,38 +211,31 @@ fn end_columns(end: &AttemptEnd) -> Result<EndColumns<'_>, OpError> {
     })
 }
 
-/// The terminal write (`stint_end_attempt`): the attempt and owner as `$1` to `$5`, `$6`
-/// state, `$7` time, `$8` error, `$9` retryable, `$10` VCS revision, `$11` output, then the
-/// task's end as [`crate::queue::COMPLETE_TASK`] binds it (`$12` to `$18`, all NULL for an
-/// attempt without a task), then the events' columns. Answers whether the attempt ended (nothing
-/// is written when it was no longer the owner's) and whether its task did.
-#[doc(hidden)]
-pub const END_ATTEMPT: &str = "SELECT ended, task_ended FROM stint_end_attempt($1, $2, $3, $4, \
-     $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, \
-     $24, $25, $26)";
-
 async fn end_once(
+    store: &PostgresStore,
     pool: &PgPool,
-    channel: &str,
     attempt: &OwnedAttempt,
     ending: &EndAttempt,
 ) -> Result<AttemptEnded, OpError> {
     let (state, error, retryable, vcs, output) = end_columns(&ending.end)?;
-    let events = EventColumns::of(&ending.events)?;
-    let query = owned(END_ATTEMPT, attempt)
-        .bind(state.as_str())
-        .bind(to_i64(ending.finished_at_ms))
-        .bind(error)
-        .bind(retryable)
-        .bind(vcs)
-        .bind(output);
-    let task = TaskEndColumns::of(ending.task.as_ref(), channel);
-    let row = events.bind(task.bind(query)).fetch_one(pool).await?;
-    if !row.try_get::<bool, _>("ended")? {
+    let op = WriteOp::End(EndOp {
+        key: OwnedKey::of(attempt),
+        state: state.as_str(),
+        finished_at_ms: to_i64(ending.finished_at_ms),
+        error,
+        retryable,
+        vcs,
+        output,
+        task: TaskEndColumns::of(ending.task.as_ref(), &store.channel),
+        events: EventBodies::of(&ending.events)?,
+    });
+    let lock_key = run_lock_key(attempt.key.node.run_id());
+    let answer: EndAnswer = store.combined(pool, &op, lock_key).await?;
+    if !answer.ended {
         return Err(not_owned(attempt));
     }
     Ok(AttemptEnded {
-        task_ended: row.try_get("task_ended")?,
+        task_ended: answer.task_ended,
     })
 }
 
@@ -261,10 +243,8 @@ async fn end_once(
 impl AttemptStore for PostgresStore {
     async fn begin_attempt(&self, begin: BeginAttempt) -> Result<BegunAttempt, StoreError> {
         let begin = &begin;
-        self.retrying("beginning an attempt", |pool| {
-            begin_once(pool, begin, self.lease_now(begin.started_at_ms))
-        })
-        .await
+        self.retrying("beginning an attempt", |pool| begin_once(self, pool, begin))
+            .await
     }
 
     async fn record_heartbeat(
@@ -274,7 +254,7 @@ impl AttemptStore for PostgresStore {
     ) -> Result<(), StoreError> {
         let heartbeat = &heartbeat;
         self.retrying("recording a heartbeat", |pool| {
-            heartbeat_once(pool, attempt, heartbeat)
+            heartbeat_once(self, pool, attempt, heartbeat)
         })
         .await
     }
@@ -356,7 +336,7 @@ impl AttemptStore for PostgresStore {
     ) -> Result<AttemptEnded, StoreError> {
         let ending = &end;
         self.retrying("ending an attempt", |pool| {
-            end_once(pool, &self.channel, attempt, ending)
+            end_once(self, pool, attempt, ending)
         })
         .await
     }

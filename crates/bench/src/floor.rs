@@ -2,8 +2,6 @@
 //! the floor pays only for the SQL.
 
 use serde_json::Value;
-use sqlx::query::Query;
-use sqlx::{Database, Encode, Type};
 
 use crate::floor_postgres::Bodies;
 
@@ -11,36 +9,6 @@ use crate::floor_postgres::Bodies;
 pub(crate) const ITERATION: i64 = 0;
 /// ... and its first attempt.
 pub(crate) const ATTEMPT: i64 = 1;
-
-/// A statement of either floor, with its arguments bound so far.
-pub(crate) type Statement<'q, DB> = Query<'q, DB, <DB as Database>::Arguments>;
-
-/// `statement` with the lifecycle's node bound next: run, node, iteration (the key every
-/// statement of both adapters names the node by).
-pub(crate) fn bind_node<'q, DB>(
-    statement: Statement<'q, DB>,
-    lc: &Lifecycle<'_>,
-) -> Statement<'q, DB>
-where
-    DB: Database,
-    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
-    for<'t> i64: Encode<'t, DB> + Type<DB>,
-{
-    statement.bind(lc.run_id).bind(lc.node_id).bind(ITERATION)
-}
-
-/// `statement` with the lifecycle's attempt bound next: its node, then the attempt number.
-pub(crate) fn bind_attempt<'q, DB>(
-    statement: Statement<'q, DB>,
-    lc: &Lifecycle<'_>,
-) -> Statement<'q, DB>
-where
-    DB: Database,
-    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
-    for<'t> i64: Encode<'t, DB> + Type<DB>,
-{
-    bind_node(statement, lc).bind(ATTEMPT)
-}
 
 /// The values of one lifecycle (begin, one heartbeat, end finished).
 #[derive(Debug)]

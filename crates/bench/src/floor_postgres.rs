@@ -1,6 +1,6 @@
 //! The PostgreSQL same-SQL floor: the statements and transactions `PostgresStore` issues for
-//! begin, one heartbeat and a finished end (one statement each, calling the adapter's database
-//! functions), written out by hand on a pool of the same size on the
+//! begin, one heartbeat and a finished end (one `stint_write_batch` call each, as the adapter
+//! sends a write that meets no other), written out by hand on a pool of the same size on the
 //! same schema. What stint costs beyond it is stint's own (Rust) overhead; the floor is not the
 //! database's limit.
 //!
@@ -10,16 +10,16 @@
 //! function.
 
 use anyhow::{Context as _, Result};
-use serde_json::{Map, Value};
-use sqlx::Row as _;
-use sqlx::postgres::{PgPool, Postgres};
+use serde_json::{Map, Value, json};
+use sqlx::postgres::PgPool;
+use sqlx::types::Json;
 
-use crate::floor::{ATTEMPT, ITERATION, Lifecycle, Statement, bind_attempt, bind_node, event_body};
+use crate::floor::{ATTEMPT, ITERATION, Lifecycle, event_body};
 
+/// The adapter's own statement.
+use stint_adapters_postgres::WRITE_BATCH;
 /// The advisory lock key of a run's event sequence: the adapter's own function.
 pub(crate) use stint_adapters_postgres::run_lock_key;
-/// The adapter's own statements.
-use stint_adapters_postgres::{BEGIN_ATTEMPT, END_ATTEMPT, HEARTBEAT};
 
 /// The three event bodies of a lifecycle, less their per-lifecycle fields (run, node, time),
 /// parsed once before any timing: the timed region only fills those fields in.
@@ -69,70 +69,62 @@ pub(crate) async fn lifecycle(pool: &PgPool, lc: &Lifecycle<'_>, lock_key: i64) 
 
 /// `begin_attempt`: the node, the summary, the attempt, `NodeStarted`.
 async fn begin(pool: &PgPool, lc: &Lifecycle<'_>, lock_key: i64, body: Value) -> Result<()> {
-    // No output table, no label.
-    let (output_table, label) = (None::<String>, None::<String>);
-    let row = bind_node(sqlx::query(BEGIN_ATTEMPT), lc)
-        .bind(lc.owner)
-        .bind(lc.lease_ms)
-        .bind(lc.now_ms)
-        .bind(lc.metadata_json)
-        .bind(lc.working_dir)
-        .bind(&output_table)
-        .bind(&label)
-        // The database's clock sets the lease, as the adapter's default does.
-        .bind(None::<i64>)
-        .bind(lock_key)
-        .bind("NodeStarted")
-        .bind(body)
-        .fetch_one(pool)
-        .await?;
+    // No output table, no label; the database's clock sets the lease, as the adapter's default
+    // does.
+    let answer = write(
+        pool,
+        json!({
+            "op": "begin", "run_id": lc.run_id, "node_id": lc.node_id, "iteration": ITERATION,
+            "owner": lc.owner, "lease_ms": lc.lease_ms, "started_at_ms": lc.now_ms,
+            "metadata": lc.metadata_json, "working_dir": lc.working_dir, "output_table": null,
+            "label": null, "lease_now": null, "lock_key": lock_key, "started": body,
+        }),
+    )
+    .await?;
     anyhow::ensure!(
-        row.try_get::<bool, _>("began")?,
-        "the floor's begin did not begin"
+        answer["began"] == true,
+        "the floor's begin did not begin: {answer}"
     );
     Ok(())
 }
 
 /// `record_heartbeat` with a payload, and its `TaskHeartbeat`.
 async fn heartbeat(pool: &PgPool, lc: &Lifecycle<'_>, lock_key: i64, body: Value) -> Result<()> {
-    let statement = bind_attempt(sqlx::query(HEARTBEAT), lc)
-        .bind(lc.owner)
-        .bind(Some(lc.heartbeat_json))
-        .bind(lc.now_ms);
-    let row = bind_event(statement, lc, lock_key, "TaskHeartbeat", body)
-        .fetch_one(pool)
-        .await?;
+    let answer = write(
+        pool,
+        json!({
+            "op": "heartbeat", "run_id": lc.run_id, "node_id": lc.node_id,
+            "iteration": ITERATION, "attempt": ATTEMPT, "owner": lc.owner,
+            "payload": lc.heartbeat_json, "received_at_ms": lc.now_ms,
+            "lock_keys": [lock_key], "events": [body],
+        }),
+    )
+    .await?;
     anyhow::ensure!(
-        row.try_get::<bool, _>(0)?,
-        "the floor's heartbeat was refused"
+        answer["written"] == true,
+        "the floor's heartbeat was refused: {answer}"
     );
     Ok(())
 }
 
 /// `end_attempt` finished: the attempt, the node, the output and `NodeFinished`.
 async fn finish(pool: &PgPool, lc: &Lifecycle<'_>, lock_key: i64, body: Value) -> Result<()> {
-    // Finished: no error, no retryable flag, no VCS; no task.
-    let statement = bind_attempt(sqlx::query(END_ATTEMPT), lc)
-        .bind(lc.owner)
-        .bind("finished")
-        .bind(lc.now_ms)
-        .bind(None::<Value>)
-        .bind(None::<bool>)
-        .bind(None::<&str>)
-        .bind(lc.output_json)
-        .bind(None::<i64>)
-        .bind(None::<&str>)
-        .bind(None::<&str>)
-        .bind(None::<i64>)
-        .bind(None::<&Value>)
-        .bind(None::<i64>)
-        .bind(STORE_CHANNEL);
-    let row = bind_event(statement, lc, lock_key, "NodeFinished", body)
-        .fetch_one(pool)
-        .await?;
+    // Finished: no error, no VCS; no task.
+    let answer = write(
+        pool,
+        json!({
+            "op": "end", "run_id": lc.run_id, "node_id": lc.node_id, "iteration": ITERATION,
+            "attempt": ATTEMPT, "owner": lc.owner, "state": "finished",
+            "finished_at_ms": lc.now_ms, "retryable": null, "vcs": null,
+            "output": lc.output_json, "task": null, "task_owner": null, "task_state": null,
+            "task_run_at_ms": null, "task_now_ms": null, "channel": STORE_CHANNEL,
+            "lock_keys": [lock_key], "events": [body],
+        }),
+    )
+    .await?;
     anyhow::ensure!(
-        row.try_get::<bool, _>("ended")?,
-        "the floor's end matched no attempt"
+        answer["ended"] == true,
+        "the floor's end matched no attempt: {answer}"
     );
     Ok(())
 }
@@ -140,22 +132,11 @@ async fn finish(pool: &PgPool, lc: &Lifecycle<'_>, lock_key: i64, body: Value) -
 /// The channel the bench's store notifies (unused by an end without a task).
 const STORE_CHANNEL: &str = "stint_tasks";
 
-/// `statement` with one event of the lifecycle's attempt bound next: its run's lock, then its
-/// columns.
-fn bind_event<'q>(
-    statement: Statement<'q, Postgres>,
-    lc: &Lifecycle<'q>,
-    lock_key: i64,
-    kind: &'static str,
-    body: Value,
-) -> Statement<'q, Postgres> {
-    statement
-        .bind(vec![lock_key])
-        .bind(vec![lc.run_id])
-        .bind(vec![lc.node_id])
-        .bind(vec![ITERATION])
-        .bind(vec![ATTEMPT])
-        .bind(vec![kind])
-        .bind(vec![lc.now_ms])
-        .bind(vec![body])
+/// One write alone, as the adapter sends a write that meets no other: its answer.
+async fn write(pool: &PgPool, op: Value) -> Result<Value> {
+    let Json(mut answers) = sqlx::query_scalar::<_, Json<Vec<Value>>>(WRITE_BATCH)
+        .bind(Json(vec![op]))
+        .fetch_one(pool)
+        .await?;
+    answers.pop().context("a write was not answered")
 }

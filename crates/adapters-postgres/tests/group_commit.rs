@@ -1,0 +1,313 @@
+//! Group commit on PostgreSQL: attempt writes that wait together share one transaction, a write
+//! that raises an error does not fail its neighbours, and a kill -9 in the middle of heavy
+//! batching loses nothing that was acknowledged and leaves nothing half applied.
+//!
+//! No libtest harness (`harness = false`): the PostgreSQL tests are reported ignored when no
+//! server listens, and the kill test runs this same binary as the child process that writes
+//! (`STINT_GROUP_COMMIT_CHILD` names its schema's store URL), and kills it.
+#![allow(clippy::unwrap_used, clippy::print_stdout)] // a failed unwrap is a failed test
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use stint_adapters_postgres::PostgresStore;
+use stint_adapters_postgres::test_support::{
+    SchemaGuard, Test, block_on, fresh_schema, run_tests, server_url,
+};
+use stint_domain::{Event, EventKind, NodeKey};
+use stint_ports::{AttemptEnd, AttemptStore, BeginAttempt, EndAttempt, OwnedAttempt};
+
+/// Set in the child: the store URL it writes to until it is killed.
+const CHILD: &str = "STINT_GROUP_COMMIT_CHILD";
+
+fn main() -> std::process::ExitCode {
+    if let Ok(url) = std::env::var(CHILD) {
+        block_on(write_until_killed(url));
+        return std::process::ExitCode::SUCCESS;
+    }
+    let tests: Vec<Test> = vec![
+        ("begins_waiting_together_share_a_transaction", || {
+            block_on(begins_waiting_together_share_a_transaction());
+        }),
+        ("a_write_that_raises_fails_alone", || {
+            block_on(a_write_that_raises_fails_alone());
+        }),
+        (
+            "kill_9_during_batching_loses_nothing_acknowledged_and_halves_nothing",
+            kill_9_during_batching,
+        ),
+    ];
+    run_tests(tests)
+}
+
+fn begin(node: &NodeKey, owner: &str) -> BeginAttempt {
+    BeginAttempt::new(node.clone(), owner.to_owned(), 1, 86_400_000)
+}
+
+/// A pool of its own on the test's schema, for what the store does not expose.
+async fn raw_pool(guard: &SchemaGuard) -> PgPool {
+    let options: PgConnectOptions = server_url().parse().unwrap();
+    PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options.options([("search_path", guard.schema())]))
+        .await
+        .unwrap()
+}
+
+/// Begins one attempt of each of `nodes` at once; their results in order.
+async fn begin_all(
+    store: &PostgresStore,
+    nodes: &[NodeKey],
+) -> Vec<Result<u32, stint_ports::StoreError>> {
+    let mut begins = tokio::task::JoinSet::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let (store, node) = (store.clone(), node.clone());
+        begins.spawn(async move {
+            let begun = store.begin_attempt(begin(&node, "w")).await;
+            (i, begun.map(|begun| begun.attempt))
+        });
+    }
+    let mut results: Vec<_> = begins.join_all().await;
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, result)| result).collect()
+}
+
+/// Begins one attempt of each of `nodes` (all of run "run") while another connection holds
+/// the run's event lock: the first two writes go out at once, one batch each, and wait for the
+/// lock; the rest pile up meanwhile and go together once the lock is released. Their results in
+/// order.
+async fn piled_up_begins(
+    store: &PostgresStore,
+    raw: &PgPool,
+    nodes: Vec<NodeKey>,
+) -> Vec<Result<u32, stint_ports::StoreError>> {
+    let mut blocker = raw.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(stint_adapters_postgres::run_lock_key("run"))
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let (front, pile) = nodes.split_at(2);
+    let front = {
+        let (store, front) = (store.clone(), front.to_vec());
+        tokio::spawn(async move { begin_all(&store, &front).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pile = {
+        let (store, pile) = (store.clone(), pile.to_vec());
+        tokio::spawn(async move { begin_all(&store, &pile).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sqlx::query("SELECT pg_advisory_unlock_all()")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let mut results = front.await.unwrap();
+    results.extend(pile.await.unwrap());
+    results
+}
+
+async fn begins_waiting_together_share_a_transaction() {
+    let (store, guard) = fresh_schema().await;
+    let raw = raw_pool(&guard).await;
+    const WRITES: usize = 24;
+    let nodes: Vec<NodeKey> = (0..WRITES)
+        .map(|i| NodeKey::new("run", format!("n{i}"), 0).unwrap())
+        .collect();
+    for result in piled_up_begins(&store, &raw, nodes).await {
+        assert_eq!(result.unwrap(), 1);
+    }
+    // Rows a transaction wrote carry its id: fewer ids than writes is writes sharing one.
+    let transactions: i64 = sqlx::query_scalar("SELECT COUNT(DISTINCT xmin::text) FROM attempts")
+        .fetch_one(&raw)
+        .await
+        .unwrap();
+    assert!(
+        transactions <= 3,
+        "{WRITES} begins that waited together took {transactions} transactions"
+    );
+    let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE type = 'NodeStarted'")
+        .fetch_one(&raw)
+        .await
+        .unwrap();
+    assert_eq!(events, WRITES as i64);
+    guard.drop_schema().await;
+}
+
+async fn a_write_that_raises_fails_alone() {
+    let (store, guard) = fresh_schema().await;
+    let raw = raw_pool(&guard).await;
+    sqlx::raw_sql(
+        "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           IF NEW.node_id = 'poison' THEN RAISE EXCEPTION 'poisoned'; END IF; RETURN NEW; \
+         END $$; \
+         CREATE TRIGGER poison BEFORE INSERT ON attempts FOR EACH ROW EXECUTE FUNCTION poison();",
+    )
+    .execute(&raw)
+    .await
+    .unwrap();
+    let mut nodes: Vec<NodeKey> = (0..15)
+        .map(|i| NodeKey::new("run", format!("n{i}"), 0).unwrap())
+        .collect();
+    // In the pile, so in a batch with others.
+    nodes.insert(7, NodeKey::new("run", "poison", 0).unwrap());
+    let results = piled_up_begins(&store, &raw, nodes.clone()).await;
+    for (node, result) in nodes.iter().zip(results) {
+        if node.node_id() == "poison" {
+            let error = result.expect_err("the poisoned begin fails");
+            assert!(error.to_string().contains("poisoned"), "{error}");
+        } else {
+            assert_eq!(result.unwrap(), 1, "{node} began beside the poisoned one");
+        }
+    }
+    let attempts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM attempts")
+        .fetch_one(&raw)
+        .await
+        .unwrap();
+    assert_eq!(attempts, 15);
+    guard.drop_schema().await;
+}
+
+/// The child: 16 writers, each beginning and ending attempts of fresh nodes, and printing each
+/// write once it was acknowledged.
+async fn write_until_killed(url: String) {
+    let store = PostgresStore::connect(&url).await.unwrap();
+    let mut writers = tokio::task::JoinSet::new();
+    for writer in 0..16 {
+        let store = store.clone();
+        writers.spawn(async move {
+            for i in 0.. {
+                let name = format!("w{writer}-{i}");
+                let node = NodeKey::new("run", name.clone(), 0).unwrap();
+                let begun = store.begin_attempt(begin(&node, "w")).await.unwrap();
+                println!("begun {name}");
+                let done = Event::new(&node.attempt(begun.attempt), 2, EventKind::NodeFinished);
+                let end = EndAttempt {
+                    events: vec![done],
+                    ..EndAttempt::new(
+                        AttemptEnd::Finished {
+                            output: json!({ "node": name }),
+                            vcs: None,
+                        },
+                        2,
+                    )
+                };
+                let owned = OwnedAttempt {
+                    key: node.attempt(begun.attempt),
+                    owner: "w".to_owned(),
+                };
+                store.end_attempt(&owned, end).await.unwrap();
+                println!("ended {name}");
+            }
+        });
+    }
+    writers.join_all().await;
+}
+
+/// What the child said was acknowledged before it died.
+#[derive(Default)]
+struct Acknowledged {
+    begun: BTreeSet<String>,
+    ended: BTreeSet<String>,
+}
+
+/// Runs the child on `url` and kills it with SIGKILL after `after` acknowledgements.
+fn run_child_and_kill(url: &str, after: usize) -> Acknowledged {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env(CHILD, url)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut acknowledged = Acknowledged::default();
+    let note = |line: String, acknowledged: &mut Acknowledged| match line.split_once(' ') {
+        Some(("begun", node)) => acknowledged.begun.insert(node.to_owned()),
+        Some(("ended", node)) => acknowledged.ended.insert(node.to_owned()),
+        _ => panic!("the child printed {line:?}"),
+    };
+    for _ in 0..after {
+        let line = lines.next().expect("the child stopped writing").unwrap();
+        note(line, &mut acknowledged);
+    }
+    child.kill().unwrap();
+    // What it printed before it died was acknowledged too.
+    for line in lines.map_while(Result::ok) {
+        note(line, &mut acknowledged);
+    }
+    child.wait().unwrap();
+    acknowledged
+}
+
+fn kill_9_during_batching() {
+    for (round, after) in [40, 300, 1_200].into_iter().enumerate() {
+        let guard = block_on_value(async { fresh_schema().await.1 });
+        let acknowledged = run_child_and_kill(&guard.url(), after);
+        block_on(check_after_kill(guard, acknowledged, round));
+    }
+}
+
+/// Runs `future` on a runtime of its own and returns its value.
+fn block_on_value<T: Send + 'static>(future: impl Future<Output = T> + Send + 'static) -> T {
+    let (send, receive) = std::sync::mpsc::channel();
+    block_on(async move {
+        send.send(future.await).unwrap();
+    });
+    receive.recv().unwrap()
+}
+
+async fn check_after_kill(guard: SchemaGuard, acknowledged: Acknowledged, round: usize) {
+    let pool = raw_pool(&guard).await;
+    // One snapshot for every read: the killed child's last statement may still commit (the
+    // server finishes a statement before it notices its client is gone).
+    let mut raw = pool.begin().await.unwrap();
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .execute(&mut *raw)
+        .await
+        .unwrap();
+    let stored: BTreeSet<String> = sqlx::query_scalar("SELECT node_id FROM attempts")
+        .fetch_all(&mut *raw)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    for node in &acknowledged.begun {
+        assert!(
+            stored.contains(node),
+            "round {round}: acknowledged begin of {node} was lost"
+        );
+    }
+    let finished: BTreeSet<String> =
+        sqlx::query_scalar("SELECT node_id FROM attempts WHERE state = 'finished'")
+            .fetch_all(&mut *raw)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+    for node in &acknowledged.ended {
+        assert!(
+            finished.contains(node),
+            "round {round}: acknowledged end of {node} was lost"
+        );
+    }
+    // Every write is whole: each attempt has its NodeStarted, each finished one its output and
+    // its NodeFinished, and nothing else has.
+    let (attempts, started, outputs, ended): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM attempts), \
+                (SELECT COUNT(*) FROM events WHERE type = 'NodeStarted'), \
+                (SELECT COUNT(*) FROM outputs), \
+                (SELECT COUNT(*) FROM events WHERE type = 'NodeFinished')",
+    )
+    .fetch_one(&mut *raw)
+    .await
+    .unwrap();
+    let finished = finished.len() as i64;
+    assert_eq!(started, attempts, "round {round}: a begin is half applied");
+    assert_eq!((outputs, ended), (finished, finished), "round {round}");
+    raw.rollback().await.unwrap();
+    pool.close().await;
+    guard.drop_schema().await;
+}
