@@ -121,6 +121,8 @@ async fn attempt(
         let handed = Mutex::new(None);
         let task_end: TaskEndFn<'_> = Box::new(|outcome| {
             stop.settling.store(true, Ordering::SeqCst);
+            // Its slot frees once this write returns: the loop may claim for it meanwhile.
+            inner.settling.notify_one();
             let end = end_of(inner, outcome, stop);
             *handed.lock().unwrap_or_else(PoisonError::into_inner) = Some(end.clone());
             let owner = inner.options.owner.clone();

@@ -1,7 +1,12 @@
 //! The worker: its loop claims up to its free slots, runs each task as a tokio task of its own,
 //! and reacts to renewals, ended tasks, wake-ups and shutdown.
+//!
+//! A slot whose task is settling (its outcome decided, its terminal write under way) counts as
+//! free for claiming: the claim's round trip then overlaps the write's, and the task it brings
+//! waits in `ready` for the slot (held by the same renewals as running tasks, given back on
+//! shutdown) instead of the slot waiting for the claim. At most `concurrency` tasks run at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,6 +61,8 @@ pub(crate) struct Inner {
     pub(crate) observer: Arc<dyn WorkerObserver>,
     pub(crate) recovery: Arc<dyn Recovery>,
     pub(crate) wake: Arc<Notify>,
+    /// Notified by a task whose terminal write began (see the module's doc).
+    pub(crate) settling: Notify,
     swept: AtomicU64,
 }
 
@@ -143,6 +150,7 @@ impl Worker {
             observer: self.observer.clone(),
             recovery: self.recovery.clone(),
             wake: self.wake.clone(),
+            settling: Notify::new(),
             swept: AtomicU64::new(0),
         });
         let (reports, renewals) = mpsc::channel(4);
@@ -178,6 +186,8 @@ struct Loop {
     wakeups: Option<Arc<dyn Wakeups>>,
     set: JoinSet<(TaskId, Settled)>,
     running: HashMap<TaskId, Running>,
+    /// Claimed for slots still settling: started, in claim order, as those slots free.
+    ready: VecDeque<(ClaimedTask, Instant)>,
     ids: HashMap<tokio::task::Id, TaskId>,
     report: WorkerReport,
     claim_now: bool,
@@ -198,6 +208,7 @@ impl Loop {
             wakeups,
             set: JoinSet::new(),
             running: HashMap::new(),
+            ready: VecDeque::new(),
             ids: HashMap::new(),
             report: WorkerReport::default(),
             claim_now: true,
@@ -238,25 +249,31 @@ impl Loop {
                     }
                 },
                 () = shutdown.abort.cancelled(), if self.stopping != Stopping::GaveBack => {
-                    self.give_back_all();
+                    self.give_back_all().await;
                 }
                 () = shutdown.drain.cancelled(), if self.stopping == Stopping::No => {
                     let deadline = Instant::now() + self.inner.options.drain_timeout;
                     self.stopping = Stopping::Until(deadline);
+                    self.release_ready().await;
                     self.inner.observer.draining(self.running.len());
                 }
                 () = sleep_until(drain_deadline), if drain_deadline.is_some() => {
-                    self.give_back_all();
+                    self.give_back_all().await;
                 }
                 claimed = in_flight(&mut self.claiming) => {
                     self.claiming = None;
                     let claimed = self.claimed(claimed).await;
-                    if claimed == Some(0) && self.running.is_empty() && self.nothing_left().await {
+                    if claimed == Some(0)
+                        && self.running.is_empty()
+                        && self.ready.is_empty()
+                        && self.nothing_left().await
+                    {
                         return Ok(self.report);
                     }
                 }
                 Some(joined) = self.set.join_next_with_id() => self.joined(joined).await,
                 () = self.inner.wake.notified() => self.claim_now = true,
+                () = self.inner.settling.notified() => self.claim_now = true,
                 () = next_wakeup(wakeups) => self.claim_now = true,
                 () = tokio::time::sleep(self.inner.options.poll_interval),
                     if !self.claim_now && self.stopping == Stopping::No => self.claim_now = true,
@@ -264,11 +281,18 @@ impl Loop {
         }
     }
 
+    /// The slots a claim may fill: those without a task, plus those whose task is settling,
+    /// less the tasks already waiting for a slot.
     fn free(&self) -> usize {
+        let busy = self
+            .running
+            .values()
+            .filter(|running| !running.stop.settling.load(Ordering::SeqCst))
+            .count();
         self.inner
             .options
             .concurrency
-            .saturating_sub(self.running.len())
+            .saturating_sub(busy + self.ready.len())
     }
 
     /// A claim of up to the free slots, to run beside the loop.
@@ -300,13 +324,31 @@ impl Loop {
         let count = tasks.len();
         for claimed in tasks {
             if self.stopping == Stopping::No {
-                self.start(claimed, claimed_at);
+                self.ready.push_back((claimed, claimed_at));
+                self.start_ready();
             } else {
                 // Claimed as the shutdown began: back to the queue, untouched.
                 self.end_here(claimed.task.id, TaskEnd::Release).await;
             }
         }
         Some(count)
+    }
+
+    /// Starts the tasks waiting in `ready` while slots are free.
+    fn start_ready(&mut self) {
+        while self.running.len() < self.inner.options.concurrency {
+            let Some((claimed, claimed_at)) = self.ready.pop_front() else {
+                return;
+            };
+            self.start(claimed, claimed_at);
+        }
+    }
+
+    /// Gives back the tasks claimed that never started.
+    async fn release_ready(&mut self) {
+        while let Some((claimed, _)) = self.ready.pop_front() {
+            self.end_here(claimed.task.id, TaskEnd::Release).await;
+        }
     }
 
     fn start(&mut self, claimed: ClaimedTask, claimed_at: Instant) {
@@ -344,8 +386,9 @@ impl Loop {
         }
     }
 
-    fn give_back_all(&mut self) {
+    async fn give_back_all(&mut self) {
         self.stopping = Stopping::GaveBack;
+        self.release_ready().await;
         for running in self.running.values() {
             running.stop.give_back();
         }
@@ -364,11 +407,17 @@ impl Loop {
                 if error.is_panic() {
                     self.panicked(id).await;
                 }
+                if self.stopping == Stopping::No {
+                    self.start_ready();
+                }
                 return;
             }
         };
         if let Some(running) = self.running.remove(&id) {
             self.ids.remove(&running.abort.id());
+        }
+        if self.stopping == Stopping::No {
+            self.start_ready();
         }
         if let Settled::Ended(end) = &settled {
             self.count(end);
@@ -429,6 +478,7 @@ impl Loop {
     /// A renewal came back: stop the tasks whose cancellation was asked for, drop those whose
     /// claim was lost, give back the claims no running task holds.
     async fn renewed(&mut self, renewal: Renewal) {
+        self.renewed_ready(&renewal).await;
         let claims = renewal.claims;
         for id in &claims.cancel_requested {
             if let Some(running) = self.running.get(id) {
@@ -455,13 +505,38 @@ impl Loop {
         let orphans: Vec<TaskId> = claims
             .renewed
             .iter()
-            .filter(|id| !self.running.contains_key(id))
+            .filter(|id| {
+                !self.running.contains_key(id) && !self.ready.iter().any(|(c, _)| c.task.id == **id)
+            })
             .copied()
             .collect();
         for id in orphans {
             // Its attempt's end was not recorded: the task goes back to the queue.
             self.end_here(id, TaskEnd::Release).await;
         }
+    }
+}
+
+impl Loop {
+    /// A renewal, for the tasks waiting for a slot: one whose cancellation was asked for ends
+    /// cancelled without running; one whose claim was lost is dropped.
+    async fn renewed_ready(&mut self, renewal: &Renewal) {
+        let claims = &renewal.claims;
+        let mut kept = VecDeque::with_capacity(self.ready.len());
+        for (claimed, claimed_at) in std::mem::take(&mut self.ready) {
+            let id = claimed.task.id;
+            if claims.cancel_requested.contains(&id) {
+                let end = TaskEnd::Cancelled {
+                    error: task::to_json(&TaskError::aborted()),
+                };
+                self.end_here(id, end).await;
+            } else if claimed_at <= renewal.sent && claims.renewed.binary_search(&id).is_err() {
+                tracing::warn!(task = %id, "claim lost before the task started; dropping it");
+            } else {
+                kept.push_back((claimed, claimed_at));
+            }
+        }
+        self.ready = kept;
     }
 }
 

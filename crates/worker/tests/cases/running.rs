@@ -9,11 +9,11 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 use stint_domain::{AttemptState, TaskState};
 use stint_engine::TaskFailure;
-use stint_ports::NewTask;
-use stint_worker::{Handlers, Shutdown, Wakeups, WorkerOptions};
+use stint_ports::{InstrumentedStore, NewTask, WriteOp};
+use stint_worker::{Handlers, Shutdown, Wakeups, Worker, WorkerOptions};
 use tokio::sync::Notify;
 
-use crate::common::{Fixture, Kind, Log, eventually, now_ms, options, run_to_end, task};
+use crate::common::{Fixture, Kind, Log, engine_on, eventually, now_ms, options, run_to_end, task};
 
 pub(crate) async fn every_task_runs_once_with_concurrency_4(kind: Kind) {
     let fixture = Fixture::new(kind).await;
@@ -273,4 +273,62 @@ pub(crate) async fn an_idle_worker_claims_when_woken(kind: Kind) {
     shutdown.drain.cancel();
     let report = running.await.expect("joins").expect("runs");
     assert_eq!(report.finished, 2);
+}
+
+/// While a task's end is being written, the worker claims the task for its slot, so the claim's
+/// round trip overlaps the write; the claimed task still waits for the slot.
+pub(crate) async fn a_slot_is_claimed_for_while_its_task_settles(kind: Kind) {
+    let fixture = Fixture::new(kind).await;
+    let attempts = Arc::new(InstrumentedStore::new(fixture.attempts.clone()));
+    attempts.set_delay(WriteOp::End, Duration::from_millis(600));
+    let returned = Arc::new(Notify::new());
+    let (now, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let handlers = {
+        let (returned, now, peak) = (returned.clone(), now.clone(), peak.clone());
+        Handlers::new().register("work", move |_args: Value, _ctx| {
+            let (returned, now, peak) = (returned.clone(), now.clone(), peak.clone());
+            async move {
+                let running = now.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(running, Ordering::SeqCst);
+                now.fetch_sub(1, Ordering::SeqCst);
+                returned.notify_one();
+                Ok(json!(null))
+            }
+        })
+    };
+    let mut first = task("run", "first", "work", json!({}), json!({}));
+    first.priority = 1;
+    let second = task("run", "second", "work", json!({}), json!({}));
+    let ids = fixture.enqueue(vec![first, second]).await;
+    let worker = Worker::new(
+        engine_on(attempts.clone()),
+        fixture.queue.clone(),
+        fixture.attempts.clone(),
+        Arc::new(handlers),
+        WorkerOptions {
+            concurrency: 1,
+            ..options()
+        },
+    );
+    let run = tokio::spawn(async move { run_to_end(&worker, Shutdown::default()).await });
+    returned.notified().await;
+    // The first task's end is being written (600 ms): the second is claimed meanwhile, and
+    // has not started.
+    eventually(
+        "the second task is claimed during the first one's end",
+        || async { fixture.task(ids[1]).await.state == TaskState::Running },
+    )
+    .await;
+    assert_eq!(fixture.task(ids[0]).await.state, TaskState::Running);
+    assert!(fixture.attempts_of("run", "second").await.is_empty());
+    let report = run.await.expect("the worker ran");
+    assert_eq!(report.finished, 2, "{report:?}");
+    assert_eq!(
+        peak.load(Ordering::SeqCst),
+        1,
+        "one slot, one task at a time"
+    );
+    for id in ids {
+        assert_eq!(fixture.task(id).await.state, TaskState::Finished);
+    }
 }
