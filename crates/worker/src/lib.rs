@@ -21,6 +21,7 @@
 mod handler;
 mod keeper;
 mod options;
+mod slots;
 mod task;
 mod worker;
 

@@ -1,0 +1,425 @@
+//! The loop of one [`Worker::run`](crate::Worker::run): it claims up to its free slots, runs each
+//! task as a tokio task of its own, and reacts to renewals, ended tasks, wake-ups and shutdown.
+//!
+//! A slot whose task is settling (its outcome decided, its terminal write under way) counts as
+//! free for claiming: the claim's round trip then overlaps the write's, and the task it brings
+//! waits in `ready` for the slot (held by the same renewals as running tasks, given back on
+//! shutdown) instead of the slot waiting for the claim. At most `concurrency` tasks run at once.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use stint_domain::{TaskError, TaskId};
+use stint_ports::{Claim, ClaimedTask, Completion, StoreError, TaskEnd, Wakeups};
+use tokio::sync::mpsc;
+use tokio::task::{AbortHandle, JoinError, JoinSet};
+use tokio::time::Instant;
+use tokio_util::task::AbortOnDropHandle;
+
+use crate::keeper::{KeeperReport, Renewal};
+use crate::options::{Shutdown, WorkerError, WorkerReport};
+use crate::task::{self, Settled, Stop};
+use crate::worker::Inner;
+
+/// One task this worker runs.
+struct Running {
+    stop: Stop,
+    abort: AbortHandle,
+    claimed_at: Instant,
+}
+
+/// How far a shutdown has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stopping {
+    No,
+    /// Draining: running tasks may finish until the deadline.
+    Until(Instant),
+    /// Every running task was told to stop and give its task back.
+    GaveBack,
+}
+
+/// The state of one [`Worker::run`](crate::Worker::run).
+pub(crate) struct Loop {
+    inner: Arc<Inner>,
+    wakeups: Option<Arc<dyn Wakeups>>,
+    set: JoinSet<(TaskId, Settled)>,
+    running: HashMap<TaskId, Running>,
+    /// Claimed for slots still settling: started, in claim order, as those slots free.
+    ready: VecDeque<(ClaimedTask, Instant)>,
+    ids: HashMap<tokio::task::Id, TaskId>,
+    report: WorkerReport,
+    claim_now: bool,
+    /// The claim in flight: the loop goes on (tasks end, renewals come back) while it waits for
+    /// the store, and the slots freed meanwhile go into the next claim, all at once.
+    claiming: Option<ClaimFuture>,
+    stopping: Stopping,
+}
+
+/// A claim running as a task of its own (aborted when the loop drops it: a claim committed
+/// meanwhile is given back by the next renewal, as a claim no running task holds).
+type ClaimFuture = AbortOnDropHandle<Result<Vec<ClaimedTask>, StoreError>>;
+
+impl Loop {
+    pub(crate) fn new(inner: Arc<Inner>, wakeups: Option<Arc<dyn Wakeups>>) -> Self {
+        Self {
+            inner,
+            wakeups,
+            set: JoinSet::new(),
+            running: HashMap::new(),
+            ready: VecDeque::new(),
+            ids: HashMap::new(),
+            report: WorkerReport::default(),
+            claim_now: true,
+            claiming: None,
+            stopping: Stopping::No,
+        }
+    }
+
+    pub(crate) async fn run(
+        &mut self,
+        shutdown: Shutdown,
+        mut renewals: mpsc::Receiver<KeeperReport>,
+    ) -> Result<WorkerReport, WorkerError> {
+        loop {
+            if self.stopping == Stopping::No
+                && self.claim_now
+                && self.claiming.is_none()
+                && self.free() > 0
+            {
+                self.claim_now = false;
+                self.claiming = Some(self.claim());
+            }
+            if self.stopping != Stopping::No && self.running.is_empty() && self.claiming.is_none() {
+                return Ok(self.report);
+            }
+            let drain_deadline = match self.stopping {
+                Stopping::Until(deadline) => Some(deadline),
+                _ => None,
+            };
+            let wakeups = self.wakeups.clone();
+            tokio::select! {
+                biased;
+                Some(report) = renewals.recv() => match report {
+                    KeeperReport::Renewed(renewal) => self.renewed(renewal).await,
+                    KeeperReport::Fenced(fenced) => {
+                        self.set.shutdown().await;
+                        return Err(fenced);
+                    }
+                },
+                () = shutdown.abort.cancelled(), if self.stopping != Stopping::GaveBack => {
+                    self.give_back_all().await;
+                }
+                () = shutdown.drain.cancelled(), if self.stopping == Stopping::No => {
+                    let deadline = Instant::now() + self.inner.options.drain_timeout;
+                    self.stopping = Stopping::Until(deadline);
+                    self.release_ready().await;
+                    self.inner.observer.draining(self.running.len());
+                }
+                () = sleep_until(drain_deadline), if drain_deadline.is_some() => {
+                    self.give_back_all().await;
+                }
+                claimed = in_flight(&mut self.claiming) => {
+                    self.claiming = None;
+                    let claimed = self.claimed(claimed).await;
+                    if claimed == Some(0)
+                        && self.running.is_empty()
+                        && self.ready.is_empty()
+                        && self.nothing_left().await
+                    {
+                        return Ok(self.report);
+                    }
+                }
+                Some(joined) = self.set.join_next_with_id() => self.joined(joined).await,
+                () = self.inner.wake.notified() => self.claim_now = true,
+                () = self.inner.settling.notified() => self.claim_now = true,
+                () = next_wakeup(wakeups) => self.claim_now = true,
+                () = tokio::time::sleep(self.inner.options.poll_interval),
+                    if !self.claim_now && self.stopping == Stopping::No => self.claim_now = true,
+            }
+        }
+    }
+
+    /// The slots a claim may fill: those without a task, plus those whose task is settling,
+    /// less the tasks already waiting for a slot.
+    fn free(&self) -> usize {
+        let busy = self
+            .running
+            .values()
+            .filter(|running| !running.stop.settling.load(Ordering::SeqCst))
+            .count();
+        self.inner
+            .options
+            .concurrency
+            .saturating_sub(busy + self.ready.len())
+    }
+
+    /// A claim of up to the free slots, to run beside the loop.
+    fn claim(&self) -> ClaimFuture {
+        let options = &self.inner.options;
+        let claim = Claim {
+            queues: options.queues.clone(),
+            owner: options.owner.clone(),
+            max: u32::try_from(self.free()).unwrap_or(u32::MAX),
+            now_ms: self.inner.now_ms(),
+            lease_ms: u64::try_from(options.claim_lease.as_millis()).unwrap_or(u64::MAX),
+        };
+        let inner = self.inner.clone();
+        AbortOnDropHandle::new(tokio::spawn(async move { inner.queue.claim(claim).await }))
+    }
+
+    /// A claim came back: starts each task (or, once stopping, gives it back); how many, or
+    /// `None` when the claim failed.
+    async fn claimed(&mut self, claimed: Result<Vec<ClaimedTask>, StoreError>) -> Option<usize> {
+        let tasks = match claimed {
+            Ok(tasks) => tasks,
+            Err(error) => {
+                tracing::warn!(%error, "claim failed");
+                self.inner.observer.store_error("claiming tasks", &error);
+                return None;
+            }
+        };
+        let claimed_at = Instant::now();
+        let count = tasks.len();
+        for claimed in tasks {
+            if self.stopping == Stopping::No {
+                self.ready.push_back((claimed, claimed_at));
+                self.start_ready();
+            } else {
+                // Claimed as the shutdown began: back to the queue, untouched.
+                self.end_here(claimed.task.id, TaskEnd::Release).await;
+            }
+        }
+        Some(count)
+    }
+
+    /// Starts the tasks waiting in `ready` while slots are free.
+    fn start_ready(&mut self) {
+        while self.running.len() < self.inner.options.concurrency {
+            let Some((claimed, claimed_at)) = self.ready.pop_front() else {
+                return;
+            };
+            self.start(claimed, claimed_at);
+        }
+    }
+
+    /// Gives back the tasks claimed that never started.
+    async fn release_ready(&mut self) {
+        while let Some((claimed, _)) = self.ready.pop_front() {
+            self.end_here(claimed.task.id, TaskEnd::Release).await;
+        }
+    }
+
+    fn start(&mut self, claimed: ClaimedTask, claimed_at: Instant) {
+        let id = claimed.task.id;
+        tracing::debug!(task = %id, "claimed");
+        self.inner.observer.claimed(&claimed);
+        let stop = Stop::default();
+        let run = task::run(self.inner.clone(), claimed, stop.clone());
+        let abort = self.set.spawn(async move { (id, run.await) });
+        self.ids.insert(abort.id(), id);
+        let running = Running {
+            stop,
+            abort,
+            claimed_at,
+        };
+        self.running.insert(id, running);
+    }
+
+    /// Whether no task of the worker's queues is ready, scheduled or running.
+    async fn nothing_left(&self) -> bool {
+        if !self.inner.options.exit_when_empty {
+            return false;
+        }
+        match self.inner.queue.queue_stats(self.inner.now_ms()).await {
+            Ok(stats) => stats
+                .iter()
+                .filter(|stats| self.inner.options.queues.contains(&stats.queue))
+                .all(|stats| stats.ready + stats.scheduled + stats.running == 0),
+            Err(error) => {
+                self.inner
+                    .observer
+                    .store_error("reading queue counts", &error);
+                false
+            }
+        }
+    }
+
+    async fn give_back_all(&mut self) {
+        self.stopping = Stopping::GaveBack;
+        self.release_ready().await;
+        for running in self.running.values() {
+            running.stop.give_back();
+        }
+        self.inner.observer.draining(self.running.len());
+    }
+
+    /// A task's tokio task ended: count its end.
+    async fn joined(&mut self, joined: Result<(tokio::task::Id, (TaskId, Settled)), JoinError>) {
+        let (id, settled) = match joined {
+            Ok((_, ended)) => ended,
+            Err(error) => {
+                let Some(id) = self.ids.remove(&error.id()) else {
+                    return;
+                };
+                self.running.remove(&id);
+                if error.is_panic() {
+                    self.panicked(id).await;
+                }
+                if self.stopping == Stopping::No {
+                    self.start_ready();
+                }
+                return;
+            }
+        };
+        if let Some(running) = self.running.remove(&id) {
+            self.ids.remove(&running.abort.id());
+        }
+        if self.stopping == Stopping::No {
+            self.start_ready();
+        }
+        if let Settled::Ended(end) = &settled {
+            self.count(end);
+            // A task given back (its node still busy) is not claimed again at once.
+            self.claim_now |= !matches!(end, TaskEnd::Release);
+        }
+        if self.stopping != Stopping::No {
+            self.inner.observer.draining(self.running.len());
+        }
+    }
+
+    fn count(&mut self, end: &TaskEnd) {
+        let counter = match end {
+            TaskEnd::Finished => &mut self.report.finished,
+            TaskEnd::Failed { .. } => &mut self.report.failed,
+            TaskEnd::Cancelled { .. } => &mut self.report.cancelled,
+            TaskEnd::Retry { .. } => &mut self.report.retried,
+            TaskEnd::Release => &mut self.report.released,
+        };
+        *counter += 1;
+    }
+
+    /// The handler panicked: the task ends failed (running it again would panic again); its
+    /// attempt, left in progress, is marked abandoned by recovery once its lease expires.
+    async fn panicked(&mut self, id: TaskId) {
+        tracing::error!(task = %id, "the handler panicked");
+        let error = TaskError::task_failed("the handler panicked");
+        let end = TaskEnd::Failed {
+            error: task::to_json(&error),
+        };
+        self.end_here(id, end).await;
+    }
+
+    /// Writes `end` for a task this loop holds no running future for.
+    async fn end_here(&mut self, id: TaskId, end: TaskEnd) {
+        let inner = &self.inner;
+        let now_ms = inner.now_ms();
+        match inner
+            .queue
+            .complete(Completion::new(
+                id,
+                inner.options.owner.clone(),
+                end.clone(),
+                now_ms,
+            ))
+            .await
+        {
+            Ok(()) => {
+                inner.observer.ended(id, &end);
+                self.count(&end);
+            }
+            // Already ended or taken back meanwhile: nothing to give back.
+            Err(error) if error.is_conflict() => {}
+            Err(error) => inner.observer.store_error("completing a task", &error),
+        }
+    }
+
+    /// A renewal came back: stop the tasks whose cancellation was asked for, drop those whose
+    /// claim was lost, give back the claims no running task holds.
+    async fn renewed(&mut self, renewal: Renewal) {
+        self.renewed_ready(&renewal).await;
+        let claims = renewal.claims;
+        for id in &claims.cancel_requested {
+            if let Some(running) = self.running.get(id) {
+                tracing::info!(task = %id, "cancellation requested");
+                running.stop.cancel.cancel();
+            }
+        }
+        for (id, running) in &self.running {
+            let settling = running.stop.settling.load(Ordering::SeqCst);
+            if running.claimed_at <= renewal.sent
+                && !settling
+                && claims.renewed.binary_search(id).is_err()
+            {
+                // Swept or ended by someone else: another worker may run it now.
+                tracing::warn!(task = %id, "claim lost; dropping the task");
+                running.abort.abort();
+            }
+        }
+        if self.claiming.is_some() {
+            // The claim in flight may hold claims the renewal lists; real orphans are still
+            // listed by the next renewal.
+            return;
+        }
+        let orphans: Vec<TaskId> = claims
+            .renewed
+            .iter()
+            .filter(|id| {
+                !self.running.contains_key(id) && !self.ready.iter().any(|(c, _)| c.task.id == **id)
+            })
+            .copied()
+            .collect();
+        for id in orphans {
+            // Its attempt's end was not recorded: the task goes back to the queue.
+            self.end_here(id, TaskEnd::Release).await;
+        }
+    }
+}
+
+impl Loop {
+    /// A renewal, for the tasks waiting for a slot: one whose cancellation was asked for ends
+    /// cancelled without running; one whose claim was lost is dropped.
+    async fn renewed_ready(&mut self, renewal: &Renewal) {
+        let claims = &renewal.claims;
+        let mut kept = VecDeque::with_capacity(self.ready.len());
+        for (claimed, claimed_at) in std::mem::take(&mut self.ready) {
+            let id = claimed.task.id;
+            if claims.cancel_requested.contains(&id) {
+                let end = TaskEnd::Cancelled {
+                    error: task::to_json(&TaskError::aborted()),
+                };
+                self.end_here(id, end).await;
+            } else if claimed_at <= renewal.sent && claims.renewed.binary_search(&id).is_err() {
+                tracing::warn!(task = %id, "claim lost before the task started; dropping it");
+            } else {
+                kept.push_back((claimed, claimed_at));
+            }
+        }
+        self.ready = kept;
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn in_flight(claiming: &mut Option<ClaimFuture>) -> Result<Vec<ClaimedTask>, StoreError> {
+    match claiming {
+        Some(claim) => claim.await.unwrap_or_else(|error| {
+            Err(StoreError::unavailable(format!(
+                "the claim did not return: {error}"
+            )))
+        }),
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_wakeup(wakeups: Option<Arc<dyn Wakeups>>) {
+    match wakeups {
+        Some(wakeups) => wakeups.next().await,
+        None => std::future::pending().await,
+    }
+}
