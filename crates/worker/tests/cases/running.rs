@@ -16,21 +16,34 @@ use crate::common::{
     Fixture, Kind, Log, Peak, engine_on, eventually, now_ms, options, run_to_end, sharing, task,
 };
 
+/// Handlers of "work" tasks that run `work` with their own clone of `shared`, counted by `peak`
+/// while they run.
+fn counted<S, F, Fut>(peak: &Peak, shared: S, work: F) -> Handlers
+where
+    S: Clone + Send + Sync + 'static,
+    F: Fn(S, Value) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Value, TaskFailure>> + Send + 'static,
+{
+    let counted = (peak.clone(), shared, Arc::new(work));
+    sharing(
+        "work",
+        counted,
+        |(peak, shared, work), args, _ctx| async move {
+            let _running = peak.enter();
+            work(shared, args).await
+        },
+    )
+}
+
 pub(crate) async fn every_task_runs_once_with_concurrency_4(kind: Kind) {
     let fixture = Fixture::new(kind).await;
     let ran: Log<String> = Log::default();
     let peak = Peak::default();
-    let handlers = sharing(
-        "work",
-        (ran.clone(), peak.clone()),
-        |(ran, peak), args, _ctx| async move {
-            let running = peak.enter();
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            drop(running);
-            ran.push(args["node"].as_str().unwrap_or_default().to_owned());
-            Ok(json!({ "ok": true }))
-        },
-    );
+    let handlers = counted(&peak, ran.clone(), |ran, args| async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        ran.push(args["node"].as_str().unwrap_or_default().to_owned());
+        Ok(json!({ "ok": true }))
+    });
     let nodes: Vec<String> = (0..24).map(|i| format!("n{i}")).collect();
     let tasks = nodes
         .iter()
@@ -271,15 +284,10 @@ pub(crate) async fn a_slot_is_claimed_for_while_its_task_settles(kind: Kind) {
     attempts.set_delay(WriteOp::End, Duration::from_millis(600));
     let returned = Arc::new(Notify::new());
     let peak = Peak::default();
-    let handlers = sharing(
-        "work",
-        (returned.clone(), peak.clone()),
-        |(returned, peak), _args, _ctx| async move {
-            let _running = peak.enter();
-            returned.notify_one();
-            Ok(json!(null))
-        },
-    );
+    let handlers = counted(&peak, returned.clone(), |returned, _args| async move {
+        returned.notify_one();
+        Ok(json!(null))
+    });
     let mut first = task("run", "first", "work", json!({}), json!({}));
     first.priority = 1;
     let second = task("run", "second", "work", json!({}), json!({}));
