@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use stint_adapters_postgres::PostgresStore;
 use stint_adapters_postgres::test_support::{
     SchemaGuard, Test, block_on, fresh_schema, run_tests, server_url,
@@ -259,6 +259,30 @@ fn block_on_value<T: Send + 'static>(future: impl Future<Output = T> + Send + 's
     receive.recv().unwrap()
 }
 
+/// The nodes `sql` selects in the snapshot `raw`, checked to include every one whose `write`
+/// was `acknowledged`.
+async fn kept(
+    raw: &mut PgConnection,
+    sql: &'static str,
+    acknowledged: &BTreeSet<String>,
+    write: &str,
+    round: usize,
+) -> BTreeSet<String> {
+    let stored: BTreeSet<String> = sqlx::query_scalar(sql)
+        .fetch_all(raw)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    for node in acknowledged {
+        assert!(
+            stored.contains(node),
+            "round {round}: acknowledged {write} of {node} was lost"
+        );
+    }
+    stored
+}
+
 async fn check_after_kill(guard: SchemaGuard, acknowledged: Acknowledged, round: usize) {
     let pool = raw_pool(&guard).await;
     // One snapshot for every read: the killed child's last statement may still commit (the
@@ -268,31 +292,10 @@ async fn check_after_kill(guard: SchemaGuard, acknowledged: Acknowledged, round:
         .execute(&mut *raw)
         .await
         .unwrap();
-    let stored: BTreeSet<String> = sqlx::query_scalar("SELECT node_id FROM attempts")
-        .fetch_all(&mut *raw)
-        .await
-        .unwrap()
-        .into_iter()
-        .collect();
-    for node in &acknowledged.begun {
-        assert!(
-            stored.contains(node),
-            "round {round}: acknowledged begin of {node} was lost"
-        );
-    }
-    let finished: BTreeSet<String> =
-        sqlx::query_scalar("SELECT node_id FROM attempts WHERE state = 'finished'")
-            .fetch_all(&mut *raw)
-            .await
-            .unwrap()
-            .into_iter()
-            .collect();
-    for node in &acknowledged.ended {
-        assert!(
-            finished.contains(node),
-            "round {round}: acknowledged end of {node} was lost"
-        );
-    }
+    let begun = "SELECT node_id FROM attempts";
+    kept(&mut raw, begun, &acknowledged.begun, "begin", round).await;
+    let ended = "SELECT node_id FROM attempts WHERE state = 'finished'";
+    let finished = kept(&mut raw, ended, &acknowledged.ended, "end", round).await;
     // Every write is whole: each attempt has its NodeStarted, each finished one its output and
     // its NodeFinished, and nothing else has.
     let (attempts, started, outputs, ended): (i64, i64, i64, i64) = sqlx::query_as(

@@ -16,9 +16,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{begin, node, owned, store_in};
+use common::{WriteLock, begin, node, owned, store_in};
 use serde_json::json;
-use sqlx::{Connection, SqliteConnection};
 use stint_adapters_sqlite::{SqliteOptions, SqliteStore};
 use stint_domain::{Event, EventKind, NodeKey};
 use stint_ports::{AttemptEnd, AttemptStore, EndAttempt, NewTask, Renewal, TaskQueue};
@@ -92,16 +91,7 @@ async fn writes_waiting_together_share_one_commit() {
     let commits = count_commits(&store).await;
     // Another connection holds the write lock, so the writes below pile up behind the writer's
     // first transaction, which waits for the lock.
-    let mut blocker = SqliteConnection::connect(&format!(
-        "sqlite://{}",
-        dir.path().join("stint.db").display()
-    ))
-    .await
-    .unwrap();
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut blocker)
-        .await
-        .unwrap();
+    let blocker = WriteLock::take(&dir.path().join("stint.db")).await;
     let mut writes = tokio::task::JoinSet::new();
     const WRITES: usize = 20;
     for i in 0..WRITES {
@@ -127,7 +117,7 @@ async fn writes_waiting_together_share_one_commit() {
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     commits.store(0, Ordering::SeqCst);
-    sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
+    blocker.release().await;
     for result in writes.join_all().await {
         result.expect("an enqueue beside a failing write succeeds");
     }

@@ -5,20 +5,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::store_in;
-use sqlx::sqlite::SqliteConnection;
-use sqlx::{Connection, Row};
+use common::{WriteLock, store_in};
+use sqlx::Row;
 use stint_adapters_sqlite::{SqliteOptions, SqliteStore};
 use stint_ports::{AttemptStore, EventPage, HistoryStore, StoreError};
 
 async fn pragma(store: &SqliteStore, name: &str) -> String {
-    let sql = match name {
-        "synchronous" => "PRAGMA synchronous",
-        "journal_mode" => "PRAGMA journal_mode",
-        "foreign_keys" => "PRAGMA foreign_keys",
-        "busy_timeout" => "PRAGMA busy_timeout",
-        other => panic!("unexpected pragma {other}"),
-    };
+    let sql = sqlx::AssertSqlSafe(format!("PRAGMA {name}"));
     let row = sqlx::query(sql).fetch_one(store.pool()).await.unwrap();
     // journal_mode answers with text, the others with a number.
     match row.try_get::<String, _>(0) {
@@ -170,20 +163,14 @@ async fn a_lock_held_past_the_busy_timeout_is_unavailable() {
         ..SqliteOptions::default()
     };
     let store = SqliteStore::open(&path, options).await.unwrap();
-    let mut other = SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .unwrap();
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut other)
-        .await
-        .unwrap();
+    let other = WriteLock::take(&path).await;
     let node = common::node();
     let error = store
         .begin_attempt(common::begin(&node, "owner", 1))
         .await
         .expect_err("the write lock is held elsewhere");
     assert!(matches!(error, StoreError::Unavailable { .. }), "{error:?}");
-    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    other.release().await;
     store
         .begin_attempt(common::begin(&node, "owner", 1))
         .await

@@ -71,72 +71,57 @@ pub(crate) async fn lifecycle(pool: &PgPool, lc: &Lifecycle<'_>, lock_key: i64) 
 async fn begin(pool: &PgPool, lc: &Lifecycle<'_>, lock_key: i64, body: Value) -> Result<()> {
     // No output table, no label; the database's clock sets the lease, as the adapter's default
     // does.
-    let answer = write(
-        pool,
-        json!({
-            "op": "begin", "run_id": lc.run_id, "node_id": lc.node_id, "iteration": ITERATION,
-            "owner": lc.owner, "lease_ms": lc.lease_ms, "started_at_ms": lc.now_ms,
-            "metadata": lc.metadata_json, "working_dir": lc.working_dir, "output_table": null,
-            "label": null, "lease_now": null, "lock_key": lock_key, "started": body,
-        }),
-    )
-    .await?;
-    anyhow::ensure!(
-        answer["began"] == true,
-        "the floor's begin did not begin: {answer}"
-    );
-    Ok(())
+    let op = json!({
+        "op": "begin", "lease_ms": lc.lease_ms, "started_at_ms": lc.now_ms,
+        "metadata": lc.metadata_json, "working_dir": lc.working_dir, "output_table": null,
+        "label": null, "lease_now": null, "lock_key": lock_key, "started": body,
+    });
+    write(pool, lc, op, "began", "the floor's begin did not begin").await
 }
 
 /// `record_heartbeat` with a payload, and its `TaskHeartbeat`.
 async fn heartbeat(pool: &PgPool, lc: &Lifecycle<'_>, lock_key: i64, body: Value) -> Result<()> {
-    let answer = write(
-        pool,
-        json!({
-            "op": "heartbeat", "run_id": lc.run_id, "node_id": lc.node_id,
-            "iteration": ITERATION, "attempt": ATTEMPT, "owner": lc.owner,
-            "payload": lc.heartbeat_json, "received_at_ms": lc.now_ms,
-            "lock_keys": [lock_key], "events": [body],
-        }),
-    )
-    .await?;
-    anyhow::ensure!(
-        answer["written"] == true,
-        "the floor's heartbeat was refused: {answer}"
-    );
-    Ok(())
+    let op = json!({
+        "op": "heartbeat", "attempt": ATTEMPT, "payload": lc.heartbeat_json,
+        "received_at_ms": lc.now_ms, "lock_keys": [lock_key], "events": [body],
+    });
+    write(pool, lc, op, "written", "the floor's heartbeat was refused").await
 }
 
 /// `end_attempt` finished: the attempt, the node, the output and `NodeFinished`.
 async fn finish(pool: &PgPool, lc: &Lifecycle<'_>, lock_key: i64, body: Value) -> Result<()> {
     // Finished: no error, no VCS; no task.
-    let answer = write(
-        pool,
-        json!({
-            "op": "end", "run_id": lc.run_id, "node_id": lc.node_id, "iteration": ITERATION,
-            "attempt": ATTEMPT, "owner": lc.owner, "state": "finished",
-            "finished_at_ms": lc.now_ms, "retryable": null, "vcs": null,
-            "output": lc.output_json, "task": null, "task_owner": null, "task_state": null,
-            "task_run_at_ms": null, "task_now_ms": null, "channel": STORE_CHANNEL,
-            "lock_keys": [lock_key], "events": [body],
-        }),
-    )
-    .await?;
-    anyhow::ensure!(
-        answer["ended"] == true,
-        "the floor's end matched no attempt: {answer}"
-    );
-    Ok(())
+    let op = json!({
+        "op": "end", "attempt": ATTEMPT, "state": "finished", "finished_at_ms": lc.now_ms,
+        "retryable": null, "vcs": null, "output": lc.output_json, "task": null,
+        "task_owner": null, "task_state": null, "task_run_at_ms": null, "task_now_ms": null,
+        "channel": STORE_CHANNEL, "lock_keys": [lock_key], "events": [body],
+    });
+    write(pool, lc, op, "ended", "the floor's end matched no attempt").await
 }
 
 /// The channel the bench's store notifies (unused by an end without a task).
 const STORE_CHANNEL: &str = "stint_tasks";
 
-/// One write alone, as the adapter sends a write that meets no other: its answer.
-async fn write(pool: &PgPool, op: Value) -> Result<Value> {
+/// One write alone, as the adapter sends a write that meets no other: `op` with the fields
+/// every op names (the lifecycle's run, node, iteration and owner). Its answer must set `done`,
+/// or the write fails with `refused`.
+async fn write(
+    pool: &PgPool,
+    lc: &Lifecycle<'_>,
+    mut op: Value,
+    done: &str,
+    refused: &str,
+) -> Result<()> {
+    op["run_id"] = json!(lc.run_id);
+    op["node_id"] = json!(lc.node_id);
+    op["iteration"] = json!(ITERATION);
+    op["owner"] = json!(lc.owner);
     let Json(mut answers) = sqlx::query_scalar::<_, Json<Vec<Value>>>(WRITE_BATCH)
         .bind(Json(vec![op]))
         .fetch_one(pool)
         .await?;
-    answers.pop().context("a write was not answered")
+    let answer = answers.pop().context("a write was not answered")?;
+    anyhow::ensure!(answer[done] == true, "{refused}: {answer}");
+    Ok(())
 }

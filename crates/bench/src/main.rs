@@ -91,6 +91,22 @@ pub fn progress(what: &str) {
     eprintln!("stint-bench: {what}");
 }
 
+/// The benchmarks, by number (`--only` takes one of them).
+const BENCHMARKS: std::ops::RangeInclusive<u8> = 1..=6;
+
+/// The rows of benchmark `bench`.
+async fn benchmark(bench: u8, settings: &Settings) -> Result<Vec<report::Row>> {
+    match bench {
+        1 => lifecycle::run(settings).await,
+        2 => heartbeat::call_cost(settings).await,
+        3 => watchdog::run(settings).await,
+        4 => memory::run(settings).await,
+        5 => heartbeat::throughput(settings).await,
+        6 => queue::run(settings).await,
+        _ => anyhow::bail!("there is no benchmark {bench}"),
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
@@ -120,24 +136,10 @@ async fn main() -> Result<()> {
     };
     let started = Instant::now();
     let mut rows = Vec::new();
-    let wanted = |bench: u8| args.only.is_none_or(|only| only == bench);
-    if wanted(1) {
-        rows.extend(lifecycle::run(&settings).await?);
-    }
-    if wanted(2) {
-        rows.extend(heartbeat::call_cost(&settings).await?);
-    }
-    if wanted(3) {
-        rows.extend(watchdog::run(&settings).await?);
-    }
-    if wanted(4) {
-        rows.extend(memory::run(&settings).await?);
-    }
-    if wanted(5) {
-        rows.extend(heartbeat::throughput(&settings).await?);
-    }
-    if wanted(6) {
-        rows.extend(queue::run(&settings).await?);
+    for bench in BENCHMARKS {
+        if args.only.is_none_or(|only| only == bench) {
+            rows.extend(benchmark(bench, &settings).await?);
+        }
     }
     let table = report::markdown(&rows);
     progress(&format!("done in {:.0} s", started.elapsed().as_secs_f64()));

@@ -49,29 +49,39 @@ pub(crate) enum Pickup {
     Polled,
 }
 
+impl Pickup {
+    /// How the worker learns of the task, in a row's setting.
+    fn label(self) -> &'static str {
+        match self {
+            Self::Woken => "woken by `Worker::wake`",
+            Self::Store => "no `Worker::wake`",
+            Self::Polled => "polled",
+        }
+    }
+}
+
 /// The variants measured: how the worker learns of the task, and its poll interval.
-const VARIANTS: [(Pickup, Duration, &str); 4] = [
-    (
-        Pickup::Woken,
-        Duration::from_millis(100),
-        "woken by `Worker::wake`, poll interval 100 ms (the default)",
-    ),
-    (
-        Pickup::Store,
-        Duration::from_millis(100),
-        "no `Worker::wake`, poll interval 100 ms (the default)",
-    ),
-    (
-        Pickup::Polled,
-        Duration::from_millis(100),
-        "polled, poll interval 100 ms (the default)",
-    ),
-    (
-        Pickup::Polled,
-        Duration::from_millis(10),
-        "polled, poll interval 10 ms",
-    ),
+const VARIANTS: [(Pickup, Duration); 4] = [
+    (Pickup::Woken, Duration::from_millis(100)),
+    (Pickup::Store, Duration::from_millis(100)),
+    (Pickup::Polled, Duration::from_millis(100)),
+    (Pickup::Polled, Duration::from_millis(10)),
 ];
+
+/// A variant in a row's setting: how the worker learns of the task, its poll interval, and
+/// whether that is the worker's default.
+fn variant(pickup: Pickup, poll: Duration) -> String {
+    let default = if poll == WorkerOptions::default().poll_interval {
+        " (the default)"
+    } else {
+        ""
+    };
+    format!(
+        "{}, poll interval {} ms{default}",
+        pickup.label(),
+        poll.as_millis()
+    )
+}
 
 /// The fraction of a poll interval the `i`th pickup idles beyond a whole one: spread evenly
 /// over [0, 1) whatever the count (the golden-ratio sequence).
@@ -156,7 +166,8 @@ pub(crate) async fn rows(db: Db, counts: Counts) -> Result<Vec<Row>> {
     );
     let mut rows = Vec::new();
     let (goal, label) = target(db);
-    for (pickup, poll, variant) in VARIANTS {
+    for (pickup, poll) in VARIANTS {
+        let variant = variant(pickup, poll);
         let setting = match pickup {
             Pickup::Store => format!("{}, woken by {}, {variant}", db.label(), db.wakeup()),
             _ => format!("{}, {variant}", db.label()),
@@ -193,6 +204,23 @@ mod tests {
         let offsets: Vec<f64> = (0..30).map(offset).collect();
         assert!(offsets.iter().all(|o| (0.0..1.0).contains(o)));
         assert!(offsets.iter().any(|&o| o < 0.1) && offsets.iter().any(|&o| o > 0.9));
+    }
+
+    #[test]
+    fn a_variant_names_how_the_worker_learns_and_its_poll_interval() {
+        let settings: Vec<String> = VARIANTS
+            .into_iter()
+            .map(|(p, poll)| variant(p, poll))
+            .collect();
+        assert_eq!(
+            settings,
+            [
+                "woken by `Worker::wake`, poll interval 100 ms (the default)",
+                "no `Worker::wake`, poll interval 100 ms (the default)",
+                "polled, poll interval 100 ms (the default)",
+                "polled, poll interval 10 ms",
+            ]
+        );
     }
 
     #[tokio::test]

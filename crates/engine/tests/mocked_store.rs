@@ -49,6 +49,13 @@ fn begun() -> MockAttemptStore {
     store
 }
 
+/// [`begun`], and expecting nothing terminal to be written: no `end_attempt`.
+fn begun_never_ended() -> MockAttemptStore {
+    let mut store = begun();
+    store.expect_end_attempt().times(0);
+    store
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_failing_heartbeat_write_does_not_change_a_success() {
     let mut store = begun();
@@ -90,12 +97,11 @@ async fn a_conflict_on_finish_is_a_store_conflict() {
 
 #[tokio::test(start_paused = true)]
 async fn a_lost_lease_stops_the_compute_and_writes_nothing_terminal() {
-    let mut store = begun();
+    let mut store = begun_never_ended();
     store
         .expect_renew_lease()
         .times(1)
         .returning(|_, _| Err(StoreError::conflict("owned by another execution")));
-    store.expect_end_attempt().times(0);
     let d = desc_with_lease(3_000);
     let compute = |ctx: TaskContext| async move {
         ctx.cancel.cancelled().await;
@@ -113,12 +119,11 @@ async fn a_lost_lease_stops_the_compute_and_writes_nothing_terminal() {
 
 #[tokio::test(start_paused = true)]
 async fn a_conflict_on_a_heartbeat_write_stops_the_compute() {
-    let mut store = begun();
+    let mut store = begun_never_ended();
     store
         .expect_record_heartbeat()
         .times(1)
         .returning(|_, _| Err(StoreError::conflict("owned by another execution")));
-    store.expect_end_attempt().times(0);
     let compute = |ctx: TaskContext| async move {
         ctx.heartbeat.beat(json!({"step": 1}))?;
         ctx.cancel.cancelled().await;
@@ -150,11 +155,10 @@ async fn renewals_keep_the_lease_while_the_attempt_runs() {
 
 #[tokio::test(start_paused = true)]
 async fn a_renewal_task_that_died_leaves_the_lease_unproven_not_the_attempt_hanging() {
-    let mut store = begun();
+    let mut store = begun_never_ended();
     store
         .expect_renew_lease()
         .returning(|_, _| panic!("a bug in the store's renewal"));
-    store.expect_end_attempt().times(0);
     let d = desc_with_lease(3_000);
     let compute = |_ctx: TaskContext| works_for(Duration::from_secs(5), json!({}));
     let error = attempt_error(

@@ -25,6 +25,14 @@ impl Failures {
         }
     }
 
+    /// `inner`, its failures recorded here.
+    fn watch<E>(&self, inner: E) -> Watched<E> {
+        Watched {
+            inner,
+            failures: self.clone(),
+        }
+    }
+
     /// The first failure's message.
     pub(crate) fn first(&self) -> Option<String> {
         self.0
@@ -110,26 +118,22 @@ macro_rules! build_exporter {
     }};
 }
 
-/// The span exporter `config` asks for. gRPC needs a Tokio runtime entered on this thread.
-pub(crate) fn spans(
+/// The span and metric exporters `config` asks for, their failures recorded in `failures`.
+/// gRPC needs a Tokio runtime entered on this thread.
+pub(crate) fn exporters(
     config: &Config,
     failures: &Failures,
-) -> Result<Watched<opentelemetry_otlp::SpanExporter>, ExporterError> {
-    let builder = opentelemetry_otlp::SpanExporter::builder();
-    Ok(Watched {
-        inner: build_exporter!(builder, config, "/v1/traces"),
-        failures: failures.clone(),
-    })
-}
-
-/// The metric exporter `config` asks for. gRPC needs a Tokio runtime entered on this thread.
-pub(crate) fn metrics(
-    config: &Config,
-    failures: &Failures,
-) -> Result<Watched<opentelemetry_otlp::MetricExporter>, ExporterError> {
-    let builder = opentelemetry_otlp::MetricExporter::builder();
-    Ok(Watched {
-        inner: build_exporter!(builder, config, "/v1/metrics"),
-        failures: failures.clone(),
-    })
+) -> Result<
+    (
+        Watched<opentelemetry_otlp::SpanExporter>,
+        Watched<opentelemetry_otlp::MetricExporter>,
+    ),
+    ExporterError,
+> {
+    let spans = opentelemetry_otlp::SpanExporter::builder();
+    let metrics = opentelemetry_otlp::MetricExporter::builder();
+    Ok((
+        failures.watch(build_exporter!(spans, config, "/v1/traces")),
+        failures.watch(build_exporter!(metrics, config, "/v1/metrics")),
+    ))
 }

@@ -1,6 +1,6 @@
 //! `--metrics-addr`: the process's metrics in the Prometheus text format on `GET /metrics`.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -146,7 +146,7 @@ fn encode(out: &mut String, metric: &Metric) {
     }
 }
 
-fn encode_data<T: Copy + Into<Number>>(
+fn encode_data<T: Copy + fmt::Display>(
     out: &mut String,
     name: &str,
     help: &str,
@@ -156,12 +156,7 @@ fn encode_data<T: Copy + Into<Number>>(
         MetricData::Gauge(gauge) => {
             header(out, name, help, "gauge");
             for point in gauge.data_points() {
-                sample(
-                    out,
-                    name,
-                    &labels(point.attributes(), None),
-                    point.value().into(),
-                );
+                sample(out, name, &labels(point.attributes(), None), point.value());
             }
         }
         MetricData::Sum(sum) => {
@@ -172,12 +167,7 @@ fn encode_data<T: Copy + Into<Number>>(
             };
             header(out, &name, help, kind);
             for point in sum.data_points() {
-                sample(
-                    out,
-                    &name,
-                    &labels(point.attributes(), None),
-                    point.value().into(),
-                );
+                sample(out, &name, &labels(point.attributes(), None), point.value());
             }
         }
         MetricData::Histogram(histogram) => {
@@ -189,21 +179,11 @@ fn encode_data<T: Copy + Into<Number>>(
                 for (le, count) in les.zip(point.bucket_counts()) {
                     cumulative += count;
                     let labels = labels(point.attributes(), Some(le));
-                    sample(
-                        out,
-                        &format!("{name}_bucket"),
-                        &labels,
-                        Number::U(cumulative),
-                    );
+                    sample(out, &format!("{name}_bucket"), &labels, cumulative);
                 }
                 let labels = labels(point.attributes(), None);
-                sample(out, &format!("{name}_sum"), &labels, point.sum().into());
-                sample(
-                    out,
-                    &format!("{name}_count"),
-                    &labels,
-                    Number::U(point.count()),
-                );
+                sample(out, &format!("{name}_sum"), &labels, point.sum());
+                sample(out, &format!("{name}_count"), &labels, point.count());
             }
         }
         // No instrument of stint's is an exponential histogram.
@@ -211,40 +191,12 @@ fn encode_data<T: Copy + Into<Number>>(
     }
 }
 
-/// A sample's value.
-#[derive(Debug, Clone, Copy)]
-enum Number {
-    F(f64),
-    U(u64),
-    I(i64),
-}
-
-impl From<f64> for Number {
-    fn from(value: f64) -> Self {
-        Self::F(value)
-    }
-}
-impl From<u64> for Number {
-    fn from(value: u64) -> Self {
-        Self::U(value)
-    }
-}
-impl From<i64> for Number {
-    fn from(value: i64) -> Self {
-        Self::I(value)
-    }
-}
-
 fn header(out: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-fn sample(out: &mut String, name: &str, labels: &str, value: Number) {
-    let _ = match value {
-        Number::F(v) => writeln!(out, "{name}{labels} {v}"),
-        Number::U(v) => writeln!(out, "{name}{labels} {v}"),
-        Number::I(v) => writeln!(out, "{name}{labels} {v}"),
-    };
+fn sample(out: &mut String, name: &str, labels: &str, value: impl fmt::Display) {
+    let _ = writeln!(out, "{name}{labels} {value}");
 }
 
 /// `{key="value",...}`, or nothing without labels.

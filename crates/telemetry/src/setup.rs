@@ -41,13 +41,14 @@ impl Telemetry {
         let mut meters = SdkMeterProvider::builder().with_resource(resource.clone());
         let mut tracer_provider = None;
         if config.exports() {
+            let (spans, metrics) = export::exporters(config, &failures)?;
             tracer_provider = Some(
                 SdkTracerProvider::builder()
                     .with_resource(resource)
-                    .with_batch_exporter(export::spans(config, &failures)?)
+                    .with_batch_exporter(spans)
                     .build(),
             );
-            meters = meters.with_periodic_exporter(export::metrics(config, &failures)?);
+            meters = meters.with_periodic_exporter(metrics);
         }
         let prometheus = config.metrics_addr.map(|_| Prometheus::new());
         if let Some(prometheus) = &prometheus {

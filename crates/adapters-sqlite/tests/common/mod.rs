@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use sqlx::{Connection, SqliteConnection};
 use stint_adapters_sqlite::{SqliteOptions, SqliteStore};
 use stint_domain::NodeKey;
 use stint_ports::{BeginAttempt, OwnedAttempt};
@@ -32,16 +33,31 @@ pub(crate) fn owned(node: &NodeKey, attempt: u32, owner: &str) -> OwnedAttempt {
     }
 }
 
+/// Another connection to the database at `path`, holding its write lock until released.
+pub(crate) struct WriteLock(SqliteConnection);
+
+impl WriteLock {
+    /// Connects and takes the write lock (`BEGIN IMMEDIATE`).
+    pub(crate) async fn take(path: &Path) -> Self {
+        let url = format!("sqlite://{}", path.display());
+        let mut connection = SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut connection)
+            .await
+            .unwrap();
+        Self(connection)
+    }
+
+    /// Gives the lock back (`ROLLBACK`).
+    pub(crate) async fn release(mut self) {
+        sqlx::query("ROLLBACK").execute(&mut self.0).await.unwrap();
+    }
+}
+
 /// Number of rows in `table`.
 pub(crate) async fn count(store: &SqliteStore, table: &str) -> i64 {
-    let sql = match table {
-        "events" => "SELECT COUNT(*) FROM events",
-        "outputs" => "SELECT COUNT(*) FROM outputs",
-        "attempts" => "SELECT COUNT(*) FROM attempts",
-        "nodes" => "SELECT COUNT(*) FROM nodes",
-        other => panic!("unknown table {other}"),
-    };
-    sqlx::query_scalar(sql)
+    let sql = format!("SELECT COUNT(*) FROM {table}");
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
         .fetch_one(store.pool())
         .await
         .unwrap()

@@ -71,16 +71,11 @@ fn stint_with(w: &World, env: &[(&str, &str)], args: &[&[&str]], code: i32) -> O
     output
 }
 
-/// [`stint_with`] for `stint run --otlp-endpoint COLLECTOR ARGS`.
-fn run_exported(
-    w: &World,
-    collector: &Receiver,
-    env: &[(&str, &str)],
-    args: &[&str],
-    code: i32,
-) -> Output {
+/// [`stint_with`] for `stint run --otlp-endpoint COLLECTOR ARGS`, in a fresh SQLite world.
+fn run_exported(collector: &Receiver, env: &[(&str, &str)], args: &[&str], code: i32) -> Output {
     let url = collector.url();
-    stint_with(w, env, &[&["run", "--otlp-endpoint", &url], args], code)
+    let w = World::sqlite();
+    stint_with(&w, env, &[&["run", "--otlp-endpoint", &url], args], code)
 }
 
 fn attempt(spans: &[Span], n: u32) -> Span {
@@ -182,15 +177,9 @@ fn run_sends_node_and_attempt_spans_and_metrics_over_http() {
 #[test]
 fn run_sends_spans_and_metrics_over_grpc() {
     let collector = Receiver::grpc();
-    let w = World::sqlite();
     let env = [("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")];
-    run_exported(
-        &w,
-        &collector,
-        &env,
-        &["--run-id", "g1", "--", "sh", "-c", "echo 42"],
-        0,
-    );
+    let args = ["--run-id", "g1", "--", "sh", "-c", "echo 42"];
+    run_exported(&collector, &env, &args, 0);
     let node = the_only(collector.spans("stint.node"), "node");
     assert!(
         node.parent_span_id.is_empty(),
@@ -206,10 +195,9 @@ fn run_sends_spans_and_metrics_over_grpc() {
 #[test]
 fn the_heartbeat_timeout_is_an_event_of_the_attempt_span() {
     let collector = Receiver::http();
-    let w = World::sqlite();
     let bounds = ["--heartbeat-timeout", "300ms", "--grace", "100ms"];
     let args = [&["--run-id", "h1"], &bounds[..], &["--", "sleep", "10"]].concat();
-    run_exported(&w, &collector, &[], &args, 1);
+    run_exported(&collector, &[], &args, 1);
     let attempt = the_only(collector.spans("stint.attempt"), "attempt");
     assert!(
         attempt.events.iter().any(|e| e.name == "heartbeat timeout"),
@@ -257,15 +245,9 @@ fn a_collector_that_never_answers_costs_at_most_the_flush_bound() {
 #[test]
 fn sdk_disabled_sends_nothing() {
     let collector = Receiver::http();
-    let w = World::sqlite();
     let env = [("OTEL_SDK_DISABLED", "true")];
-    run_exported(
-        &w,
-        &collector,
-        &env,
-        &["--run-id", "off", "--", "sh", "-c", "echo 1"],
-        0,
-    );
+    let args = ["--run-id", "off", "--", "sh", "-c", "echo 1"];
+    run_exported(&collector, &env, &args, 0);
     assert!(collector.with(|r| r.spans.is_empty() && r.metrics.is_empty()));
 }
 

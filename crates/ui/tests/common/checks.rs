@@ -8,12 +8,18 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use stint_ports::TaskQueue;
+use stint_ui::UiState;
 use tower::ServiceExt;
 
 use super::{AnyStore, HTML_ERROR, SCRIPT_PAYLOAD, get, seed, send, state_of};
 
 /// A time far enough in the past that nothing is "in the future", fixed so runs order alike.
 pub const BASE: u64 = 1_700_000_000_000;
+
+/// Asserts that `GET path` answers `status`.
+async fn assert_get_status(state: &UiState, path: &str, status: StatusCode) {
+    assert_eq!(get(state, path).await.status, status, "GET {path}");
+}
 
 /// The runs list and its JSON: newest first, filtered by state and id, paged with a cursor.
 pub async fn runs_are_listed_filtered_and_paged(store: Arc<dyn AnyStore>) {
@@ -68,10 +74,7 @@ pub async fn runs_are_listed_filtered_and_paged(store: Arc<dyn AnyStore>) {
         serde_json::Value::Null,
         "the last page has no next"
     );
-    assert_eq!(
-        get(&state, "/api/runs?state=bogus").await.status,
-        StatusCode::BAD_REQUEST
-    );
+    assert_get_status(&state, "/api/runs?state=bogus", StatusCode::BAD_REQUEST).await;
 }
 
 /// A run's page draws one bar per attempt, in order and coloured by state, the heartbeats, the
@@ -208,25 +211,19 @@ pub async fn queues_are_counted_and_listed(store: Arc<dyn AnyStore>) {
         get(&state, &format!("/api/tasks/{id}")).await.json()["state"],
         "failed"
     );
-    assert_eq!(
-        get(&state, "/api/tasks/999999").await.status,
-        StatusCode::NOT_FOUND
-    );
+    assert_get_status(&state, "/api/tasks/999999", StatusCode::NOT_FOUND).await;
     let page = get(&state, "/queues/etl").await;
     assert!(
         page.body.contains("&lt;img src=x"),
         "a task's error is escaped"
     );
     assert!(!page.body.contains("<form"), "read-only: no action buttons");
-    assert_eq!(get(&state, "/assets/app.js").await.status, StatusCode::OK);
+    assert_get_status(&state, "/assets/app.js", StatusCode::OK).await;
     assert_eq!(
         get(&state, "/assets/app.css").await.headers[header::CONTENT_TYPE],
         "text/css; charset=utf-8"
     );
-    assert_eq!(
-        get(&state, "/assets/other.js").await.status,
-        StatusCode::NOT_FOUND
-    );
+    assert_get_status(&state, "/assets/other.js", StatusCode::NOT_FOUND).await;
 }
 
 /// The live stream sends the run's events from a cursor, then the next one when it is written.
@@ -273,11 +270,13 @@ pub async fn live_stream_tails_the_event_log(store: Arc<dyn AnyStore>) {
 pub async fn token_and_actions_are_enforced(store: Arc<dyn AnyStore>) {
     seed(&*store, BASE).await;
     let read_only = state_of(store.clone()).with_token("s3cret");
-    assert_eq!(get(&read_only, "/").await.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        get(&read_only, "/api/runs?token=wrong").await.status,
-        StatusCode::UNAUTHORIZED
-    );
+    assert_get_status(&read_only, "/", StatusCode::UNAUTHORIZED).await;
+    assert_get_status(
+        &read_only,
+        "/api/runs?token=wrong",
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
     let shown = get(&read_only, "/runs/nightly?token=s3cret").await;
     assert_eq!(shown.status, StatusCode::SEE_OTHER);
     assert_eq!(shown.headers[header::LOCATION], "/runs/nightly");

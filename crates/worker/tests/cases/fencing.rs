@@ -16,7 +16,7 @@ use stint_ports::{
 };
 use stint_worker::{Handlers, Shutdown, Worker, WorkerError, WorkerOptions};
 
-use crate::common::{Fixture, Kind, Log, eventually, options, run_to_end, task};
+use crate::common::{Fixture, Kind, Log, eventually, options, run_to_end, sharing, task};
 
 const RENEW: u8 = 0;
 const FAIL: u8 = 1;
@@ -93,18 +93,14 @@ impl QueueHistory for Renewals {
 /// Logs "started" when an attempt starts and "dropped" when its compute is dropped unfinished;
 /// the attempt after the first finishes.
 fn hanging_once(log: &Log<&'static str>) -> Handlers {
-    let log = log.clone();
-    Handlers::new().register("job", move |args: Value, ctx: TaskContext| {
-        let log = log.clone();
-        async move {
-            log.push("started");
-            if ctx.key.attempt > 1 {
-                return Ok(args);
-            }
-            let _guard = Dropped(log);
-            std::future::pending::<()>().await;
-            Ok(args)
+    sharing("job", log.clone(), |log, args, ctx| async move {
+        log.push("started");
+        if ctx.key.attempt > 1 {
+            return Ok(args);
         }
+        let _guard = Dropped(log);
+        std::future::pending::<()>().await;
+        Ok(args)
     })
 }
 

@@ -2,7 +2,6 @@
 //! empty, wake-ups.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,26 +12,38 @@ use stint_ports::{InstrumentedStore, NewTask, WriteOp};
 use stint_worker::{Handlers, Shutdown, Wakeups, Worker, WorkerOptions};
 use tokio::sync::Notify;
 
-use crate::common::{Fixture, Kind, Log, engine_on, eventually, now_ms, options, run_to_end, task};
+use crate::common::{
+    Fixture, Kind, Log, Peak, engine_on, eventually, now_ms, options, run_to_end, sharing, task,
+};
+
+/// Handlers of "work" tasks that run `work` with their own clone of `shared`, counted by `peak`
+/// while they run.
+fn counted<S, F, Fut>(peak: &Peak, shared: S, work: F) -> Handlers
+where
+    S: Clone + Send + Sync + 'static,
+    F: Fn(S, Value) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Value, TaskFailure>> + Send + 'static,
+{
+    let counted = (peak.clone(), shared, Arc::new(work));
+    sharing(
+        "work",
+        counted,
+        |(peak, shared, work), args, _ctx| async move {
+            let _running = peak.enter();
+            work(shared, args).await
+        },
+    )
+}
 
 pub(crate) async fn every_task_runs_once_with_concurrency_4(kind: Kind) {
     let fixture = Fixture::new(kind).await;
     let ran: Log<String> = Log::default();
-    let (now, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let handlers = {
-        let (ran, now, peak) = (ran.clone(), now.clone(), peak.clone());
-        Handlers::new().register("work", move |args: Value, _ctx| {
-            let (ran, now, peak) = (ran.clone(), now.clone(), peak.clone());
-            async move {
-                let running = now.fetch_add(1, Ordering::SeqCst) + 1;
-                peak.fetch_max(running, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                now.fetch_sub(1, Ordering::SeqCst);
-                ran.push(args["node"].as_str().unwrap_or_default().to_owned());
-                Ok(json!({ "ok": true }))
-            }
-        })
-    };
+    let peak = Peak::default();
+    let handlers = counted(&peak, ran.clone(), |ran, args| async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        ran.push(args["node"].as_str().unwrap_or_default().to_owned());
+        Ok(json!({ "ok": true }))
+    });
     let nodes: Vec<String> = (0..24).map(|i| format!("n{i}")).collect();
     let tasks = nodes
         .iter()
@@ -48,7 +59,7 @@ pub(crate) async fn every_task_runs_once_with_concurrency_4(kind: Kind) {
     let mut expected = nodes.clone();
     expected.sort();
     assert_eq!(ran, expected, "every task ran exactly once");
-    let peak = peak.load(Ordering::SeqCst);
+    let peak = peak.most();
     assert!(
         (2..=4).contains(&peak),
         "tasks ran side by side, never more than four: {peak}"
@@ -63,16 +74,10 @@ pub(crate) async fn every_task_runs_once_with_concurrency_4(kind: Kind) {
 pub(crate) async fn one_slot_takes_tasks_by_priority(kind: Kind) {
     let fixture = Fixture::new(kind).await;
     let ran: Log<i64> = Log::default();
-    let handlers = {
-        let ran = ran.clone();
-        Handlers::new().register("work", move |args: Value, _ctx| {
-            let ran = ran.clone();
-            async move {
-                ran.push(args["priority"].as_i64().unwrap_or_default());
-                Ok(Value::Null)
-            }
-        })
-    };
+    let handlers = sharing("work", ran.clone(), |ran, args, _ctx| async move {
+        ran.push(args["priority"].as_i64().unwrap_or_default());
+        Ok(Value::Null)
+    });
     let tasks = [3, -1, 7, 0, 5]
         .into_iter()
         .map(|priority| NewTask {
@@ -103,14 +108,10 @@ pub(crate) async fn one_slot_takes_tasks_by_priority(kind: Kind) {
 /// A handler that heartbeats its attempt number, then fails retryably; logs the checkpoint each
 /// attempt started from.
 fn failing(seen: &Log<Option<Value>>) -> Handlers {
-    let seen = seen.clone();
-    Handlers::new().register("flaky", move |_args, ctx: stint_engine::TaskContext| {
-        let seen = seen.clone();
-        async move {
-            seen.push(ctx.checkpoint.clone());
-            ctx.heartbeat.beat(json!({ "attempt": ctx.key.attempt }))?;
-            Err(TaskFailure::retryable("not yet"))
-        }
+    sharing("flaky", seen.clone(), |seen, _args, ctx| async move {
+        seen.push(ctx.checkpoint.clone());
+        ctx.heartbeat.beat(json!({ "attempt": ctx.key.attempt }))?;
+        Err(TaskFailure::retryable("not yet"))
     })
 }
 
@@ -282,20 +283,11 @@ pub(crate) async fn a_slot_is_claimed_for_while_its_task_settles(kind: Kind) {
     let attempts = Arc::new(InstrumentedStore::new(fixture.attempts.clone()));
     attempts.set_delay(WriteOp::End, Duration::from_millis(600));
     let returned = Arc::new(Notify::new());
-    let (now, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let handlers = {
-        let (returned, now, peak) = (returned.clone(), now.clone(), peak.clone());
-        Handlers::new().register("work", move |_args: Value, _ctx| {
-            let (returned, now, peak) = (returned.clone(), now.clone(), peak.clone());
-            async move {
-                let running = now.fetch_add(1, Ordering::SeqCst) + 1;
-                peak.fetch_max(running, Ordering::SeqCst);
-                now.fetch_sub(1, Ordering::SeqCst);
-                returned.notify_one();
-                Ok(json!(null))
-            }
-        })
-    };
+    let peak = Peak::default();
+    let handlers = counted(&peak, returned.clone(), |returned, _args| async move {
+        returned.notify_one();
+        Ok(json!(null))
+    });
     let mut first = task("run", "first", "work", json!({}), json!({}));
     first.priority = 1;
     let second = task("run", "second", "work", json!({}), json!({}));
@@ -323,11 +315,7 @@ pub(crate) async fn a_slot_is_claimed_for_while_its_task_settles(kind: Kind) {
     assert!(fixture.attempts_of("run", "second").await.is_empty());
     let report = run.await.expect("the worker ran");
     assert_eq!(report.finished, 2, "{report:?}");
-    assert_eq!(
-        peak.load(Ordering::SeqCst),
-        1,
-        "one slot, one task at a time"
-    );
+    assert_eq!(peak.most(), 1, "one slot, one task at a time");
     for id in ids {
         assert_eq!(fixture.task(id).await.state, TaskState::Finished);
     }

@@ -7,30 +7,62 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use stint_domain::{AttemptState, ErrorCode, NodeKey, TaskState};
-use stint_engine::{TaskContext, TaskFailure};
+use stint_engine::TaskFailure;
 use stint_ports::{
-    AttemptEnd, BeginAttempt, CancelTarget, EndAttempt, InstrumentedStore, OwnedAttempt,
-    StoreError, WriteOp,
+    AttemptEnd, BeginAttempt, BegunAttempt, CancelTarget, EndAttempt, InstrumentedStore,
+    OwnedAttempt, StoreError, WriteOp,
 };
-use stint_worker::{Handlers, Shutdown, Worker, WorkerOptions};
+use stint_worker::{Handlers, Shutdown, Worker, WorkerOptions, WorkerReport};
 
-use crate::common::{Fixture, Kind, Log, engine_on, eventually, now_ms, options, run_to_end, task};
+use crate::common::{
+    Fixture, Kind, Log, engine_on, eventually, now_ms, options, run_to_end, sharing, task,
+};
 
 /// A handler whose tasks log their node, then run until cancelled.
 fn until_cancelled(started: &Log<String>) -> Handlers {
-    let started = started.clone();
-    Handlers::new().register("job", move |args: Value, ctx: TaskContext| {
-        let started = started.clone();
-        async move {
-            started.push(args["node"].as_str().unwrap_or_default().to_owned());
-            ctx.cancel.cancelled().await;
-            Err(TaskFailure::permanent("stopped"))
-        }
+    sharing("job", started.clone(), |started, args, ctx| async move {
+        started.push(args["node"].as_str().unwrap_or_default().to_owned());
+        ctx.cancel.cancelled().await;
+        Err(TaskFailure::permanent("stopped"))
     })
 }
 
 fn finishing() -> Handlers {
     Handlers::new().register("job", |args: Value, _ctx| async move { Ok(args) })
+}
+
+/// Runs a worker of `fixture` with [`finishing`] handlers until the queue is empty.
+async fn finish_queued(fixture: &Fixture) -> WorkerReport {
+    run_to_end(
+        &fixture.worker(Arc::new(finishing()), options()),
+        Shutdown::default(),
+    )
+    .await
+}
+
+/// Begins an attempt of `node` for `owner`, a runner that dies with it in progress: the
+/// attempt stays so until its lease of `lease_ms` expires.
+async fn begun_by_the_dead(
+    fixture: &Fixture,
+    node: &NodeKey,
+    owner: &str,
+    lease_ms: u64,
+) -> BegunAttempt {
+    let begin = BeginAttempt {
+        node: node.clone(),
+        owner: owner.to_owned(),
+        started_at_ms: now_ms(),
+        lease_ms,
+        metadata: Value::Null,
+        working_dir: None,
+        label: None,
+        output_table: None,
+    };
+    fixture
+        .attempts
+        .begin_attempt(begin)
+        .await
+        .unwrap_or_else(|e| panic!("{owner}'s attempt begins: {e}"))
 }
 
 fn jobs(nodes: &[&str], options: Value) -> Vec<stint_ports::NewTask> {
@@ -62,11 +94,7 @@ pub(crate) async fn a_killed_workers_tasks_are_swept_back_and_finished(kind: Kin
     }
 
     let survivor = fixture.second_handle().await;
-    let report = run_to_end(
-        &survivor.worker(Arc::new(finishing()), options()),
-        Shutdown::default(),
-    )
-    .await;
+    let report = finish_queued(&survivor).await;
     assert_eq!((report.finished, report.swept), (3, 3));
     for (id, node) in ids.into_iter().zip(nodes) {
         assert_eq!(fixture.task(id).await.state, TaskState::Finished);
@@ -126,27 +154,10 @@ pub(crate) async fn two_workers_share_200_tasks_each_run_once(kind: Kind) {
 pub(crate) async fn a_task_whose_node_is_busy_goes_back_until_recovery_frees_it(kind: Kind) {
     let fixture = Fixture::new(kind).await;
     // A runner that died: its attempt stays in progress until its lease expires.
-    let begin = BeginAttempt {
-        node: NodeKey::new("run", "busy", 0).expect("a valid key"),
-        owner: "dead runner".to_owned(),
-        started_at_ms: now_ms(),
-        lease_ms: 400,
-        metadata: Value::Null,
-        working_dir: None,
-        label: None,
-        output_table: None,
-    };
-    fixture
-        .attempts
-        .begin_attempt(begin)
-        .await
-        .expect("the dead runner's attempt begins");
+    let busy = NodeKey::new("run", "busy", 0).expect("a valid key");
+    begun_by_the_dead(&fixture, &busy, "dead runner", 400).await;
     let ids = fixture.enqueue(jobs(&["busy"], json!({}))).await;
-    let report = run_to_end(
-        &fixture.worker(Arc::new(finishing()), options()),
-        Shutdown::default(),
-    )
-    .await;
+    let report = finish_queued(&fixture).await;
     assert!(report.released >= 1, "given back while the node was busy");
     assert_eq!((report.finished, report.failed), (1, 0));
     assert_eq!(fixture.task(ids[0]).await.state, TaskState::Finished);
@@ -159,20 +170,7 @@ pub(crate) async fn a_task_whose_node_is_busy_goes_back_until_recovery_frees_it(
 pub(crate) async fn a_task_whose_node_already_finished_is_not_run_again(kind: Kind) {
     let fixture = Fixture::new(kind).await;
     let node = NodeKey::new("run", "done", 0).expect("a valid key");
-    let begun = fixture
-        .attempts
-        .begin_attempt(BeginAttempt {
-            node: node.clone(),
-            owner: "dead worker".to_owned(),
-            started_at_ms: now_ms(),
-            lease_ms: 30_000,
-            metadata: Value::Null,
-            working_dir: None,
-            label: None,
-            output_table: None,
-        })
-        .await
-        .expect("the dead worker's attempt begins");
+    let begun = begun_by_the_dead(&fixture, &node, "dead worker", 30_000).await;
     let owned = OwnedAttempt {
         key: node.attempt(begun.attempt),
         owner: "dead worker".to_owned(),
@@ -187,11 +185,7 @@ pub(crate) async fn a_task_whose_node_already_finished_is_not_run_again(kind: Ki
         .await
         .expect("and finishes");
     let ids = fixture.enqueue(jobs(&["done"], json!({}))).await;
-    let report = run_to_end(
-        &fixture.worker(Arc::new(finishing()), options()),
-        Shutdown::default(),
-    )
-    .await;
+    let report = finish_queued(&fixture).await;
     assert_eq!(report.finished, 1);
     assert_eq!(fixture.task(ids[0]).await.state, TaskState::Finished);
     let states = fixture.attempt_states("run", "done").await;
@@ -276,17 +270,11 @@ pub(crate) async fn a_drain_gives_back_a_long_task_after_the_drain_timeout(kind:
 pub(crate) async fn a_drain_lets_short_tasks_finish_and_claims_no_more(kind: Kind) {
     let fixture = Fixture::new(kind).await;
     let started: Log<String> = Log::default();
-    let handlers = {
-        let started = started.clone();
-        Handlers::new().register("job", move |args: Value, _ctx| {
-            let started = started.clone();
-            async move {
-                started.push(args["node"].as_str().unwrap_or_default().to_owned());
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                Ok(args)
-            }
-        })
-    };
+    let handlers = sharing("job", started.clone(), |started, args, _ctx| async move {
+        started.push(args["node"].as_str().unwrap_or_default().to_owned());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Ok(args)
+    });
     let ids = fixture
         .enqueue(jobs(&["s1", "s2", "s3", "s4", "s5"], json!({})))
         .await;

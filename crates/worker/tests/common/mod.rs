@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,9 +14,9 @@ use stint_adapters_postgres::test_support::{SchemaGuard, fresh_schema};
 use stint_adapters_postgres::{PostgresStore, WakeupOptions};
 use stint_adapters_sqlite::{SqliteOptions, SqliteStore};
 use stint_domain::{AttemptRecord, AttemptState, TaskId, TaskRecord};
-use stint_engine::{Engine, EngineOptions, NoVcs, Ports, SystemClock};
+use stint_engine::{Engine, EngineOptions, NoVcs, Ports, SystemClock, TaskContext, TaskFailure};
 use stint_ports::{AttemptFilter, Clock, NewTask, QueueStore, Store};
-use stint_worker::{Handler, Shutdown, Wakeups, Worker, WorkerOptions, WorkerReport};
+use stint_worker::{Handler, Handlers, Shutdown, Wakeups, Worker, WorkerOptions, WorkerReport};
 use tempfile::TempDir;
 
 /// The backends every case runs on.
@@ -268,6 +269,17 @@ where
     }
 }
 
+/// Handlers that run `run` for tasks of `kind`, each call given its own clone of `shared` (the
+/// logs and gauges a case reads afterwards).
+pub(crate) fn sharing<S, F, Fut>(kind: &str, shared: S, run: F) -> Handlers
+where
+    S: Clone + Send + Sync + 'static,
+    F: Fn(S, Value, TaskContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Value, TaskFailure>> + Send + 'static,
+{
+    Handlers::new().register(kind, move |args, ctx| run(shared.clone(), args, ctx))
+}
+
 /// A shared log of what handlers saw.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Log<T>(pub Arc<Mutex<Vec<T>>>);
@@ -278,5 +290,36 @@ impl<T: Clone> Log<T> {
     }
     pub(crate) fn items(&self) -> Vec<T> {
         self.0.lock().expect("the log's lock").clone()
+    }
+}
+
+/// How many handlers run at once, and the most that ever did.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Peak {
+    now: Arc<AtomicUsize>,
+    most: Arc<AtomicUsize>,
+}
+
+impl Peak {
+    /// Counts one more running until the guard is dropped.
+    pub(crate) fn enter(&self) -> Running {
+        let running = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(running, Ordering::SeqCst);
+        Running(self.now.clone())
+    }
+
+    /// The most that ever ran at once.
+    pub(crate) fn most(&self) -> usize {
+        self.most.load(Ordering::SeqCst)
+    }
+}
+
+/// One running handler of a [`Peak`].
+#[derive(Debug)]
+pub(crate) struct Running(Arc<AtomicUsize>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
