@@ -120,25 +120,10 @@ async fn attempt(
     settled: Option<Result<Option<TaskEnd>, EngineError>>,
     stop: &Stop,
 ) -> Result<Ending, EngineError> {
-    let mut desc = match inner.handler.descriptor(claimed) {
+    let desc = match descriptor(inner, claimed, settled).await? {
         Ok(desc) => desc,
-        Err(reason) => {
-            let error = TaskError::task_failed(format!("invalid task spec: {reason}"))
-                .with_details(json!({ "invalid_spec": reason }));
-            return Ok(Ending::unwritten(TaskEnd::Failed {
-                error: to_json(&error),
-            }));
-        }
+        Err(end) => return Ok(Ending::unwritten(end)),
     };
-    // Failed attempts `stint retry` set aside do not count toward the retries.
-    desc.retry.retries = desc.retry.retries.saturating_add(claimed.task.retry_base);
-    let settled = match settled {
-        Some(read) => read?,
-        None => already_settled(inner, &desc, claimed.task.retry_base).await?,
-    };
-    if let Some(end) = settled {
-        return Ok(Ending::unwritten(end));
-    }
     let mut recovered = false;
     loop {
         let started = Arc::new(AtomicBool::new(false));
@@ -196,6 +181,33 @@ async fn attempt(
             }
         }
     }
+}
+
+/// The descriptor of `claimed`'s attempt, or how the task ends without one: its spec makes no
+/// descriptor, or its node's attempts already settled it (`settled`, as read with the claim;
+/// read now when it was not).
+async fn descriptor(
+    inner: &Inner,
+    claimed: &ClaimedTask,
+    settled: Option<Result<Option<TaskEnd>, EngineError>>,
+) -> Result<Result<TaskDescriptor, TaskEnd>, EngineError> {
+    let mut desc = match inner.handler.descriptor(claimed) {
+        Ok(desc) => desc,
+        Err(reason) => {
+            let error = TaskError::task_failed(format!("invalid task spec: {reason}"))
+                .with_details(json!({ "invalid_spec": reason }));
+            return Ok(Err(TaskEnd::Failed {
+                error: to_json(&error),
+            }));
+        }
+    };
+    // Failed attempts `stint retry` set aside do not count toward the retries.
+    desc.retry.retries = desc.retry.retries.saturating_add(claimed.task.retry_base);
+    let settled = match settled {
+        Some(read) => read?,
+        None => already_settled(inner, &desc, claimed.task.retry_base).await?,
+    };
+    Ok(settled.map_or(Ok(desc), Err))
 }
 
 /// How the task ends without a new attempt when its node's attempts already settled it: a
