@@ -7,8 +7,8 @@
 //! WAL mode, with foreign keys on, a busy timeout and `synchronous=FULL` unless the user opts for
 //! `NORMAL`. Every write is applied by one writer thread per store, on a connection of its own
 //! (`rusqlite`, called directly), in a `BEGIN IMMEDIATE` transaction that carries whatever other
-//! writes are waiting (group commit: one fsync for all of them), each in a savepoint of its own;
-//! a caller is answered once that transaction committed. So a crash at any instant leaves each
+//! writes are waiting (group commit: one fsync for all of them), a failing write rolled back
+//! alone; a caller is answered once that transaction committed. So a crash at any instant leaves each
 //! write wholly done or not at all, and two processes on one file queue instead of deadlocking.
 //! Reads and the migrations go through an sqlx connection pool; under WAL they never wait for
 //! the writer.
@@ -116,25 +116,29 @@ impl SqliteStore {
     }
 
     /// Applies `write` through the store's writer (group commit, see `writer.rs`): on the
-    /// writer thread, inside a savepoint of a transaction it may share with other writes.
+    /// writer thread, in a transaction it may share with other writes, and again from the start
+    /// if that transaction is replayed (a neighbour failed).
     pub(crate) async fn write<T, F>(&self, write: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnMut(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
     {
         self.writer.write(write).await
     }
 
     /// Runs `inspect` on the writer's connection, on the writer thread, inside a write of its
-    /// own. For tests that watch the writer through SQLite's hooks (its commits, its row
-    /// changes); not part of the store's interface.
+    /// own (once, even if the writer replays its transaction). For tests that watch the writer
+    /// through SQLite's hooks (its commits, its row changes); not part of the store's interface.
     #[doc(hidden)]
     pub async fn with_writer_connection<F>(&self, inspect: F) -> Result<(), StoreError>
     where
         F: FnOnce(&rusqlite::Connection) + Send + 'static,
     {
+        let mut inspect = Some(inspect);
         self.write(move |conn| {
-            inspect(conn);
+            if let Some(inspect) = inspect.take() {
+                inspect(conn);
+            }
             Ok(())
         })
         .await

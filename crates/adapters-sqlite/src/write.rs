@@ -3,8 +3,8 @@
 //!
 //! `BEGIN IMMEDIATE` takes the write lock before the first read, so a transaction never has to
 //! upgrade a read lock into a write lock: two writers queue on the busy timeout instead of one of
-//! them failing with `SQLITE_BUSY` halfway through. Each write runs in a savepoint of its own, so
-//! an early return (an `Err`) rolls back what that write did, and only that.
+//! them failing with `SQLITE_BUSY` halfway through. An early return (an `Err`) rolls back what
+//! that write did, and only that (the writer replays the batch with the write in a savepoint).
 
 use async_trait::async_trait;
 use rusqlite::types::ToSql;
@@ -207,7 +207,7 @@ macro_rules! owned_update {
 fn record_heartbeat(
     tx: &Connection,
     attempt: &OwnedAttempt,
-    heartbeat: HeartbeatWrite,
+    heartbeat: &HeartbeatWrite,
 ) -> Result<(), StoreError> {
     let payload = heartbeat
         .payload
@@ -221,7 +221,7 @@ fn record_heartbeat(
              last_heartbeat_at_ms = MAX(COALESCE(last_heartbeat_at_ms, ?), ?)"
     );
     update_owned(tx, sql, &[&payload, &received, &received], attempt)?;
-    insert_events(tx, &[heartbeat.event])
+    insert_events(tx, std::slice::from_ref(&heartbeat.event))
 }
 
 /// Extends the owner's lease.
@@ -301,11 +301,11 @@ fn record_process(
 fn end_attempt(
     tx: &Connection,
     attempt: &OwnedAttempt,
-    ending: EndAttempt,
+    ending: &EndAttempt,
 ) -> Result<AttemptEnded, StoreError> {
-    let (end, finished_at_ms, events) = (ending.end, ending.finished_at_ms, ending.events);
+    let (end, finished_at_ms, events) = (&ending.end, ending.finished_at_ms, &ending.events);
     let finished = to_i64(finished_at_ms, "finish time")?;
-    let (state, error, retryable, vcs, output) = match &end {
+    let (state, error, retryable, vcs, output) = match end {
         AttemptEnd::Finished { output, vcs } => (
             AttemptState::Finished,
             None,
@@ -354,7 +354,7 @@ fn end_attempt(
         ])
         .map_err(map)?;
     }
-    insert_events(tx, &events)?;
+    insert_events(tx, events)?;
     let task_ended = match &ending.task {
         Some(task) => crate::queue::complete_claimed(tx, task)?,
         None => false,
@@ -399,7 +399,7 @@ impl AttemptStore for SqliteStore {
         heartbeat: HeartbeatWrite,
     ) -> Result<(), StoreError> {
         let attempt = attempt.clone();
-        self.write(move |tx| record_heartbeat(tx, &attempt, heartbeat))
+        self.write(move |tx| record_heartbeat(tx, &attempt, &heartbeat))
             .await
     }
 
@@ -435,7 +435,7 @@ impl AttemptStore for SqliteStore {
         end: EndAttempt,
     ) -> Result<AttemptEnded, StoreError> {
         let attempt = attempt.clone();
-        self.write(move |tx| end_attempt(tx, &attempt, end)).await
+        self.write(move |tx| end_attempt(tx, &attempt, &end)).await
     }
 
     async fn recover_abandoned(&self, now_ms: u64) -> Result<Vec<AttemptKey>, StoreError> {

@@ -6,11 +6,13 @@
 //! fsync: concurrent callers each paying for a transaction of their own spend most of their time
 //! queued behind the others' fsyncs. Here a caller hands its write (a plain function over the
 //! connection) to the writer and waits. The writer takes whatever is waiting (up to
-//! [`MAX_BATCH`]), runs each write inside its own savepoint of one `BEGIN IMMEDIATE`
-//! transaction, commits once, and only then answers each caller. So:
+//! [`MAX_BATCH`]), runs the writes one after the other in one `BEGIN IMMEDIATE` transaction,
+//! commits once, and only then answers each caller. So:
 //! - a lone write is not delayed: an idle writer starts a transaction for it at once;
-//! - a write that fails is rolled back to its savepoint and answered with its error, and its
-//!   neighbours commit without it;
+//! - a write that fails is rolled back and answered with its error, and its neighbours commit
+//!   without it: the batch's transaction is rolled back whole and replayed from its start with
+//!   each write inside a savepoint of its own (see [`commit_batch`]), so a batch pays for
+//!   savepoints only when one of its writes fails;
 //! - when a savepoint itself cannot be taken, released or rolled back, the whole batch is rolled
 //!   back and every write in it answered with that error;
 //! - no caller is answered `Ok` before the COMMIT that holds its write returned: what a crash can
@@ -36,7 +38,7 @@ use std::fmt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rusqlite::{CachedStatement, Connection, OpenFlags, Transaction, TransactionBehavior};
+use rusqlite::{CachedStatement, Connection, OpenFlags};
 use stint_ports::StoreError;
 use tokio::sync::{mpsc, oneshot};
 
@@ -116,15 +118,22 @@ impl Writer {
     }
 
     /// Applies `write` in one of the writer's transactions, and answers once that transaction
-    /// committed (or with the error that kept it from committing). `write` runs inside a
-    /// savepoint: an `Err` rolls back what it did, and only that.
+    /// committed (or with the error that kept it from committing). An `Err` from `write` rolls
+    /// back what it did, and only that. `write` may run more than once: when a neighbour in its
+    /// batch fails, the batch is rolled back and replayed, and only the last run counts. So it
+    /// must depend only on the database and what it captured, as each of the store's writes
+    /// does (every time in them is the caller's).
     pub(crate) async fn write<T, F>(&self, write: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnMut(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let pending = Box::new(Write { write, reply });
+        let pending = Box::new(Write {
+            write,
+            reply,
+            outcome: None,
+        });
         self.pending
             .send(Message::Write(pending))
             .await
@@ -202,60 +211,69 @@ fn connect(path: &Path, options: &SqliteOptions) -> Result<Connection, StoreErro
 trait Pending: Send {
     /// Whether its caller stopped waiting.
     fn abandoned(&self) -> bool;
-    /// Runs the write on `conn`. `Ok` holds how to answer its caller once the transaction's fate
-    /// is known; `Err` says the write failed, and its caller was answered with its error.
-    fn apply(self: Box<Self>, conn: &Connection) -> Result<Answer, StoreError>;
+    /// Runs the write on `conn`, keeping its result for the answer (a run again, when its batch
+    /// is replayed, replaces it). Whether it succeeded.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Answers the caller once the fate of the transaction that held the write is known: the
+    /// write's own error if its last run failed (it was rolled back), else `commit` with its
+    /// value.
+    fn answer(self: Box<Self>, commit: Result<(), StoreError>);
     /// Answers the caller with `error` without running the write.
     fn refuse(self: Box<Self>, error: StoreError);
 }
 
-/// Answers a caller with the result of the COMMIT that held its write.
-type Answer = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-
 struct Write<T, F> {
     write: F,
     reply: oneshot::Sender<Result<T, StoreError>>,
+    /// The result of its last run.
+    outcome: Option<Result<T, StoreError>>,
 }
 
 impl<T, F> Pending for Write<T, F>
 where
     T: Send + 'static,
-    F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    F: FnMut(&Connection) -> Result<T, StoreError> + Send + 'static,
 {
     fn abandoned(&self) -> bool {
         self.reply.is_closed()
     }
 
+    fn run(&mut self, conn: &Connection) -> bool {
+        let outcome = (self.write)(conn);
+        let ok = outcome.is_ok();
+        self.outcome = Some(outcome);
+        ok
+    }
+
+    fn answer(self: Box<Self>, commit: Result<(), StoreError>) {
+        // The caller may have gone meanwhile: nobody to answer then.
+        let _ = self.reply.send(match self.outcome {
+            Some(Ok(value)) => commit.map(|()| value),
+            Some(Err(error)) => Err(error),
+            None => Err(commit.err().unwrap_or_else(not_run)),
+        });
+    }
+
     fn refuse(self: Box<Self>, error: StoreError) {
         let _ = self.reply.send(Err(error));
     }
+}
 
-    fn apply(self: Box<Self>, conn: &Connection) -> Result<Answer, StoreError> {
-        let Write { write, reply } = *self;
-        match write(conn) {
-            // The caller may have gone meanwhile: nobody to answer then.
-            Ok(value) => Ok(Box::new(move |commit: Result<(), StoreError>| {
-                let _ = reply.send(commit.map(|()| value));
-            })),
-            // The writer rolls the write back to its savepoint; the answer is its own error
-            // whatever the COMMIT does.
-            Err(error) => {
-                let _ = reply.send(Err(error.clone()));
-                Err(error)
-            }
-        }
-    }
+/// The answer of a write that was never run in a transaction that committed (which the writer
+/// never does; said rather than assumed).
+fn not_run() -> StoreError {
+    StoreError::unavailable("the store's writer did not apply the write")
 }
 
 /// The writer thread: takes what is waiting, applies it in one transaction, answers, repeats,
 /// until the store is closed or every sender is dropped.
-fn write_batches(mut conn: Connection, mut waiting: mpsc::Receiver<Message>) {
+fn write_batches(conn: Connection, mut waiting: mpsc::Receiver<Message>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = waiting.blocking_recv() {
         let close = gather(first, &mut waiting, &mut batch);
         batch.retain(|pending| !pending.abandoned());
         if !batch.is_empty() {
-            commit_batch(&mut conn, batch.drain(..));
+            commit_batch(&conn, &mut batch);
         }
         if let Some(done) = close {
             // Whoever waits to hand a write over is refused; what was handed over already is.
@@ -299,80 +317,112 @@ fn gather(
 }
 
 /// Applies `batch` in one `BEGIN IMMEDIATE` transaction, commits, and answers every caller.
-fn commit_batch(conn: &mut Connection, batch: impl Iterator<Item = Box<dyn Pending>>) {
-    let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
-        Ok(tx) => tx,
-        Err(error) => {
-            refuse(batch, &map_rusqlite(error));
-            return;
-        }
-    };
-    let (answers, committed) = match apply_each(&mut tx, batch) {
-        // A COMMIT that fails leaves the transaction to be rolled back as `tx` is dropped.
-        Ok(answers) => (answers, tx.commit().map_err(map_rusqlite)),
-        Err((answers, error)) => {
-            // Rolls the whole batch back before anyone is answered.
-            drop(tx);
-            (answers, Err(error))
-        }
+///
+/// Each write is first run plainly, one after the other: no savepoint to take and release per
+/// write. Should one of them fail, what it changed before failing cannot be told apart from
+/// what its neighbours changed, so the whole transaction is rolled back (nothing of it was
+/// committed, nobody was answered) and the batch replayed from its start, each write inside a
+/// savepoint of its own: the failing write is rolled back to its savepoint and answered with
+/// its error, and its neighbours commit without it. A write that ran in the first try is run
+/// again in the replay, whose result alone is answered.
+fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Pending>>) {
+    let committed = match apply_plainly(conn, batch) {
+        Ok(committed) => committed,
+        Err(failed) => apply_in_savepoints(conn, batch, failed),
     };
     if let Err(error) = &committed {
-        tracing::warn!(%error, writes = answers.len(), "a group commit failed");
+        tracing::warn!(%error, writes = batch.len(), "a group commit failed");
     }
-    for answer in answers {
-        answer(committed.clone());
+    for pending in batch.drain(..) {
+        pending.answer(committed.clone());
     }
 }
 
-/// Applies each write of `batch` inside its own savepoint of `tx`. The answers of the writes
-/// that succeeded, for after the COMMIT; those that failed are rolled back to their savepoint
-/// and answered already. When a savepoint itself cannot be taken, released or rolled back, the
-/// transaction's state is unknown: the writes not yet run are refused, and `Err` has the answers
-/// of those that ran, for the caller to roll the whole transaction back and answer them with the
-/// error (so that no write is answered `Err` and committed, or committed half).
-fn apply_each(
-    tx: &mut Transaction<'_>,
-    mut batch: impl Iterator<Item = Box<dyn Pending>>,
-) -> Result<Vec<Answer>, (Vec<Answer>, StoreError)> {
-    let mut answers = Vec::with_capacity(MAX_BATCH);
-    while let Some(pending) = batch.next() {
-        let savepoint = match tx.savepoint() {
-            Ok(savepoint) => savepoint,
-            Err(error) => {
-                let error = map_rusqlite(error);
-                pending.refuse(error.clone());
-                refuse(batch, &error);
-                return Err((answers, error));
-            }
-        };
-        let broken = match pending.apply(&savepoint) {
-            Ok(answer) => match savepoint.commit() {
-                Ok(()) => {
-                    answers.push(answer);
-                    None
-                }
-                Err(error) => {
-                    let error = map_rusqlite(error);
-                    answer(Err(error.clone()));
-                    Some(error)
-                }
-            },
-            // Answered with its own error already; `finish` rolls back to the savepoint and
-            // releases it.
-            Err(_) => savepoint.finish().err().map(map_rusqlite),
-        };
-        if let Some(error) = broken {
-            tracing::warn!(%error, "a savepoint failed; the whole batch is rolled back");
-            refuse(batch, &error);
-            return Err((answers, error));
+/// Runs every write of `batch` in one transaction and commits it. `Ok` holds the transaction's
+/// fate (`Err` when it could not begin or commit: it was rolled back, no write holds); `Err` is
+/// the position of the first write that failed: the transaction was rolled back, and the
+/// writes after it were not run.
+fn apply_plainly(
+    conn: &Connection,
+    batch: &mut [Box<dyn Pending>],
+) -> Result<Result<(), StoreError>, usize> {
+    if let Err(error) = begin(conn) {
+        return Ok(Err(error));
+    }
+    for (position, pending) in batch.iter_mut().enumerate() {
+        if !pending.run(conn) {
+            return match rollback(conn) {
+                Ok(()) => Err(position),
+                Err(error) => Ok(Err(error)),
+            };
         }
     }
-    Ok(answers)
+    Ok(commit(conn))
 }
 
-/// Answers every write of `batch` with `error`, without running it.
-fn refuse(batch: impl Iterator<Item = Box<dyn Pending>>, error: &StoreError) {
-    for pending in batch {
-        pending.refuse(error.clone());
+/// The replay of a batch whose write at `failed` failed in [`apply_plainly`]: each write inside
+/// a savepoint of its own of one transaction, the writes that fail rolled back to theirs, then
+/// one COMMIT. The transaction's fate: `Err` when it could not begin or commit, or when a
+/// savepoint itself could not be taken, released or rolled back (its state is then unknown, so
+/// it is rolled back whole, and the writes not yet run are not run).
+fn apply_in_savepoints(
+    conn: &Connection,
+    batch: &mut [Box<dyn Pending>],
+    failed: usize,
+) -> Result<(), StoreError> {
+    begin(conn)?;
+    for (position, pending) in batch.iter_mut().enumerate() {
+        // One not reached in the first try had not begun: skipped if its caller is gone.
+        if position > failed && pending.abandoned() {
+            continue;
+        }
+        let savepoint = execute(conn, "SAVEPOINT write").and_then(|()| {
+            if pending.run(conn) {
+                execute(conn, "RELEASE write")
+            } else {
+                execute(conn, "ROLLBACK TO write").and_then(|()| execute(conn, "RELEASE write"))
+            }
+        });
+        if let Err(error) = savepoint {
+            tracing::warn!(%error, "a savepoint failed; the whole batch is rolled back");
+            // Rolled back whichever way: a ROLLBACK that fails is retried before the next BEGIN.
+            let _ = rollback(conn);
+            return Err(error);
+        }
     }
+    commit(conn)
+}
+
+/// Runs the fixed statement `sql`, which returns no rows.
+fn execute(conn: &Connection, sql: &'static str) -> Result<(), StoreError> {
+    statement(conn, sql)?.execute([]).map_err(map_rusqlite)?;
+    Ok(())
+}
+
+/// Begins a transaction that holds the write lock from its start. A transaction left open by
+/// an earlier batch whose rollback failed is rolled back first.
+fn begin(conn: &Connection) -> Result<(), StoreError> {
+    if !conn.is_autocommit() {
+        rollback(conn)?;
+    }
+    execute(conn, "BEGIN IMMEDIATE")
+}
+
+/// Commits the open transaction, or rolls it back when the COMMIT fails.
+fn commit(conn: &Connection) -> Result<(), StoreError> {
+    let committed = execute(conn, "COMMIT");
+    if committed.is_err() && !conn.is_autocommit() {
+        let _ = rollback(conn);
+    }
+    committed
+}
+
+/// Rolls back the open transaction, if any (SQLite rolls one back itself on some errors).
+fn rollback(conn: &Connection) -> Result<(), StoreError> {
+    if conn.is_autocommit() {
+        return Ok(());
+    }
+    execute(conn, "ROLLBACK").inspect_err(|error| {
+        tracing::warn!(%error, "a transaction could not be rolled back");
+    })
 }

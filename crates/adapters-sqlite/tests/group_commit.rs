@@ -40,6 +40,13 @@ fn main() -> std::process::ExitCode {
             },
         ),
         libtest_mimic::Trial::test(
+            "a_write_failing_after_changing_rows_is_undone_whole_and_its_neighbours_commit",
+            || {
+                runtime().block_on(write_failing_after_changing_rows());
+                Ok(())
+            },
+        ),
+        libtest_mimic::Trial::test(
             "kill_9_during_batching_loses_nothing_acknowledged_and_halves_nothing",
             || {
                 kill_9_during_batching();
@@ -133,6 +140,87 @@ async fn writes_waiting_together_share_one_commit() {
         .await
         .unwrap();
     assert_eq!(tasks, WRITES as i64);
+}
+
+/// Holds the write lock of the database in `dir` from another connection, so that the writes
+/// handed to the store meanwhile pile up behind its writer's first transaction.
+async fn hold_the_lock(dir: &Path) -> SqliteConnection {
+    let mut blocker =
+        SqliteConnection::connect(&format!("sqlite://{}", dir.join("stint.db").display()))
+            .await
+            .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    blocker
+}
+
+/// A write that fails after it changed rows, in the middle of a batch: an enqueue whose first
+/// task is inserted and whose second is refused. Its first task is gone with it; the enqueues
+/// before and after it in the same transaction commit, each answered with the id it holds.
+async fn write_failing_after_changing_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path()).await;
+    let commits = count_commits(&store).await;
+    let mut blocker = hold_the_lock(dir.path()).await;
+    const WRITES: usize = 10;
+    let mut writes = tokio::task::JoinSet::new();
+    let enqueue = |writes: &mut tokio::task::JoinSet<_>, tasks: Vec<NewTask>| {
+        let store = store.clone();
+        writes.spawn(async move { store.enqueue(tasks, 2).await });
+    };
+    for i in 0..WRITES {
+        enqueue(&mut writes, vec![task(format!("before{i}"))]);
+    }
+    // Handed over after the enqueues above, before those below.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let failing = {
+        let store = store.clone();
+        let refused = NewTask::new("run", "", 1, json!({}));
+        tokio::spawn(async move {
+            store
+                .enqueue(vec![task("inserted-then-undone".to_owned()), refused], 2)
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for i in 0..WRITES {
+        enqueue(&mut writes, vec![task(format!("after{i}"))]);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    commits.store(0, Ordering::SeqCst);
+    sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
+    let mut answered = BTreeMap::new();
+    for result in writes.join_all().await {
+        let enqueued = result.expect("an enqueue beside a failing write succeeds");
+        assert!(!enqueued[0].existing);
+        answered.insert(enqueued[0].id.0, ());
+    }
+    let refused = failing
+        .await
+        .unwrap()
+        .expect_err("the second task is invalid");
+    assert!(refused.to_string().contains("empty"), "{refused}");
+    let committed = commits.load(Ordering::SeqCst);
+    assert!(
+        committed <= 2,
+        "{} writes that waited together took {committed} commits",
+        2 * WRITES + 1
+    );
+    let rows: Vec<(i64, String)> = sqlx::query_as("SELECT id, unique_key FROM tasks ORDER BY id")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    let keys: BTreeSet<&str> = rows.iter().map(|(_, key)| key.as_str()).collect();
+    assert!(
+        !keys.contains("inserted-then-undone"),
+        "the failed write's first task was committed: {rows:?}"
+    );
+    assert_eq!(rows.len(), 2 * WRITES, "{rows:?}");
+    // Every answer names a row that was committed (a replayed write answers what it did last).
+    let ids: BTreeSet<u64> = rows.iter().map(|(id, _)| *id as u64).collect();
+    assert_eq!(ids, answered.keys().copied().collect::<BTreeSet<_>>());
 }
 
 /// The child: 16 writers, each enqueueing batches of three tasks and beginning and ending
