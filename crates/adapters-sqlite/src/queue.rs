@@ -407,3 +407,51 @@ impl TaskQueue for SqliteStore {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI32, Ordering};
+
+    use rusqlite::StatementStatus;
+    use serde_json::json;
+
+    use super::*;
+    use crate::SqliteOptions;
+
+    /// The claim's statements stay prepared from one claim to the next, whatever the values
+    /// bound (the number of free slots in READY's `LIMIT` among them).
+    #[tokio::test]
+    async fn claims_reuse_their_prepared_statements() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("q.db"), SqliteOptions::default())
+            .await
+            .expect("open");
+        let tasks = (0..4).map(|i| NewTask::new("r", format!("n{i}"), 0, json!({})));
+        store.enqueue(tasks.collect(), 1).await.expect("enqueue");
+        for max in [1, 2, 3] {
+            let claim = Claim {
+                queues: vec!["default".to_owned()],
+                owner: "w".to_owned(),
+                max,
+                now_ms: 2,
+                lease_ms: 1_000,
+            };
+            store.claim(claim).await.expect("claim");
+        }
+        let reprepared = Arc::new(AtomicI32::new(-1));
+        let count = reprepared.clone();
+        store
+            .with_writer_connection(move |conn| {
+                let mut total = 0;
+                for sql in [FREE_SLOTS, READY, TAKE] {
+                    let statement = conn.prepare_cached(sql).expect("cached");
+                    total += statement.get_status(StatementStatus::RePrepare);
+                }
+                count.store(total, Ordering::SeqCst);
+            })
+            .await
+            .expect("inspect");
+        assert_eq!(reprepared.load(Ordering::SeqCst), 0);
+    }
+}

@@ -38,6 +38,7 @@ use std::fmt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use rusqlite::config::DbConfig;
 use rusqlite::{CachedStatement, Connection, OpenFlags};
 use stint_ports::StoreError;
 use tokio::sync::{mpsc, oneshot};
@@ -203,6 +204,12 @@ fn connect(path: &Path, options: &SqliteOptions) -> Result<Connection, StoreErro
         Synchronous::Normal => SETTINGS_NORMAL,
     })
     .map_err(named)?;
+    // The query planner stability guarantee: a plan never depends on the values bound, so a
+    // cached statement is never prepared again because a value changed. Without it, the claim's
+    // READY (its `LIMIT ?`, which SQLite reads when planning) was parsed and planned anew at every
+    // claim, as binding a value a plan read expires the statement.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+        .map_err(named)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }
