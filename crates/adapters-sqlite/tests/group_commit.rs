@@ -142,20 +142,6 @@ async fn writes_waiting_together_share_one_commit() {
     assert_eq!(tasks, WRITES as i64);
 }
 
-/// Holds the write lock of the database in `dir` from another connection, so that the writes
-/// handed to the store meanwhile pile up behind its writer's first transaction.
-async fn hold_the_lock(dir: &Path) -> SqliteConnection {
-    let mut blocker =
-        SqliteConnection::connect(&format!("sqlite://{}", dir.join("stint.db").display()))
-            .await
-            .unwrap();
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut blocker)
-        .await
-        .unwrap();
-    blocker
-}
-
 /// A write that fails after it changed rows, in the middle of a batch: an enqueue whose first
 /// task is inserted and whose second is refused. Its first task is gone with it; the enqueues
 /// before and after it in the same transaction commit, each answered with the id it holds.
@@ -163,7 +149,8 @@ async fn write_failing_after_changing_rows() {
     let dir = tempfile::tempdir().unwrap();
     let store = store_in(dir.path()).await;
     let commits = count_commits(&store).await;
-    let mut blocker = hold_the_lock(dir.path()).await;
+    // Another connection holds the write lock: the writes handed over meanwhile pile up.
+    let blocker = WriteLock::take(&dir.path().join("stint.db")).await;
     const WRITES: usize = 10;
     let mut writes = tokio::task::JoinSet::new();
     let enqueue = |writes: &mut tokio::task::JoinSet<_>, tasks: Vec<NewTask>| {
@@ -190,7 +177,7 @@ async fn write_failing_after_changing_rows() {
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     commits.store(0, Ordering::SeqCst);
-    sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
+    blocker.release().await;
     let mut answered = BTreeMap::new();
     for result in writes.join_all().await {
         let enqueued = result.expect("an enqueue beside a failing write succeeds");
