@@ -134,6 +134,7 @@ macro_rules! conformance_suite {
             an_invalid_task_fails_the_whole_batch,
             complete_is_owner_checked,
             attempt_end_ends_its_claimed_task_in_one_write,
+            a_claim_reads_its_nodes_attempts,
             retry_end_requeues_at_its_time,
             release_gives_the_task_back_at_once,
             sweep_takes_back_each_expired_lease_once,

@@ -7,8 +7,9 @@ use std::sync::{MutexGuard, PoisonError};
 use async_trait::async_trait;
 use stint_domain::{QueueStats, TaskId, TaskRecord, TaskState};
 use stint_ports::{
-    CancelOutcome, CancelTarget, Claim, ClaimedTask, Completion, Enqueued, NewTask, QueueHistory,
-    Renewal, RenewedClaims, StoreError, TaskFilter, TaskQueue, sort_claimed,
+    AttemptFilter, CancelOutcome, CancelTarget, Claim, ClaimedTask, Completion, Enqueued,
+    HistoryStore, NewTask, NodeAttempts, QueueHistory, Renewal, RenewedClaims, StoreError,
+    TaskFilter, TaskQueue, sort_claimed,
 };
 
 use crate::MemoryStore;
@@ -113,7 +114,7 @@ impl Tasks {
             task.lease_expires_at_ms = Some(lease);
             task.claims += 1;
             task.updated_at_ms = claim.now_ms;
-            claimed.push(ClaimedTask { task: task.clone() });
+            claimed.push(ClaimedTask::new(task.clone()));
         }
         sort_claimed(&mut claimed);
         claimed
@@ -289,7 +290,17 @@ impl TaskQueue for MemoryStore {
     }
 
     async fn claim(&self, claim: Claim) -> Result<Vec<ClaimedTask>, StoreError> {
-        Ok(self.tasks().claim(&claim))
+        let mut claimed = self.tasks().claim(&claim);
+        for claimed in &mut claimed {
+            let filter = AttemptFilter {
+                run_id: claimed.task.run_id.clone(),
+                node_id: Some(claimed.task.node_id.clone()),
+                iteration: Some(0),
+            };
+            let attempts = self.list_attempts(&filter).await?;
+            claimed.attempts = Some(NodeAttempts::of(&attempts));
+        }
+        Ok(claimed)
     }
 
     async fn renew_claims(

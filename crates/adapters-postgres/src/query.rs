@@ -11,7 +11,8 @@ use stint_domain::{
     AttemptRecord, AttemptState, EventRecord, NodeKey, NodeRecord, RunSummary, TaskError,
 };
 use stint_ports::{
-    AttemptFilter, EventPage, HistoryStore, RunListing, RunQuery, StoreError, unreadable,
+    AttemptFilter, EventPage, HistoryStore, LastAttempt, NodeAttempts, RunListing, RunQuery,
+    StoreError, unreadable,
 };
 
 use crate::PostgresStore;
@@ -50,14 +51,37 @@ fn json_text(row: &PgRow, column: &str) -> Result<Option<Value>, OpError> {
     }))
 }
 
-fn decode_attempt(row: &PgRow) -> Result<AttemptRecord, OpError> {
-    let error = json_text(row, "error")?.and_then(|value| {
+/// An attempt's error (a JSON column read as text); one this version cannot read is left out.
+fn attempt_error(row: &PgRow, column: &str) -> Result<Option<TaskError>, OpError> {
+    Ok(json_text(row, column)?.and_then(|value| {
         serde_json::from_value::<TaskError>(value)
             .inspect_err(|error| {
                 tracing::warn!(%error, "a stored attempt error cannot be read back");
             })
             .ok()
-    });
+    }))
+}
+
+/// A claimed task's node attempts, as the claim reads them: `node_last_state` (NULL without
+/// attempts), `node_last_retryable`, `node_last_error` (as text) and `node_failed`.
+pub(crate) fn node_attempts(row: &PgRow) -> Result<NodeAttempts, OpError> {
+    let state: Option<String> = row.try_get("node_last_state")?;
+    let last = match state {
+        None => None,
+        Some(state) => Some(LastAttempt {
+            state: state.parse().map_err(StoreError::incompatible)?,
+            retryable: row.try_get("node_last_retryable")?,
+            error: attempt_error(row, "node_last_error")?,
+        }),
+    };
+    Ok(NodeAttempts {
+        last,
+        failed: to_u32("failed attempts", row.try_get("node_failed")?)?,
+    })
+}
+
+fn decode_attempt(row: &PgRow) -> Result<AttemptRecord, OpError> {
+    let error = attempt_error(row, "error")?;
     Ok(AttemptRecord {
         run_id: row.try_get("run_id")?,
         node_id: row.try_get("node_id")?,

@@ -22,6 +22,7 @@ use crate::PostgresStore;
 use crate::enqueue::enqueue_once;
 use crate::error::{OpError, to_i64, to_u64};
 use crate::notify;
+use crate::query::node_attempts;
 use crate::queue_history::{task_columns, task_record, task_state};
 use crate::write::PgQuery;
 
@@ -40,10 +41,25 @@ fn task_id(value: i64) -> Result<TaskId, OpError> {
 /// Claims tasks (`stint_claim`, migration 0005, which holds the rules: queue limits, order,
 /// skipping locked tasks): `$1` queues, `$2` most tasks, `$3` now, `$4` owner, `$5` the lease's
 /// start when not the database's clock, `$6` lease.
+///
+/// Each claimed task comes with its node's attempts (iteration 0), read in the same statement:
+/// the last one's state, retryable flag and error, and how many failed.
 const CLAIM: &str = concat!(
     "SELECT ",
     task_columns!(),
-    " FROM stint_claim($1, $2, $3, $4, $5, $6)"
+    ", n.node_last_state, n.node_last_retryable, n.node_last_error, n.node_failed \
+     FROM stint_claim($1, $2, $3, $4, $5, $6) AS t \
+     CROSS JOIN LATERAL ( \
+       SELECT l.state AS node_last_state, l.retryable AS node_last_retryable, \
+              l.error::text AS node_last_error, \
+              (SELECT COUNT(*) FROM attempts f \
+                WHERE f.run_id = t.run_id AND f.node_id = t.node_id AND f.iteration = 0 \
+                  AND f.state = 'failed') AS node_failed \
+       FROM (SELECT 1) AS one \
+       LEFT JOIN LATERAL (SELECT a.state, a.retryable, a.error FROM attempts a \
+                           WHERE a.run_id = t.run_id AND a.node_id = t.node_id \
+                             AND a.iteration = 0 \
+                           ORDER BY a.attempt DESC LIMIT 1) AS l ON true) AS n"
 );
 
 async fn claim_once(
@@ -62,8 +78,13 @@ async fn claim_once(
         .await?;
     let mut claimed = rows
         .iter()
-        .map(|row| task_record(row).map(|task| ClaimedTask { task }))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|row| {
+            Ok(ClaimedTask {
+                task: task_record(row)?,
+                attempts: Some(node_attempts(row)?),
+            })
+        })
+        .collect::<Result<Vec<_>, OpError>>()?;
     sort_claimed(&mut claimed);
     Ok(claimed)
 }

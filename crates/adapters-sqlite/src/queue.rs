@@ -4,10 +4,10 @@
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
-use stint_domain::{TaskId, TaskState};
+use stint_domain::{TaskError, TaskId, TaskRecord, TaskState};
 use stint_ports::{
-    CancelOutcome, CancelTarget, Claim, ClaimedTask, Completion, Enqueued, NewTask, Renewal,
-    RenewedClaims, StoreError, TaskQueue,
+    CancelOutcome, CancelTarget, Claim, ClaimedTask, Completion, Enqueued, LastAttempt, NewTask,
+    NodeAttempts, Renewal, RenewedClaims, StoreError, TaskQueue,
 };
 
 use crate::SqliteStore;
@@ -147,12 +147,46 @@ fn claim(tx: &Connection, claim: &Claim) -> Result<Vec<ClaimedTask>, StoreError>
         .map_err(map)?;
     let mut claimed = Vec::with_capacity(ids.len());
     while let Some(row) = rows.next().map_err(map)? {
-        claimed.push(ClaimedTask {
-            task: task_record_of(row)?,
-        });
+        claimed.push(ClaimedTask::new(task_record_of(row)?));
+    }
+    drop(rows);
+    for claimed in &mut claimed {
+        claimed.attempts = Some(node_attempts(tx, &claimed.task)?);
     }
     stint_ports::sort_claimed(&mut claimed);
     Ok(claimed)
+}
+
+/// The last attempt (state, retryable flag, error) of node `?1`/`?2`, iteration 0, if any, and
+/// how many of its attempts failed.
+const NODE_ATTEMPTS: &str = "SELECT l.state, l.retryable, l.error, \
+        (SELECT COUNT(*) FROM attempts \
+          WHERE run_id = ?1 AND node_id = ?2 AND iteration = 0 AND state = 'failed') \
+     FROM (SELECT 1) LEFT JOIN (SELECT state, retryable, error FROM attempts \
+                                 WHERE run_id = ?1 AND node_id = ?2 AND iteration = 0 \
+                                 ORDER BY attempt DESC LIMIT 1) AS l";
+
+/// What the attempts of `task`'s node say, read with its claim.
+fn node_attempts(tx: &Connection, task: &TaskRecord) -> Result<NodeAttempts, StoreError> {
+    let mut read = statement(tx, NODE_ATTEMPTS)?;
+    let (state, retryable, error, failed): (Option<String>, Option<bool>, Option<String>, i64) =
+        read.query_row(params![task.run_id, task.node_id], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })
+        .map_err(map)?;
+    let last = match state {
+        None => None,
+        Some(state) => Some(LastAttempt {
+            state: state.parse().map_err(StoreError::incompatible)?,
+            retryable,
+            // One this version cannot read back is left out, as the listings do.
+            error: error.and_then(|text| serde_json::from_str::<TaskError>(&text).ok()),
+        }),
+    };
+    Ok(NodeAttempts {
+        last,
+        failed: u32::try_from(failed).unwrap_or(u32::MAX),
+    })
 }
 
 fn renew_claims(

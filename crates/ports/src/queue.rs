@@ -9,7 +9,9 @@ use std::fmt::Debug;
 
 use async_trait::async_trait;
 use serde_json::Value;
-use stint_domain::{QueueStats, TaskId, TaskRecord, TaskState};
+use stint_domain::{
+    AttemptRecord, AttemptState, QueueStats, TaskError, TaskId, TaskRecord, TaskState,
+};
 
 use crate::{Renewal, StoreError};
 
@@ -104,6 +106,57 @@ pub struct Claim {
 pub struct ClaimedTask {
     /// The task as it is now (running, owned by the claimer).
     pub task: TaskRecord,
+    /// Its node's attempts (iteration 0) as the claim found them, so that the worker need not
+    /// read them again before it runs the task; `None` when the store did not read them.
+    pub attempts: Option<NodeAttempts>,
+}
+
+impl ClaimedTask {
+    /// `task`, its node's attempts not read.
+    pub fn new(task: TaskRecord) -> Self {
+        Self {
+            task,
+            attempts: None,
+        }
+    }
+}
+
+/// What a node's attempts say about it: how its last attempt ended and how many failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeAttempts {
+    /// Its last attempt, `None` when it has none.
+    pub last: Option<LastAttempt>,
+    /// How many of its attempts failed.
+    pub failed: u32,
+}
+
+/// A node's last attempt, as far as deciding whether its task is settled needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LastAttempt {
+    /// Its state.
+    pub state: AttemptState,
+    /// Whether it may be retried (failed attempts).
+    pub retryable: Option<bool>,
+    /// Its error (failed and cancelled attempts).
+    pub error: Option<TaskError>,
+}
+
+impl NodeAttempts {
+    /// The summary of `attempts`, in attempt order.
+    pub fn of(attempts: &[AttemptRecord]) -> Self {
+        let failed = attempts
+            .iter()
+            .filter(|attempt| attempt.state == AttemptState::Failed)
+            .count();
+        Self {
+            last: attempts.last().map(|last| LastAttempt {
+                state: last.state,
+                retryable: last.retryable,
+                error: last.error.clone(),
+            }),
+            failed: u32::try_from(failed).unwrap_or(u32::MAX),
+        }
+    }
 }
 
 /// What [`TaskQueue::renew_claims`] renewed.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use stint_domain::{AttemptState, TaskDescriptor, TaskError, TaskId};
 use stint_engine::{AttemptOutcome, CancellationToken, EngineError, TaskEndFn};
-use stint_ports::{AttemptFilter, ClaimedTask, Completion, TaskEnd};
+use stint_ports::{AttemptFilter, ClaimedTask, Completion, NodeAttempts, TaskEnd};
 
 use crate::worker::Inner;
 
@@ -77,7 +77,7 @@ impl Claimed {
     /// `task`, its node's attempts read.
     pub(crate) async fn read(inner: &Inner, task: ClaimedTask) -> Self {
         let settled = match inner.handler.descriptor(&task) {
-            Ok(desc) => Some(already_settled(inner, &desc, task.task.retry_base).await),
+            Ok(desc) => Some(already_settled(inner, &desc, &task).await),
             Err(_) => None,
         };
         Self { task, settled }
@@ -205,7 +205,7 @@ async fn descriptor(
     desc.retry.retries = desc.retry.retries.saturating_add(claimed.task.retry_base);
     let settled = match settled {
         Some(read) => read?,
-        None => already_settled(inner, &desc, claimed.task.retry_base).await?,
+        None => already_settled(inner, &desc, claimed).await?,
     };
     Ok(settled.map_or(Ok(desc), Err))
 }
@@ -219,22 +219,34 @@ async fn descriptor(
 async fn already_settled(
     inner: &Inner,
     desc: &TaskDescriptor,
-    retry_base: u32,
+    claimed: &ClaimedTask,
 ) -> Result<Option<TaskEnd>, EngineError> {
-    let filter = AttemptFilter {
-        run_id: desc.key.run_id().to_owned(),
-        node_id: Some(desc.key.node_id().to_owned()),
-        iteration: Some(desc.key.iteration()),
+    let (key, task) = (&desc.key, &claimed.task);
+    let attempts = match &claimed.attempts {
+        // What the claim read is this node's when the descriptor runs the task as iteration 0
+        // of the task's own run and node.
+        Some(attempts)
+            if key.run_id() == task.run_id
+                && key.node_id() == task.node_id
+                && key.iteration() == 0 =>
+        {
+            attempts.clone()
+        }
+        _ => {
+            let filter = AttemptFilter {
+                run_id: key.run_id().to_owned(),
+                node_id: Some(key.node_id().to_owned()),
+                iteration: Some(key.iteration()),
+            };
+            NodeAttempts::of(&inner.history.list_attempts(&filter).await?)
+        }
     };
-    let attempts = inner.history.list_attempts(&filter).await?;
-    let Some(last) = attempts.last() else {
-        return Ok(None);
-    };
-    let failed = attempts
-        .iter()
-        .filter(|attempt| attempt.state == AttemptState::Failed)
-        .count();
-    let failed = u32::try_from(failed).unwrap_or(u32::MAX);
+    Ok(settled_end(&attempts, task.retry_base))
+}
+
+/// The rule of [`already_settled`], on what the node's attempts say.
+fn settled_end(attempts: &NodeAttempts, retry_base: u32) -> Option<TaskEnd> {
+    let last = attempts.last.as_ref()?;
     let error = || {
         to_json(
             &last
@@ -243,13 +255,13 @@ async fn already_settled(
                 .unwrap_or_else(|| TaskError::task_failed("failed")),
         )
     };
-    Ok(match last.state {
+    match last.state {
         AttemptState::Finished => Some(TaskEnd::Finished),
-        AttemptState::Failed if last.retryable == Some(false) && failed > retry_base => {
+        AttemptState::Failed if last.retryable == Some(false) && attempts.failed > retry_base => {
             Some(TaskEnd::Failed { error: error() })
         }
         _ => None,
-    })
+    }
 }
 
 /// The end an attempt's outcome writes for its task.

@@ -4,15 +4,15 @@
 use std::collections::HashSet;
 
 use serde_json::json;
-use stint_domain::{AttemptState, TaskId, TaskState};
-use stint_ports::{AttemptEnd, Completion, EndAttempt, Renewal, TaskEnd};
+use stint_domain::{AttemptState, TaskError, TaskId, TaskState};
+use stint_ports::{AttemptEnd, Completion, EndAttempt, NodeAttempts, Renewal, TaskEnd};
 
 use crate::Fixture;
 use crate::queue_support::{
-    CLAIM_LEASE_MS, boom, claim, complete, enqueue, enqueue_numbered, enqueue_one, failure,
-    new_task, task,
+    CLAIM_LEASE_MS, boom, claim, claim_of, complete, enqueue, enqueue_numbered, enqueue_one,
+    failure, new_task, task,
 };
-use crate::support::{assert_conflict, attempt_record, key, start};
+use crate::support::{accept_end, assert_conflict, attempt_record, key, start};
 
 /// Only the owner of a running task can end it: another owner, a task not running and a task
 /// that already ended are conflicts that change nothing. Ending records state, time and error.
@@ -240,4 +240,61 @@ pub async fn attempt_end_ends_its_claimed_task_in_one_write(fixture: &dyn Fixtur
         attempt_record(&*store, &second).await.state,
         AttemptState::Finished
     );
+}
+
+/// A claim comes with what its node's attempts say (iteration 0), or says it did not read them:
+/// none for a fresh node; the last one's state, retryable flag and error, and the failures.
+pub async fn a_claim_reads_its_nodes_attempts(fixture: &dyn Fixture) {
+    let (store, queue) = (fixture.store(), fixture.queue());
+    let (_, done) = start(&*store, &key("r", "done", 0), "earlier", 100).await;
+    let finished = AttemptEnd::Finished {
+        output: json!(1),
+        vcs: None,
+    };
+    accept_end(&*store, &done, finished, 200, Vec::new()).await;
+    for (n, retryable) in [(1, true), (2, false)] {
+        let (_, failing) = start(&*store, &key("r", "failing", 0), "earlier", 300 + n).await;
+        let end = AttemptEnd::Failed {
+            error: TaskError::task_failed(format!("boom {n}")),
+            retryable,
+        };
+        accept_end(&*store, &failing, end, 400 + n, Vec::new()).await;
+    }
+    let nodes = ["fresh", "done", "failing"];
+    enqueue(
+        &*queue,
+        nodes.iter().map(|node| new_task("r", node)).collect(),
+    )
+    .await;
+
+    let claimed = queue
+        .claim(claim_of(&["default"], "w", 3, 1_000))
+        .await
+        .expect("claim");
+    let read: Vec<(String, Option<NodeAttempts>)> = claimed
+        .into_iter()
+        .map(|claimed| (claimed.task.node_id, claimed.attempts))
+        .collect();
+    let said = |node: &str| {
+        let (_, attempts) = read.iter().find(|(id, _)| id == node).expect("claimed");
+        attempts.clone()
+    };
+    // A store may leave them unread (the worker then reads them itself); these three read them.
+    assert_eq!(
+        said("fresh"),
+        Some(NodeAttempts {
+            last: None,
+            failed: 0
+        })
+    );
+    let done = said("done").expect("read").last.expect("an attempt");
+    assert_eq!((done.state, done.retryable), (AttemptState::Finished, None));
+    let failing = said("failing").expect("read");
+    assert_eq!(failing.failed, 2);
+    let last = failing.last.expect("an attempt");
+    assert_eq!(
+        (last.state, last.retryable),
+        (AttemptState::Failed, Some(false))
+    );
+    assert_eq!(last.error.expect("its error").message, "boom 2");
 }
