@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use stint_domain::{TaskError, TaskId};
-use stint_ports::{Claim, Completion, StoreError, TaskEnd, Wakeups};
+use stint_ports::{Claim, ClaimedTask, Completion, StoreError, TaskEnd, Wakeups};
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinError, JoinSet};
 use tokio::time::Instant;
@@ -19,7 +19,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::keeper::{KeeperReport, Renewal};
 use crate::options::{Shutdown, WorkerError, WorkerReport};
-use crate::task::{self, Claimed, Settled, Stop};
+use crate::task::{self, Settled, Stop};
 use crate::worker::Inner;
 
 /// One task this worker runs.
@@ -46,7 +46,7 @@ pub(crate) struct Loop {
     set: JoinSet<(TaskId, Settled)>,
     running: HashMap<TaskId, Running>,
     /// Claimed for slots still settling: started, in claim order, as those slots free.
-    ready: VecDeque<(Claimed, Instant)>,
+    ready: VecDeque<(ClaimedTask, Instant)>,
     ids: HashMap<tokio::task::Id, TaskId>,
     report: WorkerReport,
     claim_now: bool,
@@ -58,7 +58,7 @@ pub(crate) struct Loop {
 
 /// A claim running as a task of its own (aborted when the loop drops it: a claim committed
 /// meanwhile is given back by the next renewal, as a claim no running task holds).
-type ClaimFuture = AbortOnDropHandle<Result<Vec<Claimed>, StoreError>>;
+type ClaimFuture = AbortOnDropHandle<Result<Vec<ClaimedTask>, StoreError>>;
 
 impl Loop {
     pub(crate) fn new(inner: Arc<Inner>, wakeups: Option<Arc<dyn Wakeups>>) -> Self {
@@ -165,24 +165,12 @@ impl Loop {
             lease_ms: u64::try_from(options.claim_lease.as_millis()).unwrap_or(u64::MAX),
         };
         let inner = self.inner.clone();
-        AbortOnDropHandle::new(tokio::spawn(async move {
-            let tasks = inner.queue.claim(claim).await?;
-            // Each node's attempts are read now, beside the claim, while the slots it fills
-            // may still be settling.
-            let mut reads = JoinSet::new();
-            for (i, task) in tasks.into_iter().enumerate() {
-                let inner = inner.clone();
-                reads.spawn(async move { (i, Claimed::read(&inner, task).await) });
-            }
-            let mut claimed: Vec<(usize, Claimed)> = reads.join_all().await;
-            claimed.sort_by_key(|(i, _)| *i);
-            Ok(claimed.into_iter().map(|(_, claimed)| claimed).collect())
-        }))
+        AbortOnDropHandle::new(tokio::spawn(async move { inner.queue.claim(claim).await }))
     }
 
     /// A claim came back: starts each task (or, once stopping, gives it back); how many, or
     /// `None` when the claim failed.
-    async fn claimed(&mut self, claimed: Result<Vec<Claimed>, StoreError>) -> Option<usize> {
+    async fn claimed(&mut self, claimed: Result<Vec<ClaimedTask>, StoreError>) -> Option<usize> {
         let tasks = match claimed {
             Ok(tasks) => tasks,
             Err(error) => {
@@ -199,7 +187,7 @@ impl Loop {
                 self.start_ready();
             } else {
                 // Claimed as the shutdown began: back to the queue, untouched.
-                self.end_here(claimed.id(), TaskEnd::Release).await;
+                self.end_here(claimed.task.id, TaskEnd::Release).await;
             }
         }
         Some(count)
@@ -218,14 +206,14 @@ impl Loop {
     /// Gives back the tasks claimed that never started.
     async fn release_ready(&mut self) {
         while let Some((claimed, _)) = self.ready.pop_front() {
-            self.end_here(claimed.id(), TaskEnd::Release).await;
+            self.end_here(claimed.task.id, TaskEnd::Release).await;
         }
     }
 
-    fn start(&mut self, claimed: Claimed, claimed_at: Instant) {
-        let id = claimed.id();
+    fn start(&mut self, claimed: ClaimedTask, claimed_at: Instant) {
+        let id = claimed.task.id;
         tracing::debug!(task = %id, "claimed");
-        self.inner.observer.claimed(&claimed.task);
+        self.inner.observer.claimed(&claimed);
         let stop = Stop::default();
         let run = task::run(self.inner.clone(), claimed, stop.clone());
         let abort = self.set.spawn(async move { (id, run.await) });
@@ -377,7 +365,7 @@ impl Loop {
             .renewed
             .iter()
             .filter(|id| {
-                !self.running.contains_key(id) && !self.ready.iter().any(|(c, _)| c.id() == **id)
+                !self.running.contains_key(id) && !self.ready.iter().any(|(c, _)| c.task.id == **id)
             })
             .copied()
             .collect();
@@ -395,7 +383,7 @@ impl Loop {
         let claims = &renewal.claims;
         let mut kept = VecDeque::with_capacity(self.ready.len());
         for (claimed, claimed_at) in std::mem::take(&mut self.ready) {
-            let id = claimed.id();
+            let id = claimed.task.id;
             if claims.cancel_requested.contains(&id) {
                 let end = TaskEnd::Cancelled {
                     error: task::to_json(&TaskError::aborted()),
@@ -418,7 +406,7 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-async fn in_flight(claiming: &mut Option<ClaimFuture>) -> Result<Vec<Claimed>, StoreError> {
+async fn in_flight(claiming: &mut Option<ClaimFuture>) -> Result<Vec<ClaimedTask>, StoreError> {
     match claiming {
         Some(claim) => claim.await.unwrap_or_else(|error| {
             Err(StoreError::unavailable(format!(

@@ -64,38 +64,10 @@ impl Ending {
     }
 }
 
-/// A claimed task, with what its node's attempts said when it was claimed: read beside the
-/// claim, so that the read is off the path of the slot the task will fill (see `slots.rs`).
-pub(crate) struct Claimed {
-    pub(crate) task: ClaimedTask,
-    /// How the node's attempts already settled the task, if they did; `None` when its spec
-    /// does not make a descriptor (the run reports that).
-    settled: Option<Result<Option<TaskEnd>, EngineError>>,
-}
-
-impl Claimed {
-    /// `task`, its node's attempts read.
-    pub(crate) async fn read(inner: &Inner, task: ClaimedTask) -> Self {
-        let settled = match inner.handler.descriptor(&task) {
-            Ok(desc) => Some(already_settled(inner, &desc, &task).await),
-            Err(_) => None,
-        };
-        Self { task, settled }
-    }
-
-    pub(crate) fn id(&self) -> TaskId {
-        self.task.task.id
-    }
-}
-
 /// Runs `claimed` to a written end.
-pub(crate) async fn run(inner: Arc<Inner>, claimed: Claimed, stop: Stop) -> Settled {
-    let id = claimed.id();
-    let Claimed {
-        task: claimed,
-        settled,
-    } = claimed;
-    let Ending { end, written } = match attempt(&inner, &claimed, settled, &stop).await {
+pub(crate) async fn run(inner: Arc<Inner>, claimed: ClaimedTask, stop: Stop) -> Settled {
+    let id = claimed.task.id;
+    let Ending { end, written } = match attempt(&inner, &claimed, &stop).await {
         Ok(ending) => ending,
         Err(error) => {
             tracing::warn!(task = %id, %error, "the attempt's end was not recorded; the task goes back");
@@ -117,10 +89,9 @@ pub(crate) async fn run(inner: Arc<Inner>, claimed: Claimed, stop: Stop) -> Sett
 async fn attempt(
     inner: &Arc<Inner>,
     claimed: &ClaimedTask,
-    settled: Option<Result<Option<TaskEnd>, EngineError>>,
     stop: &Stop,
 ) -> Result<Ending, EngineError> {
-    let desc = match descriptor(inner, claimed, settled).await? {
+    let desc = match descriptor(inner, claimed).await? {
         Ok(desc) => desc,
         Err(end) => return Ok(Ending::unwritten(end)),
     };
@@ -184,12 +155,11 @@ async fn attempt(
 }
 
 /// The descriptor of `claimed`'s attempt, or how the task ends without one: its spec makes no
-/// descriptor, or its node's attempts already settled it (`settled`, as read with the claim;
-/// read now when it was not).
+/// descriptor, or its node's attempts (as the claim read them, else read now) already settled
+/// it.
 async fn descriptor(
     inner: &Inner,
     claimed: &ClaimedTask,
-    settled: Option<Result<Option<TaskEnd>, EngineError>>,
 ) -> Result<Result<TaskDescriptor, TaskEnd>, EngineError> {
     let mut desc = match inner.handler.descriptor(claimed) {
         Ok(desc) => desc,
@@ -203,10 +173,7 @@ async fn descriptor(
     };
     // Failed attempts `stint retry` set aside do not count toward the retries.
     desc.retry.retries = desc.retry.retries.saturating_add(claimed.task.retry_base);
-    let settled = match settled {
-        Some(read) => read?,
-        None => already_settled(inner, &desc, claimed).await?,
-    };
+    let settled = already_settled(inner, &desc, claimed).await?;
     Ok(settled.map_or(Ok(desc), Err))
 }
 
