@@ -13,6 +13,7 @@ mod queue_admin;
 mod queue_claims;
 mod queue_enqueue;
 mod queue_lifecycle;
+mod queue_prune;
 mod recovery;
 
 pub use ending::{
@@ -54,6 +55,7 @@ pub use queue_lifecycle::{
     renew_extends_leases_and_reports_cancel_requests, retry_end_requeues_at_its_time,
     sweep_takes_back_each_expired_lease_once,
 };
+pub use queue_prune::prune_takes_the_history_of_its_nodes;
 pub use recovery::{
     recovered_node_resumes_from_its_checkpoint, recovery_and_zombie_finish_race_one_wins,
     recovery_marks_each_expired_attempt_once,

@@ -142,6 +142,7 @@ macro_rules! conformance_suite {
             cancel_ends_ready_and_flags_running_tasks,
             retry_requeues_failed_and_cancelled_tasks,
             prune_deletes_ended_tasks_in_batches,
+            prune_takes_the_history_of_its_nodes,
             queue_stats_count_each_state,
         );
     };

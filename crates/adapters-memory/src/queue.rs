@@ -214,7 +214,8 @@ impl Tasks {
         Ok(())
     }
 
-    fn prune(&mut self, ended_before_ms: u64, batch: u32) -> u64 {
+    /// Deletes the tasks `prune` takes; returns the (run, node) of each.
+    fn prune(&mut self, ended_before_ms: u64, batch: u32) -> Vec<(String, String)> {
         let mut ended: Vec<(u64, TaskId)> = self
             .tasks
             .values()
@@ -224,10 +225,18 @@ impl Tasks {
             .collect();
         ended.sort_unstable();
         ended.truncate(batch as usize);
-        for (_, id) in &ended {
-            self.tasks.remove(id);
-        }
-        ended.len() as u64
+        ended
+            .iter()
+            .filter_map(|(_, id)| self.tasks.remove(id))
+            .map(|task| (task.run_id, task.node_id))
+            .collect()
+    }
+
+    /// Whether a task names `node_id` of `run_id`.
+    fn names(&self, run_id: &str, node_id: &str) -> bool {
+        self.tasks
+            .values()
+            .any(|task| task.run_id == run_id && task.node_id == node_id)
     }
 
     fn stats(&self, now_ms: u64) -> Vec<QueueStats> {
@@ -354,7 +363,18 @@ impl TaskQueue for MemoryStore {
     }
 
     async fn prune(&self, ended_before_ms: u64, batch: u32) -> Result<u64, StoreError> {
-        Ok(self.tasks().prune(ended_before_ms, batch))
+        // The attempts' lock first, as an attempt's end takes them: nobody sees a task gone
+        // with its history still there.
+        let mut history = self.lock();
+        let mut tasks = self.tasks();
+        let pruned = tasks.prune(ended_before_ms, batch);
+        let nodes: BTreeSet<&(String, String)> = pruned.iter().collect();
+        for (run_id, node_id) in nodes {
+            if !tasks.names(run_id, node_id) {
+                history.forget_node(run_id, node_id);
+            }
+        }
+        Ok(pruned.len() as u64)
     }
 }
 

@@ -4,6 +4,8 @@
 //! a transaction: it validates everything first and mutates only once nothing can fail any more,
 //! so a refused write changes nothing.
 
+mod prune;
+
 use std::collections::BTreeMap;
 
 use serde_json::Value;

@@ -34,6 +34,7 @@ mod listen;
 mod notify;
 mod ops;
 mod options;
+mod prune;
 mod query;
 mod queue;
 mod queue_history;

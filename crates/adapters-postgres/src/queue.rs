@@ -391,17 +391,8 @@ impl TaskQueue for PostgresStore {
     }
 
     async fn prune(&self, ended_before_ms: u64, batch: u32) -> Result<u64, StoreError> {
-        self.retrying("pruning tasks", |pool| async move {
-            let done = sqlx::query(
-                "DELETE FROM tasks WHERE id IN (SELECT id FROM tasks \
-                     WHERE state IN ('finished', 'failed', 'cancelled') AND ended_at_ms < $1 \
-                     ORDER BY ended_at_ms, id LIMIT $2 FOR UPDATE SKIP LOCKED)",
-            )
-            .bind(to_i64(ended_before_ms))
-            .bind(i64::from(batch))
-            .execute(pool)
-            .await?;
-            Ok(done.rows_affected())
+        self.retrying("pruning tasks", |pool| {
+            crate::prune::prune_once(pool, ended_before_ms, batch)
         })
         .await
     }

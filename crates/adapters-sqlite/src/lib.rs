@@ -23,6 +23,7 @@
 mod connect;
 mod error;
 mod options;
+mod prune;
 mod query;
 mod queue;
 mod queue_history;

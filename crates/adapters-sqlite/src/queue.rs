@@ -354,21 +354,6 @@ fn retry(tx: &Connection, task: TaskId, retry_base: u32, now_ms: u64) -> Result<
     Ok(())
 }
 
-fn prune(tx: &Connection, ended_before_ms: u64, batch: u32) -> Result<u64, StoreError> {
-    let deleted = statement(
-        tx,
-        "DELETE FROM tasks WHERE id IN (SELECT id FROM tasks \
-             WHERE state IN ('finished', 'failed', 'cancelled') AND ended_at_ms < ? \
-             ORDER BY ended_at_ms, id LIMIT ?)",
-    )?
-    .execute(params![
-        to_i64(ended_before_ms, "prune time")?,
-        i64::from(batch)
-    ])
-    .map_err(map)?;
-    Ok(deleted as u64)
-}
-
 fn set_queue_limit(
     tx: &Connection,
     queue: &str,
@@ -437,7 +422,7 @@ impl TaskQueue for SqliteStore {
     }
 
     async fn prune(&self, ended_before_ms: u64, batch: u32) -> Result<u64, StoreError> {
-        self.write(move |tx| prune(tx, ended_before_ms, batch))
+        self.write(move |tx| crate::prune::prune(tx, ended_before_ms, batch))
             .await
     }
 }

@@ -181,8 +181,9 @@ pub enum Command {
     /// Queue a failed or cancelled task again, with a fresh retry budget (its attempts and
     /// checkpoint are kept).
     Retry(RetryArgs),
-    /// Delete ended tasks (finished, failed, cancelled) from the queue; their attempts and events
-    /// stay in the history.
+    /// Delete ended tasks (finished, failed, cancelled) and their nodes' history: attempts,
+    /// outputs and node rows, and a run's events once it has no node left. A node another task
+    /// names, or with an attempt in progress, keeps its history.
     Prune(PruneArgs),
     /// Configure a queue.
     #[command(subcommand)]

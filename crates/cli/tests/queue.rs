@@ -149,6 +149,10 @@ fn unknown_tasks_and_reading_without_a_database_are_one_line_errors() {
 #[test]
 fn prune_removes_ended_tasks_only() {
     let w = World::sqlite();
+    w.submit(&["--run-id", "ran", "--", "true"]);
+    let worked = w.stint(&["-q", "worker", "--exit-when-empty"]);
+    assert_exit(&worked, 0);
+    assert_eq!(w.attempts("ran").len(), 1, "the worker ran it");
     let ended = w.submit(&["--", "true"]);
     w.submit(&["--", "true"]);
     assert_exit(&w.stint(&["cancel", &ended]), 0);
@@ -161,10 +165,13 @@ fn prune_removes_ended_tasks_only() {
     );
     let output = w.stint(&["prune", "--ended-before", "0s", "--batch", "1"]);
     assert_exit(&output, 0);
-    assert_eq!(text(&output.stdout), "1\n");
+    assert_eq!(text(&output.stdout), "2\n");
     assert!(text(&output.stderr).contains("pruned 1 ended task(s) so far"));
     let left = w.tasks(&[]);
     assert_eq!((left.len(), left[0]["state"].as_str()), (1, Some("ready")));
+    // The finished task's history went with it: its run is no longer recorded.
+    assert!(w.attempts_if_any("ran").is_empty());
+    assert!(w.events_if_any("ran").is_empty());
 }
 
 #[test]

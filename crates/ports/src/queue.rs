@@ -379,7 +379,10 @@ pub trait TaskQueue: Send + Sync + Debug {
 
     /// Deletes up to `batch` ended tasks that ended before `ended_before_ms` (oldest first), in
     /// one short transaction; returns how many. The caller loops until it returns less than
-    /// `batch`. Only task rows go: the attempts and events of their nodes are history.
+    /// `batch`. The history of each task's node goes with it (its attempts, output and node row,
+    /// every iteration), unless a task still stored names the same node or an attempt of it is
+    /// in progress; and a run none of whose nodes is left loses its events. So a queue's tables
+    /// do not grow without end, and nothing another task or a live attempt reads is taken.
     async fn prune(&self, ended_before_ms: u64, batch: u32) -> Result<u64, StoreError>;
 }
 

@@ -164,7 +164,7 @@ pub struct PruneArgs {
     /// Delete tasks that ended longer ago than this (e.g. 7d, 12h, 0s for every ended task).
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub ended_before: Duration,
-    /// Tasks deleted per transaction.
+    /// Tasks deleted per transaction (with their nodes' history).
     #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch: u32,
 }
