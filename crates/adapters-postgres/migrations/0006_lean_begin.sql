@@ -65,3 +65,9 @@ BEGIN
             p_started || jsonb_build_object('attempt', v_highest + 1));
     RETURN QUERY SELECT v_highest, true, v_failed, 0::bigint, v_checkpoint;
 END $$;
+
+-- The claim's statement was planned afresh on every call (PL/pgSQL kept choosing custom plans:
+-- about 0.15 ms of planning per claim, more than executing it). Its generic plan is the one a
+-- custom plan picks anyway: the claimable index, per queue, up to its slots.
+ALTER FUNCTION stint_claim(text[], bigint, bigint, text, bigint, bigint)
+    SET plan_cache_mode = force_generic_plan;
