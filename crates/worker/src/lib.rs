@@ -1,7 +1,9 @@
 //! The stint worker: claims tasks from a durable queue and runs each as one attempt of its node
 //! through the engine.
 //!
-//! A [`Worker`] holds up to `concurrency` tasks. Each claimed task runs as
+//! A [`Worker`] runs up to `concurrency` tasks at once (a task whose outcome is decided and whose
+//! end is being written no longer holds its slot; at most as many such tasks wait on their
+//! writes besides). Each claimed task runs as
 //! `engine.run_attempt(descriptor, |ctx| handler.run(task, ctx), cancel)`, and its outcome
 //! decides how the task ends: finished, failed, cancelled, or back to the queue for its next
 //! attempt after the backoff (`TaskEnd::Retry`): no slot sleeps through a backoff, and any

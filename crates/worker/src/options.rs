@@ -14,7 +14,9 @@ use stint_ports::{ClaimedTask, DEFAULT_QUEUE, StoreError, TaskEnd};
 pub struct WorkerOptions {
     /// The queues it claims from (not empty).
     pub queues: Vec<String>,
-    /// At most this many tasks run at once (at least 1).
+    /// At most this many tasks run at once (at least 1). A task whose compute is over and whose
+    /// end is being written does not count (at most this many of those wait besides): the next
+    /// task starts meanwhile.
     pub concurrency: usize,
     /// How long a claim lasts unless renewed; renewed every quarter of it.
     pub claim_lease: Duration,

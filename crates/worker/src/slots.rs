@@ -1,10 +1,11 @@
 //! The loop of one [`Worker::run`](crate::Worker::run): it claims up to its free slots, runs each
 //! task as a tokio task of its own, and reacts to renewals, ended tasks, wake-ups and shutdown.
 //!
-//! A slot whose task is settling (its outcome decided, its terminal write under way) counts as
-//! free for claiming: the claim's round trip then overlaps the write's, and the task it brings
-//! waits in `ready` for the slot (held by the same renewals as running tasks, given back on
-//! shutdown) instead of the slot waiting for the claim. At most `concurrency` tasks run at once.
+//! A slot whose task is settling (its outcome decided, its compute over, its terminal write under
+//! way) is free: a claim for it overlaps the write's round trip, and the next task starts while
+//! the write waits for its commit, whose flush it may then share with that task's begin. At most
+//! `concurrency` tasks compute at once, and at most as many more settle: beyond that, claimed
+//! tasks wait in `ready` (held by the same renewals as running tasks, given back on shutdown).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -132,7 +133,12 @@ impl Loop {
                 }
                 Some(joined) = self.set.join_next_with_id() => self.joined(joined).await,
                 () = self.inner.wake.notified() => self.claim_now = true,
-                () = self.inner.settling.notified() => self.claim_now = true,
+                () = self.inner.settling.notified() => {
+                    self.claim_now = true;
+                    if self.stopping == Stopping::No {
+                        self.start_ready();
+                    }
+                }
                 () = next_wakeup(wakeups) => self.claim_now = true,
                 () = tokio::time::sleep(self.inner.options.poll_interval),
                     if !self.claim_now && self.stopping == Stopping::No => self.claim_now = true,
@@ -140,18 +146,27 @@ impl Loop {
         }
     }
 
-    /// The slots a claim may fill: those without a task, plus those whose task is settling,
-    /// less the tasks already waiting for a slot.
-    fn free(&self) -> usize {
-        let busy = self
-            .running
+    /// The tasks whose compute runs: those not settling.
+    fn computing(&self) -> usize {
+        self.running
             .values()
             .filter(|running| !running.stop.settling.load(Ordering::SeqCst))
-            .count();
-        self.inner
-            .options
-            .concurrency
-            .saturating_sub(busy + self.ready.len())
+            .count()
+    }
+
+    /// How many more tasks may start now: free slots (a settling task's slot is free), within
+    /// `concurrency` settling tasks besides.
+    fn startable(&self) -> usize {
+        let concurrency = self.inner.options.concurrency;
+        let slots = concurrency.saturating_sub(self.computing());
+        let settling_room = (2 * concurrency).saturating_sub(self.running.len());
+        slots.min(settling_room)
+    }
+
+    /// The slots a claim may fill: those that may start a task, less the tasks already waiting
+    /// for one.
+    fn free(&self) -> usize {
+        self.startable().saturating_sub(self.ready.len())
     }
 
     /// A claim of up to the free slots, to run beside the loop.
@@ -195,7 +210,7 @@ impl Loop {
 
     /// Starts the tasks waiting in `ready` while slots are free.
     fn start_ready(&mut self) {
-        while self.running.len() < self.inner.options.concurrency {
+        while self.startable() > 0 {
             let Some((claimed, claimed_at)) = self.ready.pop_front() else {
                 return;
             };

@@ -288,7 +288,8 @@ pub struct WorkerArgs {
     /// A queue to take tasks from (repeat for several).
     #[arg(long = "queue", value_name = "NAME", default_value = stint_ports::DEFAULT_QUEUE)]
     pub queues: Vec<String>,
-    /// How many tasks run at once.
+    /// How many tasks run at once (a task whose command ended and whose end is being written no
+    /// longer counts).
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub concurrency: usize,
     /// How long running tasks may take to finish after SIGINT/SIGTERM before they are cancelled

@@ -276,8 +276,9 @@ pub(crate) async fn an_idle_worker_claims_when_woken(kind: Kind) {
     assert_eq!(report.finished, 2);
 }
 
-/// While a task's end is being written, the worker claims the task for its slot, so the claim's
-/// round trip overlaps the write; the claimed task still waits for the slot.
+/// While a task's end is being written, its slot is free: the worker claims and starts the next
+/// task, so the claim's and the begin's round trips overlap the write; never more than
+/// `concurrency` computes at once.
 pub(crate) async fn a_slot_is_claimed_for_while_its_task_settles(kind: Kind) {
     let fixture = Fixture::new(kind).await;
     let attempts = Arc::new(InstrumentedStore::new(fixture.attempts.clone()));
@@ -304,15 +305,18 @@ pub(crate) async fn a_slot_is_claimed_for_while_its_task_settles(kind: Kind) {
     );
     let run = tokio::spawn(async move { run_to_end(&worker, Shutdown::default()).await });
     returned.notified().await;
-    // The first task's end is being written (600 ms): the second is claimed meanwhile, and
-    // has not started.
+    // The first task's end is being written (600 ms): the second is claimed and begun
+    // meanwhile.
     eventually(
-        "the second task is claimed during the first one's end",
-        || async { fixture.task(ids[1]).await.state == TaskState::Running },
+        "the second task begins during the first one's end",
+        || async { !fixture.attempts_of("run", "second").await.is_empty() },
     )
     .await;
     assert_eq!(fixture.task(ids[0]).await.state, TaskState::Running);
-    assert!(fixture.attempts_of("run", "second").await.is_empty());
+    assert!(
+        fixture.attempts_of("run", "first").await[0].state == AttemptState::InProgress,
+        "the first one's end is still being written"
+    );
     let report = run.await.expect("the worker ran");
     assert_eq!(report.finished, 2, "{report:?}");
     assert_eq!(peak.most(), 1, "one slot, one task at a time");
