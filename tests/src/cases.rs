@@ -46,8 +46,8 @@ pub use queue_claims::{
     racing_claimers_take_each_task_once,
 };
 pub use queue_enqueue::{
-    an_invalid_task_fails_the_whole_batch, racing_enqueues_store_one_task_per_key,
-    unique_key_answers_the_live_holder,
+    a_batch_answers_each_task_its_own_id, an_invalid_task_fails_the_whole_batch,
+    racing_enqueues_store_one_task_per_key, unique_key_answers_the_live_holder,
 };
 pub use queue_lifecycle::{
     a_claim_reads_its_nodes_attempts, attempt_end_ends_its_claimed_task_in_one_write,

@@ -132,6 +132,7 @@ macro_rules! conformance_suite {
             unique_key_answers_the_live_holder,
             racing_enqueues_store_one_task_per_key,
             an_invalid_task_fails_the_whole_batch,
+            a_batch_answers_each_task_its_own_id,
             complete_is_owner_checked,
             attempt_end_ends_its_claimed_task_in_one_write,
             a_claim_reads_its_nodes_attempts,

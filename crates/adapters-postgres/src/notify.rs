@@ -43,15 +43,21 @@ pub(crate) fn payload(queue: &str) -> &str {
     if queue.len() < MAX_PAYLOAD { queue } else { "" }
 }
 
+/// The payloads that name each distinct queue of `queues` once.
+pub(crate) fn payloads<'a>(queues: &[&'a str]) -> Vec<&'a str> {
+    let mut names: Vec<&str> = queues.iter().map(|queue| payload(queue)).collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
 /// Notifies `channel` once for each distinct queue of `queues` (nothing when it is empty).
 pub(crate) async fn queues(
     conn: &mut PgConnection,
     channel: &str,
     queues: &[&str],
 ) -> Result<(), OpError> {
-    let mut names: Vec<&str> = queues.iter().map(|queue| payload(queue)).collect();
-    names.sort_unstable();
-    names.dedup();
+    let names = payloads(queues);
     if names.is_empty() {
         return Ok(());
     }

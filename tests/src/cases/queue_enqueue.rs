@@ -121,3 +121,37 @@ pub async fn an_invalid_task_fails_the_whole_batch(fixture: &dyn Fixture) {
     assert_eq!(first.spec["command"][1], "a");
     assert_eq!(stored[1].unique_key.as_deref(), Some("k"));
 }
+
+/// A batch answers each task with its own id, in input order, ids ascending: with keys or
+/// without, and submitted by two racing submitters at once.
+pub async fn a_batch_answers_each_task_its_own_id(fixture: &dyn Fixture) {
+    let (queue, second) = (fixture.queue(), fixture.second_queue().await);
+    let batch = |prefix: &str, keyed_too: bool| -> Vec<NewTask> {
+        (0..40)
+            .map(|i| {
+                let node = format!("{prefix}{i:02}");
+                if keyed_too && i % 3 == 0 {
+                    keyed(&node, &node)
+                } else {
+                    new_task("run", &node)
+                }
+            })
+            .collect()
+    };
+    let (a, b, c) = tokio::join!(
+        queue.enqueue(batch("a", false), 100),
+        second.enqueue(batch("b", false), 100),
+        queue.enqueue(batch("c", true), 100),
+    );
+    for (prefix, answers) in [("a", a), ("b", b), ("c", c)] {
+        let ids: Vec<TaskId> = answers
+            .expect("enqueue")
+            .into_iter()
+            .map(|answer| answer.id)
+            .collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{prefix}: {ids:?}");
+        for (i, id) in ids.into_iter().enumerate() {
+            assert_eq!(task(&*queue, id).await.node_id, format!("{prefix}{i:02}"));
+        }
+    }
+}
