@@ -68,7 +68,7 @@ async fn insert(
     for &position in positions {
         columns.push(&tasks[position], ids[position]);
     }
-    let stored: Vec<i64> = sqlx::query_scalar(
+    let stored = sqlx::query_scalar::<_, i64>(
         "INSERT INTO tasks (id, queue, run_id, node_id, priority, run_at_ms, spec, unique_key, \
              state, created_at_ms, updated_at_ms) OVERRIDING SYSTEM VALUE \
          SELECT t.id, t.queue, t.run_id, t.node_id, t.priority, t.run_at_ms, t.spec, \
@@ -78,19 +78,19 @@ async fn insert(
              AS t(id, queue, run_id, node_id, priority, run_at_ms, spec, unique_key) \
          ORDER BY t.id ON CONFLICT DO NOTHING RETURNING id",
     )
-    .bind(columns.ids)
-    .bind(columns.queues)
-    .bind(columns.run_ids)
-    .bind(columns.node_ids)
-    .bind(columns.priorities)
-    .bind(columns.run_at)
-    .bind(columns.specs)
-    .bind(columns.keys)
-    .bind(now)
-    .fetch_all(&mut *conn)
-    .await?;
+    .bind(std::mem::take(&mut columns.ids));
+    let keys = std::mem::take(&mut columns.keys);
+    let stored = columns
+        .bind_tasks(stored)
+        .bind(keys)
+        .bind(now)
+        .fetch_all(&mut *conn)
+        .await?;
     Ok(stored.into_iter().collect())
 }
+
+/// A query answering one column, as the inserts are.
+type Scalar<'q, O> = sqlx::query::QueryScalar<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>;
 
 /// The tasks of one insert, column by column.
 struct Columns<'a> {
@@ -116,6 +116,21 @@ impl<'a> Columns<'a> {
             specs: Vec::with_capacity(n),
             keys: Vec::with_capacity(n),
         }
+    }
+
+    /// Binds the columns every insert takes, in order: queue, run, node, priority, due time,
+    /// spec.
+    fn bind_tasks<'q, O>(self, query: Scalar<'q, O>) -> Scalar<'q, O>
+    where
+        'a: 'q,
+    {
+        query
+            .bind(self.queues)
+            .bind(self.run_ids)
+            .bind(self.node_ids)
+            .bind(self.priorities)
+            .bind(self.run_at)
+            .bind(self.specs)
     }
 
     fn push(&mut self, task: &'a NewTask, id: i64) {
@@ -297,13 +312,8 @@ async fn enqueue_plain(
         .filter(|task| task.run_at_ms <= now_ms)
         .map(|task| task.queue.as_str())
         .collect();
-    let ids: Vec<i64> = sqlx::query_scalar(INSERT_PLAIN)
-        .bind(columns.queues)
-        .bind(columns.run_ids)
-        .bind(columns.node_ids)
-        .bind(columns.priorities)
-        .bind(columns.run_at)
-        .bind(columns.specs)
+    let ids: Vec<i64> = columns
+        .bind_tasks(sqlx::query_scalar(INSERT_PLAIN))
         .bind(channel)
         .bind(notify::payloads(&due))
         .bind(to_i64(now_ms))
