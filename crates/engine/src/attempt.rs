@@ -96,12 +96,9 @@ impl Engine {
             trace_id = tracing::field::Empty,
             span_id = tracing::field::Empty
         );
-        let ended = self
-            .drive(desc, validator, &running, compute, cancel, task_end)
+        self.drive(desc, validator, running, compute, cancel, task_end)
             .instrument(span)
-            .await;
-        running.keeper.stop().await;
-        ended
+            .await
     }
 
     /// Allocates the attempt with a fresh owner token, reads its checkpoint, starts the lease.
@@ -152,12 +149,12 @@ impl Engine {
         })
     }
 
-    /// Everything after the begin: the race, the flush, the terminal write.
+    /// Everything after the begin: the race, then the steps that end the attempt.
     async fn drive<C: ComputeOnce>(
         &self,
         desc: &TaskDescriptor,
         validator: &OutputValidator,
-        running: &Running,
+        running: Running,
         compute: C,
         cancel: &CancellationToken,
         task_end: Option<TaskEndFn<'_>>,
@@ -168,21 +165,37 @@ impl Engine {
         let (decision, decided_at_ms) = if cancel.is_cancelled() {
             (Decision::Cancelled, self.ports.clock.now_ms())
         } else {
-            self.race(desc, running, compute, cancel).await
+            self.race(desc, &running, compute, cancel).await
         };
         tracing::debug!(?decision, "outcome decided");
-        if let Decision::Lost(loss) = decision {
-            return Err(loss.into());
-        }
-        self.flush(&running.shared).await?;
         let settled = Settled {
             decision,
             decided_at_ms,
             task_end,
         };
-        // Boxed: the settling steps are the attempt's largest state, and they are needed only
-        // at its end, not while it runs.
-        Box::pin(self.settle(desc, validator, running, settled)).await
+        // Boxed: the ending steps are the attempt's largest state, and they are needed only at
+        // its end, not while it runs.
+        Box::pin(self.conclude(desc, validator, running, settled)).await
+    }
+
+    /// Flushes the heartbeats and writes the terminal state (nothing when the lease was lost),
+    /// then stops the keeper, so nothing of the attempt outlives it.
+    async fn conclude(
+        &self,
+        desc: &TaskDescriptor,
+        validator: &OutputValidator,
+        running: Running,
+        settled: Settled<'_>,
+    ) -> Result<AttemptOutcome, EngineError> {
+        let ended = match settled.decision {
+            Decision::Lost(loss) => Err(loss.into()),
+            _ => match self.flush(&running.shared).await {
+                Ok(()) => self.settle(desc, validator, &running, settled).await,
+                Err(error) => Err(error),
+            },
+        };
+        running.keeper.stop().await;
+        ended
     }
 
     /// Runs the compute against the timeout, the watchdog, cancellation and the lease. When
@@ -207,16 +220,19 @@ impl Engine {
             process: ProcessRecorder::new(shared.clone()),
         });
         tokio::pin!(compute);
-        let deadlines = Deadlines {
-            timeout_at: desc
-                .timeout_ms
-                .map(|ms| Instant::now() + Duration::from_millis(ms)),
-            heartbeat_timeout_ms: desc.heartbeat_timeout_ms,
-            started_at_ms: running.started_at_ms,
-            received: &shared.heartbeats.received,
-            clock: self.ports.clock.as_ref(),
-        };
-        let decision = tokio::select! {
+        let timeout_at = desc
+            .timeout_ms
+            .map(|ms| Instant::now() + Duration::from_millis(ms));
+        // The deadlines live in this block only: the grace period does not hold them.
+        let decision = {
+            let deadlines = Deadlines {
+                timeout_at,
+                heartbeat_timeout_ms: desc.heartbeat_timeout_ms,
+                started_at_ms: running.started_at_ms,
+                received: &shared.heartbeats.received,
+                clock: self.ports.clock.as_ref(),
+            };
+            tokio::select! {
             // Ties go to the compute's own result: it is the outcome the user asked for.
             biased;
             result = &mut compute => match result {
@@ -225,7 +241,7 @@ impl Engine {
             },
             // The lease's loss before a heartbeat's conflict before a cancellation request.
             raised = shared.until(LOST | CONFLICT | CANCEL_REQUESTED) => match raised {
-                r if r & LOST != 0 => Decision::Lost(lost(shared).await),
+                r if r & LOST != 0 => Decision::Lost(shared.lease.loss_or_fenced()),
                 r if r & CONFLICT != 0 => Decision::Lost(LeaseLoss::Conflict(
                     shared.conflict().unwrap_or_else(|| StoreError::conflict("attempt lost")),
                 )),
@@ -238,6 +254,7 @@ impl Engine {
                     Decision::HeartbeatTimeout(desc.heartbeat_timeout_ms.unwrap_or(0))
                 }
             },
+            }
         };
         let decided_at_ms = self.ports.clock.now_ms();
         shared.heartbeats.stop_accepting(decided_at_ms);

@@ -88,11 +88,11 @@ pub(crate) struct Heartbeats {
     pub(crate) received: LastReceived,
     /// When the outcome was decided (`u64::MAX` until then): later writes are stamped no later.
     decided_at_ms: AtomicU64,
-    counters: HeartbeatCounters,
+    counters: Arc<HeartbeatCounters>,
 }
 
 impl Heartbeats {
-    pub(crate) fn new(counters: HeartbeatCounters) -> Self {
+    pub(crate) fn new(counters: Arc<HeartbeatCounters>) -> Self {
         Self {
             mailbox: Mutex::new(Mailbox::default()),
             wake: Notify::new(),
@@ -269,7 +269,8 @@ pub(crate) async fn write_heartbeats(shared: &Shared, throttle_interval_ms: u64)
         next_pending(shared, throttle_interval_ms, last_write_ms, failed).await
     {
         last_write_ms = Some(shared.clock.now_ms());
-        match write(shared, pending).await {
+        // Boxed: needed once per write, not in the keeper's idle state.
+        match Box::pin(write(shared, pending)).await {
             Written::Done => failed = false,
             Written::Failed(error) if shared.raised(FLUSH) != 0 => {
                 flush_failures += 1;
@@ -298,7 +299,8 @@ async fn next_pending(
     loop {
         if shared.raised(FLUSH) != 0 {
             if failed {
-                tokio::time::sleep(FLUSH_RETRY).await;
+                // Boxed: rare, and not part of the keeper's idle state.
+                Box::pin(tokio::time::sleep(FLUSH_RETRY)).await;
             }
             return hub.take_pending();
         }
@@ -315,10 +317,16 @@ async fn next_pending(
                     return Some(pending);
                 }
             }
-            WriteDecision::WaitUntil(due_ms) => tokio::select! {
-                () = tokio::time::sleep(Duration::from_millis(due_ms - now_ms)) => {}
-                _ = shared.until(FLUSH) => {}
-            },
+            // Boxed, like a write: not part of the keeper's idle state.
+            WriteDecision::WaitUntil(due_ms) => {
+                Box::pin(async {
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(due_ms - now_ms)) => {}
+                        _ = shared.until(FLUSH) => {}
+                    }
+                })
+                .await;
+            }
         }
     }
 }

@@ -93,7 +93,6 @@ pub(crate) enum LeaseLoss {
 #[derive(Debug)]
 pub(crate) struct LeaseState {
     lease: Duration,
-    schedule: LeaseSchedule,
     /// When the last successful renewal was sent (the begin, at first).
     renewed_at: Mutex<Instant>,
     /// Why the lease was lost, once [`LOST`] is raised.
@@ -106,10 +105,13 @@ impl LeaseState {
         let lease = Duration::from_millis(lease_ms.max(1));
         Self {
             lease,
-            schedule: LeaseSchedule::new(lease),
             renewed_at: Mutex::new(begun_at),
             loss: OnceLock::new(),
         }
+    }
+
+    fn schedule(&self) -> LeaseSchedule {
+        LeaseSchedule::new(self.lease)
     }
 
     fn renewed_at(&self) -> Instant {
@@ -124,6 +126,14 @@ impl LeaseState {
         self.loss.get().cloned()
     }
 
+    /// The loss, once [`LOST`] is raised (it is recorded before).
+    pub(crate) fn loss_or_fenced(&self) -> LeaseLoss {
+        self.loss().unwrap_or(LeaseLoss::Fenced {
+            unrenewed_ms: 0,
+            last_error: None,
+        })
+    }
+
     /// How long the lease is still proven (until the fence, counted from the last successful
     /// renewal), or why it is not. Judged here too, not only by the renewal loop, so that a
     /// renewal loop that died cannot leave the attempt writing on an unproven lease.
@@ -133,7 +143,7 @@ impl LeaseState {
         }
         let renewed_at = self.renewed_at();
         let left = self
-            .schedule
+            .schedule()
             .fence_at(renewed_at)
             .saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -150,10 +160,7 @@ impl LeaseState {
 /// Resolves when the lease of `shared`'s attempt is lost (a conflict, or the fence).
 pub(crate) async fn lost(shared: &Shared) -> LeaseLoss {
     shared.until(LOST).await;
-    shared.lease.loss().unwrap_or(LeaseLoss::Fenced {
-        unrenewed_ms: 0,
-        last_error: None,
-    })
+    shared.lease.loss_or_fenced()
 }
 
 /// The renewal loop, one of the two loops of the attempt's keeper: renews until the lease is
@@ -164,10 +171,11 @@ pub(crate) async fn keep_lease(shared: &Shared) {
     let mut last_error: Option<StoreError> = None;
     loop {
         let renewed_at = state.renewed_at();
-        let fence_at = state.schedule.fence_at(renewed_at);
-        let next = state
-            .schedule
-            .next_renewal(renewed_at, last_error.is_some());
+        let schedule = state.schedule();
+        let (fence_at, next) = (
+            schedule.fence_at(renewed_at),
+            schedule.next_renewal(renewed_at, last_error.is_some()),
+        );
         tokio::time::sleep_until(next).await;
         if Instant::now() >= fence_at {
             return fence(shared, renewed_at, last_error);
@@ -178,7 +186,8 @@ pub(crate) async fn keep_lease(shared: &Shared) {
             lease_ms,
         };
         let renewal = shared.store.renew_lease(&shared.owned, renewal);
-        match tokio::time::timeout_at(fence_at, renewal).await {
+        // Boxed, with its timer: needed once per renewal, not in the keeper's idle state.
+        match Box::pin(tokio::time::timeout_at(fence_at, renewal)).await {
             Ok(Ok(renewed)) => {
                 if renewed.cancel_requested && shared.raised(CANCEL_REQUESTED) == 0 {
                     tracing::info!(attempt = %shared.owned.key, "cancellation requested");

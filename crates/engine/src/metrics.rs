@@ -1,6 +1,8 @@
 //! OpenTelemetry instruments of the engine, created once per [`crate::Engine`] from the global
 //! meter `stint` (so whichever meter provider the application installed receives them).
 
+use std::sync::Arc;
+
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram};
 use stint_domain::AttemptState;
@@ -11,7 +13,8 @@ pub(crate) struct Metrics {
     attempt_duration: Histogram<f64>,
     node_duration: Histogram<f64>,
     attempts: Counter<u64>,
-    pub(crate) heartbeats: HeartbeatCounters,
+    /// Shared with every attempt's heartbeat handles.
+    pub(crate) heartbeats: Arc<HeartbeatCounters>,
 }
 
 /// The heartbeat instruments, which each attempt's heartbeat handles carry.
@@ -41,7 +44,7 @@ impl Metrics {
                 .u64_counter("stint.attempts")
                 .with_description("Attempts ended, by outcome")
                 .build(),
-            heartbeats: HeartbeatCounters {
+            heartbeats: Arc::new(HeartbeatCounters {
                 written: meter
                     .u64_counter("stint.heartbeats.written")
                     .with_description("Heartbeat writes that reached the store")
@@ -56,7 +59,7 @@ impl Metrics {
                         "Heartbeat writes that failed, and heartbeats sent after the end",
                     )
                     .build(),
-            },
+            }),
         }
     }
 
