@@ -90,7 +90,8 @@ const METHOD: &str = "\
 4. **Memory.** A fresh child process starts the attempts through the engine on the memory
    store, each compute awaiting one shared token, and reads `VmRSS` before and once all are
    running; growth / count. A second child begins as many attempts in the memory store alone:
-   the store's rows, which any backend must keep somewhere.
+   the store's rows, which any backend must keep somewhere. The target (issue 18) applies to the
+   engine's part: the growth minus the store's rows.
 5. **Heartbeat throughput.** Coalescing on: one attempt beating `{\"step\": i}` as fast as it
    can for 1 s through the engine (default 500 ms throttle); heartbeats accepted per second and
    store writes per second actually issued. No call waits on the store, so this figure does not

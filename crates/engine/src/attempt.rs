@@ -1,12 +1,12 @@
 //! One attempt, step by step: begin, race the compute against its timers, flush the heartbeats,
 //! write the one terminal state the first signal decided.
 //!
-//! The lease is kept by its own task from the begin until the terminal write has committed; the
-//! terminal write is retried while the lease holds; an attempt whose lease cannot be proven any
-//! more is stopped and left to recovery, with nothing terminal written.
+//! The lease is kept by the attempt's keeper task from the begin until the terminal write has
+//! committed; the terminal write is retried while the lease holds; an attempt whose lease cannot
+//! be proven any more is stopped and left to recovery, with nothing terminal written.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -22,11 +22,12 @@ use tracing::Instrument;
 use crate::context::{ComputeOnce, ProcessRecorder, TaskContext, TaskFailure};
 use crate::engine::{Engine, TaskEndFn};
 use crate::error::EngineError;
-use crate::heartbeat::{HeartbeatHub, WriterPorts, lock_machine};
-use crate::lease::{LeaseKeeper, LeaseLoss};
+use crate::heartbeat::{Heartbeat, Heartbeats, flush_heartbeats};
+use crate::lease::{LeaseLoss, LeaseState, lost};
 use crate::outcome::AttemptOutcome;
 use crate::output::{OutputValidator, strip_key_columns};
-use crate::timers::{maybe_watchdog, timeout};
+use crate::shared::{CANCEL_REQUESTED, CONFLICT, Keeper, LOST, Shared, SharedParts};
+use crate::timers::{Deadlines, Expired};
 
 /// The first signal the engine saw; it alone decides the outcome.
 #[derive(Debug)]
@@ -47,11 +48,10 @@ enum Decision {
 
 /// A begun attempt, with everything the later steps need.
 struct Running {
-    owned: OwnedAttempt,
-    machine: Arc<Mutex<AttemptMachine>>,
+    shared: Arc<Shared>,
     started_at_ms: u64,
     checkpoint: Option<Value>,
-    lease: LeaseKeeper,
+    keeper: Keeper,
 }
 
 /// The decision, and what else the terminal write carries.
@@ -92,16 +92,13 @@ impl Engine {
         let running = self.begin(desc).await?;
         let span = tracing::info_span!(
             "attempt",
-            attempt = %running.owned.key,
+            attempt = %running.shared.owned.key,
             trace_id = tracing::field::Empty,
             span_id = tracing::field::Empty
         );
-        let ended = self
-            .drive(desc, validator, &running, compute, cancel, task_end)
+        self.drive(desc, validator, running, compute, cancel, task_end)
             .instrument(span)
-            .await;
-        running.lease.stop().await;
-        ended
+            .await
     }
 
     /// Allocates the attempt with a fresh owner token, reads its checkpoint, starts the lease.
@@ -134,66 +131,71 @@ impl Engine {
         let mut machine = AttemptMachine::new(key.clone(), desc.retry, begun.failed_before);
         // The store appended `NodeStarted` with the attempt row; the machine's copy is dropped.
         machine.apply(AttemptCommand::Start, started_at_ms)?;
-        let owned = OwnedAttempt { key, owner };
-        let lease = LeaseKeeper::start(
-            self.options.observer.clone(),
-            self.ports.store.clone(),
-            owned.clone(),
-            self.ports.clock.clone(),
-            desc.lease_ms,
-            begun_at,
-        );
+        let shared = Arc::new(Shared::new(SharedParts {
+            owned: OwnedAttempt { key, owner },
+            store: self.ports.store.clone(),
+            clock: self.ports.clock.clone(),
+            observer: self.options.observer.clone(),
+            machine,
+            heartbeats: Heartbeats::new(self.metrics.heartbeats.clone()),
+            lease: LeaseState::new(desc.lease_ms, begun_at),
+        }));
+        let throttle_ms = throttle_interval_ms(desc.heartbeat_timeout_ms);
         Ok(Running {
-            owned,
-            machine: Arc::new(Mutex::new(machine)),
+            keeper: Keeper::start(shared.clone(), throttle_ms),
+            shared,
             started_at_ms,
             checkpoint: begun.checkpoint,
-            lease,
         })
     }
 
-    /// Everything after the begin: the race, the flush, the terminal write.
+    /// Everything after the begin: the race, then the steps that end the attempt.
     async fn drive<C: ComputeOnce>(
         &self,
         desc: &TaskDescriptor,
         validator: &OutputValidator,
-        running: &Running,
+        running: Running,
         compute: C,
         cancel: &CancellationToken,
         task_end: Option<TaskEndFn<'_>>,
     ) -> Result<AttemptOutcome, EngineError> {
-        let key = running.owned.key.clone();
         self.options
             .observer
-            .attempt_started(&key, running.checkpoint.as_ref());
-        let hub = HeartbeatHub::start(
-            key.clone(),
-            self.ports.clock.clone(),
-            self.metrics.clone(),
-            WriterPorts {
-                store: self.ports.store.clone(),
-                owned: running.owned.clone(),
-                machine: running.machine.clone(),
-                observer: self.options.observer.clone(),
-                throttle_interval_ms: throttle_interval_ms(desc.heartbeat_timeout_ms),
-            },
-        );
+            .attempt_started(&running.shared.owned.key, running.checkpoint.as_ref());
         let (decision, decided_at_ms) = if cancel.is_cancelled() {
             (Decision::Cancelled, self.ports.clock.now_ms())
         } else {
-            self.race(desc, &hub, running, compute, cancel).await
+            self.race(desc, &running, compute, cancel).await
         };
         tracing::debug!(?decision, "outcome decided");
-        if let Decision::Lost(loss) = decision {
-            return Err(loss.into());
-        }
-        self.flush(hub, &running.lease).await?;
         let settled = Settled {
             decision,
             decided_at_ms,
             task_end,
         };
-        self.settle(desc, validator, running, settled).await
+        // Boxed: the ending steps are the attempt's largest state, and they are needed only at
+        // its end, not while it runs.
+        Box::pin(self.conclude(desc, validator, running, settled)).await
+    }
+
+    /// Flushes the heartbeats and writes the terminal state (nothing when the lease was lost),
+    /// then stops the keeper, so nothing of the attempt outlives it.
+    async fn conclude(
+        &self,
+        desc: &TaskDescriptor,
+        validator: &OutputValidator,
+        running: Running,
+        settled: Settled<'_>,
+    ) -> Result<AttemptOutcome, EngineError> {
+        let ended = match settled.decision {
+            Decision::Lost(loss) => Err(loss.into()),
+            _ => match self.flush(&running.shared).await {
+                Ok(()) => self.settle(desc, validator, &running, settled).await,
+                Err(error) => Err(error),
+            },
+        };
+        running.keeper.stop().await;
+        ended
     }
 
     /// Runs the compute against the timeout, the watchdog, cancellation and the lease. When
@@ -204,64 +206,76 @@ impl Engine {
     async fn race<C: ComputeOnce>(
         &self,
         desc: &TaskDescriptor,
-        hub: &HeartbeatHub,
         running: &Running,
         compute: C,
         cancel: &CancellationToken,
     ) -> (Decision, u64) {
+        let shared = &running.shared;
         let task_cancel = CancellationToken::new();
         let compute = compute(TaskContext {
-            key: running.owned.key.clone(),
+            key: shared.owned.key.clone(),
             cancel: task_cancel.clone(),
             checkpoint: running.checkpoint.clone(),
-            heartbeat: hub.handle(),
-            process: ProcessRecorder::new(self.ports.store.clone(), running.owned.clone()),
+            heartbeat: Heartbeat::new(shared.clone()),
+            process: ProcessRecorder::new(shared.clone()),
         });
         tokio::pin!(compute);
-        let timeout_ms = desc.timeout_ms;
-        let heartbeat_timeout_ms = desc.heartbeat_timeout_ms.unwrap_or(0);
-        let watchdog = maybe_watchdog(
-            hub.received(),
-            self.ports.clock.clone(),
-            running.started_at_ms,
-            desc.heartbeat_timeout_ms,
-        );
-        let decision = tokio::select! {
+        let timeout_at = desc
+            .timeout_ms
+            .map(|ms| Instant::now() + Duration::from_millis(ms));
+        // The deadlines live in this block only: the grace period does not hold them.
+        let decision = {
+            let deadlines = Deadlines {
+                timeout_at,
+                heartbeat_timeout_ms: desc.heartbeat_timeout_ms,
+                started_at_ms: running.started_at_ms,
+                received: &shared.heartbeats.received,
+                clock: self.ports.clock.as_ref(),
+            };
+            tokio::select! {
             // Ties go to the compute's own result: it is the outcome the user asked for.
             biased;
             result = &mut compute => match result {
                 Ok(value) => Decision::Output(value),
                 Err(failure) => Decision::Failed(failure),
             },
-            loss = running.lease.lost() => Decision::Lost(loss),
-            conflict = hub.lost() => Decision::Lost(LeaseLoss::Conflict(conflict)),
+            // The lease's loss before a heartbeat's conflict before a cancellation request.
+            raised = shared.until(LOST | CONFLICT | CANCEL_REQUESTED) => match raised {
+                r if r & LOST != 0 => Decision::Lost(shared.lease.loss_or_fenced()),
+                r if r & CONFLICT != 0 => Decision::Lost(LeaseLoss::Conflict(
+                    shared.conflict().unwrap_or_else(|| StoreError::conflict("attempt lost")),
+                )),
+                _ => Decision::Cancelled,
+            },
             () = cancel.cancelled() => Decision::Cancelled,
-            () = running.lease.cancel_requested() => Decision::Cancelled,
-            () = timeout(timeout_ms.map(Duration::from_millis)) => {
-                Decision::Timeout(timeout_ms.unwrap_or(0))
+            expired = deadlines.expired() => match expired {
+                Expired::Timeout => Decision::Timeout(desc.timeout_ms.unwrap_or(0)),
+                Expired::HeartbeatTimeout => {
+                    Decision::HeartbeatTimeout(desc.heartbeat_timeout_ms.unwrap_or(0))
+                }
+            },
             }
-            () = watchdog => Decision::HeartbeatTimeout(heartbeat_timeout_ms),
         };
         let decided_at_ms = self.ports.clock.now_ms();
-        hub.stop_accepting(decided_at_ms);
+        shared.heartbeats.stop_accepting(decided_at_ms);
         if matches!(decision, Decision::Output(_) | Decision::Failed(_)) {
             return (decision, decided_at_ms);
         }
         task_cancel.cancel();
         if !matches!(decision, Decision::Lost(_)) {
-            self.grace(&mut compute, &running.lease).await;
+            self.grace(&mut compute, shared).await;
         }
         (decision, decided_at_ms)
     }
 
     /// Gives a cancelled compute the grace period to stop, unless the lease is lost meanwhile.
-    async fn grace<Fut: Future>(&self, compute: &mut std::pin::Pin<&mut Fut>, lease: &LeaseKeeper) {
+    async fn grace<Fut: Future>(&self, compute: &mut std::pin::Pin<&mut Fut>, shared: &Shared) {
         let grace = self.options.cancel_grace;
         tokio::select! {
             stopped = tokio::time::timeout(grace, compute) => if stopped.is_err() {
                 tracing::warn!(?grace, "compute did not stop within its grace period; dropped");
             },
-            _ = lease.lost() => {
+            _ = shared.until(LOST) => {
                 tracing::warn!("the lease was lost during the grace period; compute dropped");
             }
         }
@@ -269,9 +283,10 @@ impl Engine {
 
     /// Stops the heartbeat writer after it wrote what is pending, within what is left of the
     /// lease.
-    async fn flush(&self, hub: HeartbeatHub, lease: &LeaseKeeper) -> Result<(), EngineError> {
+    async fn flush(&self, shared: &Shared) -> Result<(), EngineError> {
+        let lease = &shared.lease;
         let left = lease.remaining()?;
-        match tokio::time::timeout(left, hub.close_and_flush()).await {
+        match tokio::time::timeout(left, flush_heartbeats(shared)).await {
             Ok(None) => Ok(()),
             Ok(Some(conflict)) => Err(EngineError::Store(conflict)),
             Err(_elapsed) => Err(lease.remaining().err().unwrap_or(LeaseLoss::Fenced {
@@ -297,7 +312,7 @@ impl Engine {
         };
         let (events, state, error, retry) = {
             let command = settlement.command.kind();
-            let mut machine = lock_machine(&running.machine);
+            let mut machine = running.shared.machine();
             let events = machine.apply(settlement.command, settlement.at_ms)?;
             // A terminal command that applied leaves a state; none would be the machine's bug.
             let state = machine.state().ok_or(DomainError::NotStarted { command })?;
@@ -319,7 +334,7 @@ impl Engine {
             },
         };
         let mut outcome = AttemptOutcome {
-            key: running.owned.key.clone(),
+            key: running.shared.owned.key.clone(),
             state,
             output: settlement.output,
             error,
@@ -397,10 +412,11 @@ impl Engine {
         running: &Running,
         ending: EndAttempt,
     ) -> Result<AttemptEnded, EngineError> {
-        let lease = &running.lease;
+        let shared = &running.shared;
+        let lease = &shared.lease;
         let mut pause = TERMINAL_RETRY_FIRST;
         loop {
-            let write = self.ports.store.end_attempt(&running.owned, ending.clone());
+            let write = self.ports.store.end_attempt(&shared.owned, ending.clone());
             let error = match tokio::time::timeout(lease.remaining()?, write).await {
                 Ok(Ok(ended)) => return Ok(ended),
                 Ok(Err(error)) if error.is_conflict() => return Err(error.into()),
@@ -410,10 +426,10 @@ impl Engine {
             tracing::warn!(%error, retry_in = ?pause, "terminal write failed; retrying while the lease holds");
             self.options
                 .observer
-                .terminal_write_failed(&running.owned.key, &error);
+                .terminal_write_failed(&shared.owned.key, &error);
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
-                loss = lease.lost() => return Err(loss.into()),
+                loss = lost(shared) => return Err(loss.into()),
             }
             pause = (pause * 2).min(TERMINAL_RETRY_MAX);
         }

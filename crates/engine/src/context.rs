@@ -1,17 +1,19 @@
 //! What a compute is and sees: its context, and how it reports failure.
 
+use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 use stint_domain::{AttemptKey, HeartbeatPayloadError, ProcessPlace, TaskError};
-use stint_ports::{AttemptStore, OwnedAttempt, StoreError};
+use stint_ports::StoreError;
 use tokio_util::sync::CancellationToken;
 
 #[cfg(doc)]
 use crate::EngineOptions;
 use crate::heartbeat::Heartbeat;
+use crate::shared::Shared;
 
 /// What a compute receives: who it is, when to stop, where the last attempt left off, and how
 /// to report progress.
@@ -55,21 +57,29 @@ impl<F> Compute for F where F: ComputeOnce + Fn(TaskContext) -> <F as ComputeOnc
 /// Records where the attempt's process group lives, for a compute that starts one (the CLI's
 /// command runner does, right after spawning): recovery on that host then ends a group its dead
 /// runner left behind. A compute that runs no process never calls it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ProcessRecorder {
-    store: Arc<dyn AttemptStore>,
-    owned: OwnedAttempt,
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for ProcessRecorder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProcessRecorder")
+            .field("attempt", &self.shared.owned.key)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ProcessRecorder {
-    pub(crate) fn new(store: Arc<dyn AttemptStore>, owned: OwnedAttempt) -> Self {
-        Self { store, owned }
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
     }
 
     /// Writes `place` on the attempt, conditional on its owner and `in-progress` as every write
     /// of the attempt is: a conflict means the attempt already ended or was declared abandoned.
     pub async fn record(&self, place: ProcessPlace) -> Result<(), StoreError> {
-        self.store.record_process(&self.owned, place).await
+        let shared = &self.shared;
+        shared.store.record_process(&shared.owned, place).await
     }
 }
 

@@ -1,5 +1,6 @@
-//! Heartbeats: the handle a compute calls, and the one writer task per attempt that coalesces
-//! what the handle receives into throttled store writes.
+//! Heartbeats: the handle a compute calls, and the writer, one of the two loops of the attempt's
+//! keeper task (see `shared`), that coalesces what the handle receives into throttled store
+//! writes.
 //!
 //! The handle never waits on I/O: it validates the payload, swaps it into a one-slot mailbox
 //! (last one wins) and wakes the writer. The writer asks the domain's throttle rule
@@ -14,20 +15,18 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
 use stint_domain::heartbeat::{WriteDecision, next_write, to_validated_payload, validate_payload};
-use stint_domain::{AttemptCommand, AttemptKey, AttemptMachine, HeartbeatPayloadError};
-use stint_ports::{AttemptStore, Clock, HeartbeatWrite, OwnedAttempt, StoreError};
+use stint_domain::{AttemptCommand, HeartbeatPayloadError};
+use stint_ports::{HeartbeatWrite, StoreError};
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::AbortOnDropHandle;
 
-use crate::metrics::Metrics;
-use crate::options::Observer;
+use crate::metrics::HeartbeatCounters;
+use crate::shared::{FLUSH, Shared, WRITER_DONE};
 
 /// The handle a compute reports progress through. Cheap to clone, `Send + Sync`, never waits.
 ///
@@ -40,7 +39,7 @@ pub struct Heartbeat {
 impl fmt::Debug for Heartbeat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Heartbeat")
-            .field("attempt", &self.shared.key)
+            .field("attempt", &self.shared.owned.key)
             .finish_non_exhaustive()
     }
 }
@@ -75,41 +74,62 @@ struct Pending {
 struct Mailbox {
     closed: bool,
     pending: Option<Pending>,
+    /// A taken heartbeat is being written.
+    writing: bool,
     warned_large: bool,
 }
 
-/// State shared by the handles and the writer.
-struct Shared {
-    key: AttemptKey,
-    clock: Arc<dyn Clock>,
+/// The heartbeat part of an attempt's [`Shared`] state: the mailbox the handles fill and the
+/// writer empties.
+pub(crate) struct Heartbeats {
     mailbox: Mutex<Mailbox>,
     wake: Notify,
     /// Receive time of the latest heartbeat, read by the watchdog when its deadline comes.
-    received: Arc<LastReceived>,
+    pub(crate) received: LastReceived,
     /// When the outcome was decided (`u64::MAX` until then): later writes are stamped no later.
     decided_at_ms: AtomicU64,
-    metrics: Metrics,
+    counters: Arc<HeartbeatCounters>,
 }
 
-impl Shared {
+impl Heartbeats {
+    pub(crate) fn new(counters: Arc<HeartbeatCounters>) -> Self {
+        Self {
+            mailbox: Mutex::new(Mailbox::default()),
+            wake: Notify::new(),
+            received: LastReceived::default(),
+            decided_at_ms: AtomicU64::new(u64::MAX),
+            counters,
+        }
+    }
+
     fn mailbox(&self) -> MutexGuard<'_, Mailbox> {
         // The mailbox is consistent after every statement, so a panic elsewhere cannot leave
         // it half-updated: recovering from poisoning is sound.
         self.mailbox.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Takes the pending heartbeat to write it: until [`Heartbeats::written`], a write is in
+    /// flight.
     fn take_pending(&self) -> Option<Pending> {
-        self.mailbox().pending.take()
+        let mut mailbox = self.mailbox();
+        let pending = mailbox.pending.take();
+        mailbox.writing = pending.is_some();
+        pending
     }
 
     fn has_pending(&self) -> bool {
         self.mailbox().pending.is_some()
     }
 
-    /// Puts back a heartbeat whose write failed, unless a newer payload superseded it; a newer
-    /// bare ping keeps its receive time and takes the older payload.
-    fn restore(&self, failed: Pending) {
+    /// The write of a taken heartbeat is over; one whose write failed is put back, unless a
+    /// newer payload superseded it (a newer bare ping keeps its receive time and takes the
+    /// older payload).
+    fn written(&self, failed: Option<Pending>) {
         let mut mailbox = self.mailbox();
+        mailbox.writing = false;
+        let Some(failed) = failed else {
+            return;
+        };
         mailbox.pending = Some(match mailbox.pending.take() {
             None => failed,
             Some(newer) if newer.payload.is_some() => newer,
@@ -120,15 +140,26 @@ impl Shared {
         });
     }
 
-    /// The time a write is stamped with: now, but never after the decision.
-    fn stamp_ms(&self) -> u64 {
-        self.clock
-            .now_ms()
-            .min(self.decided_at_ms.load(Ordering::Acquire))
+    /// The time a write is stamped with: `now_ms`, but never after the decision.
+    fn stamp_ms(&self, now_ms: u64) -> u64 {
+        now_ms.min(self.decided_at_ms.load(Ordering::Acquire))
+    }
+
+    /// The outcome was decided at `decided_at_ms`: heartbeats sent from now on are ignored, and
+    /// the pending one, written later, is stamped no later than the decision.
+    pub(crate) fn stop_accepting(&self, decided_at_ms: u64) {
+        self.decided_at_ms
+            .fetch_min(decided_at_ms, Ordering::AcqRel);
+        self.mailbox().closed = true;
     }
 }
 
 impl Heartbeat {
+    /// The handle of the attempt of `shared`.
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
     /// Reports progress with `payload`, which the next attempt receives as its checkpoint.
     pub fn beat(&self, payload: Value) -> Result<(), HeartbeatPayloadError> {
         let info = validate_payload(&payload)?;
@@ -157,20 +188,21 @@ impl Heartbeat {
 
     fn offer(&self, payload: Option<(Value, u64)>, large: bool) {
         let shared = &self.shared;
+        let hub = &shared.heartbeats;
         let now_ms = shared.clock.now_ms();
         let replaced = {
-            let mut mailbox = shared.mailbox();
+            let mut mailbox = hub.mailbox();
             if mailbox.closed {
-                shared.metrics.heartbeats_dropped.add(1, &[]);
+                hub.counters.dropped.add(1, &[]);
                 return;
             }
             if large && !mailbox.warned_large {
                 mailbox.warned_large = true;
-                tracing::warn!(attempt = %shared.key, "heartbeat payload is over 256 KiB; the limit is 1,000,000 bytes");
+                tracing::warn!(attempt = %shared.owned.key, "heartbeat payload is over 256 KiB; the limit is 1,000,000 bytes");
             }
             let previous = mailbox.pending.take();
             if previous.is_some() {
-                shared.metrics.heartbeats_coalesced.add(1, &[]);
+                hub.counters.coalesced.add(1, &[]);
             }
             let (payload, replaced) = match payload {
                 Some(payload) => (Some(payload), previous),
@@ -186,118 +218,27 @@ impl Heartbeat {
         // Freeing a large coalesced payload is a quarter of a call's cost: do it after the
         // lock is released, so the writer never waits on it.
         drop(replaced);
-        shared.received.set(now_ms);
-        shared.wake.notify_one();
+        hub.received.set(now_ms);
+        hub.wake.notify_one();
     }
 }
 
-/// What the writer needs to write.
-pub(crate) struct WriterPorts {
-    pub(crate) store: Arc<dyn AttemptStore>,
-    pub(crate) owned: OwnedAttempt,
-    pub(crate) machine: Arc<Mutex<AttemptMachine>>,
-    pub(crate) observer: Arc<dyn Observer>,
-    /// The attempt's throttle interval (from its heartbeat timeout).
-    pub(crate) throttle_interval_ms: u64,
-}
-
-/// One attempt's heartbeat machinery: the shared mailbox and its writer task.
-pub(crate) struct HeartbeatHub {
-    shared: Arc<Shared>,
-    flush: CancellationToken,
-    lost: CancellationToken,
-    conflict: Arc<OnceLock<StoreError>>,
-    writer: Option<AbortOnDropHandle<()>>,
-}
-
-impl HeartbeatHub {
-    /// Starts the writer. Dropping the hub aborts it.
-    pub(crate) fn start(
-        key: AttemptKey,
-        clock: Arc<dyn Clock>,
-        metrics: Metrics,
-        ports: WriterPorts,
-    ) -> Self {
-        let shared = Arc::new(Shared {
-            key,
-            clock,
-            mailbox: Mutex::new(Mailbox::default()),
-            wake: Notify::new(),
-            received: Arc::new(LastReceived::default()),
-            decided_at_ms: AtomicU64::new(u64::MAX),
-            metrics,
-        });
-        let flush = CancellationToken::new();
-        let lost = CancellationToken::new();
-        let conflict = Arc::new(OnceLock::new());
-        let writer = Writer {
-            shared: shared.clone(),
-            ports,
-            flush: flush.clone(),
-            lost: lost.clone(),
-            conflict: conflict.clone(),
-        };
-        let task = tokio::spawn(writer.run());
-        Self {
-            shared,
-            flush,
-            lost,
-            conflict,
-            writer: Some(AbortOnDropHandle::new(task)),
-        }
+/// Stops accepting heartbeats and has the writer write the pending one. Resolves at once when
+/// nothing is pending or being written (the writer, idle, has nothing left to do); otherwise
+/// once the writer ended. Returns the conflict if a write found the attempt owned by another
+/// execution.
+pub(crate) async fn flush_heartbeats(shared: &Shared) -> Option<StoreError> {
+    let idle = {
+        let mut mailbox = shared.heartbeats.mailbox();
+        mailbox.closed = true;
+        mailbox.pending.is_none() && !mailbox.writing
+    };
+    if !idle {
+        shared.raise(FLUSH);
+        shared.heartbeats.wake.notify_one();
+        shared.until(WRITER_DONE).await;
     }
-
-    /// A handle for the compute.
-    pub(crate) fn handle(&self) -> Heartbeat {
-        Heartbeat {
-            shared: self.shared.clone(),
-        }
-    }
-
-    /// Receive time of the latest heartbeat, for the watchdog.
-    pub(crate) fn received(&self) -> Arc<LastReceived> {
-        self.shared.received.clone()
-    }
-
-    /// Resolves with the conflict when a heartbeat write found the attempt owned by another.
-    pub(crate) async fn lost(&self) -> StoreError {
-        self.lost.cancelled().await;
-        self.conflict
-            .get()
-            .cloned()
-            .unwrap_or_else(|| StoreError::conflict("attempt lost"))
-    }
-
-    /// The outcome was decided at `decided_at_ms`: heartbeats sent from now on are ignored, and
-    /// the pending one, written later, is stamped no later than the decision.
-    pub(crate) fn stop_accepting(&self, decided_at_ms: u64) {
-        self.shared
-            .decided_at_ms
-            .fetch_min(decided_at_ms, Ordering::AcqRel);
-        self.shared.mailbox().closed = true;
-    }
-
-    /// Stops accepting heartbeats, writes the pending one and waits for the writer to end.
-    /// Returns the conflict if a write found the attempt owned by another execution.
-    pub(crate) async fn close_and_flush(mut self) -> Option<StoreError> {
-        self.shared.mailbox().closed = true;
-        self.flush.cancel();
-        if let Some(writer) = self.writer.take()
-            && let Err(error) = writer.await
-        {
-            tracing::warn!(%error, "heartbeat writer ended abnormally");
-        }
-        self.conflict.get().cloned()
-    }
-}
-
-/// The writer task's state.
-struct Writer {
-    shared: Arc<Shared>,
-    ports: WriterPorts,
-    flush: CancellationToken,
-    lost: CancellationToken,
-    conflict: Arc<OnceLock<StoreError>>,
+    shared.conflict()
 }
 
 /// How one write went.
@@ -318,106 +259,117 @@ const FLUSH_RETRY: Duration = Duration::from_millis(100);
 /// heartbeats does not hold the terminal write back.
 const FLUSH_TRIES: u32 = 5;
 
-impl Writer {
-    async fn run(self) {
-        let mut last_write_ms: Option<u64> = None;
-        let mut failed = false;
-        let mut flush_failures = 0;
-        while let Some(pending) = self.next_pending(last_write_ms, failed).await {
-            last_write_ms = Some(self.shared.clock.now_ms());
-            match self.write(pending).await {
-                Written::Done => failed = false,
-                Written::Failed(error) if self.flush.is_cancelled() => {
-                    flush_failures += 1;
-                    if !is_transient(&error) || flush_failures >= FLUSH_TRIES {
-                        tracing::warn!(attempt = %self.shared.key, %error, "final heartbeat not written");
-                        return;
-                    }
-                    failed = true;
-                }
-                Written::Failed(_) => failed = true,
-                Written::Lost(conflict) => {
-                    let _ = self.conflict.set(conflict);
-                    self.lost.cancel();
+/// The writer: writes what the handles leave in the mailbox, throttled to one write per
+/// `throttle_interval_ms`, until the attempt flushes it (or a write finds another owner).
+pub(crate) async fn write_heartbeats(shared: &Shared, throttle_interval_ms: u64) {
+    let mut last_write_ms: Option<u64> = None;
+    let mut failed = false;
+    let mut flush_failures = 0;
+    while let Some(pending) =
+        next_pending(shared, throttle_interval_ms, last_write_ms, failed).await
+    {
+        last_write_ms = Some(shared.clock.now_ms());
+        // Boxed: needed once per write, not in the keeper's idle state.
+        match Box::pin(write(shared, pending)).await {
+            Written::Done => failed = false,
+            Written::Failed(error) if shared.raised(FLUSH) != 0 => {
+                flush_failures += 1;
+                if !is_transient(&error) || flush_failures >= FLUSH_TRIES {
+                    tracing::warn!(attempt = %shared.owned.key, %error, "final heartbeat not written");
                     return;
                 }
+                failed = true;
             }
+            Written::Failed(_) => failed = true,
+            Written::Lost(conflict) => return shared.conflicted(conflict),
         }
     }
+}
 
-    /// Waits until the throttle lets the pending heartbeat be written and takes it; `None` once
-    /// flushed and empty. During the final flush the throttle no longer applies, but a write
-    /// that just failed is retried after [`FLUSH_RETRY`].
-    async fn next_pending(&self, last_write_ms: Option<u64>, failed: bool) -> Option<Pending> {
-        loop {
-            if self.flush.is_cancelled() {
-                if failed {
-                    tokio::time::sleep(FLUSH_RETRY).await;
-                }
-                return self.shared.take_pending();
+/// Waits until the throttle lets the pending heartbeat be written and takes it; `None` once
+/// flushed and empty. During the final flush the throttle no longer applies, but a write that
+/// just failed is retried after [`FLUSH_RETRY`].
+async fn next_pending(
+    shared: &Shared,
+    throttle_interval_ms: u64,
+    last_write_ms: Option<u64>,
+    failed: bool,
+) -> Option<Pending> {
+    let hub = &shared.heartbeats;
+    loop {
+        if shared.raised(FLUSH) != 0 {
+            if failed {
+                // Boxed: rare, and not part of the keeper's idle state.
+                Box::pin(tokio::time::sleep(FLUSH_RETRY)).await;
             }
-            if !self.shared.has_pending() {
-                tokio::select! {
-                    () = self.shared.wake.notified() => {}
-                    () = self.flush.cancelled() => {}
+            return hub.take_pending();
+        }
+        if !hub.has_pending() {
+            // A flush notifies `wake` too.
+            hub.wake.notified().await;
+            continue;
+        }
+        let now_ms = shared.clock.now_ms();
+        match next_write(throttle_interval_ms, last_write_ms, now_ms) {
+            WriteDecision::Now => {
+                // A notification between the check and the take leaves a permit: none lost.
+                if let Some(pending) = hub.take_pending() {
+                    return Some(pending);
                 }
-                continue;
             }
-            let now_ms = self.shared.clock.now_ms();
-            match next_write(self.ports.throttle_interval_ms, last_write_ms, now_ms) {
-                WriteDecision::Now => {
-                    // A notification between the check and the take leaves a permit: none lost.
-                    if let Some(pending) = self.shared.take_pending() {
-                        return Some(pending);
+            // Boxed, like a write: not part of the keeper's idle state.
+            WriteDecision::WaitUntil(due_ms) => {
+                Box::pin(async {
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(due_ms - now_ms)) => {}
+                        _ = shared.until(FLUSH) => {}
                     }
-                }
-                WriteDecision::WaitUntil(due_ms) => tokio::select! {
-                    () = tokio::time::sleep(Duration::from_millis(due_ms - now_ms)) => {}
-                    () = self.flush.cancelled() => {}
-                },
+                })
+                .await;
             }
         }
     }
+}
 
-    /// Writes one heartbeat; a failure other than a conflict puts it back.
-    async fn write(&self, pending: Pending) -> Written {
-        let metrics = &self.shared.metrics;
-        let command = AttemptCommand::Heartbeat {
-            received_at_ms: pending.received_at_ms,
-            data_size_bytes: pending.payload.as_ref().map(|(_, size)| *size),
-        };
-        let applied = lock_machine(&self.ports.machine).apply(command, self.shared.stamp_ms());
-        let Some(event) = applied.ok().and_then(|events| events.into_iter().next()) else {
-            tracing::warn!(attempt = %self.shared.key, "heartbeat after the attempt ended; dropped");
-            metrics.heartbeats_dropped.add(1, &[]);
-            return Written::Done;
-        };
-        let write = HeartbeatWrite {
-            received_at_ms: pending.received_at_ms,
-            payload: pending.payload.as_ref().map(|(value, _)| value.clone()),
-            event,
-        };
-        match self
-            .ports
-            .store
-            .record_heartbeat(&self.ports.owned, write)
-            .await
-        {
-            Ok(()) => {
-                metrics.heartbeats_written.add(1, &[]);
-                let payload = pending.payload.as_ref().map(|(value, _)| value);
-                self.ports.observer.heartbeat(&self.shared.key, payload);
-                Written::Done
-            }
-            Err(error) if error.is_conflict() => Written::Lost(error),
-            Err(error) => {
-                tracing::warn!(attempt = %self.shared.key, %error, "heartbeat write failed; kept for the next write");
-                self.ports
-                    .observer
-                    .heartbeat_write_failed(&self.shared.key, &error);
-                self.shared.restore(pending);
-                Written::Failed(error)
-            }
+/// Writes one heartbeat; a failure other than a conflict puts it back.
+async fn write(shared: &Shared, pending: Pending) -> Written {
+    let hub = &shared.heartbeats;
+    let command = AttemptCommand::Heartbeat {
+        received_at_ms: pending.received_at_ms,
+        data_size_bytes: pending.payload.as_ref().map(|(_, size)| *size),
+    };
+    let stamp_ms = hub.stamp_ms(shared.clock.now_ms());
+    let applied = shared.machine().apply(command, stamp_ms);
+    let Some(event) = applied.ok().and_then(|events| events.into_iter().next()) else {
+        tracing::warn!(attempt = %shared.owned.key, "heartbeat after the attempt ended; dropped");
+        hub.counters.dropped.add(1, &[]);
+        hub.written(None);
+        return Written::Done;
+    };
+    let write = HeartbeatWrite {
+        received_at_ms: pending.received_at_ms,
+        payload: pending.payload.as_ref().map(|(value, _)| value.clone()),
+        event,
+    };
+    match shared.store.record_heartbeat(&shared.owned, write).await {
+        Ok(()) => {
+            hub.written(None);
+            hub.counters.written.add(1, &[]);
+            let payload = pending.payload.as_ref().map(|(value, _)| value);
+            shared.observer.heartbeat(&shared.owned.key, payload);
+            Written::Done
+        }
+        Err(error) if error.is_conflict() => {
+            hub.written(None);
+            Written::Lost(error)
+        }
+        Err(error) => {
+            tracing::warn!(attempt = %shared.owned.key, %error, "heartbeat write failed; kept for the next write");
+            shared
+                .observer
+                .heartbeat_write_failed(&shared.owned.key, &error);
+            hub.written(Some(pending));
+            Written::Failed(error)
         }
     }
 }
@@ -425,9 +377,4 @@ impl Writer {
 /// Whether a failed write may succeed if tried again.
 fn is_transient(error: &StoreError) -> bool {
     matches!(error, StoreError::Unavailable { .. })
-}
-
-/// Locks the attempt's state machine; see [`Shared::mailbox`] for why poisoning is recovered.
-pub(crate) fn lock_machine(machine: &Mutex<AttemptMachine>) -> MutexGuard<'_, AttemptMachine> {
-    machine.lock().unwrap_or_else(PoisonError::into_inner)
 }

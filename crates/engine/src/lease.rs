@@ -1,9 +1,10 @@
 //! The lease: renewed from the begin of an attempt until its terminal write has committed, and
 //! the self-fence that stops an attempt whose lease can no longer be proven.
 //!
-//! The keeper is a task of its own, not a branch of the race against the compute, so it goes on
-//! renewing through the grace period, the heartbeat flush, the VCS read and the terminal write's
-//! retries: a live attempt is never recoverable.
+//! The renewals are one of the two loops of the attempt's keeper task (see `shared`), not a
+//! branch of the race against the compute, so they go on through the grace period, the
+//! heartbeat flush, the VCS read and the terminal write's retries: a live attempt is never
+//! recoverable.
 //!
 //! **Self-fencing.** The store's lease runs out `lease` after the start of the last renewal that
 //! succeeded. When no renewal has succeeded for [`FENCE_FRACTION`] of the lease, measured on the
@@ -14,15 +15,13 @@
 //! fence; a failed renewal is retried promptly ([`RETRY_FRACTION`] of the lease), not a full
 //! period later.
 
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use stint_ports::{AttemptStore, Clock, OwnedAttempt, Renewal, StoreError};
+use stint_ports::{Renewal, StoreError};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::AbortOnDropHandle;
 
-use crate::options::Observer;
+use crate::shared::{CANCEL_REQUESTED, LOST, Shared};
 
 /// The fraction of the lease after which an attempt with no successful renewal fences itself.
 /// Two thirds leaves the last third for the compute to be stopped and for clocks to disagree.
@@ -90,18 +89,31 @@ pub(crate) enum LeaseLoss {
     },
 }
 
-/// State the keeper shares with the attempt.
+/// The lease part of an attempt's [`Shared`] state.
 #[derive(Debug)]
-struct Shared {
+pub(crate) struct LeaseState {
+    lease: Duration,
     /// When the last successful renewal was sent (the begin, at first).
     renewed_at: Mutex<Instant>,
+    /// Why the lease was lost, once [`LOST`] is raised.
     loss: OnceLock<LeaseLoss>,
-    lost: CancellationToken,
-    /// Cancelled once a renewal reports that the attempt's cancellation was requested.
-    cancel_requested: CancellationToken,
 }
 
-impl Shared {
+impl LeaseState {
+    /// The lease of an attempt whose begin was sent at `begun_at` with a lease of `lease_ms`.
+    pub(crate) fn new(lease_ms: u64, begun_at: Instant) -> Self {
+        let lease = Duration::from_millis(lease_ms.max(1));
+        Self {
+            lease,
+            renewed_at: Mutex::new(begun_at),
+            loss: OnceLock::new(),
+        }
+    }
+
+    fn schedule(&self) -> LeaseSchedule {
+        LeaseSchedule::new(self.lease)
+    }
+
     fn renewed_at(&self) -> Instant {
         *self
             .renewed_at
@@ -109,100 +121,31 @@ impl Shared {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn lose(&self, loss: LeaseLoss) {
-        let _ = self.loss.set(loss);
-        self.lost.cancel();
-    }
-}
-
-/// Renews one attempt's lease until dropped.
-#[derive(Debug)]
-pub(crate) struct LeaseKeeper {
-    shared: Arc<Shared>,
-    fence_after: Duration,
-    task: AbortOnDropHandle<()>,
-}
-
-/// What the renewal task needs.
-struct Renewer {
-    observer: Arc<dyn Observer>,
-    store: Arc<dyn AttemptStore>,
-    owned: OwnedAttempt,
-    clock: Arc<dyn Clock>,
-    lease: Duration,
-    shared: Arc<Shared>,
-}
-
-impl LeaseKeeper {
-    /// Starts renewing the lease of `owned`, whose begin was sent at `begun_at` with a lease of
-    /// `lease_ms`.
-    pub(crate) fn start(
-        observer: Arc<dyn Observer>,
-        store: Arc<dyn AttemptStore>,
-        owned: OwnedAttempt,
-        clock: Arc<dyn Clock>,
-        lease_ms: u64,
-        begun_at: Instant,
-    ) -> Self {
-        let lease = Duration::from_millis(lease_ms.max(1));
-        let shared = Arc::new(Shared {
-            renewed_at: Mutex::new(begun_at),
-            loss: OnceLock::new(),
-            lost: CancellationToken::new(),
-            cancel_requested: CancellationToken::new(),
-        });
-        let renewer = Renewer {
-            observer,
-            store,
-            owned,
-            clock,
-            lease,
-            shared: shared.clone(),
-        };
-        Self {
-            shared,
-            fence_after: fraction(lease, FENCE_FRACTION),
-            task: AbortOnDropHandle::new(tokio::spawn(renewer.run())),
-        }
+    /// The loss, once the lease is lost.
+    pub(crate) fn loss(&self) -> Option<LeaseLoss> {
+        self.loss.get().cloned()
     }
 
-    /// Stops renewing (the terminal write committed, or nothing more will be written) and waits
-    /// until the renewal task is gone, so nothing of the attempt outlives it.
-    pub(crate) async fn stop(self) {
-        self.task.abort();
-        // A renewal task ends by being aborted or by losing the lease; either is the end.
-        let _ = self.task.await;
-    }
-
-    /// Resolves when the lease is lost (a conflict, or the fence).
-    pub(crate) async fn lost(&self) -> LeaseLoss {
-        self.shared.lost.cancelled().await;
+    /// The loss, once [`LOST`] is raised (it is recorded before).
+    pub(crate) fn loss_or_fenced(&self) -> LeaseLoss {
         self.loss().unwrap_or(LeaseLoss::Fenced {
             unrenewed_ms: 0,
             last_error: None,
         })
     }
 
-    /// Resolves once a renewal reported that someone asked for the attempt to be cancelled
-    /// (`stint cancel --run`, on any machine).
-    pub(crate) async fn cancel_requested(&self) {
-        self.shared.cancel_requested.cancelled().await;
-    }
-
-    /// The loss, once the lease is lost.
-    pub(crate) fn loss(&self) -> Option<LeaseLoss> {
-        self.shared.loss.get().cloned()
-    }
-
     /// How long the lease is still proven (until the fence, counted from the last successful
-    /// renewal), or why it is not. Judged here too, not only by the renewal task, so that a
-    /// renewal task that died cannot leave the attempt writing on an unproven lease.
+    /// renewal), or why it is not. Judged here too, not only by the renewal loop, so that a
+    /// renewal loop that died cannot leave the attempt writing on an unproven lease.
     pub(crate) fn remaining(&self) -> Result<Duration, LeaseLoss> {
         if let Some(loss) = self.loss() {
             return Err(loss);
         }
-        let renewed_at = self.shared.renewed_at();
-        let left = (renewed_at + self.fence_after).saturating_duration_since(Instant::now());
+        let renewed_at = self.renewed_at();
+        let left = self
+            .schedule()
+            .fence_at(renewed_at)
+            .saturating_duration_since(Instant::now());
         if left.is_zero() {
             let unrenewed = Instant::now().saturating_duration_since(renewed_at);
             return Err(LeaseLoss::Fenced {
@@ -214,69 +157,87 @@ impl LeaseKeeper {
     }
 }
 
-impl Renewer {
-    async fn run(self) {
-        let schedule = LeaseSchedule::new(self.lease);
-        let mut last_error: Option<StoreError> = None;
-        loop {
-            let renewed_at = self.shared.renewed_at();
-            let fence_at = schedule.fence_at(renewed_at);
-            tokio::time::sleep_until(schedule.next_renewal(renewed_at, last_error.is_some())).await;
-            if Instant::now() >= fence_at {
-                return self.fence(renewed_at, last_error);
+/// Resolves when the lease of `shared`'s attempt is lost (a conflict, or the fence).
+pub(crate) async fn lost(shared: &Shared) -> LeaseLoss {
+    shared.until(LOST).await;
+    shared.lease.loss_or_fenced()
+}
+
+/// The renewal loop, one of the two loops of the attempt's keeper: renews until the lease is
+/// lost (then raises [`LOST`]) or the keeper is stopped.
+pub(crate) async fn keep_lease(shared: &Shared) {
+    let state = &shared.lease;
+    let lease_ms = u64::try_from(state.lease.as_millis()).unwrap_or(u64::MAX);
+    let mut last_error: Option<StoreError> = None;
+    loop {
+        let renewed_at = state.renewed_at();
+        let schedule = state.schedule();
+        let (fence_at, next) = (
+            schedule.fence_at(renewed_at),
+            schedule.next_renewal(renewed_at, last_error.is_some()),
+        );
+        tokio::time::sleep_until(next).await;
+        if Instant::now() >= fence_at {
+            return fence(shared, renewed_at, last_error);
+        }
+        let sent = Instant::now();
+        let renewal = Renewal {
+            now_ms: shared.clock.now_ms(),
+            lease_ms,
+        };
+        let renewal = shared.store.renew_lease(&shared.owned, renewal);
+        // Boxed, with its timer: needed once per renewal, not in the keeper's idle state.
+        match Box::pin(tokio::time::timeout_at(fence_at, renewal)).await {
+            Ok(Ok(renewed)) => {
+                if renewed.cancel_requested && shared.raised(CANCEL_REQUESTED) == 0 {
+                    tracing::info!(attempt = %shared.owned.key, "cancellation requested");
+                    shared.raise(CANCEL_REQUESTED);
+                }
+                if last_error.take().is_some() {
+                    tracing::info!(attempt = %shared.owned.key, "lease renewed again");
+                }
+                *state
+                    .renewed_at
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = sent;
             }
-            let sent = Instant::now();
-            let lease_ms = u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX);
-            let renewal = self.store.renew_lease(
-                &self.owned,
-                Renewal {
-                    now_ms: self.clock.now_ms(),
-                    lease_ms,
-                },
-            );
-            match tokio::time::timeout_at(fence_at, renewal).await {
-                Ok(Ok(renewed)) => {
-                    if renewed.cancel_requested && !self.shared.cancel_requested.is_cancelled() {
-                        tracing::info!(attempt = %self.owned.key, "cancellation requested");
-                        self.shared.cancel_requested.cancel();
-                    }
-                    if last_error.take().is_some() {
-                        tracing::info!(attempt = %self.owned.key, "lease renewed again");
-                    }
-                    *self
-                        .shared
-                        .renewed_at
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner) = sent;
-                }
-                Ok(Err(error)) if error.is_conflict() => {
-                    return self.shared.lose(LeaseLoss::Conflict(error));
-                }
-                Ok(Err(error)) => {
-                    tracing::warn!(attempt = %self.owned.key, %error, "lease renewal failed; retrying");
-                    self.observer.lease_renewal_failed(&self.owned.key, &error);
-                    last_error = Some(error);
-                }
-                // The renewal hung until the fence: the next turn fences.
-                Err(_elapsed) => {}
+            Ok(Err(error)) if error.is_conflict() => {
+                return lose(shared, LeaseLoss::Conflict(error));
             }
+            Ok(Err(error)) => {
+                tracing::warn!(attempt = %shared.owned.key, %error, "lease renewal failed; retrying");
+                shared
+                    .observer
+                    .lease_renewal_failed(&shared.owned.key, &error);
+                last_error = Some(error);
+            }
+            // The renewal hung until the fence: the next turn fences.
+            Err(_elapsed) => {}
         }
     }
+}
 
-    fn fence(&self, renewed_at: Instant, last_error: Option<StoreError>) {
-        let unrenewed = Instant::now().saturating_duration_since(renewed_at);
-        let unrenewed_ms = u64::try_from(unrenewed.as_millis()).unwrap_or(u64::MAX);
-        tracing::error!(
-            attempt = %self.owned.key,
-            unrenewed_ms,
-            "no lease renewal succeeded for two thirds of the lease: stopping the attempt and \
-             leaving it to recovery"
-        );
-        self.shared.lose(LeaseLoss::Fenced {
+fn lose(shared: &Shared, loss: LeaseLoss) {
+    let _ = shared.lease.loss.set(loss);
+    shared.raise(LOST);
+}
+
+fn fence(shared: &Shared, renewed_at: Instant, last_error: Option<StoreError>) {
+    let unrenewed = Instant::now().saturating_duration_since(renewed_at);
+    let unrenewed_ms = u64::try_from(unrenewed.as_millis()).unwrap_or(u64::MAX);
+    tracing::error!(
+        attempt = %shared.owned.key,
+        unrenewed_ms,
+        "no lease renewal succeeded for two thirds of the lease: stopping the attempt and \
+         leaving it to recovery"
+    );
+    lose(
+        shared,
+        LeaseLoss::Fenced {
             unrenewed_ms,
             last_error,
-        });
-    }
+        },
+    );
 }
 
 #[cfg(test)]

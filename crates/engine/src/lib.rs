@@ -55,6 +55,7 @@ mod options;
 mod outcome;
 mod output;
 mod ports;
+mod shared;
 mod timers;
 
 pub use context::{Compute, ComputeOnce, ProcessRecorder, TaskContext, TaskFailure};

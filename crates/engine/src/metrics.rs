@@ -1,6 +1,8 @@
 //! OpenTelemetry instruments of the engine, created once per [`crate::Engine`] from the global
 //! meter `stint` (so whichever meter provider the application installed receives them).
 
+use std::sync::Arc;
+
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram};
 use stint_domain::AttemptState;
@@ -11,9 +13,16 @@ pub(crate) struct Metrics {
     attempt_duration: Histogram<f64>,
     node_duration: Histogram<f64>,
     attempts: Counter<u64>,
-    pub(crate) heartbeats_written: Counter<u64>,
-    pub(crate) heartbeats_coalesced: Counter<u64>,
-    pub(crate) heartbeats_dropped: Counter<u64>,
+    /// Shared with every attempt's heartbeat handles.
+    pub(crate) heartbeats: Arc<HeartbeatCounters>,
+}
+
+/// The heartbeat instruments, which each attempt's heartbeat handles carry.
+#[derive(Debug, Clone)]
+pub(crate) struct HeartbeatCounters {
+    pub(crate) written: Counter<u64>,
+    pub(crate) coalesced: Counter<u64>,
+    pub(crate) dropped: Counter<u64>,
 }
 
 impl Metrics {
@@ -35,18 +44,22 @@ impl Metrics {
                 .u64_counter("stint.attempts")
                 .with_description("Attempts ended, by outcome")
                 .build(),
-            heartbeats_written: meter
-                .u64_counter("stint.heartbeats.written")
-                .with_description("Heartbeat writes that reached the store")
-                .build(),
-            heartbeats_coalesced: meter
-                .u64_counter("stint.heartbeats.coalesced")
-                .with_description("Heartbeats replaced by a later one before being written")
-                .build(),
-            heartbeats_dropped: meter
-                .u64_counter("stint.heartbeats.dropped")
-                .with_description("Heartbeat writes that failed, and heartbeats sent after the end")
-                .build(),
+            heartbeats: Arc::new(HeartbeatCounters {
+                written: meter
+                    .u64_counter("stint.heartbeats.written")
+                    .with_description("Heartbeat writes that reached the store")
+                    .build(),
+                coalesced: meter
+                    .u64_counter("stint.heartbeats.coalesced")
+                    .with_description("Heartbeats replaced by a later one before being written")
+                    .build(),
+                dropped: meter
+                    .u64_counter("stint.heartbeats.dropped")
+                    .with_description(
+                        "Heartbeat writes that failed, and heartbeats sent after the end",
+                    )
+                    .build(),
+            }),
         }
     }
 

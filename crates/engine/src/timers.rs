@@ -1,52 +1,81 @@
-//! The timers raced against the compute: the heartbeat watchdog and the timeout. Each sleeps to
-//! an exact deadline; neither polls. (The lease has a task of its own: see `lease`.)
+//! The timers raced against the compute: the timeout and the heartbeat watchdog, on one timer
+//! that sleeps to the exact earlier deadline and never polls. (The lease is renewed by the
+//! attempt's keeper: see `shared` and `lease`.)
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use stint_domain::heartbeat::stale_at_ms;
 use stint_ports::Clock;
+use tokio::time::Instant;
 
 use crate::heartbeat::LastReceived;
 
-/// Resolves when the task has been silent for longer than `timeout_ms`.
-///
-/// Sleeps until the exact staleness deadline of the latest heartbeat; when it wakes and a
-/// heartbeat has moved the deadline, it sleeps again until the new one. So it wakes at most once
-/// per deadline, never polls, and a heartbeat never has to wake it.
-pub(crate) async fn heartbeat_watchdog(
-    received: Arc<LastReceived>,
-    clock: Arc<dyn Clock>,
-    started_at_ms: u64,
-    timeout_ms: u64,
-) {
-    loop {
-        let deadline_ms = stale_at_ms(started_at_ms, received.get(), timeout_ms);
-        let now_ms = clock.now_ms();
-        if now_ms >= deadline_ms {
-            return;
+/// Which deadline passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expired {
+    /// The attempt ran past its timeout.
+    Timeout,
+    /// The task was silent for longer than its heartbeat timeout.
+    HeartbeatTimeout,
+}
+
+/// An attempt's deadlines: its timeout, counted on tokio's clock from when the race began, and
+/// its heartbeat timeout, counted on the injected clock from the start or the latest heartbeat.
+pub(crate) struct Deadlines<'a> {
+    /// When the timeout passes, if the attempt has one.
+    pub(crate) timeout_at: Option<Instant>,
+    /// The heartbeat timeout (ms), if the attempt has one.
+    pub(crate) heartbeat_timeout_ms: Option<u64>,
+    pub(crate) started_at_ms: u64,
+    pub(crate) received: &'a LastReceived,
+    pub(crate) clock: &'a dyn Clock,
+}
+
+impl Deadlines<'_> {
+    /// Resolves with the first deadline to pass; never when there is none. When both have
+    /// passed, the timeout.
+    ///
+    /// One timer sleeps until the earlier deadline. When it wakes and a heartbeat has moved the
+    /// staleness deadline, it is reset to the new one: it wakes at most once per deadline, never
+    /// polls, and a heartbeat never has to wake it.
+    pub(crate) async fn expired(&self) -> Expired {
+        let first = match self.next_wake() {
+            Ok(Some(at)) => at,
+            Ok(None) => std::future::pending().await,
+            Err(expired) => return expired,
+        };
+        let sleep = tokio::time::sleep_until(first);
+        tokio::pin!(sleep);
+        loop {
+            sleep.as_mut().await;
+            match self.next_wake() {
+                Ok(Some(at)) => sleep.as_mut().reset(at),
+                Ok(None) => std::future::pending().await,
+                Err(expired) => return expired,
+            }
         }
-        tokio::time::sleep(Duration::from_millis(deadline_ms - now_ms)).await;
     }
-}
 
-/// Resolves after `timeout`, or never when there is none.
-pub(crate) async fn timeout(timeout: Option<Duration>) {
-    match timeout {
-        Some(duration) => tokio::time::sleep(duration).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The watchdog when the task has a heartbeat timeout; otherwise never resolves.
-pub(crate) async fn maybe_watchdog(
-    received: Arc<LastReceived>,
-    clock: Arc<dyn Clock>,
-    started_at_ms: u64,
-    timeout_ms: Option<u64>,
-) {
-    match timeout_ms {
-        Some(timeout_ms) => heartbeat_watchdog(received, clock, started_at_ms, timeout_ms).await,
-        None => std::future::pending().await,
+    /// The deadline that passed, or when the timer is to wake next (`None`: never).
+    fn next_wake(&self) -> Result<Option<Instant>, Expired> {
+        let now = Instant::now();
+        if self.timeout_at.is_some_and(|at| now >= at) {
+            return Err(Expired::Timeout);
+        }
+        let stale_at = match self.heartbeat_timeout_ms {
+            Some(timeout_ms) => {
+                let deadline_ms = stale_at_ms(self.started_at_ms, self.received.get(), timeout_ms);
+                let now_ms = self.clock.now_ms();
+                if now_ms >= deadline_ms {
+                    return Err(Expired::HeartbeatTimeout);
+                }
+                Some(now + Duration::from_millis(deadline_ms - now_ms))
+            }
+            None => None,
+        };
+        Ok(match (self.timeout_at, stale_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
     }
 }

@@ -170,3 +170,28 @@ async fn a_renewal_task_that_died_leaves_the_lease_unproven_not_the_attempt_hang
     .await;
     assert!(matches!(error, EngineError::Fenced { .. }), "{error:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_heartbeat_write_that_panics_leaves_the_renewals_running() {
+    // The renewals and the heartbeat writes are two loops of one keeper task: a store that
+    // panics in one must not stop the other, or this 5 s attempt on a 3 s lease would fence.
+    let mut store = begun();
+    store
+        .expect_record_heartbeat()
+        .returning(|_, _| panic!("a bug in the store's heartbeat write"));
+    store
+        .expect_renew_lease()
+        .times(6)
+        .returning(|_, _| Ok(RenewedLease::default()));
+    store
+        .expect_end_attempt()
+        .times(1)
+        .returning(|_, _| Ok(AttemptEnded::default()));
+    let d = desc_with_lease(3_000);
+    let compute = |ctx: TaskContext| async move {
+        ctx.heartbeat.beat(json!({"step": 1}))?;
+        works_for(Duration::from_secs(5), json!({})).await
+    };
+    let outcome = attempt_outcome(&engine(store), &d, compute).await;
+    assert_eq!(outcome.state, AttemptState::Finished);
+}

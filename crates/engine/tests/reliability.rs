@@ -313,3 +313,40 @@ async fn a_cancel_request_stops_the_attempt_at_its_next_renewal() {
         asked_at.elapsed()
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn one_timer_serves_the_timeout_and_the_heartbeat_timeout_whichever_comes_first() {
+    let (_store, engine) = setup();
+    let mut d = desc();
+    d.timeout_ms = Some(1_000);
+    d.heartbeat_timeout_ms = Some(300);
+    // Beats every 100 ms: each moves the staleness deadline past the timeout's, which still
+    // fires at 1 s.
+    let beating = |ctx: TaskContext| async move {
+        loop {
+            ctx.heartbeat.ping();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let outcome = attempt_outcome(&engine, &d, beating).await;
+    assert_eq!(outcome.error.map(|e| e.code), Some(ErrorCode::TaskTimeout));
+    // Beats for 200 ms, then goes silent: stale 301 ms after its last heartbeat, before the
+    // timeout.
+    let silent = |ctx: TaskContext| async move {
+        for _ in 0..3 {
+            ctx.heartbeat.ping();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        std::future::pending().await
+    };
+    let (store, engine) = setup();
+    let outcome = attempt_outcome(&engine, &d, silent).await;
+    let error = outcome.error.expect("an error");
+    assert_eq!(error.code, ErrorCode::TaskHeartbeatTimeout);
+    let evs = events(&store).await;
+    let timed_out = evs
+        .iter()
+        .find(|e| matches!(e.event.kind, EventKind::TaskHeartbeatTimeout { .. }))
+        .expect("the heartbeat timeout's event");
+    assert_eq!(timed_out.event.timestamp_ms, EPOCH_MS + 200 + 301);
+}
