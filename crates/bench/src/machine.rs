@@ -85,8 +85,12 @@ const METHOD: &str = "\
    flight for the whole loop. A call that waited on the store would take >= 10 ms.
 3. **Watchdog.** Concurrent attempts with a 50 ms heartbeat timeout whose computes never beat
    (they wait for cancellation). Delay = recorded `TaskHeartbeatTimeout` timestamp minus
-   (`started_at` + 50 ms), both as stored (whole ms); and, finer, the wall time (µs) at which
-   the compute saw its cancellation minus the same deadline.
+   (`started_at` + 50 ms), both as stored (whole ms): when the engine's watchdog found the
+   attempt silent (the first attempt to wake, or to end, finds every attempt whose deadline
+   passed); the stale rule itself counts *more than* 50 ms, so 1 ms is the floor. And, finer,
+   the wall time (µs) at which the compute saw its cancellation minus the same deadline: when
+   the attempt's own task acted on it, after the runtime ran the attempts queued before it
+   (all 1,000 deadlines fall within a few ms, and each attempt's ending takes CPU).
 4. **Memory.** A fresh child process starts the attempts through the engine on the memory
    store, each compute awaiting one shared token, and reads `VmRSS` before and once all are
    running; growth / count. A second child begins as many attempts in the memory store alone:

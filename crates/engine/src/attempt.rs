@@ -26,8 +26,9 @@ use crate::heartbeat::{Heartbeat, Heartbeats, flush_heartbeats};
 use crate::lease::{LeaseLoss, LeaseState, lost};
 use crate::outcome::AttemptOutcome;
 use crate::output::{OutputValidator, strip_key_columns};
-use crate::shared::{CANCEL_REQUESTED, CONFLICT, Keeper, LOST, Shared, SharedParts};
+use crate::shared::{CANCEL_REQUESTED, CONFLICT, Keeper, LOST, STALE, Shared, SharedParts};
 use crate::timers::{Deadlines, Expired};
+use crate::watchdog::Staleness;
 
 /// The first signal the engine saw; it alone decides the outcome.
 #[derive(Debug)]
@@ -139,6 +140,7 @@ impl Engine {
             machine,
             heartbeats: Heartbeats::new(self.metrics.heartbeats.clone()),
             lease: LeaseState::new(desc.lease_ms, begun_at),
+            staleness: Staleness::new(started_at_ms, desc.heartbeat_timeout_ms),
         }));
         let throttle_ms = throttle_interval_ms(desc.heartbeat_timeout_ms);
         Ok(Running {
@@ -167,6 +169,9 @@ impl Engine {
         } else {
             self.race(desc, &running, compute, cancel).await
         };
+        // Other attempts whose deadlines passed are found stale now, before this one's ending
+        // steps: under a burst of deadlines, none waits for the others' endings to be found.
+        self.watchdog.sweep(self.ports.clock.now_ms());
         tracing::debug!(?decision, "outcome decided");
         let settled = Settled {
             decision,
@@ -225,6 +230,7 @@ impl Engine {
             .map(|ms| Instant::now() + Duration::from_millis(ms));
         // The deadlines live in this block only: the grace period does not hold them.
         let decision = {
+            let _watch = self.watchdog.watch(shared);
             let deadlines = Deadlines {
                 timeout_at,
                 heartbeat_timeout_ms: desc.heartbeat_timeout_ms,
@@ -251,12 +257,22 @@ impl Engine {
             expired = deadlines.expired() => match expired {
                 Expired::Timeout => Decision::Timeout(desc.timeout_ms.unwrap_or(0)),
                 Expired::HeartbeatTimeout => {
+                    // This one and every other attempt whose deadline passed, found now.
+                    self.watchdog.sweep(self.ports.clock.now_ms());
                     Decision::HeartbeatTimeout(desc.heartbeat_timeout_ms.unwrap_or(0))
                 }
             },
+            // Found stale by another attempt's sweep.
+            _ = shared.until(STALE) => {
+                Decision::HeartbeatTimeout(desc.heartbeat_timeout_ms.unwrap_or(0))
+            }
             }
         };
-        let decided_at_ms = self.ports.clock.now_ms();
+        let decided_at_ms = match decision {
+            Decision::HeartbeatTimeout(_) => shared.staleness.found_at_ms(),
+            _ => None,
+        }
+        .unwrap_or_else(|| self.ports.clock.now_ms());
         shared.heartbeats.stop_accepting(decided_at_ms);
         if matches!(decision, Decision::Output(_) | Decision::Failed(_)) {
             return (decision, decided_at_ms);

@@ -1,6 +1,7 @@
 //! The engine and the node loop: attempts until one finishes, one is cancelled, or retries run
 //! out, sleeping the backoff in between (cancellable).
 
+use crate::watchdog::Watchdog;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -27,6 +28,8 @@ pub struct Engine {
     pub(crate) ports: Ports,
     pub(crate) options: EngineOptions,
     pub(crate) metrics: Metrics,
+    /// The staleness deadlines of the attempts running on this engine.
+    pub(crate) watchdog: Watchdog,
 }
 
 impl fmt::Debug for Engine {
@@ -51,6 +54,7 @@ impl Engine {
             ports,
             options,
             metrics: Metrics::from_global(),
+            watchdog: Watchdog::default(),
         }
     }
 

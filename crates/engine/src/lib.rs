@@ -57,6 +57,7 @@ mod output;
 mod ports;
 mod shared;
 mod timers;
+mod watchdog;
 
 pub use context::{Compute, ComputeOnce, ProcessRecorder, TaskContext, TaskFailure};
 pub use engine::{Engine, TaskEndFn};

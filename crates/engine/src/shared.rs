@@ -25,6 +25,7 @@ use tokio_util::task::AbortOnDropHandle;
 use crate::heartbeat::{Heartbeats, write_heartbeats};
 use crate::lease::{LeaseState, keep_lease};
 use crate::options::Observer;
+use crate::watchdog::Staleness;
 
 /// The lease is lost: a renewal found another owner, or the fence passed (see `lease`).
 pub(crate) const LOST: u8 = 1;
@@ -36,6 +37,8 @@ pub(crate) const CANCEL_REQUESTED: u8 = 1 << 2;
 pub(crate) const FLUSH: u8 = 1 << 3;
 /// The heartbeat writer ended.
 pub(crate) const WRITER_DONE: u8 = 1 << 4;
+/// The engine's watchdog found the attempt silent for longer than its heartbeat timeout.
+pub(crate) const STALE: u8 = 1 << 5;
 
 /// One attempt's state, shared by the attempt, its keeper and its heartbeat handles.
 pub(crate) struct Shared {
@@ -46,6 +49,7 @@ pub(crate) struct Shared {
     machine: Mutex<AttemptMachine>,
     pub(crate) heartbeats: Heartbeats,
     pub(crate) lease: LeaseState,
+    pub(crate) staleness: Staleness,
     /// The conflict a heartbeat write met, once [`CONFLICT`] is raised.
     conflict: OnceLock<StoreError>,
     flags: AtomicU8,
@@ -61,6 +65,7 @@ pub(crate) struct SharedParts {
     pub(crate) machine: AttemptMachine,
     pub(crate) heartbeats: Heartbeats,
     pub(crate) lease: LeaseState,
+    pub(crate) staleness: Staleness,
 }
 
 impl Shared {
@@ -73,6 +78,7 @@ impl Shared {
             machine: Mutex::new(parts.machine),
             heartbeats: parts.heartbeats,
             lease: parts.lease,
+            staleness: parts.staleness,
             conflict: OnceLock::new(),
             flags: AtomicU8::new(0),
             signal: Notify::new(),

@@ -279,3 +279,43 @@ async fn a_typed_payload_with_nan_is_refused_with_its_path_not_stored_as_null(h:
     );
     assert_eq!(attempts(store).await[0].heartbeat, Some(json!({"ok": 1})));
 }
+
+/// Deadlines that pass together are found together: the first attempt the runtime wakes finds
+/// every attempt whose deadline passed, and each records its heartbeat timeout at that moment,
+/// not when its own turn comes after the others have stopped (here each compute takes 5 ms of
+/// the clock to stop, so an attempt found only on its own turn would record 5 ms later than the
+/// one before it).
+#[tokio::test(start_paused = true)]
+async fn deadlines_that_pass_together_are_found_together() {
+    let (store, engine) = common::setup();
+    let engine = Arc::new(engine);
+    let runs: Vec<_> = (0..3)
+        .map(|i| {
+            let engine = engine.clone();
+            let mut d = desc();
+            d.key = stint_domain::NodeKey::new("r", format!("n{i}"), 0).expect("valid key");
+            d.heartbeat_timeout_ms = Some(50);
+            tokio::spawn(async move {
+                let compute = |ctx: TaskContext| async move {
+                    ctx.cancel.cancelled().await;
+                    tokio::time::advance(Duration::from_millis(5)).await;
+                    Err::<Value, _>(TaskFailure::retryable("stopped"))
+                };
+                engine
+                    .run_attempt(&d, compute, &stint_engine::CancellationToken::new())
+                    .await
+            })
+        })
+        .collect();
+    for run in runs {
+        let outcome = run.await.expect("no panic").expect("recorded");
+        assert_eq!(outcome.state, AttemptState::Failed);
+    }
+    let found: Vec<u64> = common::events(&store)
+        .await
+        .into_iter()
+        .filter(|e| e.event.kind.type_name() == "TaskHeartbeatTimeout")
+        .map(|e| e.event.timestamp_ms - common::EPOCH_MS)
+        .collect();
+    assert_eq!(found, vec![51, 51, 51], "found at the deadline, all three");
+}
