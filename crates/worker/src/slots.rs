@@ -159,7 +159,9 @@ impl Loop {
     fn startable(&self) -> usize {
         let concurrency = self.inner.options.concurrency;
         let slots = concurrency.saturating_sub(self.computing());
-        let settling_room = (2 * concurrency).saturating_sub(self.running.len());
+        let settling_room = concurrency
+            .saturating_mul(2)
+            .saturating_sub(self.running.len());
         slots.min(settling_room)
     }
 
