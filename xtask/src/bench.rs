@@ -24,6 +24,13 @@ pub(crate) fn run(root: &Path, quick: bool, with_peers: bool) -> Result<()> {
     let kept = std::fs::read_to_string(root.join(TABLE))
         .ok()
         .and_then(|document| peers::existing(&document));
+    // Benchmark 1 runs the `stint` binary beside `stint-bench`, built in the same profile.
+    let profile: &[&str] = if quick { &[] } else { &["--release"] };
+    sh.cmd("cargo")
+        .args(["build", "-p", "stint-cli"])
+        .args(profile)
+        .run()
+        .context("bench: building stint")?;
     let result = if quick {
         sh.cmd("cargo")
             .args(["run", "-p", "stint-bench", "--", "--quick"])

@@ -331,6 +331,8 @@ pub(crate) async fn run(settings: &Settings) -> Result<Vec<Row>> {
     rows.push(postgres(settings, 1, "PostgreSQL, 1 connection, 1 at a time").await?);
     crate::progress("1: lifecycle, PostgreSQL pool of 8");
     rows.push(postgres(settings, 8, "PostgreSQL, pool of 8, 8 concurrent attempts").await?);
+    rows.push(crate::single::attempt_latency(settings).await?);
+    rows.push(crate::single::whole_process(settings).await?);
     Ok(rows)
 }
 

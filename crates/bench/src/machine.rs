@@ -78,7 +78,11 @@ const METHOD: &str = "\
    database's limit. Stint and floor alternate window by window (each window 1 s; a fresh SQLite
    file per window). The ratio is of the medians; `paired` is the range of the per-repetition
    ratios, and the verdict is read from it: met when every pair reaches the target,
-   inconclusive when the range crosses it.
+   inconclusive when the range crosses it. Two latency rows follow: one attempt of a compute
+   that returns at once, timed around `run_attempt` (which returns once its end is committed),
+   one after another on a fresh SQLite FULL file; and `stint run -- true` as a whole process
+   (the `stint` binary beside `stint-bench`, built by `cargo xtask bench`), a node per run on
+   one file, timed from spawn to exit, after one run that creates and migrates the file.
 2. **Heartbeat call.** Each `beat` of a 1 KiB JSON object timed alone (the payload is cloned
    outside the timed region), in an attempt whose store sleeps 10 ms in every
    `record_heartbeat`; a 12 ms heartbeat timeout makes the throttle 9 ms, so a write is in

@@ -33,6 +33,7 @@ mod queue;
 mod queue_pickup;
 mod report;
 mod same_sql;
+mod single;
 mod stats;
 mod watchdog;
 
