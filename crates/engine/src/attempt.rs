@@ -233,8 +233,7 @@ impl Engine {
             let _watch = self.watchdog.watch(shared);
             let deadlines = Deadlines {
                 timeout_at,
-                heartbeat_timeout_ms: desc.heartbeat_timeout_ms,
-                started_at_ms: running.started_at_ms,
+                staleness: &shared.staleness,
                 received: &shared.heartbeats.received,
                 clock: self.ports.clock.as_ref(),
             };

@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
-use stint_domain::heartbeat::stale_at_ms;
 use stint_ports::Clock;
 use tokio::time::Instant;
 
 use crate::heartbeat::LastReceived;
+use crate::watchdog::Staleness;
 
 /// Which deadline passed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,13 +20,12 @@ pub(crate) enum Expired {
 }
 
 /// An attempt's deadlines: its timeout, counted on tokio's clock from when the race began, and
-/// its heartbeat timeout, counted on the injected clock from the start or the latest heartbeat.
+/// its heartbeat timeout, counted on the injected clock from the start or the latest heartbeat
+/// (the rule the engine's watchdog applies too: [`Staleness::deadline`]).
 pub(crate) struct Deadlines<'a> {
     /// When the timeout passes, if the attempt has one.
     pub(crate) timeout_at: Option<Instant>,
-    /// The heartbeat timeout (ms), if the attempt has one.
-    pub(crate) heartbeat_timeout_ms: Option<u64>,
-    pub(crate) started_at_ms: u64,
+    pub(crate) staleness: &'a Staleness,
     pub(crate) received: &'a LastReceived,
     pub(crate) clock: &'a dyn Clock,
 }
@@ -62,9 +61,8 @@ impl Deadlines<'_> {
         if self.timeout_at.is_some_and(|at| now >= at) {
             return Err(Expired::Timeout);
         }
-        let stale_at = match self.heartbeat_timeout_ms {
-            Some(timeout_ms) => {
-                let deadline_ms = stale_at_ms(self.started_at_ms, self.received.get(), timeout_ms);
+        let stale_at = match self.staleness.deadline(self.received) {
+            Some(deadline_ms) => {
                 let now_ms = self.clock.now_ms();
                 if now_ms >= deadline_ms {
                     return Err(Expired::HeartbeatTimeout);

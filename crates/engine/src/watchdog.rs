@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use stint_domain::heartbeat::stale_at_ms;
 
+use crate::heartbeat::LastReceived;
 use crate::shared::{STALE, Shared};
 
 /// What the watchdog knows of one attempt's staleness: kept in the attempt's shared state.
@@ -45,9 +46,11 @@ impl Staleness {
         self.found_at_ms.load(Ordering::Acquire).checked_sub(1)
     }
 
-    /// The first millisecond at which the attempt is stale, given its last heartbeat.
-    fn deadline(&self, timeout_ms: u64, last_heartbeat_at_ms: Option<u64>) -> u64 {
-        stale_at_ms(self.started_at_ms, last_heartbeat_at_ms, timeout_ms)
+    /// The first millisecond at which the attempt is stale, given when it last heard of its
+    /// compute (`received`); `None` when it has no heartbeat timeout.
+    pub(crate) fn deadline(&self, received: &LastReceived) -> Option<u64> {
+        let timeout_ms = self.timeout_ms?;
+        Some(stale_at_ms(self.started_at_ms, received.get(), timeout_ms))
     }
 }
 
@@ -68,8 +71,7 @@ impl Watchdog {
     /// has no heartbeat timeout).
     pub(crate) fn watch(&self, shared: &Arc<Shared>) -> Option<Watch<'_>> {
         let staleness = &shared.staleness;
-        let timeout_ms = staleness.timeout_ms?;
-        let at_ms = staleness.deadline(timeout_ms, shared.heartbeats.received.get());
+        let at_ms = staleness.deadline(&shared.heartbeats.received)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut filed = self.lock();
         staleness.filed_at_ms.store(at_ms, Ordering::Release);
@@ -95,10 +97,9 @@ impl Watchdog {
                 continue;
             };
             let staleness = &shared.staleness;
-            let Some(timeout_ms) = staleness.timeout_ms else {
+            let Some(deadline) = staleness.deadline(&shared.heartbeats.received) else {
                 continue;
             };
-            let deadline = staleness.deadline(timeout_ms, shared.heartbeats.received.get());
             if deadline <= now_ms {
                 let _ = staleness.found_at_ms.compare_exchange(
                     0,
