@@ -221,11 +221,14 @@ pub(crate) fn engine_on(attempts: Arc<dyn Store>) -> Engine {
     Engine::with_options(Ports::new(attempts, Arc::new(NoVcs)), options)
 }
 
-/// Options for tests: short leases, fast polls, exit when empty.
+/// Options for tests: short leases, fast polls, exit when empty. The claim lease is 2 s: a
+/// worker fences itself when no renewal succeeded for two thirds of it, and on a shared machine
+/// a PostgreSQL checkpoint syncing thousands of files held a renewal's commit past 400 ms (two
+/// tests fenced at once with a 600 ms lease). Tests of the lease's own timing set theirs.
 pub(crate) fn options() -> WorkerOptions {
     WorkerOptions {
         concurrency: 4,
-        claim_lease: Duration::from_millis(600),
+        claim_lease: Duration::from_secs(2),
         poll_interval: Duration::from_millis(20),
         sweep_interval: Duration::from_millis(200),
         drain_timeout: Duration::from_secs(5),
