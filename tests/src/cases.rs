@@ -50,10 +50,10 @@ pub use queue_enqueue::{
     racing_enqueues_store_one_task_per_key, unique_key_answers_the_live_holder,
 };
 pub use queue_lifecycle::{
-    a_claim_reads_its_nodes_attempts, attempt_end_ends_its_claimed_task_in_one_write,
-    complete_is_owner_checked, release_gives_the_task_back_at_once,
-    renew_extends_leases_and_reports_cancel_requests, retry_end_requeues_at_its_time,
-    sweep_takes_back_each_expired_lease_once,
+    a_claim_begins_only_what_it_may, a_claim_reads_its_nodes_attempts,
+    attempt_end_ends_its_claimed_task_in_one_write, complete_is_owner_checked,
+    release_gives_the_task_back_at_once, renew_extends_leases_and_reports_cancel_requests,
+    retry_end_requeues_at_its_time, sweep_takes_back_each_expired_lease_once,
 };
 pub use queue_prune::prune_takes_the_history_of_its_nodes;
 pub use recovery::{

@@ -136,6 +136,7 @@ macro_rules! conformance_suite {
             complete_is_owner_checked,
             attempt_end_ends_its_claimed_task_in_one_write,
             a_claim_reads_its_nodes_attempts,
+            a_claim_begins_only_what_it_may,
             retry_end_requeues_at_its_time,
             release_gives_the_task_back_at_once,
             sweep_takes_back_each_expired_lease_once,

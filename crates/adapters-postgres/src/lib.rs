@@ -217,6 +217,16 @@ impl PostgresStore {
         lock_key: i64,
     ) -> Result<T, OpError> {
         let op = crate::write::json("a write", op)?;
+        self.combined_value(pool, op, lock_key).await
+    }
+
+    /// As [`PostgresStore::combined`], for a write already in its JSON form.
+    pub(crate) async fn combined_value<T: serde::de::DeserializeOwned>(
+        &self,
+        pool: &PgPool,
+        op: serde_json::Value,
+        lock_key: i64,
+    ) -> Result<T, OpError> {
         match self.combiner.write(pool, op, lock_key).await {
             Combined::Done(answer) => serde_json::from_value(answer).map_err(|error| {
                 OpError::Store(StoreError::incompatible(format!(

@@ -10,21 +10,27 @@
 //!   ([`LeaseClock`](crate::LeaseClock)); due times are always the caller's.
 
 use async_trait::async_trait;
+use std::sync::Arc;
+
+use serde_json::Value;
 use sqlx::Row;
-use sqlx::postgres::PgPool;
+use sqlx::postgres::{PgExecutor, PgPool};
+use sqlx::types::Json;
 use stint_domain::{TaskId, TaskState};
 use stint_ports::{
-    CancelOutcome, CancelTarget, Claim, ClaimedTask, Completion, Enqueued, NewTask, Renewal,
-    RenewedClaims, StoreError, TaskQueue, sort_claimed,
+    BeginFor, CancelOutcome, CancelTarget, Claim, ClaimedAndBegun, ClaimedTask, Completion,
+    Enqueued, NewTask, Renewal, RenewedClaims, StoreError, TaskQueue, sort_claimed,
 };
 
 use crate::PostgresStore;
+use crate::combiner::WRITE_BATCH;
 use crate::enqueue::enqueue_once;
 use crate::error::{OpError, to_i64, to_u64};
 use crate::notify;
+use crate::ops::BeginAnswer;
 use crate::query::node_attempts;
 use crate::queue_history::{task_columns, task_record, task_state};
-use crate::write::PgQuery;
+use crate::write::{PgQuery, begin_op, begun};
 
 /// Now on the database's clock, in milliseconds since the epoch, as SQL (as the attempt writes
 /// compute it).
@@ -62,8 +68,8 @@ const CLAIM: &str = concat!(
                            ORDER BY a.attempt DESC LIMIT 1) AS l ON true) AS n"
 );
 
-async fn claim_once(
-    pool: &PgPool,
+async fn claim_once<'c>(
+    executor: impl PgExecutor<'c>,
     claim: &Claim,
     lease_now: Option<i64>,
 ) -> Result<Vec<ClaimedTask>, OpError> {
@@ -74,7 +80,7 @@ async fn claim_once(
         .bind(&claim.owner)
         .bind(lease_now)
         .bind(to_i64(claim.lease_ms))
-        .fetch_all(pool)
+        .fetch_all(executor)
         .await?;
     let mut claimed = rows
         .iter()
@@ -87,6 +93,53 @@ async fn claim_once(
         .collect::<Result<Vec<_>, OpError>>()?;
     sort_claimed(&mut claimed);
     Ok(claimed)
+}
+
+/// A claim and, in its transaction, the begins `begin` makes of the tasks it took, applied as
+/// one `stint_write_batch` (in lock order, as the combiner applies them).
+async fn claim_and_begin_once(
+    store: &PostgresStore,
+    pool: &PgPool,
+    claim: &Claim,
+    lease_now: Option<i64>,
+    begin: &dyn BeginFor,
+) -> Result<Vec<ClaimedAndBegun>, OpError> {
+    let mut tx = pool.begin().await?;
+    let claimed = claim_once(&mut *tx, claim, lease_now).await?;
+    let mut begins = Vec::new();
+    for (index, task) in claimed.iter().enumerate() {
+        if let Some(begin) = begin.begin_for(task) {
+            let (op, lock_key) = begin_op(store, &begin)?;
+            begins.push((lock_key, index, op, begin.node));
+        }
+    }
+    let mut done: Vec<ClaimedAndBegun> =
+        claimed.into_iter().map(ClaimedAndBegun::unbegun).collect();
+    if !begins.is_empty() {
+        begins.sort_by_key(|(lock_key, index, ..)| (*lock_key, *index));
+        let ops: Vec<&Value> = begins.iter().map(|(_, _, op, _)| op).collect();
+        let Json(answers) = sqlx::query_scalar::<_, Json<Vec<BeginAnswer>>>(WRITE_BATCH)
+            .bind(Json(ops))
+            .fetch_one(&mut *tx)
+            .await?;
+        if answers.len() != begins.len() {
+            return Err(OpError::Store(StoreError::incompatible(format!(
+                "a batch of {} begins was answered {} times",
+                begins.len(),
+                answers.len()
+            ))));
+        }
+        for ((_, index, _, node), answer) in begins.iter().zip(&answers) {
+            let answered = match begun(node, answer) {
+                Ok(begun) => Ok(begun),
+                Err(OpError::Store(refused)) => Err(refused),
+                Err(error @ OpError::Sql(_)) => return Err(error),
+            };
+            done[*index].begun = Some(answered);
+        }
+    }
+    tx.commit().await?;
+    Ok(done)
 }
 
 async fn renew_once(
@@ -325,6 +378,18 @@ impl TaskQueue for PostgresStore {
         let (claim, lease_now) = (&claim, self.lease_now(claim.now_ms));
         self.retrying("claiming tasks", |pool| claim_once(pool, claim, lease_now))
             .await
+    }
+
+    async fn claim_and_begin(
+        &self,
+        claim: Claim,
+        begin: Arc<dyn BeginFor>,
+    ) -> Result<Vec<ClaimedAndBegun>, StoreError> {
+        let (claim, lease_now, begin) = (&claim, self.lease_now(claim.now_ms), &*begin);
+        self.retrying("claiming and beginning tasks", |pool| {
+            claim_and_begin_once(self, pool, claim, lease_now, begin)
+        })
+        .await
     }
 
     async fn renew_claims(

@@ -104,6 +104,16 @@ async fn begin_once(
     pool: &PgPool,
     begin: &BeginAttempt,
 ) -> Result<BegunAttempt, OpError> {
+    let (op, lock_key) = begin_op(store, begin)?;
+    let answer: BeginAnswer = store.combined_value(pool, op, lock_key).await?;
+    begun(&begin.node, &answer)
+}
+
+/// `begin` as a combined write (a `stint_write_batch` op), and the lock key of its run.
+pub(crate) fn begin_op(
+    store: &PostgresStore,
+    begin: &BeginAttempt,
+) -> Result<(Value, i64), OpError> {
     let node = &begin.node;
     // The attempt number is the function's to fill in.
     let started = Event::new(
@@ -127,7 +137,11 @@ async fn begin_once(
         lock_key,
         started: json("an event", &started)?,
     });
-    let answer: BeginAnswer = store.combined(pool, &op, lock_key).await?;
+    Ok((json("a write", &op)?, lock_key))
+}
+
+/// What a begin of `node` answered: the attempt it began, or why none began.
+pub(crate) fn begun(node: &NodeKey, answer: &BeginAnswer) -> Result<BegunAttempt, OpError> {
     let highest = to_u32("attempts.attempt", answer.highest)?;
     if answer.running > 0 {
         return Err(OpError::Store(StoreError::attempt_in_progress(
@@ -140,7 +154,7 @@ async fn begin_once(
         .ok_or_else(|| OpError::Store(StoreError::attempt_numbers_exhausted(node)))?;
     Ok(BegunAttempt {
         attempt,
-        checkpoint: readable_checkpoint(node, answer.checkpoint),
+        checkpoint: readable_checkpoint(node, answer.checkpoint.clone()),
         failed_before: to_u32("failed attempts", answer.failed)?,
     })
 }

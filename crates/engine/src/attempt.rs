@@ -14,7 +14,9 @@ use stint_domain::heartbeat::throttle_interval_ms;
 use stint_domain::{
     AttemptCommand, AttemptMachine, AttemptState, DomainError, TaskDescriptor, TaskError,
 };
-use stint_ports::{AttemptEnd, AttemptEnded, BeginAttempt, EndAttempt, OwnedAttempt, StoreError};
+use stint_ports::{
+    AttemptEnd, AttemptEnded, BeginAttempt, BegunAttempt, EndAttempt, OwnedAttempt, StoreError,
+};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -48,7 +50,7 @@ enum Decision {
 }
 
 /// A begun attempt, with everything the later steps need.
-struct Running {
+pub(crate) struct Running {
     shared: Arc<Shared>,
     started_at_ms: u64,
     checkpoint: Option<Value>,
@@ -91,6 +93,20 @@ impl Engine {
         task_end: Option<TaskEndFn<'_>>,
     ) -> Result<AttemptOutcome, EngineError> {
         let running = self.begin(desc).await?;
+        self.run_begun(desc, validator, running, compute, cancel, task_end)
+            .await
+    }
+
+    /// Runs the attempt `running` began to its recorded end.
+    pub(crate) async fn run_begun<C: ComputeOnce>(
+        &self,
+        desc: &TaskDescriptor,
+        validator: &OutputValidator,
+        running: Running,
+        compute: C,
+        cancel: &CancellationToken,
+        task_end: Option<TaskEndFn<'_>>,
+    ) -> Result<AttemptOutcome, EngineError> {
         let span = tracing::info_span!(
             "attempt",
             attempt = %running.shared.owned.key,
@@ -104,20 +120,8 @@ impl Engine {
 
     /// Allocates the attempt with a fresh owner token, reads its checkpoint, starts the lease.
     async fn begin(&self, desc: &TaskDescriptor) -> Result<Running, EngineError> {
-        let owner = uuid::Uuid::new_v4().to_string();
-        let started_at_ms = self.ports.clock.now_ms();
-        let begin = BeginAttempt {
-            node: desc.key.clone(),
-            owner: owner.clone(),
-            started_at_ms,
-            lease_ms: desc.lease_ms,
-            metadata: serde_json::to_value(&desc.metadata).unwrap_or(Value::Null),
-            working_dir: self.working_dir().map(|dir| dir.display().to_string()),
-            label: desc.label.clone(),
-            output_table: desc.output_table.clone(),
-        };
-        // The store's lease runs from the begin's clock reading, so the fence counts from here.
-        let begun_at = Instant::now();
+        let (begin, begun_at) = self.begin_request(desc);
+        let (owner, started_at_ms) = (begin.owner.clone(), begin.started_at_ms);
         let begun = tokio::time::timeout(BEGIN_LIMIT, self.ports.store.begin_attempt(begin))
             .await
             .map_err(|_| {
@@ -128,6 +132,37 @@ impl Engine {
                     BEGIN_LIMIT.as_secs()
                 ))
             })??;
+        self.started(desc, owner, started_at_ms, begun_at, begun)
+    }
+
+    /// What the begin of an attempt of `desc` writes, under a fresh owner token, and the instant
+    /// before any store could read its clock for the lease (the fence counts from there).
+    pub(crate) fn begin_request(&self, desc: &TaskDescriptor) -> (BeginAttempt, Instant) {
+        let begun_at = Instant::now();
+        let begin = BeginAttempt {
+            node: desc.key.clone(),
+            owner: uuid::Uuid::new_v4().to_string(),
+            started_at_ms: self.ports.clock.now_ms(),
+            lease_ms: desc.lease_ms,
+            metadata: serde_json::to_value(&desc.metadata).unwrap_or(Value::Null),
+            working_dir: self.working_dir().map(|dir| dir.display().to_string()),
+            label: desc.label.clone(),
+            output_table: desc.output_table.clone(),
+        };
+        (begin, begun_at)
+    }
+
+    /// The attempt a begin of `desc` by `owner` at `started_at_ms` began (`begun`, as the store
+    /// answered it): its state machine, its shared state and its keeper, which holds the lease
+    /// from now on.
+    pub(crate) fn started(
+        &self,
+        desc: &TaskDescriptor,
+        owner: String,
+        started_at_ms: u64,
+        begun_at: Instant,
+        begun: BegunAttempt,
+    ) -> Result<Running, EngineError> {
         let key = desc.key.attempt(begun.attempt);
         let mut machine = AttemptMachine::new(key.clone(), desc.retry, begun.failed_before);
         // The store appended `NodeStarted` with the attempt row; the machine's copy is dropped.

@@ -208,7 +208,7 @@ impl Engine {
 
 /// Refuses what must not or cannot be run: a task that is not eligible, a zero timeout or heartbeat timeout would fail every attempt at
 /// once (no timeout is `None`, not zero), and a zero lease could never be held.
-fn check_descriptor(desc: &TaskDescriptor) -> Result<(), EngineError> {
+pub(crate) fn check_descriptor(desc: &TaskDescriptor) -> Result<(), EngineError> {
     desc.eligibility.check()?;
     let zero = [
         ("timeout", desc.timeout_ms),

@@ -34,6 +34,7 @@ scenarios! {
         key_columns_are_stripped_before_validation,
         retry_after_overrides_the_backoff,
         a_zombie_finish_after_recovery_is_a_conflict,
+        an_attempt_begun_elsewhere_runs_under_its_begins_owner,
     ],
     memory_only: [],
 }
@@ -503,5 +504,37 @@ async fn a_zombie_finish_after_recovery_is_a_conflict(h: Harness) {
         names(&event_types(store).await),
         ["NodeStarted", "NodeFailed"],
         "the recovery's NodeFailed and nothing from the zombie"
+    );
+}
+
+/// An attempt whose begin the caller had a store write (as a worker's claim does) runs from
+/// there: the engine begins no other, and its writes carry the begin's owner token.
+async fn an_attempt_begun_elsewhere_runs_under_its_begins_owner(h: Harness) {
+    let (store, engine) = (&h.store, &h.engine);
+    let (prepared, begin) = engine.prepare_attempt(desc()).expect("a valid descriptor");
+    assert_eq!(prepared.descriptor().key, desc().key);
+    let owner = begin.owner.clone();
+    let begun = store.begin_attempt(begin).await.expect("begun");
+    let cancel = CancellationToken::new();
+    let outcome = engine
+        .run_begun_task_attempt(prepared, begun, ok_output, &cancel, Box::new(|_| None))
+        .await
+        .expect("run");
+    assert_eq!(
+        (outcome.state, outcome.key.attempt),
+        (AttemptState::Finished, 1)
+    );
+    let records = attempts(store).await;
+    assert_eq!(records.len(), 1, "no other attempt began");
+    assert_eq!(records[0].state, AttemptState::Finished);
+    assert_eq!(records[0].owner, owner);
+    assert_event_names(store, &["NodeStarted", "NodeFinished"]).await;
+
+    let mut bad = desc();
+    bad.lease_ms = 0;
+    let refused = engine.prepare_attempt(bad).map(|_| ());
+    assert!(
+        matches!(refused, Err(EngineError::InvalidDescriptor(_))),
+        "{refused:?}"
     );
 }

@@ -41,9 +41,9 @@ pub use query::{
     AttemptFilter, EventPage, HistoryStore, RunCursor, RunListing, RunQuery, run_state, unreadable,
 };
 pub use queue::{
-    CancelOutcome, CancelTarget, Claim, ClaimedTask, Completion, DEFAULT_QUEUE, Enqueued,
-    LastAttempt, NewTask, NodeAttempts, QueueHistory, QueueStore, RenewedClaims, TaskEnd,
-    TaskFilter, TaskQueue, sort_claimed,
+    BeginFor, CancelOutcome, CancelTarget, Claim, ClaimedAndBegun, ClaimedTask, Completion,
+    DEFAULT_QUEUE, Enqueued, LastAttempt, NewTask, NodeAttempts, QueueHistory, QueueStore,
+    RenewedClaims, TaskEnd, TaskFilter, TaskQueue, sort_claimed,
 };
 pub use wakeups::Wakeups;
 pub use write::{

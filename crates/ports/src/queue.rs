@@ -3,9 +3,12 @@
 //!
 //! A task is a stint node waiting to run. The queue keeps only the task's own row: the attempts
 //! and events of its node belong to the history (the [`AttemptStore`](crate::AttemptStore) and
-//! [`HistoryStore`](crate::HistoryStore)), which pruning a task does not touch.
+//! [`HistoryStore`](crate::HistoryStore)). A worker's claim may begin those attempts in its own
+//! transaction ([`TaskQueue::claim_and_begin`]); pruning an ended task deletes its node's
+//! history with it ([`TaskQueue::prune`]).
 
 use std::fmt::Debug;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -13,7 +16,7 @@ use stint_domain::{
     AttemptRecord, AttemptState, QueueStats, TaskError, TaskId, TaskRecord, TaskState,
 };
 
-use crate::{Renewal, StoreError};
+use crate::{BeginAttempt, BegunAttempt, Renewal, StoreError};
 
 /// The queue a task goes to when the submitter names none.
 pub const DEFAULT_QUEUE: &str = "default";
@@ -117,6 +120,33 @@ impl ClaimedTask {
         Self {
             task,
             attempts: None,
+        }
+    }
+}
+
+/// What a claim begins for each task it takes (see [`TaskQueue::claim_and_begin`]).
+pub trait BeginFor: Send + Sync {
+    /// The begin of `task`'s attempt; `None` begins nothing for it.
+    fn begin_for(&self, task: &ClaimedTask) -> Option<BeginAttempt>;
+}
+
+/// A task a claim took, and the attempt it began for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedAndBegun {
+    /// The task.
+    pub claimed: ClaimedTask,
+    /// The begin's answer, as [`AttemptStore::begin_attempt`](crate::AttemptStore::begin_attempt)
+    /// gives it (a conflict when the node has an attempt in progress); `None` when the claim
+    /// began nothing for the task.
+    pub begun: Option<Result<BegunAttempt, StoreError>>,
+}
+
+impl ClaimedAndBegun {
+    /// `claimed`, nothing begun for it.
+    pub fn unbegun(claimed: ClaimedTask) -> Self {
+        Self {
+            claimed,
+            begun: None,
         }
     }
 }
@@ -339,6 +369,27 @@ pub trait TaskQueue: Send + Sync + Debug {
     /// running tasks (counted across every worker); each becomes running, owned and leased, its
     /// `claims` counted. Concurrent claimers never take the same task.
     async fn claim(&self, claim: Claim) -> Result<Vec<ClaimedTask>, StoreError>;
+
+    /// Claims as [`TaskQueue::claim`] does and, in the same transaction, begins for each task
+    /// taken the attempt [`BeginFor::begin_for`] makes of it, as
+    /// [`AttemptStore::begin_attempt`](crate::AttemptStore::begin_attempt) would: one commit
+    /// for a task's claim and its attempt's begin. A begin that is refused (its node has an
+    /// attempt in progress) writes nothing and leaves the task claimed.
+    ///
+    /// `begin` is called while the transaction is open, at most once per task and attempt
+    /// (again for a claim the store tries again after a transient failure); it must be quick.
+    ///
+    /// A store whose claims cannot begin attempts begins none (the default): its caller begins
+    /// each task's attempt itself.
+    async fn claim_and_begin(
+        &self,
+        claim: Claim,
+        begin: Arc<dyn BeginFor>,
+    ) -> Result<Vec<ClaimedAndBegun>, StoreError> {
+        let _ = begin;
+        let claimed = self.claim(claim).await?;
+        Ok(claimed.into_iter().map(ClaimedAndBegun::unbegun).collect())
+    }
 
     /// Extends the leases of every running task of `owner` by `lease_ms`, in one statement.
     async fn renew_claims(

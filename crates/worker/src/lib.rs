@@ -7,7 +7,8 @@
 //! `engine.run_attempt(descriptor, |ctx| handler.run(task, ctx), cancel)`, and its outcome
 //! decides how the task ends: finished, failed, cancelled, or back to the queue for its next
 //! attempt after the backoff (`TaskEnd::Retry`): no slot sleeps through a backoff, and any
-//! worker may take the next attempt. A [`Handler`] turns a task's spec into a descriptor and
+//! worker may take the next attempt. Where the store can, the claim begins each task's attempt
+//! in its own transaction, so a task's claim and begin share one commit. A [`Handler`] turns a task's spec into a descriptor and
 //! runs it; [`Handlers`] dispatches on the spec's `kind` to registered closures.
 //!
 //! Beside the claim loop, one background task renews all the worker's claims in one call every
@@ -20,6 +21,7 @@
 //! begin refuses it), and no task it spawned outlives [`Worker::run`].
 #![deny(missing_docs)]
 
+mod claim;
 mod handler;
 mod keeper;
 mod options;

@@ -12,12 +12,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use stint_domain::{TaskError, TaskId};
-use stint_ports::{Claim, ClaimedTask, Completion, StoreError, TaskEnd, Wakeups};
+use stint_ports::{Claim, Completion, StoreError, TaskEnd, Wakeups};
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinError, JoinSet};
 use tokio::time::Instant;
-use tokio_util::task::AbortOnDropHandle;
 
+use crate::claim::{self, Claimed};
 use crate::keeper::{KeeperReport, Renewal};
 use crate::options::{Shutdown, WorkerError, WorkerReport};
 use crate::task::{self, Settled, Stop};
@@ -47,19 +47,23 @@ pub(crate) struct Loop {
     set: JoinSet<(TaskId, Settled)>,
     running: HashMap<TaskId, Running>,
     /// Claimed for slots still settling: started, in claim order, as those slots free.
-    ready: VecDeque<(ClaimedTask, Instant)>,
+    ready: VecDeque<(Claimed, Instant)>,
     ids: HashMap<tokio::task::Id, TaskId>,
     report: WorkerReport,
     claim_now: bool,
-    /// The claim in flight: the loop goes on (tasks end, renewals come back) while it waits for
-    /// the store, and the slots freed meanwhile go into the next claim, all at once.
-    claiming: Option<ClaimFuture>,
+    /// The claims in flight, at most [`CLAIMS_IN_FLIGHT`] (aborted when the loop drops them: a
+    /// claim committed meanwhile is given back by the next renewal, as a claim no running task
+    /// holds, and an attempt it began is marked abandoned by recovery once its lease expires). The loop goes on (tasks end, renewals come back) while they
+    /// wait for the store; the slots freed meanwhile go into the next claim, all at once.
+    claiming: JoinSet<Result<Vec<Claimed>, StoreError>>,
+    /// The slots each claim in flight was made for.
+    reserved: HashMap<tokio::task::Id, usize>,
     stopping: Stopping,
 }
 
-/// A claim running as a task of its own (aborted when the loop drops it: a claim committed
-/// meanwhile is given back by the next renewal, as a claim no running task holds).
-type ClaimFuture = AbortOnDropHandle<Result<Vec<ClaimedTask>, StoreError>>;
+/// The most claims in flight at once. A claim's round trip takes longer than running a no-op
+/// task, so one claim at a time would leave the slots it was not made for idle meanwhile.
+const CLAIMS_IN_FLIGHT: usize = 2;
 
 impl Loop {
     pub(crate) fn new(inner: Arc<Inner>, wakeups: Option<Arc<dyn Wakeups>>) -> Self {
@@ -72,7 +76,8 @@ impl Loop {
             ids: HashMap::new(),
             report: WorkerReport::default(),
             claim_now: true,
-            claiming: None,
+            claiming: JoinSet::new(),
+            reserved: HashMap::new(),
             stopping: Stopping::No,
         }
     }
@@ -85,13 +90,14 @@ impl Loop {
         loop {
             if self.stopping == Stopping::No
                 && self.claim_now
-                && self.claiming.is_none()
+                && self.claiming.len() < CLAIMS_IN_FLIGHT
                 && self.free() > 0
             {
                 self.claim_now = false;
-                self.claiming = Some(self.claim());
+                self.claim();
             }
-            if self.stopping != Stopping::No && self.running.is_empty() && self.claiming.is_none() {
+            if self.stopping != Stopping::No && self.running.is_empty() && self.claiming.is_empty()
+            {
                 return Ok(self.report);
             }
             let drain_deadline = match self.stopping {
@@ -120,10 +126,10 @@ impl Loop {
                 () = sleep_until(drain_deadline), if drain_deadline.is_some() => {
                     self.give_back_all().await;
                 }
-                claimed = in_flight(&mut self.claiming) => {
-                    self.claiming = None;
+                Some(claimed) = self.claiming.join_next_with_id() => {
                     let claimed = self.claimed(claimed).await;
                     if claimed == Some(0)
+                        && self.claiming.is_empty()
                         && self.running.is_empty()
                         && self.ready.is_empty()
                         && self.nothing_left().await
@@ -166,28 +172,46 @@ impl Loop {
     }
 
     /// The slots a claim may fill: those that may start a task, less the tasks already waiting
-    /// for one.
+    /// for one and the slots of the claims in flight.
     fn free(&self) -> usize {
-        self.startable().saturating_sub(self.ready.len())
+        self.startable()
+            .saturating_sub(self.ready.len())
+            .saturating_sub(self.reserved.values().sum())
     }
 
-    /// A claim of up to the free slots, to run beside the loop.
-    fn claim(&self) -> ClaimFuture {
+    /// Starts a claim of up to the free slots, to run beside the loop.
+    fn claim(&mut self) {
+        let slots = self.free();
         let options = &self.inner.options;
         let claim = Claim {
             queues: options.queues.clone(),
             owner: options.owner.clone(),
-            max: u32::try_from(self.free()).unwrap_or(u32::MAX),
+            max: u32::try_from(slots).unwrap_or(u32::MAX),
             now_ms: self.inner.now_ms(),
             lease_ms: u64::try_from(options.claim_lease.as_millis()).unwrap_or(u64::MAX),
         };
-        let inner = self.inner.clone();
-        AbortOnDropHandle::new(tokio::spawn(async move { inner.queue.claim(claim).await }))
+        let handle = self.claiming.spawn(claim::claim(self.inner.clone(), claim));
+        self.reserved.insert(handle.id(), slots);
     }
 
     /// A claim came back: starts each task (or, once stopping, gives it back); how many, or
     /// `None` when the claim failed.
-    async fn claimed(&mut self, claimed: Result<Vec<ClaimedTask>, StoreError>) -> Option<usize> {
+    async fn claimed(
+        &mut self,
+        claimed: Result<(tokio::task::Id, Result<Vec<Claimed>, StoreError>), JoinError>,
+    ) -> Option<usize> {
+        let claimed = match claimed {
+            Ok((id, claimed)) => {
+                self.reserved.remove(&id);
+                claimed
+            }
+            Err(error) => {
+                self.reserved.remove(&error.id());
+                Err(StoreError::unavailable(format!(
+                    "the claim did not return: {error}"
+                )))
+            }
+        };
         let tasks = match claimed {
             Ok(tasks) => tasks,
             Err(error) => {
@@ -203,8 +227,8 @@ impl Loop {
                 self.ready.push_back((claimed, claimed_at));
                 self.start_ready();
             } else {
-                // Claimed as the shutdown began: back to the queue, untouched.
-                self.end_here(claimed.task.id, TaskEnd::Release).await;
+                // Claimed as the shutdown began: back to the queue.
+                self.give_back_unstarted(claimed, claimed_at).await;
             }
         }
         Some(count)
@@ -222,17 +246,37 @@ impl Loop {
 
     /// Gives back the tasks claimed that never started.
     async fn release_ready(&mut self) {
-        while let Some((claimed, _)) = self.ready.pop_front() {
-            self.end_here(claimed.task.id, TaskEnd::Release).await;
+        while let Some((claimed, claimed_at)) = self.ready.pop_front() {
+            self.give_back_unstarted(claimed, claimed_at).await;
         }
     }
 
-    fn start(&mut self, claimed: ClaimedTask, claimed_at: Instant) {
+    /// Gives back a task that did not start: untouched, or, when its claim began its attempt,
+    /// through that attempt, recorded cancelled (as a running task given back is).
+    async fn give_back_unstarted(&mut self, claimed: Claimed, claimed_at: Instant) {
+        if claimed.begun.is_some() {
+            let stop = Stop::default();
+            stop.give_back();
+            self.start_with(claimed, claimed_at, stop);
+        } else {
+            self.end_here(claimed.id(), TaskEnd::Release).await;
+        }
+    }
+
+    fn start(&mut self, claimed: Claimed, claimed_at: Instant) {
+        self.start_with(claimed, claimed_at, Stop::default());
+    }
+
+    /// Runs `claimed` as a task of its own, stopped by `stop`.
+    fn start_with(&mut self, claimed: Claimed, claimed_at: Instant, stop: Stop) {
+        let Claimed {
+            task: claimed,
+            begun,
+        } = claimed;
         let id = claimed.task.id;
         tracing::debug!(task = %id, "claimed");
         self.inner.observer.claimed(&claimed);
-        let stop = Stop::default();
-        let run = task::run(self.inner.clone(), claimed, stop.clone());
+        let run = task::run(self.inner.clone(), claimed, begun, stop.clone());
         let abort = self.set.spawn(async move { (id, run.await) });
         self.ids.insert(abort.id(), id);
         let running = Running {
@@ -373,8 +417,8 @@ impl Loop {
                 running.abort.abort();
             }
         }
-        if self.claiming.is_some() {
-            // The claim in flight may hold claims the renewal lists; real orphans are still
+        if !self.claiming.is_empty() {
+            // A claim in flight may hold claims the renewal lists; real orphans are still
             // listed by the next renewal.
             return;
         }
@@ -382,7 +426,7 @@ impl Loop {
             .renewed
             .iter()
             .filter(|id| {
-                !self.running.contains_key(id) && !self.ready.iter().any(|(c, _)| c.task.id == **id)
+                !self.running.contains_key(id) && !self.ready.iter().any(|(c, _)| c.id() == **id)
             })
             .copied()
             .collect();
@@ -400,8 +444,13 @@ impl Loop {
         let claims = &renewal.claims;
         let mut kept = VecDeque::with_capacity(self.ready.len());
         for (claimed, claimed_at) in std::mem::take(&mut self.ready) {
-            let id = claimed.task.id;
-            if claims.cancel_requested.contains(&id) {
+            let id = claimed.id();
+            if claims.cancel_requested.contains(&id) && claimed.begun.is_some() {
+                // Its attempt began: it ends through it, recorded cancelled.
+                let stop = Stop::default();
+                stop.cancel.cancel();
+                self.start_with(claimed, claimed_at, stop);
+            } else if claims.cancel_requested.contains(&id) {
                 let end = TaskEnd::Cancelled {
                     error: task::to_json(&TaskError::aborted()),
                 };
@@ -419,17 +468,6 @@ impl Loop {
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn in_flight(claiming: &mut Option<ClaimFuture>) -> Result<Vec<ClaimedTask>, StoreError> {
-    match claiming {
-        Some(claim) => claim.await.unwrap_or_else(|error| {
-            Err(StoreError::unavailable(format!(
-                "the claim did not return: {error}"
-            )))
-        }),
         None => std::future::pending().await,
     }
 }

@@ -7,8 +7,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use stint_domain::{AttemptState, TaskDescriptor, TaskError, TaskId};
 use stint_engine::{AttemptOutcome, CancellationToken, EngineError, TaskEndFn};
+
 use stint_ports::{AttemptFilter, ClaimedTask, Completion, NodeAttempts, TaskEnd};
 
+use crate::claim::ClaimBegun;
 use crate::worker::Inner;
 
 /// The pauses between tries of a task's end that failed to be written: doubling up to 1 s,
@@ -64,10 +66,15 @@ impl Ending {
     }
 }
 
-/// Runs `claimed` to a written end.
-pub(crate) async fn run(inner: Arc<Inner>, claimed: ClaimedTask, stop: Stop) -> Settled {
+/// Runs `claimed` to a written end, from the attempt its claim began when it began one.
+pub(crate) async fn run(
+    inner: Arc<Inner>,
+    claimed: ClaimedTask,
+    begun: Option<ClaimBegun>,
+    stop: Stop,
+) -> Settled {
     let id = claimed.task.id;
-    let Ending { end, written } = match attempt(&inner, &claimed, &stop).await {
+    let Ending { end, written } = match attempt(&inner, &claimed, begun, &stop).await {
         Ok(ending) => ending,
         Err(error) => {
             tracing::warn!(task = %id, %error, "the attempt's end was not recorded; the task goes back");
@@ -86,17 +93,36 @@ pub(crate) async fn run(inner: Arc<Inner>, claimed: ClaimedTask, stop: Stop) -> 
 /// Runs the attempt (recovering once when the node's last attempt is still in progress) and
 /// says how the task ends. The attempt's terminal write ends the task too, in one commit, when
 /// the task is still this worker's.
+///
+/// The attempt is the one the claim began, when it began one; a begin the claim saw refused
+/// (the node's last attempt still in progress) is handled as the engine's own would be.
 async fn attempt(
     inner: &Arc<Inner>,
     claimed: &ClaimedTask,
+    begun: Option<ClaimBegun>,
     stop: &Stop,
 ) -> Result<Ending, EngineError> {
-    let desc = match descriptor(inner, claimed).await? {
-        Ok(desc) => desc,
-        Err(end) => return Ok(Ending::unwritten(end)),
+    let (mut begun, mut refused) = match begun.map(|begun| (begun.prepared, begun.answer)) {
+        None => (None, false),
+        Some((prepared, Ok(begun))) => (Some((prepared, begun)), false),
+        Some((_, Err(error))) if error.is_conflict() => (None, true),
+        Some((_, Err(error))) => return Err(EngineError::Store(error)),
     };
+    let mut desc = None;
     let mut recovered = false;
     loop {
+        // Refused at the begin: the node's last attempt is still in progress (its worker
+        // died). Recovery frees it once its lease expired; until then the task goes back.
+        if std::mem::take(&mut refused) {
+            if recovered {
+                return Ok(Ending::unwritten(TaskEnd::Release));
+            }
+            recovered = true;
+            if let Err(error) = inner.recovery.recover(&inner.engine).await {
+                tracing::warn!(%error, "recovery failed");
+                return Ok(Ending::unwritten(TaskEnd::Release));
+            }
+        }
         let started = Arc::new(AtomicBool::new(false));
         let compute = {
             let (handler, task, started) =
@@ -117,10 +143,29 @@ async fn attempt(
             let owner = inner.options.owner.clone();
             Some(Completion::new(claimed.task.id, owner, end, inner.now_ms()))
         });
-        let run = inner
-            .engine
-            .run_task_attempt(&desc, compute, &stop.cancel, task_end);
-        match run.await {
+        let ran = if let Some((prepared, begun)) = begun.take() {
+            let run = inner.engine.run_begun_task_attempt(
+                prepared,
+                begun,
+                compute,
+                &stop.cancel,
+                task_end,
+            );
+            run.await
+        } else {
+            let desc = match &mut desc {
+                Some(desc) => desc,
+                None => match descriptor(inner, claimed).await? {
+                    Ok(made) => desc.insert(made),
+                    Err(end) => return Ok(Ending::unwritten(end)),
+                },
+            };
+            let run = inner
+                .engine
+                .run_task_attempt(desc, compute, &stop.cancel, task_end);
+            run.await
+        };
+        match ran {
             Ok(outcome) => {
                 let handed = handed.into_inner().unwrap_or_else(PoisonError::into_inner);
                 return Ok(Ending {
@@ -128,19 +173,10 @@ async fn attempt(
                     written: outcome.task_ended,
                 });
             }
-            // Refused at the begin: the node's last attempt is still in progress (its worker
-            // died). Recovery frees it once its lease expired; until then the task goes back.
             Err(EngineError::Store(error))
                 if error.is_conflict() && !started.load(Ordering::SeqCst) =>
             {
-                if recovered {
-                    return Ok(Ending::unwritten(TaskEnd::Release));
-                }
-                recovered = true;
-                if let Err(error) = inner.recovery.recover(&inner.engine).await {
-                    tracing::warn!(%error, "recovery failed");
-                    return Ok(Ending::unwritten(TaskEnd::Release));
-                }
+                refused = true;
             }
             Err(error @ (EngineError::Store(_) | EngineError::Fenced { .. })) => return Err(error),
             // The descriptor cannot be run: no attempt began, and no retry would change that.
@@ -188,27 +224,42 @@ async fn already_settled(
     desc: &TaskDescriptor,
     claimed: &ClaimedTask,
 ) -> Result<Option<TaskEnd>, EngineError> {
-    let (key, task) = (&desc.key, &claimed.task);
-    let attempts = match &claimed.attempts {
-        // What the claim read is this node's when the descriptor runs the task as iteration 0
-        // of the task's own run and node.
-        Some(attempts)
-            if key.run_id() == task.run_id
-                && key.node_id() == task.node_id
-                && key.iteration() == 0 =>
-        {
-            attempts.clone()
-        }
-        _ => {
+    let read;
+    let attempts = match read_by_claim(desc, claimed) {
+        Some(attempts) => attempts,
+        None => {
+            let key = &desc.key;
             let filter = AttemptFilter {
                 run_id: key.run_id().to_owned(),
                 node_id: Some(key.node_id().to_owned()),
                 iteration: Some(key.iteration()),
             };
-            NodeAttempts::of(&inner.history.list_attempts(&filter).await?)
+            read = NodeAttempts::of(&inner.history.list_attempts(&filter).await?);
+            &read
         }
     };
-    Ok(settled_end(&attempts, task.retry_base))
+    Ok(settled_end(attempts, claimed.task.retry_base))
+}
+
+/// The node's attempts as the claim read them: those of `desc`'s node when the descriptor runs
+/// the task as iteration 0 of the task's own run and node.
+fn read_by_claim<'a>(desc: &TaskDescriptor, claimed: &'a ClaimedTask) -> Option<&'a NodeAttempts> {
+    let (key, task) = (&desc.key, &claimed.task);
+    let same_node =
+        key.run_id() == task.run_id && key.node_id() == task.node_id && key.iteration() == 0;
+    claimed.attempts.as_ref().filter(|_| same_node)
+}
+
+/// The descriptor of `claimed`'s attempt when a claim may begin it at once: the handler makes
+/// one, and the node's attempts, as the claim read them, did not settle the task. `None` leaves
+/// the task to [`attempt`]'s own steps, which say how it ends otherwise.
+pub(crate) fn runnable_descriptor(inner: &Inner, claimed: &ClaimedTask) -> Option<TaskDescriptor> {
+    let mut desc = inner.handler.descriptor(claimed).ok()?;
+    desc.retry.retries = desc.retry.retries.saturating_add(claimed.task.retry_base);
+    let attempts = read_by_claim(&desc, claimed)?;
+    settled_end(attempts, claimed.task.retry_base)
+        .is_none()
+        .then_some(desc)
 }
 
 /// The rule of [`already_settled`], on what the node's attempts say.

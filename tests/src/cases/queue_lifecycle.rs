@@ -2,17 +2,23 @@
 //! sweep of expired leases.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use serde_json::json;
 use stint_domain::{AttemptState, TaskError, TaskId, TaskState};
-use stint_ports::{AttemptEnd, Completion, EndAttempt, NodeAttempts, Renewal, TaskEnd};
+use stint_ports::{
+    AttemptEnd, BeginAttempt, BeginFor, ClaimedTask, Completion, EndAttempt, NodeAttempts, Renewal,
+    TaskEnd,
+};
 
 use crate::Fixture;
 use crate::queue_support::{
     CLAIM_LEASE_MS, boom, claim, claim_of, complete, enqueue, enqueue_numbered, enqueue_one,
     failure, new_task, task,
 };
-use crate::support::{accept_end, assert_conflict, attempt_record, key, start};
+use crate::support::{
+    accept_end, assert_conflict, attempt_record, attempts_of, begin_at, key, start,
+};
 
 /// Only the owner of a running task can end it: another owner, a task not running and a task
 /// that already ended are conflicts that change nothing. Ending records state, time and error.
@@ -297,4 +303,100 @@ pub async fn a_claim_reads_its_nodes_attempts(fixture: &dyn Fixture) {
         (AttemptState::Failed, Some(false))
     );
     assert_eq!(last.error.expect("its error").message, "boom 2");
+}
+
+/// Begins the attempts of a claim's tasks as `owner-<node>`, except for the nodes it skips.
+struct BeginAllBut {
+    skipped: &'static str,
+    asked: std::sync::Mutex<Vec<String>>,
+}
+
+impl BeginFor for BeginAllBut {
+    fn begin_for(&self, task: &ClaimedTask) -> Option<BeginAttempt> {
+        let node = task.task.node_id.clone();
+        self.asked.lock().expect("not poisoned").push(node.clone());
+        (node != self.skipped).then(|| {
+            let owner = format!("owner-{node}");
+            begin_at(&key(&task.task.run_id, &node, 0), &owner, 1_000)
+        })
+    }
+}
+
+/// A claim that begins attempts takes its tasks as a claim does and, for each task it was given
+/// a begin for, either begins that attempt (numbered after the node's earlier ones, owned by the
+/// begin's owner, in progress) or begins none: never one beside an attempt in progress, and
+/// none for a task it was given no begin for. A store that begins nothing in its claims leaves
+/// every task for its caller to begin.
+pub async fn a_claim_begins_only_what_it_may(fixture: &dyn Fixture) {
+    let (store, queue) = (fixture.store(), fixture.queue());
+    let (_, busy) = start(&*store, &key("r", "busy", 0), "earlier", 100).await;
+    let nodes = ["fresh", "busy", "skipped"];
+    let ids = enqueue(
+        &*queue,
+        nodes.iter().map(|node| new_task("r", node)).collect(),
+    )
+    .await;
+    let begins = Arc::new(BeginAllBut {
+        skipped: "skipped",
+        asked: std::sync::Mutex::new(Vec::new()),
+    });
+    let taken = queue
+        .claim_and_begin(claim_of(&["default"], "w", 3, 1_000), begins.clone())
+        .await
+        .expect("claim");
+
+    let mut claimed: Vec<TaskId> = taken.iter().map(|taken| taken.claimed.task.id).collect();
+    claimed.sort_unstable();
+    assert_eq!(claimed, ids, "every task is claimed");
+    for id in &ids {
+        let task = task(&*queue, *id).await;
+        assert_eq!(
+            (task.state, task.owner.as_deref()),
+            (TaskState::Running, Some("w"))
+        );
+    }
+    let begun = |node: &str| {
+        taken
+            .iter()
+            .find(|taken| taken.claimed.task.node_id == node)
+            .expect("claimed")
+            .begun
+            .clone()
+    };
+    match begun("fresh") {
+        Some(Ok(fresh)) => {
+            assert_eq!((fresh.attempt, fresh.failed_before), (1, 0));
+            let records = attempts_of(&*store, &key("r", "fresh", 0)).await;
+            let owned: Vec<(u32, AttemptState, &str)> = records
+                .iter()
+                .map(|record| (record.attempt, record.state, record.owner.as_str()))
+                .collect();
+            assert_eq!(owned, vec![(1, AttemptState::InProgress, "owner-fresh")]);
+        }
+        Some(Err(error)) => panic!("the fresh node's begin was refused: {error}"),
+        None => assert!(
+            attempts_of(&*store, &key("r", "fresh", 0)).await.is_empty(),
+            "nothing begun, nothing written"
+        ),
+    }
+    match begun("busy") {
+        Some(Err(error)) => assert!(error.is_conflict(), "{error}"),
+        Some(Ok(attempt)) => panic!("began {attempt:?} beside an attempt in progress"),
+        None => {}
+    }
+    let busy_attempts = attempts_of(&*store, &busy.key.node).await;
+    assert_eq!(
+        busy_attempts.len(),
+        1,
+        "the busy node keeps its one attempt"
+    );
+    assert_eq!(busy_attempts[0].state, AttemptState::InProgress);
+    assert_eq!(begun("skipped"), None);
+    assert!(
+        attempts_of(&*store, &key("r", "skipped", 0))
+            .await
+            .is_empty()
+    );
+    let asked = begins.asked.lock().expect("not poisoned").len();
+    assert!(asked <= 3, "asked once per task at most: {asked}");
 }

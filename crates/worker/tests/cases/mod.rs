@@ -19,6 +19,7 @@ macro_rules! every_case {
             running::exit_when_empty_waits_for_scheduled_tasks_only,
             running::an_idle_worker_claims_when_woken,
             running::a_slot_is_claimed_for_while_its_task_settles,
+            running::a_claim_begins_its_tasks_attempts_where_the_store_can,
             stopping::a_killed_workers_tasks_are_swept_back_and_finished,
             stopping::two_workers_share_200_tasks_each_run_once,
             stopping::a_task_whose_node_is_busy_goes_back_until_recovery_frees_it,

@@ -324,3 +324,47 @@ pub(crate) async fn a_slot_is_claimed_for_while_its_task_settles(kind: Kind) {
         assert_eq!(fixture.task(id).await.state, TaskState::Finished);
     }
 }
+
+/// Where the store can (PostgreSQL), a claim begins its tasks' attempts in its own transaction:
+/// the engine begins none itself, and each task still runs as the one attempt of its node. On
+/// the other stores the engine begins each.
+pub(crate) async fn a_claim_begins_its_tasks_attempts_where_the_store_can(kind: Kind) {
+    let fixture = Fixture::new(kind).await;
+    let attempts = Arc::new(InstrumentedStore::new(fixture.attempts.clone()));
+    let handlers = sharing("work", (), |(), args, _ctx| async move { Ok(args) });
+    let nodes: Vec<String> = (0..6).map(|i| format!("n{i}")).collect();
+    let tasks = nodes
+        .iter()
+        .map(|node| task("run", node, "work", json!({ "node": node }), json!({})))
+        .collect();
+    fixture.enqueue(tasks).await;
+    let worker = Worker::new(
+        engine_on(attempts.clone()),
+        fixture.queue.clone(),
+        fixture.attempts.clone(),
+        Arc::new(handlers),
+        options(),
+    );
+    let report = run_to_end(&worker, Shutdown::default()).await;
+
+    assert_eq!(report.finished, 6, "{report:?}");
+    for node in &nodes {
+        let records = fixture.attempts_of("run", node).await;
+        let states: Vec<(u32, AttemptState)> = records
+            .iter()
+            .map(|record| (record.attempt, record.state))
+            .collect();
+        assert_eq!(states, vec![(1, AttemptState::Finished)], "node {node}");
+    }
+    let begun_by_the_engine = attempts.calls(WriteOp::Begin);
+    let expected = match kind {
+        Kind::Postgres => 0,
+        Kind::Memory | Kind::Sqlite => 6,
+    };
+    assert_eq!(begun_by_the_engine, expected, "on {kind:?}");
+    assert_eq!(
+        attempts.calls(WriteOp::End),
+        6,
+        "each attempt ended through the engine"
+    );
+}

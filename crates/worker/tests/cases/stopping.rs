@@ -328,12 +328,20 @@ pub(crate) async fn a_task_whose_attempt_could_not_begin_goes_back_and_runs(kind
         Arc::new(finishing()),
         options(),
     );
-    // Nothing is written for the task when its begin fails; the next renewal finds its claim
-    // held by no running task and gives it back.
     let report = run_to_end(&worker, Shutdown::default()).await;
-    assert_eq!((report.released, report.finished), (1, 1));
-    assert_eq!(attempts.calls(WriteOp::Begin), 2);
-    assert_eq!(fixture.task(ids[0]).await.claims, 2);
+    if matches!(kind, Kind::Postgres) {
+        // Its claim began the attempt: the engine's begin, where the failure waits, is never
+        // called, and the task runs at once.
+        assert_eq!((report.released, report.finished), (0, 1));
+        assert_eq!(attempts.calls(WriteOp::Begin), 0);
+        assert_eq!(fixture.task(ids[0]).await.claims, 1);
+    } else {
+        // Nothing is written for the task when its begin fails; the next renewal finds its
+        // claim held by no running task and gives it back.
+        assert_eq!((report.released, report.finished), (1, 1));
+        assert_eq!(attempts.calls(WriteOp::Begin), 2);
+        assert_eq!(fixture.task(ids[0]).await.claims, 2);
+    }
     let states = fixture.attempt_states("run", "b").await;
     assert_eq!(states, vec![AttemptState::Finished]);
 }
