@@ -57,6 +57,19 @@ pub(crate) struct Running {
     keeper: Keeper,
 }
 
+impl Running {
+    /// The span an attempt's steps run in. `trace_id` and `span_id` are filled in by an
+    /// observer that exports spans.
+    pub(crate) fn span(&self) -> tracing::Span {
+        tracing::info_span!(
+            "attempt",
+            attempt = %self.shared.owned.key,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty
+        )
+    }
+}
+
 /// The decision, and what else the terminal write carries.
 struct Settled<'a> {
     decision: Decision,
@@ -93,26 +106,7 @@ impl Engine {
         task_end: Option<TaskEndFn<'_>>,
     ) -> Result<AttemptOutcome, EngineError> {
         let running = self.begin(desc).await?;
-        self.run_begun(desc, validator, running, compute, cancel, task_end)
-            .await
-    }
-
-    /// Runs the attempt `running` began to its recorded end.
-    pub(crate) async fn run_begun<C: ComputeOnce>(
-        &self,
-        desc: &TaskDescriptor,
-        validator: &OutputValidator,
-        running: Running,
-        compute: C,
-        cancel: &CancellationToken,
-        task_end: Option<TaskEndFn<'_>>,
-    ) -> Result<AttemptOutcome, EngineError> {
-        let span = tracing::info_span!(
-            "attempt",
-            attempt = %running.shared.owned.key,
-            trace_id = tracing::field::Empty,
-            span_id = tracing::field::Empty
-        );
+        let span = running.span();
         self.drive(desc, validator, running, compute, cancel, task_end)
             .instrument(span)
             .await
@@ -187,7 +181,7 @@ impl Engine {
     }
 
     /// Everything after the begin: the race, then the steps that end the attempt.
-    async fn drive<C: ComputeOnce>(
+    pub(crate) async fn drive<C: ComputeOnce>(
         &self,
         desc: &TaskDescriptor,
         validator: &OutputValidator,

@@ -12,6 +12,7 @@ use crate::error::EngineError;
 use crate::outcome::AttemptOutcome;
 use crate::output::OutputValidator;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// An attempt of a checked descriptor whose begin was handed to a store (see
 /// [`Engine::prepare_attempt`]).
@@ -73,7 +74,9 @@ impl Engine {
             begun_at,
         } = prepared;
         let running = self.started(&desc, owner, started_at_ms, begun_at, begun)?;
-        self.run_begun(&desc, &validator, running, compute, cancel, Some(task_end))
+        let span = running.span();
+        self.drive(&desc, &validator, running, compute, cancel, Some(task_end))
+            .instrument(span)
             .await
     }
 }
