@@ -6,12 +6,14 @@
 //!   step for every claimer of that queue;
 //! - unique keys are a partial unique index written with `ON CONFLICT DO NOTHING`, which waits
 //!   for a racing inserter's commit, so two submitters never both store a key;
+//! - a worker's claim may begin the attempts of the tasks it takes in its own transaction
+//!   (`claim_and_begin`), so a task's claim and its attempt's begin share one commit;
 //! - leases are set and judged by the database's clock unless the store follows the caller's
 //!   ([`LeaseClock`](crate::LeaseClock)); due times are always the caller's.
 
-use async_trait::async_trait;
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::Row;
 use sqlx::postgres::{PgExecutor, PgPool};

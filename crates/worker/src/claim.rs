@@ -32,6 +32,11 @@ impl Claimed {
     pub(crate) fn id(&self) -> TaskId {
         self.task.task.id
     }
+
+    /// Whether its claim began its attempt (a begin the claim saw refused began none).
+    pub(crate) fn began(&self) -> bool {
+        matches!(&self.begun, Some(begun) if begun.answer.is_ok())
+    }
 }
 
 /// Makes the begins of a claim's tasks, and keeps each one's prepared attempt.

@@ -254,7 +254,7 @@ impl Loop {
     /// Gives back a task that did not start: untouched, or, when its claim began its attempt,
     /// through that attempt, recorded cancelled (as a running task given back is).
     async fn give_back_unstarted(&mut self, claimed: Claimed, claimed_at: Instant) {
-        if claimed.begun.is_some() {
+        if claimed.began() {
             let stop = Stop::default();
             stop.give_back();
             self.start_with(claimed, claimed_at, stop);
@@ -445,7 +445,7 @@ impl Loop {
         let mut kept = VecDeque::with_capacity(self.ready.len());
         for (claimed, claimed_at) in std::mem::take(&mut self.ready) {
             let id = claimed.id();
-            if claims.cancel_requested.contains(&id) && claimed.begun.is_some() {
+            if claims.cancel_requested.contains(&id) && claimed.began() {
                 // Its attempt began: it ends through it, recorded cancelled.
                 let stop = Stop::default();
                 stop.cancel.cancel();
@@ -456,6 +456,8 @@ impl Loop {
                 };
                 self.end_here(id, end).await;
             } else if claimed_at <= renewal.sent && claims.renewed.binary_search(&id).is_err() {
+                // An attempt its claim began stays in progress, unrenewed: recovery marks it
+                // abandoned once its lease expires, as it would had this worker died.
                 tracing::warn!(task = %id, "claim lost before the task started; dropping it");
             } else {
                 kept.push_back((claimed, claimed_at));

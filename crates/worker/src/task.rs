@@ -7,7 +7,6 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use stint_domain::{AttemptState, TaskDescriptor, TaskError, TaskId};
 use stint_engine::{AttemptOutcome, CancellationToken, EngineError, TaskEndFn};
-
 use stint_ports::{AttemptFilter, ClaimedTask, Completion, NodeAttempts, TaskEnd};
 
 use crate::claim::ClaimBegun;
