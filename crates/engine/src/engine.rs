@@ -103,8 +103,7 @@ impl Engine {
         cancel: &CancellationToken,
         task_end: Option<TaskEndFn<'_>>,
     ) -> Result<AttemptOutcome, EngineError> {
-        check_descriptor(desc)?;
-        let validator = OutputValidator::compile(desc.output_schema.as_ref())?;
+        let validator = checked(desc)?;
         self.attempt(desc, &validator, compute, cancel, task_end)
             .await
     }
@@ -125,8 +124,7 @@ impl Engine {
         compute: C,
         cancel: &CancellationToken,
     ) -> Result<NodeOutcome, EngineError> {
-        check_descriptor(desc)?;
-        let validator = OutputValidator::compile(desc.output_schema.as_ref())?;
+        let validator = checked(desc)?;
         // `trace_id` and `span_id` are filled in by an observer that exports spans.
         let span = tracing::info_span!(
             "node",
@@ -208,7 +206,7 @@ impl Engine {
 
 /// Refuses what must not or cannot be run: a task that is not eligible, a zero timeout or heartbeat timeout would fail every attempt at
 /// once (no timeout is `None`, not zero), and a zero lease could never be held.
-pub(crate) fn check_descriptor(desc: &TaskDescriptor) -> Result<(), EngineError> {
+fn check_descriptor(desc: &TaskDescriptor) -> Result<(), EngineError> {
     desc.eligibility.check()?;
     let zero = [
         ("timeout", desc.timeout_ms),
@@ -223,6 +221,13 @@ pub(crate) fn check_descriptor(desc: &TaskDescriptor) -> Result<(), EngineError>
         ))),
         None => Ok(()),
     }
+}
+
+/// The output validator of a descriptor that passed [`check_descriptor`]: what every attempt
+/// of it needs before it begins.
+pub(crate) fn checked(desc: &TaskDescriptor) -> Result<OutputValidator, EngineError> {
+    check_descriptor(desc)?;
+    OutputValidator::compile(desc.output_schema.as_ref())
 }
 
 /// The node's outcome is its last attempt's.

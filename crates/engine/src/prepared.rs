@@ -5,14 +5,14 @@
 use stint_domain::TaskDescriptor;
 use stint_ports::{BeginAttempt, BegunAttempt};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::context::ComputeOnce;
-use crate::engine::{Engine, TaskEndFn, check_descriptor};
+use crate::engine::{Engine, TaskEndFn, checked};
 use crate::error::EngineError;
 use crate::outcome::AttemptOutcome;
 use crate::output::OutputValidator;
-use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 /// An attempt of a checked descriptor whose begin was handed to a store (see
 /// [`Engine::prepare_attempt`]).
@@ -43,8 +43,7 @@ impl Engine {
         &self,
         desc: TaskDescriptor,
     ) -> Result<(PreparedAttempt, BeginAttempt), EngineError> {
-        check_descriptor(&desc)?;
-        let validator = OutputValidator::compile(desc.output_schema.as_ref())?;
+        let validator = checked(&desc)?;
         let (begin, begun_at) = self.begin_request(&desc);
         let prepared = PreparedAttempt {
             owner: begin.owner.clone(),

@@ -196,7 +196,7 @@ async fn descriptor(
     inner: &Inner,
     claimed: &ClaimedTask,
 ) -> Result<Result<TaskDescriptor, TaskEnd>, EngineError> {
-    let mut desc = match inner.handler.descriptor(claimed) {
+    let desc = match handler_descriptor(inner, claimed) {
         Ok(desc) => desc,
         Err(reason) => {
             let error = TaskError::task_failed(format!("invalid task spec: {reason}"))
@@ -206,8 +206,6 @@ async fn descriptor(
             }));
         }
     };
-    // Failed attempts `stint retry` set aside do not count toward the retries.
-    desc.retry.retries = desc.retry.retries.saturating_add(claimed.task.retry_base);
     let settled = already_settled(inner, &desc, claimed).await?;
     Ok(settled.map_or(Ok(desc), Err))
 }
@@ -249,12 +247,19 @@ fn read_by_claim<'a>(desc: &TaskDescriptor, claimed: &'a ClaimedTask) -> Option<
     claimed.attempts.as_ref().filter(|_| same_node)
 }
 
+/// The descriptor the handler makes of `claimed`'s spec, with the failed attempts `stint retry`
+/// set aside (`retry_base`) not counted toward its retries.
+fn handler_descriptor(inner: &Inner, claimed: &ClaimedTask) -> Result<TaskDescriptor, String> {
+    let mut desc = inner.handler.descriptor(claimed)?;
+    desc.retry.retries = desc.retry.retries.saturating_add(claimed.task.retry_base);
+    Ok(desc)
+}
+
 /// The descriptor of `claimed`'s attempt when a claim may begin it at once: the handler makes
 /// one, and the node's attempts, as the claim read them, did not settle the task. `None` leaves
 /// the task to [`attempt`]'s own steps, which say how it ends otherwise.
 pub(crate) fn runnable_descriptor(inner: &Inner, claimed: &ClaimedTask) -> Option<TaskDescriptor> {
-    let mut desc = inner.handler.descriptor(claimed).ok()?;
-    desc.retry.retries = desc.retry.retries.saturating_add(claimed.task.retry_base);
+    let desc = handler_descriptor(inner, claimed).ok()?;
     let attempts = read_by_claim(&desc, claimed)?;
     settled_end(attempts, claimed.task.retry_base)
         .is_none()
