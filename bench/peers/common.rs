@@ -12,6 +12,8 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
+use crate::cpu::{CpuMark, CpuPerJob};
+
 /// How long one throughput run or one pickup may take before the binary gives up on it.
 pub const RUN_LIMIT: Duration = Duration::from_secs(300);
 
@@ -272,9 +274,11 @@ async fn throughput<P: Peer>(
     }
     let submit = start.elapsed().as_secs_f64();
     let start = Instant::now();
+    let cpu = CpuMark::now();
     let worker = peer.start(concurrency).await?;
     let result = until_done(progress, jobs, || peer.done(jobs)).await;
     let seconds = start.elapsed().as_secs_f64();
+    let cpu = cpu.and_then(|mark| mark.per_job_since(jobs));
     let checked = result.and_then(|()| peer.check(&worker, jobs));
     let stopped = peer.stop(worker).await;
     checked?;
@@ -285,8 +289,8 @@ async fn throughput<P: Peer>(
         about,
         concurrency,
         jobs,
-        submit,
-        seconds,
+        (submit, seconds),
+        cpu,
         &durability,
     ));
     Ok(())
@@ -338,13 +342,14 @@ where
     }
 }
 
-/// One throughput result line.
+/// One throughput result line: `seconds` are those of the submit and of the processing, `cpu`
+/// the CPU per job while processing.
 pub fn throughput_line(
     about: &About,
     concurrency: usize,
     jobs: usize,
-    submit_seconds: f64,
-    seconds: f64,
+    (submit_seconds, seconds): (f64, f64),
+    cpu: Option<CpuPerJob>,
     durability: &str,
 ) -> Value {
     json!({
@@ -357,6 +362,7 @@ pub fn throughput_line(
         "submit_jobs_per_s": jobs as f64 / submit_seconds,
         "seconds": seconds,
         "jobs_per_s": jobs as f64 / seconds,
+        "cpu_ms_per_job": CpuPerJob::json(cpu),
         "durability": durability,
         "defaults": about.throughput,
     })

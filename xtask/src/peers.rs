@@ -82,6 +82,9 @@ struct Results {
     rates: BTreeMap<usize, f64>,
     /// Submit rates (jobs/s) of the throughput runs.
     submits: Vec<f64>,
+    /// CPU per job while processing, by concurrency: (this process, the rest of the machine)
+    /// in ms.
+    cpu: BTreeMap<usize, (f64, f64)>,
     /// (variant, p50, p95) of each pickup measurement.
     pickups: Vec<(String, f64, f64)>,
     /// Observed durability settings (distinct).
@@ -103,6 +106,15 @@ impl Results {
                     (line["concurrency"].as_u64(), line["jobs_per_s"].as_f64())
                 {
                     self.rates.insert(usize::try_from(c).unwrap_or(0), rate);
+                }
+                let cpu = &line["cpu_ms_per_job"];
+                if let (Some(c), Some(process), Some(rest)) = (
+                    line["concurrency"].as_u64(),
+                    cpu["process"].as_f64(),
+                    cpu["rest_of_machine"].as_f64(),
+                ) {
+                    self.cpu
+                        .insert(usize::try_from(c).unwrap_or(0), (process, rest));
                 }
                 if let Some(submit) = line["submit_jobs_per_s"].as_f64() {
                     self.submits.push(submit);

@@ -21,6 +21,8 @@
 )]
 
 mod backend;
+#[path = "../../../bench/peers/cpu.rs"]
+mod cpu;
 mod floor;
 mod floor_postgres;
 mod floor_sqlite;

@@ -10,7 +10,8 @@ use anyhow::Result;
 use serde_json::json;
 use stint_worker::WorkerOptions;
 
-use crate::queue::{Db, process_on};
+use crate::cpu::CpuPerJob;
+use crate::queue::{Db, Processed, process_on};
 use crate::queue_pickup::{Pickup, pickups};
 use crate::stats::quantile;
 
@@ -40,7 +41,11 @@ async fn throughput(db: Db, jobs: usize, concurrency: usize) -> Result<()> {
     let result = process_on(&bench, jobs, concurrency).await;
     let durability = bench.durability().await;
     bench.close().await;
-    let (submitted, processed) = result?;
+    let Processed {
+        submitted,
+        processed,
+        cpu,
+    } = result?;
     emit(&json!({
         "kind": "throughput",
         "peer": "stint",
@@ -51,6 +56,7 @@ async fn throughput(db: Db, jobs: usize, concurrency: usize) -> Result<()> {
         "submit_jobs_per_s": submitted,
         "seconds": jobs as f64 / processed,
         "jobs_per_s": processed,
+        "cpu_ms_per_job": CpuPerJob::json(cpu),
         "durability": durability?,
         "defaults": "store and WorkerOptions defaults, concurrency C, exit_when_empty",
     }));

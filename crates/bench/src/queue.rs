@@ -25,6 +25,7 @@ use stint_ports::{Clock, DEFAULT_QUEUE, NewTask, QueueStore, Store, Wakeups};
 use stint_worker::{Handlers, Shutdown, Worker, WorkerOptions};
 
 use crate::Settings;
+use crate::cpu::{CpuMark, CpuPerJob};
 use crate::lifecycle::engine_on;
 use crate::report::{Row, Verdict};
 use crate::stats::{Spread, rate};
@@ -285,7 +286,7 @@ pub(crate) async fn process_on(
     bench: &QueueBench,
     n: usize,
     concurrency: usize,
-) -> Result<(f64, f64)> {
+) -> Result<Processed> {
     let start = Instant::now();
     for i in 0..n {
         bench
@@ -300,17 +301,33 @@ pub(crate) async fn process_on(
         ..WorkerOptions::default()
     });
     let start = Instant::now();
+    let cpu = CpuMark::now();
     let report = tokio::time::timeout(RUN_LIMIT, worker.run(Shutdown::default()))
         .await
         .context("the worker did not finish in time")??;
     let processed = n as f64 / start.elapsed().as_secs_f64();
+    let cpu = cpu.and_then(|mark| mark.per_job_since(n));
     let finished = bench.finished().await?;
     ensure!(
         report.finished == n as u64 && finished == n as u64,
         "of {n} tasks the worker reported {} finished and the store holds {finished}: {report:?}",
         report.finished
     );
-    Ok((submitted, processed))
+    Ok(Processed {
+        submitted,
+        processed,
+        cpu,
+    })
+}
+
+/// One [`process_on`] run.
+pub(crate) struct Processed {
+    /// Tasks/s of the one-call submits.
+    pub submitted: f64,
+    /// Tasks/s of the worker.
+    pub processed: f64,
+    /// CPU per task while the worker ran: this process, the rest of the machine.
+    pub cpu: Option<CpuPerJob>,
 }
 
 /// The processing figures of one backend: (submitted/s, processed/s at 1, at 8).
@@ -321,7 +338,11 @@ async fn processing(db: Db, counts: Counts) -> Result<(Vec<f64>, Vec<f64>, Vec<f
             let bench = db.open().await?;
             let result = process_on(&bench, counts.processed, concurrency).await;
             bench.close().await;
-            let (submit, process) = result?;
+            let Processed {
+                submitted: submit,
+                processed: process,
+                ..
+            } = result?;
             submitted.push(submit);
             if concurrency == 1 {
                 one.push(process);
@@ -446,7 +467,11 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn every_submitted_task_is_processed_and_a_batch_is_stored_whole() {
         let bench = memory();
-        let (submitted, processed) = process_on(&bench, 5, 2).await.expect("5 tasks processed");
+        let Processed {
+            submitted,
+            processed,
+            ..
+        } = process_on(&bench, 5, 2).await.expect("5 tasks processed");
         assert!(submitted > 0.0 && processed > 0.0);
         assert_eq!(bench.finished().await.expect("counts"), 5);
         assert!(batch_on(&bench, 7).await.expect("a batch") > 0.0);

@@ -102,6 +102,7 @@ pub(super) fn section(results: &BTreeMap<String, Results>, took: Duration) -> St
     let mut out = intro(took);
     rows(&mut out, results);
     ratios(&mut out, results);
+    cpu(&mut out, results);
     out.push_str(FOOTER);
     out
 }
@@ -132,6 +133,15 @@ fn intro(took: Duration) -> String {
     )
 }
 
+/// A system's name as its row shows it: stint's in bold.
+fn shown(name: &str) -> String {
+    if name.starts_with("stint") {
+        "**stint**".to_owned()
+    } else {
+        name.to_owned()
+    }
+}
+
 /// One row per system: its rates, pickup and the durability it reported.
 fn rows(out: &mut String, results: &BTreeMap<String, Results>) {
     let empty = Results::default();
@@ -146,13 +156,9 @@ fn rows(out: &mut String, results: &BTreeMap<String, Results>) {
             }
             durability.push_str(&format!("**{}**", r.errors.join("; ")));
         }
-        let shown = if name.starts_with("stint") {
-            "**stint**".to_owned()
-        } else {
-            name.clone()
-        };
         out.push_str(&format!(
-            "| {shown} | {backend} | {submit} | {} | {} | {} | {} | {} |\n",
+            "| {} | {backend} | {submit} | {} | {} | {} | {} | {} |\n",
+            shown(&name),
             cell(1),
             cell(8),
             cell(64),
@@ -204,6 +210,34 @@ fn ratios(out: &mut String, results: &BTreeMap<String, Results>) {
     }
 }
 
+/// CPU per job while processing, where it could be read: what bounds the rate on a small machine.
+fn cpu(out: &mut String, results: &BTreeMap<String, Results>) {
+    out.push_str(
+        "\nCPU per job while processing, in ms: the benchmark's own process (the client, and \
+         the store itself on SQLite) + the rest of the machine (the PostgreSQL server, and \
+         whatever else ran meanwhile), from `/proc`. On a machine with few cores the sum \
+         bounds the rate.\n\n\
+         | system | backend | conc 1 | conc 8 | conc 64 |\n|---|---|---|---|---|\n",
+    );
+    let empty = Results::default();
+    for (name, backend) in order() {
+        let r = results.get(&name).unwrap_or(&empty);
+        let cell = |c: usize| {
+            r.cpu.get(&c).map_or_else(
+                || "—".to_owned(),
+                |(process, rest)| format!("{process:.2} + {rest:.2}"),
+            )
+        };
+        out.push_str(&format!(
+            "| {} | {backend} | {} | {} | {} |\n",
+            shown(&name),
+            cell(1),
+            cell(8),
+            cell(64)
+        ));
+    }
+}
+
 /// Why apalis has no pickup figure, and how the peers are built and timed.
 const FOOTER: &str = "\napalis's idle pickup is not measured by this command: in trial runs on this machine \
          (2026-11-30) an idle job's completion became visible in apalis-sqlite's store only \
@@ -222,7 +256,31 @@ const FOOTER: &str = "\napalis's idle pickup is not measured by this command: in
 
 #[cfg(test)]
 mod tests {
-    use super::rate;
+    use std::collections::BTreeMap;
+
+    use serde_json::json;
+
+    use super::{Results, cpu, rate};
+
+    #[test]
+    fn each_system_shows_its_cpu_per_job_by_concurrency() {
+        let mut stint = Results::default();
+        stint.add(&json!({
+            "kind": "throughput", "concurrency": 8, "jobs_per_s": 1340.0,
+            "cpu_ms_per_job": { "process": 0.224, "rest_of_machine": 0.891 },
+        }));
+        stint.add(
+            &json!({ "kind": "throughput", "concurrency": 1, "jobs_per_s": 500.0,
+                           "cpu_ms_per_job": null }),
+        );
+        let results = BTreeMap::from([("stint PostgreSQL".to_owned(), stint)]);
+        let mut out = String::new();
+        cpu(&mut out, &results);
+        assert!(
+            out.contains("| **stint** | PostgreSQL | — | 0.22 + 0.89 | — |"),
+            "{out}"
+        );
+    }
 
     #[test]
     fn rates_have_thousands_separators() {

@@ -4,6 +4,8 @@
 
 #[path = "../../common.rs"]
 mod common;
+#[path = "../../cpu.rs"]
+mod cpu;
 
 use std::path::PathBuf;
 use std::sync::Arc;

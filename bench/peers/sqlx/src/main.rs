@@ -6,6 +6,8 @@
 
 #[path = "../../common.rs"]
 mod common;
+#[path = "../../cpu.rs"]
+mod cpu;
 
 mod apalis_peers;
 mod awa_peer;
