@@ -93,6 +93,44 @@ fn library_crates_do_not_print() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn crates_that_embed_migrations_rebuild_when_one_is_added() -> Result<()> {
+    let root = project::root();
+    let mut missing = Vec::new();
+    let mut embedding = 0;
+    for entry in fs::read_dir(root.join("crates"))? {
+        let krate = entry?.path();
+        let embeds = rust_files(&krate.join("src"))?.iter().any(|file| {
+            fs::read_to_string(file).is_ok_and(|text| text.contains("sqlx::migrate!("))
+        });
+        if !embeds {
+            continue;
+        }
+        embedding += 1;
+        let build = fs::read_to_string(krate.join("build.rs")).unwrap_or_default();
+        if !build.contains("cargo:rerun-if-changed=migrations") {
+            missing.push(
+                krate
+                    .strip_prefix(&root)
+                    .unwrap_or(&krate)
+                    .display()
+                    .to_string(),
+            );
+        }
+    }
+    assert!(
+        embedding >= 2,
+        "the scan found {embedding} crates embedding migrations, not both adapters"
+    );
+    assert!(
+        missing.is_empty(),
+        "these crates embed migrations with sqlx::migrate! but no build.rs reruns on them, so a \
+         new migration would be left out of binaries built before it:\n{}",
+        missing.join("\n")
+    );
+    Ok(())
+}
+
 /// Database drivers: only the adapters (and what wires them) may know them.
 const DATABASE_CRATES: &[&str] = &[
     "sqlx",
