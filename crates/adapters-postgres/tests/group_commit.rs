@@ -37,6 +37,12 @@ fn main() -> std::process::ExitCode {
             block_on(a_write_that_raises_fails_alone());
         }),
         (
+            "ends_waiting_together_share_a_transaction_and_are_answered_each",
+            || {
+                block_on(ends_waiting_together_share_a_transaction_and_are_answered_each());
+            },
+        ),
+        (
             "kill_9_during_batching_loses_nothing_acknowledged_and_halves_nothing",
             kill_9_during_batching,
         ),
@@ -76,31 +82,60 @@ async fn begin_all(
     results.into_iter().map(|(_, result)| result).collect()
 }
 
-/// Begins one attempt of each of `nodes` (all of run "run") while another connection holds
-/// the run's event lock: the first two writes go out at once, one batch each, and wait for the
-/// lock; the rest pile up meanwhile and go together once the lock is released. Their results in
-/// order.
-async fn piled_up_begins(
+/// Ends attempt 1 of each node at once, each under owner "w", or under another owner where the
+/// flag says so; their results in order.
+async fn end_all(
     store: &PostgresStore,
-    raw: &PgPool,
-    nodes: Vec<NodeKey>,
-) -> Vec<Result<u32, stint_ports::StoreError>> {
+    ends: &[(NodeKey, bool)],
+) -> Vec<Result<(), stint_ports::StoreError>> {
+    let mut writes = tokio::task::JoinSet::new();
+    for (i, (node, wrong_owner)) in ends.iter().enumerate() {
+        let (store, node) = (store.clone(), node.clone());
+        let owner = if *wrong_owner { "someone else" } else { "w" };
+        writes.spawn(async move {
+            let done = Event::new(&node.attempt(1), 2, EventKind::NodeFinished);
+            let end = EndAttempt {
+                events: vec![done],
+                ..EndAttempt::new(
+                    AttemptEnd::Finished {
+                        output: json!({ "node": node.node_id() }),
+                        vcs: None,
+                    },
+                    2,
+                )
+            };
+            let owned = OwnedAttempt {
+                key: node.attempt(1),
+                owner: owner.to_owned(),
+            };
+            (i, store.end_attempt(&owned, end).await.map(|_| ()))
+        });
+    }
+    let mut results: Vec<_> = writes.join_all().await;
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, result)| result).collect()
+}
+
+/// Writes `items` (all of run "run", by `write_all`) while another connection holds the run's
+/// event lock: the first two go out at once, one batch each, and wait for the lock; the rest
+/// pile up meanwhile and go together once the lock is released. Their results in order.
+async fn piled_up<T, R, W, Fut>(raw: &PgPool, items: Vec<T>, write_all: W) -> Vec<R>
+where
+    T: Clone,
+    R: Send + 'static,
+    W: Fn(Vec<T>) -> Fut,
+    Fut: Future<Output = Vec<R>> + Send + 'static,
+{
     let mut blocker = raw.acquire().await.unwrap();
     sqlx::query("SELECT pg_advisory_lock($1)")
         .bind(stint_adapters_postgres::run_lock_key("run"))
         .execute(&mut *blocker)
         .await
         .unwrap();
-    let (front, pile) = nodes.split_at(2);
-    let front = {
-        let (store, front) = (store.clone(), front.to_vec());
-        tokio::spawn(async move { begin_all(&store, &front).await })
-    };
+    let (front, pile) = items.split_at(2);
+    let front = tokio::spawn(write_all(front.to_vec()));
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let pile = {
-        let (store, pile) = (store.clone(), pile.to_vec());
-        tokio::spawn(async move { begin_all(&store, &pile).await })
-    };
+    let pile = tokio::spawn(write_all(pile.to_vec()));
     tokio::time::sleep(Duration::from_millis(200)).await;
     sqlx::query("SELECT pg_advisory_unlock_all()")
         .execute(&mut *blocker)
@@ -109,6 +144,19 @@ async fn piled_up_begins(
     let mut results = front.await.unwrap();
     results.extend(pile.await.unwrap());
     results
+}
+
+/// Begins one attempt of each of `nodes` as [`piled_up`] writes them.
+async fn piled_up_begins(
+    store: &PostgresStore,
+    raw: &PgPool,
+    nodes: Vec<NodeKey>,
+) -> Vec<Result<u32, stint_ports::StoreError>> {
+    piled_up(raw, nodes, |nodes| {
+        let store = store.clone();
+        async move { begin_all(&store, &nodes).await }
+    })
+    .await
 }
 
 async fn begins_waiting_together_share_a_transaction() {
@@ -169,6 +217,74 @@ async fn a_write_that_raises_fails_alone() {
         .await
         .unwrap();
     assert_eq!(attempts, 15);
+    guard.drop_schema().await;
+}
+
+async fn ends_waiting_together_share_a_transaction_and_are_answered_each() {
+    let (store, guard) = fresh_schema().await;
+    let raw = raw_pool(&guard).await;
+    const WRITES: usize = 24;
+    let nodes: Vec<NodeKey> = (0..WRITES)
+        .map(|i| NodeKey::new("run", format!("n{i:02}"), 0).unwrap())
+        .collect();
+    for result in begin_all(&store, &nodes).await {
+        assert_eq!(result.unwrap(), 1);
+    }
+    // Every fifth end, in the pile, presents an owner that is not the attempt's.
+    let ends: Vec<(NodeKey, bool)> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| (node.clone(), i % 5 == 3))
+        .collect();
+    let results = piled_up(&raw, ends.clone(), |ends| {
+        let store = store.clone();
+        async move { end_all(&store, &ends).await }
+    })
+    .await;
+    let mut ended = Vec::new();
+    for ((node, wrong_owner), result) in ends.iter().zip(results) {
+        if *wrong_owner {
+            let error = result.expect_err("an end under another owner is refused");
+            assert!(error.is_conflict(), "{node}: {error}");
+        } else {
+            result.unwrap_or_else(|error| panic!("{node} did not end: {error}"));
+            ended.push(node.node_id().to_owned());
+        }
+    }
+    let ids = |sql: &'static str| {
+        let raw = raw.clone();
+        async move {
+            sqlx::query_scalar::<_, String>(sql)
+                .fetch_all(&raw)
+                .await
+                .unwrap()
+        }
+    };
+    // What each end wrote, and only the ends that were answered so.
+    let finished = ids("SELECT node_id FROM attempts WHERE state = 'finished' ORDER BY 1").await;
+    assert_eq!(finished, ended);
+    let nodes_finished = ids("SELECT node_id FROM nodes WHERE state = 'finished' ORDER BY 1").await;
+    assert_eq!(nodes_finished, ended);
+    let outputs = ids("SELECT output->>'node' FROM outputs ORDER BY 1").await;
+    assert_eq!(outputs, ended);
+    let finished_events =
+        ids("SELECT node_id FROM events WHERE type = 'NodeFinished' ORDER BY 1").await;
+    assert_eq!(finished_events, ended);
+    let still_running =
+        ids("SELECT node_id FROM attempts WHERE state = 'in-progress' ORDER BY 1").await;
+    assert_eq!(still_running.len(), WRITES - ended.len());
+    // Rows a transaction wrote carry its id: fewer ids than writes is writes sharing one.
+    let transactions: i64 = sqlx::query_scalar(
+        "SELECT COUNT(DISTINCT xmin::text) FROM attempts WHERE state = 'finished'",
+    )
+    .fetch_one(&raw)
+    .await
+    .unwrap();
+    assert!(
+        transactions <= 3,
+        "{} ends that waited together took {transactions} transactions",
+        ended.len()
+    );
     guard.drop_schema().await;
 }
 
