@@ -56,6 +56,7 @@ mod outcome;
 mod output;
 mod ports;
 mod prepared;
+mod settle;
 mod shared;
 mod timers;
 mod watchdog;
