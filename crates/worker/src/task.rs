@@ -110,17 +110,10 @@ async fn attempt(
     let mut desc = None;
     let mut recovered = false;
     loop {
-        // Refused at the begin: the node's last attempt is still in progress (its worker
-        // died). Recovery frees it once its lease expired; until then the task goes back.
-        if std::mem::take(&mut refused) {
-            if recovered {
-                return Ok(Ending::unwritten(TaskEnd::Release));
-            }
-            recovered = true;
-            if let Err(error) = inner.recovery.recover(&inner.engine).await {
-                tracing::warn!(%error, "recovery failed");
-                return Ok(Ending::unwritten(TaskEnd::Release));
-            }
+        if std::mem::take(&mut refused)
+            && let Some(ending) = recover_once(inner, &mut recovered).await
+        {
+            return Ok(ending);
         }
         let started = Arc::new(AtomicBool::new(false));
         let compute = {
@@ -164,27 +157,51 @@ async fn attempt(
                 .run_task_attempt(desc, compute, &stop.cancel, task_end);
             run.await
         };
-        match ran {
-            Ok(outcome) => {
-                let handed = handed.into_inner().unwrap_or_else(PoisonError::into_inner);
-                return Ok(Ending {
-                    end: handed.unwrap_or_else(|| end_of(inner, &outcome, stop)),
-                    written: outcome.task_ended,
-                });
-            }
-            Err(EngineError::Store(error))
-                if error.is_conflict() && !started.load(Ordering::SeqCst) =>
-            {
-                refused = true;
-            }
-            Err(error @ (EngineError::Store(_) | EngineError::Fenced { .. })) => return Err(error),
-            // The descriptor cannot be run: no attempt began, and no retry would change that.
-            Err(error) => {
-                let error = TaskError::new(error.code(), error.to_string());
-                return Ok(Ending::unwritten(TaskEnd::Failed {
-                    error: to_json(&error),
-                }));
-            }
+        let handed = handed.into_inner().unwrap_or_else(PoisonError::into_inner);
+        match ending_of(inner, ran, handed, started.load(Ordering::SeqCst), stop)? {
+            Some(ending) => return Ok(ending),
+            None => refused = true,
+        }
+    }
+}
+
+/// After a begin was refused because the node's last attempt is still in progress (its worker
+/// died): recovery frees it once its lease expired, so it runs once. How the task ends when that
+/// cannot help: the begin was refused again after it, or it failed. Until then the task goes
+/// back.
+async fn recover_once(inner: &Inner, recovered: &mut bool) -> Option<Ending> {
+    if std::mem::replace(recovered, true) {
+        return Some(Ending::unwritten(TaskEnd::Release));
+    }
+    if let Err(error) = inner.recovery.recover(&inner.engine).await {
+        tracing::warn!(%error, "recovery failed");
+        return Some(Ending::unwritten(TaskEnd::Release));
+    }
+    None
+}
+
+/// How an attempt's run ends the task: the end handed to its terminal write when there was one;
+/// `None` when its begin was refused before the compute started (recover and try again).
+fn ending_of(
+    inner: &Inner,
+    ran: Result<AttemptOutcome, EngineError>,
+    handed: Option<TaskEnd>,
+    started: bool,
+    stop: &Stop,
+) -> Result<Option<Ending>, EngineError> {
+    match ran {
+        Ok(outcome) => Ok(Some(Ending {
+            end: handed.unwrap_or_else(|| end_of(inner, &outcome, stop)),
+            written: outcome.task_ended,
+        })),
+        Err(EngineError::Store(error)) if error.is_conflict() && !started => Ok(None),
+        Err(error @ (EngineError::Store(_) | EngineError::Fenced { .. })) => Err(error),
+        // The descriptor cannot be run: no attempt began, and no retry would change that.
+        Err(error) => {
+            let error = TaskError::new(error.code(), error.to_string());
+            Ok(Some(Ending::unwritten(TaskEnd::Failed {
+                error: to_json(&error),
+            })))
         }
     }
 }
