@@ -50,6 +50,13 @@ fn main() -> std::process::ExitCode {
     run_tests(tests)
 }
 
+/// `count` nodes of run "run", named in order (`n00`, `n01`...).
+fn nodes_of_run(count: usize) -> Vec<NodeKey> {
+    (0..count)
+        .map(|i| NodeKey::new("run", format!("n{i:02}"), 0).unwrap())
+        .collect()
+}
+
 fn begin(node: &NodeKey, owner: &str) -> BeginAttempt {
     BeginAttempt::new(node.clone(), owner.to_owned(), 1, 86_400_000)
 }
@@ -163,9 +170,7 @@ async fn begins_waiting_together_share_a_transaction() {
     let (store, guard) = fresh_schema().await;
     let raw = raw_pool(&guard).await;
     const WRITES: usize = 24;
-    let nodes: Vec<NodeKey> = (0..WRITES)
-        .map(|i| NodeKey::new("run", format!("n{i}"), 0).unwrap())
-        .collect();
+    let nodes = nodes_of_run(WRITES);
     for result in piled_up_begins(&store, &raw, nodes).await {
         assert_eq!(result.unwrap(), 1);
     }
@@ -198,9 +203,7 @@ async fn a_write_that_raises_fails_alone() {
     .execute(&raw)
     .await
     .unwrap();
-    let mut nodes: Vec<NodeKey> = (0..15)
-        .map(|i| NodeKey::new("run", format!("n{i}"), 0).unwrap())
-        .collect();
+    let mut nodes = nodes_of_run(15);
     // In the pile, so in a batch with others.
     nodes.insert(7, NodeKey::new("run", "poison", 0).unwrap());
     let results = piled_up_begins(&store, &raw, nodes.clone()).await;
@@ -224,9 +227,7 @@ async fn ends_waiting_together_share_a_transaction_and_are_answered_each() {
     let (store, guard) = fresh_schema().await;
     let raw = raw_pool(&guard).await;
     const WRITES: usize = 24;
-    let nodes: Vec<NodeKey> = (0..WRITES)
-        .map(|i| NodeKey::new("run", format!("n{i:02}"), 0).unwrap())
-        .collect();
+    let nodes = nodes_of_run(WRITES);
     for result in begin_all(&store, &nodes).await {
         assert_eq!(result.unwrap(), 1);
     }
